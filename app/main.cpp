@@ -1,0 +1,34 @@
+// recmod: TorchRec's modules from the shell. main() only wires CLI11 to the
+// subcommands in commands/ and turns errors into messages and exit codes.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "commands/commands.h"
+#include "recmod/common/errors.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"recmod: TorchRec modules in C++, driven by YAML model configs"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "recmod 0.1.0");
+  recmod::app::register_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
+    return recmod::app::run_selected(app);
+  } catch (const recmod::UsageError& e) {
+    std::cerr << "recmod: " << e.what() << "\n";
+    return 2;
+  } catch (const recmod::ConfigError& e) {
+    std::cerr << "recmod: " << e.what() << "\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "recmod: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "recmod: " << e.what() << "\n";
+    return 1;
+  }
+}

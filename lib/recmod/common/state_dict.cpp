@@ -1,0 +1,59 @@
+#include "recmod/common/state_dict.h"
+
+#include <torch/torch.h>
+
+#include <set>
+
+#include "recmod/common/errors.h"
+
+namespace recmod {
+
+namespace {
+void collect(const torch::nn::Module& module, const std::string& prefix, StateDict& out) {
+  for (const auto& p : module.named_parameters(/*recurse=*/false))
+    if (p.value().defined()) out.emplace_back(prefix + p.key(), p.value());
+  for (const auto& b : module.named_buffers(/*recurse=*/false))
+    if (b.value().defined()) out.emplace_back(prefix + b.key(), b.value());
+  for (const auto& child : module.named_children()) collect(*child.value(), prefix + child.key() + ".", out);
+}
+}  // namespace
+
+StateDict state_dict(const torch::nn::Module& module) {
+  StateDict out;
+  collect(module, "", out);
+  return out;
+}
+
+const torch::Tensor* find_tensor(const StateDict& dict, const std::string& key) {
+  for (const auto& [k, v] : dict)
+    if (k == key) return &v;
+  return nullptr;
+}
+
+void load_state_dict(torch::nn::Module& module, const StateDict& source, const std::string& origin) {
+  const StateDict target = state_dict(module);
+  std::set<std::string> target_keys;
+  for (const auto& [k, _] : target) target_keys.insert(k);
+  for (const auto& [k, _] : source)
+    if (!target_keys.count(k)) {
+      std::vector<std::string> keys(target_keys.begin(), target_keys.end());
+      throw CheckpointError(
+          str_cat(origin, ": unexpected key '", k, "'; the model's keys are ", join_names(keys)));
+    }
+  torch::NoGradGuard no_grad;
+  for (const auto& [k, dst] : target) {
+    const torch::Tensor* src = find_tensor(source, k);
+    if (!src) throw CheckpointError(str_cat(origin, ": missing key '", k, "' (shape ", dst.sizes(), ")"));
+    if (src->sizes() != dst.sizes())
+      throw CheckpointError(str_cat(origin, ": key '", k, "' has shape ", src->sizes(), ", the model expects ",
+                                    dst.sizes()));
+    if (src->scalar_type() != dst.scalar_type())
+      throw CheckpointError(str_cat(origin, ": key '", k, "' has dtype ", src->scalar_type(),
+                                    ", the model expects ", dst.scalar_type()));
+    // copy_ keeps the module's tensor object (and so any views or optimizer
+    // state that refer to it).
+    const_cast<torch::Tensor&>(dst).copy_(*src);
+  }
+}
+
+}  // namespace recmod

@@ -1,0 +1,97 @@
+#pragma once
+// KeyedJaggedTensor, as torchrec.sparse.KeyedJaggedTensor: several jagged
+// features ("keys") over one batch of B samples.
+#include <torch/types.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "recmod/sparse/jagged_tensor.h"
+
+namespace recmod {
+
+/// Layout (key-major): lengths[k * B + b] is the number of ids of sample b
+/// for key k; values (and optional weights) hold the ids in that order;
+/// offsets are global: offsets[i] = sum(lengths[:i]), offsets.size = K*B + 1.
+///
+/// Example (TorchRec's docstring): keys [f1, f2], B = 3,
+///   lengths [2, 0, 1, 1, 1, 3] -> offsets [0, 2, 2, 3, 4, 5, 8],
+///   length_per_key [3, 5], offset_per_key [0, 3, 8].
+class KeyedJaggedTensor {
+ public:
+  KeyedJaggedTensor() = default;
+
+  /// Throws InputError when the invariants do not hold (see JaggedTensor) or
+  /// when the number of keys does not divide lengths.numel(). `stride` (B)
+  /// is needed only when there are no keys.
+  static KeyedJaggedTensor from_lengths(std::vector<std::string> keys, torch::Tensor values,
+                                        torch::Tensor lengths,
+                                        std::optional<torch::Tensor> weights = std::nullopt,
+                                        std::optional<int64_t> stride = std::nullopt);
+  static KeyedJaggedTensor from_offsets(std::vector<std::string> keys, torch::Tensor values,
+                                        torch::Tensor offsets,
+                                        std::optional<torch::Tensor> weights = std::nullopt,
+                                        std::optional<int64_t> stride = std::nullopt);
+  /// From per-key JaggedTensors that all have the same number of rows.
+  static KeyedJaggedTensor from_jt_dict(const std::vector<std::pair<std::string, JaggedTensor>>& jts);
+  /// No keys, no values, batch size `stride`.
+  static KeyedJaggedTensor empty(bool is_weighted = false, torch::Device device = torch::kCPU,
+                                 int64_t stride = 0);
+  /// Keys of all inputs in order; all must have the same stride, and either
+  /// all or none carry weights.
+  static KeyedJaggedTensor concat(const std::vector<KeyedJaggedTensor>& kjts);
+
+  const std::vector<std::string>& keys() const { return keys_; }
+  const torch::Tensor& values() const { return values_; }
+  const torch::Tensor& lengths() const { return lengths_; }
+  const torch::Tensor& offsets() const { return offsets_; }
+  bool has_weights() const { return weights_.has_value(); }
+  const torch::Tensor& weights() const;  // throws InputError when absent
+  const std::optional<torch::Tensor>& weights_or_none() const { return weights_; }
+  int64_t stride() const { return stride_; }
+  const std::vector<int64_t>& length_per_key() const { return length_per_key_; }
+  const std::vector<int64_t>& offset_per_key() const { return offset_per_key_; }
+  /// key -> position in keys().
+  std::map<std::string, int64_t> index_per_key() const;
+  bool has_key(const std::string& key) const;
+
+  /// The jagged feature of one key: B rows, local offsets. Throws
+  /// InputError naming the available keys when `key` is absent.
+  JaggedTensor operator[](const std::string& key) const;
+  /// Key order preserved.
+  std::vector<std::pair<std::string, JaggedTensor>> to_dict() const;
+
+  /// Consecutive groups of keys of the given sizes (which must sum to the
+  /// number of keys; zero-size segments give empty KJTs of the same stride).
+  std::vector<KeyedJaggedTensor> split(const std::vector<int64_t>& segments) const;
+  /// New key order keys[indices[0]], keys[indices[1]], ...; indices may
+  /// repeat or leave keys out.
+  KeyedJaggedTensor permute(const std::vector<int64_t>& indices) const;
+  /// Only the given keys, in the given order (each must be present).
+  KeyedJaggedTensor select(const std::vector<std::string>& keys) const;
+
+  KeyedJaggedTensor to(const torch::Device& device, bool non_blocking = false) const;
+  torch::Device device() const { return values_.device(); }
+
+  /// Build from parts known to be consistent; no checks, no host sync
+  /// beyond length_per_key.
+  static KeyedJaggedTensor unchecked(std::vector<std::string> keys, torch::Tensor values,
+                                     torch::Tensor lengths, std::optional<torch::Tensor> weights,
+                                     int64_t stride);
+
+ private:
+  void finish();  // offsets, length_per_key, offset_per_key from lengths
+  std::vector<std::string> keys_;
+  torch::Tensor values_;
+  torch::Tensor lengths_;
+  torch::Tensor offsets_;
+  std::optional<torch::Tensor> weights_;
+  int64_t stride_ = 0;
+  std::vector<int64_t> length_per_key_;
+  std::vector<int64_t> offset_per_key_;
+};
+
+}  // namespace recmod
