@@ -1,0 +1,43 @@
+#pragma once
+// What the data layer hands to the model: one batch of labelled examples
+// with dense float features and jagged sparse id features.
+#include <torch/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "recmod/sparse/keyed_jagged_tensor.h"
+
+namespace recmod::data {
+
+/// The columns of a data set, independent of its file format.
+struct DataSchema {
+  int64_t num_dense = 0;                     // dense float features per example
+  std::vector<std::string> sparse_features;  // KJT keys, in this order
+  int64_t num_labels = 1;                    // label columns per example
+  bool weighted = false;                     // sparse ids carry per-id weights
+};
+
+/// B examples. Ids are raw int64 values as read (hashing into a table's
+/// range is the model's business, not the reader's).
+struct Batch {
+  torch::Tensor dense;        // (B, num_dense) float32; (B, 0) when none
+  KeyedJaggedTensor sparse;   // keys = schema.sparse_features, stride B
+  torch::Tensor labels;       // (B, num_labels) float32
+  int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+  Batch to(const torch::Device& device, bool non_blocking = false) const {
+    return Batch{dense.to(device, non_blocking), sparse.to(device, non_blocking), labels.to(device, non_blocking)};
+  }
+};
+
+/// A stream of batches; next() returns nullopt at the end of the data.
+/// Implementations may read ahead on background threads.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual const DataSchema& schema() const = 0;
+  virtual std::optional<Batch> next() = 0;
+};
+
+}  // namespace recmod::data
