@@ -1,0 +1,88 @@
+#include "recmod/common/state_dict.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "recmod/common/errors.h"
+
+namespace recmod {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+struct InnerImpl : torch::nn::Module {
+  InnerImpl() {
+    weight = register_parameter("weight", torch::zeros({2, 3}));
+    counts = register_buffer("counts", torch::zeros({4}, torch::kLong));
+  }
+  torch::Tensor weight, counts;
+};
+TORCH_MODULE(Inner);
+
+struct OuterImpl : torch::nn::Module {
+  OuterImpl() {
+    bias = register_parameter("bias", torch::zeros({3}));
+    inner = register_module("_inner", Inner());
+    register_parameter("unused", torch::Tensor(), /*requires_grad=*/false);  // undefined: skipped like Python's None
+  }
+  torch::Tensor bias;
+  Inner inner{nullptr};
+};
+TORCH_MODULE(Outer);
+
+std::vector<std::string> keys(const StateDict& d) {
+  std::vector<std::string> out;
+  for (const auto& kv : d) out.push_back(kv.first);
+  return out;
+}
+
+TEST(StateDict, PyTorchKeysAndOrder) {
+  Outer m;
+  EXPECT_THAT(keys(state_dict(*m)), ElementsAre("bias", "_inner.weight", "_inner.counts"));
+}
+
+TEST(StateDict, LoadCopiesIntoExistingTensors) {
+  Outer m;
+  auto* before = m->inner->weight.data_ptr();
+  load_state_dict(*m, {{"bias", torch::ones({3})}, {"_inner.weight", torch::full({2, 3}, 2.0)},
+                       {"_inner.counts", torch::arange(4)}},
+                  "ckpt.pt");
+  EXPECT_EQ(m->inner->weight.data_ptr(), before);
+  EXPECT_TRUE(torch::equal(m->inner->counts, torch::arange(4)));
+  EXPECT_FLOAT_EQ(m->bias.sum().item<float>(), 3.0f);
+}
+
+template <typename F>
+std::string checkpoint_error(F&& f) {
+  try {
+    f();
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  return "<no CheckpointError>";
+}
+
+TEST(StateDict, StrictLoadErrorsNameKeyAndOrigin) {
+  Outer m;
+  StateDict good{{"bias", torch::ones({3})}, {"_inner.weight", torch::ones({2, 3})}, {"_inner.counts", torch::zeros({4}, torch::kLong)}};
+  auto missing = good;
+  missing.pop_back();
+  EXPECT_THAT(checkpoint_error([&] { load_state_dict(*m, missing, "a.pt"); }),
+              HasSubstr("a.pt: missing key '_inner.counts'"));
+  auto extra = good;
+  extra.emplace_back("zzz", torch::ones({1}));
+  EXPECT_THAT(checkpoint_error([&] { load_state_dict(*m, extra, "a.pt"); }), HasSubstr("a.pt: unexpected key 'zzz'"));
+  auto shape = good;
+  shape[1].second = torch::ones({3, 2});
+  EXPECT_THAT(checkpoint_error([&] { load_state_dict(*m, shape, "a.pt"); }),
+              HasSubstr("key '_inner.weight' has shape [3, 2], the model expects [2, 3]"));
+  auto dtype = good;
+  dtype[2].second = torch::zeros({4});
+  EXPECT_THAT(checkpoint_error([&] { load_state_dict(*m, dtype, "a.pt"); }),
+              HasSubstr("key '_inner.counts' has dtype Float, the model expects Long"));
+}
+
+}  // namespace
+}  // namespace recmod
