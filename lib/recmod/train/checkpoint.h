@@ -1,0 +1,23 @@
+#pragma once
+// Checkpoint files: a dict of named tensors in torch.save's zip format, so
+// recmod and PyTorch read each other's files.
+#include <string>
+
+#include "recmod/common/state_dict.h"
+
+namespace recmod::train {
+
+/// Writes a dict of tensors that PyTorch's torch.load reads (torch.save's zip
+/// format, via torch::pickle_save of a c10::Dict<std::string, at::Tensor>),
+/// atomically: temp file in the same directory + fsync + rename; on any error
+/// the previous file at `path` is untouched and the temp file removed.
+/// Tensors are written as CPU tensors holding only their own elements (a view
+/// does not drag its whole storage along). Throws FileWriteError.
+void save_tensors(const std::string& path, const StateDict& tensors);
+
+/// Reads such a file, written by recmod or by Python's torch.save(dict_of_tensors)
+/// (also a state_dict OrderedDict); CheckpointError with the path on anything
+/// else (missing file, truncated, not a dict of tensors). Keys keep the file's order.
+StateDict load_tensors(const std::string& path);
+
+}  // namespace recmod::train
