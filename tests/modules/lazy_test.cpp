@@ -116,6 +116,39 @@ TEST(LazyTest, ApplyVisitsChildrenBeforeParents) {
   EXPECT_EQ(order.back(), "recmod::MLPImpl");
 }
 
+torch::nn::Sequential lazy_model() {
+  return torch::nn::Sequential(
+      LowRankMixtureCrossNet(LowRankMixtureCrossNetOptions(std::nullopt, 2).num_experts(2).low_rank(2)),
+      MLP(MLPOptions(std::nullopt, {3, 1}).activation(mlp_activation("swish_layernorm"))));
+}
+
+TEST(LazyTest, CheckpointOfInferredSizesLoadsBeforeAnyForward) {
+  torch::manual_seed(9);
+  torch::nn::Sequential trained = lazy_model();
+  torch::Tensor x = torch::randn({4, 5});
+  torch::Tensor expected = trained->forward(x);
+  const StateDict checkpoint = state_dict(*trained);
+
+  torch::nn::Sequential restored = lazy_model();
+  EXPECT_THAT(error_of([&] { load_state_dict(*restored, checkpoint, "ckpt.pt"); }), HasSubstr("ckpt.pt"));
+  initialize_lazy_from_state_dict(*restored, checkpoint);
+  EXPECT_EQ(restored[0]->as<LowRankMixtureCrossNetImpl>()->options.in_features(), 5);
+  EXPECT_EQ(restored[1]->as<MLPImpl>()->options.in_size(), 5);
+  load_state_dict(*restored, checkpoint, "ckpt.pt");
+  EXPECT_TRUE(torch::equal(restored->forward(x), expected));
+}
+
+TEST(LazyTest, InitializeFromStateDictLeavesModulesWithoutTheirKeyLazy) {
+  MLP mlp(MLPOptions(std::nullopt, {2}));
+  initialize_lazy_from_state_dict(*mlp, {{"other.weight", torch::zeros({2, 3})}});
+  EXPECT_FALSE(mlp->is_initialized());
+  mlp->initialize_parameters(3, torch::zeros({1}, torch::kFloat64));
+  Perceptron first = mlp->layers()[0];
+  EXPECT_EQ(first->linear()->weight.scalar_type(), torch::kFloat64);
+  EXPECT_THAT(error_of([&] { mlp->initialize_parameters(4, torch::zeros({1})); }),
+              HasSubstr("MLP: already initialized with in_size 3"));
+}
+
 TEST(LazyTest, LazyApplyOnPlainModules) {
   int calls = 0;
   torch::nn::Linear linear(3, 2);

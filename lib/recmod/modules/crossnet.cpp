@@ -52,9 +52,15 @@ void CrossNetImpl::create_parameters(int64_t n, const torch::TensorOptions& tens
   for (int64_t l = 0; l < options.num_layers(); ++l) append_zeros(bias_, {n, 1}, tensor_options);
 }
 
+void CrossNetImpl::initialize_parameters(int64_t in_features, const torch::Tensor& like) {
+  TORCH_CHECK(!is_initialized(), "CrossNet: already initialized with in_features ", *options.in_features());
+  TORCH_CHECK(in_features > 0, "CrossNet: in_features must be positive, got ", in_features);
+  create_parameters(in_features, options_for(like));
+}
+
 torch::Tensor CrossNetImpl::forward(const torch::Tensor& input) {
   const int64_t n = checked_in_features("CrossNet", input, options.in_features());
-  if (!is_initialized()) create_parameters(n, options_for(input));
+  if (!is_initialized()) initialize_parameters(n, input);
   const torch::Tensor x0 = input.unsqueeze(2);  // (B, N, 1)
   torch::Tensor xl = x0;
   for (int64_t l = 0; l < options.num_layers(); ++l)
@@ -83,9 +89,15 @@ void LowRankCrossNetImpl::create_parameters(int64_t n, const torch::TensorOption
   for (int64_t l = 0; l < options.num_layers(); ++l) append_zeros(bias_, {n}, tensor_options);
 }
 
+void LowRankCrossNetImpl::initialize_parameters(int64_t in_features, const torch::Tensor& like) {
+  TORCH_CHECK(!is_initialized(), "LowRankCrossNet: already initialized with in_features ", *options.in_features());
+  TORCH_CHECK(in_features > 0, "LowRankCrossNet: in_features must be positive, got ", in_features);
+  create_parameters(in_features, options_for(like));
+}
+
 torch::Tensor LowRankCrossNetImpl::forward(const torch::Tensor& input) {
   const int64_t n = checked_in_features("LowRankCrossNet", input, options.in_features());
-  if (!is_initialized()) create_parameters(n, options_for(input));
+  if (!is_initialized()) initialize_parameters(n, input);
   const torch::Tensor& x0 = input;  // (B, N)
   torch::Tensor xl = x0;
   for (int64_t l = 0; l < options.num_layers(); ++l) {
@@ -112,9 +124,15 @@ void VectorCrossNetImpl::create_parameters(int64_t n, const torch::TensorOptions
   for (int64_t l = 0; l < options.num_layers(); ++l) append_zeros(bias_, {n, 1}, tensor_options);
 }
 
+void VectorCrossNetImpl::initialize_parameters(int64_t in_features, const torch::Tensor& like) {
+  TORCH_CHECK(!is_initialized(), "VectorCrossNet: already initialized with in_features ", *options.in_features());
+  TORCH_CHECK(in_features > 0, "VectorCrossNet: in_features must be positive, got ", in_features);
+  create_parameters(in_features, options_for(like));
+}
+
 torch::Tensor VectorCrossNetImpl::forward(const torch::Tensor& input) {
   const int64_t n = checked_in_features("VectorCrossNet", input, options.in_features());
-  if (!is_initialized()) create_parameters(n, options_for(input));
+  if (!is_initialized()) initialize_parameters(n, input);
   const torch::Tensor x0 = input.unsqueeze(2);  // (B, N, 1)
   torch::Tensor xl = x0;
   for (int64_t l = 0; l < options.num_layers(); ++l) {
@@ -160,9 +178,15 @@ void LowRankMixtureCrossNetImpl::create_parameters(int64_t n, const torch::Tenso
   for (int64_t l = 0; l < options.num_layers(); ++l) append_xavier(c_kernels_, {k, r, r}, tensor_options);
 }
 
+void LowRankMixtureCrossNetImpl::initialize_parameters(int64_t in_features, const torch::Tensor& like) {
+  TORCH_CHECK(!is_initialized(), "LowRankMixtureCrossNet: already initialized with in_features ", *options.in_features());
+  TORCH_CHECK(in_features > 0, "LowRankMixtureCrossNet: in_features must be positive, got ", in_features);
+  create_parameters(in_features, options_for(like));
+}
+
 torch::Tensor LowRankMixtureCrossNetImpl::forward(const torch::Tensor& input) {
   const int64_t n = checked_in_features("LowRankMixtureCrossNet", input, options.in_features());
-  if (!is_initialized()) create_parameters(n, options_for(input));
+  if (!is_initialized()) initialize_parameters(n, input);
   const int64_t k = options.num_experts();
   const Activation& g = options.activation();
   const torch::Tensor x0 = input.unsqueeze(2);  // (B, N, 1)

@@ -30,6 +30,9 @@ class CrossNetImpl : public torch::nn::Module, public LazyModule {
   explicit CrossNetImpl(CrossNetOptions options);
   torch::Tensor forward(const torch::Tensor& input);
   bool is_initialized() const override { return options.in_features().has_value(); }
+  void initialize_parameters(int64_t in_features, const torch::Tensor& like) override;
+  std::string in_size_key() const override { return "kernels.0"; }
+  int64_t in_size_dim() const override { return 0; }
 
   CrossNetOptions options;
 
@@ -55,6 +58,9 @@ class LowRankCrossNetImpl : public torch::nn::Module, public LazyModule {
   explicit LowRankCrossNetImpl(LowRankCrossNetOptions options);
   torch::Tensor forward(const torch::Tensor& input);
   bool is_initialized() const override { return options.in_features().has_value(); }
+  void initialize_parameters(int64_t in_features, const torch::Tensor& like) override;
+  std::string in_size_key() const override { return "W_kernels.0"; }
+  int64_t in_size_dim() const override { return 0; }
 
   LowRankCrossNetOptions options;
 
@@ -80,6 +86,9 @@ class VectorCrossNetImpl : public torch::nn::Module, public LazyModule {
   explicit VectorCrossNetImpl(VectorCrossNetOptions options);
   torch::Tensor forward(const torch::Tensor& input);
   bool is_initialized() const override { return options.in_features().has_value(); }
+  void initialize_parameters(int64_t in_features, const torch::Tensor& like) override;
+  std::string in_size_key() const override { return "kernels.0"; }
+  int64_t in_size_dim() const override { return 0; }
 
   VectorCrossNetOptions options;
 
@@ -112,6 +121,9 @@ class LowRankMixtureCrossNetImpl : public torch::nn::Module, public LazyModule {
   explicit LowRankMixtureCrossNetImpl(LowRankMixtureCrossNetOptions options);
   torch::Tensor forward(const torch::Tensor& input);
   bool is_initialized() const override { return options.in_features().has_value(); }
+  void initialize_parameters(int64_t in_features, const torch::Tensor& like) override;
+  std::string in_size_key() const override { return "U_kernels.0"; }
+  int64_t in_size_dim() const override { return 1; }
 
   LowRankMixtureCrossNetOptions options;
 

@@ -45,6 +45,21 @@ void lazy_apply(torch::nn::Module& module, ModuleFn fn) {
   apply_children_first(module, fn);
 }
 
+void initialize_lazy_from_state_dict(torch::nn::Module& root, const StateDict& state) {
+  // Pre-order: a container (MLP) sizes its first layer before that layer is visited.
+  for (const auto& item : root.named_modules()) {
+    auto* lazy = dynamic_cast<LazyModule*>(item.value().get());
+    if (!lazy || lazy->is_initialized()) continue;
+    const std::string key = (item.key().empty() ? "" : item.key() + ".") + lazy->in_size_key();
+    const torch::Tensor* t = find_tensor(state, key);
+    if (!t) continue;
+    if (t->dim() <= lazy->in_size_dim())
+      throw CheckpointError(str_cat("key '", key, "' has shape ", t->sizes(), "; expected at least ",
+                                    lazy->in_size_dim() + 1, " dimensions"));
+    lazy->initialize_parameters(t->size(lazy->in_size_dim()), *t);
+  }
+}
+
 int64_t infer_in_size(const torch::Tensor& input, const char* who) {
   TORCH_CHECK(input.dim() >= 1, who, ": cannot infer the input size from a 0-d input");
   return input.size(-1);

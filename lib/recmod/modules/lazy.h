@@ -8,7 +8,10 @@
 
 #include <functional>
 #include <optional>
+#include <string>
 #include <vector>
+
+#include "recmod/common/state_dict.h"
 
 namespace recmod {
 
@@ -22,6 +25,13 @@ class LazyModule {
   virtual ~LazyModule() = default;
   /// False while the input size is unknown (no parameters yet).
   virtual bool is_initialized() const = 0;
+  /// Creates the parameters for input size `in_size`, as the first forward
+  /// does; they take `like`'s device and dtype unless the options set them.
+  virtual void initialize_parameters(int64_t in_size, const torch::Tensor& like) = 0;
+  /// The state_dict key (relative to the module) whose dimension
+  /// in_size_dim() is the input size, e.g. "_linear.weight" and 1.
+  virtual std::string in_size_key() const = 0;
+  virtual int64_t in_size_dim() const = 0;
   /// Queues `fn` to run once right after the next forward (see lazy_apply).
   void add_lazy_fn(ModuleFn fn) { pending_.push_back(std::move(fn)); }
   bool has_pending_lazy_fns() const { return !pending_.empty(); }
@@ -48,6 +58,13 @@ void apply_children_first(torch::nn::Module& module, const ModuleFn& fn);
 /// contains an uninitialized lazy module, InputError says to attach `fn` to
 /// that module instead.
 void lazy_apply(torch::nn::Module& module, ModuleFn fn);
+
+/// Sizes every uninitialized lazy module inside `root` (root included) from
+/// the shapes in `state`, so that a checkpoint of a model whose input sizes
+/// were inferred can be loaded before any forward (TorchRec's lazy modules
+/// do this in their load_state_dict hook). Modules whose key is absent stay
+/// lazy; load_state_dict then reports the missing keys.
+void initialize_lazy_from_state_dict(torch::nn::Module& root, const StateDict& state);
 
 /// The input size a lazy module learns from `input`: its last dimension.
 /// `who` names the module in the error for a 0-d input.

@@ -25,11 +25,14 @@ void PerceptronImpl::create_layers(int64_t in_size, const torch::TensorOptions& 
   if (moved) to(tensor_options.device(), tensor_options.dtype().toScalarType());
 }
 
+void PerceptronImpl::initialize_parameters(int64_t in_size, const torch::Tensor& like) {
+  TORCH_CHECK(!is_initialized(), "Perceptron: already initialized with in_size ", *options.in_size());
+  TORCH_CHECK(in_size > 0, "Perceptron: in_size must be positive, got ", in_size);
+  create_layers(in_size, lazy_tensor_options(like, options.device(), options.dtype()));
+}
+
 torch::Tensor PerceptronImpl::forward(const torch::Tensor& input) {
-  if (!is_initialized()) {
-    create_layers(infer_in_size(input, "Perceptron"),
-                  lazy_tensor_options(input, options.device(), options.dtype()));
-  }
+  if (!is_initialized()) initialize_parameters(infer_in_size(input, "Perceptron"), input);
   TORCH_CHECK(input.dim() >= 1 && input.size(-1) == *options.in_size(), "Perceptron: expected input of shape (*, ",
               *options.in_size(), "), got ", input.sizes());
   torch::Tensor out = options.activation()(linear_->forward(input));
@@ -56,20 +59,22 @@ MLPImpl::MLPImpl(MLPOptions options_) : options(std::move(options_)) {
   }
 }
 
+void MLPImpl::initialize_parameters(int64_t in_size, const torch::Tensor& like) {
+  TORCH_CHECK(!is_initialized(), "MLP: already initialized with in_size ", *options.in_size());
+  // The first layer is created on `like`'s device (or the configured one);
+  // the layers sized at construction follow it there.
+  const auto tensor_options = lazy_tensor_options(like, options.device(), options.dtype());
+  to(tensor_options.device(), tensor_options.dtype().toScalarType());
+  layers_.front()->initialize_parameters(in_size, like);
+  options.in_size(in_size);
+}
+
 torch::Tensor MLPImpl::forward(const torch::Tensor& input) {
-  if (!is_initialized()) {
-    // The first layer is created on the input's device (or the configured
-    // one); the layers sized at construction follow it there.
-    const auto tensor_options = lazy_tensor_options(input, options.device(), options.dtype());
-    to(tensor_options.device(), tensor_options.dtype().toScalarType());
-  }
-  if (options.in_size()) {
-    TORCH_CHECK(input.dim() >= 1 && input.size(-1) == *options.in_size(), "MLP: expected input of shape (*, ",
-                *options.in_size(), "), got ", input.sizes());
-  }
+  if (!is_initialized()) initialize_parameters(infer_in_size(input, "MLP"), input);
+  TORCH_CHECK(input.dim() >= 1 && input.size(-1) == *options.in_size(), "MLP: expected input of shape (*, ",
+              *options.in_size(), "), got ", input.sizes());
   torch::Tensor x = input;
   for (auto& layer : layers_) x = layer->forward(x);
-  if (!options.in_size()) options.in_size(layers_.front()->options.in_size());
   finish_forward(*this);
   return x;
 }

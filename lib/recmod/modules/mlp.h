@@ -33,6 +33,9 @@ class PerceptronImpl : public torch::nn::Module, public LazyModule {
   explicit PerceptronImpl(PerceptronOptions options);
   torch::Tensor forward(const torch::Tensor& input);
   bool is_initialized() const override { return !linear_.is_empty(); }
+  void initialize_parameters(int64_t in_size, const torch::Tensor& like) override;
+  std::string in_size_key() const override { return "_linear.weight"; }
+  int64_t in_size_dim() const override { return 1; }
   /// The linear layer; empty until the input size is known.
   torch::nn::Linear& linear() { return linear_; }
 
@@ -65,6 +68,9 @@ class MLPImpl : public torch::nn::Module, public LazyModule {
   explicit MLPImpl(MLPOptions options);
   torch::Tensor forward(const torch::Tensor& input);
   bool is_initialized() const override { return layers_.front()->is_initialized(); }
+  void initialize_parameters(int64_t in_size, const torch::Tensor& like) override;
+  std::string in_size_key() const override { return "_mlp.0._linear.weight"; }
+  int64_t in_size_dim() const override { return 1; }
   const std::vector<Perceptron>& layers() const { return layers_; }
 
   MLPOptions options;
