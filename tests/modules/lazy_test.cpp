@@ -7,6 +7,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
 #include "recmod/modules/crossnet.h"
+#include "recmod/modules/deepfm.h"
 #include "recmod/modules/mlp.h"
 
 namespace recmod {
@@ -160,6 +161,36 @@ TEST(LazyTest, LazyApplyOnPlainModules) {
   EXPECT_THAT(error_of([&] { lazy_apply(*seq, FillLinear{&calls}); }),
               HasSubstr("contains the uninitialized lazy module recmod::MLPImpl; attach the function to that module "
                         "instead"));
+}
+
+TEST(LazyTest, ModulesRunForwardAndBackwardOnTheInputDevice) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const torch::Device cuda(torch::kCUDA);
+  torch::Tensor x = torch::randn({4, 6}, cuda);
+  // Lazy modules create their parameters on the first batch's device.
+  MLP mlp(MLPOptions(std::nullopt, {5, 3}).activation(mlp_activation("swish_layernorm")));
+  LowRankMixtureCrossNet mix(LowRankMixtureCrossNetOptions(std::nullopt, 2).num_experts(3).low_rank(2));
+  CrossNet full(CrossNetOptions(6, 2));
+  VectorCrossNet vec(VectorCrossNetOptions(6, 2));
+  LowRankCrossNet low(LowRankCrossNetOptions(6, 2));
+  full->to(cuda);
+  vec->to(cuda);
+  low->to(cuda);
+  torch::Tensor loss = mlp->forward(x).sum() + mix->forward(x).sum() + full->forward(x).sum() +
+                       vec->forward(x).sum() + low->forward(x).sum();
+  DeepFM deepfm(torch::nn::Linear(6, 2));
+  deepfm->to(cuda);
+  FactorizationMachine fm;
+  loss = loss + deepfm->forward({x.view({4, 2, 3})}).sum() + fm->forward({x.view({4, 3, 2})}).sum();
+  loss.backward();
+  for (const torch::nn::Module* m : std::vector<const torch::nn::Module*>{mlp.get(), mix.get(), full.get(), vec.get(),
+                                                                         low.get(), deepfm.get()}) {
+    for (const auto& p : m->named_parameters()) {
+      EXPECT_TRUE(p.value().is_cuda()) << m->name() << " " << p.key();
+      ASSERT_TRUE(p.value().grad().defined()) << m->name() << " " << p.key();
+      EXPECT_TRUE(p.value().grad().is_cuda()) << m->name() << " " << p.key();
+    }
+  }
 }
 
 }  // namespace
