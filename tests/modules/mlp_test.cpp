@@ -1,0 +1,131 @@
+#include "recmod/modules/mlp.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "recmod/common/errors.h"
+#include "recmod/common/state_dict.h"
+
+namespace recmod {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::vector<std::string> keys(const torch::nn::Module& m) {
+  std::vector<std::string> out;
+  for (const auto& kv : state_dict(m)) out.push_back(kv.first);
+  return out;
+}
+
+/// Largest |autograd - central difference| of d sum(f() * w) / d p, in float64.
+double max_gradient_error(const std::function<torch::Tensor()>& f, torch::Tensor p) {
+  torch::Tensor w = torch::rand_like(f()).detach() + 0.5;
+  torch::Tensor grad = torch::autograd::grad({(f() * w).sum()}, {p})[0];
+  torch::NoGradGuard no_grad;
+  torch::Tensor flat = p.view(-1);
+  double worst = 0.0;
+  const double eps = 1e-6;
+  for (int64_t i = 0; i < flat.numel(); ++i) {
+    const double orig = flat[i].item<double>();
+    flat[i] = orig + eps;
+    const double plus = (f() * w).sum().item<double>();
+    flat[i] = orig - eps;
+    const double minus = (f() * w).sum().item<double>();
+    flat[i] = orig;
+    worst = std::max(worst, std::abs((plus - minus) / (2 * eps) - grad.view(-1)[i].item<double>()));
+  }
+  return worst;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(PerceptronTest, LinearThenActivationByHand) {
+  Perceptron p(PerceptronOptions(2, 2).activation(activation_by_name("relu")));
+  {
+    torch::NoGradGuard no_grad;
+    p->linear()->weight.copy_(torch::tensor({{1.0, -1.0}, {2.0, 0.5}}));
+    p->linear()->bias.copy_(torch::tensor({0.5, -4.0}));
+  }
+  torch::Tensor y = p->forward(torch::tensor({{3.0f, 1.0f}}));
+  // row 0: 3 - 1 + 0.5 = 2.5; row 1: 6 + 0.5 - 4 = 2.5 -> relu keeps both
+  EXPECT_TRUE(torch::allclose(y, torch::tensor({{2.5f, 2.5f}})));
+  y = p->forward(torch::tensor({{0.0f, 2.0f}}));  // -2 + 0.5 = -1.5 -> 0; 1 - 4 = -3 -> 0
+  EXPECT_TRUE(torch::equal(y, torch::zeros({1, 2})));
+}
+
+TEST(PerceptronTest, KeysWithoutBiasAndWithModuleActivation) {
+  Perceptron plain(PerceptronOptions(5, 3).bias(false).activation(activation_by_name("sigmoid")));
+  EXPECT_THAT(keys(*plain), ElementsAre("_linear.weight"));
+  Perceptron swish(PerceptronOptions(5, 3).activation(Activation::module(SwishLayerNorm(3))));
+  EXPECT_THAT(keys(*swish), ElementsAre("_linear.weight", "_linear.bias", "_activation_fn.norm.0.weight",
+                                         "_activation_fn.norm.0.bias"));
+}
+
+TEST(PerceptronTest, RejectsWrongInputSize) {
+  Perceptron p(PerceptronOptions(5, 3));
+  EXPECT_THAT(error_of([&] { p->forward(torch::zeros({4, 6})); }),
+              HasSubstr("Perceptron: expected input of shape (*, 5), got [4, 6]"));
+}
+
+TEST(MLPTest, StacksPerceptronsUnderTorchRecKeys) {
+  MLP mlp(MLPOptions(6, {8, 4}).activation(mlp_activation("swish_layernorm")));
+  EXPECT_THAT(keys(*mlp),
+              ElementsAre("_mlp.0._linear.weight", "_mlp.0._linear.bias", "_mlp.0._activation_fn.norm.0.weight",
+                          "_mlp.0._activation_fn.norm.0.bias", "_mlp.1._linear.weight", "_mlp.1._linear.bias",
+                          "_mlp.1._activation_fn.norm.0.weight", "_mlp.1._activation_fn.norm.0.bias"));
+  const StateDict sd = state_dict(*mlp);
+  EXPECT_EQ(find_tensor(sd, "_mlp.0._linear.weight")->sizes(), (std::vector<int64_t>{8, 6}));
+  EXPECT_EQ(find_tensor(sd, "_mlp.1._activation_fn.norm.0.weight")->sizes(), (std::vector<int64_t>{4}));
+}
+
+TEST(MLPTest, ForwardIsTheComposedLayers) {
+  torch::manual_seed(3);
+  MLP mlp(MLPOptions(6, {5, 3, 2}).bias(false).activation(mlp_activation("sigmoid")));
+  torch::Tensor x = torch::randn({4, 6});
+  torch::Tensor expected = x;
+  for (auto layer : mlp->layers()) expected = torch::sigmoid(expected.matmul(layer->linear()->weight.t()));
+  torch::Tensor y = mlp->forward(x);
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{4, 2}));
+  EXPECT_TRUE(torch::allclose(y, expected, 1e-5, 1e-6));
+}
+
+TEST(MLPTest, SharedModuleActivationIsRegisteredOnceAndShared) {
+  Activation shared = Activation::module(SwishLayerNorm(4));
+  MLP mlp(MLPOptions(4, {4, 4}).activation(same_activation(shared)));
+  EXPECT_EQ(mlp->layers()[0]->named_parameters()["_activation_fn.norm.0.weight"].data_ptr(),
+            mlp->layers()[1]->named_parameters()["_activation_fn.norm.0.weight"].data_ptr());
+}
+
+TEST(MLPTest, RejectsWrongInputAndBadSizes) {
+  MLP mlp(MLPOptions(6, {8, 4}));
+  EXPECT_THAT(error_of([&] { mlp->forward(torch::zeros({4, 5})); }),
+              HasSubstr("MLP: expected input of shape (*, 6), got [4, 5]"));
+  EXPECT_THAT(error_of([] { MLP(MLPOptions(6, {})); }), HasSubstr("MLP: layer_sizes must not be empty"));
+  EXPECT_THAT(error_of([] { MLP(MLPOptions(6, {3, 0})); }), HasSubstr("MLP: layer_sizes must be positive, got [3, 0]"));
+}
+
+TEST(MLPTest, GradientsMatchFiniteDifferences) {
+  torch::manual_seed(5);
+  MLP mlp(MLPOptions(3, {4, 2}).activation(mlp_activation("swish_layernorm")));
+  mlp->to(torch::kFloat64);
+  torch::Tensor x = torch::randn({5, 3}, torch::kFloat64);
+  for (const auto& p : mlp->named_parameters()) {
+    EXPECT_LT(max_gradient_error([&] { return mlp->forward(x); }, p.value()), 1e-6) << p.key();
+  }
+  torch::Tensor xin = x.clone().requires_grad_(true);
+  EXPECT_LT(max_gradient_error([&] { return mlp->forward(xin); }, xin), 1e-6);
+}
+
+}  // namespace
+}  // namespace recmod
