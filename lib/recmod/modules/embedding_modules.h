@@ -6,6 +6,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -104,7 +105,17 @@ class EmbeddingBagCollectionImpl : public torch::nn::Module {
   std::vector<std::string> embedding_names_;
   std::vector<int64_t> length_per_embedding_;
 };
-TORCH_MODULE(EmbeddingBagCollection);
+
+/// The module holder (TORCH_MODULE's), plus a constructor that takes a
+/// braced list of tables: EmbeddingBagCollection({EmbeddingBagConfig(...)}, true).
+class EmbeddingBagCollection : public torch::nn::ModuleHolder<EmbeddingBagCollectionImpl> {
+ public:
+  using torch::nn::ModuleHolder<EmbeddingBagCollectionImpl>::ModuleHolder;
+  using Impl = EmbeddingBagCollectionImpl;
+  EmbeddingBagCollection(std::vector<EmbeddingBagConfig> tables, bool is_weighted,
+                         torch::Device device = torch::kCPU)
+      : ModuleHolder(std::make_shared<Impl>(std::move(tables), is_weighted, device)) {}
+};
 
 struct EmbeddingCollectionOptions {
   /* implicit */ EmbeddingCollectionOptions(std::vector<EmbeddingConfig> tables) : tables_(std::move(tables)) {}
@@ -152,6 +163,14 @@ class EmbeddingCollectionImpl : public torch::nn::Module {
   std::vector<std::vector<std::string>> embedding_names_by_table_;
   int64_t embedding_dim_ = -1;
 };
-TORCH_MODULE(EmbeddingCollection);
+
+/// The module holder, plus a constructor that takes a braced list of tables.
+class EmbeddingCollection : public torch::nn::ModuleHolder<EmbeddingCollectionImpl> {
+ public:
+  using torch::nn::ModuleHolder<EmbeddingCollectionImpl>::ModuleHolder;
+  using Impl = EmbeddingCollectionImpl;
+  EmbeddingCollection(std::vector<EmbeddingConfig> tables, bool need_indices, torch::Device device = torch::kCPU)
+      : ModuleHolder(std::make_shared<Impl>(std::move(tables), need_indices, device)) {}
+};
 
 }  // namespace recmod

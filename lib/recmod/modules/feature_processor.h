@@ -71,6 +71,8 @@ TORCH_MODULE(PositionWeightedModuleCollection);
 /// with and without position weights, the output keeps only those with
 /// (in input order); when it has only features with position weights,
 /// all are kept; when it has none, the input is returned unchanged.
+/// Input weights are ignored (TorchRec reads them as precomputed positions,
+/// a detail of its row-wise sharding that recmod does not have).
 /// Parameters: position_weights.<feature>.
 class PositionWeightedProcessorImpl : public torch::nn::Module {
  public:
