@@ -211,5 +211,27 @@ TEST(EmbeddingCollection, GradientsReachLookedUpRows) {
                               torch::tensor({{1.0f, 1.0f}, {0.0f, 0.0f}, {0.0f, 0.0f}, {2.0f, 2.0f}})));
 }
 
+TEST(EmbeddingCollection, Fp16StorageAndSparseGradients) {
+  EmbeddingConfig half(4, 2, "h", {"f"});
+  half.data_type = DataType::BF16;  // every non-FP32 type is stored as float16
+  EmbeddingCollection ec({half}, false);
+  EXPECT_EQ(ec->table_weight("h").scalar_type(), torch::kFloat16);
+  set_rows(ec->table_weight("h"));
+  auto out = ec->forward(kjt({"f"}, {3}, {1}));
+  EXPECT_EQ(out[0].second.values().scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::allclose(out[0].second.values(), torch::tensor({{30.0f, 31.0f}})));
+
+  std::vector<torch::Tensor> grads;
+  for (bool sparse : {false, true}) {
+    EmbeddingCollection m(EmbeddingCollectionOptions({EmbeddingConfig(4, 2, "t", {"f"})}).sparse(sparse));
+    m->forward(kjt({"f"}, {2, 0, 2}, {1, 2}))[0].second.values().sum().backward();
+    const auto& g = m->table_weight("t").grad();
+    EXPECT_EQ(g.is_sparse(), sparse);
+    grads.push_back(sparse ? g.to_dense() : g);
+  }
+  EXPECT_TRUE(torch::allclose(grads[0], grads[1]));
+  EXPECT_TRUE(torch::allclose(grads[0][2], torch::tensor({2.0f, 2.0f})));
+}
+
 }  // namespace
 }  // namespace recmod
