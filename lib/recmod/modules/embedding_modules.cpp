@@ -50,10 +50,12 @@ bool consecutive(const std::vector<int64_t>& keys) {
 
 /// No host synchronisation: every bound comes from offset_per_key, which
 /// the KJT already holds on the host.
-TableInput gather_keys(const KeyedJaggedTensor& kjt, const std::vector<int64_t>& keys, bool with_weights) {
+/// `offsets` are the KJT's offsets in the dtype of its values (embedding_bag
+/// wants both alike).
+TableInput gather_keys(const KeyedJaggedTensor& kjt, const torch::Tensor& offsets, const std::vector<int64_t>& keys,
+                       bool with_weights) {
   const int64_t b = kjt.stride();
   const auto& opk = kjt.offset_per_key();
-  const torch::Tensor offsets = kjt.offsets().to(kjt.values().scalar_type());
   TableInput in;
   if (consecutive(keys)) {
     // The common case (a table's features adjacent in the KJT): views only.
@@ -164,12 +166,13 @@ KeyedTensor EmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& feature
                       join_names(features.keys()), " has no weights");
   const int64_t b = features.stride();
   const auto index = features.index_per_key();
+  const torch::Tensor offsets = features.offsets().to(features.values().scalar_type());
   std::vector<torch::Tensor> pooled;
   for (size_t t = 0; t < tables_.size(); ++t) {
     const auto& config = options_.tables()[t];
     const torch::Tensor& weight = tables_[t]->weight;
     const auto keys = key_positions(features, index, config.feature_names, config.name, "EmbeddingBagCollection");
-    const TableInput in = gather_keys(features, keys, weighted);
+    const TableInput in = gather_keys(features, offsets, keys, weighted);
     torch::Tensor per_sample = in.weights.defined() ? in.weights.to(weight.scalar_type()) : torch::Tensor();
     // One call for all of the table's features: (F*B, D) bags, feature-major.
     auto result = torch::embedding_bag(weight, in.values, in.offsets, /*scale_grad_by_freq=*/false,
@@ -243,7 +246,7 @@ JaggedTensorDict EmbeddingCollectionImpl::forward(const KeyedJaggedTensor& featu
   for (size_t t = 0; t < tables_.size(); ++t) {
     const auto& config = options_.tables()[t];
     const auto keys = key_positions(features, index, config.feature_names, config.name, "EmbeddingCollection");
-    const TableInput in = gather_keys(features, keys, /*with_weights=*/false);
+    const TableInput in = gather_keys(features, features.offsets(), keys, /*with_weights=*/false);
     // One lookup for all of the table's features, then split per feature.
     const torch::Tensor rows =
         torch::embedding(tables_[t]->weight, in.values, /*padding_idx=*/-1, /*scale_grad_by_freq=*/false,

@@ -28,11 +28,14 @@ JaggedTensorDict construct_jagged_tensors(const torch::Tensor& embeddings, const
 int64_t pooled_embedding_dim(const std::vector<EmbeddingBagConfig>& tables);
 
 /// TorchRec's get_module_output_dimension: the last dimension of
-/// module(zeros(1, in_features)), computed without gradients.
+/// module(zeros(1, in_features)), computed without gradients, on the device
+/// of the module's parameters (CPU when it has none).
 template <typename Holder>
 int64_t get_module_output_dimension(Holder& module, int64_t in_features) {
   torch::NoGradGuard no_grad;
-  return module->forward(torch::zeros({1, in_features})).size(-1);
+  const auto params = module->parameters();
+  const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params.front().device();
+  return module->forward(torch::zeros({1, in_features}, torch::TensorOptions().device(device))).size(-1);
 }
 
 /// Throws InputError unless get_module_output_dimension(...) == expected.
