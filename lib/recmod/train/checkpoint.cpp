@@ -1,7 +1,11 @@
 #include "recmod/train/checkpoint.h"
 
+#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <cstring>
@@ -10,6 +14,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/train/atomic_file.h"
+#include "recmod/train/torch_pickle.h"
 
 namespace recmod::train {
 
@@ -32,6 +37,27 @@ std::vector<char> read_whole_file(const std::string& path) {
   return bytes;
 }
 
+/// Lets the zip reader read a file already in memory (we check its tail first).
+class MemoryReadAdapter : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit MemoryReadAdapter(std::vector<char> bytes) : bytes_(std::move(bytes)) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= bytes_.size()) return 0;
+    const size_t count = std::min<uint64_t>(n, bytes_.size() - pos);
+    std::memcpy(buf, bytes_.data() + pos, count);
+    return count;
+  }
+
+ private:
+  std::vector<char> bytes_;
+};
+
+std::string record_text(caffe2::serialize::PyTorchStreamReader& reader, const std::string& name) {
+  auto [data, size] = reader.getRecord(name);
+  return std::string(static_cast<const char*>(data.get()), size);
+}
+
 /// The first line of a c10::Error's message, without its C++ stack trace.
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
@@ -49,35 +75,41 @@ void save_tensors(const std::string& path, const StateDict& tensors) {
 }
 
 StateDict load_tensors(const std::string& path) {
-  const std::vector<char> bytes = read_whole_file(path);
+  std::vector<char> bytes = read_whole_file(path);
   if (bytes.empty()) throw CheckpointError(str_cat(path, ": the checkpoint is empty"));
   // torch.save's zip ends with the 22-byte end-of-central-directory record
   // (no comment); the zip reader tolerates a cut tail, so check it here.
   constexpr size_t kEndRecord = 22;
   if (bytes.size() < kEndRecord || std::memcmp(bytes.data() + bytes.size() - kEndRecord, "PK\x05\x06", 4) != 0)
     throw CheckpointError(str_cat(path, ": not a readable torch.save file (truncated or corrupt?): no zip end record"));
-  c10::IValue value;
   try {
-    value = torch::pickle_load(bytes);
+    caffe2::serialize::PyTorchStreamReader reader(std::make_shared<MemoryReadAdapter>(std::move(bytes)));
+    if (!reader.hasRecord("data.pkl"))
+      throw CheckpointError(str_cat(path, ": not a torch.save file: the archive has no data.pkl"));
+    if (reader.hasRecord("byteorder")) {  // torch >= 2.1 records it; absent means little-endian
+      const std::string order = record_text(reader, "byteorder");
+      if (order != "little")
+        throw CheckpointError(str_cat(path, ": saved with byte order '", order, "', only 'little' is supported"));
+    }
+    const std::string pickle = record_text(reader, "data.pkl");
+    return unpickle_tensor_dict(
+        pickle,
+        [&](const std::string& key) {
+          const std::string name = "data/" + key;
+          if (!reader.hasRecord(name))
+            throw CheckpointError(str_cat(path, ": data.pkl names storage '", key, "', but the archive has no ", name));
+          auto [data, size] = reader.getRecord(name);
+          return c10::Storage(c10::Storage::use_byte_size_t(), size, std::move(data), nullptr, false);
+        },
+        path);
+  } catch (const CheckpointError&) {
+    throw;
   } catch (const c10::Error& e) {
     throw CheckpointError(
         str_cat(path, ": not a readable torch.save file (truncated or corrupt?): ", first_line(e.what_without_backtrace())));
   } catch (const std::exception& e) {
     throw CheckpointError(str_cat(path, ": not a readable torch.save file (truncated or corrupt?): ", first_line(e.what())));
   }
-  if (!value.isGenericDict())
-    throw CheckpointError(str_cat(path, ": expected a dict of tensors, found a ", value.tagKind()));
-  StateDict out;
-  for (const auto& entry : value.toGenericDict()) {
-    if (!entry.key().isString())
-      throw CheckpointError(str_cat(path, ": expected a dict of tensors, found a key of type ", entry.key().tagKind()));
-    const std::string key = entry.key().toStringRef();
-    if (!entry.value().isTensor())
-      throw CheckpointError(
-          str_cat(path, ": expected a dict of tensors, key '", key, "' holds a ", entry.value().tagKind()));
-    out.emplace_back(key, entry.value().toTensor());
-  }
-  return out;
 }
 
 }  // namespace recmod::train

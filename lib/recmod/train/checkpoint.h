@@ -15,9 +15,13 @@ namespace recmod::train {
 /// does not drag its whole storage along). Throws FileWriteError.
 void save_tensors(const std::string& path, const StateDict& tensors);
 
-/// Reads such a file, written by recmod or by Python's torch.save(dict_of_tensors)
-/// (also a state_dict OrderedDict); CheckpointError with the path on anything
-/// else (missing file, truncated, not a dict of tensors). Keys keep the file's order.
+/// Reads such a file, written by recmod or by Python's torch.save (torch 1.13
+/// and 2.x) of a dict of tensors: torch.save(model.state_dict(), path) (an
+/// OrderedDict; its _metadata is ignored), dict(...) of it, or state_dict(
+/// keep_vars=True) (Parameters). Views saved together share their storage
+/// again. CheckpointError with the path on anything else (missing file,
+/// truncated or corrupt, other Python objects, a tensor reaching past its
+/// storage). Keys keep the file's order.
 StateDict load_tensors(const std::string& path);
 
 }  // namespace recmod::train
