@@ -3,7 +3,9 @@
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
+#include "recmod/conformance/embedding_args.h"
 #include "recmod/conformance/registry.h"
+#include "recmod/mc/mc_embedding_modules.h"
 #include "recmod/mc/mc_collection.h"
 #include "recmod/mc/mc_modules.h"
 #include "recmod/mc/threshold_filters.h"
@@ -91,6 +93,19 @@ Value evictions_value(const TableEvictions& evictions) {
   return Value::of_dict(std::move(items));
 }
 
+/// The "args" of a nested {"module": expected, "args": {...}}.
+const json& nested_args(const json& args, const std::string& key, const std::string& expected,
+                        const std::string& where) {
+  const json& spec = arg(args, key, where);
+  const std::string type = arg(spec, "module", where + "." + key).get<std::string>();
+  if (type != expected) throw_input_error(where, ".", key, ": expected module ", expected, ", got ", type);
+  return arg(spec, "args", where + "." + key);
+}
+
+Value remapped_value(const std::optional<KeyedJaggedTensor>& remapped) {
+  return remapped ? Value::of(*remapped) : Value::none();
+}
+
 Value threshold_value(const ThresholdFilterResult& r) { return Value::of_tuple({Value::of(r.mask), Value::of(r.threshold)}); }
 
 }  // namespace
@@ -114,6 +129,32 @@ void add_mc_cases(CaseRegistry& registry) {
           if (method == "forward") return Value::of(m->forward(input(in, "features").as_kjt("features")));
           if (method == "evict") return evictions_value(m->evict());
           unsupported_method("ManagedCollisionCollection", method);
+        });
+  };
+  registry["ManagedCollisionEmbeddingBagCollection"] = [](const json& args) -> std::unique_ptr<CaseModule> {
+    const std::string where = "ManagedCollisionEmbeddingBagCollection";
+    ManagedCollisionEmbeddingBagCollection m(
+        ebc_from_json(nested_args(args, "embedding_bag_collection", "EmbeddingBagCollection", where)),
+        mcc_from_json(nested_args(args, "managed_collision_collection", "ManagedCollisionCollection", where)),
+        args.value("return_remapped_features", false));
+    return std::make_unique<HolderCase<ManagedCollisionEmbeddingBagCollection>>(
+        m, [](ManagedCollisionEmbeddingBagCollection& m, const std::string& method, const Inputs& in) {
+          if (method != "forward") unsupported_method("ManagedCollisionEmbeddingBagCollection", method);
+          auto [pooled, remapped] = m->forward(input(in, "features").as_kjt("features"));
+          return Value::of_tuple({Value::of(pooled), remapped_value(remapped)});
+        });
+  };
+  registry["ManagedCollisionEmbeddingCollection"] = [](const json& args) -> std::unique_ptr<CaseModule> {
+    const std::string where = "ManagedCollisionEmbeddingCollection";
+    ManagedCollisionEmbeddingCollection m(
+        ec_from_json(nested_args(args, "embedding_collection", "EmbeddingCollection", where)),
+        mcc_from_json(nested_args(args, "managed_collision_collection", "ManagedCollisionCollection", where)),
+        args.value("return_remapped_features", false));
+    return std::make_unique<HolderCase<ManagedCollisionEmbeddingCollection>>(
+        m, [](ManagedCollisionEmbeddingCollection& m, const std::string& method, const Inputs& in) {
+          if (method != "forward") unsupported_method("ManagedCollisionEmbeddingCollection", method);
+          auto [embeddings, remapped] = m->forward(input(in, "features").as_kjt("features"));
+          return Value::of_tuple({Value::of(embeddings), remapped_value(remapped)});
         });
   };
   registry["function:average_threshold_filter"] = [](const json&) -> std::unique_ptr<CaseModule> {
