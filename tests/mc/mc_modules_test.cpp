@@ -264,6 +264,37 @@ TEST(MCHManagedCollisionModule, RejectsBadOptions) {
   }
 }
 
+TEST(MCHManagedCollisionModule, EmptyBatchesGiveAnEmptyRoundEvenWithAFilter) {
+  auto m = MCHManagedCollisionModule(MCHManagedCollisionModuleOptions(
+      4, make_eviction_policy("DistanceLFU_EvictionPolicy", 1.0, threshold_filter_by_name("dynamic_threshold_filter")),
+      1));
+  m->train();
+  auto out = m->forward(batch({}));
+  EXPECT_EQ(ids_of(out).numel(), 0);
+  auto evicted = m->evict();
+  ASSERT_TRUE(evicted.has_value());
+  EXPECT_EQ(evicted->numel(), 0);
+}
+
+TEST(EvictionPolicies, ByNameWithTheirMetadata) {
+  auto lfu_policy = make_eviction_policy("LFU_EvictionPolicy");
+  ASSERT_EQ(lfu_policy->metadata_info().size(), 1u);
+  EXPECT_EQ(lfu_policy->metadata_info()[0].metadata_name, "counts");
+  EXPECT_FALSE(lfu_policy->metadata_info()[0].is_history_metadata);
+  auto lru_policy = std::dynamic_pointer_cast<LRU_EvictionPolicy>(make_eviction_policy("LRU_EvictionPolicy", 2.0));
+  ASSERT_TRUE(lru_policy);
+  EXPECT_EQ(lru_policy->decay_exponent(), 2.0);
+  EXPECT_TRUE(lru_policy->metadata_info()[0].is_history_metadata);
+  EXPECT_EQ(make_eviction_policy("DistanceLFU_EvictionPolicy")->metadata_info().size(), 2u);
+  try {
+    make_eviction_policy("FIFO");
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("unknown eviction policy 'FIFO'; expected one of [LFU_EvictionPolicy, "
+                                    "LRU_EvictionPolicy, DistanceLFU_EvictionPolicy]"));
+  }
+}
+
 TEST(HashFuncs, ModMatchesTorchRemainderAndHandlesTwoToThe63) {
   EXPECT_TRUE(torch::equal(mod_hash(longs({-7, 7, 100}), 10), longs({3, 7, 0})));
   const int64_t min = std::numeric_limits<int64_t>::min();

@@ -49,5 +49,18 @@ TEST(DynamicThresholdFilter, RejectsEmptyCounts) {
   }
 }
 
+TEST(ThresholdFilterByName, SelectsAndPassesTheMultiplier) {
+  const auto counts = torch::tensor({1, 0, 5, 6}, torch::kLong);
+  EXPECT_FLOAT_EQ(threshold_filter_by_name("dynamic_threshold_filter", 1.5)(counts).threshold.item<float>(), 4.5f);
+  EXPECT_FLOAT_EQ(threshold_filter_by_name("average_threshold_filter")(counts).threshold.item<float>(), 3.0f);
+  try {
+    threshold_filter_by_name("median");
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("unknown threshold filter 'median'; expected one of [average_threshold_filter, "
+                                    "dynamic_threshold_filter]"));
+  }
+}
+
 }  // namespace
 }  // namespace recmod

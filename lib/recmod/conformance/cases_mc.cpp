@@ -21,29 +21,15 @@ const json& arg(const json& args, const std::string& key, const std::string& whe
 
 bool has_arg(const json& args, const std::string& key) { return args.contains(key) && !args.at(key).is_null(); }
 
-ThresholdFilter threshold_filter_from_json(const json& j, const std::string& where) {
-  const std::string type = arg(j, "type", where).get<std::string>();
-  if (type == "average_threshold_filter") return average_threshold_filter;
-  if (type == "dynamic_threshold_filter") {
-    const double m = j.value("threshold_skew_multiplier", 10.0);
-    return [m](const torch::Tensor& counts) { return dynamic_threshold_filter(counts, m); };
-  }
-  throw_input_error(where, ": unknown threshold_filtering_func '", type,
-                    "'; expected average_threshold_filter or dynamic_threshold_filter");
-}
-
 std::shared_ptr<MCHEvictionPolicy> eviction_policy_from_json(const json& j, const std::string& where) {
-  const std::string type = arg(j, "type", where).get<std::string>();
   const json args = j.value("args", json::object());
   std::optional<ThresholdFilter> filter;
-  if (has_arg(args, "threshold_filtering_func"))
-    filter = threshold_filter_from_json(args.at("threshold_filtering_func"), where + ".threshold_filtering_func");
-  const double decay = args.value("decay_exponent", 1.0);
-  if (type == "LFU_EvictionPolicy") return std::make_shared<LFU_EvictionPolicy>(filter);
-  if (type == "LRU_EvictionPolicy") return std::make_shared<LRU_EvictionPolicy>(decay, filter);
-  if (type == "DistanceLFU_EvictionPolicy") return std::make_shared<DistanceLFU_EvictionPolicy>(decay, filter);
-  throw_input_error(where, ": unknown eviction policy '", type,
-                    "'; expected LFU_EvictionPolicy, LRU_EvictionPolicy or DistanceLFU_EvictionPolicy");
+  if (has_arg(args, "threshold_filtering_func")) {
+    const json& f = args.at("threshold_filtering_func");
+    filter = threshold_filter_by_name(arg(f, "type", where + ".threshold_filtering_func").get<std::string>(),
+                                      f.value("threshold_skew_multiplier", 10.0));
+  }
+  return make_eviction_policy(arg(j, "type", where).get<std::string>(), args.value("decay_exponent", 1.0), filter);
 }
 
 std::optional<HashFunc> hash_func_from_json(const json& args, const std::string& key) {

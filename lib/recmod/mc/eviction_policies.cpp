@@ -4,6 +4,8 @@
 
 #include <limits>
 
+#include "recmod/common/errors.h"
+
 namespace recmod {
 
 namespace {
@@ -178,6 +180,22 @@ EvictionDecision DistanceLFU_EvictionPolicy::update_metadata_and_generate_evicti
   mch_counts.index_put_({d.evicted_indices}, new_counts.index({d.selected_new_indices}));
   mch_last.index_put_({d.evicted_indices}, new_last.index({d.selected_new_indices}));
   return d;
+}
+
+// ---- by name ----
+
+std::vector<std::string> eviction_policy_names() {
+  return {"LFU_EvictionPolicy", "LRU_EvictionPolicy", "DistanceLFU_EvictionPolicy"};
+}
+
+std::shared_ptr<MCHEvictionPolicy> make_eviction_policy(const std::string& type, double decay_exponent,
+                                                        std::optional<ThresholdFilter> threshold_filtering_func) {
+  if (type == "LFU_EvictionPolicy") return std::make_shared<LFU_EvictionPolicy>(std::move(threshold_filtering_func));
+  if (type == "LRU_EvictionPolicy")
+    return std::make_shared<LRU_EvictionPolicy>(decay_exponent, std::move(threshold_filtering_func));
+  if (type == "DistanceLFU_EvictionPolicy")
+    return std::make_shared<DistanceLFU_EvictionPolicy>(decay_exponent, std::move(threshold_filtering_func));
+  throw_input_error("unknown eviction policy '", type, "'; expected one of ", join_names(eviction_policy_names()));
 }
 
 }  // namespace recmod

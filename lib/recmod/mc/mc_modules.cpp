@@ -136,7 +136,12 @@ void MCHManagedCollisionModuleImpl::coalesce_history() {
       torch::_unique2(history, /*sorted=*/true, /*return_inverse=*/true, /*return_counts=*/true);
   const auto& policy = *options.eviction_policy();
   std::optional<torch::Tensor> mask;
-  if (policy.threshold_filtering_func()) mask = (*policy.threshold_filtering_func())(counts).mask;
+  if (policy.threshold_filtering_func()) {
+    // An empty window (all batches empty) has nothing to filter; TorchRec's
+    // dynamic filter would divide by zero there.
+    mask = counts.numel() == 0 ? torch::zeros({0}, counts.options().dtype(torch::kBool))
+                               : (*policy.threshold_filtering_func())(counts).mask;
+  }
   MetadataDict history_slices;
   for (const auto& [name, buffer] : history_metadata_)
     history_slices[name] = buffer.slice(0, 0, current_history_buffer_offset_);

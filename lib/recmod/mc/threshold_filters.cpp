@@ -24,4 +24,15 @@ ThresholdFilterResult dynamic_threshold_filter(const torch::Tensor& id_counts, d
   return {id_counts > threshold, threshold};
 }
 
+std::vector<std::string> threshold_filter_names() { return {"average_threshold_filter", "dynamic_threshold_filter"}; }
+
+ThresholdFilter threshold_filter_by_name(const std::string& name, double threshold_skew_multiplier) {
+  if (name == "average_threshold_filter") return average_threshold_filter;
+  if (name == "dynamic_threshold_filter")
+    return [threshold_skew_multiplier](const torch::Tensor& id_counts) {
+      return dynamic_threshold_filter(id_counts, threshold_skew_multiplier);
+    };
+  throw_input_error("unknown threshold filter '", name, "'; expected one of ", join_names(threshold_filter_names()));
+}
+
 }  // namespace recmod

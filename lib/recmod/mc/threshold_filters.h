@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace recmod {
 
@@ -26,5 +27,12 @@ ThresholdFilterResult average_threshold_filter(const torch::Tensor& id_counts);
 /// (TorchRec divides by zero there).
 ThresholdFilterResult dynamic_threshold_filter(const torch::Tensor& id_counts,
                                                double threshold_skew_multiplier = 10.0);
+
+/// "average_threshold_filter", "dynamic_threshold_filter".
+std::vector<std::string> threshold_filter_names();
+/// A filter by its TorchRec function name (threshold_skew_multiplier is
+/// used by dynamic_threshold_filter only); throws InputError listing the
+/// names otherwise.
+ThresholdFilter threshold_filter_by_name(const std::string& name, double threshold_skew_multiplier = 10.0);
 
 }  // namespace recmod
