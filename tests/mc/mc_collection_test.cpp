@@ -12,7 +12,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-torch::Tensor longs(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
+torch::Tensor longs(std::vector<int64_t> v) {
+  return torch::tensor(v, torch::kLong);
+}
 
 std::shared_ptr<ManagedCollisionModuleImpl> lfu_module(int64_t zch_size) {
   return std::make_shared<MCHManagedCollisionModuleImpl>(
@@ -57,15 +59,16 @@ TEST(ManagedCollisionCollection, StateDictKeysFollowTorchRec) {
   auto mcc = make_mcc(4, {{"t1", 4, {"f1"}}});
   std::vector<std::string> keys;
   for (const auto& kv : state_dict(*mcc)) keys.push_back(kv.first);
-  EXPECT_EQ(keys, (std::vector<std::string>{
-                      "_managed_collision_modules.t1._current_iter_tensor",
-                      "_managed_collision_modules.t1._mch_sorted_raw_ids",
-                      "_managed_collision_modules.t1._mch_remapped_ids_mapping",
-                      "_managed_collision_modules.t1._mch_counts"}));
+  EXPECT_EQ(keys, (std::vector<std::string>{"_managed_collision_modules.t1._current_iter_tensor",
+                                            "_managed_collision_modules.t1._mch_sorted_raw_ids",
+                                            "_managed_collision_modules.t1._mch_remapped_ids_mapping",
+                                            "_managed_collision_modules.t1._mch_counts"}));
 }
 
 TEST(ManagedCollisionCollection, RejectsAModuleWhoseOutputSizeIsNotTheTables) {
-  EXPECT_THAT(error_of([] { make_mcc(4, {{"t1", 5, {"f1"}}}); }),
+  EXPECT_THAT(error_of([] {
+                make_mcc(4, {{"t1", 5, {"f1"}}});
+              }),
               HasSubstr("table 't1' has output size 4, expected the table's num_embeddings 5"));
 }
 
@@ -79,7 +82,8 @@ TEST(ManagedCollisionCollection, RejectsATableWithoutModule) {
 TEST(ManagedCollisionCollection, RejectsInputMissingAManagedFeature) {
   auto mcc = make_mcc(4, {{"t1", 4, {"f1"}}});
   auto kjt = KeyedJaggedTensor::from_lengths({"f2"}, longs({1}), longs({1}));
-  EXPECT_THAT(error_of([&] { mcc->forward(kjt); }), HasSubstr("feature 'f1' of its tables is missing from the input [f2]"));
+  EXPECT_THAT(error_of([&] { mcc->forward(kjt); }),
+              HasSubstr("feature 'f1' of its tables is missing from the input [f2]"));
 }
 
 }  // namespace

@@ -12,7 +12,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-torch::Tensor longs(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
+torch::Tensor longs(std::vector<int64_t> v) {
+  return torch::tensor(v, torch::kLong);
+}
 
 ManagedCollisionCollection lfu_mcc(const std::vector<ManagedTableConfig>& tables) {
   ManagedCollisionModules modules;
@@ -74,9 +76,9 @@ TEST(ManagedCollisionEmbeddingBagCollection, ResetEvictedRowsRedrawsExactlyThose
 }
 
 TEST(ManagedCollisionEmbeddingBagCollection, EvictFunctionResetsOnlyListedTables) {
-  EmbeddingBagCollection ebc(std::vector<EmbeddingBagConfig>{EmbeddingBagConfig(4, 3, "a", {"fa"}),
-                                                             EmbeddingBagConfig(4, 3, "b", {"fb"})},
-                             false);
+  EmbeddingBagCollection ebc(
+      std::vector<EmbeddingBagConfig>{EmbeddingBagConfig(4, 3, "a", {"fa"}), EmbeddingBagConfig(4, 3, "b", {"fb"})},
+      false);
   {
     torch::NoGradGuard no_grad;
     ebc->table_weight("a").fill_(5.0);

@@ -14,7 +14,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-torch::Tensor longs(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
+torch::Tensor longs(std::vector<int64_t> v) {
+  return torch::tensor(v, torch::kLong);
+}
 
 /// One feature "f", all ids in one row.
 JtDict batch(std::vector<int64_t> ids) {
@@ -22,7 +24,9 @@ JtDict batch(std::vector<int64_t> ids) {
   return {{"f", JaggedTensor::from_lengths(longs(std::move(ids)), longs({n}))}};
 }
 
-torch::Tensor ids_of(const JtDict& d) { return d.front().second.values(); }
+torch::Tensor ids_of(const JtDict& d) {
+  return d.front().second.values();
+}
 
 MCHManagedCollisionModule lfu(int64_t zch_size, int64_t interval) {
   return MCHManagedCollisionModule(
@@ -44,13 +48,13 @@ torch::Tensor lookup(MCHManagedCollisionModule& m, std::vector<int64_t> ids) {
 }
 
 TEST(MCHManagedCollisionModule, StateDictHasTorchRecNamesAndInitialValues) {
-  auto m = MCHManagedCollisionModule(MCHManagedCollisionModuleOptions(
-      4, std::make_shared<DistanceLFU_EvictionPolicy>(), 2));
+  auto m =
+      MCHManagedCollisionModule(MCHManagedCollisionModuleOptions(4, std::make_shared<DistanceLFU_EvictionPolicy>(), 2));
   const StateDict sd = state_dict(*m);
   std::vector<std::string> keys;
   for (const auto& kv : sd) keys.push_back(kv.first);
-  EXPECT_EQ(keys, (std::vector<std::string>{"_current_iter_tensor", "_mch_sorted_raw_ids",
-                                            "_mch_remapped_ids_mapping", "_mch_counts", "_mch_last_access_iter"}));
+  EXPECT_EQ(keys, (std::vector<std::string>{"_current_iter_tensor", "_mch_sorted_raw_ids", "_mch_remapped_ids_mapping",
+                                            "_mch_counts", "_mch_last_access_iter"}));
   EXPECT_EQ(sd[0].second.scalar_type(), torch::kInt);
   EXPECT_FALSE(sd[0].second.requires_grad());
   const int64_t max = std::numeric_limits<int64_t>::max();
@@ -257,7 +261,8 @@ TEST(MCHManagedCollisionModule, RejectsBadOptions) {
     EXPECT_THAT(e.what_without_backtrace(), HasSubstr("zch_size must be > 0, got 0"));
   }
   try {
-    MCHManagedCollisionModule(MCHManagedCollisionModuleOptions(4, std::make_shared<LFU_EvictionPolicy>(), 1).mch_size(3));
+    MCHManagedCollisionModule(
+        MCHManagedCollisionModuleOptions(4, std::make_shared<LFU_EvictionPolicy>(), 1).mch_size(3));
     FAIL() << "expected an error";
   } catch (const c10::Error& e) {
     EXPECT_THAT(e.what_without_backtrace(), HasSubstr("mch_hash_func must be provided if mch_size is provided"));

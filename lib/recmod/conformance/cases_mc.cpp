@@ -5,8 +5,8 @@
 #include "recmod/common/errors.h"
 #include "recmod/conformance/embedding_args.h"
 #include "recmod/conformance/registry.h"
-#include "recmod/mc/mc_embedding_modules.h"
 #include "recmod/mc/mc_collection.h"
+#include "recmod/mc/mc_embedding_modules.h"
 #include "recmod/mc/mc_modules.h"
 #include "recmod/mc/threshold_filters.h"
 
@@ -19,7 +19,9 @@ const json& arg(const json& args, const std::string& key, const std::string& whe
   return args.at(key);
 }
 
-bool has_arg(const json& args, const std::string& key) { return args.contains(key) && !args.at(key).is_null(); }
+bool has_arg(const json& args, const std::string& key) {
+  return args.contains(key) && !args.at(key).is_null();
+}
 
 std::shared_ptr<MCHEvictionPolicy> eviction_policy_from_json(const json& j, const std::string& where) {
   const json args = j.value("args", json::object());
@@ -74,8 +76,7 @@ ManagedCollisionCollection mcc_from_json(const json& args) {
 
 Value evictions_value(const TableEvictions& evictions) {
   ValueDict items;
-  for (const auto& [table, slots] : evictions)
-    items.emplace_back(table, slots ? Value::of(*slots) : Value::none());
+  for (const auto& [table, slots] : evictions) items.emplace_back(table, slots ? Value::of(*slots) : Value::none());
   return Value::of_dict(std::move(items));
 }
 
@@ -92,7 +93,9 @@ Value remapped_value(const std::optional<KeyedJaggedTensor>& remapped) {
   return remapped ? Value::of(*remapped) : Value::none();
 }
 
-Value threshold_value(const ThresholdFilterResult& r) { return Value::of_tuple({Value::of(r.mask), Value::of(r.threshold)}); }
+Value threshold_value(const ThresholdFilterResult& r) {
+  return Value::of_tuple({Value::of(r.mask), Value::of(r.threshold)});
+}
 
 }  // namespace
 

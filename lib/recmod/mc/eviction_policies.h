@@ -144,7 +144,8 @@ class DistanceLFU_EvictionPolicy : public MCHEvictionPolicy {
 std::vector<std::string> eviction_policy_names();
 /// A policy by its TorchRec class name (decay_exponent is ignored by LFU);
 /// throws InputError listing the names otherwise.
-std::shared_ptr<MCHEvictionPolicy> make_eviction_policy(const std::string& type, double decay_exponent = 1.0,
-                                                        std::optional<ThresholdFilter> threshold_filtering_func = std::nullopt);
+std::shared_ptr<MCHEvictionPolicy> make_eviction_policy(
+    const std::string& type, double decay_exponent = 1.0,
+    std::optional<ThresholdFilter> threshold_filtering_func = std::nullopt);
 
 }  // namespace recmod

@@ -19,14 +19,18 @@ std::vector<std::pair<std::string, std::vector<std::string>>> group_features_by_
     for (const auto& feature : config.feature_names) {
       auto it = std::find_if(feature_to_table.begin(), feature_to_table.end(),
                              [&](const auto& kv) { return kv.first == feature; });
-      if (it == feature_to_table.end()) feature_to_table.emplace_back(feature, config.name);
-      else it->second = config.name;
+      if (it == feature_to_table.end())
+        feature_to_table.emplace_back(feature, config.name);
+      else
+        it->second = config.name;
     }
   std::vector<std::pair<std::string, std::vector<std::string>>> out;
   for (const auto& [feature, table] : feature_to_table) {
     auto it = std::find_if(out.begin(), out.end(), [&](const auto& kv) { return kv.first == table; });
-    if (it == out.end()) out.push_back({table, {feature}});
-    else it->second.push_back(feature);
+    if (it == out.end())
+      out.push_back({table, {feature}});
+    else
+      it->second.push_back(feature);
   }
   return out;
 }

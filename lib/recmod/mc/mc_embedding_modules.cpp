@@ -14,8 +14,8 @@ template <typename Config>
 std::vector<ManagedTableConfig> to_managed(const std::vector<Config>& configs) {
   std::vector<ManagedTableConfig> out;
   for (const auto& c : configs)
-    out.push_back({c.name, c.num_embeddings, c.feature_names.empty() ? std::vector<std::string>{c.name}
-                                                                      : c.feature_names});
+    out.push_back(
+        {c.name, c.num_embeddings, c.feature_names.empty() ? std::vector<std::string>{c.name} : c.feature_names});
   return out;
 }
 
@@ -30,7 +30,8 @@ bool same_tables(const std::vector<ManagedTableConfig>& a, const std::vector<Man
 
 std::string describe(const std::vector<ManagedTableConfig>& tables) {
   std::vector<std::string> parts;
-  for (const auto& t : tables) parts.push_back(str_cat(t.name, "(", t.num_embeddings, " rows, ", join_names(t.feature_names), ")"));
+  for (const auto& t : tables)
+    parts.push_back(str_cat(t.name, "(", t.num_embeddings, " rows, ", join_names(t.feature_names), ")"));
   return join_names(parts);
 }
 
@@ -38,8 +39,9 @@ void check_same_tables(const std::string& what, const std::string& embedding_mod
                        const std::vector<ManagedTableConfig>& embedding_tables, const ManagedCollisionCollection& mcc) {
   const std::vector<ManagedTableConfig> mcc_tables = to_managed(mcc->embedding_configs());
   if (!same_tables(embedding_tables, mcc_tables))
-    throw_input_error(what, ": the ", embedding_module, " and the ManagedCollisionCollection must have the same tables; got ",
-                      describe(embedding_tables), " and ", describe(mcc_tables));
+    throw_input_error(what, ": the ", embedding_module,
+                      " and the ManagedCollisionCollection must have the same tables; got ", describe(embedding_tables),
+                      " and ", describe(mcc_tables));
 }
 
 /// Re-draws rows `slots` of `weight` with the table's init.

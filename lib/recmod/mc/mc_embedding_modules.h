@@ -39,8 +39,7 @@ class ManagedCollisionEmbeddingBagCollectionImpl : public torch::nn::Module {
  public:
   ManagedCollisionEmbeddingBagCollectionImpl(EmbeddingBagCollection embedding_bag_collection,
                                              ManagedCollisionCollection managed_collision_collection,
-                                             bool return_remapped_features = false,
-                                             bool reset_evicted_rows = false);
+                                             bool return_remapped_features = false, bool reset_evicted_rows = false);
 
   std::pair<KeyedTensor, std::optional<KeyedJaggedTensor>> forward(const KeyedJaggedTensor& features);
 

@@ -44,7 +44,9 @@ torch::Tensor murmur3_hash(const torch::Tensor& ids, uint64_t size) {
   return mod_hash(torch::bitwise_and(k, kInt64Max), size);
 }
 
-std::vector<std::string> hash_func_names() { return {"mod", "murmur3"}; }
+std::vector<std::string> hash_func_names() {
+  return {"mod", "murmur3"};
+}
 
 HashFunc hash_func_by_name(const std::string& name) {
   if (name == "mod") return mod_hash;
@@ -60,8 +62,8 @@ MCHManagedCollisionModuleImpl::MCHManagedCollisionModuleImpl(MCHManagedCollision
   TORCH_CHECK(options.eviction_policy() != nullptr, "MCHManagedCollisionModule: an eviction_policy is required");
   TORCH_CHECK(!options.mch_size() || options.mch_hash_func(),
               "MCHManagedCollisionModule: mch_hash_func must be provided if mch_size is provided");
-  TORCH_CHECK(!options.mch_size() || *options.mch_size() >= 0,
-              "MCHManagedCollisionModule: mch_size must be >= 0, got ", *options.mch_size());
+  TORCH_CHECK(!options.mch_size() || *options.mch_size() >= 0, "MCHManagedCollisionModule: mch_size must be >= 0, got ",
+              *options.mch_size());
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(options.device());
   const int64_t n = options.zch_size();
   current_iter_tensor_ = register_parameter(
@@ -88,8 +90,7 @@ void MCHManagedCollisionModuleImpl::init_history_buffers(const JtDict& features)
   int64_t numel = 0;
   for (const auto& kv : features) numel += kv.second.values().numel();
   // int(numel * eviction_interval * 1.25), as TorchRec rounds it.
-  input_history_buffer_size_ =
-      static_cast<int64_t>(static_cast<double>(numel * options.eviction_interval()) * 1.25);
+  input_history_buffer_size_ = static_cast<int64_t>(static_cast<double>(numel * options.eviction_interval()) * 1.25);
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device());
   history_accumulator_ = torch::empty({input_history_buffer_size_}, long_opts);
   for (const auto& info : options.eviction_policy()->metadata_info())
@@ -184,7 +185,8 @@ void MCHManagedCollisionModuleImpl::update_and_evict(const torch::Tensor& uniq_i
 }
 
 void MCHManagedCollisionModuleImpl::sort_mch_buffers() {
-  const torch::Tensor order = std::get<1>(torch::sort(mch_sorted_raw_ids_, /*stable=*/c10::optional<bool>(true), /*dim=*/0));
+  const torch::Tensor order =
+      std::get<1>(torch::sort(mch_sorted_raw_ids_, /*stable=*/c10::optional<bool>(true), /*dim=*/0));
   mch_sorted_raw_ids_.copy_(mch_sorted_raw_ids_.index({order}));
   mch_remapped_ids_mapping_.copy_(mch_remapped_ids_mapping_.index({order}));
   for (auto& kv : mch_metadata_) kv.second.copy_(kv.second.index({order}));
@@ -212,7 +214,9 @@ JtDict MCHManagedCollisionModuleImpl::remap(const JtDict& features) {
   return out;
 }
 
-JtDict MCHManagedCollisionModuleImpl::forward(const JtDict& features) { return remap(profile(features)); }
+JtDict MCHManagedCollisionModuleImpl::forward(const JtDict& features) {
+  return remap(profile(features));
+}
 
 std::optional<torch::Tensor> MCHManagedCollisionModuleImpl::evict() {
   if (!evicted_) return std::nullopt;
@@ -227,9 +231,9 @@ int64_t MCHManagedCollisionModuleImpl::output_size() const {
 std::shared_ptr<ManagedCollisionModuleImpl> MCHManagedCollisionModuleImpl::rebuild_with_output_id_range(
     std::pair<int64_t, int64_t> output_id_range, std::optional<torch::Device> device) const {
   const int64_t new_output_size = output_id_range.second - output_id_range.first;
-  const auto new_zch_size = static_cast<int64_t>(
-      static_cast<double>(options.zch_size()) *
-      (static_cast<double>(new_output_size) / static_cast<double>(output_size())));
+  const auto new_zch_size =
+      static_cast<int64_t>(static_cast<double>(options.zch_size()) *
+                           (static_cast<double>(new_output_size) / static_cast<double>(output_size())));
   const int64_t new_mch_size = new_output_size - new_zch_size;
   MCHManagedCollisionModuleOptions o = options;
   o.zch_size(new_zch_size)

@@ -77,8 +77,8 @@ struct MCHManagedCollisionModuleOptions {
   TORCH_ARG(torch::Device, device) = torch::kCPU;
   TORCH_ARG(uint64_t, input_hash_size) = kDefaultInputHashSize;
   TORCH_ARG(std::optional<HashFunc>, input_hash_func) = std::nullopt;  // applied by preprocess
-  TORCH_ARG(std::optional<int64_t>, mch_size) = std::nullopt;  // residual hashed rows after the zch rows
-  TORCH_ARG(std::optional<HashFunc>, mch_hash_func) = std::nullopt;  // required with mch_size
+  TORCH_ARG(std::optional<int64_t>, mch_size) = std::nullopt;          // residual hashed rows after the zch rows
+  TORCH_ARG(std::optional<HashFunc>, mch_hash_func) = std::nullopt;    // required with mch_size
   TORCH_ARG(std::string, name) = "";
   TORCH_ARG(int64_t, output_global_offset) = 0;  // recorded for sharding; TorchRec does not add it
 };

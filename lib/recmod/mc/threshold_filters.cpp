@@ -24,7 +24,9 @@ ThresholdFilterResult dynamic_threshold_filter(const torch::Tensor& id_counts, d
   return {id_counts > threshold, threshold};
 }
 
-std::vector<std::string> threshold_filter_names() { return {"average_threshold_filter", "dynamic_threshold_filter"}; }
+std::vector<std::string> threshold_filter_names() {
+  return {"average_threshold_filter", "dynamic_threshold_filter"};
+}
 
 ThresholdFilter threshold_filter_by_name(const std::string& name, double threshold_skew_multiplier) {
   if (name == "average_threshold_filter") return average_threshold_filter;

@@ -25,8 +25,7 @@ ThresholdFilterResult average_threshold_filter(const torch::Tensor& id_counts);
 /// (computed as TorchRec does: (1 / n * m) * sum, in float32); ids with a
 /// count strictly above it pass. Throws InputError for an empty id_counts
 /// (TorchRec divides by zero there).
-ThresholdFilterResult dynamic_threshold_filter(const torch::Tensor& id_counts,
-                                               double threshold_skew_multiplier = 10.0);
+ThresholdFilterResult dynamic_threshold_filter(const torch::Tensor& id_counts, double threshold_skew_multiplier = 10.0);
 
 /// "average_threshold_filter", "dynamic_threshold_filter".
 std::vector<std::string> threshold_filter_names();
