@@ -115,8 +115,8 @@ JtDict MCHManagedCollisionModuleImpl::profile(const JtDict& features) {
   if (!is_training()) return features;
   torch::NoGradGuard no_grad;
   if (current_iter_ == -1) {
-    // First training step since construction or load: continue from the
-    // checkpointed iteration.
+    // First training step since construction: continue from the iteration
+    // of a loaded checkpoint (TorchRec reads it here, once, too).
     current_iter_ = current_iter_tensor_.item<int32_t>();
     last_eviction_iter_ = current_iter_;
   }

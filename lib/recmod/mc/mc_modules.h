@@ -97,8 +97,10 @@ struct MCHManagedCollisionModuleOptions {
 /// dropped); every eviction_interval-th one merges the history into the
 /// table by the policy's scores before remapping. remap: an id in the table
 /// -> its slot, any other -> zch_size - 1 (or zch_size + mch_hash(id) with
-/// mch_size). The history is not saved: a module loaded from a state_dict
-/// starts from `_current_iter_tensor` with an empty history, as TorchRec.
+/// mch_size). The history is not saved: a fresh module loaded from a
+/// state_dict starts from `_current_iter_tensor` with an empty history, as
+/// TorchRec (the iteration is read at the first training forward, so load
+/// into a module that has not trained yet).
 class MCHManagedCollisionModuleImpl : public ManagedCollisionModuleImpl {
  public:
   explicit MCHManagedCollisionModuleImpl(MCHManagedCollisionModuleOptions options);
