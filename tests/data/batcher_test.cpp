@@ -25,11 +25,11 @@ class CountingReader : public ExampleReader {
       : n_(n), fail_after_(fail_after), served_(served), schema_{1, {"id", "bag"}, 1, false} {}
   const DataSchema& schema() const override { return schema_; }
   std::optional<ExampleColumns> read(int64_t max_rows) override {
-    if (fail_after_ >= 0 && row_ >= fail_after_) throw InputError("rows.tsv:" + std::to_string(row_ + 1) + ": expected 40 tab-separated fields, found 12");
+    // Like a file reader: the rows asked for, or fewer only at the end.
+    if (fail_after_ >= 0 && row_ + max_rows > fail_after_) throw InputError("rows.tsv:" + std::to_string(row_ + 1) + ": expected 40 tab-separated fields, found 12");
     if (row_ >= n_) return std::nullopt;
     ExampleColumns out(schema_);
-    int64_t end = std::min(n_, row_ + max_rows);
-    if (fail_after_ >= 0) end = std::min(end, fail_after_);
+    const int64_t end = std::min(n_, row_ + max_rows);
     for (; row_ < end; ++row_) {
       out.labels.push_back(static_cast<float>(row_ % 2));
       out.dense.push_back(static_cast<float>(row_));
@@ -119,18 +119,22 @@ TEST(Batcher, ShuffleYieldsEveryRowOnceInASeededOrder) {
 }
 
 TEST(Batcher, ReaderErrorIsRethrownAfterEarlierBatches) {
-  BatcherOptions o;
-  o.batch_size = 10;
-  o.read_rows = 10;
-  Batcher batcher(std::make_unique<CountingReader>(1000, 25), o);
-  int64_t rows = 0;
-  try {
-    while (auto batch = batcher.next()) rows += batch->size();
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_STREQ(e.what(), "rows.tsv:26: expected 40 tab-separated fields, found 12");
+  for (const int64_t shuffle_buffer : {0, 20}) {
+    BatcherOptions o;
+    o.batch_size = 10;
+    o.read_rows = 10;
+    o.shuffle_buffer = shuffle_buffer;
+    Batcher batcher(std::make_unique<CountingReader>(1000, 25), o);
+    int64_t rows = 0;
+    try {
+      while (auto batch = batcher.next()) rows += batch->size();
+      ADD_FAILURE() << "no error with shuffle_buffer " << shuffle_buffer;
+    } catch (const InputError& e) {
+      EXPECT_STREQ(e.what(), "rows.tsv:21: expected 40 tab-separated fields, found 12");
+    }
+    EXPECT_EQ(rows, 20);  // the full batches before the error arrive first
+    EXPECT_FALSE(batcher.next().has_value());  // thrown once, then the end
   }
-  EXPECT_EQ(rows, 20);  // the full batches before the error arrive first
 }
 
 TEST(Batcher, RealCriteoBadRecordReachesConsumer) {

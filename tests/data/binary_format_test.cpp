@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -100,6 +101,25 @@ TEST(BinaryFormat, RoundTripWeightedInSeveralWrites) {
   expect_equal(read_all(reader, 1), data);
   reader.reset();
   expect_equal(read_all(reader, 100), data);
+  std::remove(path.c_str());
+}
+
+TEST(BinaryFormat, ReadBatchEqualsColumnsToBatch) {
+  const auto path = temp_path("batch.rmb");
+  const auto data = small_columns(true);
+  write_binary(path, data);
+  BinaryReader reader(path);
+  const auto first = *reader.read_batch(2), second = *reader.read_batch(2);
+  EXPECT_FALSE(reader.read_batch(2).has_value());
+  for (const auto& [got, want] : {std::pair{first, data.slice(0, 2).to_batch()},
+                                  std::pair{second, data.slice(2, 3).to_batch()}}) {
+    EXPECT_TRUE(torch::equal(got.labels, want.labels));
+    EXPECT_TRUE(torch::equal(got.dense, want.dense));
+    EXPECT_TRUE(torch::equal(got.sparse.lengths(), want.sparse.lengths()));
+    EXPECT_TRUE(torch::equal(got.sparse.values(), want.sparse.values()));
+    EXPECT_TRUE(torch::equal(got.sparse.weights(), want.sparse.weights()));
+  }
+  EXPECT_EQ(second.size(), 1);
   std::remove(path.c_str());
 }
 

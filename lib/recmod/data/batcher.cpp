@@ -55,36 +55,10 @@ bool Batcher::push(Batch batch) {
 
 void Batcher::run() {
   try {
-    ExampleColumns pool(schema_);
-    std::mt19937_64 rng(options_.seed);
-    const bool shuffle = options_.shuffle_buffer > 1;
-    const int64_t fill = std::max(options_.shuffle_buffer, options_.batch_size);
-    bool end_of_data = false;
-    while (true) {
-      while (!end_of_data && pool.num_rows() < fill) {
-        {
-          std::lock_guard<std::mutex> lock(mutex_);
-          if (stopping_) return;
-        }
-        auto block = reader_->read(options_.read_rows);
-        if (block && pool.empty())
-          pool = std::move(*block);
-        else if (block)
-          pool.append(*block);
-        else
-          end_of_data = true;
-      }
-      if (shuffle) pool = pool.take(permutation(pool.num_rows(), rng));
-      int64_t start = 0;
-      for (; pool.num_rows() - start >= options_.batch_size; start += options_.batch_size)
-        if (!push(pool.slice(start, start + options_.batch_size).to_batch())) return;
-      if (end_of_data) {
-        if (pool.num_rows() > start && !options_.drop_last && !push(pool.slice(start, pool.num_rows()).to_batch()))
-          return;
-        break;
-      }
-      pool = pool.slice(start, pool.num_rows());  // the rest waits for the next fill
-    }
+    if (options_.shuffle_buffer > 1)
+      run_shuffled();
+    else
+      run_in_order();
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
     error_ = std::current_exception();
@@ -95,6 +69,51 @@ void Batcher::run() {
     report_ = reader_->report();
   }
   not_empty_.notify_all();
+}
+
+bool Batcher::stopping() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stopping_;
+}
+
+void Batcher::run_in_order() {
+  // Readers return exactly the rows asked for until the data ends, so only
+  // the last batch can be short.
+  while (!stopping()) {
+    auto batch = reader_->read_batch(options_.batch_size);
+    if (!batch) return;
+    if (batch->size() < options_.batch_size && options_.drop_last) return;
+    if (!push(std::move(*batch))) return;
+  }
+}
+
+void Batcher::run_shuffled() {
+  ExampleColumns pool(schema_);
+  std::mt19937_64 rng(options_.seed);
+  const int64_t fill = std::max(options_.shuffle_buffer, options_.batch_size);
+  bool end_of_data = false;
+  while (true) {
+    while (!end_of_data && pool.num_rows() < fill) {
+      if (stopping()) return;
+      auto block = reader_->read(options_.read_rows);
+      if (block && pool.empty())
+        pool = std::move(*block);
+      else if (block)
+        pool.append(*block);
+      else
+        end_of_data = true;
+    }
+    pool = pool.take(permutation(pool.num_rows(), rng));
+    int64_t start = 0;
+    for (; pool.num_rows() - start >= options_.batch_size; start += options_.batch_size)
+      if (!push(pool.slice(start, start + options_.batch_size).to_batch())) return;
+    if (end_of_data) {
+      if (pool.num_rows() > start && !options_.drop_last && !push(pool.slice(start, pool.num_rows()).to_batch()))
+        return;
+      break;
+    }
+    pool = pool.slice(start, pool.num_rows());  // the rest waits for the next fill
+  }
 }
 
 std::optional<Batch> Batcher::next() {

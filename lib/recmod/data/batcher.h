@@ -21,7 +21,7 @@ struct BatcherOptions {
   uint64_t seed = 0;       // the shuffle's seed: same seed, same order
   bool drop_last = false;  // drop a final batch smaller than batch_size
   int64_t prefetch = 4;    // batches built ahead of the consumer (queue bound)
-  int64_t read_rows = 8192;  // rows asked of the reader per call
+  int64_t read_rows = 8192;  // rows asked of the reader per call when shuffling
 };
 
 /// One pass over the reader's examples, each exactly once (unless drop_last
@@ -45,7 +45,10 @@ class Batcher : public BatchSource {
   ReadReport report() const;
 
  private:
-  void run();                   // the background thread
+  void run();  // the background thread
+  void run_in_order();   // batches straight from reader.read_batch
+  void run_shuffled();   // buffer, permute, cut
+  bool stopping() const;
   bool push(Batch batch);       // false when stopped
 
   std::unique_ptr<ExampleReader> reader_;

@@ -317,4 +317,50 @@ std::optional<ExampleColumns> BinaryReader::read(int64_t max_rows) {
   return out;
 }
 
+std::optional<Batch> BinaryReader::read_batch(int64_t max_rows) {
+  TORCH_CHECK(max_rows > 0, "BinaryReader::read_batch: expected max_rows > 0, got ", max_rows);
+  if (row_ >= num_rows_) return std::nullopt;
+  const int64_t begin = row_, end = std::min(num_rows_, row_ + max_rows), n = end - begin;
+  const int64_t nl = schema_.num_labels, nd = schema_.num_dense;
+  const auto num_features = static_cast<int64_t>(features_.size());
+
+  Batch batch;
+  batch.labels = torch::empty({n, nl}, torch::kFloat);
+  batch.dense = torch::empty({n, nd}, torch::kFloat);
+  std::memcpy(batch.labels.data_ptr<float>(), block<float>(labels_offset_) + begin * nl, n * nl * sizeof(float));
+  std::memcpy(batch.dense.data_ptr<float>(), block<float>(dense_offset_) + begin * nd, n * nd * sizeof(float));
+
+  auto lengths = torch::empty({num_features * n}, torch::kLong);
+  int64_t* l = lengths.data_ptr<int64_t>();
+  std::vector<uint64_t> counts(features_.size());
+  uint64_t total = 0;
+  for (size_t f = 0; f < features_.size(); ++f) {
+    const int32_t* src = block<int32_t>(features_[f].lengths_offset) + begin;
+    uint64_t count = 0;
+    for (int64_t r = 0; r < n; ++r) count += static_cast<uint64_t>(l[r] = src[r]);
+    l += n;
+    counts[f] = count;
+    total += count;
+  }
+  auto values = torch::empty({static_cast<int64_t>(total)}, torch::kLong);
+  std::optional<torch::Tensor> weights;
+  if (schema_.weighted) weights = torch::empty({static_cast<int64_t>(total)}, torch::kFloat);
+  int64_t* v = values.data_ptr<int64_t>();
+  float* w = weights ? weights->data_ptr<float>() : nullptr;
+  for (size_t f = 0; f < features_.size(); ++f) {
+    const uint64_t first = id_cursor_[f], count = counts[f];
+    std::memcpy(v, block<int64_t>(features_[f].ids_offset) + first, count * sizeof(int64_t));
+    v += count;
+    if (w) {
+      std::memcpy(w, block<float>(features_[f].weights_offset) + first, count * sizeof(float));
+      w += count;
+    }
+    id_cursor_[f] += count;
+  }
+  batch.sparse = KeyedJaggedTensor::unchecked(schema_.sparse_features, values, lengths, weights, n);
+  row_ = end;
+  report_.rows_read += n;
+  return batch;
+}
+
 }  // namespace recmod::data

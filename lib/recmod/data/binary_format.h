@@ -69,6 +69,9 @@ class BinaryReader : public ExampleReader {
 
   const DataSchema& schema() const override { return schema_; }
   std::optional<ExampleColumns> read(int64_t max_rows) override;
+  /// Copies the rows' column slices straight from the mapping into the
+  /// Batch's tensors (one copy; lengths widened to int64).
+  std::optional<Batch> read_batch(int64_t max_rows) override;
   ReadReport report() const override { return report_; }
   int64_t num_rows() const { return num_rows_; }
   /// Rewinds to the first row (for another epoch).

@@ -13,6 +13,12 @@ std::string ReadReport::summary() const {
   return s;
 }
 
+std::optional<Batch> ExampleReader::read_batch(int64_t max_rows) {
+  auto block = read(max_rows);
+  if (!block) return std::nullopt;
+  return block->to_batch();
+}
+
 void ReadReport::skip(std::string message) {
   ++rows_skipped;
   if (first_errors.size() < kMaxErrors) first_errors.push_back(std::move(message));

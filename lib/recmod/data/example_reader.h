@@ -31,8 +31,12 @@ class ExampleReader {
  public:
   virtual ~ExampleReader() = default;
   virtual const DataSchema& schema() const = 0;
-  /// The next up to `max_rows` examples in file order; nullopt at the end.
+  /// The next `max_rows` examples in file order (fewer only when the data
+  /// ends); nullopt at the end.
   virtual std::optional<ExampleColumns> read(int64_t max_rows) = 0;
+  /// The same rows as read(), as one Batch. The default converts read()'s
+  /// block; readers that can build tensors directly (BinaryReader) override it.
+  virtual std::optional<Batch> read_batch(int64_t max_rows);
   virtual ReadReport report() const = 0;
 };
 
