@@ -202,6 +202,43 @@ TEST(BinaryFormat, BadHeadersAreReported) {
   std::remove(path.c_str());
 }
 
+TEST(BinaryFormat, EveryTruncationIsAnErrorNotACrash) {
+  const auto path = temp_path("everycut.rmb");
+  write_binary(path, small_columns(true));
+  const std::string good = read_bytes(path);
+  for (size_t size = 0; size < good.size(); ++size) {
+    write_bytes(path, good.substr(0, size));
+    EXPECT_THAT(open_error(path), HasSubstr(path + ": ")) << "cut at " << size;
+  }
+  std::remove(path.c_str());
+}
+
+TEST(BinaryFormat, CorruptHeaderBytesNeverReadOutOfBounds) {
+  // Every byte of the header, names and feature table set to 0xFF in turn:
+  // opening either fails with an InputError or yields readable rows.
+  const auto path = temp_path("corrupt.rmb");
+  write_binary(path, small_columns(true));
+  const std::string good = read_bytes(path);
+  uint64_t labels_offset;
+  std::memcpy(&labels_offset, &good[40], 8);
+  int opened = 0;
+  for (size_t at = 0; at < labels_offset; ++at) {
+    std::string bytes = good;
+    bytes[at] = static_cast<char>(0xFF);
+    write_bytes(path, bytes);
+    try {
+      BinaryReader reader(path);
+      int64_t rows = 0;
+      while (auto batch = reader.read_batch(2)) rows += batch->size();
+      EXPECT_EQ(rows, reader.num_rows());
+      ++opened;
+    } catch (const InputError&) {
+    }
+  }
+  EXPECT_GT(opened, 0);  // padding bytes and names do not matter to the reader
+  std::remove(path.c_str());
+}
+
 TEST(BinaryFormat, ConvertCriteoSampleEqualsTsvReader) {
   const std::string tsv = RECMOD_SOURCE_DIR "/../shared/data/criteo_kaggle_head1000/train.txt";
   const auto path = temp_path("criteo.rmb");
