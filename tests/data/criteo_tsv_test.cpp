@@ -180,6 +180,12 @@ TEST(CriteoTsv, MissingFileMessage) {
   } catch (const InputError& e) {
     EXPECT_THAT(e.what(), HasSubstr("/nonexistent/train.tsv: cannot open: No such file"));
   }
+  try {
+    CriteoTsvReader reader(::testing::TempDir());
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()), ::testing::TempDir() + ": cannot open: not a regular file");
+  }
 }
 
 }  // namespace

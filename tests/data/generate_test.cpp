@@ -124,6 +124,28 @@ TEST(Generate, WritesBinaryAndJsonlWithSameContent) {
   std::remove((base + ".jsonl").c_str());
 }
 
+TEST(Generate, ParsesFeatureSpecs) {
+  const auto a = parse_synthetic_feature("user:100000");
+  EXPECT_EQ(a.name, "user");
+  EXPECT_EQ(a.cardinality, 100000);
+  EXPECT_EQ(a.min_ids, 1);
+  EXPECT_EQ(a.max_ids, 1);
+  const auto b = parse_synthetic_feature("tags:5000:0-4");
+  EXPECT_EQ(b.min_ids, 0);
+  EXPECT_EQ(b.max_ids, 4);
+  EXPECT_EQ(parse_synthetic_feature("hist:50:3").max_ids, 3);
+  try {
+    parse_synthetic_feature("tags:lots");
+    FAIL() << "no error";
+  } catch (const UsageError& e) {
+    EXPECT_STREQ(e.what(),
+                 "sparse feature 'tags:lots': expected name:cardinality[:ids or min-max], e.g. user:100000 or "
+                 "tags:5000:1-4 (cardinality 'lots' is not an integer)");
+  }
+  EXPECT_THROW(parse_synthetic_feature("tags:10:4-1"), UsageError);
+  EXPECT_THROW(parse_synthetic_feature(":10"), UsageError);
+}
+
 TEST(Generate, RejectsBadOptions) {
   auto o = options();
   o.sparse[1].max_ids = -1;

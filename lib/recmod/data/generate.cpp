@@ -1,6 +1,8 @@
 #include "recmod/data/generate.h"
 
+#include <charconv>
 #include <cmath>
+#include <string_view>
 
 #include "recmod/common/errors.h"
 #include "recmod/data/binary_format.h"
@@ -65,6 +67,42 @@ void validate(const GenerateOptions& o) {
 }
 
 }  // namespace
+
+SyntheticFeature parse_synthetic_feature(const std::string& spec) {
+  auto fail = [&](const std::string& why) -> SyntheticFeature {
+    throw UsageError(str_cat("sparse feature '", spec,
+                             "': expected name:cardinality[:ids or min-max], e.g. user:100000 or tags:5000:1-4 (",
+                             why, ")"));
+  };
+  auto to_int = [&](std::string_view text, const char* what) {
+    int64_t value = 0;
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || ptr != text.data() + text.size() || text.empty())
+      fail(str_cat(what, " '", text, "' is not an integer"));
+    return value;
+  };
+  const std::string_view s(spec);
+  const auto c1 = s.find(':');
+  if (c1 == std::string_view::npos || c1 == 0) return fail("no name:cardinality");
+  SyntheticFeature f;
+  f.name = std::string(s.substr(0, c1));
+  const auto c2 = s.find(':', c1 + 1);
+  f.cardinality = to_int(s.substr(c1 + 1, c2 == std::string_view::npos ? std::string_view::npos : c2 - c1 - 1),
+                         "cardinality");
+  if (c2 != std::string_view::npos) {
+    const std::string_view ids = s.substr(c2 + 1);
+    const auto dash = ids.find('-');
+    if (dash == std::string_view::npos) {
+      f.min_ids = f.max_ids = to_int(ids, "ids");
+    } else {
+      f.min_ids = to_int(ids.substr(0, dash), "min ids");
+      f.max_ids = to_int(ids.substr(dash + 1), "max ids");
+    }
+  }
+  if (f.cardinality <= 0) return fail("cardinality must be > 0");
+  if (f.min_ids < 0 || f.max_ids < f.min_ids) return fail("ids per bag must satisfy 0 <= min <= max");
+  return f;
+}
 
 DataSchema synthetic_schema(const GenerateOptions& options) {
   DataSchema s;

@@ -16,6 +16,11 @@ struct SyntheticFeature {
   int64_t max_ids = 1;
 };
 
+/// "name:cardinality" or "name:cardinality:ids" or "name:cardinality:min-max"
+/// (ids per bag), as a command line gives it; throws UsageError showing the
+/// expected form.
+SyntheticFeature parse_synthetic_feature(const std::string& spec);
+
 struct GenerateOptions {
   int64_t num_rows = 10000;
   int64_t num_dense = 4;

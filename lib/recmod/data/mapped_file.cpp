@@ -16,10 +16,14 @@ MappedFile::MappedFile(std::string path) : path_(std::move(path)) {
   const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw_input_error(path_, ": cannot open: ", std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
-    throw_input_error(path_, ": cannot open: ", S_ISREG(st.st_mode) ? std::strerror(err) : "not a regular file");
+    throw_input_error(path_, ": cannot open: ", std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw_input_error(path_, ": cannot open: not a regular file");
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ > 0) {

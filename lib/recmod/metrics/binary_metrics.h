@@ -13,7 +13,7 @@ struct MetricValues {
   double ne = 0.0;           // normalized entropy (TorchRec's NE)
   double log_loss = 0.0;     // mean binary cross-entropy, natural log
   double accuracy = 0.0;     // fraction with (prediction >= 0.5) == label
-  double calibration = 0.0;  // sum(predictions) / sum(labels)
+  double calibration = 0.0;  // sum(predictions) / sum(labels); inf without positives
   int64_t count = 0;         // examples seen
   /// "auc 0.7512 ne 0.9123 logloss 0.4512 acc 0.7800 calib 1.0123 n 1000"
   std::string to_string() const;
