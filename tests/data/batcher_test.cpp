@@ -10,6 +10,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/data/criteo_tsv.h"
+#include "recmod/data/open_reader.h"
 
 namespace recmod::data {
 namespace {
@@ -188,6 +189,36 @@ TEST(Batcher, RejectsBadOptions) {
   } catch (const InputError& e) {
     EXPECT_STREQ(e.what(), "Batcher: batch_size must be > 0, got 0");
   }
+}
+
+TEST(Batcher, OpenBatchesReshufflesPerEpochOverTheRealSample) {
+  BatcherOptions o;
+  o.batch_size = 100;
+  o.shuffle_buffer = 1000;
+  o.seed = 3;
+  const std::string path = RECMOD_SOURCE_DIR "/../shared/data/criteo_kaggle_head1000/train.txt";
+  auto first_ids = [&](int64_t epoch) {
+    auto source = open_batches(path, o, epoch);
+    std::vector<int64_t> c1;
+    double positives = 0;
+    int64_t rows = 0;
+    while (auto batch = source->next()) {
+      rows += batch->size();
+      positives += batch->labels.sum().item<double>();
+      const auto ids = batch->sparse["C1"].values();
+      for (int64_t i = 0; i < ids.numel(); ++i) c1.push_back(ids[i].item<int64_t>());
+    }
+    EXPECT_EQ(rows, 1000);
+    EXPECT_EQ(positives, 205);
+    return c1;
+  };
+  const auto epoch0 = first_ids(0), again0 = first_ids(0), epoch1 = first_ids(1);
+  EXPECT_EQ(epoch0, again0);
+  EXPECT_NE(epoch0, epoch1);
+  auto a = epoch0, b = epoch1;
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  EXPECT_EQ(a, b);  // the same examples, in another order
 }
 
 }  // namespace

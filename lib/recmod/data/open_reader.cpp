@@ -74,4 +74,11 @@ std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat f
   return reader;
 }
 
+std::unique_ptr<BatchSource> open_batches(const std::string& path, BatcherOptions options, int64_t epoch,
+                                          DataFormat format, const std::optional<DataSchema>& schema,
+                                          BadRecordPolicy policy) {
+  options.seed += static_cast<uint64_t>(epoch);
+  return std::make_unique<Batcher>(open_reader(path, format, schema, policy), options);
+}
+
 }  // namespace recmod::data

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "recmod/data/batcher.h"
 #include "recmod/data/example_reader.h"
 
 namespace recmod::data {
@@ -24,5 +25,13 @@ DataFormat detect_format(const std::string& path);
 std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat format = DataFormat::kAuto,
                                            const std::optional<DataSchema>& schema = std::nullopt,
                                            BadRecordPolicy policy = BadRecordPolicy::kFail);
+
+/// open_reader + Batcher for one epoch: the shuffle seed is options.seed +
+/// epoch, so every epoch has its own order and a run is reproducible (what a
+/// trainer's per-epoch data factory calls).
+std::unique_ptr<BatchSource> open_batches(const std::string& path, BatcherOptions options, int64_t epoch = 0,
+                                          DataFormat format = DataFormat::kAuto,
+                                          const std::optional<DataSchema>& schema = std::nullopt,
+                                          BadRecordPolicy policy = BadRecordPolicy::kFail);
 
 }  // namespace recmod::data
