@@ -1,0 +1,268 @@
+#include "recmod/modules/embedding_modules.h"
+
+#include <torch/torch.h>
+
+#include <map>
+#include <set>
+
+#include "recmod/common/errors.h"
+
+namespace recmod {
+
+std::vector<std::vector<std::string>> get_embedding_names_by_table(
+    const std::vector<std::string>& table_names, const std::vector<std::vector<std::string>>& feature_names) {
+  auto features_of = [&](size_t t) {
+    return feature_names[t].empty() ? std::vector<std::string>{table_names[t]} : feature_names[t];
+  };
+  std::map<std::string, int> uses;
+  for (size_t t = 0; t < table_names.size(); ++t)
+    for (const auto& f : features_of(t)) ++uses[f];
+  std::vector<std::vector<std::string>> out;
+  for (size_t t = 0; t < table_names.size(); ++t) {
+    std::vector<std::string> names;
+    for (const auto& f : features_of(t)) names.push_back(uses[f] > 1 ? f + "@" + table_names[t] : f);
+    out.push_back(std::move(names));
+  }
+  return out;
+}
+
+EmbeddingTableImpl::EmbeddingTableImpl(int64_t num_embeddings, int64_t embedding_dim, torch::Dtype dtype,
+                                       torch::Device device) {
+  weight = register_parameter(
+      "weight", torch::empty({num_embeddings, embedding_dim}, torch::TensorOptions().dtype(dtype).device(device)));
+}
+
+namespace {
+
+/// The ids (and offsets, weights) of some of a KJT's keys, laid out as one
+/// embedding_bag input: the bags of key k_1, then of k_2, ...
+struct TableInput {
+  torch::Tensor values;
+  torch::Tensor offsets;  // include_last_offset layout: F*B + 1 entries
+  torch::Tensor weights;  // undefined when unweighted
+};
+
+bool consecutive(const std::vector<int64_t>& keys) {
+  for (size_t i = 1; i < keys.size(); ++i)
+    if (keys[i] != keys[i - 1] + 1) return false;
+  return true;
+}
+
+/// No host synchronisation: every bound comes from offset_per_key, which
+/// the KJT already holds on the host.
+TableInput gather_keys(const KeyedJaggedTensor& kjt, const std::vector<int64_t>& keys, bool with_weights) {
+  const int64_t b = kjt.stride();
+  const auto& opk = kjt.offset_per_key();
+  const torch::Tensor offsets = kjt.offsets().to(kjt.values().scalar_type());
+  TableInput in;
+  if (consecutive(keys)) {
+    // The common case (a table's features adjacent in the KJT): views only.
+    const int64_t k0 = keys.front(), k1 = keys.back() + 1;
+    in.values = kjt.values().slice(0, opk[k0], opk[k1]);
+    in.offsets = offsets.slice(0, k0 * b, k1 * b + 1) - opk[k0];
+    if (with_weights) in.weights = kjt.weights().slice(0, opk[k0], opk[k1]);
+    return in;
+  }
+  std::vector<torch::Tensor> values, offs, weights;
+  int64_t total = 0;
+  for (int64_t k : keys) {
+    values.push_back(kjt.values().slice(0, opk[k], opk[k + 1]));
+    offs.push_back(offsets.slice(0, k * b, (k + 1) * b) + (total - opk[k]));
+    if (with_weights) weights.push_back(kjt.weights().slice(0, opk[k], opk[k + 1]));
+    total += opk[k + 1] - opk[k];
+  }
+  offs.push_back(torch::full({1}, total, offsets.options()));
+  in.values = torch::cat(values);
+  in.offsets = torch::cat(offs);
+  if (with_weights) in.weights = torch::cat(weights);
+  return in;
+}
+
+/// Positions in `kjt` of `features`; throws InputError naming the missing
+/// feature, its table and the KJT's keys.
+std::vector<int64_t> key_positions(const KeyedJaggedTensor& kjt, const std::map<std::string, int64_t>& index,
+                                   const std::vector<std::string>& features, const std::string& table,
+                                   const char* module) {
+  std::vector<int64_t> out;
+  for (const auto& f : features) {
+    auto it = index.find(f);
+    if (it == index.end())
+      throw_input_error(module, ": feature '", f, "' of table '", table,
+                        "' is not in the input KeyedJaggedTensor, which has keys ", join_names(kjt.keys()));
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+template <typename Config>
+void fill_default_feature_names(std::vector<Config>& tables, const char* module) {
+  std::set<std::string> names;
+  for (auto& t : tables) {
+    t.validate(module);
+    if (!names.insert(t.name).second) throw_input_error(module, ": duplicate table name '", t.name, "'");
+    if (t.feature_names.empty()) t.feature_names = {t.name};
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// EmbeddingBagCollection
+
+EmbeddingBagCollectionImpl::EmbeddingBagCollectionImpl(std::vector<EmbeddingBagConfig> tables, bool is_weighted,
+                                                       torch::Device device)
+    : EmbeddingBagCollectionImpl(EmbeddingBagCollectionOptions(std::move(tables)).is_weighted(is_weighted).device(device)) {}
+
+EmbeddingBagCollectionImpl::EmbeddingBagCollectionImpl(EmbeddingBagCollectionOptions options)
+    : options_(std::move(options)) {
+  fill_default_feature_names(options_.tables(), "EmbeddingBagCollection");
+  embedding_bags_ = register_module("embedding_bags", torch::nn::ModuleDict());
+  for (const auto& t : options_.tables()) {
+    if (t.pooling == PoolingType::NONE)
+      throw_input_error("EmbeddingBagCollection: table '", t.name,
+                        "' has pooling NONE; use an EmbeddingCollection for unpooled tables (Unsupported pooling type NONE)");
+    if (options_.is_weighted() && t.pooling != PoolingType::SUM)
+      throw_input_error("EmbeddingBagCollection: table '", t.name, "' has pooling ", to_string(t.pooling),
+                        " but is_weighted is set; per-sample weights are only supported with pooling SUM");
+    tables_.emplace_back(t.num_embeddings, t.embedding_dim, weight_storage_dtype(t.data_type), options_.device());
+    embedding_bags_->update({{t.name, tables_.back().ptr()}});
+    for (size_t i = 0; i < t.feature_names.size(); ++i) length_per_embedding_.push_back(t.embedding_dim);
+  }
+  for (const auto& names : get_embedding_names_by_table(options_.tables()))
+    embedding_names_.insert(embedding_names_.end(), names.begin(), names.end());
+  reset_parameters();
+}
+
+void EmbeddingBagCollectionImpl::reset_parameters() {
+  for (size_t t = 0; t < tables_.size(); ++t) options_.tables()[t].init_weight(tables_[t]->weight);
+}
+
+int64_t EmbeddingBagCollectionImpl::output_dim() const {
+  int64_t d = 0;
+  for (int64_t l : length_per_embedding_) d += l;
+  return d;
+}
+
+const torch::Tensor& EmbeddingBagCollectionImpl::table_weight(const std::string& table) const {
+  std::vector<std::string> names;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    if (options_.tables()[t].name == table) return tables_[t]->weight;
+    names.push_back(options_.tables()[t].name);
+  }
+  throw_input_error("EmbeddingBagCollection: no table '", table, "'; tables are ", join_names(names));
+}
+
+void EmbeddingBagCollectionImpl::to(torch::Device device, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+  options_.device(device);
+}
+
+KeyedTensor EmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& features) {
+  const bool weighted = options_.is_weighted();
+  if (weighted && !features.has_weights())
+    throw_input_error("EmbeddingBagCollection: is_weighted is set but the input KeyedJaggedTensor with keys ",
+                      join_names(features.keys()), " has no weights");
+  const int64_t b = features.stride();
+  const auto index = features.index_per_key();
+  std::vector<torch::Tensor> pooled;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const auto& config = options_.tables()[t];
+    const torch::Tensor& weight = tables_[t]->weight;
+    const auto keys = key_positions(features, index, config.feature_names, config.name, "EmbeddingBagCollection");
+    const TableInput in = gather_keys(features, keys, weighted);
+    torch::Tensor per_sample = in.weights.defined() ? in.weights.to(weight.scalar_type()) : torch::Tensor();
+    // One call for all of the table's features: (F*B, D) bags, feature-major.
+    auto result = torch::embedding_bag(weight, in.values, in.offsets, /*scale_grad_by_freq=*/false,
+                                       pooling_type_to_embedding_bag_mode(config.pooling), options_.sparse(),
+                                       per_sample, /*include_last_offset=*/true);
+    const auto f = static_cast<int64_t>(keys.size());
+    pooled.push_back(std::get<0>(result)
+                         .view({f, b, config.embedding_dim})
+                         .transpose(0, 1)
+                         .reshape({b, f * config.embedding_dim})
+                         .to(torch::kFloat32));
+  }
+  torch::Tensor values =
+      pooled.empty() ? torch::zeros({b, 0}, torch::TensorOptions().device(features.device())) : torch::cat(pooled, 1);
+  return KeyedTensor(embedding_names_, length_per_embedding_, values, 1);
+}
+
+// ---------------------------------------------------------------------------
+// EmbeddingCollection
+
+EmbeddingCollectionImpl::EmbeddingCollectionImpl(std::vector<EmbeddingConfig> tables, bool need_indices,
+                                                 torch::Device device)
+    : EmbeddingCollectionImpl(EmbeddingCollectionOptions(std::move(tables)).need_indices(need_indices).device(device)) {}
+
+EmbeddingCollectionImpl::EmbeddingCollectionImpl(EmbeddingCollectionOptions options) : options_(std::move(options)) {
+  fill_default_feature_names(options_.tables(), "EmbeddingCollection");
+  embeddings_ = register_module("embeddings", torch::nn::ModuleDict());
+  for (const auto& t : options_.tables()) {
+    if (embedding_dim_ < 0) embedding_dim_ = t.embedding_dim;
+    if (t.embedding_dim != embedding_dim_)
+      throw_input_error(
+          "EmbeddingCollection: all tables are required to have the same embedding_dim; table '", t.name,
+          "' has embedding_dim ", t.embedding_dim, " but the first table '", options_.tables().front().name, "' has ",
+          embedding_dim_);
+    tables_.emplace_back(t.num_embeddings, t.embedding_dim, weight_storage_dtype(t.data_type), options_.device());
+    embeddings_->update({{t.name, tables_.back().ptr()}});
+  }
+  embedding_names_by_table_ = get_embedding_names_by_table(options_.tables());
+  reset_parameters();
+}
+
+void EmbeddingCollectionImpl::reset_parameters() {
+  for (size_t t = 0; t < tables_.size(); ++t) options_.tables()[t].init_weight(tables_[t]->weight);
+}
+
+std::vector<std::string> EmbeddingCollectionImpl::embedding_names() const {
+  std::vector<std::string> out;
+  for (const auto& names : embedding_names_by_table_) out.insert(out.end(), names.begin(), names.end());
+  return out;
+}
+
+const torch::Tensor& EmbeddingCollectionImpl::table_weight(const std::string& table) const {
+  std::vector<std::string> names;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    if (options_.tables()[t].name == table) return tables_[t]->weight;
+    names.push_back(options_.tables()[t].name);
+  }
+  throw_input_error("EmbeddingCollection: no table '", table, "'; tables are ", join_names(names));
+}
+
+void EmbeddingCollectionImpl::to(torch::Device device, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+  options_.device(device);
+}
+
+JaggedTensorDict EmbeddingCollectionImpl::forward(const KeyedJaggedTensor& features) {
+  const auto index = features.index_per_key();
+  const auto& lpk = features.length_per_key();
+  const int64_t b = features.stride();
+  JaggedTensorDict out;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const auto& config = options_.tables()[t];
+    const auto keys = key_positions(features, index, config.feature_names, config.name, "EmbeddingCollection");
+    const TableInput in = gather_keys(features, keys, /*with_weights=*/false);
+    // One lookup for all of the table's features, then split per feature.
+    const torch::Tensor rows =
+        torch::embedding(tables_[t]->weight, in.values, /*padding_idx=*/-1, /*scale_grad_by_freq=*/false,
+                         options_.sparse())
+            .to(torch::kFloat32);
+    int64_t start = 0;
+    for (size_t j = 0; j < keys.size(); ++j) {
+      const int64_t k = keys[j];
+      const int64_t n = lpk[k];
+      torch::Tensor lengths = features.lengths().slice(0, k * b, (k + 1) * b);
+      std::optional<torch::Tensor> ids;
+      if (options_.need_indices()) ids = in.values.slice(0, start, start + n);
+      out.emplace_back(embedding_names_by_table_[t][j],
+                       JaggedTensor::unchecked(rows.slice(0, start, start + n), lengths,
+                                               offsets_from_lengths(lengths), ids));
+      start += n;
+    }
+  }
+  return out;
+}
+
+}  // namespace recmod

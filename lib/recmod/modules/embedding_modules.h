@@ -1,0 +1,157 @@
+#pragma once
+// EmbeddingBagCollection and EmbeddingCollection, as
+// torchrec.modules.embedding_modules (v0.6).
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/moduledict.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "recmod/modules/embedding_configs.h"
+#include "recmod/sparse/jagged_tensor.h"
+#include "recmod/sparse/keyed_jagged_tensor.h"
+#include "recmod/sparse/keyed_tensor.h"
+
+namespace recmod {
+
+/// Dict[str, JaggedTensor] with its key order (EmbeddingCollection's output).
+using JaggedTensorDict = std::vector<std::pair<std::string, JaggedTensor>>;
+
+/// TorchRec's get_embedding_names_by_table: per table, the output name of
+/// each of its features: the feature name, or "feature@table" when several
+/// tables use that feature. Empty feature lists stand for [table name].
+std::vector<std::vector<std::string>> get_embedding_names_by_table(
+    const std::vector<std::string>& table_names, const std::vector<std::vector<std::string>>& feature_names);
+
+template <typename Config>
+std::vector<std::vector<std::string>> get_embedding_names_by_table(const std::vector<Config>& tables) {
+  std::vector<std::string> names;
+  std::vector<std::vector<std::string>> features;
+  for (const auto& t : tables) {
+    names.push_back(t.name);
+    features.push_back(t.feature_names);
+  }
+  return get_embedding_names_by_table(names, features);
+}
+
+/// One table's parameter holder: a module with a single parameter `weight`
+/// of shape (num_embeddings, embedding_dim), so that a ModuleDict of them
+/// gives TorchRec's keys `embedding_bags.<table>.weight`.
+class EmbeddingTableImpl : public torch::nn::Module {
+ public:
+  EmbeddingTableImpl(int64_t num_embeddings, int64_t embedding_dim, torch::Dtype dtype, torch::Device device);
+  void reset() {}
+  torch::Tensor weight;
+};
+TORCH_MODULE(EmbeddingTable);
+
+struct EmbeddingBagCollectionOptions {
+  /* implicit */ EmbeddingBagCollectionOptions(std::vector<EmbeddingBagConfig> tables)
+      : tables_(std::move(tables)) {}
+  TORCH_ARG(std::vector<EmbeddingBagConfig>, tables);
+  /// Use the input KJT's weights as per-sample weights (SUM tables only).
+  TORCH_ARG(bool, is_weighted) = false;
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
+  /// Sparse gradients for the table weights (torch.nn.EmbeddingBag's
+  /// `sparse`); off by default, as in torch.
+  TORCH_ARG(bool, sparse) = false;
+};
+
+/// Pooled embeddings of several tables: KeyedJaggedTensor in, KeyedTensor out.
+///
+/// For table t with features f_1..f_F and sample b:
+///   out[b, f] = pool_{i in bag(f, b)} w_i * W_t[id_i]   (pool = SUM or MEAN,
+///   w_i = KJT weight when is_weighted else 1; an empty bag gives zeros).
+/// Output keys: table order, then feature order within a table; a feature
+/// used by several tables is named "feature@table". values: (B, sum D_k),
+/// float32. Parameters: embedding_bags.<table>.weight (num_embeddings, D).
+/// Input keys no table uses are ignored.
+class EmbeddingBagCollectionImpl : public torch::nn::Module {
+ public:
+  explicit EmbeddingBagCollectionImpl(EmbeddingBagCollectionOptions options);
+  EmbeddingBagCollectionImpl(std::vector<EmbeddingBagConfig> tables, bool is_weighted,
+                             torch::Device device = torch::kCPU);
+
+  KeyedTensor forward(const KeyedJaggedTensor& features);
+
+  /// The table configs, with empty feature_names filled in as [name].
+  const std::vector<EmbeddingBagConfig>& embedding_bag_configs() const { return options_.tables(); }
+  bool is_weighted() const { return options_.is_weighted(); }
+  bool sparse() const { return options_.sparse(); }
+  void set_sparse(bool sparse) { options_.sparse(sparse); }
+  torch::Device device() const { return options_.device(); }
+  /// Re-draws every table with its config's init (init_fn or uniform).
+  void reset_parameters();
+  /// Output keys in order, and the width of each.
+  const std::vector<std::string>& embedding_names() const { return embedding_names_; }
+  const std::vector<int64_t>& length_per_embedding() const { return length_per_embedding_; }
+  /// sum(length_per_embedding): the width of the output values.
+  int64_t output_dim() const;
+  /// The weight of one table; throws InputError naming the tables.
+  const torch::Tensor& table_weight(const std::string& table) const;
+
+  /// Changes the module's device (and options().device()).
+  void to(torch::Device device, bool non_blocking = false) override;
+  using torch::nn::Module::to;
+
+ private:
+  EmbeddingBagCollectionOptions options_;
+  torch::nn::ModuleDict embedding_bags_{nullptr};
+  std::vector<EmbeddingTable> tables_;
+  std::vector<std::string> embedding_names_;
+  std::vector<int64_t> length_per_embedding_;
+};
+TORCH_MODULE(EmbeddingBagCollection);
+
+struct EmbeddingCollectionOptions {
+  /* implicit */ EmbeddingCollectionOptions(std::vector<EmbeddingConfig> tables) : tables_(std::move(tables)) {}
+  TORCH_ARG(std::vector<EmbeddingConfig>, tables);
+  /// Put each looked-up id in the output JaggedTensor's weights.
+  TORCH_ARG(bool, need_indices) = false;
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
+  TORCH_ARG(bool, sparse) = false;
+};
+
+/// Unpooled (sequence) embeddings: KeyedJaggedTensor in,
+/// Dict[str, JaggedTensor] out in table order then feature order (names as
+/// in EmbeddingBagCollection). Each output has values (n_f, D) float32 with
+/// values[i] = W_t[id_i], the lengths of the input feature, and, with
+/// need_indices, the ids as weights. All tables share one embedding_dim.
+/// Parameters: embeddings.<table>.weight.
+class EmbeddingCollectionImpl : public torch::nn::Module {
+ public:
+  explicit EmbeddingCollectionImpl(EmbeddingCollectionOptions options);
+  EmbeddingCollectionImpl(std::vector<EmbeddingConfig> tables, bool need_indices,
+                          torch::Device device = torch::kCPU);
+
+  JaggedTensorDict forward(const KeyedJaggedTensor& features);
+
+  const std::vector<EmbeddingConfig>& embedding_configs() const { return options_.tables(); }
+  bool need_indices() const { return options_.need_indices(); }
+  bool sparse() const { return options_.sparse(); }
+  void set_sparse(bool sparse) { options_.sparse(sparse); }
+  torch::Device device() const { return options_.device(); }
+  /// The shared embedding_dim (-1 when there are no tables).
+  int64_t embedding_dim() const { return embedding_dim_; }
+  void reset_parameters();
+  /// Output keys per table (embedding_names_by_table) and flattened.
+  const std::vector<std::vector<std::string>>& embedding_names_by_table() const { return embedding_names_by_table_; }
+  std::vector<std::string> embedding_names() const;
+  const torch::Tensor& table_weight(const std::string& table) const;
+
+  void to(torch::Device device, bool non_blocking = false) override;
+  using torch::nn::Module::to;
+
+ private:
+  EmbeddingCollectionOptions options_;
+  torch::nn::ModuleDict embeddings_{nullptr};
+  std::vector<EmbeddingTable> tables_;
+  std::vector<std::vector<std::string>> embedding_names_by_table_;
+  int64_t embedding_dim_ = -1;
+};
+TORCH_MODULE(EmbeddingCollection);
+
+}  // namespace recmod
