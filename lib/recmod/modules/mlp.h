@@ -1,0 +1,78 @@
+#pragma once
+// Perceptron and MLP (torchrec/modules/mlp.py).
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/types.h>
+
+#include <optional>
+#include <vector>
+
+#include "recmod/modules/activation.h"
+#include "recmod/modules/lazy.h"
+
+namespace recmod {
+
+/// Options for Perceptron. in_size std::nullopt: learned from the first
+/// batch (lazy). Example: Perceptron p(PerceptronOptions(40, 16).activation(activation_by_name("sigmoid")));
+struct PerceptronOptions {
+  PerceptronOptions(std::optional<int64_t> in_size, int64_t out_size) : in_size_(in_size), out_size_(out_size) {}
+  TORCH_ARG(std::optional<int64_t>, in_size);  // I; input is (*, I)
+  TORCH_ARG(int64_t, out_size);                // O
+  TORCH_ARG(bool, bias) = true;
+  TORCH_ARG(Activation, activation) = Activation();  // torch.relu
+  TORCH_ARG(std::optional<torch::Device>, device) = std::nullopt;
+  TORCH_ARG(std::optional<torch::Dtype>, dtype) = std::nullopt;
+};
+
+/// y = activation(x W^T + b): (*, I) -> (*, O).
+/// Keys as TorchRec: _linear.weight (O, I), _linear.bias (O), and
+/// _activation_fn.* when the activation is a module.
+class PerceptronImpl : public torch::nn::Module, public LazyModule {
+ public:
+  explicit PerceptronImpl(PerceptronOptions options);
+  torch::Tensor forward(const torch::Tensor& input);
+  bool is_initialized() const override { return !linear_.is_empty(); }
+  /// The linear layer; empty until the input size is known.
+  torch::nn::Linear& linear() { return linear_; }
+
+  PerceptronOptions options;
+
+ private:
+  void create_layers(int64_t in_size, const torch::TensorOptions& tensor_options);
+
+  torch::nn::Linear linear_{nullptr};
+};
+TORCH_MODULE(Perceptron);
+
+/// Options for MLP. Example:
+/// MLP mlp(MLPOptions(40, {16, 8}).activation(mlp_activation("swish_layernorm")));
+struct MLPOptions {
+  MLPOptions(std::optional<int64_t> in_size, std::vector<int64_t> layer_sizes)
+      : in_size_(in_size), layer_sizes_(std::move(layer_sizes)) {}
+  TORCH_ARG(std::optional<int64_t>, in_size);  // input is (*, in_size); nullopt: lazy
+  TORCH_ARG(std::vector<int64_t>, layer_sizes);  // out_size of each Perceptron
+  TORCH_ARG(bool, bias) = true;
+  TORCH_ARG(ActivationFactory, activation) = same_activation(Activation());  // torch.relu
+  TORCH_ARG(std::optional<torch::Device>, device) = std::nullopt;
+  TORCH_ARG(std::optional<torch::Dtype>, dtype) = std::nullopt;
+};
+
+/// A stack of Perceptrons, each with the activation: (*, in_size) ->
+/// (*, layer_sizes.back()). Keys as TorchRec: _mlp.<i>._linear.weight, ...
+class MLPImpl : public torch::nn::Module, public LazyModule {
+ public:
+  explicit MLPImpl(MLPOptions options);
+  torch::Tensor forward(const torch::Tensor& input);
+  bool is_initialized() const override { return layers_.front()->is_initialized(); }
+  const std::vector<Perceptron>& layers() const { return layers_; }
+
+  MLPOptions options;
+
+ private:
+  torch::nn::Sequential mlp_;
+  std::vector<Perceptron> layers_;
+};
+TORCH_MODULE(MLP);
+
+}  // namespace recmod
