@@ -1,0 +1,42 @@
+#pragma once
+// torch.optim's SGD, Adagrad and Adam for dense parameters, with state that
+// recmod names and checkpoints itself.
+#include <torch/types.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "recmod/common/state_dict.h"
+#include "recmod/train/optimizer.h"
+
+namespace recmod::train {
+
+/// The same arithmetic, in the same order, as torch::optim (1.13 and 2.x) with
+/// momentum 0, lr_decay 0, amsgrad false:
+///   sgd:     p -= lr * (g + wd p)
+///   adagrad: s += g'^2;  p -= lr * g' / (sqrt(s) + eps),                g' = g + wd p
+///   adam:    m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2;
+///            p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
+/// A sparse gradient is densified first (dense parameters rarely have one).
+class DenseOptimizer {
+ public:
+  DenseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> params, OptimizerOptions options);
+  void step();
+  /// Keys "dense.<param>.<state>" (see optimizer.h).
+  StateDict state_dict() const;
+  const std::vector<std::pair<std::string, torch::Tensor>>& parameters() const { return params_; }
+
+ private:
+  struct State {
+    torch::Tensor step;  // int64 CPU scalar: updates applied so far
+    torch::Tensor sum, exp_avg, exp_avg_sq;
+  };
+  void update(torch::Tensor& param, const torch::Tensor& grad, State& state) const;
+
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+  OptimizerOptions options_;
+  std::vector<State> states_;
+};
+
+}  // namespace recmod::train

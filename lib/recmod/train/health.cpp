@@ -1,0 +1,66 @@
+#include "recmod/train/health.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace recmod::train {
+
+namespace {
+
+std::string kind_of(double v) { return std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"); }
+
+/// "3 non-finite values (first nan at index [2, 5])"; for a sparse COO
+/// gradient the index is the parameter's (row id, column), not the values'.
+std::string describe_non_finite(const torch::Tensor& grad) {
+  const torch::Tensor coalesced = grad.is_sparse() ? grad.coalesce() : torch::Tensor();
+  const torch::Tensor values = grad.is_sparse() ? coalesced.values() : grad;
+  const torch::Tensor bad = ~torch::isfinite(values);
+  const int64_t count = bad.sum().item<int64_t>();
+  const torch::Tensor first = bad.nonzero()[0].cpu().contiguous();  // row-major first
+  std::vector<int64_t> index(first.data_ptr<int64_t>(), first.data_ptr<int64_t>() + first.numel());
+  torch::Tensor element = values;
+  for (const int64_t i : index) element = element.select(0, i);
+  const auto value = element.item<double>();
+  if (grad.is_sparse()) index[0] = coalesced.indices().select(0, 0)[index[0]].item<int64_t>();
+  return str_cat(count, count == 1 ? " non-finite value" : " non-finite values", " (first ", kind_of(value),
+                 values.dim() == 0 ? std::string() : str_cat(" at index ", c10::IntArrayRef(index)), ")");
+}
+
+}  // namespace
+
+void check_loss_finite(const torch::Tensor& loss, int64_t step) {
+  const torch::Tensor l = loss.detach();
+  if (torch::isfinite(l).all().item<bool>()) return;
+  const std::string what = l.numel() == 1 ? kind_of(l.flatten()[0].item<double>()) : "not finite";
+  throw TrainingHealthError(str_cat("step ", step, ": loss is ", what));
+}
+
+void check_gradients_finite(const std::vector<std::pair<std::string, torch::Tensor>>& parameters, int64_t step) {
+  std::vector<torch::Tensor> finite;
+  std::vector<size_t> which;
+  bool one_device = true;
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const torch::Tensor& grad = parameters[i].second.grad();
+    if (!grad.defined()) continue;
+    // Uncoalesced values hold the same entries (a duplicate sum overflowing is not caught; it is rare and the
+    // loss check catches its effect one step later).
+    const torch::Tensor values = grad.is_sparse() ? grad._values() : grad;
+    finite.push_back(torch::isfinite(values.detach()).all());
+    one_device = one_device && finite.back().device() == finite.front().device();
+    which.push_back(i);
+  }
+  if (finite.empty()) return;
+  if (!one_device)
+    for (auto& f : finite) f = f.cpu();
+  const torch::Tensor flags = torch::stack(finite).cpu();  // one device synchronisation
+  const auto* ok = flags.data_ptr<bool>();
+  for (size_t j = 0; j < which.size(); ++j) {
+    if (ok[j]) continue;
+    const auto& [name, param] = parameters[which[j]];
+    throw TrainingHealthError(
+        str_cat("step ", step, ": gradient of '", name, "' has ", describe_non_finite(param.grad().detach())));
+  }
+}
+
+}  // namespace recmod::train

@@ -1,0 +1,90 @@
+#include "recmod/train/optimizer.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <set>
+
+#include "recmod/common/errors.h"
+#include "recmod/train/dense_optimizer.h"
+#include "recmod/train/sparse_optimizer.h"
+
+namespace recmod::train {
+
+const std::vector<std::string>& dense_optimizer_types() {
+  static const std::vector<std::string> types{"sgd", "adagrad", "adam"};
+  return types;
+}
+
+const std::vector<std::string>& embedding_optimizer_types() {
+  static const std::vector<std::string> types{"sgd", "adagrad", "rowwise_adagrad"};
+  return types;
+}
+
+void validate_optimizer_options(const OptimizerOptions& o, const std::string& role) {
+  const auto& types = role == "dense" ? dense_optimizer_types() : embedding_optimizer_types();
+  if (std::find(types.begin(), types.end(), o.type) == types.end())
+    throw_input_error(role, " optimizer: unknown type '", o.type, "'; valid types are ", join_names(types));
+  // Written so that NaN fails every check.
+  if (!(o.lr >= 0)) throw_input_error(role, " optimizer: lr must be >= 0, got ", o.lr);
+  if (!(o.eps > 0)) throw_input_error(role, " optimizer: eps must be > 0, got ", o.eps);
+  if (!(o.weight_decay >= 0)) throw_input_error(role, " optimizer: weight_decay must be >= 0, got ", o.weight_decay);
+  if (!(o.initial_accumulator_value >= 0))
+    throw_input_error(role, " optimizer: initial_accumulator_value must be >= 0, got ", o.initial_accumulator_value);
+  if (!(o.beta1 >= 0 && o.beta1 < 1)) throw_input_error(role, " optimizer: beta1 must be in [0, 1), got ", o.beta1);
+  if (!(o.beta2 >= 0 && o.beta2 < 1)) throw_input_error(role, " optimizer: beta2 must be in [0, 1), got ", o.beta2);
+}
+
+ModelOptimizer::ModelOptimizer(std::vector<std::pair<std::string, torch::Tensor>> dense,
+                               OptimizerOptions dense_options,
+                               std::vector<std::pair<std::string, torch::Tensor>> embeddings,
+                               OptimizerOptions embedding_options)
+    : dense_(std::make_unique<DenseOptimizer>(std::move(dense), std::move(dense_options))),
+      sparse_(std::make_unique<SparseOptimizer>(std::move(embeddings), std::move(embedding_options))) {}
+
+ModelOptimizer::~ModelOptimizer() = default;
+ModelOptimizer::ModelOptimizer(ModelOptimizer&&) noexcept = default;
+ModelOptimizer& ModelOptimizer::operator=(ModelOptimizer&&) noexcept = default;
+
+void ModelOptimizer::zero_grad() {
+  for (const auto* params : {&dense_->parameters(), &sparse_->parameters()})
+    for (const auto& [_, p] : *params)
+      if (p.grad().defined()) p.mutable_grad().reset();
+}
+
+void ModelOptimizer::step() {
+  dense_->step();
+  sparse_->step();
+}
+
+StateDict ModelOptimizer::state_dict() const {
+  StateDict out = dense_->state_dict();
+  for (auto& entry : sparse_->state_dict()) out.push_back(std::move(entry));
+  return out;
+}
+
+void ModelOptimizer::load_state_dict(const StateDict& source, const std::string& origin) {
+  const StateDict target = state_dict();
+  std::set<std::string> target_keys;
+  for (const auto& [k, _] : target) target_keys.insert(k);
+  for (const auto& [k, _] : source)
+    if (!target_keys.count(k))
+      throw CheckpointError(str_cat(origin, ": unexpected optimizer state key '", k, "'; the optimizer's keys are ",
+                                    join_names({target_keys.begin(), target_keys.end()})));
+  // Check everything before copying anything: a bad file leaves the state as it was.
+  for (const auto& [k, dst] : target) {
+    const torch::Tensor* src = find_tensor(source, k);
+    if (!src)
+      throw CheckpointError(str_cat(origin, ": missing optimizer state key '", k, "' (shape ", dst.sizes(), ")"));
+    if (src->sizes() != dst.sizes())
+      throw CheckpointError(str_cat(origin, ": optimizer state key '", k, "' has shape ", src->sizes(),
+                                    ", the optimizer expects ", dst.sizes()));
+    if (src->scalar_type() != dst.scalar_type())
+      throw CheckpointError(str_cat(origin, ": optimizer state key '", k, "' has dtype ", src->scalar_type(),
+                                    ", the optimizer expects ", dst.scalar_type()));
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& [k, dst] : target) dst.copy_(*find_tensor(source, k));
+}
+
+}  // namespace recmod::train

@@ -1,0 +1,54 @@
+#pragma once
+// Row-sparse optimizers for embedding tables, with FBGEMM's semantics (what
+// TorchRec's fused embedding optimizers run): a batch reads and writes only
+// the rows it touched.
+#include <torch/types.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "recmod/common/state_dict.h"
+#include "recmod/train/optimizer.h"
+
+namespace recmod::train {
+
+/// The rows of a table's gradient that a batch touched: sorted unique row ids
+/// (int64, n) and their gradients (n, D), duplicates already summed.
+struct RowGradients {
+  torch::Tensor rows;
+  torch::Tensor values;
+};
+
+/// From a sparse COO gradient (coalesced, so duplicate ids are summed) or a
+/// dense (N, D) one (the rows with any nonzero entry).
+RowGradients touched_rows(const torch::Tensor& grad);
+
+/// Applies one update to the touched rows of `weight` (N, D); `state` is the
+/// algorithm's state (undefined for sgd, (N, D) `sum` for adagrad, (N)
+/// `momentum1` for rowwise_adagrad). With g' = g_r + weight_decay * w_r:
+///   sgd:             w_r -= lr * g'
+///   adagrad:         s_r += g'^2;  w_r -= lr * g' / (sqrt(s_r) + eps)
+///   rowwise_adagrad: G_r += mean(g'^2);  w_r -= lr * g' / (sqrt(G_r) + eps)
+/// Contiguous CPU tables go through a kernel parallel over rows (each row is
+/// written by one thread, so results do not depend on the thread count); any
+/// other table, or `use_tensor_ops`, through device-generic index_select/index_copy_.
+void update_rows(const OptimizerOptions& options, torch::Tensor& weight, torch::Tensor& state,
+                 const RowGradients& grad, bool use_tensor_ops = false);
+
+/// The embedding-table half of ModelOptimizer.
+class SparseOptimizer {
+ public:
+  SparseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> tables, OptimizerOptions options);
+  void step();
+  /// Keys "embedding.<param>.sum" / "embedding.<param>.momentum1" (see optimizer.h).
+  StateDict state_dict() const;
+  const std::vector<std::pair<std::string, torch::Tensor>>& parameters() const { return tables_; }
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> tables_;
+  OptimizerOptions options_;
+  std::vector<torch::Tensor> states_;  // undefined for sgd
+};
+
+}  // namespace recmod::train
