@@ -1,0 +1,128 @@
+// Data path throughput: Criteo TSV parsing (MB/s, one thread) and binary
+// reading (GB/s) against a plain memcpy of the same bytes.
+//   build/bench/data_bench [--benchmark_filter=...]
+// The TSV input is the real 1000-row Criteo sample repeated to ~32 MiB (in
+// memory, so the disk is out of the measurement); the binary input is the
+// same rows converted, read from a file mapped into the page cache.
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include "recmod/data/binary_format.h"
+#include "recmod/data/criteo_tsv.h"
+#include "recmod/data/mapped_file.h"
+
+namespace {
+
+using namespace recmod::data;
+
+/// The shared data folder: $RECMOD_DATA_DIR, else ../shared/data next to the
+/// repository this file was compiled from.
+std::string data_dir() {
+  if (const char* dir = std::getenv("RECMOD_DATA_DIR")) return dir;
+  std::string repo = __FILE__;
+  repo = repo.substr(0, repo.rfind('/'));  // .../bench
+  repo = repo.substr(0, repo.rfind('/'));  // repository root
+  return repo + "/../shared/data";
+}
+
+const std::string kSample = data_dir() + "/criteo_kaggle_head1000/train.txt";
+bool binary_written = false;
+
+const std::string& criteo_text() {
+  static const std::string text = [] {
+    std::ifstream in(kSample);
+    std::string one(std::istreambuf_iterator<char>(in), {});
+    if (one.empty()) throw std::runtime_error(kSample + ": missing or empty");
+    if (one.back() != '\n') one += '\n';
+    std::string all;
+    while (all.size() < (32u << 20)) all += one;
+    return all;
+  }();
+  return text;
+}
+
+const std::string& binary_path() {
+  static const std::string path = [] {
+    const std::string p = "/tmp/recmod_data_bench_" + std::to_string(::getpid()) + ".rmb";
+    CriteoTsvReader reader("bench.tsv", criteo_text());
+    BinaryWriter writer(p, reader.schema());
+    while (auto block = reader.read(65536)) writer.write(*block);
+    writer.close();
+    binary_written = true;
+    return p;
+  }();
+  return path;
+}
+
+void BM_CriteoTsvParse(benchmark::State& state) {
+  const auto& text = criteo_text();
+  int64_t rows = 0;
+  for (auto _ : state) {
+    CriteoTsvReader reader("bench.tsv", text);
+    while (auto block = reader.read(state.range(0))) {
+      rows += block->num_rows();
+      benchmark::DoNotOptimize(block->sparse.back().ids.data());
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(text.size()));
+  state.counters["rows/s"] = benchmark::Counter(static_cast<double>(rows), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_CriteoTsvParse)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+/// Rows to ExampleColumns slices (what the batcher consumes).
+void BM_BinaryRead(benchmark::State& state) {
+  const auto& path = binary_path();
+  BinaryReader reader(path);
+  const MappedFile file(path);
+  for (auto _ : state) {
+    reader.reset();
+    while (auto block = reader.read(state.range(0))) benchmark::DoNotOptimize(block->sparse.back().ids.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(file.size()));
+}
+BENCHMARK(BM_BinaryRead)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+/// Rows all the way to Batch tensors (KJT key-major).
+void BM_BinaryReadToBatch(benchmark::State& state) {
+  const auto& path = binary_path();
+  BinaryReader reader(path);
+  const MappedFile file(path);
+  for (auto _ : state) {
+    reader.reset();
+    while (auto block = reader.read(state.range(0))) {
+      auto batch = block->to_batch();
+      benchmark::DoNotOptimize(batch.sparse.values().data_ptr());
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(file.size()));
+}
+BENCHMARK(BM_BinaryReadToBatch)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+/// The ceiling: copying the mapped file's bytes in chunks of the same size.
+void BM_MemcpyMappedFile(benchmark::State& state) {
+  const MappedFile file(binary_path());
+  std::vector<char> dst(1 << 20);
+  for (auto _ : state) {
+    for (size_t at = 0; at < file.size(); at += dst.size()) {
+      const size_t n = std::min(dst.size(), file.size() - at);
+      std::memcpy(dst.data(), file.data() + at, n);
+      benchmark::DoNotOptimize(dst.data());
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(file.size()));
+}
+BENCHMARK(BM_MemcpyMappedFile)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  if (binary_written) std::remove(binary_path().c_str());
+  return 0;
+}

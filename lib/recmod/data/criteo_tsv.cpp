@@ -1,0 +1,121 @@
+#include "recmod/data/criteo_tsv.h"
+
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+
+#include "recmod/common/errors.h"
+
+namespace recmod::data {
+
+namespace {
+
+constexpr int kMaxFields = 1 + kCriteoNumDense + kCriteoNumSparse;  // 40
+constexpr int kMinFields = 1 + kCriteoNumDense;                     // 14: all categoricals trimmed
+
+/// A field as it appears in a message: quoted, cut at 40 characters.
+std::string quoted(std::string_view field) {
+  constexpr size_t kMax = 40;
+  if (field.size() > kMax) return str_cat("'", field.substr(0, kMax), "...'");
+  return str_cat("'", field, "'");
+}
+
+/// Parses one line (no newline) into `out`; returns an error message
+/// ("expected ..., found ...") or an empty string. On error the caller
+/// truncates `out` back to its previous row count.
+std::string parse_line(std::string_view line, ExampleColumns& out) {
+  std::array<std::string_view, kMaxFields> fields;
+  int n = 0;
+  const char* p = line.data();
+  const char* end = p + line.size();
+  while (true) {
+    const auto* tab = static_cast<const char*>(std::memchr(p, '\t', end - p));
+    const char* field_end = tab ? tab : end;
+    if (n < kMaxFields) fields[n] = std::string_view(p, field_end - p);
+    ++n;
+    if (!tab) break;
+    p = tab + 1;
+  }
+  if (n < kMinFields || n > kMaxFields)
+    return str_cat("expected ", kMaxFields, " tab-separated fields (at least ", kMinFields,
+                   " when trailing empty fields are trimmed), found ", n);
+
+  const std::string_view label = fields[0];
+  if (label != "0" && label != "1") return str_cat("expected label 0 or 1, found ", quoted(label));
+  out.labels.push_back(label[0] == '1' ? 1.0f : 0.0f);
+
+  for (int i = 0; i < kCriteoNumDense; ++i) {
+    const std::string_view f = fields[1 + i];
+    int64_t x = 0;
+    if (!f.empty()) {
+      const auto [ptr, ec] = std::from_chars(f.data(), f.data() + f.size(), x);
+      if (ec != std::errc() || ptr != f.data() + f.size())
+        return str_cat("expected an integer for I", i + 1, ", found ", quoted(f));
+    }
+    out.dense.push_back(static_cast<float>(std::log1p(static_cast<double>(std::max<int64_t>(x, 0)))));
+  }
+
+  for (int k = 0; k < kCriteoNumSparse; ++k) {
+    const int idx = 1 + kCriteoNumDense + k;
+    const std::string_view f = idx < n ? fields[idx] : std::string_view();
+    if (!f.empty()) {
+      uint32_t id = 0;
+      const auto [ptr, ec] = std::from_chars(f.data(), f.data() + f.size(), id, 16);
+      if (ec != std::errc() || ptr != f.data() + f.size())
+        return str_cat("expected a 32-bit hex id for C", k + 1, ", found ", quoted(f));
+      out.sparse[k].ids.push_back(static_cast<int64_t>(id));
+    }
+    out.close_bag(k);
+  }
+  out.finish_row();
+  return {};
+}
+
+}  // namespace
+
+DataSchema criteo_schema() {
+  DataSchema s;
+  s.num_dense = kCriteoNumDense;
+  for (int k = 1; k <= kCriteoNumSparse; ++k) s.sparse_features.push_back("C" + std::to_string(k));
+  s.num_labels = 1;
+  return s;
+}
+
+CriteoTsvReader::CriteoTsvReader(std::string path, BadRecordPolicy policy)
+    : name_(path), file_(std::make_unique<MappedFile>(std::move(path))), policy_(policy), schema_(criteo_schema()) {
+  file_->advise_sequential();
+  text_ = std::string_view(file_->data(), file_->size());
+}
+
+CriteoTsvReader::CriteoTsvReader(std::string name, std::string_view text, BadRecordPolicy policy)
+    : name_(std::move(name)), text_(text), policy_(policy), schema_(criteo_schema()) {}
+
+std::optional<ExampleColumns> CriteoTsvReader::read(int64_t max_rows) {
+  TORCH_CHECK(max_rows > 0, "CriteoTsvReader::read: expected max_rows > 0, got ", max_rows);
+  if (pos_ >= text_.size()) return std::nullopt;
+  ExampleColumns out(schema_);
+  out.reserve(max_rows);
+  while (out.num_rows() < max_rows && pos_ < text_.size()) {
+    const char* begin = text_.data() + pos_;
+    const size_t left = text_.size() - pos_;
+    const auto* nl = static_cast<const char*>(std::memchr(begin, '\n', left));
+    size_t len = nl ? static_cast<size_t>(nl - begin) : left;
+    pos_ += nl ? len + 1 : len;
+    ++line_;
+    if (len > 0 && begin[len - 1] == '\r') --len;  // CRLF files
+    if (len == 0) continue;                          // blank lines are not records
+    const int64_t rows_before = out.num_rows();
+    std::string error = parse_line(std::string_view(begin, len), out);
+    if (error.empty()) continue;
+    out.truncate(rows_before);
+    std::string message = str_cat(name_, ":", line_, ": ", error);
+    if (policy_ == BadRecordPolicy::kFail) throw InputError(message);
+    report_.skip(std::move(message));
+  }
+  report_.rows_read += out.num_rows();
+  if (out.empty()) return std::nullopt;  // only bad records were left
+  return out;
+}
+
+}  // namespace recmod::data

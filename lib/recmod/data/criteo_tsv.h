@@ -1,0 +1,51 @@
+#pragma once
+// Reader for the Criteo display-ads TSV as published (Kaggle DAC / Terabyte):
+//   label \t I1 .. I13 \t C1 .. C26
+// label 0/1; I* integers (may be negative or empty); C* 32-bit ids written as
+// hex (empty when missing). Trailing empty fields may be trimmed, so a row
+// has 14 to 40 fields. Blank lines are ignored.
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "recmod/data/example_reader.h"
+#include "recmod/data/mapped_file.h"
+
+namespace recmod::data {
+
+inline constexpr int kCriteoNumDense = 13;
+inline constexpr int kCriteoNumSparse = 26;
+
+/// num_dense 13, sparse features C1..C26, one label, unweighted.
+DataSchema criteo_schema();
+
+/// Parses rows in place over a memory-mapped file (no per-field allocation).
+/// Each row becomes:
+///   dense[i]  = log(1 + max(I_i, 0)), missing -> 0 (as the DLRM reference);
+///   sparse Ck = [the hex parsed as uint32, as int64], or an empty bag if missing;
+///   label     = 0 or 1.
+/// Bad records ("<path>:<line>: expected ..., found ...") throw InputError
+/// or are skipped and counted, according to the policy.
+class CriteoTsvReader : public ExampleReader {
+ public:
+  explicit CriteoTsvReader(std::string path, BadRecordPolicy policy = BadRecordPolicy::kFail);
+  /// Parses `text` (not copied; must outlive the reader); `name` is the file
+  /// name used in messages.
+  CriteoTsvReader(std::string name, std::string_view text, BadRecordPolicy policy = BadRecordPolicy::kFail);
+
+  const DataSchema& schema() const override { return schema_; }
+  std::optional<ExampleColumns> read(int64_t max_rows) override;
+  ReadReport report() const override { return report_; }
+
+ private:
+  std::string name_;
+  std::unique_ptr<MappedFile> file_;
+  std::string_view text_;
+  size_t pos_ = 0;
+  int64_t line_ = 0;
+  BadRecordPolicy policy_;
+  DataSchema schema_;
+  ReadReport report_;
+};
+
+}  // namespace recmod::data

@@ -1,0 +1,250 @@
+#include "recmod/data/jsonl.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <limits>
+
+#include "recmod/common/errors.h"
+
+namespace recmod::data {
+
+namespace {
+
+using nlohmann::json;
+
+/// How a JSON value appears in a message: its text, cut at 60 characters.
+std::string shown(const json& v) {
+  std::string s = v.dump();
+  return s.size() > 60 ? s.substr(0, 60) + "..." : s;
+}
+
+/// Thrown inside one line's parsing; the reader adds "file:line: ".
+struct RecordError {
+  std::string message;
+};
+
+template <typename... Args>
+[[noreturn]] void bad(const Args&... args) {
+  throw RecordError{str_cat(args...)};
+}
+
+void read_numbers(const json& v, int64_t count, const char* key, std::vector<float>& out) {
+  if (!v.is_array() || static_cast<int64_t>(v.size()) != count)
+    bad("expected \"", key, "\" to be a list of ", count, " numbers, found ", shown(v));
+  for (const auto& x : v) {
+    if (!x.is_number()) bad("expected \"", key, "\" to hold numbers, found ", shown(x));
+    out.push_back(x.get<float>());
+  }
+}
+
+void read_labels(const json& v, int64_t num_labels, std::vector<float>& out) {
+  if (v.is_number() && num_labels == 1) {
+    out.push_back(v.get<float>());
+    return;
+  }
+  if (!v.is_array()) bad("expected \"label\" to be a number or a list of ", num_labels, " numbers, found ", shown(v));
+  read_numbers(v, num_labels, "label", out);
+}
+
+void read_ids(const json& v, const std::string& feature, std::vector<int64_t>& out) {
+  if (!v.is_array()) bad("expected the ids of \"", feature, "\" to be a list of integers, found ", shown(v));
+  for (const auto& x : v) {
+    if (x.is_number_unsigned() && x.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      bad("expected ids of \"", feature, "\" to fit in int64, found ", shown(x));
+    if (!x.is_number_integer()) bad("expected integer ids for \"", feature, "\", found ", shown(x));
+    out.push_back(x.get<int64_t>());
+  }
+}
+
+void read_bag(const json& v, const std::string& feature, bool weighted, SparseColumn& col) {
+  const size_t first = col.ids.size();
+  if (v.is_object()) {
+    for (const auto& [key, _] : v.items())
+      if (key != "ids" && key != "weights")
+        bad("expected keys \"ids\" and \"weights\" in \"", feature, "\", found \"", key, "\"");
+    if (!v.contains("ids")) bad("expected \"ids\" in \"", feature, "\", found ", shown(v));
+    read_ids(v["ids"], feature, col.ids);
+    if (v.contains("weights")) {
+      if (!weighted) bad("expected no weights for \"", feature, "\" (the schema is unweighted), found ", shown(v));
+      const auto& w = v["weights"];
+      const auto count = static_cast<int64_t>(col.ids.size() - first);
+      if (!w.is_array() || static_cast<int64_t>(w.size()) != count)
+        bad("expected \"weights\" of \"", feature, "\" to be a list of ", count, " numbers (one per id), found ",
+            shown(w));
+      for (const auto& x : w) {
+        if (!x.is_number()) bad("expected numeric weights for \"", feature, "\", found ", shown(x));
+        col.weights.push_back(x.get<float>());
+      }
+    } else if (weighted) {
+      col.weights.resize(col.ids.size(), 1.0f);
+    }
+  } else {
+    read_ids(v, feature, col.ids);
+    if (weighted) col.weights.resize(col.ids.size(), 1.0f);
+  }
+}
+
+void parse_record(std::string_view line, const DataSchema& schema, ExampleColumns& out) {
+  json j;
+  try {
+    j = json::parse(line.begin(), line.end());
+  } catch (const json::parse_error& e) {
+    // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 9: ..."
+    const std::string what = e.what();
+    const auto at = what.find("parse error");
+    bad("expected a JSON object, found invalid JSON (", at == std::string::npos ? what : what.substr(at), ")");
+  }
+  if (!j.is_object()) bad("expected a JSON object, found ", shown(j));
+  for (const auto& [key, _] : j.items())
+    if (key != "label" && key != "dense" && key != "sparse")
+      bad("expected keys \"label\", \"dense\", \"sparse\", found \"", key, "\"");
+
+  if (!j.contains("label")) bad("expected a \"label\", found none");
+  read_labels(j["label"], schema.num_labels, out.labels);
+
+  if (j.contains("dense"))
+    read_numbers(j["dense"], schema.num_dense, "dense", out.dense);
+  else if (schema.num_dense > 0)
+    bad("expected \"dense\" with ", schema.num_dense, " numbers, found none");
+
+  const json empty = json::object();
+  const json& sparse = j.contains("sparse") ? j["sparse"] : empty;
+  if (!sparse.is_object()) bad("expected \"sparse\" to be an object of features, found ", shown(sparse));
+  for (const auto& [key, _] : sparse.items())
+    if (std::find(schema.sparse_features.begin(), schema.sparse_features.end(), key) == schema.sparse_features.end())
+      bad("expected sparse features from ", join_names(schema.sparse_features), ", found \"", key, "\"");
+  for (size_t f = 0; f < schema.sparse_features.size(); ++f) {
+    const auto& name = schema.sparse_features[f];
+    if (sparse.contains(name)) read_bag(sparse[name], name, schema.weighted, out.sparse[f]);
+    out.close_bag(f);
+  }
+  out.finish_row();
+}
+
+bool is_blank(std::string_view s) {
+  return s.find_first_not_of(" \t\r") == std::string_view::npos;
+}
+
+}  // namespace
+
+JsonlReader::JsonlReader(std::string path, DataSchema schema, BadRecordPolicy policy)
+    : name_(path), file_(std::make_unique<MappedFile>(std::move(path))), schema_(std::move(schema)), policy_(policy) {
+  file_->advise_sequential();
+  text_ = std::string_view(file_->data(), file_->size());
+}
+
+JsonlReader::JsonlReader(std::string name, std::string_view text, DataSchema schema, BadRecordPolicy policy)
+    : name_(std::move(name)), text_(text), schema_(std::move(schema)), policy_(policy) {}
+
+std::optional<ExampleColumns> JsonlReader::read(int64_t max_rows) {
+  TORCH_CHECK(max_rows > 0, "JsonlReader::read: expected max_rows > 0, got ", max_rows);
+  ExampleColumns out(schema_);
+  while (out.num_rows() < max_rows && pos_ < text_.size()) {
+    const char* begin = text_.data() + pos_;
+    const size_t left = text_.size() - pos_;
+    const auto* nl = static_cast<const char*>(std::memchr(begin, '\n', left));
+    const size_t len = nl ? static_cast<size_t>(nl - begin) : left;
+    pos_ += nl ? len + 1 : len;
+    ++line_;
+    const std::string_view line(begin, len);
+    if (is_blank(line)) continue;
+    const int64_t rows_before = out.num_rows();
+    try {
+      parse_record(line, schema_, out);
+    } catch (const RecordError& e) {
+      out.truncate(rows_before);
+      std::string message = str_cat(name_, ":", line_, ": ", e.message);
+      if (policy_ == BadRecordPolicy::kFail) throw InputError(message);
+      report_.skip(std::move(message));
+    }
+  }
+  report_.rows_read += out.num_rows();
+  if (out.empty()) return std::nullopt;
+  return out;
+}
+
+// ---------------------------------------------------------------- writer
+
+namespace {
+template <typename T>
+void append_number(std::string& s, T x) {
+  char buf[32];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), x);
+  s.append(buf, end);
+}
+
+template <typename T>
+void append_list(std::string& s, const T* begin, const T* end) {
+  s += '[';
+  for (const T* p = begin; p != end; ++p) {
+    if (p != begin) s += ", ";
+    append_number(s, *p);
+  }
+  s += ']';
+}
+}  // namespace
+
+JsonlWriter::JsonlWriter(std::string path) : path_(std::move(path)) {
+  file_ = std::fopen(path_.c_str(), "wb");
+  if (!file_) throw_input_error(path_, ": cannot create: ", std::strerror(errno));
+}
+
+JsonlWriter::~JsonlWriter() {
+  if (file_) std::fclose(file_);
+}
+
+void JsonlWriter::write(const ExampleColumns& block) {
+  TORCH_CHECK(file_, "JsonlWriter: write after close");
+  const auto& schema = block.schema();
+  const int64_t nl = schema.num_labels, nd = schema.num_dense;
+  std::string line;
+  for (int64_t r = 0; r < block.num_rows(); ++r) {
+    line = "{\"label\": ";
+    const float* labels = block.labels.data() + r * nl;
+    if (nl == 1)
+      append_number(line, labels[0]);
+    else
+      append_list(line, labels, labels + nl);
+    line += ", \"dense\": ";
+    const float* dense = block.dense.data() + r * nd;
+    append_list(line, dense, dense + nd);
+    line += ", \"sparse\": {";
+    for (size_t f = 0; f < block.sparse.size(); ++f) {
+      const auto& col = block.sparse[f];
+      if (f) line += ", ";
+      line += '"' + schema.sparse_features[f] + "\": ";
+      const int64_t* ids = col.ids.data() + col.offsets[r];
+      const int64_t* ids_end = col.ids.data() + col.offsets[r + 1];
+      if (schema.weighted) {
+        line += "{\"ids\": ";
+        append_list(line, ids, ids_end);
+        line += ", \"weights\": ";
+        append_list(line, col.weights.data() + col.offsets[r], col.weights.data() + col.offsets[r + 1]);
+        line += '}';
+      } else {
+        append_list(line, ids, ids_end);
+      }
+    }
+    line += "}}\n";
+    if (std::fwrite(line.data(), 1, line.size(), file_) != line.size())
+      throw_input_error(path_, ": cannot write: ", std::strerror(errno));
+  }
+}
+
+void JsonlWriter::close() {
+  if (!file_) return;
+  const int rc = std::fclose(file_);
+  file_ = nullptr;
+  if (rc != 0) throw_input_error(path_, ": cannot write: ", std::strerror(errno));
+}
+
+void write_jsonl(const std::string& path, const ExampleColumns& data) {
+  JsonlWriter writer(path);
+  writer.write(data);
+  writer.close();
+}
+
+}  // namespace recmod::data

@@ -1,0 +1,77 @@
+#include "recmod/data/open_reader.h"
+
+#include <cstring>
+
+#include "recmod/common/errors.h"
+#include "recmod/data/binary_format.h"
+#include "recmod/data/criteo_tsv.h"
+#include "recmod/data/jsonl.h"
+#include "recmod/data/mapped_file.h"
+
+namespace recmod::data {
+
+DataFormat parse_data_format(const std::string& name) {
+  if (name == "auto") return DataFormat::kAuto;
+  if (name == "criteo-tsv" || name == "tsv") return DataFormat::kCriteoTsv;
+  if (name == "jsonl") return DataFormat::kJsonl;
+  if (name == "binary" || name == "rmb") return DataFormat::kBinary;
+  throw UsageError(str_cat("unknown data format '", name, "'; expected one of [auto, criteo-tsv, jsonl, binary]"));
+}
+
+std::string format_name(DataFormat format) {
+  switch (format) {
+    case DataFormat::kAuto: return "auto";
+    case DataFormat::kCriteoTsv: return "criteo-tsv";
+    case DataFormat::kJsonl: return "jsonl";
+    case DataFormat::kBinary: return "binary";
+  }
+  return "?";
+}
+
+DataFormat detect_format(const std::string& path) {
+  MappedFile file(path);
+  const char* p = file.data();
+  const size_t n = file.size();
+  if (n >= sizeof(kBinaryMagic) && std::memcmp(p, kBinaryMagic, sizeof(kBinaryMagic)) == 0) return DataFormat::kBinary;
+  for (size_t i = 0; i < n && i < 4096; ++i) {
+    if (p[i] == ' ' || p[i] == '\n' || p[i] == '\r' || p[i] == '\t') continue;
+    return p[i] == '{' ? DataFormat::kJsonl : DataFormat::kCriteoTsv;
+  }
+  return DataFormat::kCriteoTsv;
+}
+
+namespace {
+void check_schema_agrees(const std::string& path, const DataSchema& file, const std::optional<DataSchema>& given) {
+  if (!given) return;
+  if (given->num_dense != file.num_dense || given->sparse_features != file.sparse_features ||
+      given->num_labels != file.num_labels || given->weighted != file.weighted)
+    throw_input_error(path, ": the file has ", file.num_dense, " dense features, sparse ",
+                      join_names(file.sparse_features), ", ", file.num_labels, " label(s)",
+                      file.weighted ? ", weighted" : "", "; expected ", given->num_dense, " dense, sparse ",
+                      join_names(given->sparse_features), ", ", given->num_labels, " label(s)",
+                      given->weighted ? ", weighted" : "");
+}
+}  // namespace
+
+std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat format,
+                                           const std::optional<DataSchema>& schema, BadRecordPolicy policy) {
+  if (format == DataFormat::kAuto) format = detect_format(path);
+  std::unique_ptr<ExampleReader> reader;
+  switch (format) {
+    case DataFormat::kCriteoTsv:
+      reader = std::make_unique<CriteoTsvReader>(path, policy);
+      break;
+    case DataFormat::kBinary:
+      reader = std::make_unique<BinaryReader>(path);
+      break;
+    case DataFormat::kJsonl:
+      if (!schema) throw_input_error(path, ": JSON lines need a schema (dense count and sparse feature names)");
+      return std::make_unique<JsonlReader>(path, *schema, policy);
+    case DataFormat::kAuto:
+      break;
+  }
+  check_schema_agrees(path, reader->schema(), schema);
+  return reader;
+}
+
+}  // namespace recmod::data

@@ -1,0 +1,37 @@
+#include "recmod/metrics/auc.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+
+#include "recmod/common/errors.h"
+
+namespace recmod::metrics {
+
+double auc(const std::vector<float>& predictions, const std::vector<float>& labels) {
+  if (predictions.size() != labels.size())
+    throw_input_error("auc: expected as many labels as predictions, got ", labels.size(), " and ",
+                      predictions.size());
+  const size_t n = predictions.size();
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return predictions[a] < predictions[b]; });
+  double positive_rank_sum = 0.0;
+  int64_t positives = 0;
+  for (size_t i = 0; i < n;) {
+    size_t j = i;  // [i, j) is a run of tied predictions with ranks i+1..j
+    while (j < n && predictions[order[j]] == predictions[order[i]]) ++j;
+    const double average_rank = 0.5 * static_cast<double>(i + 1 + j);
+    for (size_t k = i; k < j; ++k)
+      if (labels[order[k]] > 0.5f) {
+        positive_rank_sum += average_rank;
+        ++positives;
+      }
+    i = j;
+  }
+  const auto p = static_cast<double>(positives), neg = static_cast<double>(n) - p;
+  if (p == 0 || neg == 0) return 0.5;
+  return (positive_rank_sum - p * (p + 1) / 2) / (p * neg);
+}
+
+}  // namespace recmod::metrics
