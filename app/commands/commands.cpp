@@ -11,7 +11,12 @@ Actions& actions() {
 
 void register_commands(CLI::App& app) {
   add_validate(app, actions());
+  add_train(app, actions());
+  add_eval(app, actions());
   add_compare(app, actions());
+  add_profile(app, actions());
+  add_evict(app, actions());
+  add_data_commands(app, actions());
 }
 
 int run_selected(CLI::App& app) {

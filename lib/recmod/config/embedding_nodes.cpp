@@ -37,12 +37,15 @@ void check_unique_names(const ConfigNode& tables, const std::vector<Config>& con
 
 }  // namespace
 
-std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tables) {
+std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tables,
+                                                           const std::vector<std::string>& extra_keys) {
   std::vector<EmbeddingBagConfig> configs;
   if (tables.size() == 0) tables.fail("expected at least one table");
   for (const auto& t : tables.items()) {
     EmbeddingBagConfig c;
-    read_base(t, c, {"pooling"});
+    std::vector<std::string> keys = {"pooling"};
+    keys.insert(keys.end(), extra_keys.begin(), extra_keys.end());
+    read_base(t, c, keys);
     if (t.has("pooling")) c.pooling = t["pooling"].one_of({"sum", "mean"}) == "sum" ? PoolingType::SUM : PoolingType::MEAN;
     configs.push_back(c);
   }

@@ -8,8 +8,10 @@
 
 namespace recmod::config {
 
-/// tables: [{name, num_embeddings, embedding_dim, feature_names, pooling}]
-std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tables);
+/// tables: [{name, num_embeddings, embedding_dim, feature_names, pooling}];
+/// `extra_keys` are further keys a table may have (read by the caller).
+std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tables,
+                                                           const std::vector<std::string>& extra_keys = {});
 
 BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs);
 BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Port>& inputs);

@@ -142,7 +142,10 @@ std::vector<std::pair<std::string, torch::Tensor>> ModelGraphImpl::named_paramet
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (size_t i = 0; i < built_.size(); ++i) {
     if (!built_[i].module || built_[i].embedding != embedding) continue;
-    for (const auto& p : built_[i].module->named_parameters()) out.emplace_back(infos_[i].name + "." + p.key(), p.value());
+    // Counters kept as non-trainable parameters (MC modules' iteration) are
+    // not for an optimizer.
+    for (const auto& p : built_[i].module->named_parameters())
+      if (p.value().requires_grad()) out.emplace_back(infos_[i].name + "." + p.key(), p.value());
   }
   return out;
 }

@@ -3,6 +3,7 @@
 #include "recmod/config/basic_nodes.h"
 #include "recmod/config/dense_nodes.h"
 #include "recmod/config/embedding_nodes.h"
+#include "recmod/config/mc_nodes.h"
 
 namespace recmod::config {
 
@@ -10,6 +11,7 @@ const std::vector<NodeType>& node_types() {
   static const std::vector<NodeType> types = {
       {"EmbeddingBagCollection", build_embedding_bag_collection},
       {"EmbeddingCollection", build_embedding_collection},
+      {"ManagedCollisionEmbeddingBagCollection", build_mc_embedding_bag_collection},
       {"MLP", build_mlp},
       {"CrossNet", build_crossnet},
       {"LowRankCrossNet", build_low_rank_crossnet},

@@ -167,7 +167,8 @@ nlohmann::json evaluate(config::ModelGraph& model, const DataFactory& eval_data,
   auto source = eval_data(0);
   auto [logits, labels] = predict(model, *source, device);
   nlohmann::json out = {{"step", step}, {"split", "eval"}};
-  for (const auto& [k, v] : metrics(logits, labels).items()) out[k] = v;
+  const nlohmann::json values = metrics(logits, labels);  // items() must not outlive it
+  for (const auto& item : values.items()) out[item.key()] = item.value();
   model->train();
   return out;
 }
