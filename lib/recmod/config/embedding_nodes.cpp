@@ -35,6 +35,17 @@ void check_unique_names(const ConfigNode& tables, const std::vector<Config>& con
     if (!seen.insert(configs[i].name).second) tables.at(i)["name"].fail("duplicate table name '" + configs[i].name + "'");
 }
 
+// "3 tables: t_a 100x8, t_b 50x8, t_c 10x8" (the first few, then "...").
+template <typename Config>
+std::string tables_summary(const std::vector<Config>& tables) {
+  constexpr size_t kShown = 3;
+  std::string out = str_cat(tables.size(), tables.size() == 1 ? " table: " : " tables: ");
+  for (size_t i = 0; i < tables.size() && i < kShown; ++i)
+    out += str_cat(i ? ", " : "", tables[i].name, " ", tables[i].num_embeddings, "x", tables[i].embedding_dim);
+  if (tables.size() > kShown) out += ", ...";
+  return out;
+}
+
 }  // namespace
 
 std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tables,
@@ -64,9 +75,7 @@ BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector
   node.embedding = true;
   node.shape = ValueShape::pooled(ebc->embedding_names(), ebc->length_per_embedding());
   node.forward = [ebc](const std::vector<Value>& values) mutable { return Value::of_pooled(ebc->forward(values[0].sparse)); };
-  std::string summary;
-  for (const auto& t : tables) summary += str_cat(summary.empty() ? "" : ", ", t.name, " ", t.num_embeddings, "x", t.embedding_dim);
-  node.summary = "tables " + summary;
+  node.summary = tables_summary(tables);
   return node;
 }
 
@@ -93,9 +102,7 @@ BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Por
   node.embedding = true;
   node.shape = ValueShape::sequence(names, std::vector<int64_t>(names.size(), ec->embedding_dim()));
   node.forward = [ec](const std::vector<Value>& values) mutable { return Value::of_sequence(ec->forward(values[0].sparse)); };
-  std::string summary;
-  for (const auto& t : tables) summary += str_cat(summary.empty() ? "" : ", ", t.name, " ", t.num_embeddings, "x", t.embedding_dim);
-  node.summary = "tables " + summary;
+  node.summary = tables_summary(tables);
   return node;
 }
 

@@ -151,7 +151,8 @@ ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_bat
       for (const auto& p : model->named_children()) {
         if (p.key() != name) continue;
         for (auto& param : p.value()->parameters())
-          param_hooks.emplace_back(param, param.register_hook([i, &backward_end](torch::Tensor) { backward_end[i] = Clock::now(); }));
+          if (param.requires_grad())  // not counters such as an MC module's iteration
+            param_hooks.emplace_back(param, param.register_hook([i, &backward_end](torch::Tensor) { backward_end[i] = Clock::now(); }));
       }
     }
     auto logits = values[order.back()].dense.reshape({-1});
