@@ -1,10 +1,21 @@
 // recmod: TorchRec's modules from the shell. main() only wires CLI11 to the
-// subcommands in commands/ and turns errors into messages and exit codes.
+// subcommands in commands/ and turns errors into messages and exit codes:
+// 0 success, 1 runtime failure, 2 usage or config error.
 #include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "commands/commands.h"
 #include "recmod/common/errors.h"
+
+namespace {
+
+int parse_error(const CLI::App& app, const CLI::ParseError& e) {
+  if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+  std::cerr << "recmod: " << e.what() << "; run 'recmod --help' (or 'recmod <command> --help') for usage\n";
+  return 2;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"recmod: TorchRec modules in C++, driven by YAML model configs"};
@@ -14,7 +25,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    return parse_error(app, e);
   }
   try {
     return recmod::app::run_selected(app);

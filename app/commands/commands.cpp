@@ -1,21 +1,22 @@
 #include "commands/commands.h"
 
-#include <functional>
-#include <map>
-
 namespace recmod::app {
 
 namespace {
-// subcommand name -> action, filled by register_commands.
-std::map<std::string, std::function<int()>>& actions() {
-  static std::map<std::string, std::function<int()>> a;
+Actions& actions() {
+  static Actions a;
   return a;
 }
 }  // namespace
 
 void register_commands(CLI::App& app) {
-  (void)app;
-  (void)actions();
+  add_validate(app, actions());
+  add_train(app, actions());
+  add_eval(app, actions());
+  add_compare(app, actions());
+  add_profile(app, actions());
+  add_evict(app, actions());
+  add_data_commands(app, actions());
 }
 
 int run_selected(CLI::App& app) {

@@ -1,0 +1,79 @@
+// recmod eval CONFIG --checkpoint model.pt --data ...: metrics of a trained model.
+#include <torch/torch.h>
+
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+
+#include "commands/commands.h"
+#include "commands/data_io.h"
+#include "commands/runtime.h"
+#include "recmod/common/errors.h"
+#include "recmod/config/graph.h"
+#include "recmod/train/trainer.h"
+
+namespace recmod::app {
+
+namespace {
+
+struct EvalArgs {
+  std::string config;
+  std::string checkpoint;
+  std::string data;
+  std::string format;
+  bool json = false;
+  std::string predictions;
+  std::string device = "cpu";
+  int threads = 0;
+};
+
+int run_eval(const EvalArgs& args) {
+  set_threads(args.threads);
+  auto model_config = config::load_model_config(args.config);
+  std::string data = !args.data.empty() ? args.data : model_config.data.eval;
+  std::string format = !args.format.empty() ? args.format : model_config.data.format;
+  if (data.empty()) throw UsageError("no data: pass --data FILE (or set data.eval in the config)");
+  config::ModelGraph model(model_config);
+  train::load_model(model, args.checkpoint);
+  auto device = parse_device(args.device);
+  model->to(device);
+  auto source = open_data(data, format, model->schema(), model_config.training.batch_size, false, 0);
+  model->check_schema(source->schema(), data);
+  auto [logits, labels] = train::predict(model, *source, device);
+  auto metrics = compute_metrics(logits, labels);
+  if (!args.predictions.empty()) {
+    std::ofstream out(args.predictions);
+    auto probs = torch::sigmoid(logits.to(torch::kDouble));
+    auto p = probs.accessor<double, 1>();
+    out << std::setprecision(9);
+    for (int64_t i = 0; i < p.size(0); ++i) out << p[i] << "\n";
+    if (!out) throw InputError(str_cat(args.predictions, ": cannot write the predictions"));
+  }
+  if (args.json) {
+    std::cout << metrics.dump() << "\n";
+  } else {
+    for (const char* key : {"auc", "ne", "log_loss", "accuracy", "calibration"})
+      std::cout << std::left << std::setw(12) << key << " " << std::fixed << std::setprecision(4) << metrics[key].get<double>()
+                << "\n";
+    std::cout << std::left << std::setw(12) << "count" << " " << metrics["count"].get<int64_t>() << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_eval(CLI::App& app, Actions& actions) {
+  auto* cmd = app.add_subcommand("eval", "Evaluate a checkpoint: AUC, NE, log loss, accuracy, calibration, count");
+  auto args = std::make_shared<EvalArgs>();
+  cmd->add_option("config", args->config, "Model config (YAML)")->required();
+  cmd->add_option("--checkpoint", args->checkpoint, "model.pt of a run")->required();
+  cmd->add_option("--data", args->data, "Evaluation data");
+  cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary");
+  cmd->add_flag("--json", args->json, "Print one JSON object instead of a table");
+  cmd->add_option("--predictions", args->predictions, "Write one predicted probability per line to FILE");
+  cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");
+  actions["eval"] = [args] { return run_eval(*args); };
+}
+
+}  // namespace recmod::app

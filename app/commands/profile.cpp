@@ -1,0 +1,79 @@
+// recmod profile CONFIG [--data FILE | --synthetic]: where a training step's
+// time and memory go.
+#include <fstream>
+#include <iostream>
+
+#include "commands/commands.h"
+#include "commands/data_io.h"
+#include "commands/runtime.h"
+#include "recmod/common/errors.h"
+#include "recmod/profile/profiler.h"
+#include "recmod/train/trainer.h"
+
+namespace recmod::app {
+
+namespace {
+
+struct ProfileArgs {
+  std::string config;
+  std::string data;
+  std::string format;
+  bool synthetic = false;
+  int64_t steps = 20;
+  int64_t warmup = 3;
+  int64_t batch_size = 0;
+  std::string trace = "profile_trace.json";
+  std::string json;
+  std::string device = "cpu";
+  int threads = 0;
+};
+
+int run_profile(const ProfileArgs& args) {
+  set_threads(args.threads);
+  if (args.synthetic == !args.data.empty()) throw UsageError("give exactly one of --data FILE and --synthetic");
+  auto model_config = config::load_model_config(args.config);
+  train::seed_everything(model_config.training.seed);
+  config::ModelGraph model(model_config);
+  const int64_t batch_size = args.batch_size > 0 ? args.batch_size : model_config.training.batch_size;
+  profile::NextBatch next;
+  std::shared_ptr<data::BatchSource> source;
+  std::shared_ptr<profile::SyntheticBatches> synthetic;
+  if (args.synthetic) {
+    synthetic = std::make_shared<profile::SyntheticBatches>(model, batch_size, model_config.training.seed);
+    next = [synthetic] { return std::optional<data::Batch>(synthetic->next()); };
+  } else {
+    source = open_data(args.data, args.format.empty() ? model_config.data.format : args.format, model->schema(), batch_size,
+                       false, 0);
+    model->check_schema(source->schema(), args.data);
+    next = [source] { return source->next(); };
+  }
+  auto report = profile::profile_model(model, next, args.steps, args.warmup, parse_device(args.device), args.trace);
+  std::cout << report.to_table();
+  if (!args.trace.empty()) std::cout << "Chrome trace: " << args.trace << "\n";
+  if (!args.json.empty()) {
+    std::ofstream(args.json) << report.to_json().dump(2) << "\n";
+    std::cout << "JSON report: " << args.json << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_profile(CLI::App& app, Actions& actions) {
+  auto* cmd = app.add_subcommand("profile", "Per-node forward/backward time, throughput, parameter and optimizer memory, peak RSS");
+  auto args = std::make_shared<ProfileArgs>();
+  cmd->add_option("config", args->config, "Model config (YAML)")->required();
+  cmd->add_option("--data", args->data, "Profile on batches of this data file");
+  cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary");
+  cmd->add_flag("--synthetic", args->synthetic, "Profile on random batches shaped like the config's features");
+  cmd->add_option("--steps", args->steps, "Timed steps")->capture_default_str();
+  cmd->add_option("--warmup", args->warmup, "Untimed steps first")->capture_default_str();
+  cmd->add_option("--batch-size", args->batch_size, "Examples per step (default: the config's)");
+  cmd->add_option("--trace", args->trace, "Chrome trace output ('' for none)")->capture_default_str();
+  cmd->add_option("--json", args->json, "Also write the report as JSON to FILE");
+  cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");
+  actions["profile"] = [args] { return run_profile(*args); };
+}
+
+}  // namespace recmod::app

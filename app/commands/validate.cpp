@@ -1,0 +1,20 @@
+// recmod validate CONFIG: builds the model graph and prints it.
+#include <iostream>
+
+#include "commands/commands.h"
+#include "recmod/config/graph.h"
+
+namespace recmod::app {
+
+void add_validate(CLI::App& app, Actions& actions) {
+  auto* cmd = app.add_subcommand("validate", "Check a model config and print its graph: nodes, inputs, output shapes, parameter counts");
+  auto config = std::make_shared<std::string>();
+  cmd->add_option("config", *config, "Model config (YAML)")->required();
+  actions["validate"] = [config] {
+    auto model = config::build_model(*config);
+    std::cout << *config << ": OK\n" << model->describe();
+    return 0;
+  };
+}
+
+}  // namespace recmod::app

@@ -1,0 +1,210 @@
+#include "recmod/config/config_node.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "recmod/common/errors.h"
+
+namespace recmod::config {
+
+namespace {
+
+// yaml-cpp marks are 0-based; a default Mark (no position) is pos=line=col=0
+// only for synthesized nodes, null_mark() is -1.
+bool has_position(const YAML::Mark& m) { return m.line >= 0; }
+
+std::string position_of(const std::string& file, const YAML::Mark& m) {
+  if (!has_position(m)) return file;
+  return str_cat(file, ":", m.line + 1, ":", m.column + 1);
+}
+
+}  // namespace
+
+ConfigNode::ConfigNode(YAML::Node node, std::shared_ptr<const std::string> file, std::string path, YAML::Mark mark)
+    : node_(std::move(node)), file_(std::move(file)), path_(std::move(path)), mark_(mark) {}
+
+ConfigNode ConfigNode::load_string(const std::string& text, const std::string& name) {
+  auto file = std::make_shared<const std::string>(name);
+  try {
+    YAML::Node root = YAML::Load(text);
+    return ConfigNode(root, file, "", root.IsDefined() ? root.Mark() : YAML::Mark());
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(str_cat(position_of(name, e.mark), ": invalid YAML: ", e.msg));
+  }
+}
+
+ConfigNode ConfigNode::load_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(str_cat(path, ": cannot open the config file (does it exist?)"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return load_string(text.str(), path);
+}
+
+int ConfigNode::line() const { return has_position(mark_) ? mark_.line + 1 : 0; }
+int ConfigNode::column() const { return has_position(mark_) ? mark_.column + 1 : 0; }
+std::string ConfigNode::where() const { return position_of(*file_, mark_); }
+
+void ConfigNode::fail(const std::string& what) const {
+  throw ConfigError(str_cat(where(), ": ", path_.empty() ? "" : path_ + ": ", what));
+}
+
+std::string ConfigNode::describe() const {
+  if (is_null()) return "nothing";
+  if (is_map()) return "a map";
+  if (is_list()) return "a list";
+  return "'" + node_.Scalar() + "'";
+}
+
+ConfigNode ConfigNode::child(const YAML::Node& node, std::string path) const {
+  YAML::Mark mark = node.IsDefined() && has_position(node.Mark()) ? node.Mark() : mark_;
+  return ConfigNode(node, file_, std::move(path), mark);
+}
+
+std::string ConfigNode::key_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+
+void ConfigNode::expect_map() const {
+  if (!is_map()) fail("expected a map, found " + describe());
+}
+void ConfigNode::expect_list() const {
+  if (!is_list()) fail("expected a list, found " + describe());
+}
+void ConfigNode::expect_scalar(const char* expected) const {
+  if (!is_scalar() || node_.Tag() == "~" || is_null()) fail(str_cat("expected ", expected, ", found ", describe()));
+}
+
+bool ConfigNode::has(const std::string& key) const { return is_map() && node_[key].IsDefined(); }
+
+std::optional<ConfigNode> ConfigNode::find(const std::string& key) const {
+  expect_map();
+  YAML::Node value = node_[key];
+  if (!value.IsDefined()) return std::nullopt;
+  return child(value, key_path(key));
+}
+
+ConfigNode ConfigNode::operator[](const std::string& key) const {
+  auto value = find(key);
+  if (!value) fail("missing required field '" + key + "'");
+  return *value;
+}
+
+std::vector<std::string> ConfigNode::keys() const {
+  expect_map();
+  std::vector<std::string> out;
+  for (const auto& kv : node_) out.push_back(kv.first.as<std::string>());
+  return out;
+}
+
+void ConfigNode::allow_keys(const std::vector<std::string>& valid) const {
+  expect_map();
+  for (const auto& kv : node_) {
+    std::string key = kv.first.as<std::string>();
+    if (std::find(valid.begin(), valid.end(), key) == valid.end()) {
+      ConfigNode at_key(kv.first, file_, key_path(key), kv.first.Mark());
+      at_key.fail(str_cat("unknown key '", key, "'; valid keys are ", join_names(valid)));
+    }
+  }
+}
+
+size_t ConfigNode::size() const {
+  expect_list();
+  return node_.size();
+}
+
+ConfigNode ConfigNode::at(size_t i) const {
+  expect_list();
+  return child(node_[i], str_cat(path_, "[", i, "]"));
+}
+
+std::vector<ConfigNode> ConfigNode::items() const {
+  std::vector<ConfigNode> out;
+  for (size_t i = 0; i < size(); ++i) out.push_back(at(i));
+  return out;
+}
+
+std::string ConfigNode::as_string() const {
+  expect_scalar("a string");
+  return node_.Scalar();
+}
+
+int64_t ConfigNode::as_int() const {
+  expect_scalar("an integer");
+  try {
+    return node_.as<int64_t>();
+  } catch (const YAML::Exception&) {
+    fail("expected an integer, found " + describe());
+  }
+}
+
+double ConfigNode::as_double() const {
+  expect_scalar("a number");
+  try {
+    double v = node_.as<double>();
+    if (!std::isfinite(v)) fail("expected a finite number, found " + describe());
+    return v;
+  } catch (const YAML::Exception&) {
+    fail("expected a number, found " + describe());
+  }
+}
+
+bool ConfigNode::as_bool() const {
+  expect_scalar("true or false");
+  try {
+    return node_.as<bool>();
+  } catch (const YAML::Exception&) {
+    fail("expected true or false, found " + describe());
+  }
+}
+
+std::vector<int64_t> ConfigNode::as_int_list() const {
+  if (!is_list()) fail("expected a list of integers, found " + describe());
+  std::vector<int64_t> out;
+  for (const auto& item : items()) out.push_back(item.as_int());
+  return out;
+}
+
+std::vector<std::string> ConfigNode::as_string_list() const {
+  if (!is_list()) fail("expected a list of names, found " + describe());
+  std::vector<std::string> out;
+  for (const auto& item : items()) out.push_back(item.as_string());
+  return out;
+}
+
+std::string ConfigNode::get_string(const std::string& key, const std::string& fallback) const {
+  auto v = find(key);
+  return v ? v->as_string() : fallback;
+}
+int64_t ConfigNode::get_int(const std::string& key, int64_t fallback) const {
+  auto v = find(key);
+  return v ? v->as_int() : fallback;
+}
+double ConfigNode::get_double(const std::string& key, double fallback) const {
+  auto v = find(key);
+  return v ? v->as_double() : fallback;
+}
+bool ConfigNode::get_bool(const std::string& key, bool fallback) const {
+  auto v = find(key);
+  return v ? v->as_bool() : fallback;
+}
+
+int64_t ConfigNode::positive_int(const std::string& key) const {
+  ConfigNode v = (*this)[key];
+  int64_t x = v.as_int();
+  if (x <= 0) v.fail(str_cat("must be > 0, got ", x));
+  return x;
+}
+
+int64_t ConfigNode::positive_int(const std::string& key, int64_t fallback) const {
+  return has(key) ? positive_int(key) : fallback;
+}
+
+std::string ConfigNode::one_of(const std::vector<std::string>& choices) const {
+  std::string v = as_string();
+  if (std::find(choices.begin(), choices.end(), v) == choices.end())
+    fail(str_cat("expected one of ", join_names(choices), ", found '", v, "'"));
+  return v;
+}
+
+}  // namespace recmod::config

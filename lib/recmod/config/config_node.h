@@ -1,0 +1,93 @@
+#pragma once
+// A YAML node that knows where it came from: its file, line and column, and
+// its dotted key path in the config ("nodes.sparse_arch.tables[2]"). Every
+// read goes through it, so every ConfigError can say
+//   configs/dlrm.yaml:14:7: nodes.sparse_arch.tables[2].embedding_dim: expected an integer, found 'x'
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace recmod::config {
+
+class ConfigNode {
+ public:
+  /// Parses a YAML file; syntax errors become ConfigErrors with positions.
+  static ConfigNode load_file(const std::string& path);
+  /// Parses YAML text; `name` stands for the file name in messages.
+  static ConfigNode load_string(const std::string& text, const std::string& name);
+
+  /// "a.b[2].c", or "" for the document root.
+  const std::string& path() const { return path_; }
+  const std::string& file() const { return *file_; }
+  /// 1-based; 0 when yaml-cpp has no position (e.g. an absent node).
+  int line() const;
+  int column() const;
+  /// "file:line:col" of this node.
+  std::string where() const;
+  /// Throws ConfigError "file:line:col: path: what".
+  [[noreturn]] void fail(const std::string& what) const;
+
+  bool is_map() const { return node_.IsMap(); }
+  bool is_list() const { return node_.IsSequence(); }
+  bool is_scalar() const { return node_.IsScalar(); }
+  bool is_null() const { return !node_.IsDefined() || node_.IsNull(); }
+  /// "a map", "a list", "'text'" or "nothing": for "expected X, found Y".
+  std::string describe() const;
+
+  // --- maps ---
+  bool has(const std::string& key) const;
+  /// The required field `key`; a missing one is an error at this node.
+  ConfigNode operator[](const std::string& key) const;
+  std::optional<ConfigNode> find(const std::string& key) const;
+  /// Keys in file order (this node must be a map).
+  std::vector<std::string> keys() const;
+  /// Errors on the first key not in `valid`, listing the valid ones.
+  void allow_keys(const std::vector<std::string>& valid) const;
+  /// Errors unless this node is a map.
+  void expect_map() const;
+
+  // --- lists ---
+  size_t size() const;  // this node must be a list
+  ConfigNode at(size_t i) const;
+  std::vector<ConfigNode> items() const;
+
+  // --- scalars (each errors with "expected <type>, found <what>") ---
+  std::string as_string() const;
+  int64_t as_int() const;
+  double as_double() const;
+  bool as_bool() const;
+  std::vector<int64_t> as_int_list() const;
+  std::vector<std::string> as_string_list() const;
+
+  // --- shorthands for optional fields ---
+  std::string get_string(const std::string& key, const std::string& fallback) const;
+  int64_t get_int(const std::string& key, int64_t fallback) const;
+  double get_double(const std::string& key, double fallback) const;
+  bool get_bool(const std::string& key, bool fallback) const;
+
+  /// Checks done by builders: `value > 0` etc., with the value in the message.
+  int64_t positive_int(const std::string& key) const;
+  int64_t positive_int(const std::string& key, int64_t fallback) const;
+  /// Errors unless the value of this scalar is one of `choices`.
+  std::string one_of(const std::vector<std::string>& choices) const;
+
+  const YAML::Node& yaml() const { return node_; }
+
+ private:
+  ConfigNode(YAML::Node node, std::shared_ptr<const std::string> file, std::string path, YAML::Mark mark);
+  ConfigNode child(const YAML::Node& node, std::string path) const;
+  void expect_list() const;
+  void expect_scalar(const char* expected) const;
+  std::string key_path(const std::string& key) const;
+
+  YAML::Node node_;
+  std::shared_ptr<const std::string> file_;
+  std::string path_;
+  YAML::Mark mark_;  // the node's own mark, or its parent's when absent
+};
+
+}  // namespace recmod::config

@@ -1,0 +1,28 @@
+#pragma once
+// Builders of the embedding node types: EmbeddingBagCollection (pooled,
+// KeyedTensor out) and EmbeddingCollection (sequence, JaggedTensors out).
+#include <vector>
+
+#include "recmod/config/node_builder.h"
+#include "recmod/modules/embedding_configs.h"
+
+namespace recmod::config {
+
+/// tables: [{name, num_embeddings, embedding_dim, feature_names, pooling}];
+/// `extra_keys` are further keys a table may have (read by the caller).
+std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tables,
+                                                           const std::vector<std::string>& extra_keys = {});
+
+BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs);
+BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Port>& inputs);
+
+/// The features a list of tables reads (for the input check).
+template <typename Config>
+std::vector<std::string> features_of(const std::vector<Config>& tables) {
+  std::vector<std::string> out;
+  for (const auto& t : tables)
+    for (const auto& f : t.feature_names.empty() ? std::vector<std::string>{t.name} : t.feature_names) out.push_back(f);
+  return out;
+}
+
+}  // namespace recmod::config

@@ -1,0 +1,182 @@
+#include "recmod/config/graph.h"
+
+#include <torch/torch.h>
+
+#include <map>
+#include <sstream>
+
+#include "recmod/common/errors.h"
+#include "recmod/config/feature_hashing.h"
+#include "recmod/config/registry.h"
+
+namespace recmod::config {
+
+int64_t count_parameters(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+namespace {
+
+bool valid_node_name(const std::string& name) {
+  if (name.empty() || !(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_')) return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  return true;
+}
+
+// Depth-first topological order; a cycle is an error at the node that closes it.
+void visit(size_t i, const std::vector<NodeSpec>& specs, const std::vector<std::vector<int64_t>>& inputs,
+           std::vector<int>& state, std::vector<size_t>& order) {
+  if (state[i] == 2) return;
+  if (state[i] == 1) fail_at_inputs(specs[i], "the graph has a cycle through node '" + specs[i].name + "'");
+  state[i] = 1;
+  for (int64_t in : inputs[i])
+    if (in >= 0) visit(static_cast<size_t>(in), specs, inputs, state, order);
+  state[i] = 2;
+  order.push_back(i);
+}
+
+}  // namespace
+
+ModelGraphImpl::ModelGraphImpl(const ModelConfig& config) : config_(config) {
+  const auto& specs = config_.nodes;
+  std::map<std::string, int64_t> index;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (!valid_node_name(specs[i].name))
+      specs[i].yaml.fail("node names must be identifiers (letters, digits, '_'), got '" + specs[i].name + "'");
+    index[specs[i].name] = static_cast<int64_t>(i);
+  }
+  // Resolve input names.
+  input_ids_.resize(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    for (const auto& name : specs[i].inputs) {
+      if (name == kDenseFeatures) {
+        input_ids_[i].push_back(kDenseInput);
+      } else if (name == kSparseFeatures) {
+        input_ids_[i].push_back(kSparseInput);
+      } else if (auto it = index.find(name); it != index.end()) {
+        input_ids_[i].push_back(it->second);
+      } else {
+        std::vector<std::string> known = {kDenseFeatures, kSparseFeatures};
+        for (const auto& s : specs) known.push_back(s.name);
+        fail_at_inputs(specs[i], str_cat("unknown input '", name, "'; known inputs are ", join_names(known)));
+      }
+    }
+  }
+  // The output node and everything it depends on; nodes it does not use are
+  // an error (they would train nothing).
+  auto out = index.find(config_.output);
+  if (out == index.end()) config_.output_yaml->fail("output '" + config_.output + "' is not a node");
+  std::vector<int> state(specs.size(), 0);
+  visit(static_cast<size_t>(out->second), specs, input_ids_, state, order_);
+  for (size_t i = 0; i < specs.size(); ++i)
+    if (state[i] == 0) specs[i].yaml.fail("node '" + specs[i].name + "' is not used by the output '" + config_.output + "'");
+
+  // Build in order, inferring each node's input shapes from its inputs.
+  built_.resize(specs.size());
+  infos_.resize(specs.size());
+  const ValueShape dense_shape = ValueShape::dense(config_.features.num_dense);
+  const ValueShape sparse_shape = ValueShape::sparse(config_.features.sparse_names());
+  for (size_t i : order_) {
+    const auto& spec = specs[i];
+    const NodeType* type = find_node_type(spec.type);
+    if (!type) spec.yaml["type"].fail(str_cat("unknown node type '", spec.type, "'; valid types are ", join_names(node_type_names())));
+    std::vector<Port> ports;
+    for (size_t k = 0; k < input_ids_[i].size(); ++k) {
+      int64_t in = input_ids_[i][k];
+      ports.push_back({spec.inputs[k], in == kDenseInput ? dense_shape : in == kSparseInput ? sparse_shape : built_[in].shape});
+    }
+    built_[i] = type->build(spec, ports);
+    if (built_[i].module) register_module(spec.name, built_[i].module);
+    infos_[i] = NodeInfo{spec.name, spec.type, spec.inputs, built_[i].shape,
+                         built_[i].module ? count_parameters(*built_[i].module) : 0, built_[i].embedding,
+                         built_[i].summary};
+  }
+  const auto& out_shape = built_[out->second].shape;
+  if (out_shape.kind != ValueKind::Dense || out_shape.width != 1)
+    config_.output_yaml->fail(str_cat("the output must be a logit of shape (B, 1), but '", config_.output, "' gives ",
+                                      out_shape.kind_name(), " (end with an MLP whose last layer size is 1)"));
+}
+
+Value ModelGraphImpl::run_node(size_t index, const std::vector<Value>& inputs) { return built_[index].forward(inputs); }
+
+std::pair<Value, Value> ModelGraphImpl::inputs(const data::Batch& batch) const {
+  // Only the config's features, in its order (the data may carry more).
+  auto sparse = batch.sparse.keys() == config_.features.sparse_names()
+                    ? batch.sparse
+                    : batch.sparse.select(config_.features.sparse_names());
+  return {Value::of_dense(batch.dense), Value::of_sparse(hash_features(sparse, config_.features.sparse))};
+}
+
+torch::Tensor ModelGraphImpl::forward(const data::Batch& batch) {
+  auto [dense, sparse] = inputs(batch);
+  std::vector<Value> values(built_.size());
+  for (size_t i : order_) {
+    std::vector<Value> in;
+    for (int64_t id : input_ids_[i]) in.push_back(id == kDenseInput ? dense : id == kSparseInput ? sparse : values[id]);
+    values[i] = built_[i].forward(in);
+  }
+  return values[order_.back()].dense.reshape({-1});
+}
+
+data::DataSchema ModelGraphImpl::schema() const {
+  data::DataSchema s;
+  s.num_dense = config_.features.num_dense;
+  s.sparse_features = config_.features.sparse_names();
+  return s;
+}
+
+void ModelGraphImpl::check_schema(const data::DataSchema& schema, const std::string& origin) const {
+  if (schema.num_dense != config_.features.num_dense)
+    throw_input_error(origin, ": the data has ", schema.num_dense, " dense features, the config (", config_.file,
+                      ") expects ", config_.features.num_dense);
+  for (const auto& name : config_.features.sparse_names())
+    if (std::find(schema.sparse_features.begin(), schema.sparse_features.end(), name) == schema.sparse_features.end())
+      throw_input_error(origin, ": the config (", config_.file, ") uses sparse feature '", name,
+                        "', which the data does not have; the data has ", join_names(schema.sparse_features));
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> ModelGraphImpl::named_parameters_of(bool embedding) const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (size_t i = 0; i < built_.size(); ++i) {
+    if (!built_[i].module || built_[i].embedding != embedding) continue;
+    // Counters kept as non-trainable parameters (MC modules' iteration) are
+    // not for an optimizer.
+    for (const auto& p : built_[i].module->named_parameters())
+      if (p.value().requires_grad()) out.emplace_back(infos_[i].name + "." + p.key(), p.value());
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> ModelGraphImpl::dense_parameters() const {
+  return named_parameters_of(false);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> ModelGraphImpl::embedding_parameters() const {
+  return named_parameters_of(true);
+}
+
+std::string ModelGraphImpl::describe() const {
+  std::ostringstream os;
+  os << "features: dense " << config_.features.num_dense << ", sparse " << join_names(config_.features.sparse_names())
+     << "\n";
+  int64_t dense_params = 0, embedding_params = 0;
+  for (size_t i : order_) {
+    const auto& n = infos_[i];
+    os << "  " << n.name << " (" << n.type << ") <- " << join_names(n.inputs) << " -> " << n.shape.str() << ", "
+       << n.num_parameters << " parameters";
+    if (!n.summary.empty()) os << "; " << n.summary;
+    os << "\n";
+    (n.embedding ? embedding_params : dense_params) += n.num_parameters;
+  }
+  os << "output: " << config_.output << "\n";
+  os << "parameters: " << dense_params + embedding_params << " (dense " << dense_params << ", embedding "
+     << embedding_params << ")\n";
+  return os.str();
+}
+
+ModelGraph build_model(const std::string& config_path) { return ModelGraph(load_model_config(config_path)); }
+
+}  // namespace recmod::config

@@ -1,0 +1,77 @@
+#pragma once
+// A model built from a config: the nodes of the config as registered
+// submodules (named as the nodes are, so state_dict keys read
+// "<node>.<TorchRec's key>", e.g. "sparse_arch.embedding_bags.t_C1.weight"),
+// run in an order where each node follows its inputs.
+#include <torch/nn/module.h>
+
+#include <string>
+#include <vector>
+
+#include "recmod/config/model_config.h"
+#include "recmod/config/node_builder.h"
+#include "recmod/data/batch.h"
+
+namespace recmod::config {
+
+/// What `recmod validate` prints per node.
+struct NodeInfo {
+  std::string name;
+  std::string type;
+  std::vector<std::string> inputs;
+  ValueShape shape;
+  int64_t num_parameters = 0;
+  bool embedding = false;
+  std::string summary;
+};
+
+class ModelGraphImpl : public torch::nn::Module {
+ public:
+  /// Builds every node; throws ConfigError (with file:line:col) for unknown
+  /// types, unknown or cyclic inputs, bad options and shape mismatches.
+  explicit ModelGraphImpl(const ModelConfig& config);
+
+  /// Logits (B) for a batch whose schema matches the config's features.
+  torch::Tensor forward(const data::Batch& batch);
+  /// Every node's output, by name (for profiling).
+  Value run_node(size_t index, const std::vector<Value>& inputs);
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<NodeInfo>& nodes() const { return infos_; }
+  /// Node indices, inputs before users; the output node is last.
+  const std::vector<size_t>& order() const { return order_; }
+  /// The inputs of node `index` (indices into nodes(), or kDenseInput/kSparseInput).
+  const std::vector<int64_t>& input_ids(size_t index) const { return input_ids_[index]; }
+  static constexpr int64_t kDenseInput = -1;
+  static constexpr int64_t kSparseInput = -2;
+
+  /// The features a batch must carry, in the config's order.
+  data::DataSchema schema() const;
+  /// Checks a data set's schema against the features (same dense count,
+  /// every sparse feature present); throws InputError.
+  void check_schema(const data::DataSchema& schema, const std::string& origin) const;
+  /// Hashes the batch's ids into range and returns the graph's two inputs.
+  std::pair<Value, Value> inputs(const data::Batch& batch) const;
+
+  /// Parameters by state_dict key, split by optimizer.
+  std::vector<std::pair<std::string, torch::Tensor>> dense_parameters() const;
+  std::vector<std::pair<std::string, torch::Tensor>> embedding_parameters() const;
+  /// The validate printout: one line per node, then the totals.
+  std::string describe() const;
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> named_parameters_of(bool embedding) const;
+  ModelConfig config_;
+  std::vector<BuiltNode> built_;
+  std::vector<NodeInfo> infos_;
+  std::vector<std::vector<int64_t>> input_ids_;
+  std::vector<size_t> order_;
+};
+TORCH_MODULE(ModelGraph);
+
+/// Shorthand: load, parse and build.
+ModelGraph build_model(const std::string& config_path);
+
+int64_t count_parameters(const torch::nn::Module& module);
+
+}  // namespace recmod::config

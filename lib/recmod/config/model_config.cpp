@@ -1,0 +1,150 @@
+#include "recmod/config/model_config.h"
+
+#include <set>
+
+#include "recmod/common/errors.h"
+
+namespace recmod::config {
+
+std::vector<std::string> FeaturesSpec::sparse_names() const {
+  std::vector<std::string> names;
+  for (const auto& f : sparse) names.push_back(f.name);
+  return names;
+}
+
+namespace {
+
+// A sparse feature is a name, or {name, hash, range}.
+SparseFeatureSpec parse_sparse_feature(const ConfigNode& node, const std::string& default_hash,
+                                       int64_t default_range) {
+  SparseFeatureSpec f;
+  if (node.is_scalar()) {
+    f.name = node.as_string();
+    f.hash = default_hash;
+    f.range = default_range;
+  } else {
+    if (!node.is_map()) node.fail("expected a feature name or {name, hash, range}, found " + node.describe());
+    node.allow_keys({"name", "hash", "range"});
+    f.name = node["name"].as_string();
+    f.hash = node.has("hash") ? node["hash"].one_of({"none", "mod", "murmur"}) : default_hash;
+    f.range = node.has("range") ? node.positive_int("range") : default_range;
+  }
+  if (f.hash != "none" && f.range <= 0) node.fail("hash '" + f.hash + "' needs a range > 0 (add 'range: N')");
+  return f;
+}
+
+FeaturesSpec parse_features(const ConfigNode& node) {
+  node.allow_keys({"dense", "sparse", "hash", "range"});
+  FeaturesSpec spec;
+  if (auto dense = node.find("dense")) {
+    if (dense->is_map()) {
+      dense->allow_keys({"count"});
+      spec.num_dense = (*dense)["count"].as_int();
+    } else {
+      spec.num_dense = dense->as_int();
+    }
+    if (spec.num_dense < 0) dense->fail(str_cat("must be >= 0, got ", spec.num_dense));
+  }
+  std::string default_hash = node.has("hash") ? node["hash"].one_of({"none", "mod", "murmur"}) : "none";
+  int64_t default_range = node.positive_int("range", 0);
+  std::set<std::string> seen;
+  if (auto sparse = node.find("sparse")) {
+    for (const auto& item : sparse->items()) {
+      spec.sparse.push_back(parse_sparse_feature(item, default_hash, default_range));
+      if (!seen.insert(spec.sparse.back().name).second) item.fail("duplicate sparse feature '" + spec.sparse.back().name + "'");
+    }
+  }
+  return spec;
+}
+
+OptimizerSpec parse_optimizer(const ConfigNode& node, OptimizerSpec spec, const std::vector<std::string>& types) {
+  if (node.is_scalar()) {
+    spec.type = node.one_of(types);
+    return spec;
+  }
+  node.allow_keys({"type", "lr", "weight_decay", "eps", "beta1", "beta2", "initial_accumulator_value"});
+  if (node.has("type")) spec.type = node["type"].one_of(types);
+  spec.lr = node.get_double("lr", spec.lr);
+  if (spec.lr <= 0) node["lr"].fail(str_cat("must be > 0, got ", spec.lr));
+  spec.weight_decay = node.get_double("weight_decay", spec.weight_decay);
+  spec.eps = node.get_double("eps", spec.eps);
+  spec.beta1 = node.get_double("beta1", spec.beta1);
+  spec.beta2 = node.get_double("beta2", spec.beta2);
+  spec.initial_accumulator_value = node.get_double("initial_accumulator_value", spec.initial_accumulator_value);
+  return spec;
+}
+
+TrainingSpec parse_training(const ConfigNode& node) {
+  node.allow_keys({"dense_optimizer", "embedding_optimizer", "batch_size", "epochs", "steps", "seed",
+                   "eval_interval", "checkpoint_interval", "shuffle", "log_interval"});
+  TrainingSpec t;
+  if (auto n = node.find("dense_optimizer")) t.dense_optimizer = parse_optimizer(*n, t.dense_optimizer, {"sgd", "adagrad", "adam"});
+  if (auto n = node.find("embedding_optimizer"))
+    t.embedding_optimizer = parse_optimizer(*n, t.embedding_optimizer, {"sgd", "adagrad", "rowwise_adagrad"});
+  t.batch_size = node.positive_int("batch_size", t.batch_size);
+  t.epochs = node.positive_int("epochs", t.epochs);
+  if (node.has("steps")) t.steps = node.positive_int("steps");
+  if (auto n = node.find("seed")) {
+    int64_t seed = n->as_int();
+    if (seed < 0) n->fail(str_cat("must be >= 0, got ", seed));
+    t.seed = static_cast<uint64_t>(seed);
+  }
+  for (auto [key, field] : {std::pair{"eval_interval", &t.eval_interval}, {"checkpoint_interval", &t.checkpoint_interval},
+                            {"log_interval", &t.log_interval}}) {
+    if (auto n = node.find(key)) {
+      *field = n->as_int();
+      if (*field < 0) n->fail(str_cat("must be >= 0, got ", *field));
+    }
+  }
+  t.shuffle = node.get_bool("shuffle", t.shuffle);
+  return t;
+}
+
+DataSpec parse_data(const ConfigNode& node) {
+  node.allow_keys({"format", "train", "eval"});
+  DataSpec d;
+  if (node.has("format")) d.format = node["format"].one_of({"auto", "criteo_tsv", "jsonl", "binary"});
+  d.train = node.get_string("train", "");
+  d.eval = node.get_string("eval", "");
+  return d;
+}
+
+std::vector<std::string> parse_inputs(const ConfigNode& node) {
+  if (node.has("input") && node.has("inputs")) node["inputs"].fail("give either 'input' or 'inputs', not both");
+  if (auto one = node.find("input")) return {one->as_string()};
+  if (auto many = node.find("inputs")) {
+    auto names = many->as_string_list();
+    if (names.empty()) many->fail("expected at least one input");
+    return names;
+  }
+  node.fail("missing required field 'input' (a node name, features.dense or features.sparse)");
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const ConfigNode& root) {
+  if (root.is_null()) root.fail("the config is empty; expected a map with features, nodes and output");
+  root.allow_keys({"features", "nodes", "output", "training", "data"});
+  ModelConfig config;
+  config.file = root.file();
+  config.features = parse_features(root["features"]);
+  ConfigNode nodes = root["nodes"];
+  nodes.expect_map();
+  for (const auto& name : nodes.keys()) {
+    ConfigNode n = nodes[name];
+    n.expect_map();
+    if (name.rfind("features", 0) == 0) n.fail("node names may not start with 'features' (reserved for inputs)");
+    config.nodes.push_back(NodeSpec{name, n["type"].as_string(), parse_inputs(n), n});
+  }
+  if (config.nodes.empty()) nodes.fail("expected at least one node");
+  ConfigNode output = root["output"];
+  config.output = output.as_string();
+  config.output_yaml = output;
+  if (auto t = root.find("training")) config.training = parse_training(*t);
+  if (auto d = root.find("data")) config.data = parse_data(*d);
+  return config;
+}
+
+ModelConfig load_model_config(const std::string& path) { return parse_model_config(ConfigNode::load_file(path)); }
+
+}  // namespace recmod::config

@@ -1,0 +1,82 @@
+#pragma once
+// The parts of a model config that are not the module graph: features,
+// training settings and data defaults (see docs/config.md). Nodes stay as
+// ConfigNodes here; the registry's builders read them (graph.h).
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "recmod/config/config_node.h"
+
+namespace recmod::config {
+
+/// One sparse feature and how its raw ids map into [0, range).
+struct SparseFeatureSpec {
+  std::string name;
+  std::string hash = "none";  // none | mod | murmur
+  int64_t range = 0;          // > 0 when hash != none
+};
+
+struct FeaturesSpec {
+  int64_t num_dense = 0;
+  std::vector<SparseFeatureSpec> sparse;
+  std::vector<std::string> sparse_names() const;
+};
+
+struct OptimizerSpec {
+  std::string type;  // dense: sgd | adagrad | adam; embedding: sgd | adagrad | rowwise_adagrad
+  double lr = 0.01;
+  double weight_decay = 0.0;
+  double eps = 1e-8;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double initial_accumulator_value = 0.0;
+};
+
+struct TrainingSpec {
+  OptimizerSpec dense_optimizer{"adam", 0.001};
+  OptimizerSpec embedding_optimizer{"rowwise_adagrad", 0.05};
+  int64_t batch_size = 256;
+  int64_t epochs = 1;
+  std::optional<int64_t> steps;  // when set, overrides epochs
+  uint64_t seed = 0;
+  int64_t eval_interval = 0;        // steps; 0 = only at the end
+  int64_t checkpoint_interval = 0;  // steps; 0 = only at the end
+  bool shuffle = true;
+  int64_t log_interval = 50;  // steps between plain progress lines
+};
+
+struct DataSpec {
+  std::string format;  // criteo_tsv | jsonl | binary ("" = from the file name)
+  std::string train;
+  std::string eval;
+};
+
+/// A node as written: its name, type, input names and its YAML.
+struct NodeSpec {
+  std::string name;
+  std::string type;
+  std::vector<std::string> inputs;
+  ConfigNode yaml;
+};
+
+struct ModelConfig {
+  std::string file;
+  FeaturesSpec features;
+  std::vector<NodeSpec> nodes;  // in file order
+  std::string output;
+  std::optional<ConfigNode> output_yaml;
+  TrainingSpec training;
+  DataSpec data;
+};
+
+/// Reads and checks everything but the node options (builders check those).
+ModelConfig parse_model_config(const ConfigNode& root);
+ModelConfig load_model_config(const std::string& path);
+
+/// Names a node may take as input besides other nodes.
+inline constexpr char kDenseFeatures[] = "features.dense";
+inline constexpr char kSparseFeatures[] = "features.sparse";
+
+}  // namespace recmod::config

@@ -1,0 +1,255 @@
+#include "recmod/profile/profiler.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <sys/resource.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <sstream>
+
+#include "recmod/common/errors.h"
+#include "recmod/train/optimizer.h"
+
+namespace recmod::profile {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
+double us_since(Clock::time_point origin, Clock::time_point t) { return std::chrono::duration<double, std::micro>(t - origin).count(); }
+
+// The tensors that carry a node's output gradient.
+std::vector<torch::Tensor> grad_carriers(const config::Value& v) {
+  switch (v.kind) {
+    case config::ValueKind::Dense: return {v.dense};
+    case config::ValueKind::Pooled: return {v.pooled.values()};
+    case config::ValueKind::Sequence: {
+      std::vector<torch::Tensor> out;
+      for (const auto& kv : v.sequence) out.push_back(kv.second.values());
+      return out;
+    }
+    case config::ValueKind::Sparse: return {};
+  }
+  return {};
+}
+
+void sync(const torch::Device& device) {
+  // Only CPU timing is synchronous by itself; on CUDA, a .item() on a tiny
+  // tensor drains the stream without needing CUDA headers here.
+  if (device.is_cuda()) torch::zeros({1}, torch::TensorOptions().device(device)).sum().item<float>();
+}
+
+train::OptimizerOptions to_options(const config::OptimizerSpec& s) {
+  train::OptimizerOptions o;
+  o.type = s.type;
+  o.lr = s.lr;
+  o.eps = s.eps;
+  o.beta1 = s.beta1;
+  o.beta2 = s.beta2;
+  o.weight_decay = s.weight_decay;
+  o.initial_accumulator_value = s.initial_accumulator_value;
+  return o;
+}
+
+std::string human_bytes(int64_t bytes) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2);
+  if (bytes >= (int64_t{1} << 30)) os << bytes / double(int64_t{1} << 30) << " GiB";
+  else if (bytes >= (1 << 20)) os << bytes / double(1 << 20) << " MiB";
+  else if (bytes >= (1 << 10)) os << bytes / double(1 << 10) << " KiB";
+  else os << bytes << " B";
+  return os.str();
+}
+
+}  // namespace
+
+int64_t peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+SyntheticBatches::SyntheticBatches(config::ModelGraph& model, int64_t batch_size, uint64_t seed)
+    : schema_(model->schema()), batch_size_(batch_size), id_range_(int64_t{1} << 40),
+      generator_(at::detail::createCPUGenerator(seed)) {
+  bool all_hashed = true;
+  for (const auto& f : model->config().features.sparse) all_hashed = all_hashed && f.hash != "none";
+  if (!all_hashed)
+    for (const auto& [name, weight] : model->embedding_parameters())
+      if (weight.dim() == 2) id_range_ = std::min(id_range_, weight.size(0));
+}
+
+data::Batch SyntheticBatches::next() {
+  const int64_t num_sparse = static_cast<int64_t>(schema_.sparse_features.size());
+  auto dense = torch::randn({batch_size_, schema_.num_dense}, generator_);
+  auto ids = torch::randint(0, id_range_, {num_sparse * batch_size_}, generator_, torch::kLong);
+  auto lengths = torch::ones({num_sparse * batch_size_}, torch::kInt);
+  auto labels = torch::randint(0, 2, {batch_size_, 1}, generator_, torch::kFloat);
+  return data::Batch{dense, KeyedJaggedTensor::from_lengths(schema_.sparse_features, ids, lengths, std::nullopt, batch_size_),
+                     labels};
+}
+
+ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_batch, int64_t steps, int64_t warmup,
+                            const torch::Device& device, const std::string& trace_path) {
+  TORCH_CHECK(steps > 0, "profile: steps must be > 0, got ", steps);
+  model->to(device);
+  model->train();
+  const auto& t = model->config().training;
+  train::ModelOptimizer optimizer(model->dense_parameters(), to_options(t.dense_optimizer), model->embedding_parameters(),
+                                  to_options(t.embedding_optimizer));
+  const auto& order = model->order();
+  const size_t num_nodes = model->nodes().size();
+  ProfileReport report;
+  std::vector<double> forward_ms(num_nodes, 0), backward_ms(num_nodes, 0);
+  nlohmann::json trace = nlohmann::json::array();
+  const auto origin = Clock::now();
+  double total_step_ms = 0;
+  int64_t examples = 0;
+
+  for (int64_t step = 0; step < warmup + steps; ++step) {
+    auto batch = next_batch();
+    if (!batch) throw InputError(str_cat("profile: the data ran out after ", step, " batches; use fewer --steps"));
+    const bool timed = step >= warmup;
+    auto b = batch->to(device);
+    sync(device);
+    const auto step_start = Clock::now();
+    optimizer.zero_grad();
+    auto [dense_in, sparse_in] = model->inputs(b);
+    std::vector<config::Value> values(num_nodes);
+    std::vector<Clock::time_point> grad_at_output(num_nodes, step_start), backward_end(num_nodes, step_start);
+    std::vector<bool> got_grad(num_nodes, false);
+    std::vector<std::pair<torch::Tensor, unsigned>> hooks;
+    for (size_t i : order) {
+      std::vector<config::Value> in;
+      for (int64_t id : model->input_ids(i))
+        in.push_back(id == config::ModelGraphImpl::kDenseInput ? dense_in : id == config::ModelGraphImpl::kSparseInput ? sparse_in : values[id]);
+      const auto start = Clock::now();
+      values[i] = model->run_node(i, in);
+      sync(device);
+      const auto end = Clock::now();
+      if (timed) {
+        forward_ms[i] += ms_between(start, end);
+        trace.push_back({{"name", model->nodes()[i].name}, {"cat", "forward"}, {"ph", "X"}, {"pid", 0}, {"tid", 0},
+                         {"ts", us_since(origin, start)}, {"dur", us_since(start, end)}});
+      }
+      for (auto& carrier : grad_carriers(values[i])) {
+        if (!carrier.requires_grad()) continue;
+        hooks.emplace_back(carrier, carrier.register_hook([i, &grad_at_output, &got_grad](torch::Tensor) {
+          if (!got_grad[i]) grad_at_output[i] = Clock::now();
+          got_grad[i] = true;
+        }));
+      }
+    }
+    // A node's backward ends when its parameters' gradients are done.
+    std::vector<std::pair<torch::Tensor, unsigned>> param_hooks;
+    for (size_t i = 0; i < num_nodes; ++i) {
+      const auto& name = model->nodes()[i].name;
+      for (const auto& p : model->named_children()) {
+        if (p.key() != name) continue;
+        for (auto& param : p.value()->parameters())
+          if (param.requires_grad())  // not counters such as an MC module's iteration
+            param_hooks.emplace_back(param, param.register_hook([i, &backward_end](torch::Tensor) { backward_end[i] = Clock::now(); }));
+      }
+    }
+    auto logits = values[order.back()].dense.reshape({-1});
+    auto loss = torch::binary_cross_entropy_with_logits(logits, b.labels.select(1, 0));
+    const auto backward_start = Clock::now();
+    loss.backward();
+    optimizer.step();
+    sync(device);
+    const auto step_end = Clock::now();
+    for (auto& [tensor, id] : hooks) tensor.remove_hook(id);
+    for (auto& [tensor, id] : param_hooks) tensor.remove_hook(id);
+    if (!timed) continue;
+    // A parameter-free node's backward ends when its inputs have their gradients.
+    for (size_t i : order) {
+      auto end = backward_end[i];
+      for (int64_t id : model->input_ids(i))
+        if (id >= 0 && got_grad[id]) end = std::max(end, grad_at_output[id]);
+      const auto start = got_grad[i] ? grad_at_output[i] : backward_start;
+      if (end < start) end = start;
+      backward_ms[i] += ms_between(start, end);
+      trace.push_back({{"name", model->nodes()[i].name}, {"cat", "backward"}, {"ph", "X"}, {"pid", 0}, {"tid", 1},
+                       {"ts", us_since(origin, start)}, {"dur", us_since(start, end)}});
+    }
+    trace.push_back({{"name", "step"}, {"cat", "step"}, {"ph", "X"}, {"pid", 0}, {"tid", 2},
+                     {"ts", us_since(origin, step_start)}, {"dur", us_since(step_start, step_end)}});
+    total_step_ms += ms_between(step_start, step_end);
+    examples += b.size();
+  }
+
+  report.batch_size = examples / steps;
+  report.steps = steps;
+  report.step_ms = total_step_ms / steps;
+  report.examples_per_s = total_step_ms > 0 ? examples / (total_step_ms / 1000.0) : 0;
+  for (size_t i : order)
+    report.nodes.push_back({model->nodes()[i].name, model->nodes()[i].type, forward_ms[i] / steps, backward_ms[i] / steps});
+
+  // Memory: each embedding table on its own line, dense parameters together.
+  std::map<std::string, int64_t> optimizer_bytes;
+  for (const auto& [key, tensor] : optimizer.state_dict()) {
+    auto first = key.find('.'), last = key.rfind('.');
+    std::string param = first < last ? key.substr(first + 1, last - first - 1) : key;
+    std::string group = key.rfind("dense.", 0) == 0 ? "dense parameters" : param;
+    optimizer_bytes[group] += tensor.numel() * static_cast<int64_t>(tensor.element_size());
+  }
+  for (const auto& [name, weight] : model->embedding_parameters())
+    report.memory.push_back({name, weight.numel() * static_cast<int64_t>(weight.element_size()), optimizer_bytes[name]});
+  ParameterMemory dense{"dense parameters", 0, optimizer_bytes["dense parameters"]};
+  for (const auto& [name, p] : model->dense_parameters()) dense.parameter_bytes += p.numel() * static_cast<int64_t>(p.element_size());
+  report.memory.push_back(dense);
+  report.peak_rss_bytes = peak_rss_bytes();
+
+  if (!trace_path.empty()) {
+    std::ofstream out(trace_path);
+    out << nlohmann::json{{"traceEvents", trace}, {"displayTimeUnit", "ms"}}.dump() << "\n";
+    if (!out) throw InputError(str_cat(trace_path, ": cannot write the trace"));
+  }
+  return report;
+}
+
+nlohmann::json ProfileReport::to_json() const {
+  nlohmann::json nodes_json = nlohmann::json::array(), memory_json = nlohmann::json::array();
+  for (const auto& n : nodes)
+    nodes_json.push_back({{"name", n.name}, {"type", n.type}, {"forward_ms", n.forward_ms}, {"backward_ms", n.backward_ms}});
+  int64_t params = 0, opt = 0;
+  for (const auto& m : memory) {
+    memory_json.push_back({{"name", m.name}, {"parameter_bytes", m.parameter_bytes}, {"optimizer_bytes", m.optimizer_bytes}});
+    params += m.parameter_bytes;
+    opt += m.optimizer_bytes;
+  }
+  return {{"batch_size", batch_size}, {"steps", steps}, {"step_ms", step_ms}, {"examples_per_s", examples_per_s},
+          {"nodes", nodes_json}, {"memory", memory_json}, {"total_parameter_bytes", params},
+          {"total_optimizer_bytes", opt}, {"peak_rss_bytes", peak_rss_bytes}};
+}
+
+std::string ProfileReport::to_table() const {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(3);
+  os << "batch " << batch_size << ", " << steps << " timed steps: " << step_ms << " ms/step, " << std::setprecision(0)
+     << examples_per_s << " examples/s\n\n" << std::setprecision(3);
+  os << std::left << std::setw(24) << "node" << std::setw(28) << "type" << std::right << std::setw(12) << "forward ms"
+     << std::setw(13) << "backward ms" << "\n";
+  for (const auto& n : nodes)
+    os << std::left << std::setw(24) << n.name << std::setw(28) << n.type << std::right << std::setw(12) << n.forward_ms
+       << std::setw(13) << n.backward_ms << "\n";
+  os << "\n" << std::left << std::setw(52) << "parameters" << std::right << std::setw(14) << "weights" << std::setw(14)
+     << "optimizer" << "\n";
+  int64_t params = 0, opt = 0;
+  for (const auto& m : memory) {
+    os << std::left << std::setw(52) << m.name << std::right << std::setw(14) << human_bytes(m.parameter_bytes)
+       << std::setw(14) << human_bytes(m.optimizer_bytes) << "\n";
+    params += m.parameter_bytes;
+    opt += m.optimizer_bytes;
+  }
+  os << std::left << std::setw(52) << "total" << std::right << std::setw(14) << human_bytes(params) << std::setw(14)
+     << human_bytes(opt) << "\n";
+  os << "peak RSS " << human_bytes(peak_rss_bytes) << "\n";
+  return os.str();
+}
+
+}  // namespace recmod::profile

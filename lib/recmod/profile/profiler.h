@@ -1,0 +1,68 @@
+#pragma once
+// `recmod profile`: per-node forward/backward time, throughput, parameter
+// and optimizer memory per table, peak RSS, and a Chrome trace
+// (chrome://tracing, Perfetto) of the measured steps.
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "recmod/config/graph.h"
+#include "recmod/data/batch.h"
+
+namespace recmod::profile {
+
+struct NodeTiming {
+  std::string name;
+  std::string type;
+  double forward_ms = 0;   // mean per step
+  double backward_ms = 0;  // mean per step: from the gradient reaching the node's output to its inputs/parameters
+};
+
+struct ParameterMemory {
+  std::string name;  // an embedding table's state_dict key, or "dense parameters"
+  int64_t parameter_bytes = 0;
+  int64_t optimizer_bytes = 0;
+};
+
+struct ProfileReport {
+  int64_t batch_size = 0;
+  int64_t steps = 0;
+  double step_ms = 0;  // forward + backward + optimizer, mean
+  double examples_per_s = 0;
+  std::vector<NodeTiming> nodes;
+  std::vector<ParameterMemory> memory;
+  int64_t peak_rss_bytes = 0;
+
+  nlohmann::json to_json() const;
+  std::string to_table() const;
+};
+
+/// Random batches shaped like the config's features: dense N(0, 1), one id
+/// per sparse feature per sample, labels 0/1. Ids stay within every table
+/// (hashed features: any int64; others: below the smallest table).
+class SyntheticBatches {
+ public:
+  SyntheticBatches(config::ModelGraph& model, int64_t batch_size, uint64_t seed);
+  data::Batch next();
+
+ private:
+  data::DataSchema schema_;
+  int64_t batch_size_;
+  int64_t id_range_;
+  torch::Generator generator_;
+};
+
+using NextBatch = std::function<std::optional<data::Batch>()>;
+
+/// Runs `warmup` untimed then `steps` timed training steps on `device`.
+/// Writes the Chrome trace of the timed steps to `trace_path` ("" = none).
+ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_batch, int64_t steps, int64_t warmup,
+                            const torch::Device& device, const std::string& trace_path);
+
+/// Peak resident set size of this process so far.
+int64_t peak_rss_bytes();
+
+}  // namespace recmod::profile

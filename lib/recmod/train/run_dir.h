@@ -1,0 +1,34 @@
+#pragma once
+// The files of a training run, in one directory:
+//   model.pt          the model's state_dict (TorchRec's keys under node names)
+//   trainer_state.pt  optimizer state + trainer position (step, epoch, batch, RNG)
+//   metrics.jsonl     one JSON object per logged step / evaluation
+//   config.yaml       the config the run was started with
+#include <string>
+
+namespace recmod::train {
+
+class RunDir {
+ public:
+  /// Creates `path` when needed. Without `resume`, a directory that already
+  /// holds a checkpoint is a UsageError (nothing is overwritten by accident);
+  /// with `resume`, one without a checkpoint is a UsageError.
+  RunDir(std::string path, bool resume);
+
+  const std::string& path() const { return path_; }
+  std::string model_path() const { return path_ + "/model.pt"; }
+  std::string trainer_state_path() const { return path_ + "/trainer_state.pt"; }
+  std::string metrics_path() const { return path_ + "/metrics.jsonl"; }
+  std::string config_path() const { return path_ + "/config.yaml"; }
+  bool has_checkpoint() const;
+
+  /// Appends one line to metrics.jsonl (flushed, so a crash keeps it).
+  void append_metrics(const std::string& json_line) const;
+  /// Copies the config file into the run (not on resume).
+  void save_config(const std::string& config_file) const;
+
+ private:
+  std::string path_;
+};
+
+}  // namespace recmod::train

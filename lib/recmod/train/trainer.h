@@ -1,0 +1,66 @@
+#pragma once
+// The training loop: batches from a BatchSource through a ModelGraph,
+// BCE-with-logits loss, ModelOptimizer, periodic evaluation and atomic
+// checkpoints in a RunDir, exact resume, SIGINT-safe stop.
+#include <torch/types.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "recmod/config/graph.h"
+#include "recmod/data/batch.h"
+#include "recmod/train/run_dir.h"
+
+namespace recmod::train {
+
+/// A fresh pass over a data set; `epoch` seeds its shuffling, so the same
+/// (seed, epoch) gives the same batches.
+using DataFactory = std::function<std::unique_ptr<data::BatchSource>(int64_t epoch)>;
+/// Metrics of predictions (logits) against labels, as one JSON object.
+using MetricsFn = std::function<nlohmann::json(const torch::Tensor& logits, const torch::Tensor& labels)>;
+
+struct TrainerOptions {
+  torch::Device device = torch::kCPU;
+  std::optional<int64_t> steps;  // overrides the config's steps / epochs
+  bool resume = false;
+  bool progress_bar = false;     // a \r-updated line (terminal) instead of plain lines
+  std::ostream* log = nullptr;   // progress and messages; nullptr = silent
+};
+
+struct TrainResult {
+  int64_t steps = 0;         // optimizer steps done in total (including resumed ones)
+  double last_loss = 0.0;
+  bool interrupted = false;  // stopped by SIGINT (a checkpoint was written)
+  nlohmann::json last_eval;  // the last evaluation's metrics; null when none
+};
+
+class Trainer {
+ public:
+  Trainer(config::ModelGraph model, RunDir run, TrainerOptions options);
+  /// Trains per the config's `training:` section. `eval_data` and `metrics`
+  /// may be empty (no evaluation).
+  TrainResult fit(const DataFactory& train_data, const DataFactory& eval_data, const MetricsFn& metrics);
+
+ private:
+  config::ModelGraph model_;
+  RunDir run_;
+  TrainerOptions options_;
+};
+
+/// Logits and labels (both (N)) of a whole data set, in eval mode, no grad.
+std::pair<torch::Tensor, torch::Tensor> predict(config::ModelGraph& model, data::BatchSource& source,
+                                                const torch::Device& device);
+
+/// Seeds torch's generators (model initialisation, anything random).
+void seed_everything(uint64_t seed);
+
+/// Loads model.pt written by `recmod train` into the model (strict keys).
+void load_model(config::ModelGraph& model, const std::string& path);
+
+/// Requests a stop at the next step boundary (what SIGINT does).
+void request_stop();
+
+}  // namespace recmod::train

@@ -1,0 +1,98 @@
+// recmod profile and recmod evict end to end on tiny configs.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "cli/run_recmod.h"
+
+namespace recmod::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+const char* kMcModel = R"(features:
+  dense: {count: 13}
+  sparse: [C1, C2]
+  hash: murmur
+  range: 100000
+nodes:
+  sparse_arch:
+    type: ManagedCollisionEmbeddingBagCollection
+    input: features.sparse
+    tables:
+      - {name: t1, num_embeddings: 16, embedding_dim: 4, feature_names: [C1], managed_collision: {eviction: lfu, eviction_interval: 1}}
+      - {name: t2, num_embeddings: 16, embedding_dim: 4, feature_names: [C2], managed_collision: {eviction: lru, eviction_interval: 1}}
+  x0: {type: Concat, inputs: [features.dense, sparse_arch]}
+  logit: {type: Linear, input: x0, out_features: 1}
+output: logit
+training: {batch_size: 100}
+data: {format: criteo_tsv}
+)";
+
+const std::string kCriteo = RECMOD_SOURCE_DIR "/../shared/data/criteo_kaggle_head1000/train.txt";
+
+TEST(EvictCliTest, FillsTablesEvictsAndWritesTheCheckpoint) {
+  auto dir = fresh_dir("evict");
+  auto config = write_file(dir + "/mc.yaml", kMcModel);
+  ASSERT_EQ(run_recmod("train " + config + " --data " + kCriteo + " --out " + dir + "/run --steps 2 --threads 1").exit_code, 0);
+  auto r = run_recmod("evict " + config + " --checkpoint " + dir + "/run/model.pt --data " + kCriteo + " --out " + dir +
+                      "/evicted.pt --json --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto report = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  ASSERT_EQ(report["tables"].size(), 2u);
+  for (const auto& t : report["tables"]) {
+    EXPECT_EQ(t["ids_seen"].get<int64_t>(), 1000) << t.dump();  // C1 and C2 have an id in every row
+    EXPECT_GT(t["distinct_ids"].get<int64_t>(), 16) << t.dump();
+    // 16 slots, the last being the overflow row: 15 ids fit.
+    EXPECT_EQ(t["slots_used"].get<int64_t>(), 15) << t.dump();
+    EXPECT_GT(t["evicted"].get<int64_t>(), 0) << t.dump();
+    EXPECT_GT(t["hit_rate"].get<double>(), 0.0);
+    EXPECT_LT(t["hit_rate"].get<double>(), 1.0);
+  }
+  EXPECT_TRUE(std::ifstream(dir + "/evicted.pt").good());
+  // The updated checkpoint loads into the same config.
+  EXPECT_EQ(run_recmod("eval " + config + " --checkpoint " + dir + "/evicted.pt --data " + kCriteo).exit_code, 0);
+}
+
+TEST(EvictCliTest, ConfigWithoutManagedTablesIsAUsageError) {
+  auto dir = fresh_dir("evict_none");
+  auto config = write_file(dir + "/m.yaml", "features: {dense: 13}\nnodes:\n  a: {type: Linear, input: features.dense, out_features: 1}\noutput: a\n");
+  ASSERT_EQ(run_recmod("train " + config + " --data " + kCriteo + " --format criteo_tsv --out " + dir + "/run --steps 1").exit_code, 0);
+  auto r = run_recmod("evict " + config + " --checkpoint " + dir + "/run/model.pt --data " + kCriteo);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("has no ManagedCollisionEmbeddingBagCollection node"));
+}
+
+TEST(ProfileCliTest, ReportsEveryNodeMemoryAndATrace) {
+  auto dir = fresh_dir("profile");
+  auto config = write_file(dir + "/mc.yaml", kMcModel);
+  auto r = run_recmod("profile " + config + " --synthetic --steps 2 --warmup 1 --trace " + dir + "/trace.json --json " + dir +
+                      "/report.json --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("examples/s"));
+  EXPECT_THAT(r.output, HasSubstr("peak RSS"));
+  nlohmann::json report;
+  std::ifstream(dir + "/report.json") >> report;
+  ASSERT_EQ(report["nodes"].size(), 3u);
+  EXPECT_EQ(report["nodes"][0]["name"], "sparse_arch");
+  // Two 16 x 4 float tables plus Linear(13 + 8, 1).
+  EXPECT_EQ(report["total_parameter_bytes"].get<int64_t>(), (2 * 16 * 4 + 21 + 1) * 4);
+  EXPECT_GT(report["peak_rss_bytes"].get<int64_t>(), 0);
+  nlohmann::json trace;
+  std::ifstream(dir + "/trace.json") >> trace;
+  // Per timed step: 3 forward + 3 backward events and the step.
+  EXPECT_EQ(trace["traceEvents"].size(), 2u * 7u);
+}
+
+TEST(ProfileCliTest, NeedsDataOrSynthetic) {
+  auto dir = fresh_dir("profile_usage");
+  auto config = write_file(dir + "/mc.yaml", kMcModel);
+  auto r = run_recmod("profile " + config);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("recmod: give exactly one of --data FILE and --synthetic"));
+}
+
+}  // namespace
+}  // namespace recmod::testing

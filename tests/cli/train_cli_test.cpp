@@ -1,0 +1,172 @@
+// recmod generate / train / eval / compare end to end on tiny configs.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/run_recmod.h"
+
+namespace recmod::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+const char* kTinyModel = R"(features:
+  dense: {count: 2}
+  sparse: [C1, C2, C3]
+nodes:
+  sparse_arch:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    tables:
+      - {name: t1, num_embeddings: 50, embedding_dim: 4, feature_names: [C1]}
+      - {name: t2, num_embeddings: 50, embedding_dim: 4, feature_names: [C2]}
+      - {name: t3, num_embeddings: 50, embedding_dim: 4, feature_names: [C3]}
+  dense_arch: {type: MLP, input: features.dense, layer_sizes: [4]}
+  inter: {type: DotInteraction, inputs: [dense_arch, sparse_arch]}
+  logit: {type: Linear, input: inter, out_features: 1}
+output: logit
+training:
+  dense_optimizer: {type: adam, lr: 0.01}
+  embedding_optimizer: {type: rowwise_adagrad, lr: 0.1}
+  batch_size: 64
+  epochs: 2
+  seed: 3
+  log_interval: 10
+)";
+
+struct Fixture {
+  std::string dir, config, train, eval;
+};
+
+// A config, generated training data and a held-out set: the next rows of the
+// same generator stream (same seed, so the same planted weights).
+Fixture make_fixture(const std::string& name) {
+  Fixture f;
+  f.dir = fresh_dir(name);
+  f.config = write_file(f.dir + "/tiny.yaml", kTinyModel);
+  f.train = f.dir + "/train.rmb";
+  auto r = run_recmod("generate --rows 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11 --out " + f.train);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  f.eval = f.dir + "/eval.rmb";
+  r = run_recmod("generate --rows 1000 --skip 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11 --out " + f.eval);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return f;
+}
+
+nlohmann::json eval_json(const Fixture& f, const std::string& run, const std::string& extra = "") {
+  auto r = run_recmod("eval " + f.config + " --checkpoint " + run + "/model.pt --data " + f.eval + " --json " + extra);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  auto last_line = r.output.substr(r.output.rfind('{'));
+  return nlohmann::json::parse(last_line);
+}
+
+TEST(TrainCliTest, LearnsThePlantedSignal) {
+  auto f = make_fixture("train_generated");
+  auto r = run_recmod("train " + f.config + " --data " + f.train + " --out " + f.dir + "/run --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("checkpoint: " + f.dir + "/run/model.pt"));
+  auto m = eval_json(f, f.dir + "/run");
+  EXPECT_GT(m["auc"].get<double>(), 0.7) << m.dump();
+  EXPECT_EQ(m["count"].get<int64_t>(), 1000);
+  for (const char* key : {"ne", "log_loss", "accuracy", "calibration"}) EXPECT_TRUE(m.contains(key)) << key;
+}
+
+TEST(TrainCliTest, ResumeEqualsUninterruptedAndCompareSeesTheDifference) {
+  auto f = make_fixture("train_resume");
+  auto whole = f.dir + "/whole", split = f.dir + "/split";
+  ASSERT_EQ(run_recmod("train " + f.config + " --data " + f.train + " --out " + whole + " --steps 40 --threads 1").exit_code, 0);
+  ASSERT_EQ(run_recmod("train " + f.config + " --data " + f.train + " --out " + split + " --steps 25 --threads 1").exit_code, 0);
+  auto again = run_recmod("train " + f.config + " --data " + f.train + " --out " + split + " --steps 40 --threads 1");
+  EXPECT_EQ(again.exit_code, 2);  // refuses to overwrite without --resume
+  EXPECT_THAT(again.output, HasSubstr("pass --resume"));
+  auto resumed = run_recmod("train " + f.config + " --data " + f.train + " --out " + split + " --steps 40 --resume --threads 1");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_THAT(resumed.output, HasSubstr("resuming"));
+
+  eval_json(f, whole, "--predictions " + f.dir + "/whole.txt");
+  eval_json(f, split, "--predictions " + f.dir + "/split.txt");
+  auto same = run_recmod("compare " + f.dir + "/whole.txt " + f.dir + "/split.txt --rtol 0 --atol 0");
+  EXPECT_EQ(same.exit_code, 0) << same.output;
+
+  // A model that stopped at step 25 predicts differently.
+  auto early = f.dir + "/early";
+  ASSERT_EQ(run_recmod("train " + f.config + " --data " + f.train + " --out " + early + " --steps 25 --threads 1").exit_code, 0);
+  eval_json(f, early, "--predictions " + f.dir + "/early.txt");
+  auto differ = run_recmod("compare " + f.dir + "/early.txt " + f.dir + "/whole.txt");
+  EXPECT_EQ(differ.exit_code, 1);
+  EXPECT_THAT(differ.output, HasSubstr("recmod: first difference at line"));
+}
+
+TEST(TrainCliTest, CriteoSample) {
+  auto dir = fresh_dir("train_criteo");
+  std::string data = RECMOD_SOURCE_DIR "/../shared/data/criteo_kaggle_head1000/train.txt";
+  std::string config = write_file(dir + "/criteo.yaml", R"(features:
+  dense: {count: 13}
+  sparse: [C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, C12, C13, C14, C15, C16, C17, C18, C19, C20, C21, C22, C23, C24, C25, C26]
+  hash: murmur
+  range: 1000
+nodes:
+  sparse_arch:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    tables:
+      - {name: t_all, num_embeddings: 1000, embedding_dim: 4, feature_names: [C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, C12, C13, C14, C15, C16, C17, C18, C19, C20, C21, C22, C23, C24, C25, C26]}
+  x0: {type: Concat, inputs: [features.dense, sparse_arch]}
+  logit: {type: Linear, input: x0, out_features: 1}
+output: logit
+training:
+  embedding_optimizer: {type: adagrad, lr: 0.1}
+  dense_optimizer: {type: adam, lr: 0.01}
+  batch_size: 50
+  epochs: 3
+data:
+  format: criteo_tsv
+)");
+  auto r = run_recmod("train " + config + " --data " + data + " --out " + dir + "/run --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto e = run_recmod("eval " + config + " --checkpoint " + dir + "/run/model.pt --data " + data);
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  EXPECT_THAT(e.output, HasSubstr("count"));
+  EXPECT_THAT(e.output, HasSubstr("1000"));
+  auto auc_at = e.output.find("auc");
+  ASSERT_NE(auc_at, std::string::npos) << e.output;
+  EXPECT_GT(std::stod(e.output.substr(e.output.find_first_of("0123456789", auc_at))), 0.7) << e.output;
+}
+
+TEST(TrainCliTest, BadDataNamesFileAndLineAndExits1) {
+  auto dir = fresh_dir("train_bad_data");
+  std::string good = "0\t1\t2\t3\t4\t5\t6\t7\t8\t9\t10\t11\t12\t13";
+  for (int i = 0; i < 26; ++i) good += "\tab12cd34";
+  auto data = write_file(dir + "/bad.tsv", good + "\n" + good + "\n1\t2\t3\n");
+  auto config = write_file(dir + "/m.yaml", R"(features:
+  dense: {count: 13}
+  sparse: [C1]
+  hash: mod
+  range: 10
+nodes:
+  sparse_arch:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    tables: [{name: t, num_embeddings: 10, embedding_dim: 2, feature_names: [C1]}]
+  x0: {type: Concat, inputs: [features.dense, sparse_arch]}
+  logit: {type: Linear, input: x0, out_features: 1}
+output: logit
+)");
+  auto r = run_recmod("train " + config + " --data " + data + " --format criteo_tsv --out " + dir + "/run");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("recmod: "));
+  EXPECT_THAT(r.output, HasSubstr("bad.tsv:3"));
+}
+
+TEST(TrainCliTest, BadConfigExits2BeforeTouchingData) {
+  auto dir = fresh_dir("train_bad_config");
+  auto config = write_file(dir + "/m.yaml", "features: {dense: 2}\nnodes:\n  a: {type: Linear, input: features.dense}\noutput: a\n");
+  auto r = run_recmod("train " + config + " --data /nonexistent.tsv --out " + dir + "/run");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, StartsWith("recmod: "));
+  EXPECT_THAT(r.output, HasSubstr("m.yaml:3:6: nodes.a: missing required field 'out_features'"));
+}
+
+}  // namespace
+}  // namespace recmod::testing

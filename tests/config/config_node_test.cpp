@@ -1,0 +1,114 @@
+#include "recmod/config/config_node.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "recmod/common/errors.h"
+#include "recmod/config/model_config.h"
+
+namespace recmod::config {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no ConfigError)";
+}
+
+TEST(ConfigNodeTest, ReadsScalarsAndLists) {
+  auto root = ConfigNode::load_string("a: 3\nb: 0.5\nc: [1, 2]\nd: {e: hi}\nf: true\n", "t.yaml");
+  EXPECT_EQ(root["a"].as_int(), 3);
+  EXPECT_DOUBLE_EQ(root["b"].as_double(), 0.5);
+  EXPECT_EQ(root["c"].as_int_list(), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(root["d"]["e"].as_string(), "hi");
+  EXPECT_TRUE(root["f"].as_bool());
+  EXPECT_EQ(root["d"]["e"].path(), "d.e");
+  EXPECT_EQ(root["c"].at(1).path(), "c[1]");
+  EXPECT_EQ(root.keys(), (std::vector<std::string>{"a", "b", "c", "d", "f"}));
+}
+
+TEST(ConfigNodeTest, WrongTypeNamesPositionPathAndValue) {
+  auto root = ConfigNode::load_string("top:\n  dim: abc\n", "m.yaml");
+  EXPECT_EQ(error_of([&] { root["top"]["dim"].as_int(); }), "m.yaml:2:8: top.dim: expected an integer, found 'abc'");
+  EXPECT_EQ(error_of([&] { root["top"].as_int(); }), "m.yaml:2:3: top: expected an integer, found a map");
+}
+
+TEST(ConfigNodeTest, MissingFieldPointsAtTheParent) {
+  auto root = ConfigNode::load_string("x: 1\nnode:\n  type: MLP\n", "m.yaml");
+  EXPECT_EQ(error_of([&] { root["node"]["layer_sizes"]; }), "m.yaml:3:3: node: missing required field 'layer_sizes'");
+}
+
+TEST(ConfigNodeTest, UnknownKeyListsTheValidOnes) {
+  auto root = ConfigNode::load_string("node:\n  type: MLP\n  layers: [1]\n", "m.yaml");
+  EXPECT_EQ(error_of([&] { root["node"].allow_keys({"type", "layer_sizes"}); }),
+            "m.yaml:3:3: node.layers: unknown key 'layers'; valid keys are [type, layer_sizes]");
+}
+
+TEST(ConfigNodeTest, PositiveIntAndChoices) {
+  auto root = ConfigNode::load_string("dim: -8\nmode: max\n", "m.yaml");
+  EXPECT_EQ(error_of([&] { root.positive_int("dim"); }), "m.yaml:1:6: dim: must be > 0, got -8");
+  EXPECT_EQ(error_of([&] { root["mode"].one_of({"sum", "mean"}); }),
+            "m.yaml:2:7: mode: expected one of [sum, mean], found 'max'");
+}
+
+TEST(ConfigNodeTest, YamlSyntaxErrorHasPosition) {
+  EXPECT_THAT(error_of([] { ConfigNode::load_string("a: [1, 2\nb: 3\n", "bad.yaml"); }), HasSubstr("bad.yaml:"));
+  EXPECT_THAT(error_of([] { ConfigNode::load_string("a: [1, 2\nb: 3\n", "bad.yaml"); }), HasSubstr("invalid YAML"));
+}
+
+TEST(ConfigNodeTest, MissingFileSaysSo) {
+  EXPECT_THAT(error_of([] { ConfigNode::load_file("/nonexistent/x.yaml"); }), HasSubstr("cannot open the config file"));
+}
+
+TEST(ModelConfigTest, ParsesFeaturesTrainingAndNodes) {
+  auto root = ConfigNode::load_string(R"(
+features:
+  dense: {count: 3}
+  sparse: [a, {name: b, hash: mod, range: 10}]
+nodes:
+  top: {type: Concat, inputs: [features.dense]}
+output: top
+training:
+  dense_optimizer: {type: sgd, lr: 0.5}
+  embedding_optimizer: adagrad
+  batch_size: 4
+  steps: 7
+  seed: 3
+)", "m.yaml");
+  ModelConfig c = parse_model_config(root);
+  EXPECT_EQ(c.features.num_dense, 3);
+  ASSERT_EQ(c.features.sparse.size(), 2u);
+  EXPECT_EQ(c.features.sparse[0].hash, "none");
+  EXPECT_EQ(c.features.sparse[1].hash, "mod");
+  EXPECT_EQ(c.features.sparse[1].range, 10);
+  ASSERT_EQ(c.nodes.size(), 1u);
+  EXPECT_EQ(c.nodes[0].inputs, (std::vector<std::string>{"features.dense"}));
+  EXPECT_EQ(c.training.dense_optimizer.type, "sgd");
+  EXPECT_DOUBLE_EQ(c.training.dense_optimizer.lr, 0.5);
+  EXPECT_EQ(c.training.embedding_optimizer.type, "adagrad");
+  EXPECT_EQ(c.training.batch_size, 4);
+  EXPECT_EQ(c.training.steps, 7);
+  EXPECT_EQ(c.training.seed, 3u);
+}
+
+TEST(ModelConfigTest, HashWithoutRangeIsAnError) {
+  auto root = ConfigNode::load_string("features:\n  sparse: [{name: a, hash: murmur}]\nnodes: {}\noutput: x\n", "m.yaml");
+  EXPECT_EQ(error_of([&] { parse_model_config(root); }),
+            "m.yaml:2:12: features.sparse[0]: hash 'murmur' needs a range > 0 (add 'range: N')");
+}
+
+TEST(ModelConfigTest, UnknownOptimizerIsAnError) {
+  auto root = ConfigNode::load_string(
+      "features: {dense: 1}\nnodes:\n  a: {type: Concat, input: features.dense}\noutput: a\ntraining:\n  dense_optimizer: rmsprop\n",
+      "m.yaml");
+  EXPECT_EQ(error_of([&] { parse_model_config(root); }),
+            "m.yaml:6:20: training.dense_optimizer: expected one of [sgd, adagrad, adam], found 'rmsprop'");
+}
+
+}  // namespace
+}  // namespace recmod::config

@@ -1,0 +1,197 @@
+#include "recmod/config/graph.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "recmod/common/errors.h"
+#include "recmod/common/state_dict.h"
+#include "recmod/config/feature_hashing.h"
+#include "recmod/config/basic_nodes.h"
+
+namespace recmod::config {
+namespace {
+
+using ::testing::HasSubstr;
+
+ModelConfig parse(const std::string& yaml) { return parse_model_config(ConfigNode::load_string(yaml, "g.yaml")); }
+
+std::string build_error(const std::string& yaml) {
+  try {
+    ModelGraph graph(parse(yaml));
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no ConfigError)";
+}
+
+TEST(DotInteractionTest, PairwiseDotsAfterDense) {
+  auto dense = torch::tensor({{1.f, 2.f}});
+  auto sparse = torch::tensor({{3.f, 4.f, 5.f, 6.f}});
+  auto out = dot_interaction(dense, sparse, 2);
+  // C = [[1,2],[3,4],[5,6]]: <0,1> = 11, <0,2> = 17, <1,2> = 39.
+  EXPECT_TRUE(torch::equal(out, torch::tensor({{1.f, 2.f, 11.f, 17.f, 39.f}})));
+}
+
+TEST(DotInteractionTest, GradientMatchesFiniteDifferences) {
+  auto dense = torch::randn({2, 3}, torch::kDouble).requires_grad_(true);
+  auto sparse = torch::randn({2, 6}, torch::kDouble).requires_grad_(true);
+  dot_interaction(dense, sparse, 2).sum().backward();
+  const double eps = 1e-6;
+  auto d = dense.detach().clone();
+  d[1][2] += eps;
+  double plus = dot_interaction(d, sparse.detach(), 2).sum().item<double>();
+  d[1][2] -= 2 * eps;
+  double minus = dot_interaction(d, sparse.detach(), 2).sum().item<double>();
+  EXPECT_NEAR(dense.grad()[1][2].item<double>(), (plus - minus) / (2 * eps), 1e-6);
+}
+
+TEST(FeatureHashingTest, MurmurMatchesReferenceFmix64) {
+  // Reference values from MurmurHash3's fmix64 over uint64 (Python big ints).
+  auto h = murmur_fmix64(torch::tensor({1, 12345, -7}, torch::kLong));
+  EXPECT_EQ(h[0].item<int64_t>(), -5451962507482445012LL);
+  EXPECT_EQ(h[1].item<int64_t>(), 1716623506685013753LL);
+  EXPECT_EQ(h[2].item<int64_t>(), 4818444927845109502LL);
+  auto r = hash_ids(torch::tensor({1, 12345, -7}, torch::kLong), "murmur", 1000);
+  EXPECT_TRUE(torch::equal(r, torch::tensor({988, 753, 502}, torch::kLong)));
+}
+
+TEST(FeatureHashingTest, ModIsNonNegativeAndOnlyHashesNamedKeys) {
+  auto kjt = KeyedJaggedTensor::from_lengths({"a", "b"}, torch::tensor({-3, 14, 25, 7}, torch::kLong),
+                                             torch::tensor({1, 1, 1, 1}, torch::kInt));
+  auto out = hash_features(kjt, {{"a", "mod", 10}, {"b", "none", 0}});
+  EXPECT_TRUE(torch::equal(out.values(), torch::tensor({7, 4, 25, 7}, torch::kLong)));
+  EXPECT_EQ(out.keys(), kjt.keys());
+}
+
+const char* kConcatModel = R"(
+features:
+  dense: {count: 2}
+  sparse: [a]
+nodes:
+  both: {type: Concat, inputs: [features.dense, features.dense]}
+  inter: {type: DotInteraction, inputs: [features.dense, both]}
+output: both
+)";
+
+TEST(ModelGraphTest, UnknownTypeListsTheValidOnes) {
+  auto err = build_error(R"(
+features: {dense: 2}
+nodes:
+  top: {type: Mlp, input: features.dense}
+output: top
+)");
+  EXPECT_THAT(err, HasSubstr("g.yaml:4:15: nodes.top.type: unknown node type 'Mlp'; valid types are ["));
+  EXPECT_THAT(err, HasSubstr("Concat"));
+}
+
+TEST(ModelGraphTest, UnknownInputIsAnError) {
+  EXPECT_THAT(build_error("features: {dense: 2}\nnodes:\n  top: {type: Concat, input: dense_arch}\noutput: top\n"),
+              HasSubstr("g.yaml:3:30: nodes.top.input: unknown input 'dense_arch'; known inputs are [features.dense, "
+                        "features.sparse, top]"));
+}
+
+TEST(ModelGraphTest, CycleIsAnError) {
+  EXPECT_THAT(build_error("features: {dense: 2}\nnodes:\n  a: {type: Concat, input: b}\n  b: {type: Concat, input: a}\n"
+                          "output: a\n"),
+              HasSubstr("the graph has a cycle"));
+}
+
+TEST(ModelGraphTest, UnusedNodeIsAnError) {
+  EXPECT_THAT(build_error(kConcatModel), HasSubstr("node 'inter' is not used by the output 'both'"));
+}
+
+TEST(ModelGraphTest, OutputMustBeALogit) {
+  EXPECT_THAT(build_error("features: {dense: 2}\nnodes:\n  a: {type: Concat, input: features.dense}\noutput: a\n"),
+              HasSubstr("g.yaml:4:9: output: the output must be a logit of shape (B, 1), but 'a' gives a dense (B, 2)"));
+}
+
+TEST(ModelGraphTest, DotInteractionShapeMismatchNamesBothSides) {
+  // A raw KJT is not pooled embeddings.
+  auto err = build_error(R"(
+features: {dense: 2, sparse: [a]}
+nodes:
+  inter: {type: DotInteraction, inputs: [features.dense, features.sparse]}
+output: inter
+)");
+  EXPECT_THAT(err, HasSubstr("nodes.inter.inputs: DotInteraction expects pooled embeddings after the dense input, but "
+                             "'features.sparse' gives sparse features KJT [a]"));
+}
+
+TEST(ModelGraphTest, OneWideConcatRunsAndPrints) {
+  ModelGraph graph(parse("features: {dense: 1}\nnodes:\n  a: {type: Concat, input: features.dense}\noutput: a\n"));
+  data::Batch batch{torch::tensor({{0.5f}, {-2.f}}), KeyedJaggedTensor::empty(false, torch::kCPU, 2),
+                    torch::zeros({2, 1})};
+  EXPECT_TRUE(torch::equal(graph->forward(batch), torch::tensor({0.5f, -2.f})));
+  EXPECT_THAT(graph->describe(), HasSubstr("a (Concat) <- [features.dense] -> (B, 1), 0 parameters"));
+}
+
+TEST(ModelGraphTest, LinearNodeKeysAndDenseParameters) {
+  ModelGraph graph(parse(R"(
+features: {dense: 3}
+nodes:
+  both: {type: Concat, inputs: [features.dense, features.dense]}
+  logit: {type: Linear, input: both, out_features: 1}
+output: logit
+)"));
+  auto dict = state_dict(*graph);
+  ASSERT_EQ(dict.size(), 2u);
+  EXPECT_EQ(dict[0].first, "logit.weight");
+  EXPECT_EQ(dict[0].second.sizes(), (std::vector<int64_t>{1, 6}));  // in_features inferred from Concat: 3 + 3
+  EXPECT_EQ(dict[1].first, "logit.bias");
+  EXPECT_EQ(graph->dense_parameters().size(), 2u);
+  EXPECT_TRUE(graph->embedding_parameters().empty());
+  EXPECT_THAT(graph->describe(), HasSubstr("parameters: 7 (dense 7, embedding 0)"));
+}
+
+TEST(ModelGraphTest, LinearRejectsSparseInput) {
+  EXPECT_THAT(build_error("features: {sparse: [a]}\nnodes:\n  l: {type: Linear, input: features.sparse, out_features: 1}\n"
+                          "output: l\n"),
+              HasSubstr("g.yaml:3:28: nodes.l.input: Linear expects a dense (B, N) input, but 'features.sparse' gives "
+                        "sparse features KJT [a]"));
+}
+
+TEST(ModelGraphTest, DlrmKeysAreTorchRecsUnderNodeNames) {
+  ModelGraph graph(parse(R"(
+features: {dense: 3, sparse: [a, b]}
+nodes:
+  sparse_arch:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    tables:
+      - {name: t_a, num_embeddings: 5, embedding_dim: 4, feature_names: [a]}
+      - {name: t_b, num_embeddings: 7, embedding_dim: 4, feature_names: [b]}
+  dense_arch: {type: MLP, input: features.dense, layer_sizes: [6, 4]}
+  inter: {type: DotInteraction, inputs: [dense_arch, sparse_arch]}
+  over_arch: {type: MLP, input: inter, layer_sizes: [1]}
+output: over_arch
+)"));
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : state_dict(*graph)) keys.push_back(key);
+  EXPECT_THAT(keys, ::testing::UnorderedElementsAre(
+                        "sparse_arch.embedding_bags.t_a.weight", "sparse_arch.embedding_bags.t_b.weight",
+                        "dense_arch._mlp.0._linear.weight", "dense_arch._mlp.0._linear.bias",
+                        "dense_arch._mlp.1._linear.weight", "dense_arch._mlp.1._linear.bias",
+                        "over_arch._mlp.0._linear.weight", "over_arch._mlp.0._linear.bias"));
+  // over_arch's in_size is inferred: D + F(F+1)/2 = 4 + 3 = 7.
+  EXPECT_EQ(find_tensor(state_dict(*graph), "over_arch._mlp.0._linear.weight")->sizes(), (std::vector<int64_t>{1, 7}));
+  EXPECT_EQ(graph->embedding_parameters().size(), 2u);
+  EXPECT_EQ(graph->dense_parameters().size(), 6u);
+
+  auto kjt = KeyedJaggedTensor::from_lengths({"a", "b"}, torch::tensor({1, 4, 6, 0, 2}, torch::kLong),
+                                             torch::tensor({1, 1, 2, 1}, torch::kInt));
+  data::Batch batch{torch::randn({2, 3}), kjt, torch::zeros({2, 1})};
+  auto logits = graph->forward(batch);
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2}));
+  logits.sum().backward();
+  EXPECT_TRUE(graph->embedding_parameters()[0].second.grad().defined());
+}
+
+TEST(ModelGraphTest, MlpRejectsBadLayerSize) {
+  EXPECT_THAT(build_error("features: {dense: 2}\nnodes:\n  m: {type: MLP, input: features.dense, layer_sizes: [4, 0]}\n"
+                          "output: m\n"),
+              HasSubstr("g.yaml:3:58: nodes.m.layer_sizes[1]: must be > 0, got 0"));
+}
+
+}  // namespace
+}  // namespace recmod::config
