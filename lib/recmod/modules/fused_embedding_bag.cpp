@@ -175,7 +175,10 @@ torch::Tensor forward_generic(const FusedLookupPlan& plan, const FusedLookupInpu
   const torch::Tensor offsets = input.offsets.to(input.ids.scalar_type());
   const auto& opk = input.offset_per_key;
   for (const auto& s : plan.slots) {
-    const torch::Tensor& w = plan.tables[s.table];
+    // libtorch 1.13 has no CPU embedding_bag for bfloat16.
+    const torch::Tensor w = plan.tables[s.table].scalar_type() == torch::kBFloat16 && plan.tables[s.table].is_cpu()
+                                ? plan.tables[s.table].to(torch::kFloat)
+                                : plan.tables[s.table];
     const int64_t k = s.key;
     const torch::Tensor ids = input.ids.slice(0, opk[k], opk[k + 1]);
     const torch::Tensor offs = offsets.slice(0, k * batch, (k + 1) * batch + 1) - opk[k];
@@ -322,7 +325,7 @@ void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, co
             const float* g = go + out_off[i];
             float dot = 0;
             for (int64_t j = 0; j < dim; ++j) dot += static_cast<float>(r[j]) * g[j];
-            wgrad[position[i]] = dot;
+            wgrad[position[i]] += dot;  // a key looked up in several tables gets each one's part
           }
         });
       }
@@ -382,7 +385,7 @@ void backward_generic(const FusedLookupPlan& plan, const FusedLookupInput& input
       const torch::Tensor key_ids = input.ids.slice(0, opk[k], opk[k + 1]).to(torch::kLong);
       torch::Tensor g = grad_out.slice(1, s.column, s.column + dim).index_select(0, bag);
       if (weights_grad.defined())
-        weights_grad.slice(0, opk[k], opk[k + 1]).copy_((table.index_select(0, key_ids).to(torch::kFloat) * g).sum(1));
+        weights_grad.slice(0, opk[k], opk[k + 1]).add_((table.index_select(0, key_ids).to(torch::kFloat) * g).sum(1));
       if (input.per_sample_weights.defined()) {
         g = g * input.per_sample_weights.slice(0, opk[k], opk[k + 1]).unsqueeze(1);
       } else if (plan.pooling[t] == PoolingType::MEAN) {
