@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -103,11 +104,45 @@ const torch::Tensor& target() {
   return t;
 }
 
-void setup(benchmark::State& state) { at::set_num_threads(static_cast<int>(state.range(0))); }
+void setup(benchmark::State& state) {
+  at::set_num_threads(static_cast<int>(state.range(0)));
+  batches(kUniform);  // build the inputs outside the timed loop
+  batches(kZipf);
+}
 
 void finish(benchmark::State& state) {
   state.counters["rows_per_s"] = benchmark::Counter(static_cast<double>(state.iterations()) * kBatch * kBagSize,
                                                     benchmark::Counter::kIsRate);
+}
+
+using Vec8 = float __attribute__((vector_size(32)));
+
+/// The ceiling: the plainest fast gather-and-sum for exactly this shape
+/// (fixed D = 64, fixed bag size, no checks, no dispatch): the bag's sum in
+/// 8 AVX2 registers, rows prefetched 8 ahead. (A loop that adds into the
+/// output row in memory is several times slower on random rows: the
+/// out-of-order window then covers about one row's cache misses.)
+__attribute__((target("avx2"))) void gather_sum(const float* table, const int64_t* ids, float* out, int64_t begin,
+                                                int64_t end) {
+  constexpr int64_t kAhead = 8;
+  const int64_t last = end * kBagSize;
+  for (int64_t bag = begin; bag < end; ++bag) {
+    Vec8 acc[kDim / 8];
+    for (auto& a : acc) a = Vec8{};
+    for (int64_t p = bag * kBagSize; p < (bag + 1) * kBagSize; ++p) {
+      if (p + kAhead < last) {
+        const char* ahead = reinterpret_cast<const char*>(table + ids[p + kAhead] * kDim);
+        for (int64_t line = 0; line < kDim * 4; line += 64) __builtin_prefetch(ahead + line, 0, 3);
+      }
+      const float* r = table + ids[p] * kDim;
+      for (int64_t k = 0; k < kDim / 8; ++k) {
+        Vec8 x;
+        std::memcpy(&x, r + 8 * k, sizeof(x));
+        acc[k] += x;
+      }
+    }
+    std::memcpy(out + bag * kDim, acc, sizeof(acc));
+  }
 }
 
 void BM_GatherCeiling(benchmark::State& state, Dist dist) {
@@ -120,16 +155,7 @@ void BM_GatherCeiling(benchmark::State& state, Dist dist) {
   for (auto _ : state) {
     const Batch& b = batches(dist)[step++ % kBatches];
     const int64_t* ids = b.ids.data_ptr<int64_t>();
-    at::parallel_for(0, kBatch, 32, [&](int64_t begin, int64_t end) {
-      for (int64_t bag = begin; bag < end; ++bag) {
-        float* dst = o + bag * kDim;
-        std::fill(dst, dst + kDim, 0.0f);
-        for (int64_t p = bag * kBagSize; p < (bag + 1) * kBagSize; ++p) {
-          const float* r = table + ids[p] * kDim;
-          for (int64_t j = 0; j < kDim; ++j) dst[j] += r[j];
-        }
-      }
-    });
+    at::parallel_for(0, kBatch, 32, [&](int64_t begin, int64_t end) { gather_sum(table, ids, o, begin, end); });
     benchmark::DoNotOptimize(o);
     benchmark::ClobberMemory();
   }

@@ -9,6 +9,7 @@
 #include <array>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 
 #include "recmod/common/errors.h"
 
@@ -29,6 +30,8 @@ Algorithm algorithm_of(const std::string& type) {
 /// Rows ahead of the current one whose cache lines are requested early: a
 /// random row is a main-memory miss, and a bag's ids are known in advance.
 constexpr int64_t kPrefetchDistance = 8;
+/// The same for the rows the backward reads and writes.
+constexpr int64_t kUpdatePrefetchDistance = 6;
 
 inline void prefetch_lines(const void* p, int64_t bytes, bool for_write) {
   const char* c = static_cast<const char*>(p);
@@ -135,6 +138,109 @@ bool pool_bags(const scalar_t* table, int64_t rows, int64_t dim, bool mean, cons
   return ok;
 }
 
+// float32 tables: the bag's sum is kept in vector registers (one block of
+// up to kBlockVectors vectors of the row at a time), so a row costs a few
+// instructions and the out-of-order window spans many rows' cache misses;
+// a loop that loads and stores the output per row sees about one row in
+// flight and runs several times slower on random rows. Same additions in
+// the same order as pool_bags, so the results are identical.
+using Vec8 = float __attribute__((vector_size(32)));
+using Vec4 = float __attribute__((vector_size(16)));
+constexpr int kBlockVectors = 8;
+
+template <typename V, int NV, typename index_t>
+__attribute__((always_inline)) inline void pool_block_f32(const float* table, int64_t dim, const index_t* ids,
+                                                          int64_t start, int64_t end, int64_t prefetch_end,
+                                                          const float* psw, float* out) {
+  constexpr int64_t kLanes = sizeof(V) / sizeof(float);
+  V acc[NV];
+  for (int k = 0; k < NV; ++k) acc[k] = V{};
+  for (int64_t p = start; p < end; ++p) {
+    if (p + kPrefetchDistance < prefetch_end)
+      prefetch_lines(table + static_cast<int64_t>(ids[p + kPrefetchDistance]) * dim, NV * kLanes * 4, false);
+    const float* r = table + static_cast<int64_t>(ids[p]) * dim;
+    if (psw != nullptr) {
+      const float w = psw[p];
+      for (int k = 0; k < NV; ++k) {
+        V x;
+        std::memcpy(&x, r + k * kLanes, sizeof(V));
+        acc[k] += w * x;
+      }
+    } else {
+      for (int k = 0; k < NV; ++k) {
+        V x;
+        std::memcpy(&x, r + k * kLanes, sizeof(V));
+        acc[k] += x;
+      }
+    }
+  }
+  for (int k = 0; k < NV; ++k) std::memcpy(out + k * kLanes, &acc[k], sizeof(V));
+}
+
+/// Bags [b0, b1) of one slot of a float32 table; ids already checked.
+template <typename V, typename index_t>
+__attribute__((always_inline)) inline void pool_bags_f32_impl(const float* table, int64_t dim, bool mean,
+                                                              const index_t* ids, const int64_t* offs,
+                                                              const float* psw, float* out, int64_t out_stride,
+                                                              int64_t b0, int64_t b1) {
+  constexpr int64_t kLanes = sizeof(V) / sizeof(float);
+  const int64_t p_last = offs[b1];
+  for (int64_t b = b0; b < b1; ++b) {
+    float* o = out + b * out_stride;
+    const int64_t start = offs[b], end = offs[b + 1];
+    int64_t col = 0;
+    for (; col + kBlockVectors * kLanes <= dim; col += kBlockVectors * kLanes)
+      pool_block_f32<V, kBlockVectors>(table + col, dim, ids, start, end, p_last, psw, o + col);
+    switch ((dim - col) / kLanes) {
+#define RECMOD_POOL_CASE(n) \
+  case n:                   \
+    pool_block_f32<V, n>(table + col, dim, ids, start, end, p_last, psw, o + col); \
+    break;
+      RECMOD_POOL_CASE(1)
+      RECMOD_POOL_CASE(2)
+      RECMOD_POOL_CASE(3)
+      RECMOD_POOL_CASE(4)
+      RECMOD_POOL_CASE(5)
+      RECMOD_POOL_CASE(6)
+      RECMOD_POOL_CASE(7)
+#undef RECMOD_POOL_CASE
+      default:
+        break;
+    }
+    col += (dim - col) / kLanes * kLanes;
+    if (col < dim) {  // the last dim % kLanes columns
+      std::fill(o + col, o + dim, 0.0f);
+      for (int64_t p = start; p < end; ++p) {
+        const float* r = table + static_cast<int64_t>(ids[p]) * dim;
+        const float w = psw != nullptr ? psw[p] : 1.0f;
+        for (int64_t j = col; j < dim; ++j) o[j] += psw != nullptr ? w * r[j] : r[j];
+      }
+    }
+    if (mean && end > start) {
+      const auto len = static_cast<float>(end - start);
+      for (int64_t j = 0; j < dim; ++j) o[j] /= len;
+    }
+  }
+}
+
+template <typename index_t>
+__attribute__((target("avx2"))) void pool_bags_f32_avx2(const float* table, int64_t dim, bool mean,
+                                                        const index_t* ids, const int64_t* offs, const float* psw,
+                                                        float* out, int64_t out_stride, int64_t b0, int64_t b1) {
+  pool_bags_f32_impl<Vec8, index_t>(table, dim, mean, ids, offs, psw, out, out_stride, b0, b1);
+}
+
+template <typename index_t>
+void pool_bags_f32_sse(const float* table, int64_t dim, bool mean, const index_t* ids, const int64_t* offs,
+                       const float* psw, float* out, int64_t out_stride, int64_t b0, int64_t b1) {
+  pool_bags_f32_impl<Vec4, index_t>(table, dim, mean, ids, offs, psw, out, out_stride, b0, b1);
+}
+
+bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+}
+
 template <typename index_t>
 void forward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& offsets,
                  torch::Tensor& out) {
@@ -158,6 +264,23 @@ void forward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, con
       const FusedSlot& slot = plan.slots[s];
       const torch::Tensor& w = plan.tables[slot.table];
       const bool mean = plan.pooling[slot.table] == PoolingType::MEAN;
+      if (w.scalar_type() == torch::kFloat) {
+        const float* table = w.data_ptr<float>();
+        const int64_t* key_offs = offs + slot.key * batch;
+        bool in_range = true;
+        for (int64_t p = key_offs[b0]; p < key_offs[b1]; ++p) in_range = in_range && ids[p] >= 0 && ids[p] < w.size(0);
+        if (!in_range) {
+          ok = false;
+        } else if (has_avx2()) {
+          pool_bags_f32_avx2<index_t>(table, w.size(1), mean, ids, key_offs, psw, out_data + slot.column, out_stride,
+                                      b0, b1);
+        } else {
+          pool_bags_f32_sse<index_t>(table, w.size(1), mean, ids, key_offs, psw, out_data + slot.column, out_stride,
+                                     b0, b1);
+        }
+        i += b1 - b0;
+        continue;
+      }
       AT_DISPATCH_FLOATING_TYPES_AND2(torch::kHalf, torch::kBFloat16, w.scalar_type(), "fused_pooled_forward", [&] {
         if (!pool_bags<scalar_t, index_t>(w.data_ptr<scalar_t>(), w.size(0), w.size(1), mean, ids,
                                           offs + slot.key * batch, psw, out_data + slot.column, out_stride, b0, b1))
@@ -218,11 +341,24 @@ inline void apply_update(Algorithm algorithm, float lr, float eps, float wd, con
       }
       break;
     case Algorithm::rowwise_adagrad: {
-      double sum_sq = 0;  // at::acc_type<float, false>, as in update_rows
-      for (int64_t j = 0; j < dim; ++j) {
+      // In double, as update_rows does (at::acc_type<float, false>), but in
+      // 8 partial sums: one sequential chain of 64 dependent additions per
+      // row fills the out-of-order window and stalls the next rows' misses.
+      // The squares of floats are exact in double, so the float result can
+      // differ from update_rows' only when the double sum lands within
+      // 2^-29 relative of a float rounding boundary.
+      double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t j = 0;
+      for (; j + 8 <= dim; j += 8)
+        for (int k = 0; k < 8; ++k) {
+          const double gj = g[j + k] + wd * static_cast<float>(w[j + k]);
+          part[k] += gj * gj;
+        }
+      for (; j < dim; ++j) {
         const double gj = g[j] + wd * static_cast<float>(w[j]);
-        sum_sq += gj * gj;
+        part[j % 8] += gj * gj;
       }
+      const double sum_sq = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
       s[0] += static_cast<float>(sum_sq / static_cast<double>(dim));
       const float multiplier = lr / (std::sqrt(s[0]) + eps);
       for (int64_t j = 0; j < dim; ++j) {
@@ -343,8 +479,8 @@ void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, co
       at::parallel_for(0, num_rows, 16, [&](int64_t begin, int64_t end) {
         std::vector<float> g(dim);
         for (int64_t r = begin; r < end; ++r) {
-          if (r + kPrefetchDistance < end) {
-            const int64_t ahead = static_cast<int64_t>(keys[segments[r + kPrefetchDistance]] >> 32);
+          if (r + kUpdatePrefetchDistance < end) {
+            const int64_t ahead = static_cast<int64_t>(keys[segments[r + kUpdatePrefetchDistance]] >> 32);
             prefetch_lines(w_all + ahead * dim, row_bytes, true);
             if (state != nullptr) prefetch_lines(state + ahead * state_stride, state_stride * 4, true);
           }
