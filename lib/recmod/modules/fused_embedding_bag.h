@@ -47,8 +47,12 @@ struct FusedLookupInput {
 };
 
 /// An embedding optimizer whose update runs inside the fused backward.
-/// Same algorithms and math as train::update_rows (sgd, adagrad,
-/// rowwise_adagrad; see sparse_optimizer.h), with the state kept in float32
+/// Same algorithms and expressions as train::update_rows (sgd, adagrad,
+/// rowwise_adagrad; see sparse_optimizer.h); for float32 tables the results
+/// are bitwise equal given the same row gradients (row-wise Adagrad sums
+/// the squares in double in 8 partial sums instead of one chain, which can
+/// change the float result only within 2^-29 of a rounding boundary). The
+/// state is kept in float32
 /// whatever the table's storage dtype: adagrad's `sum` (N, D), rowwise
 /// adagrad's `momentum1` (N). Updated rows are written back rounded to the
 /// table's dtype.
