@@ -6,6 +6,7 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/modules/fused_embedding_bag.h"
 
 namespace recmod {
 
@@ -157,6 +158,74 @@ const torch::Tensor& EmbeddingBagCollectionImpl::table_weight(const std::string&
 void EmbeddingBagCollectionImpl::to(torch::Device device, bool non_blocking) {
   torch::nn::Module::to(device, non_blocking);
   options_.device(device);
+  if (fused_) fused_->to(device);
+}
+
+void EmbeddingBagCollectionImpl::enable_fused_optimizer(const train::OptimizerOptions& options) {
+  std::vector<torch::Tensor> weights;
+  for (const auto& t : tables_) weights.push_back(t->weight);
+  fused_ = std::make_shared<FusedEmbeddingOptimizer>(weights, options);
+}
+
+void EmbeddingBagCollectionImpl::disable_fused_optimizer() { fused_.reset(); }
+
+StateDict EmbeddingBagCollectionImpl::fused_optimizer_state_dict() const {
+  StateDict out;
+  if (!fused_) return out;
+  const std::string suffix = ".weight." + fused_->state_name();
+  for (size_t t = 0; t < tables_.size(); ++t)
+    if (fused_->states()[t].defined())
+      out.emplace_back("embedding_bags." + options_.tables()[t].name + suffix, fused_->states()[t]);
+  return out;
+}
+
+void EmbeddingBagCollectionImpl::load_fused_optimizer_state_dict(const StateDict& state, const std::string& origin) {
+  const StateDict expected = fused_optimizer_state_dict();
+  if (!fused_ && !state.empty())
+    throw CheckpointError(str_cat(origin, ": EmbeddingBagCollection has no fused optimizer but the state has key '",
+                                  state.front().first, "'"));
+  for (const auto& [key, value] : state)
+    if (find_tensor(expected, key) == nullptr) {
+      std::vector<std::string> keys;
+      for (const auto& kv : expected) keys.push_back(kv.first);
+      throw CheckpointError(str_cat(origin, ": unexpected fused optimizer key '", key, "'; expected ", join_names(keys)));
+    }
+  for (const auto& [key, target] : expected) {
+    const torch::Tensor* value = find_tensor(state, key);
+    if (value == nullptr) throw CheckpointError(str_cat(origin, ": missing fused optimizer key '", key, "'"));
+    if (value->sizes() != target.sizes())
+      throw CheckpointError(str_cat(origin, ": key '", key, "' has shape ", value->sizes(), ", the model expects ",
+                                    target.sizes()));
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& [key, target] : expected) {
+    torch::Tensor t = target;
+    t.copy_(*find_tensor(state, key));
+  }
+}
+
+KeyedTensor EmbeddingBagCollectionImpl::forward_fused(const KeyedJaggedTensor& features) {
+  const auto index = features.index_per_key();
+  FusedLookupPlan plan;
+  int64_t column = 0;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const auto& config = options_.tables()[t];
+    plan.tables.push_back(tables_[t]->weight);
+    plan.pooling.push_back(config.pooling);
+    for (int64_t k : key_positions(features, index, config.feature_names, config.name, "EmbeddingBagCollection")) {
+      plan.slots.push_back({static_cast<int64_t>(t), k, column});
+      column += config.embedding_dim;
+    }
+  }
+  plan.output_dim = column;
+  FusedLookupInput input;
+  input.ids = features.values();
+  input.offsets = features.offsets();
+  input.batch_size = features.stride();
+  input.offset_per_key = features.offset_per_key();
+  if (options_.is_weighted()) input.per_sample_weights = features.weights().to(torch::kFloat);
+  torch::Tensor values = fused_embedding_bag(plan, input, fused_, /*generic=*/!features.device().is_cpu());
+  return KeyedTensor(embedding_names_, length_per_embedding_, values, 1);
 }
 
 KeyedTensor EmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& features) {
@@ -164,6 +233,7 @@ KeyedTensor EmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& feature
   if (weighted && !features.has_weights())
     throw_input_error("EmbeddingBagCollection: is_weighted is set but the input KeyedJaggedTensor with keys ",
                       join_names(features.keys()), " has no weights");
+  if (fused_) return forward_fused(features);
   const int64_t b = features.stride();
   const auto index = features.index_per_key();
   const torch::Tensor offsets = features.offsets().to(features.values().scalar_type());

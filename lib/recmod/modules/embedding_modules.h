@@ -11,12 +11,16 @@
 #include <utility>
 #include <vector>
 
+#include "recmod/common/state_dict.h"
 #include "recmod/modules/embedding_configs.h"
 #include "recmod/sparse/jagged_tensor.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
 #include "recmod/sparse/keyed_tensor.h"
+#include "recmod/train/optimizer.h"
 
 namespace recmod {
+
+class FusedEmbeddingOptimizer;
 
 /// Dict[str, JaggedTensor] with its key order (EmbeddingCollection's output).
 using JaggedTensorDict = std::vector<std::pair<std::string, JaggedTensor>>;
@@ -98,8 +102,32 @@ class EmbeddingBagCollectionImpl : public torch::nn::Module {
   void to(torch::Device device, bool non_blocking = false) override;
   using torch::nn::Module::to;
 
+  /// Opt-in fused training path (see fused_embedding_bag.h): forward pools
+  /// every table in one CPU kernel, and backward applies `options`' update
+  /// (sgd | adagrad | rowwise_adagrad, train::update_rows's math) to the
+  /// touched rows directly, so the tables never get a .grad and must not be
+  /// given to another optimizer. Without grad mode, forward is only the
+  /// lookup. On other devices the same semantics run with tensor ops
+  /// (correct, not fast). Re-enabling resets the optimizer state.
+  /// Throws InputError for invalid options.
+  void enable_fused_optimizer(const train::OptimizerOptions& options);
+  /// Back to the default (autograd) path; drops the fused optimizer state.
+  void disable_fused_optimizer();
+  bool fused_optimizer_enabled() const { return fused_ != nullptr; }
+  /// The fused optimizer's state under "embedding_bags.<table>.weight.sum"
+  /// (adagrad) or ".momentum1" (rowwise_adagrad), float32, tensors shared;
+  /// empty for sgd or when the fused path is off. Prefixed with
+  /// "embedding.<module path>." these are ModelOptimizer's keys.
+  StateDict fused_optimizer_state_dict() const;
+  /// Strict counterpart of fused_optimizer_state_dict(): every key present
+  /// with its shape, no other key; else CheckpointError naming `origin`.
+  void load_fused_optimizer_state_dict(const StateDict& state, const std::string& origin);
+
  private:
+  KeyedTensor forward_fused(const KeyedJaggedTensor& features);
+
   EmbeddingBagCollectionOptions options_;
+  std::shared_ptr<FusedEmbeddingOptimizer> fused_;
   torch::nn::ModuleDict embedding_bags_{nullptr};
   std::vector<EmbeddingTable> tables_;
   std::vector<std::string> embedding_names_;

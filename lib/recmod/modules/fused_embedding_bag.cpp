@@ -1,0 +1,713 @@
+#include "recmod/modules/fused_embedding_bag.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+
+#include "recmod/common/errors.h"
+
+namespace recmod {
+
+namespace {
+
+enum class Algorithm { sgd, adagrad, rowwise_adagrad };
+
+Algorithm algorithm_of(const std::string& type) {
+  if (type == "sgd") return Algorithm::sgd;
+  if (type == "adagrad") return Algorithm::adagrad;
+  if (type == "rowwise_adagrad") return Algorithm::rowwise_adagrad;
+  throw_input_error("fused embedding optimizer: unknown type '", type, "'; valid types are ",
+                    join_names(train::embedding_optimizer_types()));
+}
+
+/// Rows ahead of the current one whose cache lines are requested early: a
+/// random row is a main-memory miss, and a bag's ids are known in advance.
+constexpr int64_t kPrefetchDistance = 8;
+/// The same for the rows the backward reads and writes.
+constexpr int64_t kUpdatePrefetchDistance = 6;
+
+inline void prefetch_lines(const void* p, int64_t bytes, bool for_write) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t o = 0; o < bytes; o += 64) {
+    if (for_write)
+      __builtin_prefetch(c + o, 1, 3);
+    else
+      __builtin_prefetch(c + o, 0, 3);
+  }
+}
+
+bool cpu_kernel_applies(const FusedLookupPlan& plan, const FusedLookupInput& input) {
+  if (!input.ids.is_cpu()) return false;
+  for (const auto& w : plan.tables) {
+    if (!w.is_cpu() || !w.is_contiguous()) return false;
+    const auto st = w.scalar_type();
+    if (st != torch::kFloat && st != torch::kHalf && st != torch::kBFloat16) return false;
+  }
+  return true;
+}
+
+void check_input(const FusedLookupPlan& plan, const FusedLookupInput& input) {
+  TORCH_CHECK(plan.tables.size() == plan.pooling.size(), "fused embedding lookup: ", plan.tables.size(),
+              " tables but ", plan.pooling.size(), " pooling types");
+  TORCH_CHECK(input.ids.dim() == 1 && (input.ids.scalar_type() == torch::kLong || input.ids.scalar_type() == torch::kInt),
+              "fused embedding lookup: expected 1-d int64 or int32 ids, got ", input.ids.scalar_type(), " of shape ",
+              input.ids.sizes());
+  TORCH_CHECK(!input.offset_per_key.empty(), "fused embedding lookup: offset_per_key is empty");
+  const auto keys = static_cast<int64_t>(input.offset_per_key.size()) - 1;
+  TORCH_CHECK(input.offsets.dim() == 1 && input.offsets.numel() == keys * input.batch_size + 1,
+              "fused embedding lookup: expected offsets of length K*B+1 = ", keys * input.batch_size + 1, ", got ",
+              input.offsets.sizes());
+  TORCH_CHECK(input.offset_per_key.back() == input.ids.numel(), "fused embedding lookup: offset_per_key ends at ",
+              input.offset_per_key.back(), " but there are ", input.ids.numel(), " ids");
+  if (input.per_sample_weights.defined())
+    TORCH_CHECK(input.per_sample_weights.dim() == 1 && input.per_sample_weights.numel() == input.ids.numel(),
+                "fused embedding lookup: expected ", input.ids.numel(), " per-sample weights, got ",
+                input.per_sample_weights.sizes());
+  for (const auto& s : plan.slots) {
+    TORCH_CHECK(s.table >= 0 && s.table < static_cast<int64_t>(plan.tables.size()) && s.key >= 0 && s.key < keys &&
+                    s.column >= 0 && s.column + plan.tables[s.table].size(1) <= plan.output_dim,
+                "fused embedding lookup: slot (table ", s.table, ", key ", s.key, ", column ", s.column,
+                ") does not fit ", plan.tables.size(), " tables, ", keys, " keys and ", plan.output_dim, " columns");
+    if (input.per_sample_weights.defined())
+      TORCH_CHECK(plan.pooling[s.table] == PoolingType::SUM,
+                  "fused embedding lookup: per-sample weights are only supported with pooling SUM");
+  }
+}
+
+template <typename index_t>
+[[noreturn]] void throw_bad_id(const FusedLookupPlan& plan, const FusedLookupInput& input) {
+  const index_t* ids = input.ids.data_ptr<index_t>();
+  for (const auto& s : plan.slots) {
+    const int64_t rows = plan.tables[s.table].size(0);
+    for (int64_t p = input.offset_per_key[s.key]; p < input.offset_per_key[s.key + 1]; ++p)
+      if (ids[p] < 0 || ids[p] >= rows)
+        throw_input_error("fused embedding lookup: id ", static_cast<int64_t>(ids[p]), " (input key ", s.key,
+                          ", position ", p, ") is out of range for table ", s.table, " with ", rows, " rows");
+  }
+  throw_input_error("fused embedding lookup: an id is out of range");
+}
+
+// ---------------------------------------------------------------------------
+// Forward
+
+/// Pools bags [b0, b1) of one slot into out rows b0..b1-1 (row stride
+/// `out_stride`). `offs` are the key's B+1 offsets into `ids`. Returns false
+/// when an id is out of range (the bag is then incomplete; the caller throws).
+template <typename scalar_t, typename index_t>
+bool pool_bags(const scalar_t* table, int64_t rows, int64_t dim, bool mean, const index_t* ids, const int64_t* offs,
+               const float* psw, float* out, int64_t out_stride, int64_t b0, int64_t b1) {
+  bool ok = true;
+  const int64_t p_last = offs[b1];
+  const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(scalar_t));
+  for (int64_t p = offs[b0]; p < std::min(p_last, offs[b0] + kPrefetchDistance); ++p)
+    if (ids[p] >= 0 && ids[p] < rows) prefetch_lines(table + static_cast<int64_t>(ids[p]) * dim, row_bytes, false);
+  for (int64_t b = b0; b < b1; ++b) {
+    float* __restrict__ o = out + b * out_stride;
+    std::fill(o, o + dim, 0.0f);
+    const int64_t start = offs[b], end = offs[b + 1];
+    for (int64_t p = start; p < end; ++p) {
+      if (p + kPrefetchDistance < p_last) {
+        const int64_t ahead = ids[p + kPrefetchDistance];
+        if (ahead >= 0 && ahead < rows) prefetch_lines(table + ahead * dim, row_bytes, false);
+      }
+      const int64_t id = ids[p];
+      if (id < 0 || id >= rows) {
+        ok = false;
+        continue;
+      }
+      const scalar_t* __restrict__ r = table + id * dim;
+      if (psw != nullptr) {
+        const float w = psw[p];
+        for (int64_t j = 0; j < dim; ++j) o[j] += w * static_cast<float>(r[j]);
+      } else {
+        for (int64_t j = 0; j < dim; ++j) o[j] += static_cast<float>(r[j]);
+      }
+    }
+    if (mean && end > start) {
+      const auto len = static_cast<float>(end - start);
+      for (int64_t j = 0; j < dim; ++j) o[j] /= len;
+    }
+  }
+  return ok;
+}
+
+// float32 tables: the bag's sum is kept in vector registers (one block of
+// up to kBlockVectors vectors of the row at a time), so a row costs a few
+// instructions and the out-of-order window spans many rows' cache misses;
+// a loop that loads and stores the output per row sees about one row in
+// flight and runs several times slower on random rows. Same additions in
+// the same order as pool_bags, so the results are identical.
+using Vec8 = float __attribute__((vector_size(32)));
+using Vec4 = float __attribute__((vector_size(16)));
+constexpr int kBlockVectors = 8;
+
+template <typename V, int NV, typename index_t>
+__attribute__((always_inline)) inline void pool_block_f32(const float* table, int64_t dim, const index_t* ids,
+                                                          int64_t start, int64_t end, int64_t prefetch_end,
+                                                          const float* psw, float* out) {
+  constexpr int64_t kLanes = sizeof(V) / sizeof(float);
+  V acc[NV];
+  for (int k = 0; k < NV; ++k) acc[k] = V{};
+  for (int64_t p = start; p < end; ++p) {
+    if (p + kPrefetchDistance < prefetch_end)
+      prefetch_lines(table + static_cast<int64_t>(ids[p + kPrefetchDistance]) * dim, NV * kLanes * 4, false);
+    const float* r = table + static_cast<int64_t>(ids[p]) * dim;
+    if (psw != nullptr) {
+      const float w = psw[p];
+      for (int k = 0; k < NV; ++k) {
+        V x;
+        std::memcpy(&x, r + k * kLanes, sizeof(V));
+        acc[k] += w * x;
+      }
+    } else {
+      for (int k = 0; k < NV; ++k) {
+        V x;
+        std::memcpy(&x, r + k * kLanes, sizeof(V));
+        acc[k] += x;
+      }
+    }
+  }
+  for (int k = 0; k < NV; ++k) std::memcpy(out + k * kLanes, &acc[k], sizeof(V));
+}
+
+/// Bags [b0, b1) of one slot of a float32 table; ids already checked.
+template <typename V, typename index_t>
+__attribute__((always_inline)) inline void pool_bags_f32_impl(const float* table, int64_t dim, bool mean,
+                                                              const index_t* ids, const int64_t* offs,
+                                                              const float* psw, float* out, int64_t out_stride,
+                                                              int64_t b0, int64_t b1) {
+  constexpr int64_t kLanes = sizeof(V) / sizeof(float);
+  const int64_t p_last = offs[b1];
+  for (int64_t b = b0; b < b1; ++b) {
+    float* o = out + b * out_stride;
+    const int64_t start = offs[b], end = offs[b + 1];
+    int64_t col = 0;
+    for (; col + kBlockVectors * kLanes <= dim; col += kBlockVectors * kLanes)
+      pool_block_f32<V, kBlockVectors>(table + col, dim, ids, start, end, p_last, psw, o + col);
+    switch ((dim - col) / kLanes) {
+#define RECMOD_POOL_CASE(n) \
+  case n:                   \
+    pool_block_f32<V, n>(table + col, dim, ids, start, end, p_last, psw, o + col); \
+    break;
+      RECMOD_POOL_CASE(1)
+      RECMOD_POOL_CASE(2)
+      RECMOD_POOL_CASE(3)
+      RECMOD_POOL_CASE(4)
+      RECMOD_POOL_CASE(5)
+      RECMOD_POOL_CASE(6)
+      RECMOD_POOL_CASE(7)
+#undef RECMOD_POOL_CASE
+      default:
+        break;
+    }
+    col += (dim - col) / kLanes * kLanes;
+    if (col < dim) {  // the last dim % kLanes columns
+      std::fill(o + col, o + dim, 0.0f);
+      for (int64_t p = start; p < end; ++p) {
+        const float* r = table + static_cast<int64_t>(ids[p]) * dim;
+        const float w = psw != nullptr ? psw[p] : 1.0f;
+        for (int64_t j = col; j < dim; ++j) o[j] += psw != nullptr ? w * r[j] : r[j];
+      }
+    }
+    if (mean && end > start) {
+      const auto len = static_cast<float>(end - start);
+      for (int64_t j = 0; j < dim; ++j) o[j] /= len;
+    }
+  }
+}
+
+template <typename index_t>
+__attribute__((target("avx2"))) void pool_bags_f32_avx2(const float* table, int64_t dim, bool mean,
+                                                        const index_t* ids, const int64_t* offs, const float* psw,
+                                                        float* out, int64_t out_stride, int64_t b0, int64_t b1) {
+  pool_bags_f32_impl<Vec8, index_t>(table, dim, mean, ids, offs, psw, out, out_stride, b0, b1);
+}
+
+template <typename index_t>
+void pool_bags_f32_sse(const float* table, int64_t dim, bool mean, const index_t* ids, const int64_t* offs,
+                       const float* psw, float* out, int64_t out_stride, int64_t b0, int64_t b1) {
+  pool_bags_f32_impl<Vec4, index_t>(table, dim, mean, ids, offs, psw, out, out_stride, b0, b1);
+}
+
+bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+}
+
+template <typename index_t>
+void forward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& offsets,
+                 torch::Tensor& out) {
+  const int64_t batch = input.batch_size;
+  const auto num_slots = static_cast<int64_t>(plan.slots.size());
+  const index_t* ids = input.ids.data_ptr<index_t>();
+  const int64_t* offs = offsets.data_ptr<int64_t>();
+  const float* psw = input.per_sample_weights.defined() ? input.per_sample_weights.data_ptr<float>() : nullptr;
+  float* out_data = out.data_ptr<float>();
+  const int64_t out_stride = plan.output_dim;
+  std::atomic<bool> ok{true};
+  // Items are (slot, bag) pairs, slot-major, so that a chunk walks the ids
+  // of a key in order and can prefetch across bags.
+  const int64_t grain = 32;
+  at::parallel_for(0, num_slots * batch, grain, [&](int64_t begin, int64_t end) {
+    int64_t i = begin;
+    while (i < end) {
+      const int64_t s = i / batch;
+      const int64_t b0 = i % batch;
+      const int64_t b1 = std::min(batch, b0 + (end - i));
+      const FusedSlot& slot = plan.slots[s];
+      const torch::Tensor& w = plan.tables[slot.table];
+      const bool mean = plan.pooling[slot.table] == PoolingType::MEAN;
+      if (w.scalar_type() == torch::kFloat) {
+        const float* table = w.data_ptr<float>();
+        const int64_t* key_offs = offs + slot.key * batch;
+        bool in_range = true;
+        for (int64_t p = key_offs[b0]; p < key_offs[b1]; ++p) in_range = in_range && ids[p] >= 0 && ids[p] < w.size(0);
+        if (!in_range) {
+          ok = false;
+        } else if (has_avx2()) {
+          pool_bags_f32_avx2<index_t>(table, w.size(1), mean, ids, key_offs, psw, out_data + slot.column, out_stride,
+                                      b0, b1);
+        } else {
+          pool_bags_f32_sse<index_t>(table, w.size(1), mean, ids, key_offs, psw, out_data + slot.column, out_stride,
+                                     b0, b1);
+        }
+        i += b1 - b0;
+        continue;
+      }
+      AT_DISPATCH_FLOATING_TYPES_AND2(torch::kHalf, torch::kBFloat16, w.scalar_type(), "fused_pooled_forward", [&] {
+        if (!pool_bags<scalar_t, index_t>(w.data_ptr<scalar_t>(), w.size(0), w.size(1), mean, ids,
+                                          offs + slot.key * batch, psw, out_data + slot.column, out_stride, b0, b1))
+          ok = false;
+      });
+      i += b1 - b0;
+    }
+  });
+  if (!ok) throw_bad_id<index_t>(plan, input);
+}
+
+torch::Tensor forward_generic(const FusedLookupPlan& plan, const FusedLookupInput& input) {
+  const int64_t batch = input.batch_size;
+  torch::Tensor out = torch::zeros({batch, plan.output_dim}, input.ids.options().dtype(torch::kFloat));
+  const torch::Tensor offsets = input.offsets.to(input.ids.scalar_type());
+  const auto& opk = input.offset_per_key;
+  for (const auto& s : plan.slots) {
+    // libtorch 1.13 has no CPU embedding_bag for bfloat16.
+    const torch::Tensor w = plan.tables[s.table].scalar_type() == torch::kBFloat16 && plan.tables[s.table].is_cpu()
+                                ? plan.tables[s.table].to(torch::kFloat)
+                                : plan.tables[s.table];
+    const int64_t k = s.key;
+    const torch::Tensor ids = input.ids.slice(0, opk[k], opk[k + 1]);
+    const torch::Tensor offs = offsets.slice(0, k * batch, (k + 1) * batch + 1) - opk[k];
+    torch::Tensor psw;
+    if (input.per_sample_weights.defined())
+      psw = input.per_sample_weights.slice(0, opk[k], opk[k + 1]).to(w.scalar_type());
+    auto r = torch::embedding_bag(w, ids, offs, /*scale_grad_by_freq=*/false,
+                                  pooling_type_to_embedding_bag_mode(plan.pooling[s.table]), /*sparse=*/false, psw,
+                                  /*include_last_offset=*/true);
+    out.slice(1, s.column, s.column + w.size(1)).copy_(std::get<0>(r));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Backward + update
+
+/// The per-row update, the same expressions as train::update_rows's CPU
+/// kernel (for float32 tables the results are bitwise equal); `g` is the
+/// row's summed gradient, `w` the row, `s` its state.
+template <typename scalar_t>
+inline void apply_update(Algorithm algorithm, float lr, float eps, float wd, const float* __restrict__ g,
+                         scalar_t* __restrict__ w, float* __restrict__ s, int64_t dim) {
+  switch (algorithm) {
+    case Algorithm::sgd:
+      for (int64_t j = 0; j < dim; ++j) {
+        const auto wj = static_cast<float>(w[j]);
+        w[j] = static_cast<scalar_t>(wj - lr * (g[j] + wd * wj));
+      }
+      break;
+    case Algorithm::adagrad:
+      for (int64_t j = 0; j < dim; ++j) {
+        const auto wj = static_cast<float>(w[j]);
+        const float gj = g[j] + wd * wj;
+        s[j] += gj * gj;
+        w[j] = static_cast<scalar_t>(wj - lr * gj / (std::sqrt(s[j]) + eps));
+      }
+      break;
+    case Algorithm::rowwise_adagrad: {
+      // In double, as update_rows does (at::acc_type<float, false>), but in
+      // 8 partial sums: one sequential chain of 64 dependent additions per
+      // row fills the out-of-order window and stalls the next rows' misses.
+      // The squares of floats are exact in double, so the float result can
+      // differ from update_rows' only when the double sum lands within
+      // 2^-29 relative of a float rounding boundary.
+      double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t j = 0;
+      for (; j + 8 <= dim; j += 8)
+        for (int k = 0; k < 8; ++k) {
+          const double gj = g[j + k] + wd * static_cast<float>(w[j + k]);
+          part[k] += gj * gj;
+        }
+      for (; j < dim; ++j) {
+        const double gj = g[j] + wd * static_cast<float>(w[j]);
+        part[j % 8] += gj * gj;
+      }
+      const double sum_sq = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+      s[0] += static_cast<float>(sum_sq / static_cast<double>(dim));
+      const float multiplier = lr / (std::sqrt(s[0]) + eps);
+      for (int64_t j = 0; j < dim; ++j) {
+        const auto wj = static_cast<float>(w[j]);
+        w[j] = static_cast<scalar_t>(wj - multiplier * (g[j] + wd * wj));
+      }
+      break;
+    }
+  }
+}
+
+/// Stable LSD radix sort of packed (row << 32 | entry) words by row, which
+/// has `row_bits` significant bits. Ties keep entry order.
+void radix_sort_rows(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp, int row_bits) {
+  constexpr int kDigitBits = 11;
+  constexpr size_t kBuckets = size_t{1} << kDigitBits;
+  tmp.resize(a.size());
+  for (int shift = 32; shift < 32 + row_bits; shift += kDigitBits) {
+    std::array<size_t, kBuckets> count{};
+    for (uint64_t x : a) ++count[(x >> shift) & (kBuckets - 1)];
+    size_t sum = 0;
+    for (auto& c : count) {
+      const size_t n = c;
+      c = sum;
+      sum += n;
+    }
+    for (uint64_t x : a) tmp[count[(x >> shift) & (kBuckets - 1)]++] = x;
+    a.swap(tmp);
+  }
+}
+
+int bits_for(int64_t rows) {
+  int bits = 1;
+  while (bits < 63 && (int64_t{1} << bits) < rows) ++bits;
+  return bits;
+}
+
+template <typename index_t>
+void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& offsets,
+                  const torch::Tensor& grad_out, FusedEmbeddingOptimizer& optimizer, torch::Tensor& weights_grad) {
+  const Algorithm algorithm = algorithm_of(optimizer.options().type);
+  const auto lr = static_cast<float>(optimizer.options().lr);
+  const auto eps = static_cast<float>(optimizer.options().eps);
+  const auto wd = static_cast<float>(optimizer.options().weight_decay);
+  const int64_t batch = input.batch_size;
+  const index_t* ids = input.ids.data_ptr<index_t>();
+  const int64_t* offs = offsets.data_ptr<int64_t>();
+  const float* psw = input.per_sample_weights.defined() ? input.per_sample_weights.data_ptr<float>() : nullptr;
+  const float* go = grad_out.data_ptr<float>();
+  float* wgrad = weights_grad.defined() ? weights_grad.data_ptr<float>() : nullptr;
+  const int64_t go_stride = grad_out.size(1);
+
+  std::vector<uint64_t> keys, tmp;
+  std::vector<int64_t> out_off, segments;
+  std::vector<float> scale;
+  for (size_t t = 0; t < plan.tables.size(); ++t) {
+    const torch::Tensor& table = plan.tables[t];
+    const int64_t rows = table.size(0), dim = table.size(1);
+    const bool mean = plan.pooling[t] == PoolingType::MEAN;
+    int64_t n = 0;
+    for (const auto& s : plan.slots)
+      if (s.table == static_cast<int64_t>(t)) n += input.offset_per_key[s.key + 1] - input.offset_per_key[s.key];
+    if (n == 0) continue;
+    TORCH_CHECK(rows <= (int64_t{1} << 32) && n < (int64_t{1} << 32), "fused embedding backward: table ", t,
+                " has ", rows, " rows and ", n, " lookups; the CPU kernel handles at most 2^32 of each");
+    // Entries in input order (slot, then bag, then position): what each id
+    // contributes, and where its gradient row is.
+    keys.resize(n);
+    out_off.resize(n);
+    scale.resize(n);
+    std::vector<int64_t> position(wgrad != nullptr ? n : 0);
+    int64_t e = 0;
+    bool ok = true;
+    for (const auto& s : plan.slots) {
+      if (s.table != static_cast<int64_t>(t)) continue;
+      const int64_t* o = offs + s.key * batch;
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t len = o[b + 1] - o[b];
+        // torch's embedding_bag backward scales a MEAN bag's gradient by (float)(1.0 / len).
+        const float bag_scale = mean ? static_cast<float>(1.0 / static_cast<double>(len)) : 1.0f;
+        for (int64_t p = o[b]; p < o[b + 1]; ++p, ++e) {
+          const int64_t id = ids[p];
+          ok = ok && id >= 0 && id < rows;
+          keys[e] = (static_cast<uint64_t>(id) << 32) | static_cast<uint64_t>(e);
+          out_off[e] = b * go_stride + s.column;
+          scale[e] = psw != nullptr ? psw[p] : bag_scale;
+          if (wgrad != nullptr) position[e] = p;
+        }
+      }
+    }
+    if (!ok) throw_bad_id<index_t>(plan, input);
+
+    AT_DISPATCH_FLOATING_TYPES_AND2(torch::kHalf, torch::kBFloat16, table.scalar_type(), "fused_backward_update", [&] {
+      scalar_t* w_all = table.data_ptr<scalar_t>();
+      // Per-sample weight gradients read the weights before the update.
+      if (wgrad != nullptr) {
+        at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) {
+            const scalar_t* r = w_all + static_cast<int64_t>(keys[i] >> 32) * dim;
+            const float* g = go + out_off[i];
+            float dot = 0;
+            for (int64_t j = 0; j < dim; ++j) dot += static_cast<float>(r[j]) * g[j];
+            wgrad[position[i]] += dot;  // a key looked up in several tables gets each one's part
+          }
+        });
+      }
+      radix_sort_rows(keys, tmp, bits_for(rows));
+      segments.clear();
+      for (int64_t i = 0; i < n; ++i)
+        if (i == 0 || (keys[i] >> 32) != (keys[i - 1] >> 32)) segments.push_back(i);
+      segments.push_back(n);
+      const auto num_rows = static_cast<int64_t>(segments.size()) - 1;
+      float* state = optimizer.states()[t].defined() ? optimizer.states()[t].data_ptr<float>() : nullptr;
+      const int64_t state_stride = algorithm == Algorithm::adagrad ? dim : 1;
+      const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(scalar_t));
+      // Each touched row is summed and updated by exactly one thread, its
+      // entries in input order: deterministic, whatever the thread count.
+      at::parallel_for(0, num_rows, 16, [&](int64_t begin, int64_t end) {
+        std::vector<float> g(dim);
+        for (int64_t r = begin; r < end; ++r) {
+          if (r + kUpdatePrefetchDistance < end) {
+            const int64_t ahead = static_cast<int64_t>(keys[segments[r + kUpdatePrefetchDistance]] >> 32);
+            prefetch_lines(w_all + ahead * dim, row_bytes, true);
+            if (state != nullptr) prefetch_lines(state + ahead * state_stride, state_stride * 4, true);
+          }
+          const auto row = static_cast<int64_t>(keys[segments[r]] >> 32);
+          std::fill(g.begin(), g.end(), 0.0f);
+          for (int64_t i = segments[r]; i < segments[r + 1]; ++i) {
+            const auto entry = static_cast<int64_t>(keys[i] & 0xffffffffu);
+            const float a = scale[entry];
+            const float* __restrict__ x = go + out_off[entry];
+            for (int64_t j = 0; j < dim; ++j) g[j] += a * x[j];
+          }
+          apply_update<scalar_t>(algorithm, lr, eps, wd, g.data(), w_all + row * dim,
+                                 state != nullptr ? state + row * state_stride : nullptr, dim);
+        }
+      });
+    });
+  }
+}
+
+/// The same update with tensor ops on any device: touched rows (unique ids),
+/// their summed gradients (index_add_), then the algorithm's expressions.
+void backward_generic(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& grad_out,
+                      FusedEmbeddingOptimizer& optimizer, torch::Tensor& weights_grad) {
+  const Algorithm algorithm = algorithm_of(optimizer.options().type);
+  const auto& o = optimizer.options();
+  const int64_t batch = input.batch_size;
+  const auto& opk = input.offset_per_key;
+  const torch::Tensor offsets = input.offsets.to(torch::kLong);
+  for (size_t t = 0; t < plan.tables.size(); ++t) {
+    torch::Tensor table = plan.tables[t];
+    const int64_t dim = table.size(1);
+    std::vector<torch::Tensor> ids, grads;
+    for (const auto& s : plan.slots) {
+      if (s.table != static_cast<int64_t>(t) || opk[s.key + 1] == opk[s.key]) continue;
+      const int64_t k = s.key;
+      const torch::Tensor lengths = offsets.slice(0, k * batch, (k + 1) * batch + 1).diff();
+      const torch::Tensor bag = torch::repeat_interleave(lengths);
+      const torch::Tensor key_ids = input.ids.slice(0, opk[k], opk[k + 1]).to(torch::kLong);
+      torch::Tensor g = grad_out.slice(1, s.column, s.column + dim).index_select(0, bag);
+      if (weights_grad.defined())
+        weights_grad.slice(0, opk[k], opk[k + 1]).add_((table.index_select(0, key_ids).to(torch::kFloat) * g).sum(1));
+      if (input.per_sample_weights.defined()) {
+        g = g * input.per_sample_weights.slice(0, opk[k], opk[k + 1]).unsqueeze(1);
+      } else if (plan.pooling[t] == PoolingType::MEAN) {
+        g = g * (1.0 / lengths.clamp_min(1).to(torch::kDouble)).to(torch::kFloat).index_select(0, bag).unsqueeze(1);
+      }
+      ids.push_back(key_ids);
+      grads.push_back(g);
+    }
+    if (ids.empty()) continue;
+    const auto unique = at::_unique(torch::cat(ids), /*sorted=*/true, /*return_inverse=*/true);
+    const torch::Tensor& rows = std::get<0>(unique);
+    torch::Tensor g = torch::zeros({rows.numel(), dim}, grad_out.options()).index_add_(0, std::get<1>(unique),
+                                                                                        torch::cat(grads));
+    torch::Tensor w = table.index_select(0, rows).to(torch::kFloat);
+    if (o.weight_decay != 0) g = g + o.weight_decay * w;
+    torch::Tensor& state = optimizer.states()[t];
+    switch (algorithm) {
+      case Algorithm::sgd:
+        w.sub_(g * o.lr);
+        break;
+      case Algorithm::adagrad: {
+        const torch::Tensor s = state.index_select(0, rows).addcmul_(g, g);
+        state.index_copy_(0, rows, s);
+        w.sub_(o.lr * g / (s.sqrt() + o.eps));
+        break;
+      }
+      case Algorithm::rowwise_adagrad: {
+        const torch::Tensor m = state.index_select(0, rows).add_(g.square().mean(1));
+        state.index_copy_(0, rows, m);
+        w.sub_(g * (o.lr / (m.sqrt() + o.eps)).unsqueeze(1));
+        break;
+      }
+    }
+    table.index_copy_(0, rows, w.to(table.scalar_type()));
+  }
+}
+
+/// The autograd node of fused_embedding_bag: its inputs are the tables and
+/// the per-sample weights; backward updates the tables and returns only the
+/// per-sample weights' gradient.
+class FusedEmbeddingBagBackward : public torch::autograd::Node {
+ public:
+  FusedEmbeddingBagBackward(FusedLookupPlan plan, FusedLookupInput input,
+                            std::shared_ptr<FusedEmbeddingOptimizer> optimizer, bool need_weights_grad, bool generic)
+      : plan_(std::move(plan)),
+        input_(std::move(input)),
+        optimizer_(std::move(optimizer)),
+        need_weights_grad_(need_weights_grad),
+        generic_(generic) {}
+
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    TORCH_CHECK(!released_, "FusedEmbeddingBagBackward: backward ran twice; the update has been applied already");
+    torch::autograd::variable_list out(num_outputs());
+    if (grads.empty() || !grads[0].defined()) return out;
+    torch::NoGradGuard no_grad;
+    torch::Tensor wgrad = fused_backward_update(plan_, input_, grads[0], *optimizer_, need_weights_grad_, generic_);
+    if (need_weights_grad_) out.back() = wgrad;
+    return out;
+  }
+  std::string name() const override { return "FusedEmbeddingBagBackward"; }
+  void release_variables() override {
+    plan_.tables.clear();
+    input_ = FusedLookupInput();
+    released_ = true;
+  }
+
+ private:
+  FusedLookupPlan plan_;
+  FusedLookupInput input_;
+  std::shared_ptr<FusedEmbeddingOptimizer> optimizer_;
+  bool need_weights_grad_;
+  bool generic_;
+  bool released_ = false;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+FusedEmbeddingOptimizer::FusedEmbeddingOptimizer(const std::vector<torch::Tensor>& tables,
+                                                 train::OptimizerOptions options)
+    : options_(std::move(options)) {
+  train::validate_optimizer_options(options_, "embedding");
+  const Algorithm algorithm = algorithm_of(options_.type);
+  for (const auto& w : tables) {
+    TORCH_CHECK(w.defined() && w.dim() == 2, "fused embedding optimizer: expected tables of shape (N, D), got ",
+                w.defined() ? w.sizes() : torch::IntArrayRef{});
+    const auto opts = w.options().dtype(torch::kFloat);
+    torch::Tensor state;
+    if (algorithm == Algorithm::adagrad) state = torch::full(w.sizes(), options_.initial_accumulator_value, opts);
+    if (algorithm == Algorithm::rowwise_adagrad) state = torch::full({w.size(0)}, options_.initial_accumulator_value, opts);
+    states_.push_back(std::move(state));
+  }
+}
+
+std::string FusedEmbeddingOptimizer::state_name() const {
+  switch (algorithm_of(options_.type)) {
+    case Algorithm::adagrad:
+      return "sum";
+    case Algorithm::rowwise_adagrad:
+      return "momentum1";
+    case Algorithm::sgd:
+      break;
+  }
+  return "";
+}
+
+void FusedEmbeddingOptimizer::to(torch::Device device) {
+  for (auto& s : states_)
+    if (s.defined()) s = s.to(device);
+}
+
+torch::Tensor fused_pooled_forward(const FusedLookupPlan& plan, const FusedLookupInput& input, bool generic) {
+  check_input(plan, input);
+  if (generic || !cpu_kernel_applies(plan, input)) return forward_generic(plan, input);
+  FusedLookupInput in = input;
+  in.ids = input.ids.contiguous();
+  if (in.per_sample_weights.defined()) in.per_sample_weights = input.per_sample_weights.to(torch::kFloat).contiguous();
+  const torch::Tensor offsets = input.offsets.to(torch::kLong).contiguous();
+  torch::Tensor out = torch::empty({input.batch_size, plan.output_dim}, torch::kFloat);
+  // Columns no slot writes stay zero.
+  int64_t covered = 0;
+  for (const auto& s : plan.slots) covered += plan.tables[s.table].size(1);
+  if (covered != plan.output_dim) out.zero_();
+  if (in.ids.scalar_type() == torch::kLong)
+    forward_cpu<int64_t>(plan, in, offsets, out);
+  else
+    forward_cpu<int32_t>(plan, in, offsets, out);
+  return out;
+}
+
+torch::Tensor fused_backward_update(const FusedLookupPlan& plan, const FusedLookupInput& input,
+                                    const torch::Tensor& grad_out, FusedEmbeddingOptimizer& optimizer,
+                                    bool need_weights_grad, bool generic) {
+  check_input(plan, input);
+  TORCH_CHECK(optimizer.states().size() == plan.tables.size(), "fused embedding backward: the optimizer has ",
+              optimizer.states().size(), " tables, the lookup ", plan.tables.size());
+  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == input.batch_size && grad_out.size(1) == plan.output_dim,
+              "fused embedding backward: expected a gradient of shape (", input.batch_size, ", ", plan.output_dim,
+              "), got ", grad_out.sizes());
+  TORCH_CHECK(!need_weights_grad || input.per_sample_weights.defined(),
+              "fused embedding backward: per-sample weight gradients requested without per-sample weights");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor g = grad_out.to(torch::kFloat).contiguous();
+  torch::Tensor weights_grad;
+  if (need_weights_grad) weights_grad = torch::zeros({input.ids.numel()}, g.options());
+  if (generic || !cpu_kernel_applies(plan, input)) {
+    backward_generic(plan, input, g, optimizer, weights_grad);
+    return weights_grad;
+  }
+  FusedLookupInput in = input;
+  in.ids = input.ids.contiguous();
+  if (in.per_sample_weights.defined()) in.per_sample_weights = input.per_sample_weights.to(torch::kFloat).contiguous();
+  const torch::Tensor offsets = input.offsets.to(torch::kLong).contiguous();
+  if (in.ids.scalar_type() == torch::kLong)
+    backward_cpu<int64_t>(plan, in, offsets, g, optimizer, weights_grad);
+  else
+    backward_cpu<int32_t>(plan, in, offsets, g, optimizer, weights_grad);
+  return weights_grad;
+}
+
+torch::Tensor fused_embedding_bag(const FusedLookupPlan& plan, const FusedLookupInput& input,
+                                  std::shared_ptr<FusedEmbeddingOptimizer> optimizer, bool generic) {
+  TORCH_CHECK(optimizer != nullptr, "fused_embedding_bag: no optimizer");
+  torch::Tensor out;
+  {
+    torch::NoGradGuard no_grad;
+    out = fused_pooled_forward(plan, input, generic);
+  }
+  bool tables_need_grad = false;
+  for (const auto& w : plan.tables) tables_need_grad = tables_need_grad || w.requires_grad();
+  const bool weights_need_grad = input.per_sample_weights.defined() && input.per_sample_weights.requires_grad();
+  if (!torch::autograd::GradMode::is_enabled() || !(tables_need_grad || weights_need_grad)) return out;
+
+  torch::autograd::edge_list edges;
+  for (const auto& w : plan.tables) edges.push_back(torch::autograd::impl::gradient_edge(w));
+  edges.push_back(input.per_sample_weights.defined() ? torch::autograd::impl::gradient_edge(input.per_sample_weights)
+                                                     : torch::autograd::Edge());
+  FusedLookupInput saved = input;
+  if (saved.per_sample_weights.defined()) saved.per_sample_weights = saved.per_sample_weights.detach();
+  std::shared_ptr<FusedEmbeddingBagBackward> node(
+      new FusedEmbeddingBagBackward(plan, std::move(saved), std::move(optimizer), weights_need_grad, generic),
+      torch::autograd::deleteNode);
+  node->set_next_edges(std::move(edges));
+  torch::autograd::set_history(out, node);
+  return out;
+}
+
+}  // namespace recmod

@@ -1,0 +1,354 @@
+#include "recmod/modules/fused_embedding_bag.h"
+
+#include <ATen/Parallel.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "recmod/common/errors.h"
+#include "recmod/modules/embedding_modules.h"
+#include "recmod/train/optimizer.h"
+
+namespace recmod {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+/// Tables: t_sum (SUM, features a and shared), t_mean (MEAN, feature b),
+/// t_two (SUM, features c and shared): shared is looked up in two tables.
+std::vector<EmbeddingBagConfig> tables(bool weighted) {
+  return {EmbeddingBagConfig(50, 8, "t_sum", {"a", "shared"}, PoolingType::SUM),
+          EmbeddingBagConfig(30, 4, "t_mean", {"b"}, weighted ? PoolingType::SUM : PoolingType::MEAN),
+          EmbeddingBagConfig(20, 6, "t_two", {"c", "shared"}, PoolingType::SUM)};
+}
+
+/// A random batch (seeded): B samples, bag lengths 0..5, ids with many
+/// duplicates, keys in an order unlike the tables'.
+KeyedJaggedTensor batch(int64_t b, uint64_t seed, bool weighted, torch::Dtype id_dtype = torch::kLong) {
+  torch::manual_seed(seed);
+  const std::vector<std::string> keys = {"shared", "c", "b", "a", "unused"};
+  const std::vector<int64_t> rows = {20, 20, 30, 50, 1000};
+  torch::Tensor lengths = torch::randint(0, 6, {static_cast<int64_t>(keys.size()) * b}, torch::kLong);
+  std::vector<torch::Tensor> ids;
+  for (size_t k = 0; k < keys.size(); ++k) {
+    const int64_t n = lengths.slice(0, k * b, (k + 1) * b).sum().item<int64_t>();
+    ids.push_back(torch::randint(0, rows[k], {n}, torch::kLong));
+  }
+  torch::Tensor values = torch::cat(ids).to(id_dtype);
+  std::optional<torch::Tensor> w;
+  if (weighted) w = torch::rand({values.numel()}) + 0.5;
+  return KeyedJaggedTensor::from_lengths(keys, values, lengths, w);
+}
+
+/// Two EBCs with identical tables. `dyadic`: all tables SUM and every
+/// weight a multiple of 1/64 in [-1, 1], so that with dyadic_loss_of every
+/// gradient and SGD step is exact, whatever the summation order or FMA use.
+std::pair<EmbeddingBagCollection, EmbeddingBagCollection> twins(bool weighted, bool dyadic = false) {
+  torch::manual_seed(7);
+  EmbeddingBagCollection a(tables(weighted || dyadic), weighted);
+  EmbeddingBagCollection b(tables(weighted || dyadic), weighted);
+  torch::NoGradGuard no_grad;
+  for (const auto& t : a->embedding_bag_configs()) {
+    if (dyadic) a->table_weight(t.name).copy_(torch::randint(-64, 65, a->table_weight(t.name).sizes()) / 64.0);
+    b->table_weight(t.name).copy_(a->table_weight(t.name));
+  }
+  return {a, b};
+}
+
+/// A loss whose gradient depends on the output: sum(out * target) + 0.5 * sum(out^2).
+torch::Tensor loss_of(const KeyedTensor& out, int64_t step) {
+  torch::manual_seed(1000 + step);
+  const torch::Tensor target = torch::randn(out.values().sizes());
+  return (out.values() * target).sum() + 0.5 * out.values().square().sum();
+}
+
+/// sum(out * target) with integer targets in [-4, 4]: gradients are exact.
+torch::Tensor dyadic_loss_of(const KeyedTensor& out, int64_t step) {
+  torch::manual_seed(2000 + step);
+  return (out.values() * torch::randint(-4, 5, out.values().sizes())).sum();
+}
+
+void expect_tables_equal(EmbeddingBagCollection& a, EmbeddingBagCollection& b, bool exact) {
+  for (const auto& t : a->embedding_bag_configs()) {
+    const auto& wa = a->table_weight(t.name);
+    const auto& wb = b->table_weight(t.name);
+    if (exact) {
+      EXPECT_TRUE(torch::equal(wa, wb)) << t.name << " max diff " << (wa - wb).abs().max().item<double>();
+    } else {
+      EXPECT_TRUE(torch::allclose(wa, wb, 1e-5, 1e-6)) << t.name << " max diff " << (wa - wb).abs().max().item<double>();
+    }
+  }
+}
+
+train::OptimizerOptions opts(const std::string& type, double lr, double weight_decay = 0.0) {
+  train::OptimizerOptions o;
+  o.type = type;
+  o.lr = lr;
+  o.weight_decay = weight_decay;
+  return o;
+}
+
+TEST(FusedEmbeddingBag, ForwardMatchesDefaultPath) {
+  for (bool weighted : {false, true}) {
+    for (auto id_dtype : {torch::kLong, torch::kInt}) {
+      auto [plain, fused] = twins(weighted);
+      fused->enable_fused_optimizer(opts("sgd", 0.1));
+      const auto kjt = batch(16, 3, weighted, id_dtype);
+      const KeyedTensor expected = plain->forward(kjt);
+      const KeyedTensor got = fused->forward(kjt);
+      EXPECT_EQ(got.keys(), expected.keys());
+      EXPECT_EQ(got.length_per_key(), expected.length_per_key());
+      EXPECT_EQ(got.values().sizes(), expected.values().sizes());
+      EXPECT_TRUE(torch::allclose(got.values(), expected.values(), 1e-5, 1e-6))
+          << "weighted " << weighted << "\n" << got.values() - expected.values();
+    }
+  }
+}
+
+/// Exact equality needs exact arithmetic: libtorch's backward sums a row's
+/// duplicates in its own order (and OpenBLAS's axpy may fuse multiply-adds),
+/// so with arbitrary floats the two differ in the last bit. Dyadic weights
+/// and integer targets make every step exact; MatchModelOptimizer below
+/// covers arbitrary values, MEAN pooling and weights with a tolerance.
+TEST(FusedEmbeddingBag, SgdGivesExactlyAutogradPlusPlainSgd) {
+  auto [plain, fused] = twins(false, /*dyadic=*/true);
+  torch::optim::SGD sgd(plain->parameters(), torch::optim::SGDOptions(1.0 / 16));
+  fused->enable_fused_optimizer(opts("sgd", 1.0 / 16));
+  for (int step = 0; step < 4; ++step) {
+    const auto kjt = batch(32, 100 + step, false);
+    sgd.zero_grad();
+    dyadic_loss_of(plain->forward(kjt), step).backward();
+    sgd.step();
+    dyadic_loss_of(fused->forward(kjt), step).backward();
+    for (const auto& p : fused->parameters()) EXPECT_FALSE(p.grad().defined()) << "the fused path made a .grad";
+  }
+  expect_tables_equal(plain, fused, /*exact=*/true);
+}
+
+TEST(FusedEmbeddingBag, RowwiseAdagradGivesExactlyModelOptimizer) {
+  auto [plain, fused] = twins(false, /*dyadic=*/true);
+  std::vector<std::pair<std::string, torch::Tensor>> params;
+  for (const auto& t : plain->embedding_bag_configs())
+    params.emplace_back("embedding_bags." + t.name + ".weight", plain->table_weight(t.name));
+  const auto o = opts("rowwise_adagrad", 0.1, 0.01);
+  train::ModelOptimizer optimizer({}, opts("sgd", 0.1), params, o);
+  fused->enable_fused_optimizer(o);
+  for (int step = 0; step < 4; ++step) {
+    const auto kjt = batch(32, 200 + step, false);
+    optimizer.zero_grad();
+    dyadic_loss_of(plain->forward(kjt), step).backward();
+    optimizer.step();
+    dyadic_loss_of(fused->forward(kjt), step).backward();
+  }
+  expect_tables_equal(plain, fused, /*exact=*/true);
+  const StateDict state = fused->fused_optimizer_state_dict();
+  const StateDict reference = optimizer.state_dict();
+  ASSERT_EQ(state.size(), 3u);
+  for (const auto& [key, value] : state) {
+    EXPECT_THAT(key, HasSubstr(".weight.momentum1"));
+    const torch::Tensor* ref = find_tensor(reference, "embedding." + key);
+    ASSERT_NE(ref, nullptr) << key;
+    EXPECT_TRUE(torch::equal(value, *ref)) << key;
+  }
+}
+
+TEST(FusedEmbeddingBag, MatchModelOptimizer) {
+  for (const std::string type : {"adagrad", "rowwise_adagrad", "sgd"}) {
+   for (bool weighted : {false, true}) {
+    auto [plain, fused] = twins(weighted);
+    std::vector<std::pair<std::string, torch::Tensor>> params;
+    for (const auto& t : plain->embedding_bag_configs())
+      params.emplace_back("embedding_bags." + t.name + ".weight", plain->table_weight(t.name));
+    const auto o = opts(type, 0.05, 0.02);
+    train::ModelOptimizer optimizer({}, opts("sgd", 0.1), params, o);
+    fused->enable_fused_optimizer(o);
+    for (int step = 0; step < 3; ++step) {
+      const auto kjt = batch(24, 300 + step, weighted);
+      optimizer.zero_grad();
+      loss_of(plain->forward(kjt), step).backward();
+      optimizer.step();
+      loss_of(fused->forward(kjt), step).backward();
+    }
+    SCOPED_TRACE(type + (weighted ? " weighted" : ""));
+    expect_tables_equal(plain, fused, /*exact=*/false);
+   }
+  }
+}
+
+TEST(FusedEmbeddingBag, PerSampleWeightGradientsMatchAutograd) {
+  auto [plain, fused] = twins(true);
+  fused->enable_fused_optimizer(opts("sgd", 0.0));  // lr 0: tables unchanged
+  const auto base = batch(16, 400, true);
+  auto with_grad_weights = [&] {
+    torch::Tensor w = base.weights().clone().set_requires_grad(true);
+    return std::make_pair(KeyedJaggedTensor::from_lengths(base.keys(), base.values(), base.lengths(), w), w);
+  };
+  auto [kjt_plain, w_plain] = with_grad_weights();
+  auto [kjt_fused, w_fused] = with_grad_weights();
+  loss_of(plain->forward(kjt_plain), 0).backward();
+  loss_of(fused->forward(kjt_fused), 0).backward();
+  ASSERT_TRUE(w_fused.grad().defined());
+  EXPECT_TRUE(torch::allclose(w_fused.grad(), w_plain.grad(), 1e-5, 1e-5)) << w_fused.grad() - w_plain.grad();
+  // lr 0: the fused update left the tables as they were.
+  expect_tables_equal(plain, fused, /*exact=*/true);
+}
+
+/// The kernel path and the tensor-ops path (what non-CPU devices run) agree,
+/// for each algorithm and storage dtype.
+TEST(FusedEmbeddingBag, CpuKernelMatchesTensorOpsPath) {
+  for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+    for (const std::string type : {"sgd", "adagrad", "rowwise_adagrad"}) {
+      for (bool weighted : {false, true}) {
+        SCOPED_TRACE(type + " " + c10::toString(dtype) + (weighted ? " weighted" : ""));
+        torch::manual_seed(11);
+        const torch::Tensor w0 = (torch::randn({40, 16}) * 0.1).to(dtype);
+        FusedLookupPlan plan;
+        plan.tables = {w0.clone(), w0.clone().narrow(1, 0, 8).contiguous()};
+        plan.pooling = {PoolingType::SUM, weighted ? PoolingType::SUM : PoolingType::MEAN};
+        plan.slots = {{0, 1, 0}, {1, 0, 16}, {0, 0, 24}};
+        plan.output_dim = 40;
+        const auto kjt = batch(8, 500, weighted);
+        FusedLookupInput input{kjt.values().remainder(40), kjt.offsets(),
+                               weighted ? kjt.weights() : torch::Tensor(), kjt.stride(), kjt.offset_per_key()};
+        FusedLookupPlan generic_plan = plan;
+        generic_plan.tables = {plan.tables[0].clone(), plan.tables[1].clone()};
+        const torch::Tensor out = fused_pooled_forward(plan, input);
+        const torch::Tensor out_generic = fused_pooled_forward(generic_plan, input, /*generic=*/true);
+        const double tol = dtype == torch::kFloat ? 1e-5 : 2e-2;
+        EXPECT_TRUE(torch::allclose(out, out_generic, tol, tol)) << out - out_generic;
+        FusedEmbeddingOptimizer opt(plan.tables, opts(type, 0.1, 0.01));
+        FusedEmbeddingOptimizer opt_generic(generic_plan.tables, opts(type, 0.1, 0.01));
+        const torch::Tensor grad = torch::randn({8, 40});
+        const torch::Tensor wg = fused_backward_update(plan, input, grad, opt, weighted);
+        const torch::Tensor wg_generic = fused_backward_update(generic_plan, input, grad, opt_generic, weighted, true);
+        EXPECT_FALSE(torch::equal(plan.tables[0], w0)) << "no update";
+        for (size_t t = 0; t < 2; ++t) {
+          EXPECT_TRUE(torch::allclose(plan.tables[t].to(torch::kFloat), generic_plan.tables[t].to(torch::kFloat), tol, tol));
+          if (opt.states()[t].defined()) {
+            EXPECT_TRUE(torch::allclose(opt.states()[t], opt_generic.states()[t], 1e-4, 1e-6));
+          }
+        }
+        if (weighted) {
+          EXPECT_TRUE(torch::allclose(wg, wg_generic, tol, tol));
+        }
+      }
+    }
+  }
+}
+
+TEST(FusedEmbeddingBag, HalfStorageAccumulatesInFloat) {
+  // 1024 copies of 1 + 2^-10 in fp16: an fp16 accumulator rounds away the
+  // 2^-10 parts once the sum passes 2048; fp32 keeps them.
+  FusedLookupPlan plan;
+  plan.tables = {torch::full({2, 1}, 1.0 + 1.0 / 1024, torch::kHalf)};
+  plan.pooling = {PoolingType::SUM};
+  plan.slots = {{0, 0, 0}};
+  plan.output_dim = 1;
+  const int64_t n = 4096;
+  FusedLookupInput input{torch::zeros({n}, torch::kLong), torch::tensor({int64_t{0}, n}), torch::Tensor(), 1, {0, n}};
+  const torch::Tensor out = fused_pooled_forward(plan, input);
+  EXPECT_FLOAT_EQ(out.item<float>(), static_cast<float>(n * (1.0 + 1.0 / 1024)));
+  plan.tables = {torch::full({2, 1}, 1.0 + 1.0 / 128, torch::kBFloat16)};
+  EXPECT_FLOAT_EQ(fused_pooled_forward(plan, input).item<float>(), static_cast<float>(n * (1.0 + 1.0 / 128)));
+}
+
+TEST(FusedEmbeddingBag, DeterministicAcrossThreadCounts) {
+  const int threads = at::get_num_threads();
+  std::vector<torch::Tensor> results;
+  for (int n : {1, 2, 3}) {
+    at::set_num_threads(n);
+    auto [unused, fused] = twins(false);
+    fused->enable_fused_optimizer(opts("rowwise_adagrad", 0.1));
+    for (int step = 0; step < 2; ++step) loss_of(fused->forward(batch(256, 600 + step, false)), step).backward();
+    results.push_back(torch::cat({fused->table_weight("t_sum").flatten(), fused->table_weight("t_two").flatten(),
+                                  fused->fused_optimizer_state_dict()[0].second}));
+  }
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(results[0], results[1]));
+  EXPECT_TRUE(torch::equal(results[0], results[2]));
+}
+
+TEST(FusedEmbeddingBag, StateDictRoundTripResumesExactly) {
+  auto [a, b] = twins(false);
+  const auto o = opts("adagrad", 0.1);
+  a->enable_fused_optimizer(o);
+  for (int step = 0; step < 2; ++step) loss_of(a->forward(batch(16, 700 + step, false)), step).backward();
+  // b resumes from a's tables and optimizer state.
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& t : a->embedding_bag_configs()) b->table_weight(t.name).copy_(a->table_weight(t.name));
+  }
+  b->enable_fused_optimizer(o);
+  StateDict saved;
+  for (const auto& [k, v] : a->fused_optimizer_state_dict()) saved.emplace_back(k, v.clone());
+  EXPECT_EQ(saved[0].first, "embedding_bags.t_sum.weight.sum");
+  b->load_fused_optimizer_state_dict(saved, "ckpt/step_2.pt");
+  for (auto* m : {&a, &b}) loss_of((*m)->forward(batch(16, 702, false)), 2).backward();
+  expect_tables_equal(a, b, /*exact=*/true);
+  EXPECT_TRUE(torch::equal(a->fused_optimizer_state_dict()[1].second, b->fused_optimizer_state_dict()[1].second));
+}
+
+template <typename F>
+std::string checkpoint_error_of(F&& f) {
+  try {
+    f();
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  return "<no CheckpointError>";
+}
+
+TEST(FusedEmbeddingBag, LoadStateDictErrorsNameTheKey) {
+  EmbeddingBagCollection ebc(tables(false), false);
+  ebc->enable_fused_optimizer(opts("rowwise_adagrad", 0.1));
+  StateDict state = ebc->fused_optimizer_state_dict();
+  StateDict missing(state.begin() + 1, state.end());
+  EXPECT_THAT(checkpoint_error_of([&] { ebc->load_fused_optimizer_state_dict(missing, "ckpt.pt"); }),
+              HasSubstr("ckpt.pt: missing fused optimizer key 'embedding_bags.t_sum.weight.momentum1'"));
+  StateDict wrong = state;
+  wrong[0].second = torch::zeros({3});
+  EXPECT_THAT(checkpoint_error_of([&] { ebc->load_fused_optimizer_state_dict(wrong, "ckpt.pt"); }),
+              HasSubstr("key 'embedding_bags.t_sum.weight.momentum1' has shape [3], the model expects [50]"));
+  StateDict extra = state;
+  extra.emplace_back("embedding_bags.t_sum.weight.sum", torch::zeros({50, 8}));
+  EXPECT_THAT(checkpoint_error_of([&] { ebc->load_fused_optimizer_state_dict(extra, "ckpt.pt"); }),
+              HasSubstr("unexpected fused optimizer key 'embedding_bags.t_sum.weight.sum'"));
+}
+
+TEST(FusedEmbeddingBag, OutOfRangeIdIsAnInputError) {
+  EmbeddingBagCollection ebc({EmbeddingBagConfig(10, 4, "t", {"f"})}, false);
+  ebc->enable_fused_optimizer(opts("sgd", 0.1));
+  const auto kjt = KeyedJaggedTensor::from_lengths({"f"}, torch::tensor({1, 10, 2}), torch::tensor({2, 1}));
+  try {
+    ebc->forward(kjt);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("id 10 (input key 0, position 1) is out of range for table 0 with 10 rows"));
+  }
+}
+
+TEST(FusedEmbeddingBag, NoUpdateWithoutGradModeAndDefaultPathAfterDisable) {
+  auto [plain, fused] = twins(false);
+  fused->enable_fused_optimizer(opts("sgd", 0.1));
+  const auto kjt = batch(8, 800, false);
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_FALSE(fused->forward(kjt).values().requires_grad());
+  }
+  expect_tables_equal(plain, fused, /*exact=*/true);
+  fused->disable_fused_optimizer();
+  EXPECT_FALSE(fused->fused_optimizer_enabled());
+  EXPECT_TRUE(fused->fused_optimizer_state_dict().empty());
+  fused->forward(kjt).values().sum().backward();
+  EXPECT_TRUE(fused->table_weight("t_sum").grad().defined());
+}
+
+TEST(FusedEmbeddingBag, InvalidOptimizerIsAnInputError) {
+  EmbeddingBagCollection ebc(tables(false), false);
+  EXPECT_THROW(ebc->enable_fused_optimizer(opts("adam", 0.1)), InputError);
+  EXPECT_FALSE(ebc->fused_optimizer_enabled());
+}
+
+}  // namespace
+}  // namespace recmod
