@@ -228,7 +228,7 @@ TEST(ReliabilityTest, SigkillWhileCheckpointingLeavesAResumableRun) {
   int lines = 0;
   while (std::getline(metrics, line)) {
     ++lines;
-    EXPECT_NO_THROW((void)nlohmann::json::parse(line)) << "line " << lines << ": " << line;
+    EXPECT_TRUE(nlohmann::json::accept(line)) << "line " << lines << ": " << line;
   }
   EXPECT_GT(lines, 0);
 }
