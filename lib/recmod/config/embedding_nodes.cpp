@@ -1,8 +1,10 @@
 #include "recmod/config/embedding_nodes.h"
 
+#include <algorithm>
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/common/memory.h"
 #include "recmod/modules/embedding_modules.h"
 
 namespace recmod::config {
@@ -35,6 +37,25 @@ void check_unique_names(const ConfigNode& tables, const std::vector<Config>& con
     if (!seen.insert(configs[i].name).second) tables.at(i)["name"].fail("duplicate table name '" + configs[i].name + "'");
 }
 
+/// Refuses tables that could not be allocated: float32 weights of all the
+/// node's tables against MemAvailable, before anything is allocated (the OOM
+/// killer would otherwise end the process without a word).
+template <typename Config>
+void check_tables_fit(const ConfigNode& tables, const std::vector<Config>& configs) {
+  const auto available = available_memory_bytes();
+  if (!available) return;
+  double total = 0;  // double: num_embeddings * dim may overflow int64
+  for (const auto& c : configs) total += static_cast<double>(c.num_embeddings) * static_cast<double>(c.embedding_dim) * 4;
+  if (total <= static_cast<double>(*available)) return;
+  std::string sizes;
+  for (size_t i = 0; i < configs.size() && i < 3; ++i)
+    sizes += str_cat(i ? ", " : "", configs[i].name, " ", configs[i].num_embeddings, "x", configs[i].embedding_dim);
+  tables.fail(str_cat("the tables need ", format_bytes(total), " of float32 weights (", sizes,
+                      configs.size() > 3 ? ", ..." : "", ") but only ", format_bytes(static_cast<double>(*available)),
+                      " of memory is available (MemAvailable in /proc/meminfo); make num_embeddings or "
+                      "embedding_dim smaller"));
+}
+
 // "3 tables: t_a 100x8, t_b 50x8, t_c 10x8" (the first few, then "...").
 template <typename Config>
 std::string tables_summary(const std::vector<Config>& tables) {
@@ -44,6 +65,31 @@ std::string tables_summary(const std::vector<Config>& tables) {
     out += str_cat(i ? ", " : "", tables[i].name, " ", tables[i].num_embeddings, "x", tables[i].embedding_dim);
   if (tables.size() > kShown) out += ", ...";
   return out;
+}
+
+/// Every id a table looks up must be a row of it: torch's lookups would
+/// otherwise fail deep inside ATen (or, on some devices, read out of bounds).
+/// Ids reach here after the config's hashing, so only `hash: none` features
+/// can be out of range; the message says which feature, table and id.
+template <typename Config>
+void check_ids_in_range(const std::string& node, const std::vector<Config>& tables, const KeyedJaggedTensor& kjt) {
+  const auto& keys = kjt.keys();
+  const auto& opk = kjt.offset_per_key();
+  for (const auto& t : tables)
+    for (const auto& f : t.feature_names) {
+      const auto it = std::find(keys.begin(), keys.end(), f);
+      if (it == keys.end()) continue;  // the module names the missing feature
+      const auto k = static_cast<size_t>(it - keys.begin());
+      if (opk[k + 1] == opk[k]) continue;
+      const auto ids = kjt.values().slice(0, opk[k], opk[k + 1]);
+      const auto [lo, hi] = torch::aminmax(ids);
+      const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
+      if (min >= 0 && max < t.num_embeddings) continue;
+      const int64_t bad = min < 0 ? min : max;
+      throw_input_error("nodes.", node, ": feature '", f, "' has id ", bad, ", outside table '", t.name,
+                        "' (num_embeddings ", t.num_embeddings, ", ids must be in [0, ", t.num_embeddings,
+                        ")); hash the feature into range with `hash: mod` or `hash: murmur` in features.sparse");
+    }
 }
 
 }  // namespace
@@ -61,6 +107,7 @@ std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tab
     configs.push_back(c);
   }
   check_unique_names(tables, configs);
+  check_tables_fit(tables, configs);
   return configs;
 }
 
@@ -74,7 +121,10 @@ BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector
   node.module = ebc.ptr();
   node.embedding = true;
   node.shape = ValueShape::pooled(ebc->embedding_names(), ebc->length_per_embedding());
-  node.forward = [ebc](const std::vector<Value>& values) mutable { return Value::of_pooled(ebc->forward(values[0].sparse)); };
+  node.forward = [ebc, tables, name = spec.name](const std::vector<Value>& values) mutable {
+    check_ids_in_range(name, tables, values[0].sparse);
+    return Value::of_pooled(ebc->forward(values[0].sparse));
+  };
   node.summary = tables_summary(tables);
   return node;
 }
@@ -94,6 +144,7 @@ BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Por
     tables.push_back(c);
   }
   check_unique_names(tables_yaml, tables);
+  check_tables_fit(tables_yaml, tables);
   expect_sparse_input(spec, inputs[0], features_of(tables), "EmbeddingCollection");
   EmbeddingCollection ec{EmbeddingCollectionOptions(tables)};
   auto names = ec->embedding_names();
@@ -101,7 +152,10 @@ BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Por
   node.module = ec.ptr();
   node.embedding = true;
   node.shape = ValueShape::sequence(names, std::vector<int64_t>(names.size(), ec->embedding_dim()));
-  node.forward = [ec](const std::vector<Value>& values) mutable { return Value::of_sequence(ec->forward(values[0].sparse)); };
+  node.forward = [ec, tables, name = spec.name](const std::vector<Value>& values) mutable {
+    check_ids_in_range(name, tables, values[0].sparse);
+    return Value::of_sequence(ec->forward(values[0].sparse));
+  };
   node.summary = tables_summary(tables);
   return node;
 }

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -281,6 +282,15 @@ void BinaryReader::parse_header() {
   }
 }
 
+void BinaryReader::check_finite(const char* what, const float* values, int64_t rows, int64_t width,
+                                int64_t first_row) const {
+  // Checked per block read, not on open: a NaN would reach the loss as NaN.
+  for (int64_t i = 0; i < rows * width; ++i)
+    if (!std::isfinite(values[i]))
+      throw_input_error(file_->path(), ": row ", first_row + i / width, ": ", what, "[", i % width, "] is ",
+                        values[i], " (expected finite numbers)");
+}
+
 void BinaryReader::reset() {
   row_ = 0;
   id_cursor_.assign(features_.size(), 0);
@@ -294,6 +304,8 @@ std::optional<ExampleColumns> BinaryReader::read(int64_t max_rows) {
   const int64_t nl = schema_.num_labels, nd = schema_.num_dense;
   const float* labels = block<float>(labels_offset_) + begin * nl;
   const float* dense = block<float>(dense_offset_) + begin * nd;
+  check_finite("label", labels, n, nl, begin);
+  check_finite("dense", dense, n, nd, begin);
   out.labels.assign(labels, labels + n * nl);
   out.dense.assign(dense, dense + n * nd);
   for (size_t f = 0; f < features_.size(); ++f) {
@@ -324,6 +336,8 @@ std::optional<Batch> BinaryReader::read_batch(int64_t max_rows) {
   const int64_t nl = schema_.num_labels, nd = schema_.num_dense;
   const auto num_features = static_cast<int64_t>(features_.size());
 
+  check_finite("label", block<float>(labels_offset_) + begin * nl, n, nl, begin);
+  check_finite("dense", block<float>(dense_offset_) + begin * nd, n, nd, begin);
   Batch batch;
   batch.labels = torch::empty({n, nl}, torch::kFloat);
   batch.dense = torch::empty({n, nd}, torch::kFloat);

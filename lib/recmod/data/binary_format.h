@@ -82,6 +82,8 @@ class BinaryReader : public ExampleReader {
     uint64_t num_ids = 0, lengths_offset = 0, ids_offset = 0, weights_offset = 0;
   };
   void parse_header();
+  /// InputError naming the row and column of the first NaN/inf.
+  void check_finite(const char* what, const float* values, int64_t rows, int64_t width, int64_t first_row) const;
   template <typename T>
   const T* block(uint64_t offset) const {
     return reinterpret_cast<const T*>(file_->data() + offset);

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -36,13 +37,17 @@ void read_numbers(const json& v, int64_t count, const char* key, std::vector<flo
     bad("expected \"", key, "\" to be a list of ", count, " numbers, found ", shown(v));
   for (const auto& x : v) {
     if (!x.is_number()) bad("expected \"", key, "\" to hold numbers, found ", shown(x));
-    out.push_back(x.get<float>());
+    const float value = x.get<float>();
+    if (!std::isfinite(value)) bad("expected \"", key, "\" to hold finite float32 numbers, found ", shown(x));
+    out.push_back(value);
   }
 }
 
 void read_labels(const json& v, int64_t num_labels, std::vector<float>& out) {
   if (v.is_number() && num_labels == 1) {
-    out.push_back(v.get<float>());
+    const float value = v.get<float>();
+    if (!std::isfinite(value)) bad("expected \"label\" to be a finite float32 number, found ", shown(v));
+    out.push_back(value);
     return;
   }
   if (!v.is_array()) bad("expected \"label\" to be a number or a list of ", num_labels, " numbers, found ", shown(v));
@@ -76,7 +81,9 @@ void read_bag(const json& v, const std::string& feature, bool weighted, SparseCo
             shown(w));
       for (const auto& x : w) {
         if (!x.is_number()) bad("expected numeric weights for \"", feature, "\", found ", shown(x));
-        col.weights.push_back(x.get<float>());
+        const float value = x.get<float>();
+        if (!std::isfinite(value)) bad("expected finite float32 weights for \"", feature, "\", found ", shown(x));
+        col.weights.push_back(value);
       }
     } else if (weighted) {
       col.weights.resize(col.ids.size(), 1.0f);

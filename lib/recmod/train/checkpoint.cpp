@@ -63,14 +63,18 @@ std::string first_line(const std::string& message) { return message.substr(0, me
 
 }  // namespace
 
-void save_tensors(const std::string& path, const StateDict& tensors) {
+std::vector<char> tensors_to_bytes(const StateDict& tensors) {
   c10::Dict<std::string, at::Tensor> dict;
   for (const auto& [key, tensor] : tensors) {
     TORCH_CHECK(tensor.defined(), "save_tensors: tensor '", key, "' is undefined");
     TORCH_CHECK(!dict.contains(key), "save_tensors: key '", key, "' appears twice");
     dict.insert(key, compact_cpu_copy(tensor));
   }
-  const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+  return torch::pickle_save(c10::IValue(dict));
+}
+
+void save_tensors(const std::string& path, const StateDict& tensors) {
+  const std::vector<char> bytes = tensors_to_bytes(tensors);
   write_file_atomically(path, std::string_view(bytes.data(), bytes.size()));
 }
 

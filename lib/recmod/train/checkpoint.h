@@ -2,6 +2,7 @@
 // Checkpoint files: a dict of named tensors in torch.save's zip format, so
 // recmod and PyTorch read each other's files.
 #include <string>
+#include <vector>
 
 #include "recmod/common/state_dict.h"
 
@@ -14,6 +15,9 @@ namespace recmod::train {
 /// Tensors are written as CPU tensors holding only their own elements (a view
 /// does not drag its whole storage along). Throws FileWriteError.
 void save_tensors(const std::string& path, const StateDict& tensors);
+
+/// The bytes save_tensors writes (for callers that place them themselves).
+std::vector<char> tensors_to_bytes(const StateDict& tensors);
 
 /// Reads such a file, written by recmod or by Python's torch.save (torch 1.13
 /// and 2.x) of a dict of tensors: torch.save(model.state_dict(), path) (an

@@ -2,6 +2,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include "recmod/common/errors.h"
 
@@ -17,6 +19,21 @@ RunDir::RunDir(std::string path, bool resume) : path_(std::move(path)) {
     throw UsageError(str_cat(path_, " already holds a checkpoint; pass --resume to continue that run, or choose another --out"));
   if (resume && !has_checkpoint())
     throw UsageError(str_cat(path_, " holds no checkpoint (model.pt and trainer_state.pt) to resume; drop --resume to start a new run"));
+  if (resume) drop_torn_metrics_line();
+}
+
+void RunDir::drop_torn_metrics_line() const {
+  // A run killed in the middle of an append can leave a last line without
+  // its newline; appending after it would glue two records together.
+  std::error_code ec;
+  const auto size = fs::file_size(metrics_path(), ec);
+  if (ec || size == 0) return;
+  std::ifstream in(metrics_path(), std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.back() == '\n') return;
+  const auto last_newline = text.rfind('\n');
+  fs::resize_file(metrics_path(), last_newline == std::string::npos ? 0 : last_newline + 1, ec);
+  if (ec) throw InputError(str_cat(metrics_path(), ": cannot drop the torn last line: ", ec.message()));
 }
 
 bool RunDir::has_checkpoint() const { return fs::exists(model_path()) && fs::exists(trainer_state_path()); }

@@ -24,6 +24,9 @@ class RunDir {
 
   /// Appends one line to metrics.jsonl (flushed, so a crash keeps it).
   void append_metrics(const std::string& json_line) const;
+  /// Cuts metrics.jsonl back to its last complete line (after a kill
+  /// mid-append); called when resuming.
+  void drop_torn_metrics_line() const;
   /// Copies the config file into the run (not on resume).
   void save_config(const std::string& config_file) const;
 

@@ -8,10 +8,17 @@
 #include <mutex>
 #include <chrono>
 #include <csignal>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <iomanip>
 
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
+#include "recmod/train/atomic_file.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/health.h"
 #include "recmod/train/optimizer.h"
@@ -132,22 +139,65 @@ class Progress {
   int64_t window_ = 0;
 };
 
+/// FNV-1a over the bytes of model.pt: trainer_state.pt records it, so a resume
+/// can tell whether the two files belong to the same step.
+int64_t digest(const char* data, size_t size) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < size; ++i) h = (h ^ static_cast<unsigned char>(data[i])) * 1099511628211ULL;
+  return static_cast<int64_t>(h);
+}
+
+int64_t file_digest(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return digest(bytes.data(), bytes.size());
+}
+
+std::string pending_model_path(const RunDir& run) { return run.model_path() + ".pending"; }
+
+/// A checkpoint is two files; a kill may land between their writes. Order:
+/// (1) model.pt.pending, (2) trainer_state.pt naming model.pt's digest,
+/// (3) rename model.pt.pending -> model.pt. Each step is atomic, so after a
+/// kill either both files are the old step, or trainer_state.pt is new and
+/// the pending model is its match (load_checkpoint rolls it forward).
 void save_checkpoint(config::ModelGraph& model, const ModelOptimizer& optimizer, const Position& pos,
                      const RunDir& run) {
-  save_tensors(run.model_path(), state_dict(*model));
+  const std::vector<char> model_bytes = tensors_to_bytes(state_dict(*model));
+  write_file_atomically(pending_model_path(run), std::string_view(model_bytes.data(), model_bytes.size()));
   StateDict trainer_state;
   for (const auto& [key, value] : optimizer.state_dict()) trainer_state.emplace_back(kOptimizerPrefix + key, value);
   trainer_state.emplace_back("trainer.step", scalar(pos.step));
   trainer_state.emplace_back("trainer.epoch", scalar(pos.epoch));
   trainer_state.emplace_back("trainer.batch_in_epoch", scalar(pos.batch_in_epoch));
   trainer_state.emplace_back("trainer.rng", at::detail::getDefaultCPUGenerator().get_state());
+  trainer_state.emplace_back("trainer.model_digest", scalar(digest(model_bytes.data(), model_bytes.size())));
   save_tensors(run.trainer_state_path(), trainer_state);
+  if (std::rename(pending_model_path(run).c_str(), run.model_path().c_str()) != 0)
+    throw FileWriteError(str_cat(run.model_path(), ": cannot replace the file: ", std::strerror(errno)));
+}
+
+/// Makes model.pt the model trainer_state.pt was saved with (see save_checkpoint).
+void match_model_to_state(const StateDict& state, const RunDir& run) {
+  const torch::Tensor* expected = find_tensor(state, "trainer.model_digest");
+  if (!expected) return;  // written before digests were recorded
+  const int64_t want = expected->item<int64_t>();
+  if (file_digest(run.model_path()) == want) return;
+  const std::string pending = pending_model_path(run);
+  if (std::filesystem::exists(pending) && file_digest(pending) == want) {
+    if (std::rename(pending.c_str(), run.model_path().c_str()) != 0)
+      throw CheckpointError(str_cat(run.model_path(), ": cannot complete the interrupted checkpoint from ", pending,
+                                    ": ", std::strerror(errno)));
+    return;
+  }
+  throw CheckpointError(str_cat(run.model_path(), " is not the model ", run.trainer_state_path(),
+                                " was saved with (edited or copied from another run?); cannot resume exactly"));
 }
 
 Position load_checkpoint(config::ModelGraph& model, ModelOptimizer& optimizer, const RunDir& run) {
-  load_model(model, run.model_path());
   const std::string origin = run.trainer_state_path();
   StateDict state = load_tensors(origin);
+  match_model_to_state(state, run);
+  load_model(model, run.model_path());
   StateDict optimizer_state;
   for (const auto& [key, value] : state)
     if (key.rfind(kOptimizerPrefix, 0) == 0) optimizer_state.emplace_back(key.substr(sizeof(kOptimizerPrefix) - 1), value);
