@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "support/test_util.h"
 #include <torch/torch.h>
 
 #include <cmath>
@@ -12,14 +14,10 @@
 namespace recmod {
 namespace {
 
+std::vector<std::string> keys(const torch::nn::Module& m) { return test::state_dict_keys(m); }
+
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-std::vector<std::string> keys(const torch::nn::Module& m) {
-  std::vector<std::string> out;
-  for (const auto& kv : state_dict(m)) out.push_back(kv.first);
-  return out;
-}
 
 TEST(SwishLayerNormTest, KeysFollowTorchRecSequentialNorm) {
   SwishLayerNorm one(6);

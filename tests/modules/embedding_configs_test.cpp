@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "support/test_util.h"
 #include <torch/torch.h>
 
 #include <cmath>
@@ -11,17 +13,10 @@
 namespace recmod {
 namespace {
 
-using ::testing::HasSubstr;
-
 template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "<no InputError>";
-}
+std::string error_of(F&& f) { return test::error_of<InputError>(f); }
+
+using ::testing::HasSubstr;
 
 TEST(EmbeddingConfigs, PoolingConversions) {
   EXPECT_EQ(pooling_type_to_str(PoolingType::SUM), "sum");

@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "support/test_util.h"
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
@@ -10,18 +12,11 @@
 namespace recmod {
 namespace {
 
+template <typename F>
+std::string error_of(F&& f) { return test::error_of<InputError>(f); }
+
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "<no InputError>";
-}
 
 /// Row r of a (n, d) table is [10r, 10r+1, ...]: sums are easy to check by hand.
 void set_rows(torch::Tensor weight) {

@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "support/test_util.h"
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
@@ -10,17 +12,10 @@
 namespace recmod {
 namespace {
 
-using ::testing::HasSubstr;
-
 template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "<no InputError>";
-}
+std::string error_of(F&& f) { return test::error_of<InputError>(f); }
+
+using ::testing::HasSubstr;
 
 /// Interaction over pooled embeddings: sum of each row times a learnable scale.
 class ScaledSumImpl : public torch::nn::Module {

@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "support/test_util.h"
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
@@ -11,18 +13,11 @@
 namespace recmod {
 namespace {
 
+template <typename F>
+std::string error_of(F&& f) { return test::error_of<InputError>(f); }
+
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "<no InputError>";
-}
 
 void assign(torch::Tensor p, torch::Tensor v) {
   torch::NoGradGuard no_grad;

@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "support/test_util.h"
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
@@ -13,25 +15,12 @@
 namespace recmod {
 namespace {
 
+std::vector<std::string> keys(const torch::nn::Module& m) { return test::state_dict_keys(m); }
+template <typename F>
+std::string error_of(F&& f) { return test::error_of(f); }
+
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-std::vector<std::string> keys(const torch::nn::Module& m) {
-  std::vector<std::string> out;
-  for (const auto& kv : state_dict(m)) out.push_back(kv.first);
-  return out;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 /// Fills every Linear weight with 1 and bias with 0; counts its calls.
 struct FillLinear {

@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "support/test_util.h"
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
@@ -10,45 +12,13 @@
 namespace recmod {
 namespace {
 
+std::vector<std::string> keys(const torch::nn::Module& m) { return test::state_dict_keys(m); }
+using test::max_gradient_error;
+template <typename F>
+std::string error_of(F&& f) { return test::error_of(f); }
+
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-std::vector<std::string> keys(const torch::nn::Module& m) {
-  std::vector<std::string> out;
-  for (const auto& kv : state_dict(m)) out.push_back(kv.first);
-  return out;
-}
-
-/// Largest |autograd - central difference| of d sum(f() * w) / d p, in float64.
-double max_gradient_error(const std::function<torch::Tensor()>& f, torch::Tensor p) {
-  torch::Tensor w = torch::rand_like(f()).detach() + 0.5;
-  torch::Tensor grad = torch::autograd::grad({(f() * w).sum()}, {p})[0];
-  torch::NoGradGuard no_grad;
-  torch::Tensor flat = p.view(-1);
-  double worst = 0.0;
-  const double eps = 1e-6;
-  for (int64_t i = 0; i < flat.numel(); ++i) {
-    const double orig = flat[i].item<double>();
-    flat[i] = orig + eps;
-    const double plus = (f() * w).sum().item<double>();
-    flat[i] = orig - eps;
-    const double minus = (f() * w).sum().item<double>();
-    flat[i] = orig;
-    worst = std::max(worst, std::abs((plus - minus) / (2 * eps) - grad.view(-1)[i].item<double>()));
-  }
-  return worst;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 TEST(PerceptronTest, LinearThenActivationByHand) {
   Perceptron p(PerceptronOptions(2, 2).activation(activation_by_name("relu")));

@@ -66,7 +66,12 @@ TEST(ReliabilityTest, InfInJsonlDenseIsABadRecord) {
   auto dir = fresh_dir("rel_inf");
   auto r = run_recmod("train " + model(dir, 50) + " --data " + input("inf_dense.jsonl") + " --format jsonl --out " + dir + "/run");
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("inf_dense.jsonl:1: expected \"dense\" to hold finite float32 numbers"));
+  EXPECT_THAT(r.output, HasSubstr("inf_dense.jsonl:1: expected finite numbers, found one out of range (number overflow parsing '1e999')"));
+  // 1e300 is a valid double but overflows float32.
+  r = run_recmod("train " + model(dir, 50) + " --data " + input("f32_overflow_dense.jsonl") + " --format jsonl --out " +
+                 dir + "/run2");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("f32_overflow_dense.jsonl:1: expected \"dense\" to hold finite float32 numbers"));
 }
 
 TEST(ReliabilityTest, IdBeyondInt64AndCutLineAreBadRecords) {

@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "support/test_util.h"
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
@@ -9,19 +11,12 @@
 namespace recmod {
 namespace {
 
+template <typename F>
+std::string error_of(F&& f) { return test::error_of<InputError>(f); }
+
 using ::testing::HasSubstr;
 
 torch::Tensor longs(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "<no InputError>";
-}
 
 TEST(JaggedTensor, FromLengthsComputesOffsets) {
   auto jt = JaggedTensor::from_lengths(torch::arange(6.0), longs({2, 0, 3, 1}));

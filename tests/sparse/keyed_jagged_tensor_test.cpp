@@ -2,6 +2,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "support/test_util.h"
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
@@ -9,20 +11,13 @@
 namespace recmod {
 namespace {
 
+template <typename F>
+std::string error_of(F&& f) { return test::error_of<InputError>(f); }
+
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 torch::Tensor longs(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "<no InputError>";
-}
 
 // TorchRec's docstring example:
 //   keys f1, f2; B = 3; f1 = [[V0, V1], [], [V2]], f2 = [[V3], [V4], [V5, V6, V7]]

@@ -103,6 +103,12 @@ void parse_record(std::string_view line, const DataSchema& schema, ExampleColumn
     const std::string what = e.what();
     const auto at = what.find("parse error");
     bad("expected a JSON object, found invalid JSON (", at == std::string::npos ? what : what.substr(at), ")");
+  } catch (const json::out_of_range& e) {
+    // nlohmann refuses numbers beyond double's range (1e999) while parsing,
+    // before any field is known.
+    const std::string what = e.what();
+    const auto at = what.find("number overflow");
+    bad("expected finite numbers, found one out of range (", at == std::string::npos ? what : what.substr(at), ")");
   }
   if (!j.is_object()) bad("expected a JSON object, found ", shown(j));
   for (const auto& [key, _] : j.items())
