@@ -76,7 +76,7 @@ OptimizerSpec parse_optimizer(const ConfigNode& node, OptimizerSpec spec, const 
 
 TrainingSpec parse_training(const ConfigNode& node) {
   node.allow_keys({"dense_optimizer", "embedding_optimizer", "batch_size", "epochs", "steps", "seed",
-                   "eval_interval", "checkpoint_interval", "shuffle", "log_interval"});
+                   "eval_interval", "checkpoint_interval", "shuffle", "log_interval", "fused_embeddings"});
   TrainingSpec t;
   if (auto n = node.find("dense_optimizer")) t.dense_optimizer = parse_optimizer(*n, t.dense_optimizer, {"sgd", "adagrad", "adam"});
   if (auto n = node.find("embedding_optimizer"))
@@ -97,6 +97,7 @@ TrainingSpec parse_training(const ConfigNode& node) {
     }
   }
   t.shuffle = node.get_bool("shuffle", t.shuffle);
+  t.fused_embeddings = node.get_bool("fused_embeddings", t.fused_embeddings);
   return t;
 }
 

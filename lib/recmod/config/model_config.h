@@ -45,6 +45,9 @@ struct TrainingSpec {
   int64_t checkpoint_interval = 0;  // steps; 0 = only at the end
   bool shuffle = true;
   int64_t log_interval = 50;  // steps between plain progress lines
+  // EmbeddingBagCollections on CPU train through the fused path (the update
+  // runs inside backward, only touched rows; same math as the optimizer).
+  bool fused_embeddings = true;
 };
 
 struct DataSpec {

@@ -15,9 +15,11 @@
 #include <fstream>
 #include <iterator>
 #include <iomanip>
+#include <set>
 
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
+#include "recmod/modules/embedding_modules.h"
 #include "recmod/train/atomic_file.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/health.h"
@@ -155,17 +157,53 @@ int64_t file_digest(const std::string& path) {
 
 std::string pending_model_path(const RunDir& run) { return run.model_path() + ".pending"; }
 
+/// EmbeddingBagCollections that train through the fused path, by module
+/// path. Their tables are updated inside backward and left out of the
+/// ModelOptimizer; their optimizer state is saved under the very keys the
+/// ModelOptimizer would use ("embedding.<path>.embedding_bags.<t>.weight.sum"),
+/// so a checkpoint does not depend on which path trained it.
+using FusedCollections = std::vector<std::pair<std::string, std::shared_ptr<EmbeddingBagCollectionImpl>>>;
+
+FusedCollections enable_fused_collections(config::ModelGraph& model, const config::TrainingSpec& cfg,
+                                          const torch::Device& device) {
+  FusedCollections out;
+  if (!cfg.fused_embeddings || !device.is_cpu()) return out;  // the fused kernels are CPU kernels
+  for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
+    if (auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(item.value())) {
+      ebc->enable_fused_optimizer(to_options(cfg.embedding_optimizer));
+      out.emplace_back(item.key(), ebc);
+    }
+  return out;
+}
+
+/// The model's embedding parameters minus the fused tables.
+std::vector<std::pair<std::string, torch::Tensor>> unfused_embedding_parameters(config::ModelGraph& model,
+                                                                                const FusedCollections& fused) {
+  std::set<const void*> fused_tensors;
+  for (const auto& [_, ebc] : fused)
+    for (const auto& p : ebc->parameters()) fused_tensors.insert(p.unsafeGetTensorImpl());
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& [name, p] : model->embedding_parameters())
+    if (!fused_tensors.count(p.unsafeGetTensorImpl())) out.emplace_back(name, p);
+  return out;
+}
+
+std::string fused_state_prefix(const std::string& path) { return "embedding." + path + "."; }
+
 /// A checkpoint is two files; a kill may land between their writes. Order:
 /// (1) model.pt.pending, (2) trainer_state.pt naming model.pt's digest,
 /// (3) rename model.pt.pending -> model.pt. Each step is atomic, so after a
 /// kill either both files are the old step, or trainer_state.pt is new and
 /// the pending model is its match (load_checkpoint rolls it forward).
-void save_checkpoint(config::ModelGraph& model, const ModelOptimizer& optimizer, const Position& pos,
-                     const RunDir& run) {
+void save_checkpoint(config::ModelGraph& model, const ModelOptimizer& optimizer, const FusedCollections& fused,
+                     const Position& pos, const RunDir& run) {
   const std::vector<char> model_bytes = tensors_to_bytes(state_dict(*model));
   write_file_atomically(pending_model_path(run), std::string_view(model_bytes.data(), model_bytes.size()));
   StateDict trainer_state;
   for (const auto& [key, value] : optimizer.state_dict()) trainer_state.emplace_back(kOptimizerPrefix + key, value);
+  for (const auto& [path, ebc] : fused)
+    for (const auto& [key, value] : ebc->fused_optimizer_state_dict())
+      trainer_state.emplace_back(kOptimizerPrefix + fused_state_prefix(path) + key, value);
   trainer_state.emplace_back("trainer.step", scalar(pos.step));
   trainer_state.emplace_back("trainer.epoch", scalar(pos.epoch));
   trainer_state.emplace_back("trainer.batch_in_epoch", scalar(pos.batch_in_epoch));
@@ -193,15 +231,29 @@ void match_model_to_state(const StateDict& state, const RunDir& run) {
                                 " was saved with (edited or copied from another run?); cannot resume exactly"));
 }
 
-Position load_checkpoint(config::ModelGraph& model, ModelOptimizer& optimizer, const RunDir& run) {
+Position load_checkpoint(config::ModelGraph& model, ModelOptimizer& optimizer, const FusedCollections& fused,
+                         const RunDir& run) {
   const std::string origin = run.trainer_state_path();
   StateDict state = load_tensors(origin);
   match_model_to_state(state, run);
   load_model(model, run.model_path());
   StateDict optimizer_state;
-  for (const auto& [key, value] : state)
-    if (key.rfind(kOptimizerPrefix, 0) == 0) optimizer_state.emplace_back(key.substr(sizeof(kOptimizerPrefix) - 1), value);
+  std::vector<StateDict> fused_state(fused.size());
+  for (const auto& [key, value] : state) {
+    if (key.rfind(kOptimizerPrefix, 0) != 0) continue;
+    const std::string name = key.substr(sizeof(kOptimizerPrefix) - 1);
+    bool taken = false;
+    for (size_t i = 0; i < fused.size() && !taken; ++i) {
+      const std::string prefix = fused_state_prefix(fused[i].first);
+      if (name.rfind(prefix, 0) == 0) {
+        fused_state[i].emplace_back(name.substr(prefix.size()), value);
+        taken = true;
+      }
+    }
+    if (!taken) optimizer_state.emplace_back(name, value);
+  }
   optimizer.load_state_dict(optimizer_state, origin);
+  for (size_t i = 0; i < fused.size(); ++i) fused[i].second->load_fused_optimizer_state_dict(fused_state[i], origin);
   Position pos{read_scalar(state, "trainer.step", origin), read_scalar(state, "trainer.epoch", origin),
                read_scalar(state, "trainer.batch_in_epoch", origin)};
   if (const torch::Tensor* rng = find_tensor(state, "trainer.rng")) {
@@ -253,10 +305,11 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   const auto& cfg = model_->config().training;
   model_->to(options_.device);
   model_->train();
-  ModelOptimizer optimizer(model_->dense_parameters(), to_options(cfg.dense_optimizer), model_->embedding_parameters(),
-                           to_options(cfg.embedding_optimizer));
+  const FusedCollections fused = enable_fused_collections(model_, cfg, options_.device);
+  ModelOptimizer optimizer(model_->dense_parameters(), to_options(cfg.dense_optimizer),
+                           unfused_embedding_parameters(model_, fused), to_options(cfg.embedding_optimizer));
   Position pos;
-  if (options_.resume) pos = load_checkpoint(model_, optimizer, run_);
+  if (options_.resume) pos = load_checkpoint(model_, optimizer, fused, run_);
 
   const std::optional<int64_t> total_steps = options_.steps ? options_.steps : cfg.steps;
   const bool can_eval = eval_data && metrics;
@@ -276,7 +329,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     int64_t batches_this_pass = 0;
     while (!finished()) {
       if (g_stop_requested) {
-        save_checkpoint(model_, optimizer, pos, run_);
+        save_checkpoint(model_, optimizer, fused, pos, run_);
         progress.message(str_cat("interrupted: checkpoint at step ", pos.step, " saved in ", run_.path(),
                                  "; continue with --resume"));
         result.steps = pos.step;
@@ -309,7 +362,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
         progress.message(str_cat("eval at step ", pos.step, ": ", result.last_eval.dump()));
       }
       if (cfg.checkpoint_interval > 0 && pos.step % cfg.checkpoint_interval == 0)
-        save_checkpoint(model_, optimizer, pos, run_);
+        save_checkpoint(model_, optimizer, fused, pos, run_);
     }
     if (finished()) break;
     if (batches_this_pass == 0 && pos.batch_in_epoch == 0)
@@ -317,7 +370,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     ++pos.epoch;  // the pass ended
     pos.batch_in_epoch = 0;
   }
-  save_checkpoint(model_, optimizer, pos, run_);
+  save_checkpoint(model_, optimizer, fused, pos, run_);
   if (can_eval && (cfg.eval_interval == 0 || pos.step % cfg.eval_interval != 0)) {
     result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step);
     run_.append_metrics(result.last_eval.dump());
