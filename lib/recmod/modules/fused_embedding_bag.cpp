@@ -1,5 +1,7 @@
 #include "recmod/modules/fused_embedding_bag.h"
 
+#include "recmod/train/sparse_optimizer.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/function.h>
@@ -17,15 +19,7 @@ namespace recmod {
 
 namespace {
 
-enum class Algorithm { sgd, adagrad, rowwise_adagrad };
-
-Algorithm algorithm_of(const std::string& type) {
-  if (type == "sgd") return Algorithm::sgd;
-  if (type == "adagrad") return Algorithm::adagrad;
-  if (type == "rowwise_adagrad") return Algorithm::rowwise_adagrad;
-  throw_input_error("fused embedding optimizer: unknown type '", type, "'; valid types are ",
-                    join_names(train::embedding_optimizer_types()));
-}
+using train::RowUpdate;
 
 /// Rows ahead of the current one whose cache lines are requested early: a
 /// random row is a main-memory miss, and a bag's ids are known in advance.
@@ -323,16 +317,16 @@ torch::Tensor forward_generic(const FusedLookupPlan& plan, const FusedLookupInpu
 /// kernel (for float32 tables the results are bitwise equal); `g` is the
 /// row's summed gradient, `w` the row, `s` its state.
 template <typename scalar_t>
-inline void apply_update(Algorithm algorithm, float lr, float eps, float wd, const float* __restrict__ g,
+inline void apply_update(RowUpdate algorithm, float lr, float eps, float wd, const float* __restrict__ g,
                          scalar_t* __restrict__ w, float* __restrict__ s, int64_t dim) {
   switch (algorithm) {
-    case Algorithm::sgd:
+    case RowUpdate::sgd:
       for (int64_t j = 0; j < dim; ++j) {
         const auto wj = static_cast<float>(w[j]);
         w[j] = static_cast<scalar_t>(wj - lr * (g[j] + wd * wj));
       }
       break;
-    case Algorithm::adagrad:
+    case RowUpdate::adagrad:
       for (int64_t j = 0; j < dim; ++j) {
         const auto wj = static_cast<float>(w[j]);
         const float gj = g[j] + wd * wj;
@@ -340,7 +334,7 @@ inline void apply_update(Algorithm algorithm, float lr, float eps, float wd, con
         w[j] = static_cast<scalar_t>(wj - lr * gj / (std::sqrt(s[j]) + eps));
       }
       break;
-    case Algorithm::rowwise_adagrad: {
+    case RowUpdate::rowwise_adagrad: {
       // In double, as update_rows does (at::acc_type<float, false>), but in
       // 8 partial sums: one sequential chain of 64 dependent additions per
       // row fills the out-of-order window and stalls the next rows' misses.
@@ -399,7 +393,7 @@ int bits_for(int64_t rows) {
 template <typename index_t>
 void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& offsets,
                   const torch::Tensor& grad_out, FusedEmbeddingOptimizer& optimizer, torch::Tensor& weights_grad) {
-  const Algorithm algorithm = algorithm_of(optimizer.options().type);
+  const RowUpdate algorithm = train::row_update_of(optimizer.options().type, "fused embedding optimizer");
   const auto lr = static_cast<float>(optimizer.options().lr);
   const auto eps = static_cast<float>(optimizer.options().eps);
   const auto wd = static_cast<float>(optimizer.options().weight_decay);
@@ -472,7 +466,7 @@ void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, co
       segments.push_back(n);
       const auto num_rows = static_cast<int64_t>(segments.size()) - 1;
       float* state = optimizer.states()[t].defined() ? optimizer.states()[t].data_ptr<float>() : nullptr;
-      const int64_t state_stride = algorithm == Algorithm::adagrad ? dim : 1;
+      const int64_t state_stride = algorithm == RowUpdate::adagrad ? dim : 1;
       const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(scalar_t));
       // Each touched row is summed and updated by exactly one thread, its
       // entries in input order: deterministic, whatever the thread count.
@@ -504,7 +498,7 @@ void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, co
 /// their summed gradients (index_add_), then the algorithm's expressions.
 void backward_generic(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& grad_out,
                       FusedEmbeddingOptimizer& optimizer, torch::Tensor& weights_grad) {
-  const Algorithm algorithm = algorithm_of(optimizer.options().type);
+  const RowUpdate algorithm = train::row_update_of(optimizer.options().type, "fused embedding optimizer");
   const auto& o = optimizer.options();
   const int64_t batch = input.batch_size;
   const auto& opk = input.offset_per_key;
@@ -539,16 +533,16 @@ void backward_generic(const FusedLookupPlan& plan, const FusedLookupInput& input
     if (o.weight_decay != 0) g = g + o.weight_decay * w;
     torch::Tensor& state = optimizer.states()[t];
     switch (algorithm) {
-      case Algorithm::sgd:
+      case RowUpdate::sgd:
         w.sub_(g * o.lr);
         break;
-      case Algorithm::adagrad: {
+      case RowUpdate::adagrad: {
         const torch::Tensor s = state.index_select(0, rows).addcmul_(g, g);
         state.index_copy_(0, rows, s);
         w.sub_(o.lr * g / (s.sqrt() + o.eps));
         break;
       }
-      case Algorithm::rowwise_adagrad: {
+      case RowUpdate::rowwise_adagrad: {
         const torch::Tensor m = state.index_select(0, rows).add_(g.square().mean(1));
         state.index_copy_(0, rows, m);
         w.sub_(g * (o.lr / (m.sqrt() + o.eps)).unsqueeze(1));
@@ -605,25 +599,25 @@ FusedEmbeddingOptimizer::FusedEmbeddingOptimizer(const std::vector<torch::Tensor
                                                  train::OptimizerOptions options)
     : options_(std::move(options)) {
   train::validate_optimizer_options(options_, "embedding");
-  const Algorithm algorithm = algorithm_of(options_.type);
+  const RowUpdate algorithm = train::row_update_of(options_.type, "fused embedding optimizer");
   for (const auto& w : tables) {
     TORCH_CHECK(w.defined() && w.dim() == 2, "fused embedding optimizer: expected tables of shape (N, D), got ",
                 w.defined() ? w.sizes() : torch::IntArrayRef{});
     const auto opts = w.options().dtype(torch::kFloat);
     torch::Tensor state;
-    if (algorithm == Algorithm::adagrad) state = torch::full(w.sizes(), options_.initial_accumulator_value, opts);
-    if (algorithm == Algorithm::rowwise_adagrad) state = torch::full({w.size(0)}, options_.initial_accumulator_value, opts);
+    if (algorithm == RowUpdate::adagrad) state = torch::full(w.sizes(), options_.initial_accumulator_value, opts);
+    if (algorithm == RowUpdate::rowwise_adagrad) state = torch::full({w.size(0)}, options_.initial_accumulator_value, opts);
     states_.push_back(std::move(state));
   }
 }
 
 std::string FusedEmbeddingOptimizer::state_name() const {
-  switch (algorithm_of(options_.type)) {
-    case Algorithm::adagrad:
+  switch (train::row_update_of(options_.type, "fused embedding optimizer")) {
+    case RowUpdate::adagrad:
       return "sum";
-    case Algorithm::rowwise_adagrad:
+    case RowUpdate::rowwise_adagrad:
       return "momentum1";
-    case Algorithm::sgd:
+    case RowUpdate::sgd:
       break;
   }
   return "";

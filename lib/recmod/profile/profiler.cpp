@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "recmod/common/errors.h"
+#include "recmod/train/trainer.h"
 #include "recmod/train/optimizer.h"
 
 namespace recmod::profile {
@@ -41,18 +42,6 @@ void sync(const torch::Device& device) {
   // Only CPU timing is synchronous by itself; on CUDA, a .item() on a tiny
   // tensor drains the stream without needing CUDA headers here.
   if (device.is_cuda()) torch::zeros({1}, torch::TensorOptions().device(device)).sum().item<float>();
-}
-
-train::OptimizerOptions to_options(const config::OptimizerSpec& s) {
-  train::OptimizerOptions o;
-  o.type = s.type;
-  o.lr = s.lr;
-  o.eps = s.eps;
-  o.beta1 = s.beta1;
-  o.beta2 = s.beta2;
-  o.weight_decay = s.weight_decay;
-  o.initial_accumulator_value = s.initial_accumulator_value;
-  return o;
 }
 
 std::string human_bytes(int64_t bytes) {
@@ -99,8 +88,8 @@ ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_bat
   model->to(device);
   model->train();
   const auto& t = model->config().training;
-  train::ModelOptimizer optimizer(model->dense_parameters(), to_options(t.dense_optimizer), model->embedding_parameters(),
-                                  to_options(t.embedding_optimizer));
+  train::ModelOptimizer optimizer(model->dense_parameters(), train::to_options(t.dense_optimizer), model->embedding_parameters(),
+                                  train::to_options(t.embedding_optimizer));
   const auto& order = model->order();
   const size_t num_nodes = model->nodes().size();
   ProfileReport report;

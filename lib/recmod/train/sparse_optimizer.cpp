@@ -22,34 +22,31 @@ RowGradients touched_rows(const torch::Tensor& grad) {
   return {rows, grad.index_select(0, rows).contiguous()};
 }
 
-namespace {
-
-enum class Algorithm { sgd, adagrad, rowwise_adagrad };
-
-Algorithm algorithm_of(const std::string& type) {
-  if (type == "sgd") return Algorithm::sgd;
-  if (type == "adagrad") return Algorithm::adagrad;
-  if (type == "rowwise_adagrad") return Algorithm::rowwise_adagrad;
-  throw_input_error("embedding optimizer: unknown type '", type, "'; valid types are ",
-                    join_names(embedding_optimizer_types()));
+RowUpdate row_update_of(const std::string& type, const std::string& who) {
+  if (type == "sgd") return RowUpdate::sgd;
+  if (type == "adagrad") return RowUpdate::adagrad;
+  if (type == "rowwise_adagrad") return RowUpdate::rowwise_adagrad;
+  throw_input_error(who, ": unknown type '", type, "'; valid types are ", join_names(embedding_optimizer_types()));
 }
 
-void update_rows_tensor_ops(Algorithm algorithm, const OptimizerOptions& o, torch::Tensor& weight,
+namespace {
+
+void update_rows_tensor_ops(RowUpdate algorithm, const OptimizerOptions& o, torch::Tensor& weight,
                             torch::Tensor& state, const RowGradients& grad) {
   const torch::Tensor& rows = grad.rows;
   torch::Tensor w = weight.index_select(0, rows);
   const torch::Tensor g = o.weight_decay != 0 ? grad.values.add(w, o.weight_decay) : grad.values;
   switch (algorithm) {
-    case Algorithm::sgd:
+    case RowUpdate::sgd:
       w.add_(g, -o.lr);
       break;
-    case Algorithm::adagrad: {
+    case RowUpdate::adagrad: {
       torch::Tensor s = state.index_select(0, rows).addcmul_(g, g);
       state.index_copy_(0, rows, s);
       w.addcdiv_(g, s.sqrt_().add_(o.eps), -o.lr);
       break;
     }
-    case Algorithm::rowwise_adagrad: {
+    case RowUpdate::rowwise_adagrad: {
       torch::Tensor m = state.index_select(0, rows).add_(g.square().mean(1));
       state.index_copy_(0, rows, m);
       w.sub_(g * (o.lr / (m.sqrt() + o.eps)).unsqueeze(1));
@@ -61,7 +58,7 @@ void update_rows_tensor_ops(Algorithm algorithm, const OptimizerOptions& o, torc
 
 /// Each row is read and written by exactly one thread.
 template <typename scalar_t>
-void update_rows_cpu_kernel(Algorithm algorithm, const OptimizerOptions& o, torch::Tensor& weight,
+void update_rows_cpu_kernel(RowUpdate algorithm, const OptimizerOptions& o, torch::Tensor& weight,
                             torch::Tensor& state, const RowGradients& grad) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;
   const int64_t n = grad.rows.numel();
@@ -80,10 +77,10 @@ void update_rows_cpu_kernel(Algorithm algorithm, const OptimizerOptions& o, torc
       scalar_t* w = w_all + r * dim;
       const scalar_t* g = g_all + i * dim;
       switch (algorithm) {
-        case Algorithm::sgd:
+        case RowUpdate::sgd:
           for (int64_t j = 0; j < dim; ++j) w[j] -= lr * (g[j] + wd * w[j]);
           break;
-        case Algorithm::adagrad: {
+        case RowUpdate::adagrad: {
           scalar_t* s = s_all + r * dim;
           for (int64_t j = 0; j < dim; ++j) {
             const scalar_t gj = g[j] + wd * w[j];
@@ -92,7 +89,7 @@ void update_rows_cpu_kernel(Algorithm algorithm, const OptimizerOptions& o, torc
           }
           break;
         }
-        case Algorithm::rowwise_adagrad: {
+        case RowUpdate::rowwise_adagrad: {
           acc_t sum_sq = 0;
           for (int64_t j = 0; j < dim; ++j) {
             const acc_t gj = g[j] + wd * w[j];
@@ -119,7 +116,7 @@ void check_rows_in_range(const torch::Tensor& rows, int64_t num_rows) {
 
 void update_rows(const OptimizerOptions& options, torch::Tensor& weight, torch::Tensor& state,
                  const RowGradients& grad, bool use_tensor_ops) {
-  const Algorithm algorithm = algorithm_of(options.type);
+  const RowUpdate algorithm = row_update_of(options.type, "embedding optimizer");
   TORCH_CHECK(weight.dim() == 2, "embedding optimizer: expected a table of shape (N, D), got ", weight.sizes());
   TORCH_CHECK(grad.values.dim() == 2 && grad.values.size(1) == weight.size(1) &&
                   grad.values.size(0) == grad.rows.numel(),

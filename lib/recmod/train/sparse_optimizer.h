@@ -13,6 +13,13 @@
 
 namespace recmod::train {
 
+/// The row-update rules an embedding optimizer can be; shared by the
+/// row-sparse optimizer and the fused embedding path.
+enum class RowUpdate { sgd, adagrad, rowwise_adagrad };
+/// "sgd" | "adagrad" | "rowwise_adagrad"; InputError naming `who` and the
+/// valid types otherwise.
+RowUpdate row_update_of(const std::string& type, const std::string& who);
+
 /// The rows of a table's gradient that a batch touched: sorted unique row ids
 /// (int64, n) and their gradients (n, D), duplicates already summed.
 struct RowGradients {

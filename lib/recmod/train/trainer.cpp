@@ -48,17 +48,6 @@ class SigintGuard {
   void (*previous_)(int);
 };
 
-OptimizerOptions to_options(const config::OptimizerSpec& s) {
-  OptimizerOptions o;
-  o.type = s.type;
-  o.lr = s.lr;
-  o.eps = s.eps;
-  o.beta1 = s.beta1;
-  o.beta2 = s.beta2;
-  o.weight_decay = s.weight_decay;
-  o.initial_accumulator_value = s.initial_accumulator_value;
-  return o;
-}
 
 // Where the trainer is; saved in trainer_state.pt under "trainer.*".
 struct Position {
@@ -278,6 +267,18 @@ nlohmann::json evaluate(config::ModelGraph& model, const DataFactory& eval_data,
 }  // namespace
 
 void request_stop() { g_stop_requested = true; }
+
+OptimizerOptions to_options(const config::OptimizerSpec& s) {
+  OptimizerOptions o;
+  o.type = s.type;
+  o.lr = s.lr;
+  o.eps = s.eps;
+  o.beta1 = s.beta1;
+  o.beta2 = s.beta2;
+  o.weight_decay = s.weight_decay;
+  o.initial_accumulator_value = s.initial_accumulator_value;
+  return o;
+}
 
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }
 
