@@ -18,7 +18,7 @@ struct CaseFailure {
   std::string message;
 };
 
-std::unique_ptr<CaseModule> build(const GoldenCase& c) {
+std::unique_ptr<CaseModule> build(const GoldenCase& c, const torch::Device& device) {
   const auto& registry = case_registry();
   auto it = registry.find(c.module);
   if (it == registry.end()) throw CaseFailure{"unsupported module " + c.module};
@@ -27,6 +27,7 @@ std::unique_ptr<CaseModule> build(const GoldenCase& c) {
   if (m->module()) load_state_dict(*m->module(), c.state_dict, "state_dict");
   else if (!c.state_dict.empty())
     throw CaseFailure{str_cat("state_dict has ", c.state_dict.size(), " keys but ", c.module, " has no module")};
+  if (m->module() && device != torch::Device(torch::kCPU)) m->module()->to(device);
   return m;
 }
 
@@ -48,8 +49,16 @@ void compare_state(const StateDict& expected, const torch::nn::Module& module, d
   if (!actual_keys.empty()) throw CaseFailure{str_cat(where, ": unexpected key '", *actual_keys.begin(), "'")};
 }
 
-void replay_calls(const GoldenCase& c) {
-  auto m = build(c);
+Inputs inputs_on(const Inputs& inputs, const torch::Device& device) {
+  if (device == torch::Device(torch::kCPU)) return inputs;
+  Inputs moved;
+  moved.reserve(inputs.size());
+  for (const auto& [name, v] : inputs) moved.emplace_back(name, value_to(v, device));
+  return moved;
+}
+
+void replay_calls(const GoldenCase& c, const torch::Device& device) {
+  auto m = build(c, device);
   for (size_t i = 0; i < c.calls.size(); ++i) {
     const auto& call = c.calls[i];
     const std::string where = "calls[" + std::to_string(i) + "]";
@@ -57,7 +66,7 @@ void replay_calls(const GoldenCase& c) {
     Value out;
     {
       torch::NoGradGuard no_grad;
-      out = m->call(call.method, call.inputs);
+      out = m->call(call.method, inputs_on(call.inputs, device));
     }
     check(compare_values(call.outputs, out, c.rtol, c.atol, where + ".outputs"));
   }
@@ -67,17 +76,17 @@ void replay_calls(const GoldenCase& c) {
   }
 }
 
-void run_train_step(const GoldenCase& c) {
+void run_train_step(const GoldenCase& c, const torch::Device& device) {
   const auto& step = *c.train_step;
   if (step.optimizer != "sgd") throw CaseFailure{"train_step: unsupported optimizer '" + step.optimizer + "'"};
   if (step.loss != "sum_of_outputs") throw CaseFailure{"train_step: unsupported loss '" + step.loss + "'"};
   if (c.calls.empty()) throw CaseFailure{"train_step: the case has no calls"};
-  auto m = build(c);
+  auto m = build(c, device);
   if (!m->module()) throw CaseFailure{"train_step given but " + c.module + " has no module"};
   torch::nn::Module& module = *m->module();
   module.train(true);
   const auto& call = c.calls.front();
-  Value out = m->call(call.method, call.inputs);
+  Value out = m->call(call.method, inputs_on(call.inputs, device));
   torch::Tensor loss = sum_of_float_outputs(out);
   if (!loss.defined()) throw CaseFailure{"train_step: the output has no floating-point tensor"};
   loss.backward();
@@ -116,14 +125,14 @@ std::string error_text(const std::exception& e) {
 
 }  // namespace
 
-CaseResult run_case(const GoldenCase& c) {
+CaseResult run_case(const GoldenCase& c, const torch::Device& device) {
   CaseResult r;
   r.name = c.name;
   r.module = c.module;
   r.supported = is_supported(c.module);
   try {
-    replay_calls(c);
-    if (c.train_step) run_train_step(c);
+    replay_calls(c, device);
+    if (c.train_step) run_train_step(c, device);
     r.passed = true;
   } catch (const CaseFailure& f) {
     r.message = f.message;
@@ -133,9 +142,9 @@ CaseResult run_case(const GoldenCase& c) {
   return r;
 }
 
-CaseResult run_case_file(const std::string& path) {
+CaseResult run_case_file(const std::string& path, const torch::Device& device) {
   try {
-    return run_case(load_golden_case(path));
+    return run_case(load_golden_case(path), device);
   } catch (const std::exception& e) {
     CaseResult r;
     r.name = fs::path(path).stem().string();
@@ -162,10 +171,10 @@ std::vector<std::string> collect_case_files(const std::vector<std::string>& path
   return out;
 }
 
-RunSummary run_conformance(const std::vector<std::string>& files, std::ostream& out) {
+RunSummary run_conformance(const std::vector<std::string>& files, std::ostream& out, const torch::Device& device) {
   RunSummary s;
   for (const auto& f : files) {
-    const CaseResult r = run_case_file(f);
+    const CaseResult r = run_case_file(f, device);
     if (r.passed) {
       ++s.passed;
       out << r.name << " PASS\n";

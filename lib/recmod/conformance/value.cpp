@@ -74,6 +74,26 @@ const char* kind_name(Value::Kind kind) {
   return "?";
 }
 
+Value value_to(const Value& v, const torch::Device& device) {
+  using K = Value::Kind;
+  Value out = v;
+  switch (v.kind) {
+    case K::None: break;
+    case K::Tensor: out.tensor = v.tensor.defined() ? v.tensor.to(device) : v.tensor; break;
+    case K::JaggedTensor: out.jt = v.jt.to(device); break;
+    case K::KeyedJaggedTensor: out.kjt = v.kjt.to(device); break;
+    case K::KeyedTensor: out.kt = v.kt.to(device); break;
+    case K::Dict:
+      for (auto& kv : out.dict) kv.second = value_to(kv.second, device);
+      break;
+    case K::List:
+    case K::Tuple:
+      for (auto& item : out.items) item = value_to(item, device);
+      break;
+  }
+  return out;
+}
+
 namespace {
 void expect_kind(const Value& v, Value::Kind k, const std::string& what) {
   if (v.kind != k) throw_input_error(what, ": expected ", kind_name(k), ", got ", kind_name(v.kind));

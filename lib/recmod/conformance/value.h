@@ -54,6 +54,9 @@ struct Value {
 
 const char* kind_name(Value::Kind kind);
 
+/// The same value with every tensor (sparse types included) on `device`.
+Value value_to(const Value& v, const torch::Device& device);
+
 /// Parse a TENSOR object ({"dtype","shape","data"}); throws InputError with `where`.
 torch::Tensor tensor_from_json(const nlohmann::ordered_json& j, const std::string& where);
 /// Parse any VALUE; throws InputError naming `where` (a JSON path).
