@@ -7,6 +7,8 @@
 #include <string>
 #include <sys/wait.h>
 
+#include "support/test_util.h"
+
 namespace recmod::testing {
 
 struct RunResult {
@@ -31,7 +33,7 @@ inline RunResult run_recmod(const std::string& args) {
 /// A fresh directory under the build tree, removed at the start of each use.
 inline std::string fresh_dir(const std::string& name) {
   auto dir = std::filesystem::path(RECMOD_BINARY_DIR) / "cli_test_tmp" / name;
-  std::filesystem::remove_all(dir);
+  recmod::test::remove_tree(dir.string());
   std::filesystem::create_directories(dir);
   return dir.string();
 }

@@ -10,6 +10,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/conformance/registry.h"
+#include "support/test_util.h"
 
 namespace recmod::conformance {
 namespace {
@@ -23,7 +24,7 @@ class RunnerTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("recmod_runner_test_" + std::to_string(::getpid()));
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { test::remove_tree(dir_.string()); }
   std::string write(const std::string& name, const std::string& text) {
     auto p = dir_ / name;
     std::ofstream(p) << text;

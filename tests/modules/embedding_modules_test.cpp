@@ -163,7 +163,7 @@ TEST(EmbeddingBagCollection, SparseAndDenseGradientsAgree) {
 }
 
 TEST(EmbeddingBagCollection, ToDeviceMovesWeightsAndOutputs) {
-  const torch::Device target = torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  const torch::Device target = torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   EmbeddingBagCollection ebc({EmbeddingBagConfig(3, 2, "t", {"f"})}, false);
   set_rows(ebc->table_weight("t"));
   ebc->to(target);

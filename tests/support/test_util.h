@@ -1,7 +1,9 @@
 #pragma once
 // Small helpers shared by the unit tests.
+#include <ftw.h>
 #include <torch/torch.h>
 
+#include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
@@ -9,6 +11,17 @@
 #include "recmod/common/state_dict.h"
 
 namespace recmod::test {
+
+/// Removes a directory tree (or file); nothing when it does not exist.
+/// Not std::filesystem::remove_all: built with g++ 13 against PyTorch 2.11's
+/// CUDA wheel, every test whose remove_all met a non-empty directory died of
+/// SIGSEGV on the GPU machine (suspected: the wheel's libraries export their
+/// own, older build of std::filesystem), while Debian's libtorch is fine.
+inline void remove_tree(const std::string& path) {
+  nftw(
+      path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return std::remove(p); }, 16,
+      FTW_DEPTH | FTW_PHYS);
+}
 
 /// state_dict keys of a module, in PyTorch's order.
 inline std::vector<std::string> state_dict_keys(const torch::nn::Module& m) {

@@ -15,6 +15,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/train/atomic_file.h"
 #include "recmod/train/torch_pickle.h"
+#include "support/test_util.h"
 
 namespace recmod::train {
 namespace {
@@ -30,10 +31,10 @@ class Checkpoint : public ::testing::Test {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     dir_ = fs::temp_directory_path() / (std::string("recmod_checkpoint_") + info->name() + "_" +
                                         std::to_string(::getpid()));
-    fs::remove_all(dir_);
+    test::remove_tree(dir_.string());
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { test::remove_tree(dir_.string()); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::vector<std::string> files() const {
     std::vector<std::string> names;

@@ -9,6 +9,7 @@
 #include "recmod/common/state_dict.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/health.h"
+#include "support/test_util.h"
 
 namespace recmod::train {
 namespace {
@@ -74,7 +75,7 @@ class VectorSource : public data::BatchSource {
 
 std::string run_dir(const std::string& name) {
   auto dir = std::filesystem::path(RECMOD_BINARY_DIR) / "trainer_test_tmp" / name;
-  std::filesystem::remove_all(dir);
+  test::remove_tree(dir.string());
   return dir.string();
 }
 

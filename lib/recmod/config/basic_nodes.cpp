@@ -13,7 +13,7 @@ torch::Tensor dot_interaction(const torch::Tensor& dense, const torch::Tensor& s
   if (num_sparse == 0) return dense;
   auto combined = torch::cat({dense.unsqueeze(1), sparse.reshape({batch, num_sparse, dim})}, 1);
   auto interactions = torch::bmm(combined, combined.transpose(1, 2));
-  auto idx = torch::triu_indices(num_sparse + 1, num_sparse + 1, 1, torch::TensorOptions().device(dense.device()));
+  auto idx = torch::triu_indices(num_sparse + 1, num_sparse + 1, 1, torch::TensorOptions().dtype(torch::kLong).device(dense.device()));
   auto flat = interactions.index({torch::indexing::Slice(), idx[0], idx[1]});
   return torch::cat({dense, flat}, 1);
 }
