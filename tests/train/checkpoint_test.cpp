@@ -208,6 +208,15 @@ TEST_F(Checkpoint, ReadsViewsThatShareAStorage) { check_views(load_tensors(fixtu
 
 TEST_F(Checkpoint, ReadsTenDtypesAndParameters) { check_dtypes(load_tensors(fixture("state_dict_dtypes.pt"))); }
 
+// The same three files written by PyTorch 2.11 (torch_interop.py --fixtures on
+// the GPU machine's torch 2.11.0+cu130): .format_version, .storage_alignment,
+// byteorder and .data/serialization_id records, storages aligned to 64 bytes.
+TEST_F(Checkpoint, ReadsTheSameFilesWrittenByPyTorch2) {
+  check_module_state_dict(load_tensors(fixture("torch_2_11/state_dict_module.pt")));
+  check_views(load_tensors(fixture("torch_2_11/state_dict_views.pt")));
+  check_dtypes(load_tensors(fixture("torch_2_11/state_dict_dtypes.pt")));
+}
+
 TEST_F(Checkpoint, PythonStateDictSurvivesARecmodRoundTrip) {
   const StateDict loaded = load_tensors(fixture("state_dict_dtypes.pt"));
   save_tensors(path("again.pt"), loaded);

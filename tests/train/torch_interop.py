@@ -34,7 +34,9 @@ def expected():
 
 
 def check_recmod_file(path):
-    loaded = torch.load(path)
+    # weights_only: what torch.load does by default since PyTorch 2.6 (and all
+    # a user should need for a file of tensors); supported since 1.13.
+    loaded = torch.load(path, weights_only=True)
     assert isinstance(loaded, dict), f"{path}: expected a dict, got {type(loaded)}"
     want = expected()
     assert set(loaded) == set(want), f"keys {sorted(loaded)} != {sorted(want)}"

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <set>
 
 #include "recmod/common/errors.h"
 #include "recmod/train/atomic_file.h"
@@ -64,13 +65,33 @@ std::string first_line(const std::string& message) { return message.substr(0, me
 }  // namespace
 
 std::vector<char> tensors_to_bytes(const StateDict& tensors) {
-  c10::Dict<std::string, at::Tensor> dict;
+  // Written like Python's torch.save, not with torch::pickle_save: that one
+  // tags the dict with torch.jit._pickle.restore_type_tag, a global that
+  // torch.load(weights_only=True) refuses (its default since PyTorch 2.6).
+  StateDict compact;
+  std::set<std::string> keys;
   for (const auto& [key, tensor] : tensors) {
     TORCH_CHECK(tensor.defined(), "save_tensors: tensor '", key, "' is undefined");
-    TORCH_CHECK(!dict.contains(key), "save_tensors: key '", key, "' appears twice");
-    dict.insert(key, compact_cpu_copy(tensor));
+    TORCH_CHECK(keys.insert(key).second, "save_tensors: key '", key, "' appears twice");
+    compact.emplace_back(key, compact_cpu_copy(tensor));
   }
-  return torch::pickle_save(c10::IValue(dict));
+  const std::string pickle = pickle_tensor_dict(compact);
+  std::vector<char> bytes;
+  {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
+      bytes.insert(bytes.end(), static_cast<const char*>(data), static_cast<const char*>(data) + n);
+      return n;
+    });
+    writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+    const std::string order = "little";
+    writer.writeRecord("byteorder", order.data(), order.size());
+    for (size_t i = 0; i < compact.size(); ++i) {
+      const torch::Tensor& t = compact[i].second;
+      writer.writeRecord("data/" + std::to_string(i), t.data_ptr(), t.nbytes());
+    }
+    writer.writeEndOfFile();
+  }
+  return bytes;
 }
 
 void save_tensors(const std::string& path, const StateDict& tensors) {

@@ -8,8 +8,8 @@
 
 namespace recmod::train {
 
-/// Writes a dict of tensors that PyTorch's torch.load reads (torch.save's zip
-/// format, via torch::pickle_save of a c10::Dict<std::string, at::Tensor>),
+/// Writes a dict of tensors that PyTorch's torch.load reads, also with
+/// weights_only=True (torch.save's zip format and pickle; see pickle_tensor_dict),
 /// atomically: temp file in the same directory + fsync + rename; on any error
 /// the previous file at `path` is untouched and the temp file removed.
 /// Tensors are written as CPU tensors holding only their own elements (a view

@@ -503,7 +503,93 @@ Value* Unpickler::run() {
   }
 }
 
+/// Appends pickle opcodes (protocol 2) to a byte string.
+class PickleWriter {
+ public:
+  void op(char code) { out_.push_back(code); }
+  void integer(int64_t v) {
+    if (v >= 0 && v < 256) {
+      op('K');
+      out_.push_back(static_cast<char>(v));
+    } else if (v >= 0 && v < 65536) {
+      op('M');
+      raw_le(static_cast<uint64_t>(v), 2);
+    } else if (v >= INT32_MIN && v <= INT32_MAX) {
+      op('J');
+      raw_le(static_cast<uint64_t>(static_cast<int32_t>(v)), 4);
+    } else {  // LONG1: 8 bytes of two's complement, as Python reads any length
+      op('\x8a');
+      out_.push_back(8);
+      raw_le(static_cast<uint64_t>(v), 8);
+    }
+  }
+  void text(const std::string& s) {
+    op('X');
+    raw_le(s.size(), 4);
+    out_ += s;
+  }
+  void global(const std::string& module, const std::string& name) {
+    op('c');
+    out_ += module + "\n" + name + "\n";
+  }
+  void int_tuple(c10::IntArrayRef values) {
+    op('(');
+    for (int64_t v : values) integer(v);
+    op('t');
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  void raw_le(uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  }
+  std::string out_;
+};
+
+/// element type -> torch.<Name>Storage (the inverse of storage_types()).
+std::string storage_class_of(c10::ScalarType dtype) {
+  for (const auto& [name, type] : storage_types())
+    if (type == dtype && name != "torch.UntypedStorage") return name.substr(std::string("torch.").size());
+  throw InputError(str_cat("save_tensors: PyTorch has no storage class for dtype ", dtype));
+}
+
 }  // namespace
+
+std::string pickle_tensor_dict(const StateDict& tensors) {
+  PickleWriter w;
+  w.op('\x80');  // PROTO 2
+  w.op('\x02');
+  w.op('}');
+  w.op('(');
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& [key, t] = tensors[i];
+    TORCH_CHECK(t.is_contiguous() && t.storage_offset() == 0, "pickle_tensor_dict: tensor '", key,
+                "' must be contiguous at storage offset 0");
+    w.text(key);
+    w.global("torch._utils", "_rebuild_tensor_v2");
+    w.op('(');
+    w.op('(');  // the persistent id of the storage
+    w.text("storage");
+    w.global("torch", storage_class_of(t.scalar_type()));
+    w.text(std::to_string(i));
+    w.text("cpu");
+    w.integer(t.numel());
+    w.op('t');
+    w.op('Q');  // BINPERSID
+    w.integer(0);  // storage offset
+    w.int_tuple(t.sizes());
+    w.int_tuple(t.strides());
+    w.op('\x89');  // requires_grad = False
+    w.global("collections", "OrderedDict");  // backward hooks: OrderedDict()
+    w.op(')');
+    w.op('R');
+    w.op('t');
+    w.op('R');  // _rebuild_tensor_v2(...)
+  }
+  w.op('u');  // SETITEMS
+  w.op('.');
+  return w.take();
+}
 
 StateDict unpickle_tensor_dict(std::string_view pickle, const StorageRecordReader& read_storage,
                                const std::string& origin) {

@@ -25,4 +25,13 @@ using StorageRecordReader = std::function<c10::Storage(const std::string& key)>;
 StateDict unpickle_tensor_dict(std::string_view pickle, const StorageRecordReader& read_storage,
                                const std::string& origin);
 
+/// The writer's side: the data.pkl that Python's torch.save writes for
+/// {key: tensor} (protocol 2; every tensor torch._utils._rebuild_tensor_v2 of
+/// a persistent ('storage', torch.<T>Storage, "<i>", "cpu", numel)), using
+/// only globals that torch.load(weights_only=True), the default since
+/// PyTorch 2.6, allows. Tensor i must be contiguous with storage offset 0;
+/// its bytes are the record data/<i>. Throws InputError for a dtype that has
+/// no storage class.
+std::string pickle_tensor_dict(const StateDict& tensors);
+
 }  // namespace recmod::train
