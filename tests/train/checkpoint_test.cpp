@@ -543,6 +543,25 @@ TEST_F(Checkpoint, FailedSaveLeavesTheOldFileAndNoTempFile) {
   expect_same_tensors(load_tensors(path("keep.pt")), {{"x", torch::ones({2})}});
 }
 
+TEST_F(Checkpoint, StreamedSaveEqualsInMemoryBytesAndAFailingProducerLeavesTheOldFile) {
+  const StateDict tensors = {{"w", torch::arange(12, torch::kFloat).reshape({3, 4}).t()}, {"n", torch::tensor(7)}};
+  save_tensors(path("a.pt"), tensors);
+  const std::vector<char> in_memory = tensors_to_bytes(tensors);
+  std::ifstream in(path("a.pt"), std::ios::binary);
+  const std::vector<char> on_disk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(on_disk, in_memory);
+  expect_same_tensors(load_tensors(path("a.pt")), tensors);  // the transposed view comes back by value
+  // A producer that fails half-way (a tensor it cannot convert, a full disk).
+  EXPECT_THROW(write_file_atomically(path("a.pt"),
+                                     [](const ByteSink& sink) {
+                                       sink("PK", 2);
+                                       throw FileWriteError("disk full");
+                                     }),
+               FileWriteError);
+  EXPECT_EQ(files(), std::vector<std::string>{"a.pt"});
+  expect_same_tensors(load_tensors(path("a.pt")), tensors);
+}
+
 TEST_F(Checkpoint, InjectedFailureBeforeCommitLeavesTheOldFile) {
   write_file_atomically(path("run.json"), "{\"step\": 1}\n");
   std::string seen_temp;

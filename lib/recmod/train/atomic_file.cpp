@@ -87,8 +87,16 @@ void write_file_atomically(const std::string& path, std::string_view bytes) {
 
 void write_file_atomically(const std::string& path, std::string_view bytes,
                            const std::function<void(const std::string& temp_path)>& before_commit) {
+  write_file_atomically(
+      path, [&](const ByteSink& sink) { sink(bytes.data(), bytes.size()); }, before_commit);
+}
+
+void write_file_atomically(const std::string& path, const std::function<void(const ByteSink& sink)>& produce,
+                           const std::function<void(const std::string& temp_path)>& before_commit) {
   TempFile temp(path);
-  write_all(temp.fd(), bytes, temp.path());
+  produce([&](const void* data, size_t size) {
+    write_all(temp.fd(), std::string_view(static_cast<const char*>(data), size), temp.path());
+  });
   if (::fsync(temp.fd()) != 0) throw_os_error(temp.path(), "fsync failed", errno);
   // mkstemp creates 0600; give the file the usual rw-r--r-- (reading the
   // umask would mean changing it, which races with other threads).

@@ -26,4 +26,14 @@ void write_file_atomically(const std::string& path, std::string_view bytes);
 void write_file_atomically(const std::string& path, std::string_view bytes,
                            const std::function<void(const std::string& temp_path)>& before_commit);
 
+/// Receives a file's bytes, in order.
+using ByteSink = std::function<void(const void* data, size_t size)>;
+
+/// The streaming form, for files too large to hold twice in memory (a
+/// checkpoint of multi-GiB tables): `produce(sink)` writes the contents
+/// through `sink`, straight into the temp file. Same guarantees as above; an
+/// exception from `produce` abandons the write and propagates.
+void write_file_atomically(const std::string& path, const std::function<void(const ByteSink& sink)>& produce,
+                           const std::function<void(const std::string& temp_path)>& before_commit = nullptr);
+
 }  // namespace recmod::train

@@ -64,39 +64,42 @@ std::string first_line(const std::string& message) { return message.substr(0, me
 
 }  // namespace
 
-std::vector<char> tensors_to_bytes(const StateDict& tensors) {
+void write_tensors(const StateDict& tensors, const ByteSink& sink) {
   // Written like Python's torch.save, not with torch::pickle_save: that one
   // tags the dict with torch.jit._pickle.restore_type_tag, a global that
   // torch.load(weights_only=True) refuses (its default since PyTorch 2.6).
-  StateDict compact;
   std::set<std::string> keys;
   for (const auto& [key, tensor] : tensors) {
     TORCH_CHECK(tensor.defined(), "save_tensors: tensor '", key, "' is undefined");
     TORCH_CHECK(keys.insert(key).second, "save_tensors: key '", key, "' appears twice");
-    compact.emplace_back(key, compact_cpu_copy(tensor));
   }
-  const std::string pickle = pickle_tensor_dict(compact);
+  const std::string pickle = pickle_tensor_dict(tensors);
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
+    sink(data, n);
+    return n;
+  });
+  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+  const std::string order = "little";
+  writer.writeRecord("byteorder", order.data(), order.size());
+  // One tensor at a time: a copy (device tensors, views) lives only while
+  // its record is written, so saving needs no second copy of the model.
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const torch::Tensor t = compact_cpu_copy(tensors[i].second);
+    writer.writeRecord("data/" + std::to_string(i), t.data_ptr(), t.nbytes());
+  }
+  writer.writeEndOfFile();
+}
+
+std::vector<char> tensors_to_bytes(const StateDict& tensors) {
   std::vector<char> bytes;
-  {
-    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
-      bytes.insert(bytes.end(), static_cast<const char*>(data), static_cast<const char*>(data) + n);
-      return n;
-    });
-    writer.writeRecord("data.pkl", pickle.data(), pickle.size());
-    const std::string order = "little";
-    writer.writeRecord("byteorder", order.data(), order.size());
-    for (size_t i = 0; i < compact.size(); ++i) {
-      const torch::Tensor& t = compact[i].second;
-      writer.writeRecord("data/" + std::to_string(i), t.data_ptr(), t.nbytes());
-    }
-    writer.writeEndOfFile();
-  }
+  write_tensors(tensors, [&](const void* data, size_t n) {
+    bytes.insert(bytes.end(), static_cast<const char*>(data), static_cast<const char*>(data) + n);
+  });
   return bytes;
 }
 
 void save_tensors(const std::string& path, const StateDict& tensors) {
-  const std::vector<char> bytes = tensors_to_bytes(tensors);
-  write_file_atomically(path, std::string_view(bytes.data(), bytes.size()));
+  write_file_atomically(path, [&](const ByteSink& sink) { write_tensors(tensors, sink); });
 }
 
 StateDict load_tensors(const std::string& path) {

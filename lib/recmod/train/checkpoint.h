@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "recmod/common/state_dict.h"
+#include "recmod/train/atomic_file.h"
 
 namespace recmod::train {
 
@@ -16,7 +17,11 @@ namespace recmod::train {
 /// does not drag its whole storage along). Throws FileWriteError.
 void save_tensors(const std::string& path, const StateDict& tensors);
 
-/// The bytes save_tensors writes (for callers that place them themselves).
+/// The bytes save_tensors writes, streamed through `sink` in order (for
+/// callers that place or hash them themselves); memory beyond the tensors is
+/// one tensor's CPU copy at most.
+void write_tensors(const StateDict& tensors, const ByteSink& sink);
+/// The same bytes in memory (small dicts; tests).
 std::vector<char> tensors_to_bytes(const StateDict& tensors);
 
 /// Reads such a file, written by recmod or by Python's torch.save (torch 1.13

@@ -563,8 +563,6 @@ std::string pickle_tensor_dict(const StateDict& tensors) {
   w.op('(');
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto& [key, t] = tensors[i];
-    TORCH_CHECK(t.is_contiguous() && t.storage_offset() == 0, "pickle_tensor_dict: tensor '", key,
-                "' must be contiguous at storage offset 0");
     w.text(key);
     w.global("torch._utils", "_rebuild_tensor_v2");
     w.op('(');
@@ -578,7 +576,9 @@ std::string pickle_tensor_dict(const StateDict& tensors) {
     w.op('Q');  // BINPERSID
     w.integer(0);  // storage offset
     w.int_tuple(t.sizes());
-    w.int_tuple(t.strides());
+    std::vector<int64_t> strides(t.dim(), 1);  // row-major
+    for (int64_t d = t.dim() - 2; d >= 0; --d) strides[d] = strides[d + 1] * std::max<int64_t>(t.size(d + 1), 1);
+    w.int_tuple(strides);
     w.op('\x89');  // requires_grad = False
     w.global("collections", "OrderedDict");  // backward hooks: OrderedDict()
     w.op(')');

@@ -29,9 +29,9 @@ StateDict unpickle_tensor_dict(std::string_view pickle, const StorageRecordReade
 /// {key: tensor} (protocol 2; every tensor torch._utils._rebuild_tensor_v2 of
 /// a persistent ('storage', torch.<T>Storage, "<i>", "cpu", numel)), using
 /// only globals that torch.load(weights_only=True), the default since
-/// PyTorch 2.6, allows. Tensor i must be contiguous with storage offset 0;
-/// its bytes are the record data/<i>. Throws InputError for a dtype that has
-/// no storage class.
+/// PyTorch 2.6, allows. Tensor i is described as a contiguous tensor at
+/// offset 0 of storage "<i>": its record data/<i> must hold its elements in
+/// row-major order. Throws InputError for a dtype without a storage class.
 std::string pickle_tensor_dict(const StateDict& tensors);
 
 }  // namespace recmod::train

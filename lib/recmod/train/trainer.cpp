@@ -132,16 +132,29 @@ class Progress {
 
 /// FNV-1a over the bytes of model.pt: trainer_state.pt records it, so a resume
 /// can tell whether the two files belong to the same step.
-int64_t digest(const char* data, size_t size) {
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < size; ++i) h = (h ^ static_cast<unsigned char>(data[i])) * 1099511628211ULL;
-  return static_cast<int64_t>(h);
-}
+/// FNV-1a over a byte stream (the model file's identity in trainer_state.pt).
+class Digest {
+ public:
+  void update(const void* data, size_t size) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < size; ++i) h_ = (h_ ^ p[i]) * 1099511628211ULL;
+  }
+  int64_t value() const { return static_cast<int64_t>(h_); }
 
+ private:
+  uint64_t h_ = 1469598103934665603ULL;
+};
+
+/// Read in chunks: a model file can be larger than the memory left beside the model.
 int64_t file_digest(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return digest(bytes.data(), bytes.size());
+  std::vector<char> chunk(size_t{1} << 20);
+  Digest d;
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    d.update(chunk.data(), static_cast<size_t>(in.gcount()));
+  }
+  return d.value();
 }
 
 std::string pending_model_path(const RunDir& run) { return run.model_path() + ".pending"; }
@@ -186,8 +199,13 @@ std::string fused_state_prefix(const std::string& path) { return "embedding." + 
 /// the pending model is its match (load_checkpoint rolls it forward).
 void save_checkpoint(config::ModelGraph& model, const ModelOptimizer& optimizer, const FusedCollections& fused,
                      const Position& pos, const RunDir& run) {
-  const std::vector<char> model_bytes = tensors_to_bytes(state_dict(*model));
-  write_file_atomically(pending_model_path(run), std::string_view(model_bytes.data(), model_bytes.size()));
+  Digest model_digest;
+  write_file_atomically(pending_model_path(run), [&](const ByteSink& sink) {
+    write_tensors(state_dict(*model), [&](const void* data, size_t size) {
+      model_digest.update(data, size);
+      sink(data, size);
+    });
+  });
   StateDict trainer_state;
   for (const auto& [key, value] : optimizer.state_dict()) trainer_state.emplace_back(kOptimizerPrefix + key, value);
   for (const auto& [path, ebc] : fused)
@@ -197,7 +215,7 @@ void save_checkpoint(config::ModelGraph& model, const ModelOptimizer& optimizer,
   trainer_state.emplace_back("trainer.epoch", scalar(pos.epoch));
   trainer_state.emplace_back("trainer.batch_in_epoch", scalar(pos.batch_in_epoch));
   trainer_state.emplace_back("trainer.rng", at::detail::getDefaultCPUGenerator().get_state());
-  trainer_state.emplace_back("trainer.model_digest", scalar(digest(model_bytes.data(), model_bytes.size())));
+  trainer_state.emplace_back("trainer.model_digest", scalar(model_digest.value()));
   save_tensors(run.trainer_state_path(), trainer_state);
   if (std::rename(pending_model_path(run).c_str(), run.model_path().c_str()) != 0)
     throw FileWriteError(str_cat(run.model_path(), ": cannot replace the file: ", std::strerror(errno)));
