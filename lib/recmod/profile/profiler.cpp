@@ -12,7 +12,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/train/trainer.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/train/training_setup.h"
 
 namespace recmod::profile {
 
@@ -87,9 +87,9 @@ ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_bat
   TORCH_CHECK(steps > 0, "profile: steps must be > 0, got ", steps);
   model->to(device);
   model->train();
-  const auto& t = model->config().training;
-  train::ModelOptimizer optimizer(model->dense_parameters(), train::to_options(t.dense_optimizer), model->embedding_parameters(),
-                                  train::to_options(t.embedding_optimizer));
+  // Trains as `recmod train` does (fused embedding path on the CPU), so the
+  // step time here is the one training sees.
+  train::TrainingSetup optimizer(model, device);
   const auto& order = model->order();
   const size_t num_nodes = model->nodes().size();
   ProfileReport report;

@@ -23,6 +23,7 @@
 #include "recmod/train/atomic_file.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/health.h"
+#include "recmod/train/training_setup.h"
 #include "recmod/train/optimizer.h"
 
 namespace recmod::train {
@@ -159,46 +160,14 @@ int64_t file_digest(const std::string& path) {
 
 std::string pending_model_path(const RunDir& run) { return run.model_path() + ".pending"; }
 
-/// EmbeddingBagCollections that train through the fused path, by module
-/// path. Their tables are updated inside backward and left out of the
-/// ModelOptimizer; their optimizer state is saved under the very keys the
-/// ModelOptimizer would use ("embedding.<path>.embedding_bags.<t>.weight.sum"),
-/// so a checkpoint does not depend on which path trained it.
-using FusedCollections = std::vector<std::pair<std::string, std::shared_ptr<EmbeddingBagCollectionImpl>>>;
-
-FusedCollections enable_fused_collections(config::ModelGraph& model, const config::TrainingSpec& cfg,
-                                          const torch::Device& device) {
-  FusedCollections out;
-  if (!cfg.fused_embeddings || !device.is_cpu()) return out;  // the fused kernels are CPU kernels
-  for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
-    if (auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(item.value())) {
-      ebc->enable_fused_optimizer(to_options(cfg.embedding_optimizer));
-      out.emplace_back(item.key(), ebc);
-    }
-  return out;
-}
-
-/// The model's embedding parameters minus the fused tables.
-std::vector<std::pair<std::string, torch::Tensor>> unfused_embedding_parameters(config::ModelGraph& model,
-                                                                                const FusedCollections& fused) {
-  std::set<const void*> fused_tensors;
-  for (const auto& [_, ebc] : fused)
-    for (const auto& p : ebc->parameters()) fused_tensors.insert(p.unsafeGetTensorImpl());
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (auto& [name, p] : model->embedding_parameters())
-    if (!fused_tensors.count(p.unsafeGetTensorImpl())) out.emplace_back(name, p);
-  return out;
-}
-
-std::string fused_state_prefix(const std::string& path) { return "embedding." + path + "."; }
 
 /// A checkpoint is two files; a kill may land between their writes. Order:
 /// (1) model.pt.pending, (2) trainer_state.pt naming model.pt's digest,
 /// (3) rename model.pt.pending -> model.pt. Each step is atomic, so after a
 /// kill either both files are the old step, or trainer_state.pt is new and
 /// the pending model is its match (load_checkpoint rolls it forward).
-void save_checkpoint(config::ModelGraph& model, const ModelOptimizer& optimizer, const FusedCollections& fused,
-                     const Position& pos, const RunDir& run) {
+void save_checkpoint(config::ModelGraph& model, const TrainingSetup& training, const Position& pos,
+                     const RunDir& run) {
   Digest model_digest;
   write_file_atomically(pending_model_path(run), [&](const ByteSink& sink) {
     write_tensors(state_dict(*model), [&](const void* data, size_t size) {
@@ -207,10 +176,7 @@ void save_checkpoint(config::ModelGraph& model, const ModelOptimizer& optimizer,
     });
   });
   StateDict trainer_state;
-  for (const auto& [key, value] : optimizer.state_dict()) trainer_state.emplace_back(kOptimizerPrefix + key, value);
-  for (const auto& [path, ebc] : fused)
-    for (const auto& [key, value] : ebc->fused_optimizer_state_dict())
-      trainer_state.emplace_back(kOptimizerPrefix + fused_state_prefix(path) + key, value);
+  for (const auto& [key, value] : training.state_dict()) trainer_state.emplace_back(kOptimizerPrefix + key, value);
   trainer_state.emplace_back("trainer.step", scalar(pos.step));
   trainer_state.emplace_back("trainer.epoch", scalar(pos.epoch));
   trainer_state.emplace_back("trainer.batch_in_epoch", scalar(pos.batch_in_epoch));
@@ -238,29 +204,15 @@ void match_model_to_state(const StateDict& state, const RunDir& run) {
                                 " was saved with (edited or copied from another run?); cannot resume exactly"));
 }
 
-Position load_checkpoint(config::ModelGraph& model, ModelOptimizer& optimizer, const FusedCollections& fused,
-                         const RunDir& run) {
+Position load_checkpoint(config::ModelGraph& model, TrainingSetup& training, const RunDir& run) {
   const std::string origin = run.trainer_state_path();
   StateDict state = load_tensors(origin);
   match_model_to_state(state, run);
   load_model(model, run.model_path());
   StateDict optimizer_state;
-  std::vector<StateDict> fused_state(fused.size());
-  for (const auto& [key, value] : state) {
-    if (key.rfind(kOptimizerPrefix, 0) != 0) continue;
-    const std::string name = key.substr(sizeof(kOptimizerPrefix) - 1);
-    bool taken = false;
-    for (size_t i = 0; i < fused.size() && !taken; ++i) {
-      const std::string prefix = fused_state_prefix(fused[i].first);
-      if (name.rfind(prefix, 0) == 0) {
-        fused_state[i].emplace_back(name.substr(prefix.size()), value);
-        taken = true;
-      }
-    }
-    if (!taken) optimizer_state.emplace_back(name, value);
-  }
-  optimizer.load_state_dict(optimizer_state, origin);
-  for (size_t i = 0; i < fused.size(); ++i) fused[i].second->load_fused_optimizer_state_dict(fused_state[i], origin);
+  for (const auto& [key, value] : state)
+    if (key.rfind(kOptimizerPrefix, 0) == 0) optimizer_state.emplace_back(key.substr(sizeof(kOptimizerPrefix) - 1), value);
+  training.load_state_dict(optimizer_state, origin);
   Position pos{read_scalar(state, "trainer.step", origin), read_scalar(state, "trainer.epoch", origin),
                read_scalar(state, "trainer.batch_in_epoch", origin)};
   if (const torch::Tensor* rng = find_tensor(state, "trainer.rng")) {
@@ -285,18 +237,6 @@ nlohmann::json evaluate(config::ModelGraph& model, const DataFactory& eval_data,
 }  // namespace
 
 void request_stop() { g_stop_requested = true; }
-
-OptimizerOptions to_options(const config::OptimizerSpec& s) {
-  OptimizerOptions o;
-  o.type = s.type;
-  o.lr = s.lr;
-  o.eps = s.eps;
-  o.beta1 = s.beta1;
-  o.beta2 = s.beta2;
-  o.weight_decay = s.weight_decay;
-  o.initial_accumulator_value = s.initial_accumulator_value;
-  return o;
-}
 
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }
 
@@ -324,11 +264,9 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   const auto& cfg = model_->config().training;
   model_->to(options_.device);
   model_->train();
-  const FusedCollections fused = enable_fused_collections(model_, cfg, options_.device);
-  ModelOptimizer optimizer(model_->dense_parameters(), to_options(cfg.dense_optimizer),
-                           unfused_embedding_parameters(model_, fused), to_options(cfg.embedding_optimizer));
+  TrainingSetup training(model_, options_.device);
   Position pos;
-  if (options_.resume) pos = load_checkpoint(model_, optimizer, fused, run_);
+  if (options_.resume) pos = load_checkpoint(model_, training, run_);
 
   const std::optional<int64_t> total_steps = options_.steps ? options_.steps : cfg.steps;
   const bool can_eval = eval_data && metrics;
@@ -348,7 +286,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     int64_t batches_this_pass = 0;
     while (!finished()) {
       if (g_stop_requested) {
-        save_checkpoint(model_, optimizer, fused, pos, run_);
+        save_checkpoint(model_, training, pos, run_);
         progress.message(str_cat("interrupted: checkpoint at step ", pos.step, " saved in ", run_.path(),
                                  "; continue with --resume"));
         result.steps = pos.step;
@@ -359,13 +297,13 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       if (!batch) break;
       ++batches_this_pass;
       auto b = batch->to(options_.device);
-      optimizer.zero_grad();
+      training.zero_grad();
       auto logits = model_->forward(b);
       auto loss = torch::binary_cross_entropy_with_logits(logits, b.labels.select(1, 0));
       check_loss_finite(loss, pos.step + 1);
       loss.backward();
       check_gradients_finite(all_parameters, pos.step + 1);
-      optimizer.step();
+      training.step();
       ++pos.step;
       ++pos.batch_in_epoch;
       result.last_loss = loss.item<double>();
@@ -381,7 +319,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
         progress.message(str_cat("eval at step ", pos.step, ": ", result.last_eval.dump()));
       }
       if (cfg.checkpoint_interval > 0 && pos.step % cfg.checkpoint_interval == 0)
-        save_checkpoint(model_, optimizer, fused, pos, run_);
+        save_checkpoint(model_, training, pos, run_);
     }
     if (finished()) break;
     if (batches_this_pass == 0 && pos.batch_in_epoch == 0)
@@ -389,7 +327,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     ++pos.epoch;  // the pass ended
     pos.batch_in_epoch = 0;
   }
-  save_checkpoint(model_, optimizer, fused, pos, run_);
+  save_checkpoint(model_, training, pos, run_);
   if (can_eval && (cfg.eval_interval == 0 || pos.step % cfg.eval_interval != 0)) {
     result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step);
     run_.append_metrics(result.last_eval.dump());

@@ -14,11 +14,9 @@
 #include "recmod/data/batch.h"
 #include "recmod/train/optimizer.h"
 #include "recmod/train/run_dir.h"
+#include "recmod/train/training_setup.h"
 
 namespace recmod::train {
-
-/// The optimizer settings of a config's training section.
-OptimizerOptions to_options(const config::OptimizerSpec& spec);
 
 /// A fresh pass over a data set; `epoch` seeds its shuffling, so the same
 /// (seed, epoch) gives the same batches.

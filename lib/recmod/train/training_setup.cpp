@@ -1,0 +1,86 @@
+#include "recmod/train/training_setup.h"
+
+#include <torch/torch.h>
+
+#include <set>
+
+#include "recmod/common/errors.h"
+#include "recmod/modules/embedding_modules.h"
+
+namespace recmod::train {
+
+namespace {
+
+FusedCollections enable_fused_collections(config::ModelGraph& model, const torch::Device& device) {
+  const auto& cfg = model->config().training;
+  FusedCollections out;
+  if (!cfg.fused_embeddings || !device.is_cpu()) return out;  // the fused kernels are CPU kernels
+  for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
+    if (auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(item.value())) {
+      ebc->enable_fused_optimizer(to_options(cfg.embedding_optimizer));
+      out.emplace_back(item.key(), ebc);
+    }
+  return out;
+}
+
+/// The model's embedding parameters minus the fused tables.
+std::vector<std::pair<std::string, torch::Tensor>> unfused_embedding_parameters(config::ModelGraph& model,
+                                                                                const FusedCollections& fused) {
+  std::set<const void*> fused_tensors;
+  for (const auto& [_, ebc] : fused)
+    for (const auto& p : ebc->parameters()) fused_tensors.insert(p.unsafeGetTensorImpl());
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& [name, p] : model->embedding_parameters())
+    if (!fused_tensors.count(p.unsafeGetTensorImpl())) out.emplace_back(name, p);
+  return out;
+}
+
+std::string fused_state_prefix(const std::string& path) { return "embedding." + path + "."; }
+
+}  // namespace
+
+OptimizerOptions to_options(const config::OptimizerSpec& s) {
+  OptimizerOptions o;
+  o.type = s.type;
+  o.lr = s.lr;
+  o.eps = s.eps;
+  o.beta1 = s.beta1;
+  o.beta2 = s.beta2;
+  o.weight_decay = s.weight_decay;
+  o.initial_accumulator_value = s.initial_accumulator_value;
+  return o;
+}
+
+TrainingSetup::TrainingSetup(config::ModelGraph& model, const torch::Device& device)
+    : fused_(enable_fused_collections(model, device)),
+      optimizer_(model->dense_parameters(), to_options(model->config().training.dense_optimizer),
+                 unfused_embedding_parameters(model, fused_),
+                 to_options(model->config().training.embedding_optimizer)) {}
+
+StateDict TrainingSetup::state_dict() const {
+  StateDict out = optimizer_.state_dict();
+  for (const auto& [path, ebc] : fused_)
+    for (const auto& [key, value] : ebc->fused_optimizer_state_dict())
+      out.emplace_back(fused_state_prefix(path) + key, value);
+  return out;
+}
+
+void TrainingSetup::load_state_dict(const StateDict& state, const std::string& origin) {
+  StateDict optimizer_state;
+  std::vector<StateDict> fused_state(fused_.size());
+  for (const auto& [name, value] : state) {
+    bool taken = false;
+    for (size_t i = 0; i < fused_.size() && !taken; ++i) {
+      const std::string prefix = fused_state_prefix(fused_[i].first);
+      if (name.rfind(prefix, 0) == 0) {
+        fused_state[i].emplace_back(name.substr(prefix.size()), value);
+        taken = true;
+      }
+    }
+    if (!taken) optimizer_state.emplace_back(name, value);
+  }
+  optimizer_.load_state_dict(optimizer_state, origin);
+  for (size_t i = 0; i < fused_.size(); ++i) fused_[i].second->load_fused_optimizer_state_dict(fused_state[i], origin);
+}
+
+}  // namespace recmod::train
