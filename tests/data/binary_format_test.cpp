@@ -12,6 +12,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/data/convert.h"
 #include "recmod/data/criteo_tsv.h"
+#include "recmod/data/open_reader.h"
 
 namespace recmod::data {
 namespace {
@@ -85,6 +86,21 @@ TEST(BinaryFormat, RoundTripUnweighted) {
   BinaryReader reader(path);
   EXPECT_EQ(reader.num_rows(), 3);
   expect_equal(read_all(reader, 2), data);  // slices across a bag boundary
+  std::remove(path.c_str());
+}
+
+TEST(BinaryFormat, TextFormatAskedForABinaryFileSaysSo) {
+  const auto path = temp_path("asked_tsv.rmb");
+  write_binary(path, small_columns(false));
+  try {
+    open_reader(path, DataFormat::kCriteoTsv, std::nullopt, BadRecordPolicy::kFail);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(path + ": this is a recmod binary (.rmb) file, but the data format asked for is "
+                                           "criteo-tsv; use --format binary (or auto)"));
+  }
+  EXPECT_EQ(open_reader(path, DataFormat::kAuto, std::nullopt, BadRecordPolicy::kFail)->schema().num_dense,
+            small_columns(false).schema().num_dense);
   std::remove(path.c_str());
 }
 

@@ -55,7 +55,13 @@ void check_schema_agrees(const std::string& path, const DataSchema& file, const 
 
 std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat format,
                                            const std::optional<DataSchema>& schema, BadRecordPolicy policy) {
-  if (format == DataFormat::kAuto) format = detect_format(path);
+  const DataFormat found = detect_format(path);
+  if (format == DataFormat::kAuto) format = found;
+  // A text format asked for (e.g. by a config's data.format) on a binary
+  // file would fail at line 1 with a parse error that hides the cause.
+  if (found == DataFormat::kBinary && format != DataFormat::kBinary)
+    throw_input_error(path, ": this is a recmod binary (.rmb) file, but the data format asked for is ",
+                      format_name(format), "; use --format binary (or auto)");
   std::unique_ptr<ExampleReader> reader;
   switch (format) {
     case DataFormat::kCriteoTsv:
