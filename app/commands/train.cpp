@@ -8,6 +8,7 @@
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
 #include "recmod/config/graph.h"
+#include "recmod/train/batch_memory.h"
 #include "recmod/train/trainer.h"
 
 namespace recmod::app {
@@ -36,6 +37,8 @@ int run_train(const TrainArgs& args) {
   if (data.empty()) throw UsageError("no training data: pass --data FILE (or set data.train in the config)");
   train::seed_everything(t.seed);
   config::ModelGraph model(model_config);
+  const torch::Device device = parse_device(args.device);
+  if (device.is_cpu()) train::check_batch_fits(*model, t.batch_size);  // before the run directory exists
   train::RunDir run(args.out, args.resume);
   if (!args.resume) run.save_config(args.config);
 
@@ -49,7 +52,7 @@ int run_train(const TrainArgs& args) {
   model->check_schema(train_data(0)->schema(), data);
 
   train::TrainerOptions options;
-  options.device = parse_device(args.device);
+  options.device = device;
   if (args.steps > 0) options.steps = args.steps;
   options.resume = args.resume;
   options.progress_bar = isatty(STDERR_FILENO);

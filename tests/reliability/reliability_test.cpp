@@ -133,6 +133,24 @@ TEST(ReliabilityTest, TableThatCannotFitIsRefusedUpFront) {
   EXPECT_THAT(r.output, HasSubstr("num_embeddings"));
 }
 
+TEST(ReliabilityTest, BatchThatCannotFitIsRefusedBeforeTheRunDirectoryExists) {
+  auto dir = fresh_dir("rel_huge_batch");
+  const auto data = generate(dir);
+  std::string config = model(dir, 50);
+  // 2^50 examples of at least 40 bytes each: far beyond any machine's memory.
+  std::ifstream in(config);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  text.replace(text.find("batch_size: 16"), 14, "batch_size: 1125899906842624");
+  write_file(config, text);
+  auto r = run_recmod("train " + config + " --data " + data + " --out " + dir + "/run");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  // inputs (2 dense + label + 1 length) x 4 = 16; outputs d 4 + s 4 + c 8 + logit 1 = 17 floats = 68.
+  EXPECT_THAT(r.output, HasSubstr(config + ": training.batch_size 1125899906842624 needs at least 84.0 PiB a step "
+                                           "(84 bytes an example: its inputs and every node's output) but only "));
+  EXPECT_THAT(r.output, HasSubstr("make training.batch_size smaller"));
+  EXPECT_FALSE(fs::exists(dir + "/run")) << "the refused run left a directory behind";
+}
+
 // A checkpoint from a short run, then edited.
 struct Trained {
   std::string dir, config, data, run;

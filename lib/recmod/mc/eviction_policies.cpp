@@ -24,13 +24,26 @@ void record_access_iter(int64_t current_iter, MetadataDict& history_metadata) {
   history_metadata.at(kLastAccessIter).fill_(current_iter);
 }
 
-/// Latest access iteration per unique id (scatter amax over the history).
+/// Latest access iteration per unique id: TorchRec's scatter_reduce "amax"
+/// (include_self=False), done with a sort instead, because libtorch 1.13
+/// prints "scatter_reduce() is in beta" on every run that evicts. Sorting
+/// the keys (id slot, iteration) puts each slot's latest iteration at the
+/// end of its group; slots without history entries stay 0.
 MetadataDict coalesce_access_iter(const MetadataDict& history_metadata, const torch::Tensor& unique_ids_counts,
                                   const torch::Tensor& unique_inverse_mapping,
                                   const std::optional<torch::Tensor>& threshold_mask) {
-  torch::Tensor last = torch::zeros_like(unique_ids_counts)
-                           .scatter_reduce_(0, unique_inverse_mapping, history_metadata.at(kLastAccessIter), "amax",
-                                            /*include_self=*/false);
+  const torch::Tensor iters = history_metadata.at(kLastAccessIter).to(torch::kLong);
+  const torch::Tensor slots = unique_inverse_mapping.to(torch::kLong);
+  torch::Tensor last = torch::zeros_like(unique_ids_counts);
+  if (iters.numel() > 0) {
+    const int64_t low = iters.min().item<int64_t>();
+    const int64_t span = iters.max().item<int64_t>() - low + 1;
+    const torch::Tensor keys = std::get<0>(torch::sort(slots * span + (iters - low)));
+    const torch::Tensor per_slot = torch::bincount(slots, {}, last.size(0));
+    const torch::Tensor present = per_slot.gt(0);
+    const torch::Tensor ends = per_slot.cumsum(0).sub(1).index({present});
+    last.index_put_({present}, keys.index_select(0, ends).remainder(span).add(low).to(last.scalar_type()));
+  }
   if (threshold_mask) last = last.index({*threshold_mask});
   return {{kLastAccessIter, last}};
 }

@@ -21,6 +21,7 @@
 #include "recmod/common/state_dict.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/train/atomic_file.h"
+#include "recmod/train/batch_memory.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/health.h"
 #include "recmod/train/training_setup.h"
@@ -264,6 +265,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   const auto& cfg = model_->config().training;
   model_->to(options_.device);
   model_->train();
+  if (options_.device.is_cpu()) check_batch_fits(*model_, cfg.batch_size);
   TrainingSetup training(model_, options_.device);
   Position pos;
   if (options_.resume) pos = load_checkpoint(model_, training, run_);
