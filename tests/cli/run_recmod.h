@@ -38,6 +38,35 @@ inline std::string fresh_dir(const std::string& name) {
   return dir.string();
 }
 
+/// A tiny DLRM-like config over generated data (recmod generate --dense 2
+/// --sparse 3 --cardinality 50): three 50-row tables, an MLP, a dot
+/// interaction and a logit.
+inline std::string tiny_model_yaml(const std::string& dense_optimizer = "{type: adam, lr: 0.01}", int epochs = 2) {
+  return R"(features:
+  dense: {count: 2}
+  sparse: [C1, C2, C3]
+nodes:
+  sparse_arch:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    tables:
+      - {name: t1, num_embeddings: 50, embedding_dim: 4, feature_names: [C1]}
+      - {name: t2, num_embeddings: 50, embedding_dim: 4, feature_names: [C2]}
+      - {name: t3, num_embeddings: 50, embedding_dim: 4, feature_names: [C3]}
+  dense_arch: {type: MLP, input: features.dense, layer_sizes: [4]}
+  inter: {type: DotInteraction, inputs: [dense_arch, sparse_arch]}
+  logit: {type: Linear, input: inter, out_features: 1}
+output: logit
+training:
+  dense_optimizer: )" + dense_optimizer + R"(
+  embedding_optimizer: {type: rowwise_adagrad, lr: 0.1}
+  batch_size: 64
+  epochs: )" + std::to_string(epochs) + R"(
+  seed: 3
+  log_interval: 10
+)";
+}
+
 inline std::string write_file(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;
   return path;

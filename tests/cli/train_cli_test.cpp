@@ -11,29 +11,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-const char* kTinyModel = R"(features:
-  dense: {count: 2}
-  sparse: [C1, C2, C3]
-nodes:
-  sparse_arch:
-    type: EmbeddingBagCollection
-    input: features.sparse
-    tables:
-      - {name: t1, num_embeddings: 50, embedding_dim: 4, feature_names: [C1]}
-      - {name: t2, num_embeddings: 50, embedding_dim: 4, feature_names: [C2]}
-      - {name: t3, num_embeddings: 50, embedding_dim: 4, feature_names: [C3]}
-  dense_arch: {type: MLP, input: features.dense, layer_sizes: [4]}
-  inter: {type: DotInteraction, inputs: [dense_arch, sparse_arch]}
-  logit: {type: Linear, input: inter, out_features: 1}
-output: logit
-training:
-  dense_optimizer: {type: adam, lr: 0.01}
-  embedding_optimizer: {type: rowwise_adagrad, lr: 0.1}
-  batch_size: 64
-  epochs: 2
-  seed: 3
-  log_interval: 10
-)";
+const std::string kTinyModel = tiny_model_yaml();
 
 struct Fixture {
   std::string dir, config, train, eval;

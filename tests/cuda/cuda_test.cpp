@@ -16,6 +16,7 @@
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
 #include "recmod/train/optimizer.h"
+#include "support/embedding_batches.h"
 
 namespace recmod {
 namespace {
@@ -39,29 +40,9 @@ TEST(Cuda, EveryGoldenCasePassesOnCuda) {
   EXPECT_EQ(summary.passed, static_cast<int>(files.size()));
 }
 
-std::vector<EmbeddingBagConfig> tables(bool weighted) {
-  return {EmbeddingBagConfig(50, 8, "t_sum", {"a", "shared"}, PoolingType::SUM),
-          EmbeddingBagConfig(30, 4, "t_mean", {"b"}, weighted ? PoolingType::SUM : PoolingType::MEAN),
-          EmbeddingBagConfig(20, 6, "t_two", {"c", "shared"}, PoolingType::SUM)};
-}
+std::vector<EmbeddingBagConfig> tables(bool weighted) { return test::three_tables(weighted); }
 
-/// A seeded batch with empty bags and many duplicate ids, keys unlike the
-/// tables' order plus one no table uses.
-KeyedJaggedTensor batch(int64_t b, uint64_t seed, bool weighted) {
-  torch::manual_seed(seed);
-  const std::vector<std::string> keys = {"shared", "c", "b", "a", "unused"};
-  const std::vector<int64_t> rows = {20, 20, 30, 50, 1000};
-  torch::Tensor lengths = torch::randint(0, 6, {static_cast<int64_t>(keys.size()) * b}, torch::kLong);
-  std::vector<torch::Tensor> ids;
-  for (size_t k = 0; k < keys.size(); ++k) {
-    const int64_t n = lengths.slice(0, k * b, (k + 1) * b).sum().item<int64_t>();
-    ids.push_back(torch::randint(0, rows[k], {n}, torch::kLong));
-  }
-  std::optional<torch::Tensor> w;
-  torch::Tensor values = torch::cat(ids);
-  if (weighted) w = torch::rand({values.numel()}) + 0.5;
-  return KeyedJaggedTensor::from_lengths(keys, values, lengths, w);
-}
+KeyedJaggedTensor batch(int64_t b, uint64_t seed, bool weighted) { return test::three_table_batch(b, seed, weighted); }
 
 torch::Tensor loss_of(const torch::Tensor& out, int64_t step) {
   torch::manual_seed(1000 + step);
@@ -90,11 +71,7 @@ void expect_tables_close(EmbeddingBagCollection& cpu, EmbeddingBagCollection& gp
 }
 
 train::OptimizerOptions opts(const std::string& type, double lr, double weight_decay) {
-  train::OptimizerOptions o;
-  o.type = type;
-  o.lr = lr;
-  o.weight_decay = weight_decay;
-  return o;
+  return test::optimizer_options(type, lr, weight_decay);
 }
 
 /// The fused path on CUDA runs its tensor-op version of the update; it must
@@ -218,29 +195,7 @@ TEST(Cuda, KeyedJaggedTensorOpsMatchCpu) {
 
 // ---- the CLI on a GPU ----
 
-const char* kModel = R"(features:
-  dense: {count: 2}
-  sparse: [C1, C2, C3]
-nodes:
-  sparse_arch:
-    type: EmbeddingBagCollection
-    input: features.sparse
-    tables:
-      - {name: t1, num_embeddings: 50, embedding_dim: 4, feature_names: [C1]}
-      - {name: t2, num_embeddings: 50, embedding_dim: 4, feature_names: [C2]}
-      - {name: t3, num_embeddings: 50, embedding_dim: 4, feature_names: [C3]}
-  dense_arch: {type: MLP, input: features.dense, layer_sizes: [4]}
-  inter: {type: DotInteraction, inputs: [dense_arch, sparse_arch]}
-  logit: {type: Linear, input: inter, out_features: 1}
-output: logit
-training:
-  dense_optimizer: {type: adagrad, lr: 0.05}
-  embedding_optimizer: {type: rowwise_adagrad, lr: 0.1}
-  batch_size: 64
-  epochs: 1
-  seed: 3
-  log_interval: 10
-)";
+const std::string kModel = recmod::testing::tiny_model_yaml("{type: adagrad, lr: 0.05}", /*epochs=*/1);
 
 double final_loss(const std::string& run) {
   std::ifstream in(run + "/metrics.jsonl");

@@ -8,6 +8,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/train/optimizer.h"
+#include "support/embedding_batches.h"
 
 namespace recmod {
 namespace {
@@ -15,30 +16,10 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-/// Tables: t_sum (SUM, features a and shared), t_mean (MEAN, feature b),
-/// t_two (SUM, features c and shared): shared is looked up in two tables.
-std::vector<EmbeddingBagConfig> tables(bool weighted) {
-  return {EmbeddingBagConfig(50, 8, "t_sum", {"a", "shared"}, PoolingType::SUM),
-          EmbeddingBagConfig(30, 4, "t_mean", {"b"}, weighted ? PoolingType::SUM : PoolingType::MEAN),
-          EmbeddingBagConfig(20, 6, "t_two", {"c", "shared"}, PoolingType::SUM)};
-}
+std::vector<EmbeddingBagConfig> tables(bool weighted) { return test::three_tables(weighted); }
 
-/// A random batch (seeded): B samples, bag lengths 0..5, ids with many
-/// duplicates, keys in an order unlike the tables'.
 KeyedJaggedTensor batch(int64_t b, uint64_t seed, bool weighted, torch::Dtype id_dtype = torch::kLong) {
-  torch::manual_seed(seed);
-  const std::vector<std::string> keys = {"shared", "c", "b", "a", "unused"};
-  const std::vector<int64_t> rows = {20, 20, 30, 50, 1000};
-  torch::Tensor lengths = torch::randint(0, 6, {static_cast<int64_t>(keys.size()) * b}, torch::kLong);
-  std::vector<torch::Tensor> ids;
-  for (size_t k = 0; k < keys.size(); ++k) {
-    const int64_t n = lengths.slice(0, k * b, (k + 1) * b).sum().item<int64_t>();
-    ids.push_back(torch::randint(0, rows[k], {n}, torch::kLong));
-  }
-  torch::Tensor values = torch::cat(ids).to(id_dtype);
-  std::optional<torch::Tensor> w;
-  if (weighted) w = torch::rand({values.numel()}) + 0.5;
-  return KeyedJaggedTensor::from_lengths(keys, values, lengths, w);
+  return test::three_table_batch(b, seed, weighted, id_dtype);
 }
 
 /// Two EBCs with identical tables. `dyadic`: all tables SUM and every
@@ -82,11 +63,7 @@ void expect_tables_equal(EmbeddingBagCollection& a, EmbeddingBagCollection& b, b
 }
 
 train::OptimizerOptions opts(const std::string& type, double lr, double weight_decay = 0.0) {
-  train::OptimizerOptions o;
-  o.type = type;
-  o.lr = lr;
-  o.weight_decay = weight_decay;
-  return o;
+  return test::optimizer_options(type, lr, weight_decay);
 }
 
 TEST(FusedEmbeddingBag, ForwardMatchesDefaultPath) {
