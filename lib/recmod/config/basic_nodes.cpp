@@ -3,19 +3,12 @@
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
+#include "recmod/modules/interaction.h"
 
 namespace recmod::config {
 
 torch::Tensor dot_interaction(const torch::Tensor& dense, const torch::Tensor& sparse, int64_t num_sparse) {
-  const int64_t batch = dense.size(0), dim = dense.size(1);
-  TORCH_CHECK(sparse.dim() == 2 && sparse.size(0) == batch && sparse.size(1) == num_sparse * dim,
-              "DotInteraction: expected sparse (", batch, ", ", num_sparse * dim, "), got ", sparse.sizes());
-  if (num_sparse == 0) return dense;
-  auto combined = torch::cat({dense.unsqueeze(1), sparse.reshape({batch, num_sparse, dim})}, 1);
-  auto interactions = torch::bmm(combined, combined.transpose(1, 2));
-  auto idx = torch::triu_indices(num_sparse + 1, num_sparse + 1, 1, torch::TensorOptions().dtype(torch::kLong).device(dense.device()));
-  auto flat = interactions.index({torch::indexing::Slice(), idx[0], idx[1]});
-  return torch::cat({dense, flat}, 1);
+  return recmod::dot_interaction(dense, sparse, num_sparse);
 }
 
 BuiltNode build_concat(const NodeSpec& spec, const std::vector<Port>& inputs) {
