@@ -83,5 +83,14 @@ TEST(FuzzRegressionTest, BinaryFileWithoutIdsReads) {
   EXPECT_EQ(batch->sparse.lengths().sum().item<int64_t>(), 0);
 }
 
+TEST(FuzzRegressionTest, BinaryRowsWithoutColumnsAreRefused) {
+  // 34 billion rows of no labels, dense or sparse features: every block is
+  // empty, so no size check bounded the count and reading never ended (a
+  // libFuzzer timeout).
+  EXPECT_THAT(error_of<InputError>([] { read_binary(regression("binary", "rows_without_columns.rmb")); }),
+              HasSubstr("rows_without_columns.rmb: header says 34359748608 rows but no columns (no labels, dense or "
+                        "sparse features)"));
+}
+
 }  // namespace
 }  // namespace recmod

@@ -235,6 +235,11 @@ void BinaryReader::parse_header() {
     fail("implausible header counts (rows ", h.num_rows, ", labels ", h.num_labels, ", dense ", h.num_dense,
          ", sparse ", h.num_sparse, ")");
 
+  // Every other count is bounded by the file's size through its blocks; the
+  // row count is only when a row has at least one column.
+  if (h.num_rows > 0 && h.num_labels == 0 && h.num_dense == 0 && h.num_sparse == 0)
+    fail("header says ", h.num_rows, " rows but no columns (no labels, dense or sparse features)");
+
   // A block of `count` elements of `elem` bytes at `offset` must lie inside
   // the file and be aligned for its element type. Counts are bounded above,
   // so count * elem cannot overflow.
