@@ -3,24 +3,19 @@
 // Every one of them once crashed, tripped a sanitizer or escaped as an
 // untyped exception; now each is read or refused with recmod's typed error.
 // Under scripts/sanitize (CI) these also run with ASan + UBSan.
-#include <c10/core/CPUAllocator.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <string>
+#include <vector>
 
 #include "recmod/common/errors.h"
 #include "recmod/config/config_node.h"
 #include "recmod/config/model_config.h"
 #include "recmod/data/binary_format.h"
-#include "recmod/data/criteo_tsv.h"
-#include "recmod/data/jsonl.h"
-#include "recmod/train/checkpoint.h"
-#include "recmod/train/torch_pickle.h"
 #include "support/test_util.h"
 
 namespace recmod {
@@ -32,12 +27,6 @@ namespace fs = std::filesystem;
 
 std::string regression(const std::string& target, const std::string& name) {
   return std::string(RECMOD_SOURCE_DIR) + "/tests/reliability/fuzz-regressions/" + target + "/" + name;
-}
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in) << "cannot open " << path;
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // What fuzz/config_fuzz.cpp does.
@@ -72,15 +61,23 @@ TEST(FuzzRegressionTest, ConfigKeyThatIsAMapIsAConfigError) {
               HasSubstr("nested_key.yaml:3:5: nodes: expected a name as key, found a list"));
 }
 
-TEST(FuzzRegressionTest, BinaryFileWithoutIdsReads) {
-  // A valid file whose bags are all empty: read_batch passed the null data
-  // pointer of an empty values tensor to memcpy (UBSan: nonnull attribute).
-  EXPECT_EQ(read_binary(regression("binary", "no_ids.rmb")), 3);
-  data::BinaryReader reader(regression("binary", "no_ids.rmb"));
-  auto batch = reader.read_batch(10);
-  ASSERT_TRUE(batch);
-  EXPECT_EQ(batch->sparse.values().numel(), 0);
-  EXPECT_EQ(batch->sparse.lengths().sum().item<int64_t>(), 0);
+TEST(FuzzRegressionTest, BinaryBatchWithoutIdsReads) {
+  // A valid weighted file of 3 rows: f1 has no ids, f2 has bags of 1, 2 and 0
+  // ids. Read two rows at a time, the last batch has no ids at all, and
+  // read_batch passed the null data pointer of its empty values tensor to
+  // memcpy (UBSan: null pointer passed as argument declared nonnull).
+  const std::string path = regression("binary", "batch_without_ids.rmb");
+  EXPECT_EQ(read_binary(path), 3);
+  data::BinaryReader reader(path);
+  auto first = reader.read_batch(2);
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(torch::equal(first->sparse.values(), torch::tensor(std::vector<int64_t>{0, 10, 11})));
+  auto last = reader.read_batch(2);
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->size(), 1);
+  EXPECT_EQ(last->sparse.values().numel(), 0);
+  EXPECT_EQ(last->sparse.weights().numel(), 0);
+  EXPECT_FALSE(reader.read_batch(2));
 }
 
 TEST(FuzzRegressionTest, BinaryRowsWithoutColumnsAreRefused) {
