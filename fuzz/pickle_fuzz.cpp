@@ -1,6 +1,7 @@
 // The unpickler behind load_tensors, fed directly (the zip container hides
 // most mutations from the checkpoint target). Every storage key resolves to
 // a 64-byte storage; tensors returned must lie inside it.
+#include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
 
 #include <cstdint>

@@ -93,14 +93,24 @@ ConfigNode ConfigNode::operator[](const std::string& key) const {
 std::vector<std::string> ConfigNode::keys() const {
   expect_map();
   std::vector<std::string> out;
-  for (const auto& kv : node_) out.push_back(kv.first.as<std::string>());
+  for (const auto& kv : node_) out.push_back(key_text(kv.first));
   return out;
+}
+
+std::string ConfigNode::key_text(const YAML::Node& key) const {
+  // YAML allows any node as a key ("? [a, b]: 1", "? {a: 1}: 2"); a config's
+  // keys are names.
+  if (!key.IsScalar()) {
+    ConfigNode at_key(key, file_, path_, has_position(key.Mark()) ? key.Mark() : mark_);
+    at_key.fail(str_cat("expected a name as key, found ", at_key.describe()));
+  }
+  return key.Scalar();
 }
 
 void ConfigNode::allow_keys(const std::vector<std::string>& valid) const {
   expect_map();
   for (const auto& kv : node_) {
-    std::string key = kv.first.as<std::string>();
+    std::string key = key_text(kv.first);
     if (std::find(valid.begin(), valid.end(), key) == valid.end()) {
       ConfigNode at_key(kv.first, file_, key_path(key), kv.first.Mark());
       at_key.fail(str_cat("unknown key '", key, "'; valid keys are ", join_names(valid)));

@@ -83,6 +83,8 @@ class ConfigNode {
   void expect_list() const;
   void expect_scalar(const char* expected) const;
   std::string key_path(const std::string& key) const;
+  /// A map key's text; a key that is a map or list is an error at the key.
+  std::string key_text(const YAML::Node& key) const;
 
   YAML::Node node_;
   std::shared_ptr<const std::string> file_;

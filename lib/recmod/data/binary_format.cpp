@@ -20,6 +20,14 @@ constexpr uint32_t kFlagWeighted = 1;
 
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
+// Copies `count` elements. memcpy may not be given a null pointer even for
+// zero bytes, and an empty tensor's data_ptr is null (a batch whose bags are
+// all empty, or a schema without dense features), so zero copies nothing.
+template <typename T>
+void copy_elements(T* dst, const T* src, uint64_t count) {
+  if (count > 0) std::memcpy(dst, src, count * sizeof(T));
+}
+
 // The fixed 64-byte header, exactly as on disk (all fields naturally aligned).
 struct Header {
   char magic[8];
@@ -227,6 +235,11 @@ void BinaryReader::parse_header() {
     fail("implausible header counts (rows ", h.num_rows, ", labels ", h.num_labels, ", dense ", h.num_dense,
          ", sparse ", h.num_sparse, ")");
 
+  // Every other count is bounded by the file's size through its blocks; the
+  // row count is only when a row has at least one column.
+  if (h.num_rows > 0 && h.num_labels == 0 && h.num_dense == 0 && h.num_sparse == 0)
+    fail("header says ", h.num_rows, " rows but no columns (no labels, dense or sparse features)");
+
   // A block of `count` elements of `elem` bytes at `offset` must lie inside
   // the file and be aligned for its element type. Counts are bounded above,
   // so count * elem cannot overflow.
@@ -341,8 +354,8 @@ std::optional<Batch> BinaryReader::read_batch(int64_t max_rows) {
   Batch batch;
   batch.labels = torch::empty({n, nl}, torch::kFloat);
   batch.dense = torch::empty({n, nd}, torch::kFloat);
-  std::memcpy(batch.labels.data_ptr<float>(), block<float>(labels_offset_) + begin * nl, n * nl * sizeof(float));
-  std::memcpy(batch.dense.data_ptr<float>(), block<float>(dense_offset_) + begin * nd, n * nd * sizeof(float));
+  copy_elements(batch.labels.data_ptr<float>(), block<float>(labels_offset_) + begin * nl, n * nl);
+  copy_elements(batch.dense.data_ptr<float>(), block<float>(dense_offset_) + begin * nd, n * nd);
 
   auto lengths = torch::empty({num_features * n}, torch::kLong);
   int64_t* l = lengths.data_ptr<int64_t>();
@@ -363,10 +376,10 @@ std::optional<Batch> BinaryReader::read_batch(int64_t max_rows) {
   float* w = weights ? weights->data_ptr<float>() : nullptr;
   for (size_t f = 0; f < features_.size(); ++f) {
     const uint64_t first = id_cursor_[f], count = counts[f];
-    std::memcpy(v, block<int64_t>(features_[f].ids_offset) + first, count * sizeof(int64_t));
+    copy_elements(v, block<int64_t>(features_[f].ids_offset) + first, count);
     v += count;
     if (w) {
-      std::memcpy(w, block<float>(features_[f].weights_offset) + first, count * sizeof(float));
+      copy_elements(w, block<float>(features_[f].weights_offset) + first, count);
       w += count;
     }
     id_cursor_[f] += count;

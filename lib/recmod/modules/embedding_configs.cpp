@@ -164,7 +164,11 @@ void BaseEmbeddingConfig::init_weight(torch::Tensor& weight) const {
   if (init_fn) {
     init_fn(weight);
   } else {
-    weight.uniform_(get_weight_init_min(), get_weight_init_max());
+    // torch::nn::init::uniform_ is Tensor::uniform_ compiled inside libtorch:
+    // calling Tensor::uniform_ here builds its default optional<Generator>
+    // argument in this file, where GCC's ASan build warns about it
+    // (-Wmaybe-uninitialized, a false positive).
+    torch::nn::init::uniform_(weight, get_weight_init_min(), get_weight_init_max());
   }
 }
 
