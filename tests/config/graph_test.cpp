@@ -25,27 +25,6 @@ std::string build_error(const std::string& yaml) {
   return "(no ConfigError)";
 }
 
-TEST(DotInteractionTest, PairwiseDotsAfterDense) {
-  auto dense = torch::tensor({{1.f, 2.f}});
-  auto sparse = torch::tensor({{3.f, 4.f, 5.f, 6.f}});
-  auto out = dot_interaction(dense, sparse, 2);
-  // C = [[1,2],[3,4],[5,6]]: <0,1> = 11, <0,2> = 17, <1,2> = 39.
-  EXPECT_TRUE(torch::equal(out, torch::tensor({{1.f, 2.f, 11.f, 17.f, 39.f}})));
-}
-
-TEST(DotInteractionTest, GradientMatchesFiniteDifferences) {
-  auto dense = torch::randn({2, 3}, torch::kDouble).requires_grad_(true);
-  auto sparse = torch::randn({2, 6}, torch::kDouble).requires_grad_(true);
-  dot_interaction(dense, sparse, 2).sum().backward();
-  const double eps = 1e-6;
-  auto d = dense.detach().clone();
-  d[1][2] += eps;
-  double plus = dot_interaction(d, sparse.detach(), 2).sum().item<double>();
-  d[1][2] -= 2 * eps;
-  double minus = dot_interaction(d, sparse.detach(), 2).sum().item<double>();
-  EXPECT_NEAR(dense.grad()[1][2].item<double>(), (plus - minus) / (2 * eps), 1e-6);
-}
-
 TEST(FeatureHashingTest, MurmurMatchesReferenceFmix64) {
   // Reference values from MurmurHash3's fmix64 over uint64 (Python big ints).
   auto h = murmur_fmix64(torch::tensor({1, 12345, -7}, torch::kLong));

@@ -7,9 +7,6 @@
 
 namespace recmod::config {
 
-torch::Tensor dot_interaction(const torch::Tensor& dense, const torch::Tensor& sparse, int64_t num_sparse) {
-  return recmod::dot_interaction(dense, sparse, num_sparse);
-}
 
 BuiltNode build_concat(const NodeSpec& spec, const std::vector<Port>& inputs) {
   spec.yaml.allow_keys({"type", "input", "inputs"});
@@ -50,7 +47,7 @@ BuiltNode build_dot_interaction(const NodeSpec& spec, const std::vector<Port>& i
   node.forward = [num_sparse](const std::vector<Value>& values) {
     std::vector<torch::Tensor> sparse;
     for (size_t i = 1; i < values.size(); ++i) sparse.push_back(values[i].as_dense());
-    return Value::of_dense(dot_interaction(values[0].as_dense(), torch::cat(sparse, 1), num_sparse));
+    return Value::of_dense(recmod::dot_interaction(values[0].as_dense(), torch::cat(sparse, 1), num_sparse));
   };
   node.summary = str_cat("D=", dim, ", F=", num_sparse);
   return node;

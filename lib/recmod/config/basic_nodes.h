@@ -10,12 +10,6 @@
 
 namespace recmod::config {
 
-/// DLRM's InteractionArch (torchrec.models.dlrm): with dense (B, D) and
-/// F pooled embeddings of dim D, stacks C = [dense, e_1..e_F] (B, F+1, D),
-/// takes the pairwise dot products Z = C C^T and returns
-/// cat(dense, Z[upper triangle, offset 1]) of shape (B, D + F(F+1)/2).
-torch::Tensor dot_interaction(const torch::Tensor& dense, const torch::Tensor& sparse, int64_t num_sparse);
-
 /// Concat: inputs dense or pooled, output (B, sum of widths).
 BuiltNode build_concat(const NodeSpec& spec, const std::vector<Port>& inputs);
 /// DotInteraction: inputs [dense (B, D), pooled embeddings of dim D...].

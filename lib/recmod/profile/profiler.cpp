@@ -89,7 +89,7 @@ ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_bat
   model->train();
   // Trains as `recmod train` does (fused embedding path on the CPU), so the
   // step time here is the one training sees.
-  train::TrainingSetup optimizer(model, device);
+  train::TrainingSetup training(model, device);
   const auto& order = model->order();
   const size_t num_nodes = model->nodes().size();
   ProfileReport report;
@@ -106,7 +106,7 @@ ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_bat
     auto b = batch->to(device);
     sync(device);
     const auto step_start = Clock::now();
-    optimizer.zero_grad();
+    training.zero_grad();
     auto [dense_in, sparse_in] = model->inputs(b);
     std::vector<config::Value> values(num_nodes);
     std::vector<Clock::time_point> grad_at_output(num_nodes, step_start), backward_end(num_nodes, step_start);
@@ -148,7 +148,7 @@ ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_bat
     auto loss = torch::binary_cross_entropy_with_logits(logits, b.labels.select(1, 0));
     const auto backward_start = Clock::now();
     loss.backward();
-    optimizer.step();
+    training.step();
     sync(device);
     const auto step_end = Clock::now();
     for (auto& [tensor, id] : hooks) tensor.remove_hook(id);
@@ -180,7 +180,7 @@ ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_bat
 
   // Memory: each embedding table on its own line, dense parameters together.
   std::map<std::string, int64_t> optimizer_bytes;
-  for (const auto& [key, tensor] : optimizer.state_dict()) {
+  for (const auto& [key, tensor] : training.state_dict()) {
     auto first = key.find('.'), last = key.rfind('.');
     std::string param = first < last ? key.substr(first + 1, last - first - 1) : key;
     std::string group = key.rfind("dense.", 0) == 0 ? "dense parameters" : param;
