@@ -24,7 +24,7 @@
 #include <cstdlib>
 
 #include "recmod/modules/embedding_modules.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/model_optimizer.h"
 
 namespace {
 
@@ -103,10 +103,10 @@ const std::vector<Lookup>& one_table_lookups() {
   return l;
 }
 
-recmod::train::OptimizerOptions rowwise_adagrad() {
-  recmod::train::OptimizerOptions o;
-  o.type = "rowwise_adagrad";
-  o.lr = 0.01;
+recmod::optim::OptimizerOptions rowwise_adagrad() {
+  recmod::optim::OptimizerOptions o;
+  o.type("rowwise_adagrad");
+  o.lr(0.01);
   return o;
 }
 

@@ -27,6 +27,7 @@
 
 #include "recmod/config/graph.h"
 #include "recmod/modules/embedding_modules.h"
+#include "recmod/train/train_step.h"
 #include "recmod/train/trainer.h"
 #include "recmod/train/training_setup.h"
 
@@ -54,9 +55,10 @@ struct RecmodModel {
 RecmodModel& recmod_model() {
   static RecmodModel m = [] {
     recmod::train::seed_everything(0);
-    RecmodModel out{recmod::config::build_model(kConfig), nullptr, {}};
+    const recmod::config::ModelConfig config = recmod::config::load_model_config(kConfig);
+    RecmodModel out{recmod::config::ModelGraph(static_cast<const recmod::config::ModelSpec&>(config)), nullptr, {}};
     out.graph->train();
-    out.training = std::make_unique<recmod::train::TrainingSetup>(out.graph, torch::kCPU);
+    out.training = std::make_unique<recmod::train::TrainingSetup>(out.graph, config.training, torch::kCPU);
     for (const auto& [path, ebc] : out.training->fused())
       for (const auto& t : ebc->embedding_bag_configs()) out.rows.push_back(t.num_embeddings);
     return out;
@@ -156,11 +158,7 @@ void BM_RecmodDlrm(benchmark::State& state) {
   int64_t i = 0;
   for (auto _ : state) {
     const recmod::data::Batch& batch = data[i++ % kBatches].recmod;
-    m.training->zero_grad();
-    torch::Tensor loss =
-        torch::binary_cross_entropy_with_logits(m.graph->forward(batch), batch.labels.select(1, 0));
-    loss.backward();
-    m.training->step();
+    const torch::Tensor loss = recmod::train::train_step(m.graph, *m.training, batch);
     benchmark::DoNotOptimize(loss.data_ptr());
   }
   finish(state, b);

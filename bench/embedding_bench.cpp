@@ -8,7 +8,7 @@
 
 #include <random>
 
-#include "recmod/train/sparse_optimizer.h"
+#include "recmod/optim/sparse_optimizer.h"
 
 namespace {
 
@@ -72,10 +72,10 @@ void set_counters(benchmark::State& state, int64_t updated_rows) {
 
 void BM_Recmod(benchmark::State& state, const std::string& type) {
   torch::Tensor table = make_table();
-  recmod::train::OptimizerOptions options;
-  options.type = type;
-  options.lr = 0.01;
-  recmod::train::SparseOptimizer optimizer({{"t", table}}, options);
+  recmod::optim::OptimizerOptions options;
+  options.type(type);
+  options.lr(0.01);
+  recmod::optim::SparseOptimizer optimizer({{"t", table}}, options);
   const torch::Tensor target = torch::randn({kBatch, kDim});
   int64_t step = 0, updated_rows = 0;
   for (auto _ : state) {

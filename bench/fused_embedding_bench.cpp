@@ -22,7 +22,7 @@
 #include <random>
 
 #include "recmod/modules/embedding_modules.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/model_optimizer.h"
 
 namespace {
 
@@ -91,11 +91,11 @@ recmod::EmbeddingBagCollection& ebc() {
   return m;
 }
 
-recmod::train::OptimizerOptions rowwise_adagrad() {
-  recmod::train::OptimizerOptions o;
-  o.type = "rowwise_adagrad";
-  o.lr = 0.01;
-  o.eps = 1e-8;
+recmod::optim::OptimizerOptions rowwise_adagrad() {
+  recmod::optim::OptimizerOptions o;
+  o.type("rowwise_adagrad");
+  o.lr(0.01);
+  o.eps(1e-8);
   return o;
 }
 
@@ -224,7 +224,7 @@ void BM_TorchSparseAdagrad(benchmark::State& state, Dist dist) {
 void BM_ModelOptimizerRowwise(benchmark::State& state, Dist dist) {
   setup(state);
   ebc()->set_sparse(true);
-  recmod::train::ModelOptimizer optimizer({}, recmod::train::OptimizerOptions(), {{"t", ebc()->table_weight("t")}},
+  recmod::optim::ModelOptimizer optimizer({}, recmod::optim::OptimizerOptions(), {{"t", ebc()->table_weight("t")}},
                                           rowwise_adagrad());
   int64_t step = 0;
   for (auto _ : state) {

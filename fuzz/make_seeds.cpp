@@ -11,7 +11,7 @@
 #include <iostream>
 
 #include "recmod/data/binary_format.h"
-#include "recmod/train/checkpoint.h"
+#include "recmod/io/tensor_file.h"
 
 using namespace recmod;
 
@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
       {"empty", {}}};
   for (const auto& [name, tensors] : checkpoints) {
     const std::string path = (dir / "checkpoint" / (name + ".pt")).string();
-    train::save_tensors(path, tensors);
+    io::save_tensors(path, tensors);
     write_pickle_of(path, (dir / "pickle" / (name + ".pkl")).string());
   }
   std::cout << "seeds written to " << dir.string() << "\n";

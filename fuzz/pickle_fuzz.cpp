@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "recmod/common/errors.h"
-#include "recmod/train/torch_pickle.h"
+#include "recmod/io/torch_pickle.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view pickle(reinterpret_cast<const char*>(data), size);
@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                         false);
   };
   try {
-    for (const auto& [key, tensor] : recmod::train::unpickle_tensor_dict(pickle, storage, "fuzz.pkl"))
+    for (const auto& [key, tensor] : recmod::io::unpickle_tensor_dict(pickle, storage, "fuzz.pkl"))
       if (tensor.numel() > 0) (void)tensor.to(torch::kDouble).sum().item<double>();
   } catch (const recmod::CheckpointError&) {
   }

@@ -6,10 +6,10 @@
 #include <iostream>
 
 #include "commands/commands.h"
-#include "commands/data_io.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
-#include "recmod/config/graph.h"
+#include "recmod/metrics/binary_metrics.h"
+#include "recmod/train/open_model.h"
 #include "recmod/train/trainer.h"
 
 namespace recmod::app {
@@ -29,18 +29,16 @@ struct EvalArgs {
 
 int run_eval(const EvalArgs& args) {
   set_threads(args.threads);
-  auto model_config = config::load_model_config(args.config);
-  std::string data = !args.data.empty() ? args.data : model_config.data.eval;
-  std::string format = !args.format.empty() ? args.format : model_config.data.format;
+  auto opened = train::open_model(args.config, args.checkpoint);
+  const std::string data = !args.data.empty() ? args.data : opened.config.data.eval;
   if (data.empty()) throw UsageError("no data: pass --data FILE (or set data.eval in the config)");
-  config::ModelGraph model(model_config);
-  train::load_model(model, args.checkpoint);
   auto device = parse_device(args.device);
-  model->to(device);
-  auto source = open_data(data, format, model->schema(), model_config.training.batch_size, false, 0);
-  model->check_schema(source->schema(), data);
-  auto [logits, labels] = train::predict(model, *source, device);
-  auto metrics = compute_metrics(logits, labels);
+  opened.model->to(device);
+  train::DataOptions read;
+  read.format = args.format;
+  auto source = train::open_batches(opened, data, read);
+  auto [logits, labels] = train::predict(opened.model, *source, device);
+  auto metrics = metrics::metrics_of_logits(logits, labels);
   if (!args.predictions.empty()) {
     std::ofstream out(args.predictions);
     auto probs = torch::sigmoid(logits.to(torch::kDouble));

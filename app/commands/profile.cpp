@@ -4,11 +4,10 @@
 #include <iostream>
 
 #include "commands/commands.h"
-#include "commands/data_io.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
 #include "recmod/profile/profiler.h"
-#include "recmod/train/trainer.h"
+#include "recmod/train/open_model.h"
 
 namespace recmod::app {
 
@@ -31,23 +30,23 @@ struct ProfileArgs {
 int run_profile(const ProfileArgs& args) {
   set_threads(args.threads);
   if (args.synthetic == !args.data.empty()) throw UsageError("give exactly one of --data FILE and --synthetic");
-  auto model_config = config::load_model_config(args.config);
-  train::seed_everything(model_config.training.seed);
-  config::ModelGraph model(model_config);
-  const int64_t batch_size = args.batch_size > 0 ? args.batch_size : model_config.training.batch_size;
+  auto opened = train::open_model(args.config);
+  auto& model = opened.model;
+  const int64_t batch_size = args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size;
   profile::NextBatch next;
   std::shared_ptr<data::BatchSource> source;
   std::shared_ptr<profile::SyntheticBatches> synthetic;
   if (args.synthetic) {
-    synthetic = std::make_shared<profile::SyntheticBatches>(model, batch_size, model_config.training.seed);
+    synthetic = std::make_shared<profile::SyntheticBatches>(model, batch_size, opened.config.training.seed);
     next = [synthetic] { return std::optional<data::Batch>(synthetic->next()); };
   } else {
-    source = open_data(args.data, args.format.empty() ? model_config.data.format : args.format, model->schema(), batch_size,
-                       false, 0);
-    model->check_schema(source->schema(), args.data);
+    train::DataOptions read;
+    read.format = args.format;
+    read.batch_size = batch_size;
+    source = train::open_batches(opened, args.data, read);
     next = [source] { return source->next(); };
   }
-  auto report = profile::profile_model(model, next, args.steps, args.warmup, parse_device(args.device), args.trace);
+  auto report = profile::profile_model(model, opened.config.training, next, args.steps, args.warmup, parse_device(args.device), args.trace);
   std::cout << report.to_table();
   if (!args.trace.empty()) std::cout << "Chrome trace: " << args.trace << "\n";
   if (!args.json.empty()) {

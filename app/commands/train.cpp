@@ -4,11 +4,11 @@
 #include <iostream>
 
 #include "commands/commands.h"
-#include "commands/data_io.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
-#include "recmod/config/graph.h"
+#include "recmod/metrics/binary_metrics.h"
 #include "recmod/train/batch_memory.h"
+#include "recmod/train/open_model.h"
 #include "recmod/train/trainer.h"
 
 namespace recmod::app {
@@ -29,27 +29,28 @@ struct TrainArgs {
 
 int run_train(const TrainArgs& args) {
   set_threads(args.threads);
-  auto model_config = config::load_model_config(args.config);
-  const auto& t = model_config.training;
-  std::string data = !args.data.empty() ? args.data : model_config.data.train;
-  std::string eval_data = !args.eval_data.empty() ? args.eval_data : model_config.data.eval;
-  std::string format = !args.format.empty() ? args.format : model_config.data.format;
+  auto opened = train::open_model(args.config);
+  const auto& t = opened.config.training;
+  const std::string data = !args.data.empty() ? args.data : opened.config.data.train;
+  const std::string eval_data = !args.eval_data.empty() ? args.eval_data : opened.config.data.eval;
   if (data.empty()) throw UsageError("no training data: pass --data FILE (or set data.train in the config)");
-  train::seed_everything(t.seed);
-  config::ModelGraph model(model_config);
   const torch::Device device = parse_device(args.device);
-  if (device.is_cpu()) train::check_batch_fits(*model, t.batch_size);  // before the run directory exists
+  if (device.is_cpu()) train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
   train::RunDir run(args.out, args.resume);
   if (!args.resume) run.save_config(args.config);
 
-  const auto schema = model->schema();
-  train::DataFactory train_data = [=](int64_t epoch) {
-    return open_data(data, format, schema, t.batch_size, t.shuffle, t.seed + static_cast<uint64_t>(epoch));
-  };
+  train::DataOptions read;
+  read.format = args.format;
+  read.shuffle = t.shuffle;
+  read.seed = t.seed;
+  train::DataFactory train_data = [=](int64_t epoch) { return train::open_batches(opened, data, read, epoch); };
   train::DataFactory eval_factory;
-  if (!eval_data.empty())
-    eval_factory = [=](int64_t) { return open_data(eval_data, format, schema, t.batch_size, false, 0); };
-  model->check_schema(train_data(0)->schema(), data);
+  if (!eval_data.empty()) {
+    train::DataOptions in_order;
+    in_order.format = args.format;
+    eval_factory = [=](int64_t) { return train::open_batches(opened, eval_data, in_order); };
+  }
+  train_data(0);  // a data file that does not fit the model fails here, before training
 
   train::TrainerOptions options;
   options.device = device;
@@ -57,8 +58,8 @@ int run_train(const TrainArgs& args) {
   options.resume = args.resume;
   options.progress_bar = isatty(STDERR_FILENO);
   options.log = &std::cerr;
-  train::Trainer trainer(model, run, options);
-  auto result = trainer.fit(train_data, eval_factory, compute_metrics);
+  train::Trainer trainer(opened.model, t, run, options);
+  auto result = trainer.fit(train_data, eval_factory, metrics::metrics_of_logits);
   std::cout << "steps " << result.steps << ", last loss " << result.last_loss << "\n";
   if (!result.last_eval.is_null()) std::cout << "eval " << result.last_eval.dump() << "\n";
   std::cout << "checkpoint: " << run.model_path() << "\n";

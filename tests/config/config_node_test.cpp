@@ -88,9 +88,9 @@ training:
   EXPECT_EQ(c.features.sparse[1].range, 10);
   ASSERT_EQ(c.nodes.size(), 1u);
   EXPECT_EQ(c.nodes[0].inputs, (std::vector<std::string>{"features.dense"}));
-  EXPECT_EQ(c.training.dense_optimizer.type, "sgd");
-  EXPECT_DOUBLE_EQ(c.training.dense_optimizer.lr, 0.5);
-  EXPECT_EQ(c.training.embedding_optimizer.type, "adagrad");
+  EXPECT_EQ(c.training.dense_optimizer.type(), "sgd");
+  EXPECT_DOUBLE_EQ(c.training.dense_optimizer.lr(), 0.5);
+  EXPECT_EQ(c.training.embedding_optimizer.type(), "adagrad");
   EXPECT_EQ(c.training.batch_size, 4);
   EXPECT_EQ(c.training.steps, 7);
   EXPECT_EQ(c.training.seed, 3u);
@@ -108,6 +108,24 @@ TEST(ModelConfigTest, UnknownOptimizerIsAnError) {
       "m.yaml");
   EXPECT_EQ(error_of([&] { parse_model_config(root); }),
             "m.yaml:6:20: training.dense_optimizer: expected one of [sgd, adagrad, adam], found 'rmsprop'");
+}
+
+// The optimizer's own validation runs at parse time, so `recmod validate`
+// reports every bad optimizer setting at its YAML position.
+TEST(ModelConfigTest, InvalidOptimizerSettingsFailAtTheirKey) {
+  const std::string head = "features: {dense: 1}\nnodes:\n  a: {type: Concat, input: features.dense}\noutput: a\ntraining:\n";
+  auto error_for = [&](const std::string& training) {
+    return error_of([&] { parse_model_config(ConfigNode::load_string(head + training, "m.yaml")); });
+  };
+  EXPECT_EQ(error_for("  dense_optimizer: {type: adam, beta1: 1.5}\n"),
+            "m.yaml:6:39: training.dense_optimizer.beta1: must be in [0, 1), got 1.5");
+  EXPECT_EQ(error_for("  embedding_optimizer: {type: adagrad, eps: 0}\n"),
+            "m.yaml:6:45: training.embedding_optimizer.eps: must be > 0, got 0");
+  EXPECT_EQ(error_for("  dense_optimizer: {lr: -1}\n"), "m.yaml:6:25: training.dense_optimizer.lr: must be > 0, got -1");
+  EXPECT_EQ(error_for("  dense_optimizer: {weight_decay: .nan}\n"),
+            "m.yaml:6:35: training.dense_optimizer.weight_decay: must be >= 0, got nan");
+  EXPECT_EQ(error_for("  embedding_optimizer: {type: adam}\n"),
+            "m.yaml:6:32: training.embedding_optimizer.type: expected one of [sgd, adagrad, rowwise_adagrad], found 'adam'");
 }
 
 }  // namespace

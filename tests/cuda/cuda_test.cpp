@@ -15,7 +15,7 @@
 #include "recmod/conformance/runner.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/model_optimizer.h"
 #include "support/embedding_batches.h"
 
 namespace recmod {
@@ -70,7 +70,7 @@ void expect_tables_close(EmbeddingBagCollection& cpu, EmbeddingBagCollection& gp
   }
 }
 
-train::OptimizerOptions opts(const std::string& type, double lr, double weight_decay) {
+optim::OptimizerOptions opts(const std::string& type, double lr, double weight_decay) {
   return test::optimizer_options(type, lr, weight_decay);
 }
 
@@ -118,8 +118,8 @@ TEST(Cuda, AutogradEmbeddingTrainingMatchesCpu) {
       p_gpu.emplace_back("embedding_bags." + t.name + ".weight", gpu->table_weight(t.name));
     }
     const auto o = opts("rowwise_adagrad", 0.1, 0.01);
-    train::ModelOptimizer opt_cpu({}, opts("sgd", 0.1, 0), p_cpu, o);
-    train::ModelOptimizer opt_gpu({}, opts("sgd", 0.1, 0), p_gpu, o);
+    optim::ModelOptimizer opt_cpu({}, opts("sgd", 0.1, 0), p_cpu, o);
+    optim::ModelOptimizer opt_gpu({}, opts("sgd", 0.1, 0), p_gpu, o);
     for (int step = 0; step < 3; ++step) {
       const KeyedJaggedTensor kjt = batch(48, 500 + step, false);
       opt_cpu.zero_grad();

@@ -97,7 +97,7 @@ TEST(BinaryFormat, TextFormatAskedForABinaryFileSaysSo) {
     FAIL() << "no error";
   } catch (const InputError& e) {
     EXPECT_THAT(e.what(), HasSubstr(path + ": this is a recmod binary (.rmb) file, but the data format asked for is "
-                                           "criteo-tsv; use --format binary (or auto)"));
+                                           "criteo_tsv; use --format binary (or auto)"));
   }
   EXPECT_EQ(open_reader(path, DataFormat::kAuto, std::nullopt, BadRecordPolicy::kFail)->schema().num_dense,
             small_columns(false).schema().num_dense);

@@ -7,7 +7,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/modules/embedding_modules.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/model_optimizer.h"
 #include "support/embedding_batches.h"
 
 namespace recmod {
@@ -62,7 +62,7 @@ void expect_tables_equal(EmbeddingBagCollection& a, EmbeddingBagCollection& b, b
   }
 }
 
-train::OptimizerOptions opts(const std::string& type, double lr, double weight_decay = 0.0) {
+optim::OptimizerOptions opts(const std::string& type, double lr, double weight_decay = 0.0) {
   return test::optimizer_options(type, lr, weight_decay);
 }
 
@@ -109,7 +109,7 @@ TEST(FusedEmbeddingBag, RowwiseAdagradGivesExactlyModelOptimizer) {
   for (const auto& t : plain->embedding_bag_configs())
     params.emplace_back("embedding_bags." + t.name + ".weight", plain->table_weight(t.name));
   const auto o = opts("rowwise_adagrad", 0.1, 0.01);
-  train::ModelOptimizer optimizer({}, opts("sgd", 0.1), params, o);
+  optim::ModelOptimizer optimizer({}, opts("sgd", 0.1), params, o);
   fused->enable_fused_optimizer(o);
   for (int step = 0; step < 4; ++step) {
     const auto kjt = batch(32, 200 + step, false);
@@ -138,7 +138,7 @@ TEST(FusedEmbeddingBag, MatchModelOptimizer) {
     for (const auto& t : plain->embedding_bag_configs())
       params.emplace_back("embedding_bags." + t.name + ".weight", plain->table_weight(t.name));
     const auto o = opts(type, 0.05, 0.02);
-    train::ModelOptimizer optimizer({}, opts("sgd", 0.1), params, o);
+    optim::ModelOptimizer optimizer({}, opts("sgd", 0.1), params, o);
     fused->enable_fused_optimizer(o);
     for (int step = 0; step < 3; ++step) {
       const auto kjt = batch(24, 300 + step, weighted);

@@ -17,7 +17,7 @@
 
 #include "cli/run_recmod.h"
 #include "recmod/common/errors.h"
-#include "recmod/train/checkpoint.h"
+#include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
 namespace {
@@ -168,12 +168,12 @@ Trained train_briefly(const std::string& name) {
 
 TEST(ReliabilityTest, CheckpointWithMissingKeyWrongShapeWrongDtype) {
   auto t = train_briefly("rel_ckpt");
-  const StateDict good = train::load_tensors(t.run + "/model.pt");
+  const StateDict good = io::load_tensors(t.run + "/model.pt");
   auto edited = [&](const std::string& name, const std::function<void(StateDict&)>& edit) {
     StateDict s = good;
     edit(s);
     const std::string path = t.dir + "/" + name + ".pt";
-    train::save_tensors(path, s);
+    io::save_tensors(path, s);
     return run_recmod("eval " + t.config + " --checkpoint " + path + " --data " + t.data);
   };
   auto r = edited("missing", [](StateDict& s) { s.erase(s.begin()); });
@@ -238,8 +238,8 @@ TEST(ReliabilityTest, SigkillWhileCheckpointingLeavesAResumableRun) {
     int status = 0;
     waitpid(pid, &status, 0);
     // The files on disk load as they are.
-    EXPECT_NO_THROW(train::load_tensors(run + "/model.pt"));
-    EXPECT_NO_THROW(train::load_tensors(run + "/trainer_state.pt"));
+    EXPECT_NO_THROW(io::load_tensors(run + "/model.pt"));
+    EXPECT_NO_THROW(io::load_tensors(run + "/trainer_state.pt"));
   }
   // A torn last metrics line (a kill mid-append) does not break the next run.
   { std::ofstream(run + "/metrics.jsonl", std::ios::app) << "{\"step\": 12, \"lo"; }

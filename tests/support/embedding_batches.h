@@ -9,7 +9,7 @@
 
 #include "recmod/modules/embedding_configs.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/model_optimizer.h"
 
 namespace recmod::test {
 
@@ -41,11 +41,11 @@ inline KeyedJaggedTensor three_table_batch(int64_t b, uint64_t seed, bool weight
   return KeyedJaggedTensor::from_lengths(keys, values, lengths, w);
 }
 
-inline train::OptimizerOptions optimizer_options(const std::string& type, double lr, double weight_decay = 0.0) {
-  train::OptimizerOptions o;
-  o.type = type;
-  o.lr = lr;
-  o.weight_decay = weight_decay;
+inline optim::OptimizerOptions optimizer_options(const std::string& type, double lr, double weight_decay = 0.0) {
+  optim::OptimizerOptions o;
+  o.type(type);
+  o.lr(lr);
+  o.weight_decay(weight_decay);
   return o;
 }
 

@@ -7,7 +7,7 @@
 #include <filesystem>
 
 #include "recmod/common/state_dict.h"
-#include "recmod/train/checkpoint.h"
+#include "recmod/io/tensor_file.h"
 #include "recmod/train/health.h"
 #include "support/test_util.h"
 
@@ -35,10 +35,16 @@ training:
   log_interval: 0
 )";
 
+config::ModelConfig config_of_test() {
+  return config::parse_model_config(config::ConfigNode::load_string(kModel, "t.yaml"));
+}
+
 config::ModelGraph make_model() {
   seed_everything(7);
-  return config::ModelGraph(config::parse_model_config(config::ConfigNode::load_string(kModel, "t.yaml")));
+  return config::ModelGraph(config_of_test());
 }
+
+const config::TrainingSpec kTraining = config_of_test().training;
 
 // Deterministic batches: label = (dense[0] + planted[id] > 0); `epoch`
 // permutes the batch order. Optionally poisons one batch with a NaN or asks
@@ -99,7 +105,7 @@ void expect_same_state(const StateDict& a, const StateDict& b) {
 
 TEST(TrainerTest, LearnsThePlantedSignalAndWritesTheRun) {
   auto dir = run_dir("learns");
-  Trainer trainer(make_model(), RunDir(dir, false), {});
+  Trainer trainer(make_model(), kTraining, RunDir(dir, false), {});
   auto result = trainer.fit(source(), source(), accuracy());
   EXPECT_EQ(result.steps, 18);  // 3 epochs x 6 batches
   EXPECT_GT(result.last_eval["accuracy"].get<double>(), 0.8);
@@ -114,16 +120,16 @@ TEST(TrainerTest, LearnsThePlantedSignalAndWritesTheRun) {
 TEST(TrainerTest, InterruptedThenResumedEqualsUninterrupted) {
   auto whole_dir = run_dir("whole");
   auto model_whole = make_model();
-  Trainer(model_whole, RunDir(whole_dir, false), {}).fit(source(), {}, {});
+  Trainer(model_whole, kTraining, RunDir(whole_dir, false), {}).fit(source(), {}, {});
 
   auto split_dir = run_dir("split");
-  auto first = Trainer(make_model(), RunDir(split_dir, false), {}).fit(source(-1, 4), {}, {});
+  auto first = Trainer(make_model(), kTraining, RunDir(split_dir, false), {}).fit(source(-1, 4), {}, {});
   EXPECT_TRUE(first.interrupted);
   EXPECT_EQ(first.steps, 4);
   TrainerOptions resume;
   resume.resume = true;
   auto model_resumed = make_model();
-  auto second = Trainer(model_resumed, RunDir(split_dir, true), resume).fit(source(), {}, {});
+  auto second = Trainer(model_resumed, kTraining, RunDir(split_dir, true), resume).fit(source(), {}, {});
   EXPECT_FALSE(second.interrupted);
   EXPECT_EQ(second.steps, 18);
   expect_same_state(state_dict(*model_whole), state_dict(*model_resumed));
@@ -132,11 +138,11 @@ TEST(TrainerTest, InterruptedThenResumedEqualsUninterrupted) {
 
 TEST(TrainerTest, NanLossNamesTheStepAndKeepsTheLastCheckpoint) {
   auto dir = run_dir("nan");
-  Trainer(make_model(), RunDir(dir, false), {}).fit(source(-1, 2), {}, {});  // checkpoint at step 2
+  Trainer(make_model(), kTraining, RunDir(dir, false), {}).fit(source(-1, 2), {}, {});  // checkpoint at step 2
   TrainerOptions resume;
   resume.resume = true;
   try {
-    Trainer(make_model(), RunDir(dir, true), resume).fit(source(3), {}, {});
+    Trainer(make_model(), kTraining, RunDir(dir, true), resume).fit(source(3), {}, {});
     FAIL() << "expected TrainingHealthError";
   } catch (const TrainingHealthError& e) {
     EXPECT_THAT(e.what(), HasSubstr("step 4"));
@@ -146,7 +152,7 @@ TEST(TrainerTest, NanLossNamesTheStepAndKeepsTheLastCheckpoint) {
 
 TEST(RunDirTest, RefusesToOverwriteOrToResumeNothing) {
   auto dir = run_dir("rundir");
-  Trainer(make_model(), RunDir(dir, false), {}).fit(source(-1, 1), {}, {});
+  Trainer(make_model(), kTraining, RunDir(dir, false), {}).fit(source(-1, 1), {}, {});
   try {
     RunDir again(dir, false);
     FAIL();

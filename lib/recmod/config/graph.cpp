@@ -40,8 +40,8 @@ void visit(size_t i, const std::vector<NodeSpec>& specs, const std::vector<std::
 
 }  // namespace
 
-ModelGraphImpl::ModelGraphImpl(const ModelConfig& config) : config_(config) {
-  const auto& specs = config_.nodes;
+ModelGraphImpl::ModelGraphImpl(const ModelSpec& spec) : spec_(spec) {
+  const auto& specs = spec_.nodes;
   std::map<std::string, int64_t> index;
   for (size_t i = 0; i < specs.size(); ++i) {
     if (!valid_node_name(specs[i].name))
@@ -67,18 +67,18 @@ ModelGraphImpl::ModelGraphImpl(const ModelConfig& config) : config_(config) {
   }
   // The output node and everything it depends on; nodes it does not use are
   // an error (they would train nothing).
-  auto out = index.find(config_.output);
-  if (out == index.end()) config_.output_yaml->fail("output '" + config_.output + "' is not a node");
+  auto out = index.find(spec_.output);
+  if (out == index.end()) spec_.output_yaml->fail("output '" + spec_.output + "' is not a node");
   std::vector<int> state(specs.size(), 0);
   visit(static_cast<size_t>(out->second), specs, input_ids_, state, order_);
   for (size_t i = 0; i < specs.size(); ++i)
-    if (state[i] == 0) specs[i].yaml.fail("node '" + specs[i].name + "' is not used by the output '" + config_.output + "'");
+    if (state[i] == 0) specs[i].yaml.fail("node '" + specs[i].name + "' is not used by the output '" + spec_.output + "'");
 
   // Build in order, inferring each node's input shapes from its inputs.
   built_.resize(specs.size());
   infos_.resize(specs.size());
-  const ValueShape dense_shape = ValueShape::dense(config_.features.num_dense);
-  const ValueShape sparse_shape = ValueShape::sparse(config_.features.sparse_names());
+  const ValueShape dense_shape = ValueShape::dense(spec_.features.num_dense);
+  const ValueShape sparse_shape = ValueShape::sparse(spec_.features.sparse_names());
   for (size_t i : order_) {
     const auto& spec = specs[i];
     const NodeType* type = find_node_type(spec.type);
@@ -96,45 +96,46 @@ ModelGraphImpl::ModelGraphImpl(const ModelConfig& config) : config_(config) {
   }
   const auto& out_shape = built_[out->second].shape;
   if (out_shape.kind != ValueKind::Dense || out_shape.width != 1)
-    config_.output_yaml->fail(str_cat("the output must be a logit of shape (B, 1), but '", config_.output, "' gives ",
+    spec_.output_yaml->fail(str_cat("the output must be a logit of shape (B, 1), but '", spec_.output, "' gives ",
                                       out_shape.kind_name(), " (end with an MLP whose last layer size is 1)"));
 }
 
-Value ModelGraphImpl::run_node(size_t index, const std::vector<Value>& inputs) { return built_[index].forward(inputs); }
-
 std::pair<Value, Value> ModelGraphImpl::inputs(const data::Batch& batch) const {
   // Only the config's features, in its order (the data may carry more).
-  auto sparse = batch.sparse.keys() == config_.features.sparse_names()
+  auto sparse = batch.sparse.keys() == spec_.features.sparse_names()
                     ? batch.sparse
-                    : batch.sparse.select(config_.features.sparse_names());
-  return {Value::of_dense(batch.dense), Value::of_sparse(hash_features(sparse, config_.features.sparse))};
+                    : batch.sparse.select(spec_.features.sparse_names());
+  return {Value::of_dense(batch.dense), Value::of_sparse(hash_features(sparse, spec_.features.sparse))};
 }
 
-torch::Tensor ModelGraphImpl::forward(const data::Batch& batch) {
+torch::Tensor ModelGraphImpl::forward(const data::Batch& batch, NodeObserver* observer) {
   auto [dense, sparse] = inputs(batch);
   std::vector<Value> values(built_.size());
+  std::vector<Value> in;
   for (size_t i : order_) {
-    std::vector<Value> in;
+    in.clear();
     for (int64_t id : input_ids_[i]) in.push_back(id == kDenseInput ? dense : id == kSparseInput ? sparse : values[id]);
+    if (observer) observer->before_node(i);
     values[i] = built_[i].forward(in);
+    if (observer) observer->after_node(i, values[i]);
   }
   return values[order_.back()].dense.reshape({-1});
 }
 
 data::DataSchema ModelGraphImpl::schema() const {
   data::DataSchema s;
-  s.num_dense = config_.features.num_dense;
-  s.sparse_features = config_.features.sparse_names();
+  s.num_dense = spec_.features.num_dense;
+  s.sparse_features = spec_.features.sparse_names();
   return s;
 }
 
 void ModelGraphImpl::check_schema(const data::DataSchema& schema, const std::string& origin) const {
-  if (schema.num_dense != config_.features.num_dense)
-    throw_input_error(origin, ": the data has ", schema.num_dense, " dense features, the config (", config_.file,
-                      ") expects ", config_.features.num_dense);
-  for (const auto& name : config_.features.sparse_names())
+  if (schema.num_dense != spec_.features.num_dense)
+    throw_input_error(origin, ": the data has ", schema.num_dense, " dense features, the config (", spec_.file,
+                      ") expects ", spec_.features.num_dense);
+  for (const auto& name : spec_.features.sparse_names())
     if (std::find(schema.sparse_features.begin(), schema.sparse_features.end(), name) == schema.sparse_features.end())
-      throw_input_error(origin, ": the config (", config_.file, ") uses sparse feature '", name,
+      throw_input_error(origin, ": the config (", spec_.file, ") uses sparse feature '", name,
                         "', which the data does not have; the data has ", join_names(schema.sparse_features));
 }
 
@@ -160,7 +161,7 @@ std::vector<std::pair<std::string, torch::Tensor>> ModelGraphImpl::embedding_par
 
 std::string ModelGraphImpl::describe() const {
   std::ostringstream os;
-  os << "features: dense " << config_.features.num_dense << ", sparse " << join_names(config_.features.sparse_names())
+  os << "features: dense " << spec_.features.num_dense << ", sparse " << join_names(spec_.features.sparse_names())
      << "\n";
   int64_t dense_params = 0, embedding_params = 0;
   for (size_t i : order_) {
@@ -171,12 +172,15 @@ std::string ModelGraphImpl::describe() const {
     os << "\n";
     (n.embedding ? embedding_params : dense_params) += n.num_parameters;
   }
-  os << "output: " << config_.output << "\n";
+  os << "output: " << spec_.output << "\n";
   os << "parameters: " << dense_params + embedding_params << " (dense " << dense_params << ", embedding "
      << embedding_params << ")\n";
   return os.str();
 }
 
-ModelGraph build_model(const std::string& config_path) { return ModelGraph(load_model_config(config_path)); }
+ModelGraph build_model(const std::string& config_path) {
+  const ModelSpec spec = load_model_config(config_path);
+  return ModelGraph(spec);
+}
 
 }  // namespace recmod::config

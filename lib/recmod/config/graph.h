@@ -25,18 +25,30 @@ struct NodeInfo {
   std::string summary;
 };
 
+/// Watches a forward pass node by node (recmod profile's timer is one).
+/// The executor calls before_node(i) and after_node(i, output) around node
+/// i, in execution order.
+class NodeObserver {
+ public:
+  virtual ~NodeObserver() = default;
+  virtual void before_node(size_t /*index*/) {}
+  virtual void after_node(size_t /*index*/, const Value& /*output*/) {}
+};
+
 class ModelGraphImpl : public torch::nn::Module {
  public:
   /// Builds every node; throws ConfigError (with file:line:col) for unknown
   /// types, unknown or cyclic inputs, bad options and shape mismatches.
-  explicit ModelGraphImpl(const ModelConfig& config);
+  /// The training and data sections of a config are not the model's: a
+  /// ModelConfig passed here is sliced to its ModelSpec.
+  explicit ModelGraphImpl(const ModelSpec& spec);
 
-  /// Logits (B) for a batch whose schema matches the config's features.
-  torch::Tensor forward(const data::Batch& batch);
-  /// Every node's output, by name (for profiling).
-  Value run_node(size_t index, const std::vector<Value>& inputs);
+  /// Logits (B) for a batch whose schema matches the config's features: the
+  /// one graph executor (every node in order(), each fed its inputs'
+  /// outputs); `observer`, when given, sees each node run.
+  torch::Tensor forward(const data::Batch& batch, NodeObserver* observer = nullptr);
 
-  const ModelConfig& config() const { return config_; }
+  const ModelSpec& spec() const { return spec_; }
   const std::vector<NodeInfo>& nodes() const { return infos_; }
   /// Node indices, inputs before users; the output node is last.
   const std::vector<size_t>& order() const { return order_; }
@@ -61,7 +73,7 @@ class ModelGraphImpl : public torch::nn::Module {
 
  private:
   std::vector<std::pair<std::string, torch::Tensor>> named_parameters_of(bool embedding) const;
-  ModelConfig config_;
+  ModelSpec spec_;
   std::vector<BuiltNode> built_;
   std::vector<NodeInfo> infos_;
   std::vector<std::vector<int64_t>> input_ids_;
@@ -69,7 +81,7 @@ class ModelGraphImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ModelGraph);
 
-/// Shorthand: load, parse and build.
+/// Shorthand: load, parse and build the model of a config file.
 ModelGraph build_model(const std::string& config_path);
 
 int64_t count_parameters(const torch::nn::Module& module);

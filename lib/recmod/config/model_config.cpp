@@ -57,30 +57,37 @@ FeaturesSpec parse_features(const ConfigNode& node) {
   return spec;
 }
 
-OptimizerSpec parse_optimizer(const ConfigNode& node, OptimizerSpec spec, const std::vector<std::string>& types) {
+// An optimizer is a type name, or a map of OptimizerOptions' fields. The
+// optimizer's own validation decides what is valid; its complaint is raised
+// at the key it names.
+optim::OptimizerOptions parse_optimizer(const ConfigNode& node, optim::OptimizerOptions o, optim::OptimizerRole role) {
   if (node.is_scalar()) {
-    spec.type = node.one_of(types);
-    return spec;
+    o.type(node.one_of(optim::optimizer_types(role)));
+  } else {
+    node.allow_keys({"type", "lr", "weight_decay", "eps", "beta1", "beta2", "initial_accumulator_value"});
+    if (node.has("type")) o.type(node["type"].one_of(optim::optimizer_types(role)));
+    o.lr(node.get_double("lr", o.lr()));
+    o.weight_decay(node.get_double("weight_decay", o.weight_decay()));
+    o.eps(node.get_double("eps", o.eps()));
+    o.beta1(node.get_double("beta1", o.beta1()));
+    o.beta2(node.get_double("beta2", o.beta2()));
+    o.initial_accumulator_value(node.get_double("initial_accumulator_value", o.initial_accumulator_value()));
   }
-  node.allow_keys({"type", "lr", "weight_decay", "eps", "beta1", "beta2", "initial_accumulator_value"});
-  if (node.has("type")) spec.type = node["type"].one_of(types);
-  spec.lr = node.get_double("lr", spec.lr);
-  if (spec.lr <= 0) node["lr"].fail(str_cat("must be > 0, got ", spec.lr));
-  spec.weight_decay = node.get_double("weight_decay", spec.weight_decay);
-  spec.eps = node.get_double("eps", spec.eps);
-  spec.beta1 = node.get_double("beta1", spec.beta1);
-  spec.beta2 = node.get_double("beta2", spec.beta2);
-  spec.initial_accumulator_value = node.get_double("initial_accumulator_value", spec.initial_accumulator_value);
-  return spec;
+  if (auto problem = optim::find_problem(o, role)) {
+    if (node.is_map() && node.has(problem->field)) node[problem->field].fail(problem->message);
+    node.fail(problem->field + " " + problem->message);  // a default that does not suit the type
+  }
+  return o;
 }
 
 TrainingSpec parse_training(const ConfigNode& node) {
   node.allow_keys({"dense_optimizer", "embedding_optimizer", "batch_size", "epochs", "steps", "seed",
                    "eval_interval", "checkpoint_interval", "shuffle", "log_interval", "fused_embeddings"});
   TrainingSpec t;
-  if (auto n = node.find("dense_optimizer")) t.dense_optimizer = parse_optimizer(*n, t.dense_optimizer, {"sgd", "adagrad", "adam"});
+  if (auto n = node.find("dense_optimizer"))
+    t.dense_optimizer = parse_optimizer(*n, t.dense_optimizer, optim::OptimizerRole::dense);
   if (auto n = node.find("embedding_optimizer"))
-    t.embedding_optimizer = parse_optimizer(*n, t.embedding_optimizer, {"sgd", "adagrad", "rowwise_adagrad"});
+    t.embedding_optimizer = parse_optimizer(*n, t.embedding_optimizer, optim::OptimizerRole::embedding);
   t.batch_size = node.positive_int("batch_size", t.batch_size);
   t.epochs = node.positive_int("epochs", t.epochs);
   if (node.has("steps")) t.steps = node.positive_int("steps");

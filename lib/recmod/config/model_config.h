@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "recmod/config/config_node.h"
+#include "recmod/optim/optimizer_options.h"
 
 namespace recmod::config {
 
@@ -24,19 +25,10 @@ struct FeaturesSpec {
   std::vector<std::string> sparse_names() const;
 };
 
-struct OptimizerSpec {
-  std::string type;  // dense: sgd | adagrad | adam; embedding: sgd | adagrad | rowwise_adagrad
-  double lr = 0.01;
-  double weight_decay = 0.0;
-  double eps = 1e-8;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double initial_accumulator_value = 0.0;
-};
-
 struct TrainingSpec {
-  OptimizerSpec dense_optimizer{"adam", 0.001};
-  OptimizerSpec embedding_optimizer{"rowwise_adagrad", 0.05};
+  // Checked at parse time (optim::find_problem), each error at its YAML key.
+  optim::OptimizerOptions dense_optimizer{"adam", 0.001};
+  optim::OptimizerOptions embedding_optimizer{"rowwise_adagrad", 0.05};
   int64_t batch_size = 256;
   int64_t epochs = 1;
   std::optional<int64_t> steps;  // when set, overrides epochs
@@ -64,12 +56,19 @@ struct NodeSpec {
   ConfigNode yaml;
 };
 
-struct ModelConfig {
+/// What a ModelGraph is built from: the features, the nodes and the output.
+/// Nothing about how it is trained or fed.
+struct ModelSpec {
   std::string file;
   FeaturesSpec features;
   std::vector<NodeSpec> nodes;  // in file order
   std::string output;
   std::optional<ConfigNode> output_yaml;
+};
+
+/// A whole config file: the model, and the run's sections, which go to the
+/// trainer (training) and the data layer (data) explicitly.
+struct ModelConfig : ModelSpec {
   TrainingSpec training;
   DataSpec data;
 };

@@ -1,5 +1,7 @@
 #include "recmod/data/open_reader.h"
 
+#include <algorithm>
+
 #include <cstring>
 
 #include "recmod/common/errors.h"
@@ -12,16 +14,18 @@ namespace recmod::data {
 
 DataFormat parse_data_format(const std::string& name) {
   if (name == "auto") return DataFormat::kAuto;
-  if (name == "criteo-tsv" || name == "tsv") return DataFormat::kCriteoTsv;
+  // criteo_tsv is the one spelling messages and docs use; the others are
+  // accepted because earlier versions wrote them.
+  if (name == "criteo_tsv" || name == "criteo-tsv" || name == "tsv") return DataFormat::kCriteoTsv;
   if (name == "jsonl") return DataFormat::kJsonl;
   if (name == "binary" || name == "rmb") return DataFormat::kBinary;
-  throw UsageError(str_cat("unknown data format '", name, "'; expected one of [auto, criteo-tsv, jsonl, binary]"));
+  throw UsageError(str_cat("unknown data format '", name, "'; expected one of [auto, criteo_tsv, jsonl, binary]"));
 }
 
 std::string format_name(DataFormat format) {
   switch (format) {
     case DataFormat::kAuto: return "auto";
-    case DataFormat::kCriteoTsv: return "criteo-tsv";
+    case DataFormat::kCriteoTsv: return "criteo_tsv";
     case DataFormat::kJsonl: return "jsonl";
     case DataFormat::kBinary: return "binary";
   }
@@ -85,6 +89,22 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, BatcherOption
                                           BadRecordPolicy policy) {
   options.seed += static_cast<uint64_t>(epoch);
   return std::make_unique<Batcher>(open_reader(path, format, schema, policy), options);
+}
+
+std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOptions& options,
+                                          const DataSchema& model_schema, int64_t epoch) {
+  DataFormat format = parse_data_format(options.format.empty() ? "auto" : options.format);
+  if (format == DataFormat::kAuto) format = detect_format(path);
+  // JSON lines carry no schema of their own: they are read with the model's.
+  // The other formats bring theirs, which the caller checks against the
+  // model (with a message naming the config).
+  std::optional<DataSchema> given;
+  if (format == DataFormat::kJsonl) given = model_schema;
+  BatcherOptions batcher;
+  batcher.batch_size = options.batch_size;
+  batcher.shuffle_buffer = options.shuffle ? std::max<int64_t>(16384, options.batch_size) : 0;
+  batcher.seed = options.seed;
+  return open_batches(path, batcher, epoch, format, given);
 }
 
 }  // namespace recmod::data

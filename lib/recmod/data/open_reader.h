@@ -12,7 +12,8 @@ namespace recmod::data {
 
 enum class DataFormat { kAuto, kCriteoTsv, kJsonl, kBinary };
 
-/// "auto", "criteo-tsv" (or "tsv"), "jsonl", "binary" (or "rmb"); throws
+/// "auto", "criteo_tsv", "jsonl", "binary" (older spellings "criteo-tsv",
+/// "tsv" and "rmb" are accepted too); throws
 /// UsageError listing the valid names.
 DataFormat parse_data_format(const std::string& name);
 std::string format_name(DataFormat format);
@@ -33,5 +34,20 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, BatcherOption
                                           DataFormat format = DataFormat::kAuto,
                                           const std::optional<DataSchema>& schema = std::nullopt,
                                           BadRecordPolicy policy = BadRecordPolicy::kFail);
+
+/// How a command reads a data set into batches.
+struct ReadOptions {
+  std::string format;        // criteo_tsv | jsonl | binary | auto ("" = auto: from the file's first bytes)
+  int64_t batch_size = 256;
+  bool shuffle = false;      // rows mixed in a buffer of max(16384, batch_size) rows
+  uint64_t seed = 0;         // the shuffle's seed; epoch e shuffles with seed + e
+};
+
+/// The batches of `path` for a model whose features are `model_schema`: the
+/// one way train, eval, profile and evict open data. JSON lines are read with
+/// `model_schema`; the other formats bring their own schema (check it against
+/// the model's).
+std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOptions& options,
+                                          const DataSchema& model_schema, int64_t epoch = 0);
 
 }  // namespace recmod::data

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "recmod/common/errors.h"
+#include "recmod/common/hash.h"
 
 namespace recmod {
 
@@ -17,11 +18,6 @@ JaggedTensor with_values(const JaggedTensor& jt, torch::Tensor values) {
   return JaggedTensor::unchecked(std::move(values), jt.lengths(), jt.offsets(), jt.weights_or_none());
 }
 
-/// Logical (unsigned) right shift of int64 bits.
-torch::Tensor logical_right_shift(const torch::Tensor& x, int64_t bits) {
-  return torch::bitwise_and(torch::bitwise_right_shift(x, bits), (int64_t{1} << (64 - bits)) - 1);
-}
-
 }  // namespace
 
 torch::Tensor mod_hash(const torch::Tensor& ids, uint64_t size) {
@@ -32,13 +28,7 @@ torch::Tensor mod_hash(const torch::Tensor& ids, uint64_t size) {
 }
 
 torch::Tensor murmur3_hash(const torch::Tensor& ids, uint64_t size) {
-  // fmix64; the multiplications wrap modulo 2**64 as the unsigned original.
-  torch::Tensor k = ids.to(torch::kLong);
-  k = torch::bitwise_xor(k, logical_right_shift(k, 33));
-  k = k * static_cast<int64_t>(0xff51afd7ed558ccdULL);
-  k = torch::bitwise_xor(k, logical_right_shift(k, 33));
-  k = k * static_cast<int64_t>(0xc4ceb9fe1a85ec53ULL);
-  k = torch::bitwise_xor(k, logical_right_shift(k, 33));
+  const torch::Tensor k = murmur3_fmix64(ids);
   // Keep 63 bits so that the result does not depend on the sign convention
   // of the remainder.
   return mod_hash(torch::bitwise_and(k, kInt64Max), size);

@@ -66,4 +66,12 @@ MetricValues BinaryMetrics::compute() const {
 
 void BinaryMetrics::reset() { *this = BinaryMetrics(); }
 
+nlohmann::json metrics_of_logits(const torch::Tensor& logits, const torch::Tensor& labels) {
+  BinaryMetrics m;
+  m.update(torch::sigmoid(logits.to(torch::kFloat)), labels);
+  const MetricValues v = m.compute();
+  return {{"auc", v.auc}, {"ne", v.ne}, {"log_loss", v.log_loss}, {"accuracy", v.accuracy},
+          {"calibration", v.calibration}, {"count", v.count}};
+}
+
 }  // namespace recmod::metrics

@@ -1,5 +1,6 @@
 #pragma once
 // Streaming metrics of a binary classifier, accumulated over batches.
+#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -40,5 +41,9 @@ class BinaryMetrics {
   double prediction_sum_ = 0.0;
   int64_t correct_ = 0;
 };
+
+/// AUC, NE, log loss, accuracy, calibration and count of logits (N) against
+/// 0/1 labels (N), as one JSON object: what eval prints and metrics.jsonl holds.
+nlohmann::json metrics_of_logits(const torch::Tensor& logits, const torch::Tensor& labels);
 
 }  // namespace recmod::metrics

@@ -161,7 +161,7 @@ void EmbeddingBagCollectionImpl::to(torch::Device device, bool non_blocking) {
   if (fused_) fused_->to(device);
 }
 
-void EmbeddingBagCollectionImpl::enable_fused_optimizer(const train::OptimizerOptions& options) {
+void EmbeddingBagCollectionImpl::enable_fused_optimizer(const optim::OptimizerOptions& options) {
   std::vector<torch::Tensor> weights;
   for (const auto& t : tables_) weights.push_back(t->weight);
   fused_ = std::make_shared<FusedEmbeddingOptimizer>(weights, options);

@@ -16,7 +16,7 @@
 #include "recmod/sparse/jagged_tensor.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
 #include "recmod/sparse/keyed_tensor.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/optimizer_options.h"
 
 namespace recmod {
 
@@ -104,13 +104,13 @@ class EmbeddingBagCollectionImpl : public torch::nn::Module {
 
   /// Opt-in fused training path (see fused_embedding_bag.h): forward pools
   /// every table in one CPU kernel, and backward applies `options`' update
-  /// (sgd | adagrad | rowwise_adagrad, train::update_rows's math) to the
+  /// (sgd | adagrad | rowwise_adagrad, optim::apply_row_update) to the
   /// touched rows directly, so the tables never get a .grad and must not be
   /// given to another optimizer. Without grad mode, forward is only the
   /// lookup. On other devices the same semantics run with tensor ops
   /// (correct, not fast). Re-enabling resets the optimizer state.
   /// Throws InputError for invalid options.
-  void enable_fused_optimizer(const train::OptimizerOptions& options);
+  void enable_fused_optimizer(const optim::OptimizerOptions& options);
   /// Back to the default (autograd) path; drops the fused optimizer state.
   void disable_fused_optimizer();
   bool fused_optimizer_enabled() const { return fused_ != nullptr; }

@@ -1,6 +1,6 @@
 #include "recmod/modules/fused_embedding_bag.h"
 
-#include "recmod/train/sparse_optimizer.h"
+#include "recmod/optim/row_update.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -19,7 +19,8 @@ namespace recmod {
 
 namespace {
 
-using train::RowUpdate;
+using optim::RowUpdate;
+using optim::RowUpdateScalars;
 
 /// Rows ahead of the current one whose cache lines are requested early: a
 /// random row is a main-memory miss, and a bag's ids are known in advance.
@@ -313,57 +314,6 @@ torch::Tensor forward_generic(const FusedLookupPlan& plan, const FusedLookupInpu
 // ---------------------------------------------------------------------------
 // Backward + update
 
-/// The per-row update, the same expressions as train::update_rows's CPU
-/// kernel (for float32 tables the results are bitwise equal); `g` is the
-/// row's summed gradient, `w` the row, `s` its state.
-template <typename scalar_t>
-inline void apply_update(RowUpdate algorithm, float lr, float eps, float wd, const float* __restrict__ g,
-                         scalar_t* __restrict__ w, float* __restrict__ s, int64_t dim) {
-  switch (algorithm) {
-    case RowUpdate::sgd:
-      for (int64_t j = 0; j < dim; ++j) {
-        const auto wj = static_cast<float>(w[j]);
-        w[j] = static_cast<scalar_t>(wj - lr * (g[j] + wd * wj));
-      }
-      break;
-    case RowUpdate::adagrad:
-      for (int64_t j = 0; j < dim; ++j) {
-        const auto wj = static_cast<float>(w[j]);
-        const float gj = g[j] + wd * wj;
-        s[j] += gj * gj;
-        w[j] = static_cast<scalar_t>(wj - lr * gj / (std::sqrt(s[j]) + eps));
-      }
-      break;
-    case RowUpdate::rowwise_adagrad: {
-      // In double, as update_rows does (at::acc_type<float, false>), but in
-      // 8 partial sums: one sequential chain of 64 dependent additions per
-      // row fills the out-of-order window and stalls the next rows' misses.
-      // The squares of floats are exact in double, so the float result can
-      // differ from update_rows' only when the double sum lands within
-      // 2^-29 relative of a float rounding boundary.
-      double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      int64_t j = 0;
-      for (; j + 8 <= dim; j += 8)
-        for (int k = 0; k < 8; ++k) {
-          const double gj = g[j + k] + wd * static_cast<float>(w[j + k]);
-          part[k] += gj * gj;
-        }
-      for (; j < dim; ++j) {
-        const double gj = g[j] + wd * static_cast<float>(w[j]);
-        part[j % 8] += gj * gj;
-      }
-      const double sum_sq = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-      s[0] += static_cast<float>(sum_sq / static_cast<double>(dim));
-      const float multiplier = lr / (std::sqrt(s[0]) + eps);
-      for (int64_t j = 0; j < dim; ++j) {
-        const auto wj = static_cast<float>(w[j]);
-        w[j] = static_cast<scalar_t>(wj - multiplier * (g[j] + wd * wj));
-      }
-      break;
-    }
-  }
-}
-
 /// Stable LSD radix sort of packed (row << 32 | entry) words by row, which
 /// has `row_bits` significant bits. Ties keep entry order.
 void radix_sort_rows(std::vector<uint64_t>& a, std::vector<uint64_t>& tmp, int row_bits) {
@@ -393,10 +343,8 @@ int bits_for(int64_t rows) {
 template <typename index_t>
 void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& offsets,
                   const torch::Tensor& grad_out, FusedEmbeddingOptimizer& optimizer, torch::Tensor& weights_grad) {
-  const RowUpdate algorithm = train::row_update_of(optimizer.options().type, "fused embedding optimizer");
-  const auto lr = static_cast<float>(optimizer.options().lr);
-  const auto eps = static_cast<float>(optimizer.options().eps);
-  const auto wd = static_cast<float>(optimizer.options().weight_decay);
+  const RowUpdate rule = optimizer.rule();
+  const RowUpdateScalars<float> scalars(optimizer.options());
   const int64_t batch = input.batch_size;
   const index_t* ids = input.ids.data_ptr<index_t>();
   const int64_t* offs = offsets.data_ptr<int64_t>();
@@ -466,7 +414,7 @@ void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, co
       segments.push_back(n);
       const auto num_rows = static_cast<int64_t>(segments.size()) - 1;
       float* state = optimizer.states()[t].defined() ? optimizer.states()[t].data_ptr<float>() : nullptr;
-      const int64_t state_stride = algorithm == RowUpdate::adagrad ? dim : 1;
+      const int64_t state_stride = optim::state_per_row(rule, dim);
       const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(scalar_t));
       // Each touched row is summed and updated by exactly one thread, its
       // entries in input order: deterministic, whatever the thread count.
@@ -486,7 +434,7 @@ void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, co
             const float* __restrict__ x = go + out_off[entry];
             for (int64_t j = 0; j < dim; ++j) g[j] += a * x[j];
           }
-          apply_update<scalar_t>(algorithm, lr, eps, wd, g.data(), w_all + row * dim,
+          optim::apply_row_update<scalar_t, float>(rule, scalars, g.data(), w_all + row * dim,
                                  state != nullptr ? state + row * state_stride : nullptr, dim);
         }
       });
@@ -498,8 +446,6 @@ void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, co
 /// their summed gradients (index_add_), then the algorithm's expressions.
 void backward_generic(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& grad_out,
                       FusedEmbeddingOptimizer& optimizer, torch::Tensor& weights_grad) {
-  const RowUpdate algorithm = train::row_update_of(optimizer.options().type, "fused embedding optimizer");
-  const auto& o = optimizer.options();
   const int64_t batch = input.batch_size;
   const auto& opk = input.offset_per_key;
   const torch::Tensor offsets = input.offsets.to(torch::kLong);
@@ -529,27 +475,7 @@ void backward_generic(const FusedLookupPlan& plan, const FusedLookupInput& input
     const torch::Tensor& rows = std::get<0>(unique);
     torch::Tensor g = torch::zeros({rows.numel(), dim}, grad_out.options()).index_add_(0, std::get<1>(unique),
                                                                                         torch::cat(grads));
-    torch::Tensor w = table.index_select(0, rows).to(torch::kFloat);
-    if (o.weight_decay != 0) g = g + o.weight_decay * w;
-    torch::Tensor& state = optimizer.states()[t];
-    switch (algorithm) {
-      case RowUpdate::sgd:
-        w.sub_(g * o.lr);
-        break;
-      case RowUpdate::adagrad: {
-        const torch::Tensor s = state.index_select(0, rows).addcmul_(g, g);
-        state.index_copy_(0, rows, s);
-        w.sub_(o.lr * g / (s.sqrt() + o.eps));
-        break;
-      }
-      case RowUpdate::rowwise_adagrad: {
-        const torch::Tensor m = state.index_select(0, rows).add_(g.square().mean(1));
-        state.index_copy_(0, rows, m);
-        w.sub_(g * (o.lr / (m.sqrt() + o.eps)).unsqueeze(1));
-        break;
-      }
-    }
-    table.index_copy_(0, rows, w.to(table.scalar_type()));
+    optim::update_rows_with_tensor_ops(optimizer.rule(), optimizer.options(), table, optimizer.states()[t], rows, g);
   }
 }
 
@@ -596,32 +522,18 @@ class FusedEmbeddingBagBackward : public torch::autograd::Node {
 // ---------------------------------------------------------------------------
 
 FusedEmbeddingOptimizer::FusedEmbeddingOptimizer(const std::vector<torch::Tensor>& tables,
-                                                 train::OptimizerOptions options)
+                                                 optim::OptimizerOptions options)
     : options_(std::move(options)) {
-  train::validate_optimizer_options(options_, "embedding");
-  const RowUpdate algorithm = train::row_update_of(options_.type, "fused embedding optimizer");
+  optim::validate(options_, optim::OptimizerRole::embedding);
+  rule_ = optim::row_update_of(options_.type(), "fused embedding optimizer");
   for (const auto& w : tables) {
     TORCH_CHECK(w.defined() && w.dim() == 2, "fused embedding optimizer: expected tables of shape (N, D), got ",
                 w.defined() ? w.sizes() : torch::IntArrayRef{});
-    const auto opts = w.options().dtype(torch::kFloat);
-    torch::Tensor state;
-    if (algorithm == RowUpdate::adagrad) state = torch::full(w.sizes(), options_.initial_accumulator_value, opts);
-    if (algorithm == RowUpdate::rowwise_adagrad) state = torch::full({w.size(0)}, options_.initial_accumulator_value, opts);
-    states_.push_back(std::move(state));
+    states_.push_back(optim::make_row_state(rule_, options_, w.sizes(), w.options().dtype(torch::kFloat)));
   }
 }
 
-std::string FusedEmbeddingOptimizer::state_name() const {
-  switch (train::row_update_of(options_.type, "fused embedding optimizer")) {
-    case RowUpdate::adagrad:
-      return "sum";
-    case RowUpdate::rowwise_adagrad:
-      return "momentum1";
-    case RowUpdate::sgd:
-      break;
-  }
-  return "";
-}
+std::string FusedEmbeddingOptimizer::state_name() const { return optim::state_name(rule_); }
 
 void FusedEmbeddingOptimizer::to(torch::Device device) {
   for (auto& s : states_)

@@ -13,7 +13,8 @@
 
 #include "recmod/common/state_dict.h"
 #include "recmod/modules/embedding_configs.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/optimizer_options.h"
+#include "recmod/optim/row_update.h"
 
 namespace recmod {
 
@@ -47,20 +48,18 @@ struct FusedLookupInput {
 };
 
 /// An embedding optimizer whose update runs inside the fused backward.
-/// Same algorithms and expressions as train::update_rows (sgd, adagrad,
-/// rowwise_adagrad; see sparse_optimizer.h); for float32 tables the results
-/// are bitwise equal given the same row gradients (row-wise Adagrad sums
-/// the squares in double in 8 partial sums instead of one chain, which can
-/// change the float result only within 2^-29 of a rounding boundary). The
-/// state is kept in float32
+/// The same per-row update as the row-sparse optimizer (optim::apply_row_update:
+/// sgd, adagrad, rowwise_adagrad); for float32 tables the results are bitwise
+/// equal given the same row gradients. The state is kept in float32
 /// whatever the table's storage dtype: adagrad's `sum` (N, D), rowwise
 /// adagrad's `momentum1` (N). Updated rows are written back rounded to the
 /// table's dtype.
 class FusedEmbeddingOptimizer {
  public:
   /// Throws InputError for invalid options (validate_optimizer_options).
-  FusedEmbeddingOptimizer(const std::vector<torch::Tensor>& tables, train::OptimizerOptions options);
-  const train::OptimizerOptions& options() const { return options_; }
+  FusedEmbeddingOptimizer(const std::vector<torch::Tensor>& tables, optim::OptimizerOptions options);
+  const optim::OptimizerOptions& options() const { return options_; }
+  optim::RowUpdate rule() const { return rule_; }
   /// Per table: undefined for sgd, else the state tensor (float32).
   std::vector<torch::Tensor>& states() { return states_; }
   const std::vector<torch::Tensor>& states() const { return states_; }
@@ -70,7 +69,8 @@ class FusedEmbeddingOptimizer {
   void to(torch::Device device);
 
  private:
-  train::OptimizerOptions options_;
+  optim::OptimizerOptions options_;
+  optim::RowUpdate rule_;
   std::vector<torch::Tensor> states_;
 };
 

@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "recmod/common/errors.h"
-#include "recmod/train/trainer.h"
+#include "recmod/train/train_step.h"
 #include "recmod/train/training_setup.h"
 
 namespace recmod::profile {
@@ -66,7 +66,7 @@ SyntheticBatches::SyntheticBatches(config::ModelGraph& model, int64_t batch_size
     : schema_(model->schema()), batch_size_(batch_size), id_range_(int64_t{1} << 40),
       generator_(at::detail::createCPUGenerator(seed)) {
   bool all_hashed = true;
-  for (const auto& f : model->config().features.sparse) all_hashed = all_hashed && f.hash != "none";
+  for (const auto& f : model->spec().features.sparse) all_hashed = all_hashed && f.hash != "none";
   if (!all_hashed)
     for (const auto& [name, weight] : model->embedding_parameters())
       if (weight.dim() == 2) id_range_ = std::min(id_range_, weight.size(0));
@@ -82,14 +82,76 @@ data::Batch SyntheticBatches::next() {
                      labels};
 }
 
-ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_batch, int64_t steps, int64_t warmup,
-                            const torch::Device& device, const std::string& trace_path) {
+namespace {
+
+/// Times each node's forward as the executor runs it, and hooks the tensors
+/// that will carry its output gradient and its parameters' gradients, so a
+/// node's backward can be timed from the gradient reaching its output to its
+/// parameters' (or inputs') gradients being done.
+class NodeTimer : public config::NodeObserver {
+ public:
+  NodeTimer(config::ModelGraph& model, const torch::Device& device, Clock::time_point step_start)
+      : model_(model), device_(device), forward_start_(model->nodes().size()),
+        forward_end_(model->nodes().size()), grad_at_output_(model->nodes().size(), step_start),
+        backward_end_(model->nodes().size(), step_start), got_grad_(model->nodes().size(), false) {
+    // A node's backward ends when its parameters' gradients are done.
+    for (size_t i = 0; i < model->nodes().size(); ++i)
+      for (const auto& child : model->named_children()) {
+        if (child.key() != model->nodes()[i].name) continue;
+        for (auto& param : child.value()->parameters())
+          if (param.requires_grad())  // not counters such as an MC module's iteration
+            hooks_.emplace_back(param, param.register_hook([this, i](torch::Tensor) { backward_end_[i] = Clock::now(); }));
+      }
+  }
+  ~NodeTimer() override {
+    for (auto& [tensor, id] : hooks_) tensor.remove_hook(id);
+  }
+  NodeTimer(const NodeTimer&) = delete;
+  NodeTimer& operator=(const NodeTimer&) = delete;
+
+  void before_node(size_t i) override { forward_start_[i] = Clock::now(); }
+  void after_node(size_t i, const config::Value& output) override {
+    sync(device_);
+    forward_end_[i] = Clock::now();
+    for (auto& carrier : grad_carriers(output)) {
+      if (!carrier.requires_grad()) continue;
+      hooks_.emplace_back(carrier, carrier.register_hook([this, i](torch::Tensor) {
+        if (!got_grad_[i]) grad_at_output_[i] = Clock::now();
+        got_grad_[i] = true;
+      }));
+    }
+  }
+
+  Clock::time_point forward_start(size_t i) const { return forward_start_[i]; }
+  Clock::time_point forward_end(size_t i) const { return forward_end_[i]; }
+  /// A parameter-free node's backward ends when its inputs have their gradients.
+  std::pair<Clock::time_point, Clock::time_point> backward_span(size_t i, Clock::time_point backward_start) const {
+    auto end = backward_end_[i];
+    for (int64_t id : model_->input_ids(i))
+      if (id >= 0 && got_grad_[id]) end = std::max(end, grad_at_output_[id]);
+    const auto start = got_grad_[i] ? grad_at_output_[i] : backward_start;
+    return {start, std::max(start, end)};
+  }
+
+ private:
+  config::ModelGraph& model_;
+  torch::Device device_;
+  std::vector<Clock::time_point> forward_start_, forward_end_, grad_at_output_, backward_end_;
+  std::vector<bool> got_grad_;
+  std::vector<std::pair<torch::Tensor, unsigned>> hooks_;
+};
+
+}  // namespace
+
+ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpec& training_spec,
+                            const NextBatch& next_batch, int64_t steps, int64_t warmup, const torch::Device& device,
+                            const std::string& trace_path) {
   TORCH_CHECK(steps > 0, "profile: steps must be > 0, got ", steps);
   model->to(device);
   model->train();
-  // Trains as `recmod train` does (fused embedding path on the CPU), so the
-  // step time here is the one training sees.
-  train::TrainingSetup training(model, device);
+  // Trains as `recmod train` does (the same TrainingSetup and train_step), so
+  // the step time here is the one training sees.
+  train::TrainingSetup training(model, training_spec, device);
   const auto& order = model->order();
   const size_t num_nodes = model->nodes().size();
   ProfileReport report;
@@ -106,61 +168,21 @@ ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_bat
     auto b = batch->to(device);
     sync(device);
     const auto step_start = Clock::now();
-    training.zero_grad();
-    auto [dense_in, sparse_in] = model->inputs(b);
-    std::vector<config::Value> values(num_nodes);
-    std::vector<Clock::time_point> grad_at_output(num_nodes, step_start), backward_end(num_nodes, step_start);
-    std::vector<bool> got_grad(num_nodes, false);
-    std::vector<std::pair<torch::Tensor, unsigned>> hooks;
-    for (size_t i : order) {
-      std::vector<config::Value> in;
-      for (int64_t id : model->input_ids(i))
-        in.push_back(id == config::ModelGraphImpl::kDenseInput ? dense_in : id == config::ModelGraphImpl::kSparseInput ? sparse_in : values[id]);
-      const auto start = Clock::now();
-      values[i] = model->run_node(i, in);
-      sync(device);
-      const auto end = Clock::now();
-      if (timed) {
-        forward_ms[i] += ms_between(start, end);
-        trace.push_back({{"name", model->nodes()[i].name}, {"cat", "forward"}, {"ph", "X"}, {"pid", 0}, {"tid", 0},
-                         {"ts", us_since(origin, start)}, {"dur", us_since(start, end)}});
-      }
-      for (auto& carrier : grad_carriers(values[i])) {
-        if (!carrier.requires_grad()) continue;
-        hooks.emplace_back(carrier, carrier.register_hook([i, &grad_at_output, &got_grad](torch::Tensor) {
-          if (!got_grad[i]) grad_at_output[i] = Clock::now();
-          got_grad[i] = true;
-        }));
-      }
-    }
-    // A node's backward ends when its parameters' gradients are done.
-    std::vector<std::pair<torch::Tensor, unsigned>> param_hooks;
-    for (size_t i = 0; i < num_nodes; ++i) {
-      const auto& name = model->nodes()[i].name;
-      for (const auto& p : model->named_children()) {
-        if (p.key() != name) continue;
-        for (auto& param : p.value()->parameters())
-          if (param.requires_grad())  // not counters such as an MC module's iteration
-            param_hooks.emplace_back(param, param.register_hook([i, &backward_end](torch::Tensor) { backward_end[i] = Clock::now(); }));
-      }
-    }
-    auto logits = values[order.back()].dense.reshape({-1});
-    auto loss = torch::binary_cross_entropy_with_logits(logits, b.labels.select(1, 0));
-    const auto backward_start = Clock::now();
-    loss.backward();
-    training.step();
+    NodeTimer timer(model, device, step_start);
+    Clock::time_point backward_start = step_start;
+    train::StepHooks hooks;
+    hooks.observer = &timer;
+    hooks.before_backward = [&](const torch::Tensor&) { backward_start = Clock::now(); };
+    train::train_step(model, training, b, hooks);
     sync(device);
     const auto step_end = Clock::now();
-    for (auto& [tensor, id] : hooks) tensor.remove_hook(id);
-    for (auto& [tensor, id] : param_hooks) tensor.remove_hook(id);
     if (!timed) continue;
-    // A parameter-free node's backward ends when its inputs have their gradients.
     for (size_t i : order) {
-      auto end = backward_end[i];
-      for (int64_t id : model->input_ids(i))
-        if (id >= 0 && got_grad[id]) end = std::max(end, grad_at_output[id]);
-      const auto start = got_grad[i] ? grad_at_output[i] : backward_start;
-      if (end < start) end = start;
+      forward_ms[i] += ms_between(timer.forward_start(i), timer.forward_end(i));
+      trace.push_back({{"name", model->nodes()[i].name}, {"cat", "forward"}, {"ph", "X"}, {"pid", 0}, {"tid", 0},
+                       {"ts", us_since(origin, timer.forward_start(i))},
+                       {"dur", us_since(timer.forward_start(i), timer.forward_end(i))}});
+      const auto [start, end] = timer.backward_span(i, backward_start);
       backward_ms[i] += ms_between(start, end);
       trace.push_back({{"name", model->nodes()[i].name}, {"cat", "backward"}, {"ph", "X"}, {"pid", 0}, {"tid", 1},
                        {"ts", us_since(origin, start)}, {"dur", us_since(start, end)}});

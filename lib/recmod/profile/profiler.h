@@ -59,8 +59,10 @@ using NextBatch = std::function<std::optional<data::Batch>()>;
 
 /// Runs `warmup` untimed then `steps` timed training steps on `device`.
 /// Writes the Chrome trace of the timed steps to `trace_path` ("" = none).
-ProfileReport profile_model(config::ModelGraph& model, const NextBatch& next_batch, int64_t steps, int64_t warmup,
-                            const torch::Device& device, const std::string& trace_path);
+/// `training` is the config's training section (optimizers, fused path).
+ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpec& training,
+                            const NextBatch& next_batch, int64_t steps, int64_t warmup, const torch::Device& device,
+                            const std::string& trace_path);
 
 /// Peak resident set size of this process so far.
 int64_t peak_rss_bytes();

@@ -6,7 +6,7 @@
 namespace recmod::train {
 
 int64_t min_bytes_per_example(const config::ModelGraphImpl& model) {
-  const auto& features = model.config().features;
+  const auto& features = model.spec().features;
   int64_t bytes = (features.num_dense + 1) * 4;                 // dense values and the label, float32
   bytes += static_cast<int64_t>(features.sparse.size()) * 4;      // one length per sparse feature
   for (const auto& node : model.nodes())
@@ -20,7 +20,7 @@ void check_batch_fits(const config::ModelGraphImpl& model, int64_t batch_size) {
   const double per_example = static_cast<double>(min_bytes_per_example(model));
   const double needed = per_example * static_cast<double>(batch_size);
   if (needed <= static_cast<double>(*available)) return;
-  throw ConfigError(str_cat(model.config().file, ": training.batch_size ", batch_size, " needs at least ",
+  throw ConfigError(str_cat(model.spec().file, ": training.batch_size ", batch_size, " needs at least ",
                             format_bytes(needed), " a step (", format_bytes(per_example),
                             " an example: its inputs and every node's output) but only ",
                             format_bytes(static_cast<double>(*available)),

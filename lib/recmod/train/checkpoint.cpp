@@ -1,143 +1,129 @@
 #include "recmod/train/checkpoint.h"
 
-#include <caffe2/serialize/inline_container.h>
-#include <caffe2/serialize/read_adapter_interface.h>
-#include <torch/serialize.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
-#include <algorithm>
-
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
-#include <iterator>
-#include <set>
+#include <mutex>
 
 #include "recmod/common/errors.h"
-#include "recmod/train/atomic_file.h"
-#include "recmod/train/torch_pickle.h"
+#include "recmod/common/state_dict.h"
+#include "recmod/io/atomic_file.h"
+#include "recmod/io/tensor_file.h"
 
 namespace recmod::train {
 
+using io::load_tensors;
+using io::save_tensors;
+using io::write_tensors;
+using io::write_file_atomically;
+using io::ByteSink;
+using io::FileWriteError;
+
 namespace {
 
-/// A CPU tensor holding exactly `t`'s elements: pickling a view would write
-/// its whole storage, and a device tensor could not be read without that device.
-torch::Tensor compact_cpu_copy(const torch::Tensor& t) {
-  torch::Tensor cpu = t.detach().to(torch::kCPU).contiguous();
-  const bool owns_storage_exactly =
-      cpu.storage_offset() == 0 && cpu.storage().nbytes() == static_cast<size_t>(cpu.nbytes());
-  return owns_storage_exactly ? cpu : cpu.clone();
+constexpr char kOptimizerPrefix[] = "optimizer.";
+
+torch::Tensor scalar(int64_t v) { return torch::tensor({v}, torch::kLong); }
+
+int64_t read_scalar(const StateDict& state, const std::string& key, const std::string& origin) {
+  const torch::Tensor* t = find_tensor(state, key);
+  if (!t || t->numel() != 1) throw CheckpointError(str_cat(origin, ": missing trainer key '", key, "'"));
+  return t->to(torch::kLong).item<int64_t>();
 }
 
-std::vector<char> read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError(str_cat(path, ": cannot open the checkpoint (", std::strerror(errno), ")"));
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw CheckpointError(str_cat(path, ": cannot read the checkpoint"));
-  return bytes;
-}
-
-/// Lets the zip reader read a file already in memory (we check its tail first).
-class MemoryReadAdapter : public caffe2::serialize::ReadAdapterInterface {
+/// FNV-1a over a byte stream (the model file's identity in trainer_state.pt).
+class Digest {
  public:
-  explicit MemoryReadAdapter(std::vector<char> bytes) : bytes_(std::move(bytes)) {}
-  size_t size() const override { return bytes_.size(); }
-  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
-    if (pos >= bytes_.size()) return 0;
-    const size_t count = std::min<uint64_t>(n, bytes_.size() - pos);
-    std::memcpy(buf, bytes_.data() + pos, count);
-    return count;
+  void update(const void* data, size_t size) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < size; ++i) h_ = (h_ ^ p[i]) * 1099511628211ULL;
   }
+  int64_t value() const { return static_cast<int64_t>(h_); }
 
  private:
-  std::vector<char> bytes_;
+  uint64_t h_ = 1469598103934665603ULL;
 };
 
-std::string record_text(caffe2::serialize::PyTorchStreamReader& reader, const std::string& name) {
-  auto [data, size] = reader.getRecord(name);
-  return std::string(static_cast<const char*>(data.get()), size);
+/// Read in chunks: a model file can be larger than the memory left beside the model.
+int64_t file_digest(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> chunk(size_t{1} << 20);
+  Digest d;
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    d.update(chunk.data(), static_cast<size_t>(in.gcount()));
+  }
+  return d.value();
 }
 
-/// The first line of a c10::Error's message, without its C++ stack trace.
-std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
+std::string pending_model_path(const RunDir& run) { return run.model_path() + ".pending"; }
+
+/// Makes model.pt the model trainer_state.pt was saved with (see save_checkpoint).
+void match_model_to_state(const StateDict& state, const RunDir& run) {
+  const torch::Tensor* expected = find_tensor(state, "trainer.model_digest");
+  if (!expected) return;  // written before digests were recorded
+  const int64_t want = expected->item<int64_t>();
+  if (file_digest(run.model_path()) == want) return;
+  const std::string pending = pending_model_path(run);
+  if (std::filesystem::exists(pending) && file_digest(pending) == want) {
+    if (std::rename(pending.c_str(), run.model_path().c_str()) != 0)
+      throw CheckpointError(str_cat(run.model_path(), ": cannot complete the interrupted checkpoint from ", pending,
+                                    ": ", std::strerror(errno)));
+    return;
+  }
+  throw CheckpointError(str_cat(run.model_path(), " is not the model ", run.trainer_state_path(),
+                                " was saved with (edited or copied from another run?); cannot resume exactly"));
+}
 
 }  // namespace
 
-void write_tensors(const StateDict& tensors, const ByteSink& sink) {
-  // Written like Python's torch.save, not with torch::pickle_save: that one
-  // tags the dict with torch.jit._pickle.restore_type_tag, a global that
-  // torch.load(weights_only=True) refuses (its default since PyTorch 2.6).
-  std::set<std::string> keys;
-  for (const auto& [key, tensor] : tensors) {
-    TORCH_CHECK(tensor.defined(), "save_tensors: tensor '", key, "' is undefined");
-    TORCH_CHECK(keys.insert(key).second, "save_tensors: key '", key, "' appears twice");
-  }
-  const std::string pickle = pickle_tensor_dict(tensors);
-  caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
-    sink(data, n);
-    return n;
+void save_checkpoint(config::ModelGraph& model, const TrainingSetup& training, const Position& pos,
+                     const RunDir& run) {
+  Digest model_digest;
+  write_file_atomically(pending_model_path(run), [&](const ByteSink& sink) {
+    write_tensors(state_dict(*model), [&](const void* data, size_t size) {
+      model_digest.update(data, size);
+      sink(data, size);
+    });
   });
-  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
-  const std::string order = "little";
-  writer.writeRecord("byteorder", order.data(), order.size());
-  // One tensor at a time: a copy (device tensors, views) lives only while
-  // its record is written, so saving needs no second copy of the model.
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const torch::Tensor t = compact_cpu_copy(tensors[i].second);
-    writer.writeRecord("data/" + std::to_string(i), t.data_ptr(), t.nbytes());
+  StateDict trainer_state;
+  for (const auto& [key, value] : training.state_dict()) trainer_state.emplace_back(kOptimizerPrefix + key, value);
+  trainer_state.emplace_back("trainer.step", scalar(pos.step));
+  trainer_state.emplace_back("trainer.epoch", scalar(pos.epoch));
+  trainer_state.emplace_back("trainer.batch_in_epoch", scalar(pos.batch_in_epoch));
+  trainer_state.emplace_back("trainer.rng", at::detail::getDefaultCPUGenerator().get_state());
+  trainer_state.emplace_back("trainer.model_digest", scalar(model_digest.value()));
+  save_tensors(run.trainer_state_path(), trainer_state);
+  if (std::rename(pending_model_path(run).c_str(), run.model_path().c_str()) != 0)
+    throw FileWriteError(str_cat(run.model_path(), ": cannot replace the file: ", std::strerror(errno)));
+}
+
+Position load_checkpoint(config::ModelGraph& model, TrainingSetup& training, const RunDir& run) {
+  const std::string origin = run.trainer_state_path();
+  StateDict state = load_tensors(origin);
+  match_model_to_state(state, run);
+  load_model(model, run.model_path());
+  StateDict optimizer_state;
+  for (const auto& [key, value] : state)
+    if (key.rfind(kOptimizerPrefix, 0) == 0) optimizer_state.emplace_back(key.substr(sizeof(kOptimizerPrefix) - 1), value);
+  training.load_state_dict(optimizer_state, origin);
+  Position pos{read_scalar(state, "trainer.step", origin), read_scalar(state, "trainer.epoch", origin),
+               read_scalar(state, "trainer.batch_in_epoch", origin)};
+  if (const torch::Tensor* rng = find_tensor(state, "trainer.rng")) {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the shared generator
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(*rng);
   }
-  writer.writeEndOfFile();
+  return pos;
 }
 
-std::vector<char> tensors_to_bytes(const StateDict& tensors) {
-  std::vector<char> bytes;
-  write_tensors(tensors, [&](const void* data, size_t n) {
-    bytes.insert(bytes.end(), static_cast<const char*>(data), static_cast<const char*>(data) + n);
-  });
-  return bytes;
-}
-
-void save_tensors(const std::string& path, const StateDict& tensors) {
-  write_file_atomically(path, [&](const ByteSink& sink) { write_tensors(tensors, sink); });
-}
-
-StateDict load_tensors(const std::string& path) {
-  std::vector<char> bytes = read_whole_file(path);
-  if (bytes.empty()) throw CheckpointError(str_cat(path, ": the checkpoint is empty"));
-  // torch.save's zip ends with the 22-byte end-of-central-directory record
-  // (no comment); the zip reader tolerates a cut tail, so check it here.
-  constexpr size_t kEndRecord = 22;
-  if (bytes.size() < kEndRecord || std::memcmp(bytes.data() + bytes.size() - kEndRecord, "PK\x05\x06", 4) != 0)
-    throw CheckpointError(str_cat(path, ": not a readable torch.save file (truncated or corrupt?): no zip end record"));
-  try {
-    caffe2::serialize::PyTorchStreamReader reader(std::make_shared<MemoryReadAdapter>(std::move(bytes)));
-    if (!reader.hasRecord("data.pkl"))
-      throw CheckpointError(str_cat(path, ": not a torch.save file: the archive has no data.pkl"));
-    if (reader.hasRecord("byteorder")) {  // torch >= 2.1 records it; absent means little-endian
-      const std::string order = record_text(reader, "byteorder");
-      if (order != "little")
-        throw CheckpointError(str_cat(path, ": saved with byte order '", order, "', only 'little' is supported"));
-    }
-    const std::string pickle = record_text(reader, "data.pkl");
-    return unpickle_tensor_dict(
-        pickle,
-        [&](const std::string& key) {
-          const std::string name = "data/" + key;
-          if (!reader.hasRecord(name))
-            throw CheckpointError(str_cat(path, ": data.pkl names storage '", key, "', but the archive has no ", name));
-          auto [data, size] = reader.getRecord(name);
-          return c10::Storage(c10::Storage::use_byte_size_t(), size, std::move(data), nullptr, false);
-        },
-        path);
-  } catch (const CheckpointError&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw CheckpointError(
-        str_cat(path, ": not a readable torch.save file (truncated or corrupt?): ", first_line(e.what_without_backtrace())));
-  } catch (const std::exception& e) {
-    throw CheckpointError(str_cat(path, ": not a readable torch.save file (truncated or corrupt?): ", first_line(e.what())));
-  }
+void load_model(config::ModelGraph& model, const std::string& path) {
+  recmod::load_state_dict(*model, load_tensors(path), path);
 }
 
 }  // namespace recmod::train

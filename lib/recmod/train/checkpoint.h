@@ -1,36 +1,39 @@
 #pragma once
-// Checkpoint files: a dict of named tensors in torch.save's zip format, so
-// recmod and PyTorch read each other's files.
+// The checkpoint protocol of a training run (next to the run directory it
+// writes into): model.pt and trainer_state.pt written so that a kill at any
+// moment leaves the last complete checkpoint loadable, and read back for an
+// exact resume.
+#include <cstdint>
 #include <string>
-#include <vector>
 
-#include "recmod/common/state_dict.h"
-#include "recmod/train/atomic_file.h"
+#include "recmod/config/graph.h"
+#include "recmod/train/run_dir.h"
+#include "recmod/train/training_setup.h"
 
 namespace recmod::train {
 
-/// Writes a dict of tensors that PyTorch's torch.load reads, also with
-/// weights_only=True (torch.save's zip format and pickle; see pickle_tensor_dict),
-/// atomically: temp file in the same directory + fsync + rename; on any error
-/// the previous file at `path` is untouched and the temp file removed.
-/// Tensors are written as CPU tensors holding only their own elements (a view
-/// does not drag its whole storage along). Throws FileWriteError.
-void save_tensors(const std::string& path, const StateDict& tensors);
+/// Where the trainer is; saved in trainer_state.pt under "trainer.*".
+struct Position {
+  int64_t step = 0;            // optimizer steps done
+  int64_t epoch = 0;           // current pass over the data
+  int64_t batch_in_epoch = 0;  // batches of this epoch already consumed
+};
 
-/// The bytes save_tensors writes, streamed through `sink` in order (for
-/// callers that place or hash them themselves); memory beyond the tensors is
-/// one tensor's CPU copy at most.
-void write_tensors(const StateDict& tensors, const ByteSink& sink);
-/// The same bytes in memory (small dicts; tests).
-std::vector<char> tensors_to_bytes(const StateDict& tensors);
+/// Writes the model, the optimizer state, the position and the CPU RNG.
+/// A checkpoint is two files; a kill may land between their writes. Order:
+/// (1) model.pt.pending, (2) trainer_state.pt naming model.pt's digest,
+/// (3) rename model.pt.pending -> model.pt. Each step is atomic, so after a
+/// kill either both files are the old step, or trainer_state.pt is new and
+/// the pending model is its match (load_checkpoint rolls it forward).
+void save_checkpoint(config::ModelGraph& model, const TrainingSetup& training, const Position& position,
+                     const RunDir& run);
 
-/// Reads such a file, written by recmod or by Python's torch.save (torch 1.13
-/// and 2.x) of a dict of tensors: torch.save(model.state_dict(), path) (an
-/// OrderedDict; its _metadata is ignored), dict(...) of it, or state_dict(
-/// keep_vars=True) (Parameters). Views saved together share their storage
-/// again. CheckpointError with the path on anything else (missing file,
-/// truncated or corrupt, other Python objects, a tensor reaching past its
-/// storage). Keys keep the file's order.
-StateDict load_tensors(const std::string& path);
+/// Restores what save_checkpoint wrote (completing an interrupted one);
+/// CheckpointError when model.pt is not the model trainer_state.pt names.
+Position load_checkpoint(config::ModelGraph& model, TrainingSetup& training, const RunDir& run);
+
+/// Loads a model.pt written by `recmod train` (or torch.save of a matching
+/// state_dict) into the model (strict keys).
+void load_model(config::ModelGraph& model, const std::string& path);
 
 }  // namespace recmod::train

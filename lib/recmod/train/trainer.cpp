@@ -2,30 +2,16 @@
 
 #include <torch/torch.h>
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <atomic>
-#include <mutex>
 #include <chrono>
 #include <csignal>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <iomanip>
-#include <set>
 
 #include "recmod/common/errors.h"
-#include "recmod/common/state_dict.h"
-#include "recmod/modules/embedding_modules.h"
-#include "recmod/train/atomic_file.h"
-#include "recmod/train/batch_memory.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/health.h"
+#include "recmod/train/train_step.h"
 #include "recmod/train/training_setup.h"
-#include "recmod/train/optimizer.h"
 
 namespace recmod::train {
 
@@ -50,23 +36,6 @@ class SigintGuard {
   void (*previous_)(int);
 };
 
-
-// Where the trainer is; saved in trainer_state.pt under "trainer.*".
-struct Position {
-  int64_t step = 0;            // optimizer steps done
-  int64_t epoch = 0;           // current pass over the data
-  int64_t batch_in_epoch = 0;  // batches of this epoch already consumed
-};
-
-constexpr char kOptimizerPrefix[] = "optimizer.";
-
-torch::Tensor scalar(int64_t v) { return torch::tensor({v}, torch::kLong); }
-
-int64_t read_scalar(const StateDict& state, const std::string& key, const std::string& origin) {
-  const torch::Tensor* t = find_tensor(state, key);
-  if (!t || t->numel() != 1) throw CheckpointError(str_cat(origin, ": missing trainer key '", key, "'"));
-  return t->to(torch::kLong).item<int64_t>();
-}
 
 std::string format_duration(double seconds) {
   auto s = static_cast<int64_t>(seconds);
@@ -132,98 +101,6 @@ class Progress {
   int64_t window_ = 0;
 };
 
-/// FNV-1a over the bytes of model.pt: trainer_state.pt records it, so a resume
-/// can tell whether the two files belong to the same step.
-/// FNV-1a over a byte stream (the model file's identity in trainer_state.pt).
-class Digest {
- public:
-  void update(const void* data, size_t size) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < size; ++i) h_ = (h_ ^ p[i]) * 1099511628211ULL;
-  }
-  int64_t value() const { return static_cast<int64_t>(h_); }
-
- private:
-  uint64_t h_ = 1469598103934665603ULL;
-};
-
-/// Read in chunks: a model file can be larger than the memory left beside the model.
-int64_t file_digest(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> chunk(size_t{1} << 20);
-  Digest d;
-  while (in) {
-    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-    d.update(chunk.data(), static_cast<size_t>(in.gcount()));
-  }
-  return d.value();
-}
-
-std::string pending_model_path(const RunDir& run) { return run.model_path() + ".pending"; }
-
-
-/// A checkpoint is two files; a kill may land between their writes. Order:
-/// (1) model.pt.pending, (2) trainer_state.pt naming model.pt's digest,
-/// (3) rename model.pt.pending -> model.pt. Each step is atomic, so after a
-/// kill either both files are the old step, or trainer_state.pt is new and
-/// the pending model is its match (load_checkpoint rolls it forward).
-void save_checkpoint(config::ModelGraph& model, const TrainingSetup& training, const Position& pos,
-                     const RunDir& run) {
-  Digest model_digest;
-  write_file_atomically(pending_model_path(run), [&](const ByteSink& sink) {
-    write_tensors(state_dict(*model), [&](const void* data, size_t size) {
-      model_digest.update(data, size);
-      sink(data, size);
-    });
-  });
-  StateDict trainer_state;
-  for (const auto& [key, value] : training.state_dict()) trainer_state.emplace_back(kOptimizerPrefix + key, value);
-  trainer_state.emplace_back("trainer.step", scalar(pos.step));
-  trainer_state.emplace_back("trainer.epoch", scalar(pos.epoch));
-  trainer_state.emplace_back("trainer.batch_in_epoch", scalar(pos.batch_in_epoch));
-  trainer_state.emplace_back("trainer.rng", at::detail::getDefaultCPUGenerator().get_state());
-  trainer_state.emplace_back("trainer.model_digest", scalar(model_digest.value()));
-  save_tensors(run.trainer_state_path(), trainer_state);
-  if (std::rename(pending_model_path(run).c_str(), run.model_path().c_str()) != 0)
-    throw FileWriteError(str_cat(run.model_path(), ": cannot replace the file: ", std::strerror(errno)));
-}
-
-/// Makes model.pt the model trainer_state.pt was saved with (see save_checkpoint).
-void match_model_to_state(const StateDict& state, const RunDir& run) {
-  const torch::Tensor* expected = find_tensor(state, "trainer.model_digest");
-  if (!expected) return;  // written before digests were recorded
-  const int64_t want = expected->item<int64_t>();
-  if (file_digest(run.model_path()) == want) return;
-  const std::string pending = pending_model_path(run);
-  if (std::filesystem::exists(pending) && file_digest(pending) == want) {
-    if (std::rename(pending.c_str(), run.model_path().c_str()) != 0)
-      throw CheckpointError(str_cat(run.model_path(), ": cannot complete the interrupted checkpoint from ", pending,
-                                    ": ", std::strerror(errno)));
-    return;
-  }
-  throw CheckpointError(str_cat(run.model_path(), " is not the model ", run.trainer_state_path(),
-                                " was saved with (edited or copied from another run?); cannot resume exactly"));
-}
-
-Position load_checkpoint(config::ModelGraph& model, TrainingSetup& training, const RunDir& run) {
-  const std::string origin = run.trainer_state_path();
-  StateDict state = load_tensors(origin);
-  match_model_to_state(state, run);
-  load_model(model, run.model_path());
-  StateDict optimizer_state;
-  for (const auto& [key, value] : state)
-    if (key.rfind(kOptimizerPrefix, 0) == 0) optimizer_state.emplace_back(key.substr(sizeof(kOptimizerPrefix) - 1), value);
-  training.load_state_dict(optimizer_state, origin);
-  Position pos{read_scalar(state, "trainer.step", origin), read_scalar(state, "trainer.epoch", origin),
-               read_scalar(state, "trainer.batch_in_epoch", origin)};
-  if (const torch::Tensor* rng = find_tensor(state, "trainer.rng")) {
-    at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the shared generator
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(*rng);
-  }
-  return pos;
-}
-
 nlohmann::json evaluate(config::ModelGraph& model, const DataFactory& eval_data, const MetricsFn& metrics,
                         const torch::Device& device, int64_t step) {
   auto source = eval_data(0);
@@ -241,10 +118,6 @@ void request_stop() { g_stop_requested = true; }
 
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }
 
-void load_model(config::ModelGraph& model, const std::string& path) {
-  recmod::load_state_dict(*model, load_tensors(path), path);
-}
-
 std::pair<torch::Tensor, torch::Tensor> predict(config::ModelGraph& model, data::BatchSource& source,
                                                 const torch::Device& device) {
   torch::NoGradGuard no_grad;
@@ -258,15 +131,14 @@ std::pair<torch::Tensor, torch::Tensor> predict(config::ModelGraph& model, data:
   return {torch::cat(logits), torch::cat(labels)};
 }
 
-Trainer::Trainer(config::ModelGraph model, RunDir run, TrainerOptions options)
-    : model_(std::move(model)), run_(std::move(run)), options_(options) {}
+Trainer::Trainer(config::ModelGraph model, config::TrainingSpec training, RunDir run, TrainerOptions options)
+    : model_(std::move(model)), training_(std::move(training)), run_(std::move(run)), options_(options) {}
 
 TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_data, const MetricsFn& metrics) {
-  const auto& cfg = model_->config().training;
+  const auto& cfg = training_;
   model_->to(options_.device);
   model_->train();
-  if (options_.device.is_cpu()) check_batch_fits(*model_, cfg.batch_size);
-  TrainingSetup training(model_, options_.device);
+  TrainingSetup training(model_, cfg, options_.device);
   Position pos;
   if (options_.resume) pos = load_checkpoint(model_, training, run_);
 
@@ -299,13 +171,10 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       if (!batch) break;
       ++batches_this_pass;
       auto b = batch->to(options_.device);
-      training.zero_grad();
-      auto logits = model_->forward(b);
-      auto loss = torch::binary_cross_entropy_with_logits(logits, b.labels.select(1, 0));
-      check_loss_finite(loss, pos.step + 1);
-      loss.backward();
-      check_gradients_finite(all_parameters, pos.step + 1);
-      training.step();
+      StepHooks checks;
+      checks.before_backward = [&](const torch::Tensor& loss) { check_loss_finite(loss, pos.step + 1); };
+      checks.after_backward = [&] { check_gradients_finite(all_parameters, pos.step + 1); };
+      const torch::Tensor loss = train_step(model_, training, b, checks);
       ++pos.step;
       ++pos.batch_in_epoch;
       result.last_loss = loss.item<double>();

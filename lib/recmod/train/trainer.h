@@ -12,7 +12,7 @@
 
 #include "recmod/config/graph.h"
 #include "recmod/data/batch.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/train/checkpoint.h"
 #include "recmod/train/run_dir.h"
 #include "recmod/train/training_setup.h"
 
@@ -41,13 +41,16 @@ struct TrainResult {
 
 class Trainer {
  public:
-  Trainer(config::ModelGraph model, RunDir run, TrainerOptions options);
-  /// Trains per the config's `training:` section. `eval_data` and `metrics`
+  /// `training` is the config's training section: the model does not carry it.
+  Trainer(config::ModelGraph model, config::TrainingSpec training, RunDir run, TrainerOptions options);
+  /// Trains per `training`. The caller checks that the batch size fits in
+  /// memory first (check_batch_fits, before it creates the run directory). `eval_data` and `metrics`
   /// may be empty (no evaluation).
   TrainResult fit(const DataFactory& train_data, const DataFactory& eval_data, const MetricsFn& metrics);
 
  private:
   config::ModelGraph model_;
+  config::TrainingSpec training_;
   RunDir run_;
   TrainerOptions options_;
 };
@@ -58,9 +61,6 @@ std::pair<torch::Tensor, torch::Tensor> predict(config::ModelGraph& model, data:
 
 /// Seeds torch's generators (model initialisation, anything random).
 void seed_everything(uint64_t seed);
-
-/// Loads model.pt written by `recmod train` into the model (strict keys).
-void load_model(config::ModelGraph& model, const std::string& path);
 
 /// Requests a stop at the next step boundary (what SIGINT does).
 void request_stop();

@@ -11,13 +11,13 @@ namespace recmod::train {
 
 namespace {
 
-FusedCollections enable_fused_collections(config::ModelGraph& model, const torch::Device& device) {
-  const auto& cfg = model->config().training;
+FusedCollections enable_fused_collections(config::ModelGraph& model, const config::TrainingSpec& cfg,
+                                          const torch::Device& device) {
   FusedCollections out;
   if (!cfg.fused_embeddings || !device.is_cpu()) return out;  // the fused kernels are CPU kernels
   for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
     if (auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(item.value())) {
-      ebc->enable_fused_optimizer(to_options(cfg.embedding_optimizer));
+      ebc->enable_fused_optimizer(cfg.embedding_optimizer);
       out.emplace_back(item.key(), ebc);
     }
   return out;
@@ -39,23 +39,11 @@ std::string fused_state_prefix(const std::string& path) { return "embedding." + 
 
 }  // namespace
 
-OptimizerOptions to_options(const config::OptimizerSpec& s) {
-  OptimizerOptions o;
-  o.type = s.type;
-  o.lr = s.lr;
-  o.eps = s.eps;
-  o.beta1 = s.beta1;
-  o.beta2 = s.beta2;
-  o.weight_decay = s.weight_decay;
-  o.initial_accumulator_value = s.initial_accumulator_value;
-  return o;
-}
-
-TrainingSetup::TrainingSetup(config::ModelGraph& model, const torch::Device& device)
-    : fused_(enable_fused_collections(model, device)),
-      optimizer_(model->dense_parameters(), to_options(model->config().training.dense_optimizer),
-                 unfused_embedding_parameters(model, fused_),
-                 to_options(model->config().training.embedding_optimizer)) {}
+TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSpec& training,
+                             const torch::Device& device)
+    : fused_(enable_fused_collections(model, training, device)),
+      optimizer_(model->dense_parameters(), training.dense_optimizer, unfused_embedding_parameters(model, fused_),
+                 training.embedding_optimizer) {}
 
 StateDict TrainingSetup::state_dict() const {
   StateDict out = optimizer_.state_dict();

@@ -13,16 +13,13 @@
 
 #include "recmod/common/state_dict.h"
 #include "recmod/config/graph.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/model_optimizer.h"
 
 namespace recmod {
 class EmbeddingBagCollectionImpl;
 }
 
 namespace recmod::train {
-
-/// The optimizer settings of a config's training section.
-OptimizerOptions to_options(const config::OptimizerSpec& spec);
 
 /// EmbeddingBagCollections on the fused path, by module path.
 using FusedCollections = std::vector<std::pair<std::string, std::shared_ptr<EmbeddingBagCollectionImpl>>>;
@@ -31,7 +28,7 @@ class TrainingSetup {
  public:
   /// Enables the fused path where the config and device allow it and builds
   /// the ModelOptimizer for the rest. The model must already be on `device`.
-  TrainingSetup(config::ModelGraph& model, const torch::Device& device);
+  TrainingSetup(config::ModelGraph& model, const config::TrainingSpec& training, const torch::Device& device);
 
   /// Before forward / after backward, as for any optimizer.
   void zero_grad() { optimizer_.zero_grad(); }
@@ -49,7 +46,7 @@ class TrainingSetup {
 
  private:
   FusedCollections fused_;
-  ModelOptimizer optimizer_;
+  optim::ModelOptimizer optimizer_;
 };
 
 }  // namespace recmod::train

@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "recmod/common/state_dict.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/optimizer_options.h"
 
-namespace recmod::train {
+namespace recmod::optim {
 
 /// The same arithmetic, in the same order, as torch::optim (1.13 and 2.x) with
 /// momentum 0, lr_decay 0, amsgrad false:
@@ -23,7 +23,7 @@ class DenseOptimizer {
  public:
   DenseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> params, OptimizerOptions options);
   void step();
-  /// Keys "dense.<param>.<state>" (see optimizer.h).
+  /// Keys "dense.<param>.<state>" (see model_optimizer.h).
   StateDict state_dict() const;
   const std::vector<std::pair<std::string, torch::Tensor>>& parameters() const { return params_; }
 
@@ -39,4 +39,4 @@ class DenseOptimizer {
   std::vector<State> states_;
 };
 
-}  // namespace recmod::train
+}  // namespace recmod::optim

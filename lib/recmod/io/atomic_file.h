@@ -7,7 +7,7 @@
 
 #include "recmod/common/errors.h"
 
-namespace recmod::train {
+namespace recmod::io {
 
 /// A file could not be written (exit 1); the message names the path and the OS error.
 class FileWriteError : public Error {
@@ -36,4 +36,4 @@ using ByteSink = std::function<void(const void* data, size_t size)>;
 void write_file_atomically(const std::string& path, const std::function<void(const ByteSink& sink)>& produce,
                            const std::function<void(const std::string& temp_path)>& before_commit = nullptr);
 
-}  // namespace recmod::train
+}  // namespace recmod::io

@@ -1,4 +1,4 @@
-#include "recmod/train/atomic_file.h"
+#include "recmod/io/atomic_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-namespace recmod::train {
+namespace recmod::io {
 
 namespace {
 
@@ -108,4 +108,4 @@ void write_file_atomically(const std::string& path, const std::function<void(con
   sync_directory(directory_of(path));
 }
 
-}  // namespace recmod::train
+}  // namespace recmod::io

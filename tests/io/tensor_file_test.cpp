@@ -1,4 +1,4 @@
-#include "recmod/train/checkpoint.h"
+#include "recmod/io/tensor_file.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -13,11 +13,11 @@
 #include <map>
 
 #include "recmod/common/errors.h"
-#include "recmod/train/atomic_file.h"
-#include "recmod/train/torch_pickle.h"
+#include "recmod/io/atomic_file.h"
+#include "recmod/io/torch_pickle.h"
 #include "support/test_util.h"
 
-namespace recmod::train {
+namespace recmod::io {
 namespace {
 
 namespace fs = std::filesystem;
@@ -104,10 +104,10 @@ TEST_F(Checkpoint, OverwritesAnExistingCheckpoint) {
 }
 
 TEST_F(Checkpoint, ReadsAStateDictSavedByPythonTorch) {
-  // tests/train/data/torch_1_13_state_dict.pt: torch.save(dict(model.state_dict())) from Debian's python3-torch
+  // tests/io/data/torch_1_13_state_dict.pt: torch.save(dict(model.state_dict())) from Debian's python3-torch
   // 1.13 of Sequential(Linear(3, 2), BatchNorm1d(2)) with weight arange(6).reshape(2, 3), bias [-1, 1]
-  // (the script is write_state_dict() in tests/train/torch_interop.py).
-  const StateDict loaded = load_tensors(RECMOD_SOURCE_DIR "/tests/train/data/torch_1_13_state_dict.pt");
+  // (the script is write_state_dict() in tests/io/torch_interop.py).
+  const StateDict loaded = load_tensors(RECMOD_SOURCE_DIR "/tests/io/data/torch_1_13_state_dict.pt");
   std::vector<std::string> keys;
   for (const auto& [k, _] : loaded) keys.push_back(k);
   EXPECT_THAT(keys, ::testing::ElementsAre("0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
@@ -119,7 +119,7 @@ TEST_F(Checkpoint, ReadsAStateDictSavedByPythonTorch) {
   EXPECT_EQ(loaded[6].second.dim(), 0);
 }
 
-std::string fixture(const std::string& name) { return RECMOD_SOURCE_DIR "/tests/train/data/" + name; }
+std::string fixture(const std::string& name) { return RECMOD_SOURCE_DIR "/tests/io/data/" + name; }
 
 std::vector<std::string> keys_of(const StateDict& dict) {
   std::vector<std::string> keys;
@@ -142,7 +142,7 @@ void expect_tensor(const StateDict& dict, const std::string& key, const torch::T
   EXPECT_TRUE(got.sizes() == want.sizes() && torch::equal(got, want)) << key << ": " << got << " vs " << want;
 }
 
-// The three checks below match Tiny, Views and Dtypes in tests/train/torch_interop.py
+// The three checks below match Tiny, Views and Dtypes in tests/io/torch_interop.py
 // (--fixtures), keep them in step.
 
 /// torch.save(Tiny().state_dict()): an OrderedDict with _metadata.
@@ -601,7 +601,7 @@ TEST_F(Checkpoint, InteropWithPythonTorch) {
   const std::string python = python_with_torch();
   if (python.empty()) GTEST_SKIP() << "no python3 with torch (apt-get install python3-torch)";
   save_tensors(path("recmod.pt"), interop_tensors());
-  const std::string command = python + " " RECMOD_SOURCE_DIR "/tests/train/torch_interop.py " + path("recmod.pt") +
+  const std::string command = python + " " RECMOD_SOURCE_DIR "/tests/io/torch_interop.py " + path("recmod.pt") +
                               " " + path("python.pt");
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
   const StateDict loaded = load_tensors(path("python.pt"));
@@ -614,7 +614,7 @@ TEST_F(Checkpoint, InteropWithPythonTorch) {
 TEST_F(Checkpoint, ReadsStateDictsFromThisMachinesPythonTorch) {
   const std::string python = python_with_torch();
   if (python.empty()) GTEST_SKIP() << "no python3 with torch (apt-get install python3-torch)";
-  const std::string command = python + " " RECMOD_SOURCE_DIR "/tests/train/torch_interop.py --fixtures " + dir_.string();
+  const std::string command = python + " " RECMOD_SOURCE_DIR "/tests/io/torch_interop.py --fixtures " + dir_.string();
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
   check_module_state_dict(load_tensors(path("state_dict_module.pt")));
   check_views(load_tensors(path("state_dict_views.pt")));
@@ -622,4 +622,4 @@ TEST_F(Checkpoint, ReadsStateDictsFromThisMachinesPythonTorch) {
 }
 
 }  // namespace
-}  // namespace recmod::train
+}  // namespace recmod::io

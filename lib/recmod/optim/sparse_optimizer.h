@@ -9,16 +9,10 @@
 #include <vector>
 
 #include "recmod/common/state_dict.h"
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/optimizer_options.h"
+#include "recmod/optim/row_update.h"
 
-namespace recmod::train {
-
-/// The row-update rules an embedding optimizer can be; shared by the
-/// row-sparse optimizer and the fused embedding path.
-enum class RowUpdate { sgd, adagrad, rowwise_adagrad };
-/// "sgd" | "adagrad" | "rowwise_adagrad"; InputError naming `who` and the
-/// valid types otherwise.
-RowUpdate row_update_of(const std::string& type, const std::string& who);
+namespace recmod::optim {
 
 /// The rows of a table's gradient that a batch touched: sorted unique row ids
 /// (int64, n) and their gradients (n, D), duplicates already summed.
@@ -31,13 +25,9 @@ struct RowGradients {
 /// dense (N, D) one (the rows with any nonzero entry).
 RowGradients touched_rows(const torch::Tensor& grad);
 
-/// Applies one update to the touched rows of `weight` (N, D); `state` is the
-/// algorithm's state (undefined for sgd, (N, D) `sum` for adagrad, (N)
-/// `momentum1` for rowwise_adagrad). With g' = g_r + weight_decay * w_r:
-///   sgd:             w_r -= lr * g'
-///   adagrad:         s_r += g'^2;  w_r -= lr * g' / (sqrt(s_r) + eps)
-///   rowwise_adagrad: G_r += mean(g'^2);  w_r -= lr * g' / (sqrt(G_r) + eps)
-/// Contiguous CPU tables go through a kernel parallel over rows (each row is
+/// Applies one update (apply_row_update's rule, row_update.h) to the touched
+/// rows of `weight` (N, D); `state` is the rule's state in the table's dtype
+/// (make_row_state). Contiguous float/double CPU tables go through a kernel parallel over rows (each row is
 /// written by one thread, so results do not depend on the thread count); any
 /// other table, or `use_tensor_ops`, through device-generic index_select/index_copy_.
 void update_rows(const OptimizerOptions& options, torch::Tensor& weight, torch::Tensor& state,
@@ -58,4 +48,4 @@ class SparseOptimizer {
   std::vector<torch::Tensor> states_;  // undefined for sgd
 };
 
-}  // namespace recmod::train
+}  // namespace recmod::optim

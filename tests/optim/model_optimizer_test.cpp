@@ -1,4 +1,4 @@
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/model_optimizer.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -6,7 +6,7 @@
 
 #include "recmod/common/errors.h"
 
-namespace recmod::train {
+namespace recmod::optim {
 namespace {
 
 using ::testing::HasSubstr;
@@ -24,26 +24,26 @@ std::string error_of(F&& f) {
 
 OptimizerOptions options_of(const std::string& type) {
   OptimizerOptions o;
-  o.type = type;
-  o.lr = 0.05;
-  o.weight_decay = 0.01;
-  o.initial_accumulator_value = 0.1;
-  o.eps = 1e-8;
-  o.beta1 = 0.8;
-  o.beta2 = 0.99;
+  o.type(type);
+  o.lr(0.05);
+  o.weight_decay(0.01);
+  o.initial_accumulator_value(0.1);
+  o.eps(1e-8);
+  o.beta1(0.8);
+  o.beta2(0.99);
   return o;
 }
 
 std::unique_ptr<torch::optim::Optimizer> torch_optimizer(const OptimizerOptions& o, std::vector<torch::Tensor> p) {
-  if (o.type == "sgd")
-    return std::make_unique<torch::optim::SGD>(p, torch::optim::SGDOptions(o.lr).weight_decay(o.weight_decay));
-  if (o.type == "adagrad")
-    return std::make_unique<torch::optim::Adagrad>(p, torch::optim::AdagradOptions(o.lr)
-                                                          .weight_decay(o.weight_decay)
-                                                          .eps(o.eps)
-                                                          .initial_accumulator_value(o.initial_accumulator_value));
+  if (o.type() == "sgd")
+    return std::make_unique<torch::optim::SGD>(p, torch::optim::SGDOptions(o.lr()).weight_decay(o.weight_decay()));
+  if (o.type() == "adagrad")
+    return std::make_unique<torch::optim::Adagrad>(p, torch::optim::AdagradOptions(o.lr())
+                                                          .weight_decay(o.weight_decay())
+                                                          .eps(o.eps())
+                                                          .initial_accumulator_value(o.initial_accumulator_value()));
   return std::make_unique<torch::optim::Adam>(
-      p, torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+      p, torch::optim::AdamOptions(o.lr()).betas({o.beta1(), o.beta2()}).eps(o.eps()).weight_decay(o.weight_decay()));
 }
 
 torch::Tensor leaf(const torch::Tensor& t) { return t.clone().set_requires_grad(true); }
@@ -75,8 +75,8 @@ INSTANTIATE_TEST_SUITE_P(Types, DenseMatchesTorchOptim, ::testing::Values("sgd",
 
 TEST(ModelOptimizer, SgdByHand) {
   OptimizerOptions o;
-  o.lr = 0.5;
-  o.weight_decay = 0.1;
+  o.lr(0.5);
+  o.weight_decay(0.1);
   torch::Tensor p = leaf(torch::tensor({1.0, -2.0}));
   ModelOptimizer opt({{"p", p}}, o, {}, OptimizerOptions{});
   p.mutable_grad() = torch::tensor({0.2, 0.4});
@@ -190,13 +190,13 @@ TEST(ModelOptimizer, RejectsUnknownTypesAndBadValues) {
   EXPECT_THAT(error_of<InputError>([&] { ModelOptimizer({}, OptimizerOptions{}, {}, options_of("adam")); }),
               HasSubstr("embedding optimizer: unknown type 'adam'; valid types are [sgd, adagrad, rowwise_adagrad]"));
   OptimizerOptions bad = options_of("adam");
-  bad.beta2 = 1.0;
-  EXPECT_THAT(error_of<InputError>([&] { validate_optimizer_options(bad, "dense"); }),
+  bad.beta2(1.0);
+  EXPECT_THAT(error_of<InputError>([&] { validate(bad, OptimizerRole::dense); }),
               HasSubstr("dense optimizer: beta2 must be in [0, 1), got 1"));
   bad = options_of("sgd");
-  bad.lr = std::nan("");
-  EXPECT_THAT(error_of<InputError>([&] { validate_optimizer_options(bad, "dense"); }), HasSubstr("lr must be >= 0"));
+  bad.lr(std::nan(""));
+  EXPECT_THAT(error_of<InputError>([&] { validate(bad, OptimizerRole::dense); }), HasSubstr("dense optimizer: lr must be > 0, got nan"));
 }
 
 }  // namespace
-}  // namespace recmod::train
+}  // namespace recmod::optim

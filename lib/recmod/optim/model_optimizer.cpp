@@ -1,4 +1,4 @@
-#include "recmod/train/optimizer.h"
+#include "recmod/optim/model_optimizer.h"
 
 #include <torch/torch.h>
 
@@ -6,34 +6,10 @@
 #include <set>
 
 #include "recmod/common/errors.h"
-#include "recmod/train/dense_optimizer.h"
-#include "recmod/train/sparse_optimizer.h"
+#include "recmod/optim/dense_optimizer.h"
+#include "recmod/optim/sparse_optimizer.h"
 
-namespace recmod::train {
-
-const std::vector<std::string>& dense_optimizer_types() {
-  static const std::vector<std::string> types{"sgd", "adagrad", "adam"};
-  return types;
-}
-
-const std::vector<std::string>& embedding_optimizer_types() {
-  static const std::vector<std::string> types{"sgd", "adagrad", "rowwise_adagrad"};
-  return types;
-}
-
-void validate_optimizer_options(const OptimizerOptions& o, const std::string& role) {
-  const auto& types = role == "dense" ? dense_optimizer_types() : embedding_optimizer_types();
-  if (std::find(types.begin(), types.end(), o.type) == types.end())
-    throw_input_error(role, " optimizer: unknown type '", o.type, "'; valid types are ", join_names(types));
-  // Written so that NaN fails every check.
-  if (!(o.lr >= 0)) throw_input_error(role, " optimizer: lr must be >= 0, got ", o.lr);
-  if (!(o.eps > 0)) throw_input_error(role, " optimizer: eps must be > 0, got ", o.eps);
-  if (!(o.weight_decay >= 0)) throw_input_error(role, " optimizer: weight_decay must be >= 0, got ", o.weight_decay);
-  if (!(o.initial_accumulator_value >= 0))
-    throw_input_error(role, " optimizer: initial_accumulator_value must be >= 0, got ", o.initial_accumulator_value);
-  if (!(o.beta1 >= 0 && o.beta1 < 1)) throw_input_error(role, " optimizer: beta1 must be in [0, 1), got ", o.beta1);
-  if (!(o.beta2 >= 0 && o.beta2 < 1)) throw_input_error(role, " optimizer: beta2 must be in [0, 1), got ", o.beta2);
-}
+namespace recmod::optim {
 
 ModelOptimizer::ModelOptimizer(std::vector<std::pair<std::string, torch::Tensor>> dense,
                                OptimizerOptions dense_options,
@@ -87,4 +63,4 @@ void ModelOptimizer::load_state_dict(const StateDict& source, const std::string&
   for (const auto& [k, dst] : target) dst.copy_(*find_tensor(source, k));
 }
 
-}  // namespace recmod::train
+}  // namespace recmod::optim

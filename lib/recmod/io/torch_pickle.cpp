@@ -1,4 +1,4 @@
-#include "recmod/train/torch_pickle.h"
+#include "recmod/io/torch_pickle.h"
 
 #include <torch/torch.h>
 
@@ -11,7 +11,7 @@
 
 #include "recmod/common/errors.h"
 
-namespace recmod::train {
+namespace recmod::io {
 
 namespace {
 
@@ -615,4 +615,4 @@ StateDict unpickle_tensor_dict(std::string_view pickle, const StorageRecordReade
   return out;
 }
 
-}  // namespace recmod::train
+}  // namespace recmod::io

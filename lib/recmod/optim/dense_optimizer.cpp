@@ -1,23 +1,23 @@
-#include "recmod/train/dense_optimizer.h"
+#include "recmod/optim/dense_optimizer.h"
 
 #include <torch/torch.h>
 
 #include <cmath>
 
-namespace recmod::train {
+namespace recmod::optim {
 
 DenseOptimizer::DenseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> params, OptimizerOptions options)
     : params_(std::move(params)), options_(std::move(options)) {
-  validate_optimizer_options(options_, "dense");
+  validate(options_, OptimizerRole::dense);
   states_.reserve(params_.size());
   for (const auto& [name, p] : params_) {
     TORCH_CHECK(p.defined(), "DenseOptimizer: parameter '", name, "' is undefined");
     State s;
     // A CPU scalar wherever the parameter lives: reading it never waits for a device.
-    if (options_.type != "sgd") s.step = torch::zeros({}, torch::kLong);
-    if (options_.type == "adagrad")
-      s.sum = torch::full_like(p, options_.initial_accumulator_value, torch::MemoryFormat::Preserve);
-    if (options_.type == "adam") {
+    if (options_.type() != "sgd") s.step = torch::zeros({}, torch::kLong);
+    if (options_.type() == "adagrad")
+      s.sum = torch::full_like(p, options_.initial_accumulator_value(), torch::MemoryFormat::Preserve);
+    if (options_.type() == "adam") {
       s.exp_avg = torch::zeros_like(p, torch::MemoryFormat::Preserve);
       s.exp_avg_sq = torch::zeros_like(p, torch::MemoryFormat::Preserve);
     }
@@ -37,26 +37,26 @@ void DenseOptimizer::step() {
 
 void DenseOptimizer::update(torch::Tensor& p, const torch::Tensor& grad_in, State& s) const {
   const OptimizerOptions& o = options_;
-  torch::Tensor grad = o.weight_decay != 0 ? grad_in.add(p, o.weight_decay) : grad_in;
-  if (o.type == "sgd") {
-    p.add_(grad, -o.lr);
+  torch::Tensor grad = o.weight_decay() != 0 ? grad_in.add(p, o.weight_decay()) : grad_in;
+  if (o.type() == "sgd") {
+    p.add_(grad, -o.lr());
     return;
   }
   s.step.add_(1);
   const auto t = static_cast<double>(s.step.item<int64_t>());
-  if (o.type == "adagrad") {
+  if (o.type() == "adagrad") {
     s.sum.addcmul_(grad, grad, 1.0);
-    const torch::Tensor denom = s.sum.sqrt().add_(o.eps);
-    p.addcdiv_(grad, denom, -o.lr);
+    const torch::Tensor denom = s.sum.sqrt().add_(o.eps());
+    p.addcdiv_(grad, denom, -o.lr());
     return;
   }
   // adam
-  const double bias_correction1 = 1 - std::pow(o.beta1, t);
-  const double bias_correction2 = 1 - std::pow(o.beta2, t);
-  s.exp_avg.mul_(o.beta1).add_(grad, 1 - o.beta1);
-  s.exp_avg_sq.mul_(o.beta2).addcmul_(grad, grad, 1 - o.beta2);
-  const torch::Tensor denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(o.eps);
-  p.addcdiv_(s.exp_avg, denom, -o.lr / bias_correction1);
+  const double bias_correction1 = 1 - std::pow(o.beta1(), t);
+  const double bias_correction2 = 1 - std::pow(o.beta2(), t);
+  s.exp_avg.mul_(o.beta1()).add_(grad, 1 - o.beta1());
+  s.exp_avg_sq.mul_(o.beta2()).addcmul_(grad, grad, 1 - o.beta2());
+  const torch::Tensor denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(o.eps());
+  p.addcdiv_(s.exp_avg, denom, -o.lr() / bias_correction1);
 }
 
 StateDict DenseOptimizer::state_dict() const {
@@ -72,4 +72,4 @@ StateDict DenseOptimizer::state_dict() const {
   return out;
 }
 
-}  // namespace recmod::train
+}  // namespace recmod::optim

@@ -9,31 +9,9 @@
 #include <vector>
 
 #include "recmod/common/state_dict.h"
+#include "recmod/optim/optimizer_options.h"
 
-namespace recmod::train {
-
-/// One optimizer's settings, as a config names them.
-///   dense:      sgd | adagrad | adam              (torch.optim's SGD, Adagrad, Adam)
-///   embeddings: sgd | adagrad | rowwise_adagrad   (FBGEMM's SGD, EXACT_ADAGRAD, EXACT_ROWWISE_ADAGRAD)
-/// eps, beta1/beta2 and initial_accumulator_value apply where the algorithm has them.
-struct OptimizerOptions {
-  std::string type = "sgd";
-  double lr = 0.01;
-  double eps = 1e-8;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double weight_decay = 0.0;  // L2: g += weight_decay * w (embeddings: touched rows only)
-  double initial_accumulator_value = 0.0;
-};
-
-/// The valid `type`s, for config validation and error messages.
-const std::vector<std::string>& dense_optimizer_types();
-const std::vector<std::string>& embedding_optimizer_types();
-
-/// Throws InputError when options do not name a valid optimizer or hold an
-/// invalid value (lr < 0, eps <= 0, betas outside [0, 1), ...); `role` is
-/// "dense" or "embedding" and prefixes the message.
-void validate_optimizer_options(const OptimizerOptions& options, const std::string& role);
+namespace recmod::optim {
 
 class DenseOptimizer;
 class SparseOptimizer;
@@ -75,4 +53,4 @@ class ModelOptimizer {
   std::unique_ptr<SparseOptimizer> sparse_;
 };
 
-}  // namespace recmod::train
+}  // namespace recmod::optim

@@ -1,4 +1,4 @@
-#include "recmod/train/sparse_optimizer.h"
+#include "recmod/optim/sparse_optimizer.h"
 
 #include <ATen/Parallel.h>
 #include <gmock/gmock.h>
@@ -7,15 +7,15 @@
 
 #include <cmath>
 
-namespace recmod::train {
+namespace recmod::optim {
 namespace {
 
 OptimizerOptions options_of(const std::string& type, double weight_decay = 0.0) {
   OptimizerOptions o;
-  o.type = type;
-  o.lr = 0.1;
-  o.eps = 1e-8;
-  o.weight_decay = weight_decay;
+  o.type(type);
+  o.lr(0.1);
+  o.eps(1e-8);
+  o.weight_decay(weight_decay);
   return o;
 }
 
@@ -187,4 +187,4 @@ TEST(SparseOptimizer, RejectsRowsOutsideTheTable) {
 }
 
 }  // namespace
-}  // namespace recmod::train
+}  // namespace recmod::optim

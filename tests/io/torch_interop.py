@@ -9,7 +9,7 @@ usage: torch_interop.py RECMOD_FILE OUT_FILE
                load_tensors to read back. (A bare state_dict() is an OrderedDict with
                _metadata, which libtorch 1.13's unpickler cannot read.)
   --fixtures:  writes the torch.save(module.state_dict()) files that checkpoint_test.cpp
-               reads (tests/train/data/state_dict_*.pt were made so, by Debian's torch 1.13):
+               reads (tests/io/data/state_dict_*.pt were made so, by Debian's torch 1.13):
                module.pt (Embedding + Linear + BatchNorm1d), views.pt (buffers that are
                views of one storage, offsets, strides, 100 0-d views), dtypes.pt
                (state_dict(keep_vars=True): a Parameter and buffers of ten dtypes).

@@ -11,7 +11,7 @@
 
 #include "recmod/common/state_dict.h"
 
-namespace recmod::train {
+namespace recmod::io {
 
 /// Returns the CPU bytes of the storage that data.pkl names `key` (the zip
 /// record data/<key>); throws CheckpointError when there is none.
@@ -34,4 +34,4 @@ StateDict unpickle_tensor_dict(std::string_view pickle, const StorageRecordReade
 /// row-major order. Throws InputError for a dtype without a storage class.
 std::string pickle_tensor_dict(const StateDict& tensors);
 
-}  // namespace recmod::train
+}  // namespace recmod::io

@@ -1,0 +1,36 @@
+#pragma once
+// Checkpoint files: a dict of named tensors in torch.save's zip format, so
+// recmod and PyTorch read each other's files.
+#include <string>
+#include <vector>
+
+#include "recmod/common/state_dict.h"
+#include "recmod/io/atomic_file.h"
+
+namespace recmod::io {
+
+/// Writes a dict of tensors that PyTorch's torch.load reads, also with
+/// weights_only=True (torch.save's zip format and pickle; see pickle_tensor_dict),
+/// atomically: temp file in the same directory + fsync + rename; on any error
+/// the previous file at `path` is untouched and the temp file removed.
+/// Tensors are written as CPU tensors holding only their own elements (a view
+/// does not drag its whole storage along). Throws FileWriteError.
+void save_tensors(const std::string& path, const StateDict& tensors);
+
+/// The bytes save_tensors writes, streamed through `sink` in order (for
+/// callers that place or hash them themselves); memory beyond the tensors is
+/// one tensor's CPU copy at most.
+void write_tensors(const StateDict& tensors, const ByteSink& sink);
+/// The same bytes in memory (small dicts; tests).
+std::vector<char> tensors_to_bytes(const StateDict& tensors);
+
+/// Reads such a file, written by recmod or by Python's torch.save (torch 1.13
+/// and 2.x) of a dict of tensors: torch.save(model.state_dict(), path) (an
+/// OrderedDict; its _metadata is ignored), dict(...) of it, or state_dict(
+/// keep_vars=True) (Parameters). Views saved together share their storage
+/// again. CheckpointError with the path on anything else (missing file,
+/// truncated or corrupt, other Python objects, a tensor reaching past its
+/// storage). Keys keep the file's order.
+StateDict load_tensors(const std::string& path);
+
+}  // namespace recmod::io

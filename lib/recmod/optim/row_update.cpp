@@ -1,0 +1,78 @@
+#include "recmod/optim/row_update.h"
+
+#include <torch/torch.h>
+
+#include "recmod/common/errors.h"
+
+namespace recmod::optim {
+
+RowUpdate row_update_of(const std::string& type, const std::string& who) {
+  if (type == "sgd") return RowUpdate::sgd;
+  if (type == "adagrad") return RowUpdate::adagrad;
+  if (type == "rowwise_adagrad") return RowUpdate::rowwise_adagrad;
+  throw_input_error(who, ": unknown type '", type, "'; valid types are ",
+                    join_names(optimizer_types(OptimizerRole::embedding)));
+}
+
+const char* state_name(RowUpdate rule) {
+  switch (rule) {
+    case RowUpdate::adagrad:
+      return "sum";
+    case RowUpdate::rowwise_adagrad:
+      return "momentum1";
+    case RowUpdate::sgd:
+      break;
+  }
+  return "";
+}
+
+int64_t state_per_row(RowUpdate rule, int64_t dim) {
+  switch (rule) {
+    case RowUpdate::adagrad:
+      return dim;
+    case RowUpdate::rowwise_adagrad:
+      return 1;
+    case RowUpdate::sgd:
+      break;
+  }
+  return 0;
+}
+
+torch::Tensor make_row_state(RowUpdate rule, const OptimizerOptions& optimizer, torch::IntArrayRef table_shape,
+                             const torch::TensorOptions& options) {
+  switch (rule) {
+    case RowUpdate::adagrad:
+      return torch::full(table_shape, optimizer.initial_accumulator_value(), options);
+    case RowUpdate::rowwise_adagrad:
+      return torch::full({table_shape[0]}, optimizer.initial_accumulator_value(), options);
+    case RowUpdate::sgd:
+      break;
+  }
+  return {};
+}
+
+void update_rows_with_tensor_ops(RowUpdate rule, const OptimizerOptions& o, torch::Tensor& table,
+                                 torch::Tensor& state, const torch::Tensor& rows, torch::Tensor g) {
+  torch::Tensor w = table.index_select(0, rows).to(g.scalar_type());
+  if (o.weight_decay() != 0) g = g.add(w, o.weight_decay());
+  switch (rule) {
+    case RowUpdate::sgd:
+      w.add_(g, -o.lr());
+      break;
+    case RowUpdate::adagrad: {
+      torch::Tensor s = state.index_select(0, rows).addcmul_(g, g);
+      state.index_copy_(0, rows, s);
+      w.addcdiv_(g, s.sqrt_().add_(o.eps()), -o.lr());
+      break;
+    }
+    case RowUpdate::rowwise_adagrad: {
+      torch::Tensor m = state.index_select(0, rows).add_(g.square().mean(1));
+      state.index_copy_(0, rows, m);
+      w.sub_(g * (o.lr() / (m.sqrt() + o.eps())).unsqueeze(1));
+      break;
+    }
+  }
+  table.index_copy_(0, rows, w.to(table.scalar_type()));
+}
+
+}  // namespace recmod::optim

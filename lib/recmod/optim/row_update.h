@@ -1,0 +1,102 @@
+#pragma once
+// The per-row update of an embedding optimizer, written once: the row-sparse
+// optimizer (sparse_optimizer.h) and the fused embedding backward
+// (modules/fused_embedding_bag.h) both call apply_row_update() on the CPU
+// and update_rows_with_tensor_ops() on other devices.
+#include <torch/types.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "recmod/optim/optimizer_options.h"
+
+namespace recmod::optim {
+
+/// The row-update rules an embedding optimizer can be.
+enum class RowUpdate { sgd, adagrad, rowwise_adagrad };
+
+/// "sgd" | "adagrad" | "rowwise_adagrad"; InputError naming `who` and the
+/// valid types otherwise.
+RowUpdate row_update_of(const std::string& type, const std::string& who);
+
+/// The name of a rule's state as TorchRec/FBGEMM call it: "sum" (adagrad,
+/// (N, D)), "momentum1" (rowwise_adagrad, (N)), "" (sgd: no state).
+const char* state_name(RowUpdate rule);
+/// Elements of state per row: D (adagrad), 1 (rowwise_adagrad), 0 (sgd).
+int64_t state_per_row(RowUpdate rule, int64_t dim);
+/// The state of a table of shape (N, D), filled with initial_accumulator_value
+/// (undefined for sgd), with `options`' device and dtype.
+torch::Tensor make_row_state(RowUpdate rule, const OptimizerOptions& optimizer, torch::IntArrayRef table_shape,
+                             const torch::TensorOptions& options);
+
+/// The scalars of an update, in the arithmetic type of its state.
+template <typename math_t>
+struct RowUpdateScalars {
+  math_t lr, eps, weight_decay;
+  explicit RowUpdateScalars(const OptimizerOptions& o)
+      : lr(static_cast<math_t>(o.lr())), eps(static_cast<math_t>(o.eps())),
+        weight_decay(static_cast<math_t>(o.weight_decay())) {}
+};
+
+/// Updates one row `w` (D values, stored as weight_t) from its summed
+/// gradient `g` and its state `s` (D values for adagrad, 1 for
+/// rowwise_adagrad, unused for sgd), computing in math_t (float, or double
+/// for double tables). With g' = g + weight_decay * w:
+///   sgd:             w -= lr * g'
+///   adagrad:         s += g'^2;  w -= lr * g' / (sqrt(s) + eps)
+///   rowwise_adagrad: s += mean(g'^2);  w -= lr * g' / (sqrt(s) + eps)
+/// rowwise_adagrad sums the squares in double, in 8 interleaved partial sums
+/// (one chain of dependent additions per row stalls the next rows' cache
+/// misses); the squares of floats are exact in double.
+template <typename weight_t, typename math_t>
+inline void apply_row_update(RowUpdate rule, const RowUpdateScalars<math_t>& k, const math_t* __restrict__ g,
+                             weight_t* __restrict__ w, math_t* __restrict__ s, int64_t dim) {
+  const math_t lr = k.lr, eps = k.eps, wd = k.weight_decay;
+  switch (rule) {
+    case RowUpdate::sgd:
+      for (int64_t j = 0; j < dim; ++j) {
+        const auto wj = static_cast<math_t>(w[j]);
+        w[j] = static_cast<weight_t>(wj - lr * (g[j] + wd * wj));
+      }
+      break;
+    case RowUpdate::adagrad:
+      for (int64_t j = 0; j < dim; ++j) {
+        const auto wj = static_cast<math_t>(w[j]);
+        const math_t gj = g[j] + wd * wj;
+        s[j] += gj * gj;
+        w[j] = static_cast<weight_t>(wj - lr * gj / (std::sqrt(s[j]) + eps));
+      }
+      break;
+    case RowUpdate::rowwise_adagrad: {
+      double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t j = 0;
+      for (; j + 8 <= dim; j += 8)
+        for (int p = 0; p < 8; ++p) {
+          const double gj = g[j + p] + wd * static_cast<math_t>(w[j + p]);
+          part[p] += gj * gj;
+        }
+      for (; j < dim; ++j) {
+        const double gj = g[j] + wd * static_cast<math_t>(w[j]);
+        part[j % 8] += gj * gj;
+      }
+      const double sum_sq = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+      s[0] += static_cast<math_t>(sum_sq / static_cast<double>(dim));
+      const math_t multiplier = lr / (std::sqrt(s[0]) + eps);
+      for (int64_t c = 0; c < dim; ++c) {
+        const auto wc = static_cast<math_t>(w[c]);
+        w[c] = static_cast<weight_t>(wc - multiplier * (g[c] + wd * wc));
+      }
+      break;
+    }
+  }
+}
+
+/// The same rule with tensor ops, on any device and dtype: `rows` (int64, n,
+/// unique) of `table` (N, D) get the update from `grad` (n, D, the state's
+/// dtype); the rows are computed in grad's dtype and written back rounded to
+/// the table's.
+void update_rows_with_tensor_ops(RowUpdate rule, const OptimizerOptions& options, torch::Tensor& table,
+                                 torch::Tensor& state, const torch::Tensor& rows, torch::Tensor grad);
+
+}  // namespace recmod::optim

@@ -1,0 +1,40 @@
+#pragma once
+// The one way a command opens a model and its data: config file -> built
+// graph (+ checkpoint), and a data file -> batches checked against the
+// model's features. The app's commands are flags and printing around these.
+#include <memory>
+#include <string>
+
+#include "recmod/config/graph.h"
+#include "recmod/config/model_config.h"
+#include "recmod/data/batch.h"
+
+namespace recmod::train {
+
+/// A model as a command holds it: the whole config (its training and data
+/// sections are the run's, passed on explicitly) and the graph built from it.
+struct OpenedModel {
+  config::ModelConfig config;
+  config::ModelGraph model{nullptr};
+};
+
+/// Loads and checks the config, seeds torch with training.seed (initial
+/// weights are reproducible), builds the graph and, when `checkpoint` is
+/// given, loads its weights (strict keys). ConfigError / CheckpointError.
+OpenedModel open_model(const std::string& config_path, const std::string& checkpoint = "");
+
+/// How a command reads data for a model; empty or zero fields fall back to
+/// the config (data.format, training.batch_size).
+struct DataOptions {
+  std::string format;
+  int64_t batch_size = 0;
+  bool shuffle = false;
+  uint64_t seed = 0;
+};
+
+/// The batches of `path` for `opened`; the file's features are checked
+/// against the model's (InputError naming the file and the config).
+std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const std::string& path,
+                                                const DataOptions& options, int64_t epoch = 0);
+
+}  // namespace recmod::train
