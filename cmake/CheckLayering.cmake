@@ -2,6 +2,7 @@
 # Fails, naming each file and include, when a source of an area includes a
 # header of an area that lib/CMakeLists.txt does not let it use (layering.txt
 # is written from that table at configure time).
+cmake_minimum_required(VERSION 3.18)
 file(STRINGS "${LAYERING}" rows)
 set(areas "")
 foreach(row IN LISTS rows)

@@ -15,6 +15,7 @@ namespace recmod::train {
 namespace {
 
 using ::testing::HasSubstr;
+using io::load_tensors;
 
 const char* kModel = R"(
 features: {dense: 2, sparse: [a]}
