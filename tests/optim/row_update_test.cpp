@@ -59,7 +59,8 @@ TEST(OptimizerOptions, FindProblemNamesTheField) {
   p = find_problem(OptimizerOptions("rowwise_adagrad"), OptimizerRole::dense);
   ASSERT_TRUE(p.has_value());
   EXPECT_EQ(p->field, "type");
-  p = find_problem(OptimizerOptions("sgd", 0.0), OptimizerRole::embedding);
+  EXPECT_FALSE(find_problem(OptimizerOptions("sgd", 0.0), OptimizerRole::embedding).has_value());  // lr 0 freezes
+  p = find_problem(OptimizerOptions("sgd", -0.1), OptimizerRole::embedding);
   ASSERT_TRUE(p.has_value());
   EXPECT_EQ(p->field, "lr");
 }

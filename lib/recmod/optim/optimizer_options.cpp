@@ -26,7 +26,7 @@ std::optional<OptionProblem> find_problem(const OptimizerOptions& o, OptimizerRo
     const char* expected;
   };
   const Rule rules[] = {
-      {"lr", o.lr(), o.lr() > 0, "> 0"},
+      {"lr", o.lr(), o.lr() >= 0, ">= 0"},  // 0 freezes (as torch.optim allows)
       {"eps", o.eps(), o.eps() > 0, "> 0"},
       {"weight_decay", o.weight_decay(), o.weight_decay() >= 0, ">= 0"},
       {"initial_accumulator_value", o.initial_accumulator_value(), o.initial_accumulator_value() >= 0, ">= 0"},

@@ -25,7 +25,7 @@ const char* role_name(OptimizerRole role);
 struct OptimizerOptions {
   explicit OptimizerOptions(std::string type = "sgd", double lr = 0.01) : type_(std::move(type)), lr_(lr) {}
   TORCH_ARG(std::string, type);
-  TORCH_ARG(double, lr);                               // > 0
+  TORCH_ARG(double, lr);                               // >= 0 (0 freezes the parameters)
   TORCH_ARG(double, eps) = 1e-8;                       // > 0
   TORCH_ARG(double, beta1) = 0.9;                      // [0, 1), adam
   TORCH_ARG(double, beta2) = 0.999;                    // [0, 1), adam
