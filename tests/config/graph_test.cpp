@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
+#include "recmod/common/hash.h"
 #include "recmod/common/state_dict.h"
 #include "recmod/config/feature_hashing.h"
 #include "recmod/config/basic_nodes.h"
@@ -27,7 +28,7 @@ std::string build_error(const std::string& yaml) {
 
 TEST(FeatureHashingTest, MurmurMatchesReferenceFmix64) {
   // Reference values from MurmurHash3's fmix64 over uint64 (Python big ints).
-  auto h = murmur_fmix64(torch::tensor({1, 12345, -7}, torch::kLong));
+  auto h = recmod::murmur3_fmix64(torch::tensor({1, 12345, -7}, torch::kLong));
   EXPECT_EQ(h[0].item<int64_t>(), -5451962507482445012LL);
   EXPECT_EQ(h[1].item<int64_t>(), 1716623506685013753LL);
   EXPECT_EQ(h[2].item<int64_t>(), 4818444927845109502LL);

@@ -6,11 +6,9 @@
 
 namespace recmod::config {
 
-torch::Tensor murmur_fmix64(const torch::Tensor& ids) { return murmur3_fmix64(ids); }
-
 torch::Tensor hash_ids(const torch::Tensor& ids, const std::string& hash, int64_t range) {
   if (hash == "none") return ids;
-  auto x = hash == "murmur" ? murmur_fmix64(ids) : ids.to(torch::kLong);
+  auto x = hash == "murmur" ? murmur3_fmix64(ids) : ids.to(torch::kLong);
   return torch::remainder(x, range);  // remainder takes the divisor's sign: in [0, range)
 }
 

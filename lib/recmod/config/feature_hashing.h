@@ -12,8 +12,6 @@
 
 namespace recmod::config {
 
-/// MurmurHash3 fmix64 of each id (int64, bit patterns as uint64).
-torch::Tensor murmur_fmix64(const torch::Tensor& ids);
 torch::Tensor hash_ids(const torch::Tensor& ids, const std::string& hash, int64_t range);
 
 /// Hashes each key of `kjt` by its spec; keys without a spec pass through.
