@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "commands/commands.h"
+#include "commands/distributed_run.h"
 #include "recmod/common/errors.h"
 
 namespace {
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "recmod 0.1.0");
   recmod::app::register_commands(app);
+  recmod::app::set_command_line(argc, argv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -25,5 +25,6 @@ void add_compare(CLI::App& app, Actions& actions);
 void add_profile(CLI::App& app, Actions& actions);
 void add_evict(CLI::App& app, Actions& actions);
 void add_data_commands(CLI::App& app, Actions& actions);
+void add_plan(CLI::App& app, Actions& actions);
 
 }  // namespace recmod::app

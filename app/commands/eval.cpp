@@ -6,9 +6,11 @@
 #include <iostream>
 
 #include "commands/commands.h"
+#include "commands/distributed_run.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
 #include "recmod/metrics/binary_metrics.h"
+#include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
 #include "recmod/train/trainer.h"
 
@@ -25,19 +27,29 @@ struct EvalArgs {
   std::string predictions;
   std::string device = "cpu";
   int threads = 0;
+  DistArgs dist;
 };
 
 int run_eval(const EvalArgs& args) {
-  set_threads(args.threads);
+  if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
+  const Joined joined = join_run(args.dist, args.threads, args.config);
+  const int64_t world = joined.comm->world_size();
   auto opened = train::open_model(args.config, args.checkpoint);
   const std::string data = !args.data.empty() ? args.data : opened.config.data.eval;
   if (data.empty()) throw UsageError("no data: pass --data FILE (or set data.eval in the config)");
   auto device = parse_device(args.device);
+  if (world > 1 && !device.is_cpu())
+    throw UsageError("distributed evaluation runs on the CPU (gloo) in this build; use --device cpu");
   opened.model->to(device);
+  // Each rank keeps its shards of the loaded model and predicts its rows of
+  // each global batch; every rank ends with all predictions, rank 0 prints.
+  if (world > 1) train::shard_model(opened.model, train::plan_model(opened.model, opened.config, world), joined.comm);
   train::DataOptions read;
   read.format = args.format;
+  read.batch_size = world * opened.config.training.batch_size;
   auto source = train::open_batches(opened, data, read);
-  auto [logits, labels] = train::predict(opened.model, *source, device);
+  auto [logits, labels] = train::predict(opened.model, *source, device, joined.comm.get());
+  if (!joined.lead()) return 0;
   auto metrics = metrics::metrics_of_logits(logits, labels);
   if (!args.predictions.empty()) {
     std::ofstream out(args.predictions);
@@ -71,6 +83,7 @@ void add_eval(CLI::App& app, Actions& actions) {
   cmd->add_option("--predictions", args->predictions, "Write one predicted probability per line to FILE");
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");
+  add_dist_options(cmd, args->dist);
   actions["eval"] = [args] { return run_eval(*args); };
 }
 

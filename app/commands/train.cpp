@@ -2,12 +2,15 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <optional>
 
 #include "commands/commands.h"
+#include "commands/distributed_run.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
 #include "recmod/metrics/binary_metrics.h"
 #include "recmod/train/batch_memory.h"
+#include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
 #include "recmod/train/trainer.h"
 
@@ -25,21 +28,37 @@ struct TrainArgs {
   std::string device = "cpu";
   int threads = 0;
   int64_t steps = 0;
+  DistArgs dist;
 };
 
 int run_train(const TrainArgs& args) {
-  set_threads(args.threads);
+  if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
+  const Joined joined = join_run(args.dist, args.threads, args.config);
+  const int64_t world = joined.comm->world_size();
   auto opened = train::open_model(args.config);
   const auto& t = opened.config.training;
   const std::string data = !args.data.empty() ? args.data : opened.config.data.train;
   const std::string eval_data = !args.eval_data.empty() ? args.eval_data : opened.config.data.eval;
   if (data.empty()) throw UsageError("no training data: pass --data FILE (or set data.train in the config)");
   const torch::Device device = parse_device(args.device);
+  if (world > 1 && !device.is_cpu())
+    throw UsageError("distributed training runs on the CPU (gloo) in this build; use --device cpu");
   if (device.is_cpu()) train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
-  train::RunDir run(args.out, args.resume);
-  if (!args.resume) run.save_config(args.config);
+  dist::ShardingPlan plan;
+  if (world > 1) plan = train::plan_model(opened.model, opened.config, world);
+  // Rank 0 creates (and checks) the run directory; the others wait for it.
+  std::optional<train::RunDir> created;
+  if (joined.lead()) created.emplace(args.out, args.resume);
+  joined.comm->barrier();
+  const train::RunDir run = created ? *created : train::RunDir::attach(args.out);
+  if (joined.lead() && !args.resume) run.save_config(args.config);
+  if (joined.lead() && world > 1) {
+    std::cerr << "distributed: " << world << " ranks (" << joined.env.source << "), global batch " << world * t.batch_size
+              << " (" << t.batch_size << " per rank); sharding: " << train::describe_plan(plan) << "\n";
+  }
 
   train::DataOptions read;
+  read.batch_size = world * t.batch_size;  // global batches; each rank takes its rows
   read.format = args.format;
   read.shuffle = t.shuffle;
   read.seed = t.seed;
@@ -47,6 +66,7 @@ int run_train(const TrainArgs& args) {
   train::DataFactory eval_factory;
   if (!eval_data.empty()) {
     train::DataOptions in_order;
+    in_order.batch_size = world * t.batch_size;
     in_order.format = args.format;
     eval_factory = [=](int64_t) { return train::open_batches(opened, eval_data, in_order); };
   }
@@ -56,10 +76,13 @@ int run_train(const TrainArgs& args) {
   options.device = device;
   if (args.steps > 0) options.steps = args.steps;
   options.resume = args.resume;
-  options.progress_bar = isatty(STDERR_FILENO);
-  options.log = &std::cerr;
+  options.progress_bar = isatty(STDERR_FILENO) && world == 1;
+  options.log = joined.lead() ? &std::cerr : nullptr;
+  options.comm = joined.comm;
+  options.plan = plan;
   train::Trainer trainer(opened.model, t, run, options);
   auto result = trainer.fit(train_data, eval_factory, metrics::metrics_of_logits);
+  if (!joined.lead()) return result.interrupted ? 130 : 0;
   std::cout << "steps " << result.steps << ", last loss " << result.last_loss << "\n";
   if (!result.last_eval.is_null()) std::cout << "eval " << result.last_eval.dump() << "\n";
   std::cout << "checkpoint: " << run.model_path() << "\n";
@@ -80,6 +103,7 @@ void add_train(CLI::App& app, Actions& actions) {
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");
   cmd->add_option("--steps", args->steps, "Stop after this many steps (overrides the config)");
+  add_dist_options(cmd, args->dist);
   actions["train"] = [args] { return run_train(*args); };
 }
 

@@ -38,6 +38,12 @@ class CheckpointError : public Error {
   using Error::Error;
 };
 
+/// A distributed run lost a peer, timed out, or its ranks disagree (exit 1).
+class DistributedError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// Streams all arguments into one string (works with torch's IntArrayRef,
 /// ScalarType, ... since they have operator<<).
 template <typename... Args>

@@ -122,6 +122,14 @@ torch::Tensor ModelGraphImpl::forward(const data::Batch& batch, NodeObserver* ob
   return values[order_.back()].dense.reshape({-1});
 }
 
+void ModelGraphImpl::replace_node(size_t index, std::shared_ptr<torch::nn::Module> module,
+                                  std::function<Value(const std::vector<Value>&)> forward) {
+  TORCH_CHECK(index < built_.size() && built_[index].module, "replace_node: node ", index, " has no module");
+  replace_module(infos_[index].name, module);
+  built_[index].module = std::move(module);
+  built_[index].forward = std::move(forward);
+}
+
 data::DataSchema ModelGraphImpl::schema() const {
   data::DataSchema s;
   s.num_dense = spec_.features.num_dense;

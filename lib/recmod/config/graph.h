@@ -65,6 +65,14 @@ class ModelGraphImpl : public torch::nn::Module {
   /// Hashes the batch's ids into range and returns the graph's two inputs.
   std::pair<Value, Value> inputs(const data::Batch& batch) const;
 
+  /// The module of node `index` (null for parameter-free nodes).
+  std::shared_ptr<torch::nn::Module> node_module(size_t index) const { return built_[index].module; }
+  /// Swaps node `index`'s module (registered under the same name, at the
+  /// same place in state_dict order) and forward; what sharding does to an
+  /// EmbeddingBagCollection (TorchRec's module swap in DistributedModelParallel).
+  void replace_node(size_t index, std::shared_ptr<torch::nn::Module> module,
+                    std::function<Value(const std::vector<Value>&)> forward);
+
   /// Parameters by state_dict key, split by optimizer.
   std::vector<std::pair<std::string, torch::Tensor>> dense_parameters() const;
   std::vector<std::pair<std::string, torch::Tensor>> embedding_parameters() const;

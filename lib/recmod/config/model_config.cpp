@@ -3,6 +3,7 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/config/embedding_tables.h"
 
 namespace recmod::config {
 
@@ -117,6 +118,69 @@ DataSpec parse_data(const ConfigNode& node) {
   return d;
 }
 
+// `sharding: auto`, or a map "table" / "node.table" -> a type name, `auto`,
+// or {type, ranks}. Table names are checked against the nodes' tables.
+dist::ShardingRequest parse_sharding(const ConfigNode& node, const ModelSpec& spec) {
+  dist::ShardingRequest request;
+  if (node.is_scalar()) {
+    if (node.as_string() != "auto")
+      node.fail("expected 'auto' or a map of table: sharding type, found '" + node.as_string() + "'");
+    return request;
+  }
+  if (!node.is_map()) node.fail("expected 'auto' or a map of table: sharding type, found " + node.describe());
+  const auto tables = embedding_tables_of(spec);
+  std::vector<std::string> valid;
+  for (const auto& t : tables) valid.push_back(t.module + "." + t.name);
+  std::map<std::string, std::string> requested;  // "node.table" -> the key that asked for it
+  std::vector<std::string> type_names = dist::sharding_type_names();
+  type_names.push_back("auto");
+  for (const auto& key : node.keys()) {
+    ConfigNode value = node[key];
+    // The table the key names.
+    std::vector<const dist::TableShape*> matches;
+    const auto dot = key.rfind('.');
+    for (const auto& t : tables)
+      if (dot == std::string::npos ? t.name == key : t.module == key.substr(0, dot) && t.name == key.substr(dot + 1))
+        matches.push_back(&t);
+    if (matches.empty()) value.fail("no embedding table '" + key + "'; the tables are " + join_names(valid));
+    if (matches.size() > 1)
+      value.fail(str_cat("table '", key, "' is in nodes '", matches[0]->module, "' and '", matches[1]->module,
+                         "'; write '", matches[0]->module, ".", key, "' (node.table)"));
+    const auto& table = *matches[0];
+    const std::string qualified = table.module + "." + table.name;
+    if (auto [it, fresh] = requested.emplace(qualified, key); !fresh)
+      value.fail("table '" + qualified + "' is already given as '" + it->second + "'");
+    // What is asked for it.
+    dist::TableRequest req;
+    if (value.is_map())
+      value.allow_keys({"type", "ranks"});
+    else if (!value.is_scalar())
+      value.fail("expected a sharding type or {type, ranks}, found " + value.describe());
+    // (Not a ConfigNode assigned later: assigning a YAML::Node writes through to the document.)
+    const std::string type = (value.is_map() ? value["type"] : value).one_of(type_names);
+    if (type != "auto") req.type = dist::sharding_type_from(type);
+    if (auto ranks = value.is_map() ? value.find("ranks") : std::nullopt) {
+      if (type != "table_wise" && type != "column_wise")
+        ranks->fail(type == "auto" ? std::string("ranks need a type: table_wise or column_wise")
+                                   : "ranks apply to table_wise and column_wise only (" + type + " uses every rank)");
+      req.ranks = ranks->as_int_list();
+      std::set<int64_t> seen;
+      for (size_t i = 0; i < req.ranks.size(); ++i) {
+        if (req.ranks[i] < 0) ranks->at(i).fail(str_cat("a rank must be >= 0, got ", req.ranks[i]));
+        if (!seen.insert(req.ranks[i]).second) ranks->at(i).fail(str_cat("rank ", req.ranks[i], " is listed twice"));
+      }
+      if (type == "table_wise" && req.ranks.size() != 1)
+        ranks->fail(str_cat("table_wise takes exactly one rank, got ", req.ranks.size()));
+      if (type == "column_wise" && req.ranks.empty()) ranks->fail("column_wise needs at least one rank");
+      if (type == "column_wise" && static_cast<int64_t>(req.ranks.size()) > table.embedding_dim)
+        ranks->fail(str_cat("column_wise over ", req.ranks.size(), " ranks needs as many columns, but table '", table.name,
+                            "' has embedding_dim ", table.embedding_dim));
+    }
+    request.tables[key] = req;
+  }
+  return request;
+}
+
 std::vector<std::string> parse_inputs(const ConfigNode& node) {
   if (node.has("input") && node.has("inputs")) node["inputs"].fail("give either 'input' or 'inputs', not both");
   if (auto one = node.find("input")) return {one->as_string()};
@@ -132,7 +196,7 @@ std::vector<std::string> parse_inputs(const ConfigNode& node) {
 
 ModelConfig parse_model_config(const ConfigNode& root) {
   if (root.is_null()) root.fail("the config is empty; expected a map with features, nodes and output");
-  root.allow_keys({"features", "nodes", "output", "training", "data"});
+  root.allow_keys({"features", "nodes", "output", "training", "data", "sharding"});
   ModelConfig config;
   config.file = root.file();
   config.features = parse_features(root["features"]);
@@ -150,6 +214,7 @@ ModelConfig parse_model_config(const ConfigNode& root) {
   config.output_yaml = output;
   if (auto t = root.find("training")) config.training = parse_training(*t);
   if (auto d = root.find("data")) config.data = parse_data(*d);
+  if (auto s = root.find("sharding")) config.sharding = parse_sharding(*s, config);
   return config;
 }
 

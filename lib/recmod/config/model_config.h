@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "recmod/config/config_node.h"
+#include "recmod/dist/sharding_plan.h"
 #include "recmod/optim/optimizer_options.h"
 
 namespace recmod::config {
@@ -71,6 +72,10 @@ struct ModelSpec {
 struct ModelConfig : ModelSpec {
   TrainingSpec training;
   DataSpec data;
+  /// `sharding:` (`auto`, or per table a type or {type, ranks}); empty: all
+  /// automatic. Table names are checked against the nodes' tables when the
+  /// config is read; ranks against the world size by the planner (dist/planner.h).
+  dist::ShardingRequest sharding;
 };
 
 /// Reads and checks everything but the node options (builders check those).

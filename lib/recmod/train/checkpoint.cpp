@@ -82,17 +82,17 @@ void match_model_to_state(const StateDict& state, const RunDir& run) {
 
 }  // namespace
 
-void save_checkpoint(config::ModelGraph& model, const TrainingSetup& training, const Position& pos,
-                     const RunDir& run) {
+void write_checkpoint(const StateDict& model_state, const StateDict& optimizer_state, const Position& pos,
+                      const RunDir& run) {
   Digest model_digest;
   write_file_atomically(pending_model_path(run), [&](const ByteSink& sink) {
-    write_tensors(state_dict(*model), [&](const void* data, size_t size) {
+    write_tensors(model_state, [&](const void* data, size_t size) {
       model_digest.update(data, size);
       sink(data, size);
     });
   });
   StateDict trainer_state;
-  for (const auto& [key, value] : training.state_dict()) trainer_state.emplace_back(kOptimizerPrefix + key, value);
+  for (const auto& [key, value] : optimizer_state) trainer_state.emplace_back(kOptimizerPrefix + key, value);
   trainer_state.emplace_back("trainer.step", scalar(pos.step));
   trainer_state.emplace_back("trainer.epoch", scalar(pos.epoch));
   trainer_state.emplace_back("trainer.batch_in_epoch", scalar(pos.batch_in_epoch));
@@ -103,23 +103,36 @@ void save_checkpoint(config::ModelGraph& model, const TrainingSetup& training, c
     throw FileWriteError(str_cat(run.model_path(), ": cannot replace the file: ", std::strerror(errno)));
 }
 
-Position load_checkpoint(config::ModelGraph& model, TrainingSetup& training, const RunDir& run) {
+void save_checkpoint(config::ModelGraph& model, const TrainingSetup& training, const Position& pos,
+                     const RunDir& run) {
+  write_checkpoint(state_dict(*model), training.state_dict(), pos, run);
+}
+
+TrainerState read_trainer_state(const RunDir& run) {
   const std::string origin = run.trainer_state_path();
   StateDict state = load_tensors(origin);
   match_model_to_state(state, run);
-  load_model(model, run.model_path());
-  StateDict optimizer_state;
+  TrainerState out;
   for (const auto& [key, value] : state)
-    if (key.rfind(kOptimizerPrefix, 0) == 0) optimizer_state.emplace_back(key.substr(sizeof(kOptimizerPrefix) - 1), value);
-  training.load_state_dict(optimizer_state, origin);
-  Position pos{read_scalar(state, "trainer.step", origin), read_scalar(state, "trainer.epoch", origin),
-               read_scalar(state, "trainer.batch_in_epoch", origin)};
-  if (const torch::Tensor* rng = find_tensor(state, "trainer.rng")) {
-    at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the shared generator
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(*rng);
-  }
-  return pos;
+    if (key.rfind(kOptimizerPrefix, 0) == 0) out.optimizer.emplace_back(key.substr(sizeof(kOptimizerPrefix) - 1), value);
+  out.position = Position{read_scalar(state, "trainer.step", origin), read_scalar(state, "trainer.epoch", origin),
+                          read_scalar(state, "trainer.batch_in_epoch", origin)};
+  if (const torch::Tensor* rng = find_tensor(state, "trainer.rng")) out.rng = *rng;
+  return out;
+}
+
+void restore_cpu_rng(const torch::Tensor& state) {
+  at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the shared generator
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
+
+Position load_checkpoint(config::ModelGraph& model, TrainingSetup& training, const RunDir& run) {
+  TrainerState state = read_trainer_state(run);
+  load_model(model, run.model_path());
+  training.load_state_dict(state.optimizer, run.trainer_state_path());
+  if (state.rng.defined()) restore_cpu_rng(state.rng);
+  return state.position;
 }
 
 void load_model(config::ModelGraph& model, const std::string& path) {

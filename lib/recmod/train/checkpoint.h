@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "recmod/common/state_dict.h"
 #include "recmod/config/graph.h"
 #include "recmod/train/run_dir.h"
 #include "recmod/train/training_setup.h"
@@ -31,6 +32,23 @@ void save_checkpoint(config::ModelGraph& model, const TrainingSetup& training, c
 /// Restores what save_checkpoint wrote (completing an interrupted one);
 /// CheckpointError when model.pt is not the model trainer_state.pt names.
 Position load_checkpoint(config::ModelGraph& model, TrainingSetup& training, const RunDir& run);
+
+/// What trainer_state.pt holds besides the model's digest.
+struct TrainerState {
+  StateDict optimizer;  // TrainingSetup::state_dict()'s keys
+  Position position;
+  torch::Tensor rng;    // the CPU generator's state; undefined when absent
+};
+
+/// save_checkpoint from state dicts: what it does with the model's and the
+/// optimizers' own; a distributed run passes the full ones gathered on rank 0.
+void write_checkpoint(const StateDict& model_state, const StateDict& optimizer_state, const Position& position,
+                      const RunDir& run);
+/// Completes an interrupted checkpoint (rolls model.pt.pending forward) and
+/// reads trainer_state.pt; CheckpointError when model.pt does not match it.
+TrainerState read_trainer_state(const RunDir& run);
+/// Sets torch's CPU generator to a saved state.
+void restore_cpu_rng(const torch::Tensor& state);
 
 /// Loads a model.pt written by `recmod train` (or torch.save of a matching
 /// state_dict) into the model (strict keys).

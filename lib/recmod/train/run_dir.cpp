@@ -36,6 +36,12 @@ void RunDir::drop_torn_metrics_line() const {
   if (ec) throw InputError(str_cat(metrics_path(), ": cannot drop the torn last line: ", ec.message()));
 }
 
+RunDir RunDir::attach(std::string path) {
+  RunDir run;
+  run.path_ = std::move(path);
+  return run;
+}
+
 bool RunDir::has_checkpoint() const { return fs::exists(model_path()) && fs::exists(trainer_state_path()); }
 
 void RunDir::append_metrics(const std::string& json_line) const {

@@ -14,6 +14,9 @@ class RunDir {
   /// holds a checkpoint is a UsageError (nothing is overwritten by accident);
   /// with `resume`, one without a checkpoint is a UsageError.
   RunDir(std::string path, bool resume);
+  /// The run directory another rank created (no checks, nothing created):
+  /// the other ranks of a distributed run, which never write into it.
+  static RunDir attach(std::string path);
 
   const std::string& path() const { return path_; }
   std::string model_path() const { return path_ + "/model.pt"; }
@@ -31,6 +34,7 @@ class RunDir {
   void save_config(const std::string& config_file) const;
 
  private:
+  RunDir() = default;
   std::string path_;
 };
 

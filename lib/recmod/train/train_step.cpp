@@ -12,10 +12,24 @@ torch::Tensor train_step(config::ModelGraph& model, TrainingSetup& training, con
                          const StepHooks& hooks) {
   training.zero_grad();
   torch::Tensor loss = loss_of(model->forward(batch, hooks.observer), batch);
+  if (training.distributed()) {
+    // This rank's share of the global mean: the gradients summed over the
+    // ranks are then the gradient of the loss one process would compute.
+    std::vector<int64_t> sizes = training.comm().all_gather(batch.size());
+    int64_t global = 0;
+    for (int64_t s : sizes) global += s;
+    loss = loss * (static_cast<double>(batch.size()) / static_cast<double>(std::max<int64_t>(global, 1)));
+  }
   if (hooks.before_backward) hooks.before_backward(loss);
   loss.backward();
+  training.all_reduce_gradients();
   if (hooks.after_backward) hooks.after_backward();
   training.step();
+  if (training.distributed()) {
+    std::vector<torch::Tensor> total{loss.detach().reshape({1}).to(torch::kCPU, torch::kDouble)};
+    training.comm().all_reduce_sum(total);
+    return total[0].to(loss.dtype()).reshape({});
+  }
   return loss;
 }
 

@@ -9,6 +9,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/train/checkpoint.h"
+#include "recmod/train/distributed.h"
 #include "recmod/train/health.h"
 #include "recmod/train/train_step.h"
 #include "recmod/train/training_setup.h"
@@ -19,23 +20,31 @@ namespace {
 
 std::atomic<bool> g_stop_requested{false};
 
-extern "C" void on_sigint(int) {
+extern "C" void on_stop_signal(int signal) {
   g_stop_requested = true;
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C kills at once
+  std::signal(signal, SIG_DFL);  // a second Ctrl-C (or SIGTERM) kills at once
 }
 
-// Installs the SIGINT handler for the lifetime of a fit() call.
+// For the lifetime of a fit() call, SIGINT and SIGTERM (what Slurm and the
+// --nproc supervisor send first) stop at the next step boundary with a
+// checkpoint.
 class SigintGuard {
  public:
-  SigintGuard() : previous_(std::signal(SIGINT, on_sigint)) { g_stop_requested = false; }
-  ~SigintGuard() { std::signal(SIGINT, previous_); }
+  SigintGuard()
+      : previous_int_(std::signal(SIGINT, on_stop_signal)), previous_term_(std::signal(SIGTERM, on_stop_signal)) {
+    g_stop_requested = false;
+  }
+  ~SigintGuard() {
+    std::signal(SIGINT, previous_int_);
+    std::signal(SIGTERM, previous_term_);
+  }
   SigintGuard(const SigintGuard&) = delete;
   SigintGuard& operator=(const SigintGuard&) = delete;
 
  private:
-  void (*previous_)(int);
+  void (*previous_int_)(int);
+  void (*previous_term_)(int);
 };
-
 
 std::string format_duration(double seconds) {
   auto s = static_cast<int64_t>(seconds);
@@ -102,9 +111,9 @@ class Progress {
 };
 
 nlohmann::json evaluate(config::ModelGraph& model, const DataFactory& eval_data, const MetricsFn& metrics,
-                        const torch::Device& device, int64_t step) {
+                        const torch::Device& device, int64_t step, dist::Communicator& comm) {
   auto source = eval_data(0);
-  auto [logits, labels] = predict(model, *source, device);
+  auto [logits, labels] = predict(model, *source, device, &comm);
   nlohmann::json out = {{"step", step}, {"split", "eval"}};
   const nlohmann::json values = metrics(logits, labels);  // items() must not outlive it
   for (const auto& item : values.items()) out[item.key()] = item.value();
@@ -119,13 +128,23 @@ void request_stop() { g_stop_requested = true; }
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }
 
 std::pair<torch::Tensor, torch::Tensor> predict(config::ModelGraph& model, data::BatchSource& source,
-                                                const torch::Device& device) {
+                                                const torch::Device& device, dist::Communicator* comm) {
   torch::NoGradGuard no_grad;
   model->eval();
+  const bool distributed = comm != nullptr && comm->world_size() > 1;
   std::vector<torch::Tensor> logits, labels;
   while (auto batch = source.next()) {
-    logits.push_back(model->forward(batch->to(device)).to(torch::kCPU));
     labels.push_back(batch->labels.select(1, 0).to(torch::kCPU));
+    if (!distributed) {
+      logits.push_back(model->forward(batch->to(device)).to(torch::kCPU));
+      continue;
+    }
+    // My rows, then everyone's: an all-gather of unequal parts as an
+    // all-to-all that sends my part to every rank.
+    const torch::Tensor mine = model->forward(rank_slice(*batch, comm->rank(), comm->world_size()).to(device)).to(torch::kCPU);
+    const std::vector<int64_t> sizes = comm->all_gather(mine.size(0));
+    const torch::Tensor copies = mine.repeat({comm->world_size()});
+    logits.push_back(comm->all_to_all(copies, std::vector<int64_t>(sizes.size(), mine.size(0)), sizes));
   }
   if (logits.empty()) return {torch::zeros({0}), torch::zeros({0})};
   return {torch::cat(logits), torch::cat(labels)};
@@ -136,11 +155,49 @@ Trainer::Trainer(config::ModelGraph model, config::TrainingSpec training, RunDir
 
 TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_data, const MetricsFn& metrics) {
   const auto& cfg = training_;
+  const std::shared_ptr<dist::Communicator> comm = options_.comm ? options_.comm : dist::single_process();
+  const bool distributed = comm->world_size() > 1;
+  const bool lead = comm->rank() == 0;  // the rank that writes files
   model_->to(options_.device);
   model_->train();
-  TrainingSetup training(model_, cfg, options_.device);
   Position pos;
-  if (options_.resume) pos = load_checkpoint(model_, training, run_);
+  TrainerState resumed;
+  if (distributed) {
+    // Load the full checkpoint, then shard it: any world size resumes any other.
+    if (options_.resume) {
+      if (lead) read_trainer_state(run_);  // completes an interrupted checkpoint
+      comm->barrier();
+      resumed = read_trainer_state(run_);
+      load_model(model_, run_.model_path());
+    }
+    shard_model(model_, options_.plan, comm);
+  }
+  TrainingSetup training(model_, cfg, options_.device, comm);
+  if (options_.resume && distributed) {
+    training.load_state_dict(local_optimizer_state(model_, resumed.optimizer, cfg, run_.trainer_state_path()),
+                             run_.trainer_state_path());
+    if (resumed.rng.defined()) restore_cpu_rng(resumed.rng);
+    pos = resumed.position;
+  } else if (options_.resume) {
+    pos = load_checkpoint(model_, training, run_);
+  }
+  auto checkpoint = [&] {
+    if (!distributed) return save_checkpoint(model_, training, pos, run_);
+    const StateDict model_state = gather_model_state(model_, *comm);
+    const StateDict optimizer_state = gather_optimizer_state(model_, training, cfg, *comm);
+    if (lead) write_checkpoint(model_state, optimizer_state, pos, run_);
+    comm->barrier();  // complete only when written; no rank runs ahead of it
+  };
+  // Every rank stops at the same step boundary, whichever got the signal.
+  auto stop_requested = [&] {
+    if (!distributed) return g_stop_requested.load();
+    for (int64_t flag : comm->all_gather(g_stop_requested ? 1 : 0))
+      if (flag) return true;
+    return false;
+  };
+  auto append_metrics = [&](const nlohmann::json& line) {
+    if (lead) run_.append_metrics(line.dump());
+  };
 
   const std::optional<int64_t> total_steps = options_.steps ? options_.steps : cfg.steps;
   const bool can_eval = eval_data && metrics;
@@ -159,8 +216,8 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       if (!source->next()) break;
     int64_t batches_this_pass = 0;
     while (!finished()) {
-      if (g_stop_requested) {
-        save_checkpoint(model_, training, pos, run_);
+      if (stop_requested()) {
+        checkpoint();
         progress.message(str_cat("interrupted: checkpoint at step ", pos.step, " saved in ", run_.path(),
                                  "; continue with --resume"));
         result.steps = pos.step;
@@ -170,7 +227,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       auto batch = source->next();
       if (!batch) break;
       ++batches_this_pass;
-      auto b = batch->to(options_.device);
+      auto b = (distributed ? rank_slice(*batch, comm->rank(), comm->world_size()) : *batch).to(options_.device);
       StepHooks checks;
       checks.before_backward = [&](const torch::Tensor& loss) { check_loss_finite(loss, pos.step + 1); };
       checks.after_backward = [&] { check_gradients_finite(all_parameters, pos.step + 1); };
@@ -178,19 +235,17 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       ++pos.step;
       ++pos.batch_in_epoch;
       result.last_loss = loss.item<double>();
-      progress.step(pos.step, pos.epoch, result.last_loss, b.size());
+      progress.step(pos.step, pos.epoch, result.last_loss, batch->size());
       if (cfg.log_interval > 0 && pos.step % cfg.log_interval == 0)
-        run_.append_metrics(nlohmann::json{{"step", pos.step}, {"epoch", pos.epoch}, {"split", "train"},
-                                           {"loss", result.last_loss},
-                                           {"examples_per_s", progress.examples_per_second()}}
-                                .dump());
+        append_metrics(nlohmann::json{{"step", pos.step}, {"epoch", pos.epoch}, {"split", "train"},
+                                      {"loss", result.last_loss},
+                                      {"examples_per_s", progress.examples_per_second()}});
       if (can_eval && cfg.eval_interval > 0 && pos.step % cfg.eval_interval == 0) {
-        result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step);
-        run_.append_metrics(result.last_eval.dump());
+        result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step, *comm);
+        append_metrics(result.last_eval);
         progress.message(str_cat("eval at step ", pos.step, ": ", result.last_eval.dump()));
       }
-      if (cfg.checkpoint_interval > 0 && pos.step % cfg.checkpoint_interval == 0)
-        save_checkpoint(model_, training, pos, run_);
+      if (cfg.checkpoint_interval > 0 && pos.step % cfg.checkpoint_interval == 0) checkpoint();
     }
     if (finished()) break;
     if (batches_this_pass == 0 && pos.batch_in_epoch == 0)
@@ -198,10 +253,10 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     ++pos.epoch;  // the pass ended
     pos.batch_in_epoch = 0;
   }
-  save_checkpoint(model_, training, pos, run_);
+  checkpoint();
   if (can_eval && (cfg.eval_interval == 0 || pos.step % cfg.eval_interval != 0)) {
-    result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step);
-    run_.append_metrics(result.last_eval.dump());
+    result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step, *comm);
+    append_metrics(result.last_eval);
   }
   progress.message(str_cat("done: ", pos.step, " steps, last loss ", result.last_loss, "; checkpoint in ", run_.path()));
   result.steps = pos.step;

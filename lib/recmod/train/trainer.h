@@ -12,6 +12,8 @@
 
 #include "recmod/config/graph.h"
 #include "recmod/data/batch.h"
+#include "recmod/dist/communicator.h"
+#include "recmod/dist/sharding_plan.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/run_dir.h"
 #include "recmod/train/training_setup.h"
@@ -30,6 +32,12 @@ struct TrainerOptions {
   bool resume = false;
   bool progress_bar = false;     // a \r-updated line (terminal) instead of plain lines
   std::ostream* log = nullptr;   // progress and messages; nullptr = silent
+  /// A distributed run: this rank's communicator and the sharding plan.
+  /// The data factories then yield global batches (world_size x the
+  /// per-rank batch); each rank trains on its rows (rank_slice), and only
+  /// rank 0 writes into the run directory. Null: one process.
+  std::shared_ptr<dist::Communicator> comm;
+  dist::ShardingPlan plan;
 };
 
 struct TrainResult {
@@ -56,8 +64,10 @@ class Trainer {
 };
 
 /// Logits and labels (both (N)) of a whole data set, in eval mode, no grad.
+/// With a distributed communicator (a sharded model, global batches), each
+/// rank predicts its rows and every rank returns all of them, in data order.
 std::pair<torch::Tensor, torch::Tensor> predict(config::ModelGraph& model, data::BatchSource& source,
-                                                const torch::Device& device);
+                                                const torch::Device& device, dist::Communicator* comm = nullptr);
 
 /// Seeds torch's generators (model initialisation, anything random).
 void seed_everything(uint64_t seed);

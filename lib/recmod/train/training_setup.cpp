@@ -5,6 +5,7 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/dist/sharded_embedding_bag.h"
 #include "recmod/modules/embedding_modules.h"
 
 namespace recmod::train {
@@ -12,11 +13,14 @@ namespace recmod::train {
 namespace {
 
 FusedCollections enable_fused_collections(config::ModelGraph& model, const config::TrainingSpec& cfg,
-                                          const torch::Device& device) {
+                                          const torch::Device& device, bool distributed) {
   FusedCollections out;
   if (!cfg.fused_embeddings || !device.is_cpu()) return out;  // the fused kernels are CPU kernels
   for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
     if (auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(item.value())) {
+      // In a distributed run an unsharded collection is replicated: its
+      // gradients must be all-reduced before the update, so no fused update.
+      if (distributed && !std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(ebc)) continue;
       ebc->enable_fused_optimizer(cfg.embedding_optimizer);
       out.emplace_back(item.key(), ebc);
     }
@@ -41,9 +45,40 @@ std::string fused_state_prefix(const std::string& path) { return "embedding." + 
 
 TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSpec& training,
                              const torch::Device& device)
-    : fused_(enable_fused_collections(model, training, device)),
+    : TrainingSetup(model, training, device, dist::single_process()) {}
+
+TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSpec& training,
+                             const torch::Device& device, std::shared_ptr<dist::Communicator> comm)
+    : fused_(enable_fused_collections(model, training, device, comm->world_size() > 1)),
       optimizer_(model->dense_parameters(), training.dense_optimizer, unfused_embedding_parameters(model, fused_),
-                 training.embedding_optimizer) {}
+                 training.embedding_optimizer),
+      comm_(std::move(comm)) {
+  if (!distributed()) return;
+  std::set<const void*> sharded;
+  for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
+    if (std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(item.value()))
+      for (const auto& p : item.value()->parameters()) sharded.insert(p.unsafeGetTensorImpl());
+  for (const auto& p : model->parameters())
+    if (!sharded.count(p.unsafeGetTensorImpl())) replicated_.push_back(p);
+}
+
+void TrainingSetup::all_reduce_gradients() {
+  if (!distributed() || replicated_.empty()) return;
+  std::vector<torch::Tensor> flat;
+  for (auto& p : replicated_) flat.push_back(p.grad().defined() ? p.grad().reshape(-1) : torch::zeros({p.numel()}, p.options()));
+  std::vector<torch::Tensor> buffer{torch::cat(flat)};
+  comm_->all_reduce_sum(buffer);
+  int64_t at = 0;
+  for (auto& p : replicated_) {
+    const torch::Tensor part = buffer[0].narrow(0, at, p.numel()).view(p.sizes());
+    if (p.grad().defined()) {
+      p.mutable_grad().copy_(part);
+    } else {
+      p.mutable_grad() = part.clone();
+    }
+    at += p.numel();
+  }
+}
 
 StateDict TrainingSetup::state_dict() const {
   StateDict out = optimizer_.state_dict();

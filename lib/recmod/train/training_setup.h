@@ -13,6 +13,7 @@
 
 #include "recmod/common/state_dict.h"
 #include "recmod/config/graph.h"
+#include "recmod/dist/communicator.h"
 #include "recmod/optim/model_optimizer.h"
 
 namespace recmod {
@@ -29,6 +30,13 @@ class TrainingSetup {
   /// Enables the fused path where the config and device allow it and builds
   /// the ModelOptimizer for the rest. The model must already be on `device`.
   TrainingSetup(config::ModelGraph& model, const config::TrainingSpec& training, const torch::Device& device);
+  /// The same, for one rank of a distributed run (a model already sharded
+  /// with shard_model): the replicated parameters' gradients are summed over
+  /// the ranks before each step (DDP's all-reduce; each rank's loss is
+  /// weighted by its share of the global batch, so the sum is the gradient
+  /// of the global mean).
+  TrainingSetup(config::ModelGraph& model, const config::TrainingSpec& training, const torch::Device& device,
+                std::shared_ptr<dist::Communicator> comm);
 
   /// Before forward / after backward, as for any optimizer.
   void zero_grad() { optimizer_.zero_grad(); }
@@ -44,9 +52,18 @@ class TrainingSetup {
 
   const FusedCollections& fused() const { return fused_; }
 
+  /// The run's ranks (a one-process communicator when not distributed).
+  dist::Communicator& comm() const { return *comm_; }
+  bool distributed() const { return comm_->world_size() > 1; }
+  /// Collective: sums the replicated parameters' gradients over the ranks
+  /// (one flat buffer; a parameter without a gradient counts as zeros).
+  void all_reduce_gradients();
+
  private:
   FusedCollections fused_;
   optim::ModelOptimizer optimizer_;
+  std::shared_ptr<dist::Communicator> comm_;
+  std::vector<torch::Tensor> replicated_;  // parameters every rank holds whole
 };
 
 }  // namespace recmod::train

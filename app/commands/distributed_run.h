@@ -1,0 +1,46 @@
+#pragma once
+// How a command joins a distributed run: `--nproc N` (recmod starts and
+// supervises N local ranks), or the environment of torchrun, srun or mpirun
+// (dist/launch_env.h); `--dist-backend`, `--dist-timeout`.
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "recmod/dist/communicator.h"
+#include "recmod/dist/launch_env.h"
+
+namespace recmod::app {
+
+struct DistArgs {
+  int nproc = 1;
+  std::string backend = "gloo";
+  double timeout_s = 300;
+};
+
+void add_dist_options(CLI::App* cmd, DistArgs& args);
+
+/// With --nproc N > 1 in a process that is not one of the ranks: starts the
+/// N ranks (this same command line without --nproc) and returns the exit
+/// code (the first failing rank's). Otherwise nullopt: run here. The config
+/// is checked first, so that a config error is reported once.
+std::optional<int> run_as_local_ranks(const DistArgs& args, const std::string& config_path);
+
+/// This process's place in the run.
+struct Joined {
+  dist::LaunchEnv env;
+  std::shared_ptr<dist::Communicator> comm;
+  bool lead() const { return env.rank == 0; }
+};
+
+/// Reads the launch environment, sets the threads (`threads`, or the cores
+/// shared among the ranks on this host), and joins the other ranks; checks
+/// that every rank runs the same command on the same config (a digest of
+/// the config file and the arguments), else DistributedError.
+Joined join_run(const DistArgs& args, int threads, const std::string& config_path);
+
+/// The command line main() was given (argv[1..]).
+void set_command_line(int argc, char** argv);
+
+}  // namespace recmod::app

@@ -1,0 +1,43 @@
+#include "recmod/config/embedding_tables.h"
+
+#include <algorithm>
+#include <set>
+
+#include "recmod/common/errors.h"
+
+namespace recmod::config {
+
+const std::vector<std::string>& embedding_node_types() {
+  static const std::vector<std::string> types = {"EmbeddingBagCollection", "EmbeddingCollection",
+                                                 "ManagedCollisionEmbeddingBagCollection"};
+  return types;
+}
+
+std::vector<dist::TableShape> embedding_tables_of(const ModelSpec& spec) {
+  const auto& types = embedding_node_types();
+  std::vector<dist::TableShape> out;
+  for (const auto& node : spec.nodes) {
+    if (std::find(types.begin(), types.end(), node.type) == types.end()) continue;
+    ConfigNode tables = node.yaml["tables"];
+    if (tables.size() == 0) tables.fail("expected at least one table");
+    std::set<std::string> seen;
+    for (const auto& t : tables.items()) {
+      t.expect_map();
+      dist::TableShape shape;
+      shape.module = node.name;
+      shape.name = t["name"].as_string();
+      if (shape.name.empty() || shape.name.find('.') != std::string::npos)
+        t["name"].fail("a table name must be non-empty and contain no '.', got '" + shape.name + "'");
+      if (!seen.insert(shape.name).second) t["name"].fail("duplicate table name '" + shape.name + "'");
+      shape.num_embeddings = t.positive_int("num_embeddings");
+      shape.embedding_dim = t.positive_int("embedding_dim");
+      shape.feature_names =
+          t.has("feature_names") ? t["feature_names"].as_string_list() : std::vector<std::string>{shape.name};
+      shape.bytes_per_element = 4;  // recmod's tables are float32
+      out.push_back(std::move(shape));
+    }
+  }
+  return out;
+}
+
+}  // namespace recmod::config

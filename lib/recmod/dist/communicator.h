@@ -1,0 +1,64 @@
+#pragma once
+// The ranks of a distributed run talking to each other, over PyTorch's own
+// c10d (torch/csrc/distributed/c10d): a TCPStore at MASTER_ADDR:MASTER_PORT
+// for the rendezvous and ProcessGroupGloo for the collectives (CPU tensors).
+// Every collective is called by every rank in the same order; a peer that
+// dies or a collective that outlives `timeout` becomes a DistributedError on
+// every surviving rank (no hang).
+#include <torch/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "recmod/dist/launch_env.h"
+
+namespace recmod::dist {
+
+struct CommunicatorOptions {
+  /// Rendezvous and every collective: how long a rank waits for the others.
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+  /// "gloo" (CPU tensors; the only backend of a CPU libtorch).
+  std::string backend = "gloo";
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int64_t rank() const = 0;
+  virtual int64_t world_size() const = 0;
+
+  /// In place: every tensor becomes the elementwise sum over the ranks.
+  virtual void all_reduce_sum(std::vector<torch::Tensor>& tensors) = 0;
+  /// Splits `input` along dim 0 into world_size parts of send_rows[i] rows,
+  /// sends part i to rank i, and returns what every rank sent here,
+  /// concatenated in rank order (recv_rows[i] rows from rank i). Rows are
+  /// the trailing dims of `input`, which must be contiguous.
+  virtual torch::Tensor all_to_all(const torch::Tensor& input, const std::vector<int64_t>& send_rows,
+                                   const std::vector<int64_t>& recv_rows) = 0;
+  /// One int64 per rank, gathered everywhere (rank order).
+  virtual std::vector<int64_t> all_gather(int64_t value) = 0;
+  /// `tensor` (same shape everywhere) takes rank `root`'s values.
+  virtual void broadcast(torch::Tensor& tensor, int64_t root) = 0;
+  /// Point to point; `tensor` must be contiguous, same shape on both sides.
+  virtual void send(const torch::Tensor& tensor, int64_t to) = 0;
+  virtual void recv(torch::Tensor& tensor, int64_t from) = 0;
+  virtual void barrier() = 0;
+
+  /// Throws DistributedError naming the ranks whose `value` differs from
+  /// rank 0's (e.g. a config digest: ranks started with different configs).
+  void expect_same(const std::string& what, int64_t value);
+};
+
+/// The one-process run: every collective is the identity.
+std::shared_ptr<Communicator> single_process();
+
+/// Rendezvous at env.master_addr:env.master_port (rank 0 hosts the store)
+/// and a Gloo process group over it. DistributedError (with the address and
+/// what to check) when the port is taken, the master is unreachable, or the
+/// other ranks do not arrive within the timeout.
+std::shared_ptr<Communicator> connect(const LaunchEnv& env, const CommunicatorOptions& options = {});
+
+}  // namespace recmod::dist

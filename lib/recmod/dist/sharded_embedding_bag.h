@@ -1,0 +1,125 @@
+#pragma once
+// EmbeddingBagCollection sharded over the ranks of a distributed run
+// (TorchRec's ShardedEmbeddingBagCollection), for table_wise, row_wise,
+// column_wise and data_parallel tables in any mix.
+//
+// Each rank holds only its shards, as an EmbeddingBagCollection of local
+// tables (this class is one, so its parameters read
+// "embedding_bags.<table>.weight" with the shard's shape, and the fused
+// training path applies to the shards unchanged). A step:
+//
+//   input dist   every rank sends each holder the bags of its local batch
+//                that the holder's shards need (row_wise: only the ids in
+//                the holder's rows, rebased), one all-to-all of lengths,
+//                one of ids (one of weights when weighted);
+//   lookup       each holder pools its shards over the global batch
+//                (sum over ranks of the per-rank batches, rank-major);
+//   output dist  one all-to-all returns to each rank the pooled rows of its
+//                samples; the rank then concatenates column blocks
+//                (column_wise), sums row blocks (row_wise; MEAN divides by
+//                the bag length after the sum, so it is exact), and keeps
+//                its own copy of data_parallel tables;
+//   backward     the same all-to-all in reverse; data_parallel tables'
+//                gradients go to every rank, so all replicas apply the same
+//                global update. No dense gradient of a table is ever built.
+//
+// With the loss of each rank scaled to its share of the global batch, N
+// ranks with per-rank batch b train exactly what one process with batch N*b
+// does (up to float summation order).
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "recmod/common/state_dict.h"
+#include "recmod/dist/communicator.h"
+#include "recmod/dist/sharding_plan.h"
+#include "recmod/modules/embedding_modules.h"
+
+namespace recmod::dist {
+
+/// One (table, feature) pair held by one rank: what that rank looks up.
+struct SlotPlacement {
+  int64_t table = 0;    // index in the unsharded collection's tables
+  int64_t feature = 0;  // index in the table's feature_names
+  ShardingType type = ShardingType::table_wise;
+  Shard shard;
+  int64_t column = 0;   // first column of this slot in the holder's local output
+};
+
+/// A state tensor kept per table, to gather or slice: the weight, or an
+/// optimizer state under "embedding_bags.<t>.weight<suffix>".
+struct TableTensorKind {
+  std::string suffix;    // "" for the weight, ".momentum1", ".sum", ...
+  bool per_row = false;  // shape (N) instead of (N, D)
+  bool weight = false;   // dtype of the table's storage; else float32
+};
+
+class ShardedEmbeddingBagCollectionImpl : public EmbeddingBagCollectionImpl {
+ public:
+  /// Takes this rank's shards of `full`'s tables (copies), placed by `plan`
+  /// (which must place every table of `full` under module name `module`).
+  ShardedEmbeddingBagCollectionImpl(const EmbeddingBagCollectionImpl& full, const std::string& module,
+                                    const ShardingPlan& plan, std::shared_ptr<Communicator> comm);
+
+  /// The unsharded collection's forward, on this rank's local batch:
+  /// (B_local, sum D) in the unsharded key order. Collective.
+  KeyedTensor forward_sharded(const KeyedJaggedTensor& features);
+
+  /// The unsharded module's key order and widths.
+  const std::vector<std::string>& full_embedding_names() const { return full_names_; }
+  const std::vector<EmbeddingBagConfig>& full_configs() const { return full_tables_; }
+
+  /// Collective: on rank 0, the full tensors (unsharded shapes) of every
+  /// table and kind, under "embedding_bags.<t>.weight<suffix>", assembled
+  /// from `local` (this rank's tensors under the same keys); empty on the
+  /// other ranks. column_wise shards of a per-row state (rowwise adagrad's
+  /// momentum, one per shard as in TorchRec) are averaged.
+  StateDict gather(const StateDict& local, const std::vector<TableTensorKind>& kinds);
+  /// This rank's pieces of full tensors (keys as gather's), for loading a
+  /// checkpoint written at any world size. Keys of tables this rank does
+  /// not hold are skipped; a missing key throws CheckpointError.
+  StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin) const;
+
+ private:
+  friend struct PooledExchange;
+  void check_ids(const KeyedJaggedTensor& features) const;
+  KeyedJaggedTensor distribute_input(const KeyedJaggedTensor& features, const std::vector<int64_t>& batch_sizes);
+  // The output dist and its reverse (PooledExchange's two halves).
+  torch::Tensor exchange_forward(const torch::Tensor& pooled, const std::vector<int64_t>& batch_sizes);
+  torch::Tensor exchange_backward(const torch::Tensor& grad, const std::vector<int64_t>& batch_sizes);
+  int64_t dp_width() const { return static_cast<int64_t>(dp_columns_.size()); }
+
+  std::shared_ptr<Communicator> comm_;
+  int64_t rank_ = 0;
+  int64_t world_ = 1;
+  bool full_weighted_ = false;
+  std::vector<EmbeddingBagConfig> full_tables_;
+  std::vector<std::string> full_names_;
+  std::vector<int64_t> full_widths_;
+  std::vector<TablePlan> table_plans_;               // per full table
+  std::vector<std::vector<SlotPlacement>> slots_;    // per rank, in its local output order
+  std::vector<int64_t> local_width_;                 // per rank
+  std::vector<std::vector<int64_t>> sent_columns_;   // [r]: my local columns sent to rank r
+  std::vector<int64_t> dp_columns_;                  // my local columns of data_parallel slots
+  std::vector<std::vector<int64_t>> received_width_; // [o][r]: columns o sends to r
+  struct Piece {
+    int64_t from = 0;    // rank whose block holds it
+    int64_t offset = 0;  // column within that block
+    int64_t cols = 0;
+  };
+  struct OutputKey {
+    std::vector<Piece> pieces;
+    bool sum = false;   // row_wise: add the pieces, else concatenate
+    bool mean = false;  // row_wise MEAN: divide by the bag length
+    std::string feature;
+  };
+  std::vector<OutputKey> assembly_;
+  // A leaf that requires grad, fed to every exchange so that each rank's
+  // backward runs the reverse exchange even when it holds no table.
+  torch::Tensor anchor_;
+};
+TORCH_MODULE(ShardedEmbeddingBagCollection);
+
+}  // namespace recmod::dist

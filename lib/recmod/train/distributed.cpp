@@ -1,0 +1,179 @@
+#include "recmod/train/distributed.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <mutex>
+
+#include "recmod/common/errors.h"
+#include "recmod/config/value.h"
+#include "recmod/dist/planner.h"
+#include "recmod/mc/mc_collection.h"
+#include "recmod/mc/mc_modules.h"
+#include "recmod/modules/embedding_modules.h"
+#include "recmod/optim/row_update.h"
+
+namespace recmod::train {
+
+namespace {
+
+std::vector<dist::TableTensorKind> optimizer_kinds(const config::TrainingSpec& spec) {
+  const auto rule = optim::row_update_of(spec.embedding_optimizer.type(), "training.embedding_optimizer");
+  const std::string name = optim::state_name(rule);
+  if (name.empty()) return {};
+  return {dist::TableTensorKind{"." + name, rule == optim::RowUpdate::rowwise_adagrad, false}};
+}
+
+std::string optimizer_prefix(const std::string& node) { return "embedding." + node + "."; }
+
+/// Rows [start, start + n) of a KJT.
+KeyedJaggedTensor slice_rows(const KeyedJaggedTensor& kjt, int64_t start, int64_t n) {
+  const int64_t b = kjt.stride();
+  const auto offsets = kjt.offsets().to(torch::kCPU);
+  const auto* o = offsets.data_ptr<int64_t>();
+  std::vector<torch::Tensor> lengths, values, weights;
+  for (size_t k = 0; k < kjt.keys().size(); ++k) {
+    const int64_t first = static_cast<int64_t>(k) * b + start;
+    lengths.push_back(kjt.lengths().narrow(0, first, n));
+    values.push_back(kjt.values().narrow(0, o[first], o[first + n] - o[first]));
+    if (kjt.has_weights()) weights.push_back(kjt.weights().narrow(0, o[first], o[first + n] - o[first]));
+  }
+  if (kjt.keys().empty()) return KeyedJaggedTensor::empty(kjt.has_weights(), kjt.device(), n);
+  std::optional<torch::Tensor> w;
+  if (kjt.has_weights()) w = torch::cat(weights);
+  return KeyedJaggedTensor::from_lengths(kjt.keys(), torch::cat(values), torch::cat(lengths), w, n);
+}
+
+}  // namespace
+
+std::vector<dist::TableShape> shardable_tables(const config::ModelGraph& model) {
+  std::vector<dist::TableShape> out;
+  for (size_t i = 0; i < model->nodes().size(); ++i) {
+    const auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(model->node_module(i));
+    if (!ebc) continue;
+    const auto full = std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(ebc);
+    for (const auto& t : full ? full->full_configs() : ebc->embedding_bag_configs())
+      out.push_back(dist::TableShape{model->nodes()[i].name, t.name, t.num_embeddings, t.embedding_dim,
+                                     t.feature_names,
+                                     static_cast<int64_t>(torch::elementSize(weight_storage_dtype(t.data_type)))});
+  }
+  return out;
+}
+
+dist::ShardingPlan plan_model(const config::ModelGraph& model, const config::ModelConfig& config, int64_t world_size) {
+  dist::PlannerOptions planner;
+  planner.world_size = world_size;
+  planner.batch_size_per_rank = config.training.batch_size;
+  planner.optimizer = config.training.embedding_optimizer;
+  return dist::plan_sharding(shardable_tables(model), config.sharding, planner);
+}
+
+std::string describe_plan(const dist::ShardingPlan& plan) {
+  std::string out;
+  for (const auto& table : plan.tables) {
+    out += str_cat(out.empty() ? "" : " ", table.table, "=", dist::name_of(table.type), "@");
+    for (size_t i = 0; i < table.shards.size(); ++i) out += str_cat(i ? "," : "", table.shards[i].rank);
+  }
+  return out;
+}
+
+void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
+                 const std::shared_ptr<dist::Communicator>& comm) {
+  // Managed-collision modules remap ids with state of their own, which each
+  // rank would update from its rows only: the replicas would drift apart.
+  for (size_t i = 0; i < model->nodes().size(); ++i)
+    if (auto module = model->node_module(i))
+      for (const auto& m : module->modules())
+        if (std::dynamic_pointer_cast<ManagedCollisionModuleImpl>(m) || std::dynamic_pointer_cast<ManagedCollisionCollectionImpl>(m))
+          throw UsageError(str_cat("node '", model->nodes()[i].name, "' (", model->nodes()[i].type,
+                                   ") has managed-collision tables, which distributed training does not shard yet; "
+                                   "train it in one process"));
+  for (size_t i = 0; i < model->nodes().size(); ++i) {
+    const auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(model->node_module(i));
+    if (!ebc || std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(ebc)) continue;
+    auto sharded = std::make_shared<dist::ShardedEmbeddingBagCollectionImpl>(*ebc, model->nodes()[i].name, plan, comm);
+    model->replace_node(i, sharded, [sharded](const std::vector<config::Value>& in) {
+      return config::Value::of_pooled(sharded->forward_sharded(in[0].sparse));
+    });
+  }
+}
+
+ShardedCollections sharded_collections(const config::ModelGraph& model) {
+  ShardedCollections out;
+  for (size_t i = 0; i < model->nodes().size(); ++i)
+    if (auto s = std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(model->node_module(i)))
+      out.emplace_back(model->nodes()[i].name, s);
+  return out;
+}
+
+data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_size) {
+  const int64_t total = global.size();
+  const int64_t base = total / world_size, extra = total % world_size;
+  const int64_t start = rank * base + std::min(rank, extra);
+  const int64_t n = base + (rank < extra ? 1 : 0);
+  return data::Batch{global.dense.narrow(0, start, n), slice_rows(global.sparse, start, n),
+                     global.labels.narrow(0, start, n)};
+}
+
+StateDict gather_model_state(const config::ModelGraph& model, dist::Communicator& comm) {
+  const auto sharded = sharded_collections(model);
+  StateDict out;
+  for (const auto& child : model->named_children()) {
+    const std::string prefix = child.key() + ".";
+    auto it = std::find_if(sharded.begin(), sharded.end(), [&](const auto& s) { return s.first == child.key(); });
+    if (it == sharded.end()) {
+      if (comm.rank() == 0)
+        for (auto& [key, value] : state_dict(*child.value())) out.emplace_back(prefix + key, value);
+      continue;
+    }
+    for (auto& [key, value] : it->second->gather(state_dict(*it->second), {dist::TableTensorKind{"", false, true}}))
+      out.emplace_back(prefix + key, value);
+  }
+  return out;
+}
+
+StateDict gather_optimizer_state(const config::ModelGraph& model, const TrainingSetup& training,
+                                 const config::TrainingSpec& spec, dist::Communicator& comm) {
+  const auto sharded = sharded_collections(model);
+  const auto kinds = optimizer_kinds(spec);
+  const StateDict local = training.state_dict();
+  StateDict out;
+  auto owner_of = [&](const std::string& key) -> const dist::ShardedEmbeddingBagCollectionImpl* {
+    for (const auto& [node, module] : sharded)
+      if (key.rfind(optimizer_prefix(node), 0) == 0) return module.get();
+    return nullptr;
+  };
+  if (comm.rank() == 0)
+    for (const auto& [key, value] : local)
+      if (!owner_of(key)) out.emplace_back(key, value);  // replicated: identical on every rank
+  for (const auto& [node, module] : sharded) {
+    const std::string prefix = optimizer_prefix(node);
+    StateDict mine;
+    for (const auto& [key, value] : local)
+      if (key.rfind(prefix, 0) == 0) mine.emplace_back(key.substr(prefix.size()), value);
+    for (auto& [key, value] : module->gather(mine, kinds)) out.emplace_back(prefix + key, value);
+  }
+  return out;
+}
+
+StateDict local_optimizer_state(const config::ModelGraph& model, const StateDict& full,
+                                const config::TrainingSpec& spec, const std::string& origin) {
+  const auto sharded = sharded_collections(model);
+  const auto kinds = optimizer_kinds(spec);
+  StateDict out;
+  for (const auto& [key, value] : full) {
+    bool is_sharded = false;
+    for (const auto& [node, _] : sharded) is_sharded = is_sharded || key.rfind(optimizer_prefix(node), 0) == 0;
+    if (!is_sharded) out.emplace_back(key, value);
+  }
+  for (const auto& [node, module] : sharded) {
+    const std::string prefix = optimizer_prefix(node);
+    StateDict mine;
+    for (const auto& [key, value] : full)
+      if (key.rfind(prefix, 0) == 0) mine.emplace_back(key.substr(prefix.size()), value);
+    for (auto& [key, value] : module->slice(mine, kinds, origin)) out.emplace_back(prefix + key, value);
+  }
+  return out;
+}
+
+}  // namespace recmod::train

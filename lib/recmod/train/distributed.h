@@ -1,0 +1,59 @@
+#pragma once
+// What a rank of a distributed run does besides a one-process run: shard the
+// model's EmbeddingBagCollections (TorchRec's DistributedModelParallel
+// module swap), take its rows of each global batch, and gather or slice the
+// full state for checkpoints, so model.pt and trainer_state.pt are the same
+// files, with the same keys, at every world size.
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "recmod/common/state_dict.h"
+#include "recmod/config/graph.h"
+#include "recmod/data/batch.h"
+#include "recmod/dist/communicator.h"
+#include "recmod/dist/sharded_embedding_bag.h"
+#include "recmod/dist/sharding_plan.h"
+#include "recmod/train/training_setup.h"
+
+namespace recmod::train {
+
+/// The tables of the model's EmbeddingBagCollection nodes, as the planner sees them.
+std::vector<dist::TableShape> shardable_tables(const config::ModelGraph& model);
+
+/// The plan of the model's tables over `world_size` ranks: what the
+/// config's `sharding:` section fixes, the planner's choice for the rest
+/// (per-rank batch and embedding optimizer from its training section).
+dist::ShardingPlan plan_model(const config::ModelGraph& model, const config::ModelConfig& config, int64_t world_size);
+/// "t_a=table_wise@0 t_b=row_wise@0,1 ..." (what rank 0 logs at the start).
+std::string describe_plan(const dist::ShardingPlan& plan);
+
+/// Swaps every EmbeddingBagCollection node for a ShardedEmbeddingBagCollection
+/// holding this rank's shards (copied from the node's current weights, so a
+/// seeded model or a loaded checkpoint shards the same on every rank). The
+/// CPU generator's state is left as it was.
+void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
+                 const std::shared_ptr<dist::Communicator>& comm);
+
+using ShardedCollections = std::vector<std::pair<std::string, std::shared_ptr<dist::ShardedEmbeddingBagCollectionImpl>>>;
+/// The sharded collections of a model, by node name.
+ShardedCollections sharded_collections(const config::ModelGraph& model);
+
+/// The rows of a global batch that `rank` takes: an even split in rank order
+/// (rank r gets B / W rows, plus one when r < B % W), so the ranks together
+/// see exactly the batch one process would.
+data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_size);
+
+/// Collective: the full model state on rank 0 (PyTorch's key order, the
+/// unsharded shapes); empty on the other ranks.
+StateDict gather_model_state(const config::ModelGraph& model, dist::Communicator& comm);
+/// Collective: the full optimizer state on rank 0 (TrainingSetup's keys,
+/// unsharded shapes); empty elsewhere.
+StateDict gather_optimizer_state(const config::ModelGraph& model, const TrainingSetup& training,
+                                 const config::TrainingSpec& spec, dist::Communicator& comm);
+/// This rank's part of a full optimizer state (a checkpoint of any world size).
+StateDict local_optimizer_state(const config::ModelGraph& model, const StateDict& full,
+                                const config::TrainingSpec& spec, const std::string& origin);
+
+}  // namespace recmod::train

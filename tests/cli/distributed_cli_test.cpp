@@ -1,0 +1,239 @@
+// Distributed training end to end: N local ranks (recmod --nproc N, or ranks
+// started by hand with torchrun's variables) on 127.0.0.1 against one
+// process with the same global batch, for every sharding type; resuming at
+// another world size; and the faults that must end in a clear error.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "cli/run_recmod.h"
+#include "recmod/io/tensor_file.h"
+
+namespace recmod::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Four tables, one per sharding type, a feature shared by two tables (C2:
+// table_wise SUM and row_wise MEAN), bags of 1-3 ids.
+std::string mixed_model_yaml(int64_t batch_size, const std::string& embedding_optimizer, const std::string& sharding) {
+  return R"(features:
+  dense: {count: 3}
+  sparse: [C1, C2, C3, C4]
+  hash: mod
+  range: 40
+nodes:
+  sparse_arch:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    tables:
+      - {name: t_a, num_embeddings: 40, embedding_dim: 4, feature_names: [C1, C2]}
+      - {name: t_b, num_embeddings: 40, embedding_dim: 4, feature_names: [C2], pooling: mean}
+      - {name: t_c, num_embeddings: 40, embedding_dim: 4, feature_names: [C3]}
+      - {name: t_d, num_embeddings: 40, embedding_dim: 4, feature_names: [C4]}
+  dense_arch: {type: MLP, input: features.dense, layer_sizes: [4]}
+  inter: {type: DotInteraction, inputs: [dense_arch, sparse_arch]}
+  logit: {type: Linear, input: inter, out_features: 1}
+output: logit
+training:
+  dense_optimizer: {type: adam, lr: 0.01}
+  embedding_optimizer: )" + embedding_optimizer + R"(
+  batch_size: )" + std::to_string(batch_size) + R"(
+  epochs: 2
+  seed: 5
+sharding:
+)" + sharding;
+}
+
+const std::string kAllTypes = "  t_a: table_wise\n  t_b: row_wise\n  t_c: column_wise\n  t_d: data_parallel\n";
+// rowwise_adagrad keeps one momentum per column block under column_wise (as
+// TorchRec's), which one process cannot match: t_c goes table_wise on rank 1.
+const std::string kNoColumnWise =
+    "  t_a: table_wise\n  t_b: row_wise\n  t_c: {type: table_wise, ranks: [1]}\n  t_d: data_parallel\n";
+
+struct Data {
+  std::string dir, train, eval;
+};
+
+Data make_data(const std::string& name) {
+  Data d;
+  d.dir = fresh_dir(name);
+  d.train = d.dir + "/train.rmb";
+  auto r = run_recmod("generate --rows 300 --dense 3 --sparse 4 --cardinality 40 --max-ids 3 --seed 2 --out " + d.train);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  d.eval = d.dir + "/eval.rmb";
+  r = run_recmod("generate --rows 200 --skip 300 --dense 3 --sparse 4 --cardinality 40 --max-ids 3 --seed 2 --out " + d.eval);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return d;
+}
+
+// Every key of `a` in `b` (same order, same shape) and within `tolerance`.
+void expect_same_tensors(const std::string& a_path, const std::string& b_path, double tolerance,
+                         const std::string& prefix = "") {
+  const StateDict a = io::load_tensors(a_path), b = io::load_tensors(b_path);
+  ASSERT_EQ(a.size(), b.size()) << a_path << " vs " << b_path;
+  int compared = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].first, b[i].first);
+    if (a[i].first.rfind(prefix, 0) != 0) continue;
+    ASSERT_EQ(a[i].second.sizes(), b[i].second.sizes()) << a[i].first;
+    const double diff = (a[i].second.to(torch::kDouble) - b[i].second.to(torch::kDouble)).abs().max().item<double>();
+    EXPECT_LE(diff, tolerance) << a[i].first;
+    ++compared;
+  }
+  EXPECT_GT(compared, 0);
+}
+
+// One process with the global batch vs `ranks` ranks with batch / ranks each.
+void expect_ranks_match_one_process(const std::string& name, int ranks, const std::string& optimizer,
+                                    const std::string& sharding) {
+  const Data d = make_data(name);
+  const int64_t per_rank = 8;
+  const auto one = write_file(d.dir + "/one.yaml", mixed_model_yaml(per_rank * ranks, optimizer, sharding));
+  const auto many = write_file(d.dir + "/many.yaml", mixed_model_yaml(per_rank, optimizer, sharding));
+  auto r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + many + " --data " + d.train + " --out " + d.dir + "/many --nproc " + std::to_string(ranks) +
+                 " --dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr(std::to_string(ranks) + " ranks"));
+  // The same losses: one process's "last loss" line is every rank's.
+  const auto last = [](const std::string& out) { return out.substr(out.rfind("last loss")); };
+  auto single = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one2 --threads 1");
+  EXPECT_EQ(last(single.output).substr(0, 15), last(r.output).substr(0, 15));
+  // float sums in another order: ~1e-7 per step, well under 1e-5 over 76 steps
+  expect_same_tensors(d.dir + "/one/model.pt", d.dir + "/many/model.pt", 1e-5);
+  expect_same_tensors(d.dir + "/one/trainer_state.pt", d.dir + "/many/trainer_state.pt", 1e-5, "optimizer.");
+}
+
+TEST(DistributedCli, EveryShardingTypeWithSgdMatchesOneProcess) {
+  expect_ranks_match_one_process("dist_sgd", 2, "{type: sgd, lr: 0.2}", kAllTypes);
+}
+
+TEST(DistributedCli, ThreeRanksWithAdagradMatchOneProcess) {
+  expect_ranks_match_one_process("dist_adagrad", 3, "{type: adagrad, lr: 0.2}", kAllTypes);
+}
+
+TEST(DistributedCli, RowwiseAdagradMatchesOneProcess) {
+  expect_ranks_match_one_process("dist_rowwise", 2, "{type: rowwise_adagrad, lr: 0.2}", kNoColumnWise);
+}
+
+TEST(DistributedCli, ResumesAtAnotherWorldSize) {
+  const Data d = make_data("dist_resume");
+  const std::string opt = "{type: adagrad, lr: 0.2}";
+  const auto one = write_file(d.dir + "/one.yaml", mixed_model_yaml(24, opt, kAllTypes));
+  const auto two = write_file(d.dir + "/two.yaml", mixed_model_yaml(12, opt, kAllTypes));
+  const auto three = write_file(d.dir + "/three.yaml", mixed_model_yaml(8, opt, kAllTypes));
+  auto r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/run --nproc 2 --steps 7");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + three + " --data " + d.train + " --out " + d.dir + "/run --nproc 3 --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("resuming"));
+  expect_same_tensors(d.dir + "/one/model.pt", d.dir + "/run/model.pt", 1e-5);
+  // and a one-process eval of the distributed checkpoint equals a 2-rank eval
+  auto e1 = run_recmod("eval " + one + " --checkpoint " + d.dir + "/run/model.pt --data " + d.eval + " --json");
+  auto e2 = run_recmod("eval " + two + " --checkpoint " + d.dir + "/run/model.pt --data " + d.eval + " --json --nproc 2");
+  ASSERT_EQ(e1.exit_code, 0) << e1.output;
+  ASSERT_EQ(e2.exit_code, 0) << e2.output;
+  const auto m1 = nlohmann::json::parse(e1.output.substr(e1.output.rfind('{')));
+  const auto m2 = nlohmann::json::parse(e2.output.substr(e2.output.rfind('{')));
+  EXPECT_EQ(m1["count"], m2["count"]);
+  EXPECT_NEAR(m1["auc"].get<double>(), m2["auc"].get<double>(), 1e-6);
+  EXPECT_NEAR(m1["log_loss"].get<double>(), m2["log_loss"].get<double>(), 1e-6);
+}
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// torchrun's variables for rank `rank` of 2 at `port`.
+std::string rank_env(int rank, int port) {
+  return "RANK=" + std::to_string(rank) + " WORLD_SIZE=2 LOCAL_RANK=" + std::to_string(rank) +
+         " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " ";
+}
+
+RunResult run_shell(const std::string& script) {
+  RunResult result;
+  FILE* pipe = popen(("sh -c '" + script + "' 2>&1").c_str(), "r");
+  if (!pipe) return result;
+  std::array<char, 4096> buffer{};
+  size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+TEST(DistributedCli, RanksStartedWithDifferentArgumentsAreRefused) {
+  const Data d = make_data("dist_mismatch");
+  const auto cfg = write_file(d.dir + "/m.yaml", mixed_model_yaml(8, "{type: sgd, lr: 0.1}", kAllTypes));
+  const int port = free_port();
+  const std::string bin = RECMOD_BIN;
+  const std::string common = " train " + cfg + " --data " + d.train + " --dist-timeout 30 --out " + d.dir;
+  // rank 1 asks for other steps than rank 0: both refuse before training
+  const auto r = run_shell(rank_env(1, port) + bin + common + "/r --steps 3 > " + d.dir + "/rank1.log 2>&1 & " +
+                           rank_env(0, port) + bin + common + "/r --steps 5; echo rank0=$?; wait $!; echo rank1=$?; cat " +
+                           d.dir + "/rank1.log");
+  EXPECT_THAT(r.output, HasSubstr("rank0=1"));
+  EXPECT_THAT(r.output, HasSubstr("rank1=1"));
+  EXPECT_THAT(r.output, HasSubstr("recmod: the ranks disagree on the command line and config file: rank(s) [1]"));
+  EXPECT_FALSE(std::filesystem::exists(d.dir + "/r/model.pt"));
+}
+
+TEST(DistributedCli, AKilledRankEndsTheOthersWithAMessage) {
+  const Data d = make_data("dist_kill");
+  const auto cfg = write_file(d.dir + "/k.yaml", mixed_model_yaml(4, "{type: sgd, lr: 0.1}", kAllTypes));
+  const int port = free_port();
+  const std::string bin = RECMOD_BIN;
+  const std::string common = " train " + cfg + " --data " + d.train + " --dist-timeout 60 --steps 100000000 --out " + d.dir + "/r";
+  // rank 1 runs in the background and is killed once rank 0 has trained a
+  // while (its metrics file grows); rank 0 must end on its own, bounded.
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = run_shell(rank_env(1, port) + bin + common + " > /dev/null 2>&1 & pid=$!; (sleep 4; kill -9 $pid) & " +
+                           "timeout 90 env " + rank_env(0, port) + bin + common + "; echo rank0=$?");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_THAT(r.output, HasSubstr("rank0=1"));  // not 124 (timeout) and not 0
+  EXPECT_THAT(r.output, HasSubstr("recmod: rank 0:"));
+  EXPECT_THAT(r.output, HasSubstr("another rank exited"));
+  EXPECT_LT(seconds, 80);
+}
+
+TEST(DistributedCli, ABadLaunchEnvironmentIsAUsageError) {
+  const Data d = make_data("dist_env");
+  const auto cfg = write_file(d.dir + "/e.yaml", mixed_model_yaml(8, "{type: sgd, lr: 0.1}", kAllTypes));
+  const auto r = run_shell("RANK=2 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29999 " + std::string(RECMOD_BIN) +
+                           " train " + cfg + " --data " + d.train + " --out " + d.dir + "/r; echo code=$?");
+  EXPECT_THAT(r.output, HasSubstr("code=2"));
+  EXPECT_THAT(r.output, HasSubstr("RANK"));
+}
+
+TEST(DistributedCli, ATakenPortIsNamed) {
+  const Data d = make_data("dist_port");
+  const auto cfg = write_file(d.dir + "/p.yaml", mixed_model_yaml(8, "{type: sgd, lr: 0.1}", kAllTypes));
+  const int port = free_port();
+  const std::string cmd = std::string(RECMOD_BIN) + " train " + cfg + " --data " + d.train + " --dist-timeout 5 --out " + d.dir;
+  // a first rank 0 holds the port while it waits for its rank 1 (which never comes)
+  const auto r = run_shell(rank_env(0, port) + cmd + "/a > /dev/null 2>&1 & sleep 2; " + rank_env(0, port) + cmd +
+                           "/b; echo code=$?; wait");
+  EXPECT_THAT(r.output, HasSubstr("code=1"));
+  EXPECT_THAT(r.output, HasSubstr("MASTER_PORT"));
+  EXPECT_THAT(r.output, HasSubstr(std::to_string(port)));
+}
+
+}  // namespace
+}  // namespace recmod::testing
