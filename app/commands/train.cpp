@@ -8,6 +8,7 @@
 #include "commands/distributed_run.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
+#include "recmod/common/memory.h"
 #include "recmod/metrics/binary_metrics.h"
 #include "recmod/train/batch_memory.h"
 #include "recmod/train/distributed.h"
@@ -84,6 +85,12 @@ int run_train(const TrainArgs& args) {
   auto result = trainer.fit(train_data, eval_factory, metrics::metrics_of_logits);
   if (!joined.lead()) return result.interrupted ? 130 : 0;
   std::cout << "steps " << result.steps << ", last loss " << result.last_loss << "\n";
+  if (world > 1 && result.steps_this_run > 0) {
+    const auto per_step = [&](int64_t bytes) { return format_bytes(static_cast<double>(bytes) / static_cast<double>(result.steps_this_run)); };
+    std::cout << "rank 0 communication per step (sent + received): all-to-all " << per_step(result.traffic.all_to_all_bytes)
+              << ", all-reduce " << per_step(result.traffic.all_reduce_bytes) << ", other "
+              << per_step(result.traffic.other_bytes) << "\n";
+  }
   if (!result.last_eval.is_null()) std::cout << "eval " << result.last_eval.dump() << "\n";
   std::cout << "checkpoint: " << run.model_path() << "\n";
   return result.interrupted ? 130 : 0;

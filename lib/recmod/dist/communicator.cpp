@@ -95,6 +95,9 @@ class GlooCommunicator final : public Communicator {
 
   void all_reduce_sum(std::vector<torch::Tensor>& tensors) override {
     if (tensors.empty()) return;
+    int64_t bytes = 0;
+    for (const auto& t : tensors) bytes += static_cast<int64_t>(t.nbytes());
+    traffic_.all_reduce_bytes += 2 * 2 * bytes * (world_size_ - 1) / world_size_;
     run("all_reduce", [&] { return group_->allreduce(tensors); });
   }
 
@@ -109,12 +112,18 @@ class GlooCommunicator final : public Communicator {
     torch::Tensor output = torch::empty(sizes, input.options());
     torch::Tensor in = input.contiguous();
     std::vector<int64_t> out_splits = recv_rows, in_splits = send_rows;
+    int64_t row_bytes = static_cast<int64_t>(input.element_size());
+    for (int64_t d = 1; d < input.dim(); ++d) row_bytes *= input.size(d);
+    for (int64_t r = 0; r < world_size_; ++r)
+      if (r != rank_)
+        traffic_.all_to_all_bytes += (send_rows[static_cast<size_t>(r)] + recv_rows[static_cast<size_t>(r)]) * row_bytes;
     run("all_to_all", [&] { return group_->alltoall_base(output, in, out_splits, in_splits); });
     return output;
   }
 
   std::vector<int64_t> all_gather(int64_t value) override {
     std::vector<torch::Tensor> input{torch::tensor({value}, torch::kLong)};
+    traffic_.other_bytes += 2 * 8 * (world_size_ - 1);
     std::vector<std::vector<torch::Tensor>> output(1);
     for (int64_t r = 0; r < world_size_; ++r) output[0].push_back(torch::empty({1}, torch::kLong));
     run("all_gather", [&] { return group_->allgather(output, input); });

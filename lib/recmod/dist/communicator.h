@@ -24,9 +24,20 @@ struct CommunicatorOptions {
   std::string backend = "gloo";
 };
 
+/// Bytes this rank exchanged with the other ranks (sent + received; its
+/// traffic with itself is not counted), to compare with the planner's
+/// estimates. All-reduce bytes are the ring algorithm's 2 (W - 1) / W of the
+/// buffer each way.
+struct Traffic {
+  int64_t all_to_all_bytes = 0;
+  int64_t all_reduce_bytes = 0;
+  int64_t other_bytes = 0;  // all-gather, broadcast, send/recv
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
+  const Traffic& traffic() const { return traffic_; }
   virtual int64_t rank() const = 0;
   virtual int64_t world_size() const = 0;
 
@@ -50,6 +61,9 @@ class Communicator {
   /// Throws DistributedError naming the ranks whose `value` differs from
   /// rank 0's (e.g. a config digest: ranks started with different configs).
   void expect_same(const std::string& what, int64_t value);
+
+ protected:
+  Traffic traffic_;
 };
 
 /// The one-process run: every collective is the identity.

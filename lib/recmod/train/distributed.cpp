@@ -8,6 +8,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/config/value.h"
 #include "recmod/dist/planner.h"
+#include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
 #include "recmod/mc/mc_collection.h"
 #include "recmod/mc/mc_modules.h"
 #include "recmod/modules/embedding_modules.h"
@@ -44,6 +45,67 @@ KeyedJaggedTensor slice_rows(const KeyedJaggedTensor& kjt, int64_t start, int64_
   return KeyedJaggedTensor::from_lengths(kjt.keys(), torch::cat(values), torch::cat(lengths), w, n);
 }
 
+// ---- sharded EmbeddingCollection: both sharded kinds behind one face, for
+// the checkpoint functions below (ShardedEmbeddingCollectionImpl).
+struct AnySharded {
+  std::shared_ptr<dist::ShardedEmbeddingBagCollectionImpl> ebc;
+  std::shared_ptr<dist::ShardedEmbeddingCollectionImpl> ec;
+  StateDict local_state() const { return ebc ? state_dict(*ebc) : state_dict(*ec); }
+  StateDict gather(const StateDict& local, const std::vector<dist::TableTensorKind>& kinds) const {
+    return ebc ? ebc->gather(local, kinds) : ec->gather(local, kinds);
+  }
+  StateDict slice(const StateDict& full, const std::vector<dist::TableTensorKind>& kinds, const std::string& origin) const {
+    return ebc ? ebc->slice(full, kinds, origin) : ec->slice(full, kinds, origin);
+  }
+};
+
+/// The sharded collections (EmbeddingBagCollection and EmbeddingCollection) by node name.
+std::vector<std::pair<std::string, std::shared_ptr<AnySharded>>> all_sharded(const config::ModelGraph& model) {
+  std::vector<std::pair<std::string, std::shared_ptr<AnySharded>>> out;
+  for (size_t i = 0; i < model->nodes().size(); ++i) {
+    auto any = std::make_shared<AnySharded>();
+    any->ebc = std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(model->node_module(i));
+    any->ec = std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(model->node_module(i));
+    if (any->ebc || any->ec) out.emplace_back(model->nodes()[i].name, any);
+  }
+  return out;
+}
+
+/// The model's EmbeddingCollection tables, as the planner sees them.
+void add_embedding_collection_tables(const config::ModelGraph& model, std::vector<dist::TableShape>& out) {
+  for (size_t i = 0; i < model->nodes().size(); ++i) {
+    const auto ec = std::dynamic_pointer_cast<EmbeddingCollectionImpl>(model->node_module(i));
+    if (!ec) continue;
+    const auto full = std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(ec);
+    for (const auto& t : full ? full->full_configs() : ec->embedding_configs())
+      out.push_back(dist::TableShape{model->nodes()[i].name, t.name, t.num_embeddings, t.embedding_dim,
+                                     t.feature_names,
+                                     static_cast<int64_t>(torch::elementSize(weight_storage_dtype(t.data_type)))});
+  }
+}
+
+/// Swaps the model's EmbeddingCollection nodes for sharded ones, except those
+/// whose tables are all data_parallel (left replicated, all-reduced as dense).
+void shard_embedding_collections(config::ModelGraph& model, const dist::ShardingPlan& plan,
+                                 const std::shared_ptr<dist::Communicator>& comm) {
+  for (size_t i = 0; i < model->nodes().size(); ++i) {
+    const auto ec = std::dynamic_pointer_cast<EmbeddingCollectionImpl>(model->node_module(i));
+    if (!ec || std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(ec)) continue;
+    const std::string& name = model->nodes()[i].name;
+    bool replicated = true;
+    for (const auto& t : ec->embedding_configs()) {
+      const dist::TablePlan* p = plan.find(name, t.name);
+      replicated = replicated && p != nullptr && p->type == dist::ShardingType::data_parallel;
+    }
+    if (replicated) continue;
+    auto sharded = std::make_shared<dist::ShardedEmbeddingCollectionImpl>(*ec, name, plan, comm);
+    model->replace_node(i, sharded, [sharded](const std::vector<config::Value>& in) {
+      return config::Value::of_sequence(sharded->forward_sharded(in[0].sparse));
+    });
+  }
+}
+// ---- end sharded EmbeddingCollection
+
 }  // namespace
 
 std::vector<dist::TableShape> shardable_tables(const config::ModelGraph& model) {
@@ -57,6 +119,7 @@ std::vector<dist::TableShape> shardable_tables(const config::ModelGraph& model) 
                                      t.feature_names,
                                      static_cast<int64_t>(torch::elementSize(weight_storage_dtype(t.data_type)))});
   }
+  add_embedding_collection_tables(model, out);  // sharded EmbeddingCollection
   return out;
 }
 
@@ -96,6 +159,7 @@ void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
       return config::Value::of_pooled(sharded->forward_sharded(in[0].sparse));
     });
   }
+  shard_embedding_collections(model, plan, comm);  // sharded EmbeddingCollection
 }
 
 ShardedCollections sharded_collections(const config::ModelGraph& model) {
@@ -116,7 +180,7 @@ data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_si
 }
 
 StateDict gather_model_state(const config::ModelGraph& model, dist::Communicator& comm) {
-  const auto sharded = sharded_collections(model);
+  const auto sharded = all_sharded(model);  // both sharded kinds
   StateDict out;
   for (const auto& child : model->named_children()) {
     const std::string prefix = child.key() + ".";
@@ -126,7 +190,7 @@ StateDict gather_model_state(const config::ModelGraph& model, dist::Communicator
         for (auto& [key, value] : state_dict(*child.value())) out.emplace_back(prefix + key, value);
       continue;
     }
-    for (auto& [key, value] : it->second->gather(state_dict(*it->second), {dist::TableTensorKind{"", false, true}}))
+    for (auto& [key, value] : it->second->gather(it->second->local_state(), {dist::TableTensorKind{"", false, true}}))
       out.emplace_back(prefix + key, value);
   }
   return out;
@@ -134,11 +198,11 @@ StateDict gather_model_state(const config::ModelGraph& model, dist::Communicator
 
 StateDict gather_optimizer_state(const config::ModelGraph& model, const TrainingSetup& training,
                                  const config::TrainingSpec& spec, dist::Communicator& comm) {
-  const auto sharded = sharded_collections(model);
+  const auto sharded = all_sharded(model);  // both sharded kinds
   const auto kinds = optimizer_kinds(spec);
   const StateDict local = training.state_dict();
   StateDict out;
-  auto owner_of = [&](const std::string& key) -> const dist::ShardedEmbeddingBagCollectionImpl* {
+  auto owner_of = [&](const std::string& key) -> const AnySharded* {
     for (const auto& [node, module] : sharded)
       if (key.rfind(optimizer_prefix(node), 0) == 0) return module.get();
     return nullptr;
@@ -158,7 +222,7 @@ StateDict gather_optimizer_state(const config::ModelGraph& model, const Training
 
 StateDict local_optimizer_state(const config::ModelGraph& model, const StateDict& full,
                                 const config::TrainingSpec& spec, const std::string& origin) {
-  const auto sharded = sharded_collections(model);
+  const auto sharded = all_sharded(model);  // both sharded kinds
   const auto kinds = optimizer_kinds(spec);
   StateDict out;
   for (const auto& [key, value] : full) {

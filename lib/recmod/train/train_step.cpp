@@ -11,7 +11,10 @@ torch::Tensor loss_of(const torch::Tensor& logits, const data::Batch& batch) {
 torch::Tensor train_step(config::ModelGraph& model, TrainingSetup& training, const data::Batch& batch,
                          const StepHooks& hooks) {
   training.zero_grad();
-  torch::Tensor loss = loss_of(model->forward(batch, hooks.observer), batch);
+  const torch::Tensor logits = model->forward(batch, hooks.observer);
+  // A rank can get no rows of a short last batch; it still runs backward
+  // (the collectives need every rank), with a zero loss in the graph.
+  torch::Tensor loss = batch.size() > 0 ? loss_of(logits, batch) : logits.sum();
   if (training.distributed()) {
     // This rank's share of the global mean: the gradients summed over the
     // ranks are then the gradient of the loss one process would compute.

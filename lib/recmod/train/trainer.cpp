@@ -201,6 +201,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
 
   const std::optional<int64_t> total_steps = options_.steps ? options_.steps : cfg.steps;
   const bool can_eval = eval_data && metrics;
+  const int64_t first_step = pos.step;
   Progress progress(options_.log, options_.progress_bar, cfg.log_interval, total_steps);
   progress.begin(pos.step);
   if (options_.resume) progress.message(str_cat("resuming ", run_.path(), " at step ", pos.step));
@@ -259,6 +260,8 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     append_metrics(result.last_eval);
   }
   progress.message(str_cat("done: ", pos.step, " steps, last loss ", result.last_loss, "; checkpoint in ", run_.path()));
+  result.steps_this_run = pos.step - first_step;
+  result.traffic = comm->traffic();
   result.steps = pos.step;
   return result;
 }

@@ -45,6 +45,10 @@ struct TrainResult {
   double last_loss = 0.0;
   bool interrupted = false;  // stopped by SIGINT (a checkpoint was written)
   nlohmann::json last_eval;  // the last evaluation's metrics; null when none
+  /// Distributed runs: this rank's traffic with the others during fit(),
+  /// and the steps it covers (training, evaluation and checkpoints).
+  dist::Traffic traffic;
+  int64_t steps_this_run = 0;
 };
 
 class Trainer {

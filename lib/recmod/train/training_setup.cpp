@@ -5,6 +5,7 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
 #include "recmod/dist/sharded_embedding_bag.h"
 #include "recmod/modules/embedding_modules.h"
 
@@ -58,6 +59,10 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
   for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
     if (std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(item.value()))
       for (const auto& p : item.value()->parameters()) sharded.insert(p.unsafeGetTensorImpl());
+  // sharded EmbeddingCollection: its data_parallel tables stay replicated
+  for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
+    if (auto ec = std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(item.value()))
+      for (const auto& p : ec->sharded_parameters()) sharded.insert(p.unsafeGetTensorImpl());
   for (const auto& p : model->parameters())
     if (!sharded.count(p.unsafeGetTensorImpl())) replicated_.push_back(p);
 }

@@ -1,0 +1,365 @@
+#include "recmod/dist/sharded_embedding.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "recmod/common/errors.h"
+
+namespace recmod::dist {
+
+namespace {
+
+std::vector<TablePlan> plans_of(const EmbeddingCollectionImpl& full, const std::string& module,
+                                const ShardingPlan& plan) {
+  std::vector<TablePlan> out;
+  for (const auto& t : full.embedding_configs()) {
+    const TablePlan* p = plan.find(module, t.name);
+    if (p == nullptr) throw InputError(str_cat("the sharding plan does not place table '", module, ".", t.name, "'"));
+    if (p->type == ShardingType::column_wise)
+      throw InputError(str_cat("table '", module, ".", t.name,
+                               "' of an EmbeddingCollection is planned column_wise, which sequence embeddings do not "
+                               "support; use table_wise, row_wise or data_parallel for it in `sharding:`"));
+    out.push_back(*p);
+  }
+  return out;
+}
+
+bool holds(const Shard& s) { return s.rows > 0 && s.cols > 0; }
+
+/// The local tables of `rank`: the data_parallel tables whole, and one per
+/// table it holds a non-empty shard of.
+std::vector<EmbeddingConfig> local_tables(const EmbeddingCollectionImpl& full, const std::string& module,
+                                          const ShardingPlan& plan, int64_t rank) {
+  const auto plans = plans_of(full, module, plan);
+  std::vector<EmbeddingConfig> out;
+  for (size_t t = 0; t < plans.size(); ++t)
+    for (const auto& s : plans[t].shards) {
+      if (s.rank != rank || !holds(s)) continue;
+      EmbeddingConfig c = full.embedding_configs()[t];
+      c.num_embeddings = s.rows;
+      c.init_fn = [](torch::Tensor&) {};  // the weights are copied from the full table
+      out.push_back(std::move(c));
+      break;
+    }
+  return out;
+}
+
+std::vector<int64_t> starts_of(const std::vector<int64_t>& sizes) {
+  std::vector<int64_t> out(sizes.size() + 1, 0);
+  std::partial_sum(sizes.begin(), sizes.end(), out.begin() + 1);
+  return out;
+}
+
+std::vector<int64_t> host_vector(const torch::Tensor& t) {
+  const torch::Tensor c = t.to(torch::kLong).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+std::string table_key(const std::string& table, const std::string& suffix) {
+  return "embeddings." + table + ".weight" + suffix;
+}
+
+torch::Tensor cat_or_empty(const std::vector<torch::Tensor>& parts, const torch::Tensor& empty) {
+  if (parts.empty()) return empty;
+  return parts.size() == 1 ? parts[0].contiguous() : torch::cat(parts);
+}
+
+}  // namespace
+
+/// The output dist as an autograd function: forward returns every id's row
+/// to the rank that sent the id, backward sends the rows' gradients back to
+/// the holders.
+struct RowExchange : public torch::autograd::Function<RowExchange> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& rows,
+                               const torch::Tensor& /*anchor*/, ShardedEmbeddingCollectionImpl* module,
+                               const std::vector<int64_t>& send_rows, const std::vector<int64_t>& recv_rows) {
+    ctx->saved_data["module"] = reinterpret_cast<int64_t>(module);
+    ctx->saved_data["send_rows"] = send_rows;
+    ctx->saved_data["recv_rows"] = recv_rows;
+    ctx->saved_data["rows_need_grad"] = rows.requires_grad();
+    return module->exchange(rows, send_rows, recv_rows);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* module = reinterpret_cast<ShardedEmbeddingCollectionImpl*>(ctx->saved_data["module"].toInt());
+    const auto send_rows = ctx->saved_data["send_rows"].toIntVector();
+    const auto recv_rows = ctx->saved_data["recv_rows"].toIntVector();
+    const int64_t received = std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0});
+    const torch::Tensor grad = grads[0].defined() ? grads[0].contiguous() : torch::zeros({received, module->dim_});
+    torch::Tensor rows_grad = module->exchange(grad, recv_rows, send_rows);
+    if (!ctx->saved_data["rows_need_grad"].toBool()) rows_grad = torch::Tensor();
+    return {rows_grad, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+ShardedEmbeddingCollectionImpl::ShardedEmbeddingCollectionImpl(const EmbeddingCollectionImpl& full,
+                                                               const std::string& module, const ShardingPlan& plan,
+                                                               std::shared_ptr<Communicator> comm)
+    : EmbeddingCollectionImpl(EmbeddingCollectionOptions(local_tables(full, module, plan, comm->rank()))
+                                  .need_indices(full.need_indices())
+                                  .device(full.device())
+                                  .sparse(full.sparse())),
+      comm_(std::move(comm)),
+      rank_(comm_->rank()),
+      world_(comm_->world_size()),
+      dim_(full.embedding_dim()),
+      module_(module),
+      full_tables_(full.embedding_configs()),
+      full_names_(full.embedding_names_by_table()),
+      table_plans_(plans_of(full, module, plan)) {
+  if (plan.world_size != world_)
+    throw InputError(str_cat("the sharding plan is for ", plan.world_size, " ranks, the run has ", world_));
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& t : embedding_configs()) {
+      const auto& p = *std::find_if(table_plans_.begin(), table_plans_.end(), [&](const TablePlan& tp) { return tp.table == t.name; });
+      const auto& s = *std::find_if(p.shards.begin(), p.shards.end(), [&](const Shard& x) { return x.rank == rank_ && holds(x); });
+      const_cast<torch::Tensor&>(table_weight(t.name)).copy_(full.table_weight(t.name).narrow(0, s.row_offset, s.rows));
+    }
+  }
+  held_.assign(full_tables_.size(), {});
+  slots_.assign(static_cast<size_t>(world_), {});
+  for (size_t t = 0; t < full_tables_.size(); ++t) {
+    if (table_plans_[t].type == ShardingType::data_parallel) continue;
+    for (const auto& s : table_plans_[t].shards)
+      if (holds(s)) held_[t].push_back(s);
+    std::sort(held_[t].begin(), held_[t].end(), [](const Shard& a, const Shard& b) { return a.row_offset < b.row_offset; });
+    TORCH_CHECK(!held_[t].empty(), "sharded EC: table ", full_tables_[t].name, " has no shard");
+    for (const auto& s : held_[t]) slots_[static_cast<size_t>(s.rank)].push_back(static_cast<int64_t>(t));
+  }
+  anchor_ = torch::zeros({}, torch::requires_grad());
+}
+
+std::vector<torch::Tensor> ShardedEmbeddingCollectionImpl::sharded_parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& t : embedding_configs()) {
+    const auto& p = *std::find_if(table_plans_.begin(), table_plans_.end(), [&](const TablePlan& tp) { return tp.table == t.name; });
+    if (p.type != ShardingType::data_parallel) out.push_back(table_weight(t.name));
+  }
+  return out;
+}
+
+void ShardedEmbeddingCollectionImpl::check_ids(const KeyedJaggedTensor& features) const {
+  const auto index = features.index_per_key();
+  const auto& opk = features.offset_per_key();
+  for (const auto& t : full_tables_)
+    for (const auto& f : t.feature_names) {
+      const auto it = index.find(f);
+      if (it == index.end())
+        throw InputError(str_cat("EmbeddingCollection: feature '", f, "' of table '", t.name,
+                                 "' is missing from the input, which has ", join_names(features.keys())));
+      const auto k = static_cast<size_t>(it->second);
+      if (opk[k + 1] == opk[k]) continue;
+      const auto [lo, hi] = torch::aminmax(features.values().slice(0, opk[k], opk[k + 1]));
+      const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
+      if (min >= 0 && max < t.num_embeddings) continue;
+      throw InputError(str_cat("nodes.", module_, ": feature '", f, "' has id ", min < 0 ? min : max,
+                               ", outside table '", t.name, "' (num_embeddings ", t.num_embeddings,
+                               ", ids must be in [0, ", t.num_embeddings,
+                               ")); hash the feature into range with `hash: mod` or `hash: murmur` in features.sparse"));
+    }
+}
+
+torch::Tensor ShardedEmbeddingCollectionImpl::exchange(const torch::Tensor& rows, const std::vector<int64_t>& send_rows,
+                                                       const std::vector<int64_t>& recv_rows) {
+  return comm_->all_to_all(rows.contiguous(), send_rows, recv_rows);
+}
+
+JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJaggedTensor& features) {
+  check_ids(features);  // here, not on the holder: a bad id must fail on the rank that read it
+  const int64_t b = features.stride();
+  const auto index = features.index_per_key();
+  const auto& opk = features.offset_per_key();
+  const auto world = static_cast<size_t>(world_);
+  const torch::Tensor no_ids = torch::empty({0}, torch::kLong);
+
+  // Input dist: per table, its ids in feature order; per holder, the pieces
+  // for its slots (table order) and their counts.
+  struct TableIds {
+    std::vector<int64_t> keys;
+    torch::Tensor ids;      // int64, the table's features' ids in order
+    torch::Tensor inverse;  // row_wise over several shards: position of id i among the sent ids
+    std::vector<int64_t> counts;  // per held shard
+  };
+  std::vector<TableIds> tables(full_tables_.size());
+  std::vector<std::vector<torch::Tensor>> to(world);
+  std::vector<std::vector<int64_t>> counts_to(world);
+  for (size_t t = 0; t < full_tables_.size(); ++t) {
+    TableIds& in = tables[t];
+    std::vector<torch::Tensor> parts;
+    for (const auto& f : full_tables_[t].feature_names) {
+      const int64_t k = index.at(f);
+      in.keys.push_back(k);
+      parts.push_back(features.values().slice(0, opk[static_cast<size_t>(k)], opk[static_cast<size_t>(k) + 1]));
+    }
+    in.ids = cat_or_empty(parts, no_ids).to(torch::kLong);
+    const auto& shards = held_[t];
+    if (shards.empty()) continue;  // data_parallel: looked up here
+    if (shards.size() == 1) {
+      const auto o = static_cast<size_t>(shards[0].rank);
+      to[o].push_back(shards[0].row_offset == 0 ? in.ids : in.ids - shards[0].row_offset);
+      in.counts = {in.ids.size(0)};
+      counts_to[o].push_back(in.ids.size(0));
+      continue;
+    }
+    std::vector<int64_t> ends;
+    for (size_t j = 0; j + 1 < shards.size(); ++j) ends.push_back(shards[j].row_offset + shards[j].rows);
+    const torch::Tensor bucket = torch::bucketize(in.ids, torch::tensor(ends, torch::kLong), /*out_int32=*/false,
+                                                  /*right=*/true);
+    const torch::Tensor perm = std::get<1>(torch::sort(bucket, c10::optional<bool>(true), /*dim=*/0, /*descending=*/false));
+    in.inverse = torch::empty_like(perm).scatter_(0, perm, torch::arange(perm.size(0), perm.options()));
+    in.counts = host_vector(torch::bincount(bucket, {}, static_cast<int64_t>(shards.size())));
+    const torch::Tensor sorted = in.ids.index_select(0, perm);
+    int64_t start = 0;
+    for (size_t j = 0; j < shards.size(); ++j) {
+      const auto o = static_cast<size_t>(shards[j].rank);
+      to[o].push_back(sorted.narrow(0, start, in.counts[j]) - shards[j].row_offset);
+      counts_to[o].push_back(in.counts[j]);
+      start += in.counts[j];
+    }
+  }
+  const auto& my_slots = slots_[static_cast<size_t>(rank_)];
+  const auto n_slots = static_cast<int64_t>(my_slots.size());
+  std::vector<int64_t> slot_rows(world), count_recv(world, n_slots), ids_sent(world);
+  std::vector<torch::Tensor> counts_out, ids_out;
+  for (size_t o = 0; o < world; ++o) {
+    slot_rows[o] = static_cast<int64_t>(counts_to[o].size());
+    counts_out.push_back(torch::tensor(counts_to[o], torch::kLong));
+    ids_out.push_back(cat_or_empty(to[o], no_ids));
+    ids_sent[o] = std::accumulate(counts_to[o].begin(), counts_to[o].end(), int64_t{0});
+  }
+  const std::vector<int64_t> counts = host_vector(comm_->all_to_all(torch::cat(counts_out), slot_rows, count_recv));
+  std::vector<int64_t> ids_recv(world, 0);
+  for (size_t r = 0; r < world; ++r)
+    for (int64_t s = 0; s < n_slots; ++s) ids_recv[r] += counts[r * static_cast<size_t>(n_slots) + static_cast<size_t>(s)];
+  const torch::Tensor received_ids = comm_->all_to_all(torch::cat(ids_out), ids_sent, ids_recv);
+
+  // Lookup: one embedding call per local table over every rank's ids, then
+  // the rows back in the order they came (rank, then slot).
+  const auto ids_start = starts_of(ids_recv);
+  std::vector<std::vector<torch::Tensor>> part(world);  // [r]: rows for rank r, per slot
+  for (int64_t s = 0; s < n_slots; ++s) {
+    const auto& config = full_tables_[static_cast<size_t>(my_slots[static_cast<size_t>(s)])];
+    std::vector<torch::Tensor> pieces;
+    std::vector<int64_t> sizes;
+    for (size_t r = 0; r < world; ++r) {
+      int64_t offset = ids_start[r];
+      for (int64_t q = 0; q < s; ++q) offset += counts[r * static_cast<size_t>(n_slots) + static_cast<size_t>(q)];
+      const int64_t n = counts[r * static_cast<size_t>(n_slots) + static_cast<size_t>(s)];
+      pieces.push_back(received_ids.narrow(0, offset, n));
+      sizes.push_back(n);
+    }
+    const torch::Tensor rows = torch::embedding(table_weight(config.name), cat_or_empty(pieces, no_ids),
+                                                /*padding_idx=*/-1, /*scale_grad_by_freq=*/false, sparse())
+                                   .to(torch::kFloat32);
+    int64_t at = 0;
+    for (size_t r = 0; r < world; ++r) {
+      part[r].push_back(rows.narrow(0, at, sizes[r]));
+      at += sizes[r];
+    }
+  }
+  std::vector<torch::Tensor> owned_parts;
+  for (size_t r = 0; r < world; ++r)
+    for (auto& p : part[r]) owned_parts.push_back(p);
+  const torch::Tensor owned = owned_parts.empty() ? torch::zeros({0, dim_}) : torch::cat(owned_parts);
+
+  // Output dist: my ids' rows, per holder in the order I sent them.
+  const torch::Tensor got = RowExchange::apply(owned, anchor_, this, ids_recv, ids_sent);
+  const auto got_start = starts_of(ids_sent);
+  std::vector<int64_t> cursor(got_start.begin(), got_start.end() - 1);
+  JaggedTensorDict out;
+  for (size_t t = 0; t < full_tables_.size(); ++t) {
+    const TableIds& in = tables[t];
+    const auto& shards = held_[t];
+    torch::Tensor rows;
+    if (shards.empty()) {
+      rows = torch::embedding(table_weight(full_tables_[t].name), in.ids, /*padding_idx=*/-1,
+                              /*scale_grad_by_freq=*/false, sparse())
+                 .to(torch::kFloat32);
+    } else {
+      std::vector<torch::Tensor> pieces;
+      for (size_t j = 0; j < shards.size(); ++j) {
+        auto& c = cursor[static_cast<size_t>(shards[j].rank)];
+        pieces.push_back(got.narrow(0, c, in.counts[j]));
+        c += in.counts[j];
+      }
+      rows = pieces.size() == 1 ? pieces[0] : torch::cat(pieces).index_select(0, in.inverse);
+    }
+    int64_t start = 0;
+    for (size_t j = 0; j < in.keys.size(); ++j) {
+      const int64_t k = in.keys[j];
+      const int64_t n = opk[static_cast<size_t>(k) + 1] - opk[static_cast<size_t>(k)];
+      torch::Tensor lengths = features.lengths().slice(0, k * b, (k + 1) * b);
+      std::optional<torch::Tensor> ids;
+      if (need_indices()) ids = features.values().slice(0, opk[static_cast<size_t>(k)], opk[static_cast<size_t>(k) + 1]);
+      out.emplace_back(full_names_[t][j], JaggedTensor::unchecked(rows.narrow(0, start, n), lengths,
+                                                                  offsets_from_lengths(lengths), ids));
+      start += n;
+    }
+  }
+  return out;
+}
+
+StateDict ShardedEmbeddingCollectionImpl::gather(const StateDict& local, const std::vector<TableTensorKind>& kinds) {
+  StateDict out;
+  for (size_t t = 0; t < full_tables_.size(); ++t) {
+    const auto& config = full_tables_[t];
+    const auto& plan = table_plans_[t];
+    for (const auto& kind : kinds) {
+      const std::string key = table_key(config.name, kind.suffix);
+      const auto dtype = kind.weight ? weight_storage_dtype(config.data_type) : torch::kFloat;
+      torch::Tensor full;
+      if (rank_ == 0)
+        full = kind.per_row ? torch::zeros({config.num_embeddings}, dtype)
+                            : torch::zeros({config.num_embeddings, config.embedding_dim}, dtype);
+      for (const auto& s : plan.shards) {
+        if (!holds(s)) continue;
+        if (plan.type == ShardingType::data_parallel && s.rank != 0) continue;  // replicas agree
+        const std::vector<int64_t> shape = kind.per_row ? std::vector<int64_t>{s.rows} : std::vector<int64_t>{s.rows, s.cols};
+        torch::Tensor piece;
+        if (s.rank == rank_) {
+          const torch::Tensor* mine = find_tensor(local, key);
+          TORCH_CHECK(mine != nullptr, "sharded EC gather: rank ", rank_, " lacks ", key);
+          piece = mine->detach().to(torch::kCPU).contiguous();
+          if (rank_ != 0) comm_->send(piece, 0);
+        } else if (rank_ == 0) {
+          piece = torch::empty(shape, dtype);
+          comm_->recv(piece, s.rank);
+        }
+        if (rank_ != 0) continue;
+        torch::NoGradGuard no_grad;
+        full.narrow(0, s.row_offset, s.rows).copy_(piece);
+      }
+      if (rank_ == 0) out.emplace_back(key, full);
+    }
+  }
+  return out;
+}
+
+StateDict ShardedEmbeddingCollectionImpl::slice(const StateDict& full, const std::vector<TableTensorKind>& kinds,
+                                                const std::string& origin) const {
+  StateDict out;
+  for (size_t t = 0; t < full_tables_.size(); ++t) {
+    const auto& config = full_tables_[t];
+    for (const auto& s : table_plans_[t].shards) {
+      if (s.rank != rank_ || !holds(s)) continue;
+      for (const auto& kind : kinds) {
+        const std::string key = table_key(config.name, kind.suffix);
+        const torch::Tensor* value = find_tensor(full, key);
+        if (value == nullptr) throw CheckpointError(str_cat(origin, ": missing key '", key, "'"));
+        const std::vector<int64_t> shape = kind.per_row ? std::vector<int64_t>{config.num_embeddings}
+                                                        : std::vector<int64_t>{config.num_embeddings, config.embedding_dim};
+        if (value->sizes() != torch::IntArrayRef(shape))
+          throw CheckpointError(str_cat(origin, ": key '", key, "' has shape ", value->sizes(), ", the model expects ",
+                                        torch::IntArrayRef(shape)));
+        out.emplace_back(key, value->narrow(0, s.row_offset, s.rows).contiguous());
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace recmod::dist

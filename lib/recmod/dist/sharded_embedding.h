@@ -1,0 +1,98 @@
+#pragma once
+// EmbeddingCollection (sequence embeddings) sharded over the ranks of a
+// distributed run (TorchRec's ShardedEmbeddingCollection), for table_wise
+// and row_wise tables; data_parallel tables stay replicas (see below);
+// column_wise is refused.
+//
+// Each rank holds only its shards, as an EmbeddingCollection of local
+// tables (this class is one, so its parameters read
+// "embeddings.<table>.weight" with the shard's shape). A step:
+//
+//   input dist   every rank sends each holder the ids of its local batch
+//                that the holder's shards need, per (table, holder) in the
+//                table's feature order (row_wise: the ids in the holder's
+//                rows, rebased); one all-to-all of counts, one of ids;
+//   lookup       each holder looks the received ids up in its shards;
+//   output dist  one all-to-all of (n, D) rows returns every id's row to the
+//                rank that sent it, in the order it was sent; that rank
+//                un-permutes row_wise rows back to the input's id order and
+//                splits the rows per feature (the unsharded output);
+//   backward     the same all-to-all in reverse (RowExchange), so each
+//                holder gets the gradient of the rows it looked up, and so
+//                the gradient of its shard (summed over every rank's ids).
+//
+// data_parallel tables inside a sharded collection are full replicas looked
+// up locally; their gradients are ordinary replicated gradients (summed
+// over the ranks by TrainingSetup: sharded_parameters() lists only the
+// sharded tables' weights). A collection whose tables are all data_parallel
+// is not swapped at all (shard_model).
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "recmod/common/state_dict.h"
+#include "recmod/dist/communicator.h"
+#include "recmod/dist/sharded_embedding_bag.h"  // TableTensorKind
+#include "recmod/dist/sharding_plan.h"
+#include "recmod/modules/embedding_modules.h"
+
+namespace recmod::dist {
+
+class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
+ public:
+  /// Takes this rank's shards of `full`'s tables (copies), placed by `plan`
+  /// (which must place every table of `full` under module name `module`).
+  /// InputError for a column_wise table (not supported for sequence
+  /// embeddings) naming it.
+  ShardedEmbeddingCollectionImpl(const EmbeddingCollectionImpl& full, const std::string& module,
+                                 const ShardingPlan& plan, std::shared_ptr<Communicator> comm);
+
+  /// The unsharded collection's forward on this rank's local batch: the
+  /// same keys in the same order, values (n_f, D), the input's lengths, and
+  /// the ids as weights with need_indices. Collective.
+  JaggedTensorDict forward_sharded(const KeyedJaggedTensor& local_features);
+
+  const std::vector<EmbeddingConfig>& full_configs() const { return full_tables_; }
+  /// The weights of the sharded (not data_parallel) local tables: the
+  /// parameters whose gradients must not be summed over the ranks.
+  std::vector<torch::Tensor> sharded_parameters() const;
+
+  /// Collective: on rank 0, the full tensors (unsharded shapes) of every
+  /// table and kind, under "embeddings.<t>.weight<suffix>", assembled from
+  /// `local` (this rank's tensors under the same keys); empty elsewhere.
+  StateDict gather(const StateDict& local, const std::vector<TableTensorKind>& kinds);
+  /// This rank's pieces of full tensors (keys as gather's), for loading a
+  /// checkpoint written at any world size. Keys of tables this rank does
+  /// not hold are skipped; a missing key throws CheckpointError.
+  StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin) const;
+
+ private:
+  friend struct RowExchange;
+  void check_ids(const KeyedJaggedTensor& features) const;
+  // The output dist (RowExchange's forward) and its reverse: send_rows[r]
+  // rows of `rows` go to rank r, recv_rows[r] come from r.
+  torch::Tensor exchange(const torch::Tensor& rows, const std::vector<int64_t>& send_rows,
+                         const std::vector<int64_t>& recv_rows);
+
+  std::shared_ptr<Communicator> comm_;
+  int64_t rank_ = 0;
+  int64_t world_ = 1;
+  int64_t dim_ = 0;
+  std::string module_;
+  std::vector<EmbeddingConfig> full_tables_;
+  std::vector<std::vector<std::string>> full_names_;  // per table, per feature
+  std::vector<TablePlan> table_plans_;                // per full table
+  // Per full table: its non-empty shards in row order (empty for data_parallel).
+  std::vector<std::vector<Shard>> held_;
+  // Per rank: the full tables it holds a (non data_parallel) shard of, in
+  // table order: the order of its slots in every exchange.
+  std::vector<std::vector<int64_t>> slots_;
+  // A leaf that requires grad, fed to every exchange so that each rank's
+  // backward runs the reverse exchange even when it holds no rows used.
+  torch::Tensor anchor_;
+};
+TORCH_MODULE(ShardedEmbeddingCollection);
+
+}  // namespace recmod::dist
