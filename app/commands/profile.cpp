@@ -4,9 +4,11 @@
 #include <iostream>
 
 #include "commands/commands.h"
+#include "commands/distributed_run.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
 #include "recmod/profile/profiler.h"
+#include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
 
 namespace recmod::app {
@@ -25,14 +27,18 @@ struct ProfileArgs {
   std::string json;
   std::string device = "cpu";
   int threads = 0;
+  DistArgs dist;
 };
 
 int run_profile(const ProfileArgs& args) {
-  set_threads(args.threads);
   if (args.synthetic == !args.data.empty()) throw UsageError("give exactly one of --data FILE and --synthetic");
+  if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
+  const Joined joined = join_run(args.dist, args.threads, args.config);
+  const int64_t world = joined.comm->world_size();
   auto opened = train::open_model(args.config);
   auto& model = opened.model;
-  const int64_t batch_size = args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size;
+  // Per rank; the batches are global (world x that), each rank steps on its rows.
+  const int64_t batch_size = world * (args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size);
   profile::NextBatch next;
   std::shared_ptr<data::BatchSource> source;
   std::shared_ptr<profile::SyntheticBatches> synthetic;
@@ -46,7 +52,17 @@ int run_profile(const ProfileArgs& args) {
     source = train::open_batches(opened, args.data, read);
     next = [source] { return source->next(); };
   }
-  auto report = profile::profile_model(model, opened.config.training, next, args.steps, args.warmup, parse_device(args.device), args.trace);
+  const torch::Device device = parse_device(args.device);
+  if (world > 1) {
+    if (!device.is_cpu()) throw UsageError("distributed profiling runs on the CPU (gloo) in this build; use --device cpu");
+    train::shard_model(model, train::plan_model(model, opened.config, world), joined.comm);
+  }
+  auto report = profile::profile_model(model, opened.config.training, next, args.steps, args.warmup, device,
+                                       joined.lead() ? args.trace : "", joined.comm);
+  if (!joined.lead()) return 0;
+  if (world > 1)
+    std::cout << "rank 0 of " << world << " ranks; batch " << batch_size << " in all (" << batch_size / world
+              << " per rank); per-node times and memory are rank 0's\n";
   std::cout << report.to_table();
   if (!args.trace.empty()) std::cout << "Chrome trace: " << args.trace << "\n";
   if (!args.json.empty()) {
@@ -72,6 +88,7 @@ void add_profile(CLI::App& app, Actions& actions) {
   cmd->add_option("--json", args->json, "Also write the report as JSON to FILE");
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");
+  add_dist_options(cmd, args->dist);
   actions["profile"] = [args] { return run_profile(*args); };
 }
 

@@ -1,5 +1,11 @@
 #pragma once
 // Process-wide settings shared by the commands: threads and device.
+//
+// Fast defaults on a shared machine (runtime.cpp has the details): before any
+// library starts, a recmod process whose environment sets neither
+// OMP_WAIT_POLICY nor GOMP_SPINCOUNT re-executes itself once, same argv, with
+// OMP_WAIT_POLICY=PASSIVE added, so that libgomp's idle threads sleep instead
+// of spinning on cores other work needs. A user's setting is left alone.
 #include <torch/types.h>
 
 #include <string>
@@ -7,8 +13,15 @@
 namespace recmod::app {
 
 /// Sets torch's intra-op threads and OpenBLAS's threads to the same count;
-/// 0 means one per core.
+/// 0 means default_threads().
 void set_threads(int threads);
+
+/// The CPUs this process may use: those in its affinity mask
+/// (sched_getaffinity: taskset, cpusets, container limits), fewer when a
+/// cgroup CPU quota on its cgroup or any parent allows less (cgroup v2
+/// cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us; 1.5 CPUs counts as 2);
+/// at least 1.
+int default_threads();
 
 /// "cpu", "cuda", "cuda:N"; UsageError for anything else or a CUDA device
 /// this build or machine lacks.

@@ -11,6 +11,8 @@
 #include <chrono>
 
 #include "cli/run_recmod.h"
+#include "recmod/data/binary_format.h"
+#include "recmod/data/example_columns.h"
 #include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
@@ -124,6 +126,50 @@ TEST(DistributedCli, RowwiseAdagradMatchesOneProcess) {
   expect_ranks_match_one_process("dist_rowwise", 2, "{type: rowwise_adagrad, lr: 0.2}", kNoColumnWise, 300);
 }
 
+// Weighted ids (per-sample weights travel with the ids in the input dist):
+// a weighted .rmb written through the library, an is_weighted collection.
+TEST(DistributedCli, WeightedFeaturesMatchOneProcess) {
+  const std::string dir = fresh_dir("dist_weighted");
+  data::DataSchema schema;
+  schema.num_dense = 3;
+  schema.sparse_features = {"C1", "C2", "C3", "C4"};
+  schema.weighted = true;
+  data::ExampleColumns columns(schema);
+  torch::manual_seed(4);
+  const int64_t rows = 250;
+  const auto ids = torch::randint(0, 40, {rows * 4 * 3}, torch::kLong);
+  const auto weights = torch::rand({rows * 4 * 3});
+  const auto bag = torch::randint(0, 4, {rows * 4}, torch::kLong);  // 0-3 ids per bag, empty ones too
+  int64_t at = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    columns.labels.push_back(static_cast<float>(r % 3 == 0));
+    for (int64_t k = 0; k < 3; ++k) columns.dense.push_back(static_cast<float>((r * 7 + k) % 11) / 11.0f);
+    for (size_t f = 0; f < 4; ++f) {
+      for (int64_t i = 0; i < bag[r * 4 + static_cast<int64_t>(f)].item<int64_t>(); ++i, ++at) {
+        columns.sparse[f].ids.push_back(ids[at].item<int64_t>());
+        columns.sparse[f].weights.push_back(weights[at].item<float>());
+      }
+      columns.close_bag(f);
+    }
+    columns.finish_row();
+  }
+  const std::string train = dir + "/weighted.rmb";
+  data::write_binary(train, columns);
+  auto yaml = [](int64_t batch) {
+    std::string y = mixed_model_yaml(batch, "{type: adagrad, lr: 0.2}", kAllTypes);
+    y.replace(y.find("pooling: mean"), 13, "pooling: sum");
+    y.replace(y.find("    input: features.sparse\n"), 27, "    input: features.sparse\n    is_weighted: true\n");
+    return y;
+  };
+  const auto one = write_file(dir + "/one.yaml", yaml(16));
+  const auto many = write_file(dir + "/many.yaml", yaml(8));
+  auto r = run_recmod("train " + one + " --data " + train + " --out " + dir + "/one --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + many + " --data " + train + " --out " + dir + "/many --nproc 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_same_tensors(dir + "/one/model.pt", dir + "/many/model.pt", 1e-5);
+}
+
 TEST(DistributedCli, ResumesAtAnotherWorldSize) {
   const Data d = make_data("dist_resume");
   const std::string opt = "{type: adagrad, lr: 0.2}";
@@ -228,6 +274,17 @@ TEST(DistributedCli, SigintStopsEveryRankWithOneCheckpoint) {
   const auto resumed = run_recmod("train " + cfg + " --data " + d.train + " --out " + run + " --resume --nproc 3 --steps 1");
   EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_THAT(resumed.output, HasSubstr("resuming"));
+}
+
+TEST(DistributedCli, ProfileRunsSharded) {
+  const std::string dir = fresh_dir("dist_profile");
+  const auto cfg = write_file(dir + "/p.yaml", mixed_model_yaml(8, "{type: rowwise_adagrad, lr: 0.1}", kNoColumnWise));
+  const auto r = run_recmod("profile " + cfg + " --synthetic --steps 3 --warmup 1 --trace '' --nproc 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("rank 0 of 2 ranks; batch 16 in all (8 per rank)"));
+  // rank 0 holds t_a (table_wise on 0), half of t_b (row_wise) and t_d, not t_c (on rank 1)
+  EXPECT_THAT(r.output, HasSubstr("sparse_arch.embedding_bags.t_a.weight"));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("sparse_arch.embedding_bags.t_c.weight")));
 }
 
 TEST(DistributedCli, ABadLaunchEnvironmentIsAUsageError) {

@@ -83,33 +83,24 @@ DataSchema criteo_schema() {
 }
 
 CriteoTsvReader::CriteoTsvReader(std::string path, BadRecordPolicy policy)
-    : name_(path), file_(std::make_unique<MappedFile>(std::move(path))), policy_(policy), schema_(criteo_schema()) {
-  file_->advise_sequential();
-  text_ = std::string_view(file_->data(), file_->size());
-}
+    : lines_(path), policy_(policy), schema_(criteo_schema()) {}
 
 CriteoTsvReader::CriteoTsvReader(std::string name, std::string_view text, BadRecordPolicy policy)
-    : name_(std::move(name)), text_(text), policy_(policy), schema_(criteo_schema()) {}
+    : lines_(std::move(name), text), policy_(policy), schema_(criteo_schema()) {}
 
 std::optional<ExampleColumns> CriteoTsvReader::read(int64_t max_rows) {
   TORCH_CHECK(max_rows > 0, "CriteoTsvReader::read: expected max_rows > 0, got ", max_rows);
-  if (pos_ >= text_.size()) return std::nullopt;
   ExampleColumns out(schema_);
   out.reserve(max_rows);
-  while (out.num_rows() < max_rows && pos_ < text_.size()) {
-    const char* begin = text_.data() + pos_;
-    const size_t left = text_.size() - pos_;
-    const auto* nl = static_cast<const char*>(std::memchr(begin, '\n', left));
-    size_t len = nl ? static_cast<size_t>(nl - begin) : left;
-    pos_ += nl ? len + 1 : len;
-    ++line_;
-    if (len > 0 && begin[len - 1] == '\r') --len;  // CRLF files
-    if (len == 0) continue;                          // blank lines are not records
+  std::string_view line;
+  while (out.num_rows() < max_rows && lines_.next(line)) {
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // CRLF files
+    if (line.empty()) continue;                                     // blank lines are not records
     const int64_t rows_before = out.num_rows();
-    std::string error = parse_line(std::string_view(begin, len), out);
+    std::string error = parse_line(line, out);
     if (error.empty()) continue;
     out.truncate(rows_before);
-    std::string message = str_cat(name_, ":", line_, ": ", error);
+    std::string message = str_cat(lines_.name(), ":", lines_.line_number(), ": ", error);
     if (policy_ == BadRecordPolicy::kFail) throw InputError(message);
     report_.skip(std::move(message));
   }

@@ -3,13 +3,14 @@
 //   label \t I1 .. I13 \t C1 .. C26
 // label 0/1; I* integers (may be negative or empty); C* 32-bit ids written as
 // hex (empty when missing). Trailing empty fields may be trimmed, so a row
-// has 14 to 40 fields. Blank lines are ignored.
+// has 14 to 40 fields. Blank lines are ignored. A .gz or .zst file is read
+// as its decompressed text (TextLines), with the same line numbers.
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "recmod/data/example_reader.h"
-#include "recmod/data/mapped_file.h"
+#include "recmod/data/text_lines.h"
 
 namespace recmod::data {
 
@@ -19,7 +20,8 @@ inline constexpr int kCriteoNumSparse = 26;
 /// num_dense 13, sparse features C1..C26, one label, unweighted.
 DataSchema criteo_schema();
 
-/// Parses rows in place over a memory-mapped file (no per-field allocation).
+/// Parses rows in place over a memory-mapped file, or over a buffer of a
+/// compressed file's text (no per-field allocation).
 /// Each row becomes:
 ///   dense[i]  = log(1 + max(I_i, 0)), missing -> 0 (as the DLRM reference);
 ///   sparse Ck = [the hex parsed as uint32, as int64], or an empty bag if missing;
@@ -38,11 +40,7 @@ class CriteoTsvReader : public ExampleReader {
   ReadReport report() const override { return report_; }
 
  private:
-  std::string name_;
-  std::unique_ptr<MappedFile> file_;
-  std::string_view text_;
-  size_t pos_ = 0;
-  int64_t line_ = 0;
+  TextLines lines_;
   BadRecordPolicy policy_;
   DataSchema schema_;
   ReadReport report_;

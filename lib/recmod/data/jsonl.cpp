@@ -144,32 +144,23 @@ bool is_blank(std::string_view s) {
 }  // namespace
 
 JsonlReader::JsonlReader(std::string path, DataSchema schema, BadRecordPolicy policy)
-    : name_(path), file_(std::make_unique<MappedFile>(std::move(path))), schema_(std::move(schema)), policy_(policy) {
-  file_->advise_sequential();
-  text_ = std::string_view(file_->data(), file_->size());
-}
+    : lines_(path), schema_(std::move(schema)), policy_(policy) {}
 
 JsonlReader::JsonlReader(std::string name, std::string_view text, DataSchema schema, BadRecordPolicy policy)
-    : name_(std::move(name)), text_(text), schema_(std::move(schema)), policy_(policy) {}
+    : lines_(std::move(name), text), schema_(std::move(schema)), policy_(policy) {}
 
 std::optional<ExampleColumns> JsonlReader::read(int64_t max_rows) {
   TORCH_CHECK(max_rows > 0, "JsonlReader::read: expected max_rows > 0, got ", max_rows);
   ExampleColumns out(schema_);
-  while (out.num_rows() < max_rows && pos_ < text_.size()) {
-    const char* begin = text_.data() + pos_;
-    const size_t left = text_.size() - pos_;
-    const auto* nl = static_cast<const char*>(std::memchr(begin, '\n', left));
-    const size_t len = nl ? static_cast<size_t>(nl - begin) : left;
-    pos_ += nl ? len + 1 : len;
-    ++line_;
-    const std::string_view line(begin, len);
+  std::string_view line;
+  while (out.num_rows() < max_rows && lines_.next(line)) {
     if (is_blank(line)) continue;
     const int64_t rows_before = out.num_rows();
     try {
       parse_record(line, schema_, out);
     } catch (const RecordError& e) {
       out.truncate(rows_before);
-      std::string message = str_cat(name_, ":", line_, ": ", e.message);
+      std::string message = str_cat(lines_.name(), ":", lines_.line_number(), ": ", e.message);
       if (policy_ == BadRecordPolicy::kFail) throw InputError(message);
       report_.skip(std::move(message));
     }

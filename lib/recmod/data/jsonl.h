@@ -5,14 +5,15 @@
 // of schema.num_dense numbers (may be left out when num_dense is 0); "sparse"
 // maps schema features to a list of integer ids or to {"ids", "weights"}.
 // A feature left out is an empty bag; ids without weights get weight 1 when
-// the schema is weighted. Blank lines are ignored.
+// the schema is weighted. Blank lines are ignored. A .gz or .zst file is read
+// as its decompressed text (TextLines), with the same line numbers.
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "recmod/data/example_reader.h"
-#include "recmod/data/mapped_file.h"
+#include "recmod/data/text_lines.h"
 
 namespace recmod::data {
 
@@ -28,11 +29,7 @@ class JsonlReader : public ExampleReader {
   ReadReport report() const override { return report_; }
 
  private:
-  std::string name_;
-  std::unique_ptr<MappedFile> file_;
-  std::string_view text_;
-  size_t pos_ = 0;
-  int64_t line_ = 0;
+  TextLines lines_;
   DataSchema schema_;
   BadRecordPolicy policy_;
   ReadReport report_;

@@ -6,9 +6,9 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/data/binary_format.h"
+#include "recmod/data/compressed_stream.h"
 #include "recmod/data/criteo_tsv.h"
 #include "recmod/data/jsonl.h"
-#include "recmod/data/mapped_file.h"
 
 namespace recmod::data {
 
@@ -33,13 +33,17 @@ std::string format_name(DataFormat format) {
 }
 
 DataFormat detect_format(const std::string& path) {
-  MappedFile file(path);
-  const char* p = file.data();
-  const size_t n = file.size();
-  if (n >= sizeof(kBinaryMagic) && std::memcmp(p, kBinaryMagic, sizeof(kBinaryMagic)) == 0) return DataFormat::kBinary;
-  for (size_t i = 0; i < n && i < 4096; ++i) {
-    if (p[i] == ' ' || p[i] == '\n' || p[i] == '\r' || p[i] == '\t') continue;
-    return p[i] == '{' ? DataFormat::kJsonl : DataFormat::kCriteoTsv;
+  // The first 4 KiB of the text: decompressed when the file is gzip or zstd.
+  const std::string head = read_text_prefix(path, 4096);
+  if (head.size() >= sizeof(kBinaryMagic) && std::memcmp(head.data(), kBinaryMagic, sizeof(kBinaryMagic)) == 0) {
+    if (detect_compression(path) != Compression::kNone)
+      throw_input_error(path, ": a compressed recmod binary (.rmb) file; .rmb files are read memory-mapped, so "
+                        "decompress it first (gzip -d or zstd -d)");
+    return DataFormat::kBinary;
+  }
+  for (const char c : head) {
+    if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+    return c == '{' ? DataFormat::kJsonl : DataFormat::kCriteoTsv;
   }
   return DataFormat::kCriteoTsv;
 }

@@ -18,7 +18,10 @@ enum class DataFormat { kAuto, kCriteoTsv, kJsonl, kBinary };
 DataFormat parse_data_format(const std::string& name);
 std::string format_name(DataFormat format);
 /// By content: the binary magic -> kBinary; a first non-blank '{' -> kJsonl;
-/// otherwise kCriteoTsv.
+/// otherwise kCriteoTsv. A gzip or zstd file (by its first bytes; a .gz or
+/// .zst name must have them) is judged by its decompressed text, so
+/// x.tsv.gz is Criteo TSV and x.jsonl.zst JSON lines; a compressed .rmb is an
+/// InputError (binary files are read memory-mapped).
 DataFormat detect_format(const std::string& path);
 
 /// Opens `path`. JSON lines need `schema` (the other formats carry or imply

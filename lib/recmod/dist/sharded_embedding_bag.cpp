@@ -195,18 +195,18 @@ KeyedJaggedTensor ShardedEmbeddingBagCollectionImpl::distribute_input(const Keye
       if (it == index.end())
         throw InputError(str_cat("EmbeddingBagCollection: feature '", name, "' is missing from the input"));
       const int64_t k = it->second;
-      torch::Tensor len = features.lengths().narrow(0, k * b, b);
+      torch::Tensor len = features.lengths().narrow(0, k * b, b).to(torch::kLong);
       torch::Tensor ids = features.values().narrow(0, opk[static_cast<size_t>(k)], opk[static_cast<size_t>(k) + 1] - opk[static_cast<size_t>(k)]);
       torch::Tensor w;
       if (weighted) w = features.weights().narrow(0, opk[static_cast<size_t>(k)], ids.size(0));
       if (slot.type == ShardingType::row_wise) {
         const auto keep = ids.ge(slot.shard.row_offset).logical_and(ids.lt(slot.shard.row_offset + slot.shard.rows));
         const auto bag = torch::repeat_interleave(torch::arange(b, len.options()), len);
-        len = torch::bincount(bag.masked_select(keep), {}, b).to(len.dtype());
+        len = torch::bincount(bag.masked_select(keep), {}, b);
         ids = ids.masked_select(keep) - slot.shard.row_offset;
         if (weighted) w = w.masked_select(keep);
       }
-      lengths.push_back(len.to(torch::kLong));
+      lengths.push_back(len);
       values.push_back(ids.to(torch::kLong));
       if (weighted) weights.push_back(w.to(torch::kFloat));
     }

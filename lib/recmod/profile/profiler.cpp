@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "recmod/common/errors.h"
+#include "recmod/train/distributed.h"
 #include "recmod/train/train_step.h"
 #include "recmod/train/training_setup.h"
 
@@ -145,13 +146,15 @@ class NodeTimer : public config::NodeObserver {
 
 ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpec& training_spec,
                             const NextBatch& next_batch, int64_t steps, int64_t warmup, const torch::Device& device,
-                            const std::string& trace_path) {
+                            const std::string& trace_path, std::shared_ptr<dist::Communicator> comm) {
+  if (!comm) comm = dist::single_process();
+  const bool distributed = comm->world_size() > 1;
   TORCH_CHECK(steps > 0, "profile: steps must be > 0, got ", steps);
   model->to(device);
   model->train();
   // Trains as `recmod train` does (the same TrainingSetup and train_step), so
   // the step time here is the one training sees.
-  train::TrainingSetup training(model, training_spec, device);
+  train::TrainingSetup training(model, training_spec, device, comm);
   const auto& order = model->order();
   const size_t num_nodes = model->nodes().size();
   ProfileReport report;
@@ -165,7 +168,7 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
     auto batch = next_batch();
     if (!batch) throw InputError(str_cat("profile: the data ran out after ", step, " batches; use fewer --steps"));
     const bool timed = step >= warmup;
-    auto b = batch->to(device);
+    auto b = (distributed ? train::rank_slice(*batch, comm->rank(), comm->world_size()) : *batch).to(device);
     sync(device);
     const auto step_start = Clock::now();
     NodeTimer timer(model, device, step_start);
@@ -190,7 +193,7 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
     trace.push_back({{"name", "step"}, {"cat", "step"}, {"ph", "X"}, {"pid", 0}, {"tid", 2},
                      {"ts", us_since(origin, step_start)}, {"dur", us_since(step_start, step_end)}});
     total_step_ms += ms_between(step_start, step_end);
-    examples += b.size();
+    examples += batch->size();
   }
 
   report.batch_size = examples / steps;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "recmod/config/graph.h"
+#include "recmod/dist/communicator.h"
 #include "recmod/data/batch.h"
 
 namespace recmod::profile {
@@ -60,9 +61,12 @@ using NextBatch = std::function<std::optional<data::Batch>()>;
 /// Runs `warmup` untimed then `steps` timed training steps on `device`.
 /// Writes the Chrome trace of the timed steps to `trace_path` ("" = none).
 /// `training` is the config's training section (optimizers, fused path).
+/// With a distributed `comm` the model must be sharded (train::shard_model)
+/// and `next_batch` yield global batches: each rank steps on its rows, and
+/// the report is this rank's (examples/s counts the global batch).
 ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpec& training,
                             const NextBatch& next_batch, int64_t steps, int64_t warmup, const torch::Device& device,
-                            const std::string& trace_path);
+                            const std::string& trace_path, std::shared_ptr<dist::Communicator> comm = nullptr);
 
 /// Peak resident set size of this process so far.
 int64_t peak_rss_bytes();

@@ -30,7 +30,7 @@ std::string optimizer_prefix(const std::string& node) { return "embedding." + no
 /// Rows [start, start + n) of a KJT.
 KeyedJaggedTensor slice_rows(const KeyedJaggedTensor& kjt, int64_t start, int64_t n) {
   const int64_t b = kjt.stride();
-  const auto offsets = kjt.offsets().to(torch::kCPU);
+  const auto offsets = kjt.offsets().to(torch::kLong).cpu();
   const auto* o = offsets.data_ptr<int64_t>();
   std::vector<torch::Tensor> lengths, values, weights;
   for (size_t k = 0; k < kjt.keys().size(); ++k) {
@@ -71,17 +71,15 @@ std::vector<std::pair<std::string, std::shared_ptr<AnySharded>>> all_sharded(con
   return out;
 }
 
-/// The model's EmbeddingCollection tables, as the planner sees them.
-void add_embedding_collection_tables(const config::ModelGraph& model, std::vector<dist::TableShape>& out) {
-  for (size_t i = 0; i < model->nodes().size(); ++i) {
-    const auto ec = std::dynamic_pointer_cast<EmbeddingCollectionImpl>(model->node_module(i));
-    if (!ec) continue;
-    const auto full = std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(ec);
-    for (const auto& t : full ? full->full_configs() : ec->embedding_configs())
-      out.push_back(dist::TableShape{model->nodes()[i].name, t.name, t.num_embeddings, t.embedding_dim,
-                                     t.feature_names,
-                                     static_cast<int64_t>(torch::elementSize(weight_storage_dtype(t.data_type)))});
-  }
+/// The tables of node `i` when it is an EmbeddingCollection, as the planner sees them.
+void add_embedding_collection_tables(const config::ModelGraph& model, size_t i, std::vector<dist::TableShape>& out) {
+  const auto ec = std::dynamic_pointer_cast<EmbeddingCollectionImpl>(model->node_module(i));
+  if (!ec) return;
+  const auto full = std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(ec);
+  for (const auto& t : full ? full->full_configs() : ec->embedding_configs())
+    out.push_back(dist::TableShape{model->nodes()[i].name, t.name, t.num_embeddings, t.embedding_dim,
+                                   t.feature_names,
+                                   static_cast<int64_t>(torch::elementSize(weight_storage_dtype(t.data_type)))});
 }
 
 /// Swaps the model's EmbeddingCollection nodes for sharded ones, except those
@@ -104,6 +102,22 @@ void shard_embedding_collections(config::ModelGraph& model, const dist::Sharding
     });
   }
 }
+/// Rank 0's gathered optimizer state in one process's key order:
+/// ModelOptimizer's (dense, then the unfused tables in node order), then the
+/// fused collections' (TrainingSetup::state_dict); only the order changes.
+void order_like_one_process(StateDict& state, const config::ModelGraph& model, const TrainingSetup& training) {
+  auto position = [&](const std::string& key) -> std::pair<int, size_t> {
+    const std::string prefix = "embedding.";
+    if (key.rfind(prefix, 0) != 0) return {0, 0};
+    for (size_t j = 0; j < training.fused().size(); ++j)
+      if (key.rfind(prefix + training.fused()[j].first + ".", 0) == 0) return {2, j};
+    for (size_t i = 0; i < model->nodes().size(); ++i)
+      if (key.rfind(prefix + model->nodes()[i].name + ".", 0) == 0) return {1, i};
+    return {1, model->nodes().size()};
+  };
+  std::stable_sort(state.begin(), state.end(),
+                   [&](const auto& a, const auto& b) { return position(a.first) < position(b.first); });
+}
 // ---- end sharded EmbeddingCollection
 
 }  // namespace
@@ -112,14 +126,16 @@ std::vector<dist::TableShape> shardable_tables(const config::ModelGraph& model) 
   std::vector<dist::TableShape> out;
   for (size_t i = 0; i < model->nodes().size(); ++i) {
     const auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(model->node_module(i));
-    if (!ebc) continue;
+    if (!ebc) {
+      add_embedding_collection_tables(model, i, out);  // sharded EmbeddingCollection
+      continue;
+    }
     const auto full = std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(ebc);
     for (const auto& t : full ? full->full_configs() : ebc->embedding_bag_configs())
       out.push_back(dist::TableShape{model->nodes()[i].name, t.name, t.num_embeddings, t.embedding_dim,
                                      t.feature_names,
                                      static_cast<int64_t>(torch::elementSize(weight_storage_dtype(t.data_type)))});
   }
-  add_embedding_collection_tables(model, out);  // sharded EmbeddingCollection
   return out;
 }
 
@@ -217,6 +233,7 @@ StateDict gather_optimizer_state(const config::ModelGraph& model, const Training
       if (key.rfind(prefix, 0) == 0) mine.emplace_back(key.substr(prefix.size()), value);
     for (auto& [key, value] : module->gather(mine, kinds)) out.emplace_back(prefix + key, value);
   }
+  order_like_one_process(out, model, training);  // sharded EmbeddingCollection
   return out;
 }
 

@@ -29,7 +29,7 @@ torch::Tensor train_step(config::ModelGraph& model, TrainingSetup& training, con
   if (hooks.after_backward) hooks.after_backward();
   training.step();
   if (training.distributed()) {
-    std::vector<torch::Tensor> total{loss.detach().reshape({1}).to(torch::kCPU, torch::kDouble)};
+    std::vector<torch::Tensor> total{loss.detach().reshape({1}).to(torch::kDouble).cpu()};
     training.comm().all_reduce_sum(total);
     return total[0].to(loss.dtype()).reshape({});
   }
