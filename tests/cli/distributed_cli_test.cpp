@@ -278,11 +278,13 @@ TEST(DistributedCli, SigintStopsEveryRankWithOneCheckpoint) {
 
 TEST(DistributedCli, ProfileRunsSharded) {
   const std::string dir = fresh_dir("dist_profile");
-  const auto cfg = write_file(dir + "/p.yaml", mixed_model_yaml(8, "{type: rowwise_adagrad, lr: 0.1}", kNoColumnWise));
+  const std::string placed =
+      "  t_a: {type: table_wise, ranks: [0]}\n  t_b: row_wise\n  t_c: {type: table_wise, ranks: [1]}\n  t_d: data_parallel\n";
+  const auto cfg = write_file(dir + "/p.yaml", mixed_model_yaml(8, "{type: rowwise_adagrad, lr: 0.1}", placed));
   const auto r = run_recmod("profile " + cfg + " --synthetic --steps 3 --warmup 1 --trace '' --nproc 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("rank 0 of 2 ranks; batch 16 in all (8 per rank)"));
-  // rank 0 holds t_a (table_wise on 0), half of t_b (row_wise) and t_d, not t_c (on rank 1)
+  // rank 0 holds t_a, half of t_b and a replica of t_d, not t_c
   EXPECT_THAT(r.output, HasSubstr("sparse_arch.embedding_bags.t_a.weight"));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("sparse_arch.embedding_bags.t_c.weight")));
 }
