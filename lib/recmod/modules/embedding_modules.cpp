@@ -2,7 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "recmod/common/errors.h"
@@ -27,10 +30,75 @@ std::vector<std::vector<std::string>> get_embedding_names_by_table(
   return out;
 }
 
+namespace {
+thread_local bool t_defer_tables = false;
+
+// Rows per chunk when a table is drawn piecewise: about 4 MiB of float32.
+int64_t chunk_rows(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(cols, 1)); }
+}  // namespace
+
+DeferTableAllocation::DeferTableAllocation() : previous_(t_defer_tables) { t_defer_tables = true; }
+DeferTableAllocation::~DeferTableAllocation() { t_defer_tables = previous_; }
+bool DeferTableAllocation::active() { return t_defer_tables; }
+
 EmbeddingTableImpl::EmbeddingTableImpl(int64_t num_embeddings, int64_t embedding_dim, torch::Dtype dtype,
                                        torch::Device device) {
+  const torch::Device where = DeferTableAllocation::active() ? torch::Device(torch::kMeta) : device;
   weight = register_parameter(
-      "weight", torch::empty({num_embeddings, embedding_dim}, torch::TensorOptions().dtype(dtype).device(device)));
+      "weight", torch::empty({num_embeddings, embedding_dim}, torch::TensorOptions().dtype(dtype).device(where)));
+}
+
+void EmbeddingTableImpl::init(const BaseEmbeddingConfig& config) {
+  if (!weight.is_meta()) return config.init_weight(weight);
+  if (config.init_fn) {  // an arbitrary init cannot be replayed block by block
+    materialize();
+    return config.init_weight(weight);
+  }
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    deferred_ = Deferred{generator.get_state(), config.get_weight_init_min(), config.get_weight_init_max()};
+  }
+  // Advance the generator as the full init would: the same draws, in chunks.
+  torch::NoGradGuard no_grad;
+  const int64_t rows = weight.size(0), cols = weight.size(1), step = chunk_rows(cols);
+  torch::Tensor scratch = torch::empty({std::min(rows, step), cols}, weight.options().device(torch::kCPU));
+  for (int64_t r = 0; r < rows; r += step) {
+    torch::Tensor chunk = scratch.narrow(0, 0, std::min(step, rows - r));
+    torch::nn::init::uniform_(chunk, deferred_->min, deferred_->max);
+  }
+}
+
+torch::Tensor EmbeddingTableImpl::block(int64_t row_offset, int64_t rows, int64_t col_offset, int64_t cols) const {
+  torch::NoGradGuard no_grad;
+  if (!deferred_) return weight.narrow(0, row_offset, rows).narrow(1, col_offset, cols).to(torch::kCPU).clone();
+  at::Generator generator = at::detail::createCPUGenerator();
+  generator.set_state(deferred_->generator_state);
+  const int64_t dim = weight.size(1), step = chunk_rows(dim), end = row_offset + rows;
+  torch::Tensor out = torch::empty({rows, cols}, weight.options().device(torch::kCPU));
+  torch::Tensor scratch = torch::empty({std::min(end, step), dim}, out.options());
+  for (int64_t r = 0; r < end; r += step) {  // rows before the block are drawn only to advance the generator
+    const int64_t n = std::min(step, end - r);
+    torch::Tensor chunk = scratch.narrow(0, 0, n);
+    chunk.uniform_(deferred_->min, deferred_->max, generator);
+    const int64_t first = std::max(r, row_offset), last = std::min(r + n, end);
+    if (first < last) out.narrow(0, first - row_offset, last - first).copy_(chunk.narrow(0, first - r, last - first).narrow(1, col_offset, cols));
+  }
+  return out;
+}
+
+void EmbeddingTableImpl::materialize() {
+  torch::Tensor full = deferred_ ? block(0, weight.size(0), 0, weight.size(1))
+                                 : torch::empty(weight.sizes(), weight.options().device(torch::kCPU));
+  weight = full.requires_grad_(weight.requires_grad());
+  parameters_["weight"] = weight;
+  deferred_.reset();
+}
+
+void materialize_deferred_tables(torch::nn::Module& module) {
+  for (const auto& m : module.modules())
+    if (auto table = std::dynamic_pointer_cast<EmbeddingTableImpl>(m))
+      if (table->weight.is_meta()) table->materialize();
 }
 
 namespace {
@@ -137,13 +205,21 @@ EmbeddingBagCollectionImpl::EmbeddingBagCollectionImpl(EmbeddingBagCollectionOpt
 }
 
 void EmbeddingBagCollectionImpl::reset_parameters() {
-  for (size_t t = 0; t < tables_.size(); ++t) options_.tables()[t].init_weight(tables_[t]->weight);
+  for (size_t t = 0; t < tables_.size(); ++t) tables_[t]->init(options_.tables()[t]);
 }
 
 int64_t EmbeddingBagCollectionImpl::output_dim() const {
   int64_t d = 0;
   for (int64_t l : length_per_embedding_) d += l;
   return d;
+}
+
+torch::Tensor EmbeddingBagCollectionImpl::table_block(const std::string& table, int64_t row_offset, int64_t rows,
+                                       int64_t col_offset, int64_t cols) const {
+  for (size_t t = 0; t < tables_.size(); ++t)
+    if (options_.tables()[t].name == table) return tables_[t]->block(row_offset, rows, col_offset, cols);
+  table_weight(table);  // throws, naming the tables
+  return {};
 }
 
 const torch::Tensor& EmbeddingBagCollectionImpl::table_weight(const std::string& table) const {
@@ -285,13 +361,21 @@ EmbeddingCollectionImpl::EmbeddingCollectionImpl(EmbeddingCollectionOptions opti
 }
 
 void EmbeddingCollectionImpl::reset_parameters() {
-  for (size_t t = 0; t < tables_.size(); ++t) options_.tables()[t].init_weight(tables_[t]->weight);
+  for (size_t t = 0; t < tables_.size(); ++t) tables_[t]->init(options_.tables()[t]);
 }
 
 std::vector<std::string> EmbeddingCollectionImpl::embedding_names() const {
   std::vector<std::string> out;
   for (const auto& names : embedding_names_by_table_) out.insert(out.end(), names.begin(), names.end());
   return out;
+}
+
+torch::Tensor EmbeddingCollectionImpl::table_block(const std::string& table, int64_t row_offset, int64_t rows,
+                                       int64_t col_offset, int64_t cols) const {
+  for (size_t t = 0; t < tables_.size(); ++t)
+    if (options_.tables()[t].name == table) return tables_[t]->block(row_offset, rows, col_offset, cols);
+  table_weight(table);  // throws, naming the tables
+  return {};
 }
 
 const torch::Tensor& EmbeddingCollectionImpl::table_weight(const std::string& table) const {

@@ -7,6 +7,7 @@
 #include <torch/types.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +43,27 @@ std::vector<std::vector<std::string>> get_embedding_names_by_table(const std::ve
   return get_embedding_names_by_table(names, features);
 }
 
+/// While one is alive on this thread, new embedding tables are not
+/// allocated (their weights are meta tensors) and their default init only
+/// advances torch's CPU generator exactly as drawing the table would,
+/// remembering the generator's state, so that any block of rows and columns
+/// can be drawn later with the values the full table would have had
+/// (EmbeddingTableImpl::block). A distributed run builds its model this way
+/// and each rank draws only its shards: no rank ever holds a whole table.
+/// (torch's CPU uniform_ draws element by element in order, so a table
+/// drawn in row chunks equals the table drawn at once.)
+class DeferTableAllocation {
+ public:
+  DeferTableAllocation();
+  ~DeferTableAllocation();
+  DeferTableAllocation(const DeferTableAllocation&) = delete;
+  DeferTableAllocation& operator=(const DeferTableAllocation&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 /// One table's parameter holder: a module with a single parameter `weight`
 /// of shape (num_embeddings, embedding_dim), so that a ModuleDict of them
 /// gives TorchRec's keys `embedding_bags.<table>.weight`.
@@ -49,9 +71,30 @@ class EmbeddingTableImpl : public torch::nn::Module {
  public:
   EmbeddingTableImpl(int64_t num_embeddings, int64_t embedding_dim, torch::Dtype dtype, torch::Device device);
   void reset() {}
+  /// The config's init (init_fn or uniform); deferred (see
+  /// DeferTableAllocation) for an unallocated table with the uniform init.
+  void init(const BaseEmbeddingConfig& config);
+  /// Not allocated yet: block() draws its values, materialize() allocates it.
+  bool deferred() const { return deferred_.has_value(); }
+  /// Rows [row_offset, +rows) x columns [col_offset, +cols), a new CPU
+  /// tensor: copied from the weight, or drawn as the full init would have.
+  torch::Tensor block(int64_t row_offset, int64_t rows, int64_t col_offset, int64_t cols) const;
+  /// Allocates a deferred table on the CPU and draws it in full.
+  void materialize();
   torch::Tensor weight;
+
+ private:
+  struct Deferred {
+    torch::Tensor generator_state;  // torch's CPU generator before the init
+    double min = 0;
+    double max = 0;
+  };
+  std::optional<Deferred> deferred_;
 };
 TORCH_MODULE(EmbeddingTable);
+
+/// Allocates every deferred table of `module` (those no sharding took over).
+void materialize_deferred_tables(torch::nn::Module& module);
 
 struct EmbeddingBagCollectionOptions {
   /* implicit */ EmbeddingBagCollectionOptions(std::vector<EmbeddingBagConfig> tables)
@@ -97,6 +140,9 @@ class EmbeddingBagCollectionImpl : public torch::nn::Module {
   int64_t output_dim() const;
   /// The weight of one table; throws InputError naming the tables.
   const torch::Tensor& table_weight(const std::string& table) const;
+  /// A block of one table's values (EmbeddingTableImpl::block), allocated or not.
+  torch::Tensor table_block(const std::string& table, int64_t row_offset, int64_t rows, int64_t col_offset,
+                            int64_t cols) const;
 
   /// Changes the module's device (and options().device()).
   void to(torch::Device device, bool non_blocking = false) override;
@@ -180,6 +226,9 @@ class EmbeddingCollectionImpl : public torch::nn::Module {
   const std::vector<std::vector<std::string>>& embedding_names_by_table() const { return embedding_names_by_table_; }
   std::vector<std::string> embedding_names() const;
   const torch::Tensor& table_weight(const std::string& table) const;
+  /// A block of one table's values (EmbeddingTableImpl::block), allocated or not.
+  torch::Tensor table_block(const std::string& table, int64_t row_offset, int64_t rows, int64_t col_offset,
+                            int64_t cols) const;
 
   void to(torch::Device device, bool non_blocking = false) override;
   using torch::nn::Module::to;
