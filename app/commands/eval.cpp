@@ -9,6 +9,7 @@
 #include "commands/distributed_run.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
+#include "recmod/io/tensor_file.h"
 #include "recmod/metrics/binary_metrics.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
@@ -34,16 +35,19 @@ int run_eval(const EvalArgs& args) {
   if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
-  auto opened = train::open_model(args.config, args.checkpoint);
+  auto opened = world > 1 ? train::open_model_deferred(args.config) : train::open_model(args.config, args.checkpoint);
   const std::string data = !args.data.empty() ? args.data : opened.config.data.eval;
   if (data.empty()) throw UsageError("no data: pass --data FILE (or set data.eval in the config)");
   auto device = parse_device(args.device);
   if (world > 1 && !device.is_cpu())
     throw UsageError("distributed evaluation runs on the CPU (gloo) in this build; use --device cpu");
-  opened.model->to(device);
-  // Each rank keeps its shards of the loaded model and predicts its rows of
+  // Each rank holds its shards of the checkpoint and predicts its rows of
   // each global batch; every rank ends with all predictions, rank 0 prints.
-  if (world > 1) train::shard_model(opened.model, train::plan_model(opened.model, opened.config, world), joined.comm);
+  if (world > 1) {
+    train::shard_model(opened.model, train::plan_model(opened.model, opened.config, world), joined.comm);
+    train::load_full_state(opened.model, io::load_tensors(args.checkpoint), args.checkpoint);
+  }
+  opened.model->to(device);
   train::DataOptions read;
   read.format = args.format;
   read.batch_size = world * opened.config.training.batch_size;

@@ -35,7 +35,7 @@ int run_profile(const ProfileArgs& args) {
   if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
-  auto opened = train::open_model(args.config);
+  auto opened = world > 1 ? train::open_model_deferred(args.config) : train::open_model(args.config);
   auto& model = opened.model;
   // Per rank; the batches are global (world x that), each rank steps on its rows.
   const int64_t batch_size = world * (args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size);

@@ -36,7 +36,8 @@ int run_train(const TrainArgs& args) {
   if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
-  auto opened = train::open_model(args.config);
+  // A rank of a distributed run builds its tables deferred and draws only its shards.
+  auto opened = world > 1 ? train::open_model_deferred(args.config) : train::open_model(args.config);
   const auto& t = opened.config.training;
   const std::string data = !args.data.empty() ? args.data : opened.config.data.train;
   const std::string eval_data = !args.eval_data.empty() ? args.eval_data : opened.config.data.eval;

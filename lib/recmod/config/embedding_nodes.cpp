@@ -42,6 +42,9 @@ void check_unique_names(const ConfigNode& tables, const std::vector<Config>& con
 /// killer would otherwise end the process without a word).
 template <typename Config>
 void check_tables_fit(const ConfigNode& tables, const std::vector<Config>& configs) {
+  // Deferred tables are not allocated here: each rank of a distributed run
+  // draws its shards only, and the planner checks those against memory.
+  if (DeferTableAllocation::active()) return;
   const auto available = available_memory_bytes();
   if (!available) return;
   double total = 0;  // double: num_embeddings * dim may overflow int64

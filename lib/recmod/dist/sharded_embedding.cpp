@@ -116,7 +116,9 @@ ShardedEmbeddingCollectionImpl::ShardedEmbeddingCollectionImpl(const EmbeddingCo
     for (const auto& t : embedding_configs()) {
       const auto& p = *std::find_if(table_plans_.begin(), table_plans_.end(), [&](const TablePlan& tp) { return tp.table == t.name; });
       const auto& s = *std::find_if(p.shards.begin(), p.shards.end(), [&](const Shard& x) { return x.rank == rank_ && holds(x); });
-      const_cast<torch::Tensor&>(table_weight(t.name)).copy_(full.table_weight(t.name).narrow(0, s.row_offset, s.rows));
+      // table_block: copied, or drawn when the full table was never allocated
+      const_cast<torch::Tensor&>(table_weight(t.name))
+          .copy_(full.table_block(t.name, s.row_offset, s.rows, 0, t.embedding_dim));
     }
   }
   held_.assign(full_tables_.size(), {});

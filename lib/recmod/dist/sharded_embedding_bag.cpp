@@ -109,8 +109,9 @@ ShardedEmbeddingBagCollectionImpl::ShardedEmbeddingBagCollectionImpl(const Embed
     for (const auto& t : embedding_bag_configs()) {
       const auto& p = *std::find_if(table_plans_.begin(), table_plans_.end(), [&](const TablePlan& tp) { return tp.table == t.name; });
       const auto& s = *std::find_if(p.shards.begin(), p.shards.end(), [&](const Shard& x) { return x.rank == rank_ && holds(x); });
+      // table_block: copied, or drawn when the full table was never allocated
       const_cast<torch::Tensor&>(table_weight(t.name))
-          .copy_(full.table_weight(t.name).narrow(0, s.row_offset, s.rows).narrow(1, s.col_offset, s.cols));
+          .copy_(full.table_block(t.name, s.row_offset, s.rows, s.col_offset, s.cols));
     }
   }
   // Every rank's slots, in the order of that rank's local output columns.

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <mutex>
+#include <set>
 
 #include "recmod/common/errors.h"
 #include "recmod/config/value.h"
@@ -176,6 +177,30 @@ void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
     });
   }
   shard_embedding_collections(model, plan, comm);  // sharded EmbeddingCollection
+  // What no shard took over (replicated collections, tables inside other
+  // modules) is allocated now, with the values a full init gives.
+  materialize_deferred_tables(*model);
+}
+
+void load_full_state(config::ModelGraph& model, const StateDict& full, const std::string& origin) {
+  const auto sharded = all_sharded(model);
+  std::set<std::string> used;
+  for (const auto& child : model->named_children()) {
+    const std::string prefix = child.key() + ".";
+    StateDict mine;
+    for (const auto& [key, value] : full)
+      if (key.rfind(prefix, 0) == 0) {
+        mine.emplace_back(key.substr(prefix.size()), value);
+        used.insert(key);
+      }
+    auto it = std::find_if(sharded.begin(), sharded.end(), [&](const auto& s) { return s.first == child.key(); });
+    if (it != sharded.end()) mine = it->second->slice(mine, {dist::TableTensorKind{"", false, true}}, origin);
+    recmod::load_state_dict(*child.value(), mine, origin + " (" + child.key() + ")");
+  }
+  for (const auto& [key, value] : full)
+    if (!used.count(key))
+      throw CheckpointError(str_cat(origin, ": unexpected key '", key, "' (the model has no node '",
+                                    key.substr(0, key.find('.')), "')"));
 }
 
 ShardedCollections sharded_collections(const config::ModelGraph& model) {

@@ -30,11 +30,19 @@ dist::ShardingPlan plan_model(const config::ModelGraph& model, const config::Mod
 std::string describe_plan(const dist::ShardingPlan& plan);
 
 /// Swaps every EmbeddingBagCollection node for a ShardedEmbeddingBagCollection
-/// holding this rank's shards (copied from the node's current weights, so a
-/// seeded model or a loaded checkpoint shards the same on every rank). The
-/// CPU generator's state is left as it was.
+/// and every EmbeddingCollection node with a table that is not data_parallel
+/// for a ShardedEmbeddingCollection, each holding this rank's shards, copied
+/// from the node's weights or, for a model built deferred
+/// (open_model_deferred), drawn as the full init would have; then allocates
+/// whatever deferred tables are left. The CPU generator's state is left as
+/// it was. Managed-collision nodes are refused (UsageError).
 void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
                  const std::shared_ptr<dist::Communicator>& comm);
+
+/// Loads a full state_dict (a model.pt of any world size) into a sharded
+/// model: each sharded collection takes its shards' slices, every other
+/// node its tensors (strict per node); a key of no node is a CheckpointError.
+void load_full_state(config::ModelGraph& model, const StateDict& full, const std::string& origin);
 
 using ShardedCollections = std::vector<std::pair<std::string, std::shared_ptr<dist::ShardedEmbeddingBagCollectionImpl>>>;
 /// The sharded collections of a model, by node name.

@@ -1,6 +1,7 @@
 #include "recmod/train/open_model.h"
 
 #include "recmod/data/open_reader.h"
+#include "recmod/modules/embedding_modules.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/trainer.h"
 
@@ -13,6 +14,11 @@ OpenedModel open_model(const std::string& config_path, const std::string& checkp
   out.model = config::ModelGraph(static_cast<const config::ModelSpec&>(out.config));
   if (!checkpoint.empty()) load_model(out.model, checkpoint);
   return out;
+}
+
+OpenedModel open_model_deferred(const std::string& config_path) {
+  DeferTableAllocation defer;
+  return open_model(config_path);
 }
 
 std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const std::string& path,

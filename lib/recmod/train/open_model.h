@@ -23,6 +23,12 @@ struct OpenedModel {
 /// given, loads its weights (strict keys). ConfigError / CheckpointError.
 OpenedModel open_model(const std::string& config_path, const std::string& checkpoint = "");
 
+/// open_model for a rank of a distributed run: the embedding tables are
+/// built deferred (DeferTableAllocation: no memory, the same initial values
+/// when drawn), for shard_model to draw this rank's shards from; no
+/// checkpoint (load_full_state loads one after sharding).
+OpenedModel open_model_deferred(const std::string& config_path);
+
 /// How a command reads data for a model; empty or zero fields fall back to
 /// the config (data.format, training.batch_size).
 struct DataOptions {

@@ -8,6 +8,7 @@
 #include <iomanip>
 
 #include "recmod/common/errors.h"
+#include "recmod/io/tensor_file.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/health.h"
@@ -15,6 +16,8 @@
 #include "recmod/train/training_setup.h"
 
 namespace recmod::train {
+
+using io::load_tensors;
 
 namespace {
 
@@ -158,19 +161,19 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   const std::shared_ptr<dist::Communicator> comm = options_.comm ? options_.comm : dist::single_process();
   const bool distributed = comm->world_size() > 1;
   const bool lead = comm->rank() == 0;  // the rank that writes files
+  // Shard first: a model opened deferred holds no table until its shards are drawn.
+  if (distributed) shard_model(model_, options_.plan, comm);
   model_->to(options_.device);
   model_->train();
   Position pos;
   TrainerState resumed;
-  if (distributed) {
-    // Load the full checkpoint, then shard it: any world size resumes any other.
-    if (options_.resume) {
-      if (lead) read_trainer_state(run_);  // completes an interrupted checkpoint
-      comm->barrier();
-      resumed = read_trainer_state(run_);
-      load_model(model_, run_.model_path());
-    }
-    shard_model(model_, options_.plan, comm);
+  if (distributed && options_.resume) {
+    // Every rank reads the full checkpoint and keeps its shards: any world
+    // size (and any plan) resumes any other.
+    if (lead) read_trainer_state(run_);  // completes an interrupted checkpoint
+    comm->barrier();
+    resumed = read_trainer_state(run_);
+    load_full_state(model_, load_tensors(run_.model_path()), run_.model_path());
   }
   TrainingSetup training(model_, cfg, options_.device, comm);
   if (options_.resume && distributed) {
