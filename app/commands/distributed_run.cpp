@@ -4,7 +4,6 @@
 #include <functional>
 #include <iostream>
 #include <sstream>
-#include <thread>
 
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
@@ -55,18 +54,15 @@ std::optional<int> run_as_local_ranks(const DistArgs& args, const std::string& c
   options.nproc = args.nproc;
   options.executable = dist::current_executable();
   options.args = dist::args_without_nproc(command_line());
-  const auto cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  options.threads_per_rank = std::max(1, cores / args.nproc);
+  options.threads_per_rank = std::max(1, default_threads() / args.nproc);
   return dist::run_local_ranks(options, std::cout, std::cerr);
 }
 
 Joined join_run(const DistArgs& args, int threads, const std::string& config_path) {
   Joined joined;
   joined.env = dist::read_launch_env();
-  if (threads == 0 && joined.env.local_world_size > 1) {
-    const auto cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    threads = std::max<int>(1, cores / static_cast<int>(joined.env.local_world_size));
-  }
+  if (threads == 0 && joined.env.local_world_size > 1)
+    threads = std::max<int>(1, default_threads() / static_cast<int>(joined.env.local_world_size));
   set_threads(threads);
   dist::CommunicatorOptions options;
   options.backend = args.backend;

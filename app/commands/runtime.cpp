@@ -38,7 +38,10 @@ namespace recmod::app {
 // /proc/self/exe with the same argv and the environment plus
 // OMP_WAIT_POLICY=PASSIVE and a guard variable. It runs before libtorch's
 // static initialisers, so the first start costs only the dynamic loading
-// (about 30 ms here). If the exec fails (no /proc), recmod runs on with
+// (0.2-0.3 s on a busy 2-core machine, where all of `recmod --version` takes
+// ~0.6 s),
+// and is skipped for the commands that compute nothing in parallel
+// (is_light_command). If the exec fails (no /proc), recmod runs on with
 // libgomp's defaults. A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT, or the
 // guard, means nothing is done.
 namespace {
@@ -53,11 +56,21 @@ bool has_variable(char** envp, const char* name_with_equals) {
   return false;
 }
 
+/// Commands that run no parallel torch work, where a second start (0.2-0.3 s
+/// on a busy 2-core machine: libtorch's relocations) would buy nothing; also
+/// no command at all, --help and --version. Any other command re-executes.
+bool is_light_command(int argc, char** argv) {
+  if (argc < 2 || !argv[1] || argv[1][0] == '-') return true;
+  for (const char* light : {"validate", "compare", "plan", "generate", "convert"})
+    if (std::strcmp(argv[1], light) == 0) return true;
+  return false;
+}
+
 // Runs before libc is initialised: no malloc, no stdio, no exceptions.
-void reexec_with_passive_wait(int /*argc*/, char** argv, char** envp) {
+void reexec_with_passive_wait(int argc, char** argv, char** envp) {
   if (!argv || !argv[0] || !envp) return;
   if (has_variable(envp, "OMP_WAIT_POLICY=") || has_variable(envp, "GOMP_SPINCOUNT=") ||
-      has_variable(envp, "RECMOD_REEXECUTED="))
+      has_variable(envp, "RECMOD_REEXECUTED=") || is_light_command(argc, argv))
     return;
   size_t count = 0;
   while (envp[count]) ++count;

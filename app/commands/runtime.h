@@ -2,8 +2,9 @@
 // Process-wide settings shared by the commands: threads and device.
 //
 // Fast defaults on a shared machine (runtime.cpp has the details): before any
-// library starts, a recmod process whose environment sets neither
-// OMP_WAIT_POLICY nor GOMP_SPINCOUNT re-executes itself once, same argv, with
+// library starts, a recmod process that runs a computing command (train, eval,
+// profile, evict, ...) and whose environment sets neither OMP_WAIT_POLICY nor
+// GOMP_SPINCOUNT re-executes itself once, same argv, with
 // OMP_WAIT_POLICY=PASSIVE added, so that libgomp's idle threads sleep instead
 // of spinning on cores other work needs. A user's setting is left alone.
 #include <torch/types.h>

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 namespace recmod::data {
@@ -62,7 +63,20 @@ class InputFile {
   int fd_ = -1;
 };
 
-class GzipStream : public DecompressingStream {
+/// What both streams share: an error met after some text came out of the
+/// same call is raised at the next call, so that a reader parses (and
+/// numbers) the lines before the damage first, as it would in a plain file.
+class StreamBase : public DecompressingStream {
+ protected:
+  size_t fail(DecompressError error, size_t produced) {
+    if (produced == 0) throw error;
+    pending_ = std::move(error);
+    return produced;
+  }
+  std::optional<DecompressError> pending_;
+};
+
+class GzipStream : public StreamBase {
  public:
   explicit GzipStream(const std::string& path) : path_(path), file_(path), buffer_(kInputChunk) {
     // 16 + 15: a gzip header and trailer (CRC-32 and length, both checked)
@@ -72,6 +86,7 @@ class GzipStream : public DecompressingStream {
   ~GzipStream() override { inflateEnd(&z_); }
 
   size_t read(char* out, size_t capacity) override {
+    if (pending_) throw *pending_;
     if (capacity == 0) return 0;
     z_.next_out = reinterpret_cast<Bytef*>(out);
     z_.avail_out = static_cast<uInt>(std::min<size_t>(capacity, 1u << 30));
@@ -87,15 +102,15 @@ class GzipStream : public DecompressingStream {
         in_member_ = true;
       }
       const int rc = inflate(&z_, Z_NO_FLUSH);
+      const size_t produced = room - z_.avail_out;
+      text_total_ += produced;
       if (rc == Z_STREAM_END) {
         in_member_ = false;
       } else if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT || rc == Z_STREAM_ERROR) {
-        throw corrupt(z_.msg ? z_.msg : "invalid data");
+        return fail(corrupt(z_.msg ? z_.msg : "invalid data"), produced);
       } else if (rc == Z_MEM_ERROR) {
         throw_input_error(path_, ": zlib ran out of memory");
       }  // Z_OK, or Z_BUF_ERROR: needs more input
-      const size_t produced = room - z_.avail_out;
-      text_total_ += produced;
       if (produced > 0) return produced;
       if (z_.avail_in == 0 && eof_ && in_member_)
         throw truncated("the file ends inside a compressed stream");
@@ -132,7 +147,7 @@ class GzipStream : public DecompressingStream {
   uint64_t text_total_ = 0;
 };
 
-class ZstdStream : public DecompressingStream {
+class ZstdStream : public StreamBase {
  public:
   explicit ZstdStream(const std::string& path)
       : path_(path), file_(path), buffer_(kInputChunk), dctx_(ZSTD_createDCtx()) {
@@ -141,6 +156,7 @@ class ZstdStream : public DecompressingStream {
   ~ZstdStream() override { ZSTD_freeDCtx(dctx_); }
 
   size_t read(char* out, size_t capacity) override {
+    if (pending_) throw *pending_;
     if (capacity == 0) return 0;
     ZSTD_outBuffer output{out, capacity, 0};
     for (;;) {
@@ -150,9 +166,9 @@ class ZstdStream : public DecompressingStream {
         return 0;  // every frame ended where the file does
       }
       const size_t rc = ZSTD_decompressStream(dctx_, &output, &input_);
-      if (ZSTD_isError(rc)) throw corrupt(ZSTD_getErrorName(rc));
-      in_frame_ = rc != 0;  // 0: a frame is complete and flushed
       text_total_ += output.pos;
+      if (ZSTD_isError(rc)) return fail(corrupt(ZSTD_getErrorName(rc)), output.pos);
+      in_frame_ = rc != 0;  // 0: a frame is complete and flushed
       if (output.pos > 0) return output.pos;
       if (input_.pos == input_.size && eof_ && in_frame_)
         throw truncated("the file ends inside a compressed frame");
@@ -174,8 +190,10 @@ class ZstdStream : public DecompressingStream {
                                           text_total_, " bytes of text decompressed)"));
   }
   DecompressError corrupt(const std::string& what) const {
-    return DecompressError(path_, str_cat("corrupt zstd data at byte ", compressed_position(), " of the file (", what,
-                                          "; ", text_total_, " bytes of text decompressed)"));
+    // libzstd does not move input.pos on an error (and may have decoded a
+    // whole frame in one call), so the position is the bytes read so far.
+    return DecompressError(path_, str_cat("corrupt zstd data within the first ", read_total_, " bytes of the file (",
+                                          what, "; ", text_total_, " bytes of text decompressed)"));
   }
 
   std::string path_;
