@@ -7,6 +7,7 @@
 
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
+#include "recmod/common/memory.h"
 #include "recmod/config/model_config.h"
 #include "recmod/dist/local_launcher.h"
 
@@ -30,6 +31,15 @@ int64_t run_digest(const std::string& config_path) {
 }
 
 }  // namespace
+
+std::optional<double> memory_per_rank(const Joined& joined) {
+  // Every rank must compute the same plan: all plan with the smallest figure.
+  const auto available = available_memory_bytes();
+  int64_t least = available ? static_cast<int64_t>(*available) : -1;
+  for (int64_t value : joined.comm->all_gather(least)) least = std::min(least, value);
+  if (least < 0) return std::nullopt;
+  return static_cast<double>(least) / static_cast<double>(std::max<int64_t>(joined.env.local_world_size, 1));
+}
 
 void set_command_line(int argc, char** argv) { command_line().assign(argv + 1, argv + argc); }
 

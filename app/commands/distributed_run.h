@@ -40,6 +40,10 @@ struct Joined {
 /// the config file and the arguments), else DistributedError.
 Joined join_run(const DistArgs& args, int threads, const std::string& config_path);
 
+/// The memory a rank may plan its shards into: MemAvailable shared evenly
+/// by the ranks on this host (nullopt when unknown).
+std::optional<double> memory_per_rank(const Joined& joined);
+
 /// The command line main() was given (argv[1..]).
 void set_command_line(int argc, char** argv);
 

@@ -44,7 +44,7 @@ int run_eval(const EvalArgs& args) {
   // Each rank holds its shards of the checkpoint and predicts its rows of
   // each global batch; every rank ends with all predictions, rank 0 prints.
   if (world > 1) {
-    train::shard_model(opened.model, train::plan_model(opened.model, opened.config, world), joined.comm);
+    train::shard_model(opened.model, train::plan_model(opened.model, opened.config, world, memory_per_rank(joined)), joined.comm);
     train::load_full_state(opened.model, io::load_tensors(args.checkpoint), args.checkpoint);
   }
   opened.model->to(device);

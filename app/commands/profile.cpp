@@ -55,7 +55,7 @@ int run_profile(const ProfileArgs& args) {
   const torch::Device device = parse_device(args.device);
   if (world > 1) {
     if (!device.is_cpu()) throw UsageError("distributed profiling runs on the CPU (gloo) in this build; use --device cpu");
-    train::shard_model(model, train::plan_model(model, opened.config, world), joined.comm);
+    train::shard_model(model, train::plan_model(model, opened.config, world, memory_per_rank(joined)), joined.comm);
   }
   auto report = profile::profile_model(model, opened.config.training, next, args.steps, args.warmup, device,
                                        joined.lead() ? args.trace : "", joined.comm);

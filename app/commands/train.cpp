@@ -47,7 +47,7 @@ int run_train(const TrainArgs& args) {
     throw UsageError("distributed training runs on the CPU (gloo) in this build; use --device cpu");
   if (device.is_cpu()) train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
   dist::ShardingPlan plan;
-  if (world > 1) plan = train::plan_model(opened.model, opened.config, world);
+  if (world > 1) plan = train::plan_model(opened.model, opened.config, world, memory_per_rank(joined));
   // Rank 0 creates (and checks) the run directory; the others wait for it.
   std::optional<train::RunDir> created;
   if (joined.lead()) created.emplace(args.out, args.resume);

@@ -140,9 +140,11 @@ std::vector<dist::TableShape> shardable_tables(const config::ModelGraph& model) 
   return out;
 }
 
-dist::ShardingPlan plan_model(const config::ModelGraph& model, const config::ModelConfig& config, int64_t world_size) {
+dist::ShardingPlan plan_model(const config::ModelGraph& model, const config::ModelConfig& config, int64_t world_size,
+                              std::optional<double> memory_per_rank) {
   dist::PlannerOptions planner;
   planner.world_size = world_size;
+  planner.memory_per_rank = memory_per_rank;
   planner.batch_size_per_rank = config.training.batch_size;
   planner.optimizer = config.training.embedding_optimizer;
   return dist::plan_sharding(shardable_tables(model), config.sharding, planner);
@@ -159,6 +161,8 @@ std::string describe_plan(const dist::ShardingPlan& plan) {
 
 void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
                  const std::shared_ptr<dist::Communicator>& comm) {
+  // The collectives only line up if every rank shards alike.
+  comm->expect_same("the sharding plan", static_cast<int64_t>(std::hash<std::string>{}(describe_plan(plan))));
   // Managed-collision modules remap ids with state of their own, which each
   // rank would update from its rows only: the replicas would drift apart.
   for (size_t i = 0; i < model->nodes().size(); ++i)

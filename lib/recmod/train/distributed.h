@@ -5,6 +5,7 @@
 // full state for checkpoints, so model.pt and trainer_state.pt are the same
 // files, with the same keys, at every world size.
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,7 +26,10 @@ std::vector<dist::TableShape> shardable_tables(const config::ModelGraph& model);
 /// The plan of the model's tables over `world_size` ranks: what the
 /// config's `sharding:` section fixes, the planner's choice for the rest
 /// (per-rank batch and embedding optimizer from its training section).
-dist::ShardingPlan plan_model(const config::ModelGraph& model, const config::ModelConfig& config, int64_t world_size);
+/// With `memory_per_rank`, a plan whose tables and optimizer state do not
+/// fit it is refused (InputError with the numbers) before anything is drawn.
+dist::ShardingPlan plan_model(const config::ModelGraph& model, const config::ModelConfig& config, int64_t world_size,
+                              std::optional<double> memory_per_rank = std::nullopt);
 /// "t_a=table_wise@0 t_b=row_wise@0,1 ..." (what rank 0 logs at the start).
 std::string describe_plan(const dist::ShardingPlan& plan);
 
