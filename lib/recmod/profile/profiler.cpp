@@ -176,6 +176,7 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
     train::StepHooks hooks;
     hooks.observer = &timer;
     hooks.before_backward = [&](const torch::Tensor&) { backward_start = Clock::now(); };
+    hooks.global_batch_size = batch->size();
     train::train_step(model, training, b, hooks);
     sync(device);
     const auto step_end = Clock::now();

@@ -18,9 +18,9 @@ torch::Tensor train_step(config::ModelGraph& model, TrainingSetup& training, con
   if (training.distributed()) {
     // This rank's share of the global mean: the gradients summed over the
     // ranks are then the gradient of the loss one process would compute.
-    std::vector<int64_t> sizes = training.comm().all_gather(batch.size());
-    int64_t global = 0;
-    for (int64_t s : sizes) global += s;
+    int64_t global = hooks.global_batch_size;
+    if (global <= 0)
+      for (int64_t s : training.comm().all_gather(batch.size())) global += s;
     loss = loss * (static_cast<double>(batch.size()) / static_cast<double>(std::max<int64_t>(global, 1)));
   }
   if (hooks.before_backward) hooks.before_backward(loss);

@@ -21,6 +21,9 @@ struct StepHooks {
   config::NodeObserver* observer = nullptr;                     // sees each node's forward
   std::function<void(const torch::Tensor& loss)> before_backward;  // e.g. a finiteness check
   std::function<void()> after_backward;                          // before the optimizer step
+  /// Distributed runs: the rows of the global batch this step is a part of
+  /// (the caller sliced it, so it knows); 0: asked of the ranks (a collective).
+  int64_t global_batch_size = 0;
 };
 
 /// zero_grad, forward (the graph's executor), loss, backward, optimizer step

@@ -235,6 +235,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       StepHooks checks;
       checks.before_backward = [&](const torch::Tensor& loss) { check_loss_finite(loss, pos.step + 1); };
       checks.after_backward = [&] { check_gradients_finite(all_parameters, pos.step + 1); };
+      checks.global_batch_size = batch->size();
       const torch::Tensor loss = train_step(model_, training, b, checks);
       ++pos.step;
       ++pos.batch_in_epoch;
