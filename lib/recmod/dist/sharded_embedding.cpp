@@ -26,7 +26,7 @@ std::vector<TablePlan> plans_of(const EmbeddingCollectionImpl& full, const std::
   return out;
 }
 
-bool holds(const Shard& s) { return s.rows > 0 && s.cols > 0; }
+bool holds(const Shard& s) { return holds_rows(s); }
 
 /// The local tables of `rank`: the data_parallel tables whole, and one per
 /// table it holds a non-empty shard of.
@@ -55,10 +55,6 @@ std::vector<int64_t> starts_of(const std::vector<int64_t>& sizes) {
 std::vector<int64_t> host_vector(const torch::Tensor& t) {
   const torch::Tensor c = t.to(torch::kLong).contiguous();
   return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
-}
-
-std::string table_key(const std::string& table, const std::string& suffix) {
-  return "embeddings." + table + ".weight" + suffix;
 }
 
 torch::Tensor cat_or_empty(const std::vector<torch::Tensor>& parts, const torch::Tensor& empty) {
@@ -131,6 +127,10 @@ ShardedEmbeddingCollectionImpl::ShardedEmbeddingCollectionImpl(const EmbeddingCo
     TORCH_CHECK(!held_[t].empty(), "sharded EC: table ", full_tables_[t].name, " has no shard");
     for (const auto& s : held_[t]) slots_[static_cast<size_t>(s.rank)].push_back(static_cast<int64_t>(t));
   }
+  for (size_t t = 0; t < full_tables_.size(); ++t)
+    table_states_.push_back(ShardedTableState{full_tables_[t].name, full_tables_[t].num_embeddings,
+                                              full_tables_[t].embedding_dim,
+                                              weight_storage_dtype(full_tables_[t].data_type), table_plans_[t]});
   anchor_ = torch::zeros({}, torch::requires_grad());
 }
 
@@ -305,63 +305,12 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
 }
 
 StateDict ShardedEmbeddingCollectionImpl::gather(const StateDict& local, const std::vector<TableTensorKind>& kinds) {
-  StateDict out;
-  for (size_t t = 0; t < full_tables_.size(); ++t) {
-    const auto& config = full_tables_[t];
-    const auto& plan = table_plans_[t];
-    for (const auto& kind : kinds) {
-      const std::string key = table_key(config.name, kind.suffix);
-      const auto dtype = kind.weight ? weight_storage_dtype(config.data_type) : torch::kFloat;
-      torch::Tensor full;
-      if (rank_ == 0)
-        full = kind.per_row ? torch::zeros({config.num_embeddings}, dtype)
-                            : torch::zeros({config.num_embeddings, config.embedding_dim}, dtype);
-      for (const auto& s : plan.shards) {
-        if (!holds(s)) continue;
-        if (plan.type == ShardingType::data_parallel && s.rank != 0) continue;  // replicas agree
-        const std::vector<int64_t> shape = kind.per_row ? std::vector<int64_t>{s.rows} : std::vector<int64_t>{s.rows, s.cols};
-        torch::Tensor piece;
-        if (s.rank == rank_) {
-          const torch::Tensor* mine = find_tensor(local, key);
-          TORCH_CHECK(mine != nullptr, "sharded EC gather: rank ", rank_, " lacks ", key);
-          piece = mine->detach().to(torch::kCPU).contiguous();
-          if (rank_ != 0) comm_->send(piece, 0);
-        } else if (rank_ == 0) {
-          piece = torch::empty(shape, dtype);
-          comm_->recv(piece, s.rank);
-        }
-        if (rank_ != 0) continue;
-        torch::NoGradGuard no_grad;
-        full.narrow(0, s.row_offset, s.rows).copy_(piece);
-      }
-      if (rank_ == 0) out.emplace_back(key, full);
-    }
-  }
-  return out;
+  return gather_table_state(*comm_, "embeddings", table_states_, local, kinds);
 }
 
 StateDict ShardedEmbeddingCollectionImpl::slice(const StateDict& full, const std::vector<TableTensorKind>& kinds,
                                                 const std::string& origin) const {
-  StateDict out;
-  for (size_t t = 0; t < full_tables_.size(); ++t) {
-    const auto& config = full_tables_[t];
-    for (const auto& s : table_plans_[t].shards) {
-      if (s.rank != rank_ || !holds(s)) continue;
-      for (const auto& kind : kinds) {
-        const std::string key = table_key(config.name, kind.suffix);
-        const torch::Tensor* value = find_tensor(full, key);
-        if (value == nullptr) throw CheckpointError(str_cat(origin, ": missing key '", key, "'"));
-        const std::vector<int64_t> shape = kind.per_row ? std::vector<int64_t>{config.num_embeddings}
-                                                        : std::vector<int64_t>{config.num_embeddings, config.embedding_dim};
-        if (value->sizes() != torch::IntArrayRef(shape))
-          throw CheckpointError(str_cat(origin, ": key '", key, "' has shape ", value->sizes(), ", the model expects ",
-                                        torch::IntArrayRef(shape)));
-        out.emplace_back(key, value->narrow(0, s.row_offset, s.rows).contiguous());
-      }
-      break;
-    }
-  }
-  return out;
+  return slice_table_state(rank_, "embeddings", table_states_, full, kinds, origin);
 }
 
 }  // namespace recmod::dist

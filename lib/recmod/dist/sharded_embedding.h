@@ -34,7 +34,7 @@
 
 #include "recmod/common/state_dict.h"
 #include "recmod/dist/communicator.h"
-#include "recmod/dist/sharded_embedding_bag.h"  // TableTensorKind
+#include "recmod/dist/table_state.h"
 #include "recmod/dist/sharding_plan.h"
 #include "recmod/modules/embedding_modules.h"
 
@@ -84,6 +84,7 @@ class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
   std::vector<EmbeddingConfig> full_tables_;
   std::vector<std::vector<std::string>> full_names_;  // per table, per feature
   std::vector<TablePlan> table_plans_;                // per full table
+  std::vector<ShardedTableState> table_states_;       // per full table, for gather/slice
   // Per full table: its non-empty shards in row order (empty for data_parallel).
   std::vector<std::vector<Shard>> held_;
   // Per rank: the full tables it holds a (non data_parallel) shard of, in

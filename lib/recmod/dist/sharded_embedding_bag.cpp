@@ -27,7 +27,7 @@ std::vector<TablePlan> plans_of(const EmbeddingBagCollectionImpl& full, const st
   return out;
 }
 
-bool holds(const Shard& s) { return s.rows > 0 && s.cols > 0; }
+bool holds(const Shard& s) { return holds_rows(s); }
 
 /// The local tables of `rank`: one per table it holds a shard of.
 std::vector<EmbeddingBagConfig> local_tables(const EmbeddingBagCollectionImpl& full, const std::string& module,
@@ -56,10 +56,6 @@ std::vector<int64_t> starts_of(const std::vector<int64_t>& sizes) {
 }
 
 torch::Tensor as_index(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
-
-std::string table_key(const std::string& table, const std::string& suffix) {
-  return "embedding_bags." + table + ".weight" + suffix;
-}
 
 }  // namespace
 
@@ -176,6 +172,10 @@ ShardedEmbeddingBagCollectionImpl::ShardedEmbeddingBagCollectionImpl(const Embed
       TORCH_CHECK(!key.pieces.empty(), "sharded EBC: no shard of table ", full_tables_[t].name, " reaches rank ", rank_);
       assembly_.push_back(std::move(key));
     }
+  for (size_t t = 0; t < full_tables_.size(); ++t)
+    table_states_.push_back(ShardedTableState{full_tables_[t].name, full_tables_[t].num_embeddings,
+                                              full_tables_[t].embedding_dim,
+                                              weight_storage_dtype(full_tables_[t].data_type), table_plans_[t]});
   anchor_ = torch::zeros({}, torch::requires_grad());
 }
 
@@ -366,75 +366,12 @@ KeyedTensor ShardedEmbeddingBagCollectionImpl::forward_sharded(const KeyedJagged
 }
 
 StateDict ShardedEmbeddingBagCollectionImpl::gather(const StateDict& local, const std::vector<TableTensorKind>& kinds) {
-  StateDict out;
-  for (size_t t = 0; t < full_tables_.size(); ++t) {
-    const auto& config = full_tables_[t];
-    const auto& plan = table_plans_[t];
-    for (const auto& kind : kinds) {
-      const std::string key = table_key(config.name, kind.suffix);
-      const auto dtype = kind.weight ? weight_storage_dtype(config.data_type) : torch::kFloat;
-      torch::Tensor full;
-      if (rank_ == 0)
-        full = kind.per_row ? torch::zeros({config.num_embeddings}, dtype)
-                            : torch::zeros({config.num_embeddings, config.embedding_dim}, dtype);
-      int64_t column_shards = 0;
-      for (const auto& s : plan.shards) {
-        if (!holds(s)) continue;
-        if (plan.type == ShardingType::data_parallel && s.rank != 0) continue;  // replicas agree
-        const std::vector<int64_t> shape = kind.per_row ? std::vector<int64_t>{s.rows} : std::vector<int64_t>{s.rows, s.cols};
-        torch::Tensor piece;
-        if (s.rank == rank_) {
-          const torch::Tensor* mine = find_tensor(local, key);
-          TORCH_CHECK(mine != nullptr, "sharded EBC gather: rank ", rank_, " lacks ", key);
-          piece = mine->detach().to(torch::kCPU).contiguous();
-          if (rank_ != 0) comm_->send(piece, 0);
-        } else if (rank_ == 0) {
-          piece = torch::empty(shape, dtype);
-          comm_->recv(piece, s.rank);
-        }
-        if (rank_ != 0) continue;
-        torch::NoGradGuard no_grad;
-        torch::Tensor rows = full.narrow(0, s.row_offset, s.rows);
-        if (!kind.per_row) {
-          rows.narrow(1, s.col_offset, s.cols).copy_(piece);
-        } else if (plan.type == ShardingType::column_wise) {
-          rows.add_(piece.to(dtype));
-          ++column_shards;
-        } else {
-          rows.copy_(piece);
-        }
-      }
-      if (rank_ != 0) continue;
-      if (column_shards > 1) full.div_(static_cast<double>(column_shards));
-      out.emplace_back(key, full);
-    }
-  }
-  return out;
+  return gather_table_state(*comm_, "embedding_bags", table_states_, local, kinds);
 }
 
 StateDict ShardedEmbeddingBagCollectionImpl::slice(const StateDict& full, const std::vector<TableTensorKind>& kinds,
                                                    const std::string& origin) const {
-  StateDict out;
-  for (size_t t = 0; t < full_tables_.size(); ++t) {
-    const auto& config = full_tables_[t];
-    for (const auto& s : table_plans_[t].shards) {
-      if (s.rank != rank_ || !holds(s)) continue;
-      for (const auto& kind : kinds) {
-        const std::string key = table_key(config.name, kind.suffix);
-        const torch::Tensor* value = find_tensor(full, key);
-        if (value == nullptr) throw CheckpointError(str_cat(origin, ": missing key '", key, "'"));
-        const std::vector<int64_t> shape = kind.per_row ? std::vector<int64_t>{config.num_embeddings}
-                                                        : std::vector<int64_t>{config.num_embeddings, config.embedding_dim};
-        if (value->sizes() != torch::IntArrayRef(shape))
-          throw CheckpointError(str_cat(origin, ": key '", key, "' has shape ", value->sizes(), ", the model expects ",
-                                        torch::IntArrayRef(shape)));
-        torch::Tensor piece = value->narrow(0, s.row_offset, s.rows);
-        if (!kind.per_row) piece = piece.narrow(1, s.col_offset, s.cols);
-        out.emplace_back(key, piece.contiguous());
-      }
-    }
-  }
-  return out;
+  return slice_table_state(rank_, "embedding_bags", table_states_, full, kinds, origin);
 }
 
 }  // namespace recmod::dist

@@ -35,6 +35,7 @@
 #include "recmod/common/state_dict.h"
 #include "recmod/dist/communicator.h"
 #include "recmod/dist/sharding_plan.h"
+#include "recmod/dist/table_state.h"
 #include "recmod/modules/embedding_modules.h"
 
 namespace recmod::dist {
@@ -46,14 +47,6 @@ struct SlotPlacement {
   ShardingType type = ShardingType::table_wise;
   Shard shard;
   int64_t column = 0;   // first column of this slot in the holder's local output
-};
-
-/// A state tensor kept per table, to gather or slice: the weight, or an
-/// optimizer state under "embedding_bags.<t>.weight<suffix>".
-struct TableTensorKind {
-  std::string suffix;    // "" for the weight, ".momentum1", ".sum", ...
-  bool per_row = false;  // shape (N) instead of (N, D)
-  bool weight = false;   // dtype of the table's storage; else float32
 };
 
 class ShardedEmbeddingBagCollectionImpl : public EmbeddingBagCollectionImpl {
@@ -99,6 +92,7 @@ class ShardedEmbeddingBagCollectionImpl : public EmbeddingBagCollectionImpl {
   std::vector<std::string> full_names_;
   std::vector<int64_t> full_widths_;
   std::vector<TablePlan> table_plans_;               // per full table
+  std::vector<ShardedTableState> table_states_;      // per full table, for gather/slice
   std::vector<std::vector<SlotPlacement>> slots_;    // per rank, in its local output order
   std::vector<int64_t> local_width_;                 // per rank
   std::vector<std::vector<int64_t>> sent_columns_;   // [r]: my local columns sent to rank r

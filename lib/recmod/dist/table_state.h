@@ -1,0 +1,54 @@
+#pragma once
+// The state of sharded tables (weights, optimizer state) moved between its
+// shards and whole tensors: gathered onto rank 0 for a checkpoint, sliced
+// out of a checkpoint of any world size. Shared by the sharded
+// EmbeddingBagCollection and EmbeddingCollection.
+#include <torch/types.h>
+
+#include <string>
+#include <vector>
+
+#include "recmod/common/state_dict.h"
+#include "recmod/dist/communicator.h"
+#include "recmod/dist/sharding_plan.h"
+
+namespace recmod::dist {
+
+/// A state tensor kept per table, to gather or slice: the weight, or an
+/// optimizer state under "<prefix>.<t>.weight<suffix>".
+struct TableTensorKind {
+  std::string suffix;    // "" for the weight, ".momentum1", ".sum", ...
+  bool per_row = false;  // shape (N) instead of (N, D)
+  bool weight = false;   // dtype of the table's storage; else float32
+};
+
+/// One table as its state moves: its name, full shape, storage dtype and placement.
+struct ShardedTableState {
+  std::string name;
+  int64_t num_embeddings = 0;
+  int64_t embedding_dim = 0;
+  torch::Dtype weight_dtype = torch::kFloat;
+  TablePlan plan;
+};
+
+/// A shard that holds something (row_wise blocks can be empty).
+inline bool holds_rows(const Shard& s) { return s.rows > 0 && s.cols > 0; }
+
+/// Collective: on rank 0, the full tensors of every table and kind, under
+/// "<prefix>.<t>.weight<suffix>" (prefix "embedding_bags" or "embeddings"),
+/// assembled from `local` (this rank's shards under the same keys); empty on
+/// the other ranks. data_parallel tables come from rank 0's replica;
+/// column_wise shards of a per-row state (one per block, as in TorchRec) are
+/// averaged.
+StateDict gather_table_state(Communicator& comm, const std::string& prefix,
+                             const std::vector<ShardedTableState>& tables, const StateDict& local,
+                             const std::vector<TableTensorKind>& kinds);
+
+/// `rank`'s pieces of full tensors (keys as gather_table_state's); tables
+/// the rank holds no shard of are skipped; a missing key or a wrong shape is
+/// a CheckpointError naming `origin`.
+StateDict slice_table_state(int64_t rank, const std::string& prefix, const std::vector<ShardedTableState>& tables,
+                            const StateDict& full, const std::vector<TableTensorKind>& kinds,
+                            const std::string& origin);
+
+}  // namespace recmod::dist
