@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "cli/distributed_support.h"
 #include "cli/run_recmod.h"
 #include "recmod/io/tensor_file.h"
 
@@ -56,40 +57,10 @@ const std::string kMixed = "{t_a: table_wise, t_b: row_wise, t_c: data_parallel}
 const std::string kAdagrad = "{type: adagrad, lr: 0.2}";
 const std::string kRowwiseAdagrad = "{type: rowwise_adagrad, lr: 0.2}";
 
-struct Data {
-  std::string dir, train, eval;
-};
+using Data = GeneratedData;
 
-Data make_data(const std::string& name, int rows = 300) {
-  Data d;
-  d.dir = fresh_dir(name);
-  d.train = d.dir + "/train.rmb";
-  auto r = run_recmod("generate --rows " + std::to_string(rows) + " --dense 3 --sparse 3 --cardinality 40 --max-ids 3 --seed 2 --out " + d.train);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  d.eval = d.dir + "/eval.rmb";
-  r = run_recmod("generate --rows 200 --skip 300 --dense 3 --sparse 3 --cardinality 40 --max-ids 3 --seed 2 --out " +
-                 d.eval);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  return d;
-}
+Data make_data(const std::string& name, int rows = 300) { return generate_data(name, rows, 3); }
 
-// Every key of `a` in `b` (same order, same shape) and within `tolerance`
-// (as distributed_cli_test.cpp's).
-void expect_same_tensors(const std::string& a_path, const std::string& b_path, double tolerance,
-                         const std::string& prefix = "") {
-  const StateDict a = io::load_tensors(a_path), b = io::load_tensors(b_path);
-  ASSERT_EQ(a.size(), b.size()) << a_path << " vs " << b_path;
-  int compared = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    ASSERT_EQ(a[i].first, b[i].first);
-    if (a[i].first.rfind(prefix, 0) != 0) continue;
-    ASSERT_EQ(a[i].second.sizes(), b[i].second.sizes()) << a[i].first;
-    const double diff = (a[i].second.to(torch::kDouble) - b[i].second.to(torch::kDouble)).abs().max().item<double>();
-    EXPECT_LE(diff, tolerance) << a[i].first;
-    ++compared;
-  }
-  EXPECT_GT(compared, 0);
-}
 
 // The embedding tables moved in training (so the comparison is not vacuous).
 void expect_tables_trained(const std::string& model_path, const std::string& optimizer_path, const std::string& early_model,
