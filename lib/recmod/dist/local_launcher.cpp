@@ -234,6 +234,12 @@ class Supervisor {
     if (!failing_) return 0;
     const Rank& rank = ranks_[static_cast<size_t>(*failing_)];
     const int code = exit_code(rank.status);
+    // A forwarded Ctrl-C that every rank answered by stopping (exit 130, as
+    // `recmod train` does after its checkpoint) is not a failure to report.
+    if (stop_forwarded_ && std::all_of(ranks_.begin(), ranks_.end(), [](const Rank& r) {
+          return WIFEXITED(r.status) && WEXITSTATUS(r.status) == 130;
+        }))
+      return 130;
     std::string how = WIFSIGNALED(rank.status) ? str_cat("killed by signal ", WTERMSIG(rank.status), "; ") : "";
     std::string message =
         rank.last_error_line.empty() ? "it wrote nothing to stderr" : "its last message: " + rank.last_error_line;
@@ -376,6 +382,7 @@ class Supervisor {
       const unsigned requests = g_stop_requests.load();
       if (requests != forwarded_) {
         forwarded_ = requests;
+        stop_forwarded_ = true;
         signal_all(g_stop_signal.load());
       }
 
@@ -484,6 +491,7 @@ class Supervisor {
   std::ostream& err_;
   std::vector<Rank> ranks_;
   unsigned forwarded_ = 0;
+  bool stop_forwarded_ = false;  // a SIGINT/SIGTERM was passed on to the ranks
   int dev_null_ = -1;
   std::optional<int> failing_;
 };
