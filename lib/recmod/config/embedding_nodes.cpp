@@ -19,12 +19,15 @@ void read_base(const ConfigNode& t, BaseEmbeddingConfig& c, std::vector<std::str
   for (const auto& k : kTableKeys) extra.push_back(k);
   t.expect_map();
   t.allow_keys(extra);
-  c.name = t["name"].as_string();
-  if (c.name.empty() || c.name.find('.') != std::string::npos)
-    t["name"].fail("a table name must be non-empty and contain no '.', got '" + c.name + "'");
+  c.name = t["name"].as_name("a table name");
   c.num_embeddings = t.positive_int("num_embeddings");
   c.embedding_dim = t.positive_int("embedding_dim");
-  c.feature_names = t.has("feature_names") ? t["feature_names"].as_string_list() : std::vector<std::string>{c.name};
+  if (t.has("feature_names")) {
+    c.feature_names.clear();
+    for (const auto& f : t["feature_names"].items()) c.feature_names.push_back(f.as_name("a feature name"));
+  } else {
+    c.feature_names = {c.name};
+  }
   if (c.feature_names.empty()) t["feature_names"].fail("expected at least one feature name");
   if (t.has("weight_init_min")) c.weight_init_min = t["weight_init_min"].as_double();
   if (t.has("weight_init_max")) c.weight_init_max = t["weight_init_max"].as_double();
@@ -44,7 +47,7 @@ template <typename Config>
 void check_tables_fit(const ConfigNode& tables, const std::vector<Config>& configs) {
   // Deferred tables are not allocated here: each rank of a distributed run
   // draws its shards only, and the planner checks those against memory.
-  if (DeferTableAllocation::active()) return;
+  if (DeferTableAllocation::sharded()) return;
   const auto available = available_memory_bytes();
   if (!available) return;
   double total = 0;  // double: num_embeddings * dim may overflow int64

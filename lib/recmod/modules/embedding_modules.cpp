@@ -32,14 +32,22 @@ std::vector<std::vector<std::string>> get_embedding_names_by_table(
 
 namespace {
 thread_local bool t_defer_tables = false;
+thread_local bool t_defer_whole = false;
 
 // Rows per chunk when a table is drawn piecewise: about 4 MiB of float32.
 int64_t chunk_rows(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(cols, 1)); }
 }  // namespace
 
-DeferTableAllocation::DeferTableAllocation() : previous_(t_defer_tables) { t_defer_tables = true; }
-DeferTableAllocation::~DeferTableAllocation() { t_defer_tables = previous_; }
+DeferTableAllocation::DeferTableAllocation(bool whole) : previous_(t_defer_tables), previous_whole_(t_defer_whole) {
+  t_defer_tables = true;
+  t_defer_whole = whole;
+}
+DeferTableAllocation::~DeferTableAllocation() {
+  t_defer_tables = previous_;
+  t_defer_whole = previous_whole_;
+}
 bool DeferTableAllocation::active() { return t_defer_tables; }
+bool DeferTableAllocation::sharded() { return t_defer_tables && !t_defer_whole; }
 
 EmbeddingTableImpl::EmbeddingTableImpl(int64_t num_embeddings, int64_t embedding_dim, torch::Dtype dtype,
                                        torch::Device device) {
@@ -87,18 +95,18 @@ torch::Tensor EmbeddingTableImpl::block(int64_t row_offset, int64_t rows, int64_
   return out;
 }
 
-void EmbeddingTableImpl::materialize() {
-  torch::Tensor full = deferred_ ? block(0, weight.size(0), 0, weight.size(1))
-                                 : torch::empty(weight.sizes(), weight.options().device(torch::kCPU));
+void EmbeddingTableImpl::materialize(bool draw) {
+  torch::Tensor full = deferred_ && draw ? block(0, weight.size(0), 0, weight.size(1))
+                                         : torch::empty(weight.sizes(), weight.options().device(torch::kCPU));
   weight = full.requires_grad_(weight.requires_grad());
   parameters_["weight"] = weight;
   deferred_.reset();
 }
 
-void materialize_deferred_tables(torch::nn::Module& module) {
+void materialize_deferred_tables(torch::nn::Module& module, bool draw) {
   for (const auto& m : module.modules())
     if (auto table = std::dynamic_pointer_cast<EmbeddingTableImpl>(m))
-      if (table->weight.is_meta()) table->materialize();
+      if (table->weight.is_meta()) table->materialize(draw);
 }
 
 namespace {

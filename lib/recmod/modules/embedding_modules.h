@@ -54,14 +54,20 @@ std::vector<std::vector<std::string>> get_embedding_names_by_table(const std::ve
 /// drawn in row chunks equals the table drawn at once.)
 class DeferTableAllocation {
  public:
-  DeferTableAllocation();
+  /// `whole` says the tables will be allocated whole later (a checkpoint is
+  /// loaded into them), so the one-host memory checks still apply; a
+  /// distributed run's shards are checked by its planner instead.
+  explicit DeferTableAllocation(bool whole = false);
   ~DeferTableAllocation();
   DeferTableAllocation(const DeferTableAllocation&) = delete;
   DeferTableAllocation& operator=(const DeferTableAllocation&) = delete;
   static bool active();
+  /// Active, and the tables will not be allocated whole on this host.
+  static bool sharded();
 
  private:
   bool previous_;
+  bool previous_whole_;
 };
 
 /// One table's parameter holder: a module with a single parameter `weight`
@@ -79,8 +85,9 @@ class EmbeddingTableImpl : public torch::nn::Module {
   /// Rows [row_offset, +rows) x columns [col_offset, +cols), a new CPU
   /// tensor: copied from the weight, or drawn as the full init would have.
   torch::Tensor block(int64_t row_offset, int64_t rows, int64_t col_offset, int64_t cols) const;
-  /// Allocates a deferred table on the CPU and draws it in full.
-  void materialize();
+  /// Allocates a deferred table on the CPU and draws it in full (with
+  /// `draw` false: uninitialised, to be loaded).
+  void materialize(bool draw = true);
   torch::Tensor weight;
 
  private:
@@ -93,8 +100,10 @@ class EmbeddingTableImpl : public torch::nn::Module {
 };
 TORCH_MODULE(EmbeddingTable);
 
-/// Allocates every deferred table of `module` (those no sharding took over).
-void materialize_deferred_tables(torch::nn::Module& module);
+/// Allocates every deferred table of `module` (those no sharding took over),
+/// drawn as the full init would have; with `draw` false the values are left
+/// uninitialised, for a caller that loads them next (a checkpoint).
+void materialize_deferred_tables(torch::nn::Module& module, bool draw = true);
 
 struct EmbeddingBagCollectionOptions {
   /* implicit */ EmbeddingBagCollectionOptions(std::vector<EmbeddingBagConfig> tables)

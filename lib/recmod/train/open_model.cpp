@@ -11,8 +11,19 @@ OpenedModel open_model(const std::string& config_path, const std::string& checkp
   OpenedModel out;
   out.config = config::load_model_config(config_path);
   seed_everything(out.config.training.seed);
-  out.model = config::ModelGraph(static_cast<const config::ModelSpec&>(out.config));
-  if (!checkpoint.empty()) load_model(out.model, checkpoint);
+  if (checkpoint.empty()) {
+    out.model = config::ModelGraph(static_cast<const config::ModelSpec&>(out.config));
+    return out;
+  }
+  // The checkpoint overwrites every table: build them deferred and allocate
+  // them undrawn (no random init of what is loaded next; eval of a large
+  // model starts in the time it takes to read it).
+  {
+    DeferTableAllocation defer(/*whole=*/true);
+    out.model = config::ModelGraph(static_cast<const config::ModelSpec&>(out.config));
+  }
+  materialize_deferred_tables(*out.model, /*draw=*/false);
+  load_model(out.model, checkpoint);
   return out;
 }
 
