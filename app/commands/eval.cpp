@@ -53,6 +53,7 @@ int run_eval(const EvalArgs& args) {
   read.batch_size = world * opened.config.training.batch_size;
   auto source = train::open_batches(opened, data, read);
   auto [logits, labels] = train::predict(opened.model, *source, device, joined.comm.get());
+  if (logits.numel() == 0) throw InputError(str_cat(data, ": no examples to evaluate (the file has no records)"));
   if (!joined.lead()) return 0;
   auto metrics = metrics::metrics_of_logits(logits, labels);
   if (!args.predictions.empty()) {

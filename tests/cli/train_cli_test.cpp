@@ -146,5 +146,20 @@ TEST(TrainCliTest, BadConfigExits2BeforeTouchingData) {
   EXPECT_THAT(r.output, HasSubstr("m.yaml:3:6: nodes.a: missing required field 'out_features'"));
 }
 
+// Issue 18: eval on an empty file printed AUC 0.5 for 0 examples and exited 0.
+TEST(TrainCliTest, EvalOnAnEmptyFileIsRefused) {
+  auto dir = fresh_dir("eval_empty");
+  auto config = write_file(dir + "/m.yaml", kTinyModel);
+  auto r = run_recmod("generate --rows 100 --dense 2 --sparse 3 --cardinality 50 --seed 11 --out " + dir + "/t.rmb");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + config + " --data " + dir + "/t.rmb --steps 2 --out " + dir + "/run");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto empty = write_file(dir + "/empty.jsonl", "");
+  r = run_recmod("eval " + config + " --checkpoint " + dir + "/run/model.pt --data " + empty + " --format jsonl");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("recmod: " + empty + ": no examples to evaluate"));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("auc")));
+}
+
 }  // namespace
 }  // namespace recmod::testing

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "recmod/common/errors.h"
+#include "recmod/config/graph.h"
 #include "recmod/config/model_config.h"
 
 namespace recmod::config {
@@ -126,6 +127,43 @@ TEST(ModelConfigTest, InvalidOptimizerSettingsFailAtTheirKey) {
             "m.yaml:6:35: training.dense_optimizer.weight_decay: must be >= 0, got -0.5");
   EXPECT_EQ(error_for("  embedding_optimizer: {type: adam}\n"),
             "m.yaml:6:31: training.embedding_optimizer.type: expected one of [sgd, adagrad, rowwise_adagrad], found 'adam'");
+}
+
+// Issue 18: yaml-cpp kept both keys and lookups found the first.
+TEST(ConfigNodeTest, DuplicateKeysNameBothPositions) {
+  EXPECT_EQ(error_of([] { ConfigNode::load_string("a: 1\nb:\n  c: 2\n  d: 3\n  c: 4\n", "d.yaml"); }),
+            "d.yaml:5:3: duplicate key 'c' (first at d.yaml:3:3); each key may appear once in a map");
+  EXPECT_EQ(error_of([] { ConfigNode::load_string("x: {k: 1, k: 2}\n", "d.yaml"); }),
+            "d.yaml:1:11: duplicate key 'k' (first at d.yaml:1:5); each key may appear once in a map");
+  EXPECT_THAT(error_of([] { ConfigNode::load_string("l:\n  - {a: 1}\n  - {a: 2, a: 3}\n", "d.yaml"); }),
+              HasSubstr("d.yaml:3:12: duplicate key 'a' (first at d.yaml:3:6)"));
+  // The same key in different maps, and an alias used twice, are fine.
+  EXPECT_NO_THROW(ConfigNode::load_string("a: {k: 1}\nb: {k: 1}\nc: &x {k: 1}\nd: *x\ne: *x\n", "d.yaml"));
+}
+
+// Issue 18: a table name with invalid UTF-8 trained and wrote a model.pt
+// that torch.load refused. Names that reach state_dict keys are identifiers.
+TEST(ModelConfigTest, NamesMustBeIdentifiers) {
+  auto config = [](const std::string& node, const std::string& table, const std::string& feature) {
+    return "features:\n  dense: 2\n  sparse: [" + feature + "]\nnodes:\n  " + node +
+           ":\n    type: EmbeddingBagCollection\n    input: features.sparse\n    tables: [{name: " + table +
+           ", num_embeddings: 4, embedding_dim: 2, feature_names: [" + feature + "]}]\n  logit: {type: Linear, input: " +
+           node + ", out_features: 1}\noutput: logit\n";
+  };
+  auto build = [&](const std::string& yaml) { return ModelGraph(parse_model_config(ConfigNode::load_string(yaml, "n.yaml"))); };
+  EXPECT_NO_THROW(build(config("sparse_arch", "t_C1-2", "C1")));
+  EXPECT_EQ(error_of([&] { build(config("s", "\"t\xff\xfe\"", "C1")); }),
+            "n.yaml:8:21: nodes.s.tables[0].name: 't\\xff\\xfe' is not valid as a table name: byte 1 is not printable "
+            "ASCII (names use letters, digits, '_' and '-', not first)");
+  EXPECT_THAT(error_of([&] { build(config("s", "t.x", "C1")); }),
+              HasSubstr("n.yaml:8:21: nodes.s.tables[0].name: 't.x' is not valid as a table name: character 1 is '.'"));
+  EXPECT_THAT(error_of([&] { build(config("s\xc3\x28", "t", "C1")); }),
+              HasSubstr("n.yaml:5:3: nodes.s\\xc3(: 's\\xc3(' is not valid as a node name: byte 1"));
+  EXPECT_THAT(error_of([&] { build(config("s", "t", "\"C 1\"")); }),
+              HasSubstr("n.yaml:3:12: features.sparse[0]: 'C 1' is not valid as a feature name: character 1 is ' '"));
+  EXPECT_THAT(error_of([&] { build(config("s", "-t", "C1")); }), HasSubstr("character 0 is '-'"));
+  EXPECT_THAT(error_of([&] { build(config("s", "\"\"", "C1")); }), HasSubstr("is not valid as a table name: it is empty"));
+  EXPECT_THAT(error_of([&] { build(config("s", std::string(65, 'x'), "C1")); }), HasSubstr("it is 65 bytes long (at most 64)"));
 }
 
 }  // namespace

@@ -126,5 +126,25 @@ TEST(Jsonl, OpenReaderNeedsSchema) {
   std::remove(path.c_str());
 }
 
+// Issue 18: nlohmann kept the last of two equal keys; other readers keep the first.
+TEST(Jsonl, DuplicateKeyIsABadRecord) {
+  const std::string good = R"({"label": 1, "dense": [0, 0]})";
+  EXPECT_EQ(error_of(good + "\n" + R"({"label": 1, "dense": [0, 0], "label": 0})"),
+            "d.jsonl:2: expected each key once in an object, found \"label\" twice");
+  EXPECT_EQ(error_of(R"({"label": 1, "dense": [0, 0], "sparse": {"f1": [1], "f2": [], "f1": [2]}})"),
+            "d.jsonl:1: expected each key once in an object, found \"f1\" twice");
+  EXPECT_EQ(error_of(R"({"label": 1, "dense": [0, 0], "sparse": {"f1": {"ids": [1], "ids": [2]}}})", schema(true)),
+            "d.jsonl:1: expected each key once in an object, found \"ids\" twice");
+  // A hostile object with many keys stays linear; its duplicate is still found.
+  std::string many = R"({"label": 1, "dense": [0, 0], "sparse": {)";
+  for (int i = 0; i < 20000; ++i) many += "\"k" + std::to_string(i) + "\": [], ";
+  many += R"("k7": []}})";
+  EXPECT_EQ(error_of(many), "d.jsonl:1: expected each key once in an object, found \"k7\" twice");
+  // The same key in sibling objects is fine.
+  JsonlReader reader("d.jsonl", R"({"label": 1, "dense": [0, 0], "sparse": {"f1": {"ids": [1]}, "f2": {"ids": [2]}}})",
+                     schema());
+  EXPECT_TRUE(reader.read(16).has_value());
+}
+
 }  // namespace
 }  // namespace recmod::data

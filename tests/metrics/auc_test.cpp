@@ -3,6 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdlib>
+#include <future>
+#include <limits>
+#include <string>
+#include <vector>
+
 #include "recmod/common/errors.h"
 
 namespace recmod::metrics {
@@ -36,6 +43,35 @@ TEST(Auc, LengthMismatchMessage) {
   } catch (const InputError& e) {
     EXPECT_STREQ(e.what(), "auc: expected as many labels as predictions, got 2 and 1");
   }
+}
+
+// Issue 18: NaN made the tie loop spin forever (NaN == NaN is false) and the
+// sort undefined. Non-finite predictions are refused before sorting.
+TEST(Auc, NonFinitePredictionsAreAnInputErrorNotAHang) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> p(1000, 0.5f), y(1000, 0.0f);
+  y[1] = 1;
+  p[7] = nan;
+  p[500] = inf;
+  // Bounded: a regression that loops again fails the test (and ends the
+  // process) after 60 s instead of hanging the suite.
+  auto result = std::async(std::launch::async, [&]() -> std::string {
+    try {
+      auc(p, y);
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "(no InputError)";
+  });
+  if (result.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    ADD_FAILURE() << "auc did not return within 60 s on NaN input";
+    std::_Exit(1);
+  }
+  EXPECT_THAT(result.get(), ::testing::HasSubstr("auc: 2 of 1000 predictions are not finite (the first is row 7: nan)"));
+  EXPECT_THROW(auc({nan, nan}, {0, 1}), InputError);
+  EXPECT_THROW(auc({-inf}, {1}), InputError);
+  // Ties still share their average rank.
+  EXPECT_DOUBLE_EQ(auc({0.5f, 0.5f, 0.5f, 0.5f}, {0, 1, 0, 1}), 0.5);
 }
 
 }  // namespace

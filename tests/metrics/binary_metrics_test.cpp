@@ -5,6 +5,9 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
+
+#include "recmod/common/errors.h"
 
 namespace recmod::metrics {
 namespace {
@@ -49,6 +52,24 @@ TEST(BinaryMetrics, ResetAndToString) {
   EXPECT_EQ(m.compute().to_string().substr(0, 11), "auc 1.0000 ");
   m.reset();
   EXPECT_EQ(m.compute().count, 0);
+}
+
+TEST(BinaryMetrics, NonFinitePredictionIsRefusedWithItsRow) {
+  BinaryMetrics m;
+  m.update(std::vector<float>{0.1f, 0.9f}, std::vector<float>{0, 1});
+  try {
+    m.update(torch::tensor({0.2f, std::nanf(""), 0.3f}), torch::tensor({0.0f, 1.0f, 0.0f}));
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    // Rows count across updates: the NaN is the fourth prediction.
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("1 of 3 predictions are not finite (the first is row 3: nan)"));
+  }
+  const auto v = m.compute();  // the refused batch added nothing
+  EXPECT_EQ(v.count, 2);
+  EXPECT_DOUBLE_EQ(v.auc, 1.0);
+  const auto logits = torch::tensor({1.0f, std::numeric_limits<float>::infinity() * -1.0f, 0.0f});
+  EXPECT_NO_THROW(metrics_of_logits(logits, torch::tensor({1.0f, 0.0f, 0.0f})));  // sigmoid(-inf) = 0 is finite
+  EXPECT_THROW(metrics_of_logits(torch::tensor({std::nanf("")}), torch::tensor({1.0f})), InputError);
 }
 
 }  // namespace

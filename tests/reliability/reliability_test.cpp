@@ -8,7 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -18,6 +21,7 @@
 #include "cli/run_recmod.h"
 #include "recmod/common/errors.h"
 #include "recmod/io/tensor_file.h"
+#include "recmod/train/trainer.h"
 
 namespace recmod::testing {
 namespace {
@@ -275,6 +279,59 @@ TEST(ReliabilityTest, SigintStopsAtAStepAndSavesACheckpoint) {
   EXPECT_THAT(text, HasSubstr("interrupted: checkpoint at step "));
   auto r = run_recmod("train " + config + " --data " + data + " --steps 1 --out " + run + " --resume");
   EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+// Issue 18: one NaN weight made eval's AUC loop forever. The checkpoint is
+// refused at load, naming the key and the first bad index; the binary runs
+// under `timeout 60`, so a regression fails instead of hanging the suite.
+RunResult run_recmod_bounded(const std::string& args) {
+  const std::string command = "timeout 60 " + std::string(RECMOD_BIN) + " " + args + " 2>&1";
+  RunResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return result;
+  std::array<char, 4096> buffer{};
+  size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+TEST(ReliabilityTest, NonFiniteCheckpointWeightIsRefusedNotAHang) {
+  auto t = train_briefly("rel_nan_ckpt");
+  const StateDict good = io::load_tensors(t.run + "/model.pt");
+  for (const auto& [name, value] : {std::pair<std::string, float>{"nan", std::nanf("")},
+                                    {"inf", std::numeric_limits<float>::infinity()}}) {
+    StateDict s = good;
+    // The table: its row 7, column 2, then a later row too.
+    auto it = std::find_if(s.begin(), s.end(), [](const auto& kv) { return kv.second.dim() == 2 && kv.second.size(0) == 50; });
+    ASSERT_NE(it, s.end());
+    it->second = it->second.clone();
+    it->second[7][2] = value;
+    it->second[9][0] = value;
+    const std::string path = t.dir + "/" + name + ".pt";
+    io::save_tensors(path, s);
+    auto r = run_recmod_bounded("eval " + t.config + " --checkpoint " + path + " --data " + t.data);
+    EXPECT_EQ(r.exit_code, 1) << r.output;  // 124 would be the hang
+    EXPECT_THAT(r.output, HasSubstr("recmod: " + path + ": key '" + it->first + "' has " + name +
+                                    " at index [7, 2] (2 of " + std::to_string(it->second.numel()) +
+                                    " values are nan or inf)"));
+  }
+}
+
+// The same guard behind the loader: predictions that are not finite (from
+// weights or inputs) are an error naming the rows, before any metric.
+TEST(ReliabilityTest, NonFinitePredictionsNameTheRows) {
+  auto logits = torch::zeros({10});
+  EXPECT_NO_THROW(train::check_finite_predictions(logits));
+  logits[3] = std::nanf("");
+  logits[8] = -std::numeric_limits<float>::infinity();
+  try {
+    train::check_finite_predictions(logits);
+    FAIL() << "expected an InputError";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("predictions are not finite (nan or inf) for 2 of 10 rows (0-based, in data order: 3, 8)"));
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <set>
 
 #include "recmod/common/errors.h"
@@ -30,6 +31,24 @@ const torch::Tensor* find_tensor(const StateDict& dict, const std::string& key) 
   return nullptr;
 }
 
+void check_finite(const torch::Tensor& value, const std::string& key, const std::string& origin) {
+  if (!value.defined() || !value.is_floating_point() || value.numel() == 0) return;
+  if (torch::isfinite(value).all().item<bool>()) return;
+  // Only a bad tensor pays for locating its first bad value.
+  const torch::Tensor bad = torch::logical_not(torch::isfinite(value)).reshape(-1).to(torch::kCPU);
+  const int64_t count = bad.sum().item<int64_t>();
+  int64_t flat = bad.nonzero().select(1, 0)[0].item<int64_t>();
+  const double first = value.reshape(-1)[flat].item<double>();
+  std::vector<int64_t> index(static_cast<size_t>(value.dim()));
+  for (int64_t d = value.dim() - 1; d >= 0; --d) {
+    index[static_cast<size_t>(d)] = flat % value.size(d);
+    flat /= value.size(d);
+  }
+  throw CheckpointError(str_cat(origin, ": key '", key, "' has ", std::isnan(first) ? "nan" : first > 0 ? "inf" : "-inf",
+                                " at index ", c10::IntArrayRef(index), " (", count, " of ", value.numel(),
+                                " values are nan or inf); a checkpoint's weights must be finite"));
+}
+
 void load_state_dict(torch::nn::Module& module, const StateDict& source, const std::string& origin) {
   const StateDict target = state_dict(module);
   std::set<std::string> target_keys;
@@ -50,6 +69,7 @@ void load_state_dict(torch::nn::Module& module, const StateDict& source, const s
     if (src->scalar_type() != dst.scalar_type())
       throw CheckpointError(str_cat(origin, ": key '", k, "' has dtype ", src->scalar_type(),
                                     ", the model expects ", dst.scalar_type()));
+    check_finite(*src, k, origin);
     // copy_ keeps the module's tensor object (and so any views or optimizer
     // state that refer to it).
     const_cast<torch::Tensor&>(dst).copy_(*src);

@@ -1,9 +1,12 @@
 #include "recmod/config/config_node.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "recmod/common/errors.h"
 
@@ -20,6 +23,51 @@ std::string position_of(const std::string& file, const YAML::Mark& m) {
   return str_cat(file, ":", m.line + 1, ":", m.column + 1);
 }
 
+// The name as it can be shown: bytes outside printable ASCII as \xNN.
+std::string printable(const std::string& name) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (const char ch : name.substr(0, 80)) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7f) {
+      out += ch;
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return name.size() > 80 ? out + "..." : out;
+}
+
+// YAML forbids duplicate keys in a map, but yaml-cpp keeps both (lookups
+// find the first). Walks every map once (iteratively: no recursion on deep
+// input; an aliased node is walked once) and refuses the second occurrence.
+void reject_duplicate_keys(const YAML::Node& root, const std::string& file) {
+  std::vector<YAML::Node> stack{root};
+  std::unordered_set<int> walked;  // start offsets of the lists and maps walked: an alias has its anchor's
+  while (!stack.empty()) {
+    YAML::Node node = stack.back();
+    stack.pop_back();
+    if ((node.IsMap() || node.IsSequence()) && !walked.insert(node.Mark().pos).second) continue;
+    if (node.IsSequence()) {
+      for (const auto& item : node) stack.push_back(item);
+    } else if (node.IsMap()) {
+      std::unordered_map<std::string, YAML::Mark> keys;
+      for (const auto& kv : node) {
+        if (kv.first.IsScalar()) {
+          const auto [first, inserted] = keys.emplace(kv.first.Scalar(), kv.first.Mark());
+          if (!inserted)
+            throw ConfigError(str_cat(position_of(file, kv.first.Mark()), ": duplicate key '", printable(first->first),
+                                      "' (first at ", position_of(file, first->second),
+                                      "); each key may appear once in a map"));
+        }
+        stack.push_back(kv.second);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 ConfigNode::ConfigNode(YAML::Node node, std::shared_ptr<const std::string> file, std::string path, YAML::Mark mark)
@@ -29,6 +77,7 @@ ConfigNode ConfigNode::load_string(const std::string& text, const std::string& n
   auto file = std::make_shared<const std::string>(name);
   try {
     YAML::Node root = YAML::Load(text);
+    reject_duplicate_keys(root, name);
     return ConfigNode(root, file, "", root.IsDefined() ? root.Mark() : YAML::Mark());
   } catch (const YAML::ParserException& e) {
     throw ConfigError(str_cat(position_of(name, e.mark), ": invalid YAML: ", e.msg));
@@ -215,6 +264,41 @@ std::string ConfigNode::one_of(const std::vector<std::string>& choices) const {
   if (std::find(choices.begin(), choices.end(), v) == choices.end())
     fail(str_cat("expected one of ", join_names(choices), ", found '", v, "'"));
   return v;
+}
+
+std::string ConfigNode::why_not_a_name(const std::string& name) {
+  constexpr size_t kMaxName = 64;
+  if (name.empty()) return "it is empty";
+  if (name.size() > kMaxName) return str_cat("it is ", name.size(), " bytes long (at most ", kMaxName, ")");
+  for (size_t i = 0; i < name.size(); ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    const bool ok = std::isalnum(c) != 0 || c == '_' || (c == '-' && i > 0);
+    if (ok && c < 0x80) continue;
+    if (c >= 0x80 || c < 0x20 || c == 0x7f)
+      return str_cat("byte ", i, " is not printable ASCII (names use letters, digits, '_' and '-', not first)");
+    return str_cat("character ", i, " is '", static_cast<char>(c),
+                   "' (names use letters, digits, '_' and '-', not first)");
+  }
+  return "";
+}
+
+std::string ConfigNode::as_name(const char* what) const {
+  expect_scalar(what);
+  const std::string& name = node_.Scalar();
+  const std::string why = why_not_a_name(name);
+  if (!why.empty()) fail(str_cat("'", printable(name), "' is not valid as ", what, ": ", why));
+  return name;
+}
+
+void ConfigNode::expect_name_keys(const char* what) const {
+  expect_map();
+  for (const auto& kv : node_) {
+    const std::string key = key_text(kv.first);
+    const std::string why = why_not_a_name(key);
+    if (!why.empty())
+      ConfigNode(kv.first, file_, key_path(printable(key)), has_position(kv.first.Mark()) ? kv.first.Mark() : mark_)
+          .fail(str_cat("'", printable(key), "' is not valid as ", what, ": ", why));
+  }
 }
 
 }  // namespace recmod::config

@@ -15,7 +15,8 @@ namespace recmod::config {
 
 class ConfigNode {
  public:
-  /// Parses a YAML file; syntax errors become ConfigErrors with positions.
+  /// Parses a YAML file; syntax errors become ConfigErrors with positions,
+  /// and so does a key that appears twice in one map (naming both places).
   static ConfigNode load_file(const std::string& path);
   /// Parses YAML text; `name` stands for the file name in messages.
   static ConfigNode load_string(const std::string& text, const std::string& name);
@@ -74,6 +75,16 @@ class ConfigNode {
   int64_t positive_int(const std::string& key, int64_t fallback) const;
   /// Errors unless the value of this scalar is one of `choices`.
   std::string one_of(const std::vector<std::string>& choices) const;
+
+  /// A name that becomes part of a state_dict key (a node, table or feature
+  /// name): 1-64 characters from [A-Za-z0-9_-], not starting with '-'.
+  /// Errors otherwise, saying which character (or byte) is not allowed.
+  /// `what` names the kind ("a table name").
+  std::string as_name(const char* what) const;
+  /// Checks each key of this map as as_name does, at the key's position.
+  void expect_name_keys(const char* what) const;
+  /// "" when `name` is a valid name, else why not.
+  static std::string why_not_a_name(const std::string& name);
 
   const YAML::Node& yaml() const { return node_; }
 

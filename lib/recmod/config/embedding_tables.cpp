@@ -25,9 +25,7 @@ std::vector<dist::TableShape> embedding_tables_of(const ModelSpec& spec) {
       t.expect_map();
       dist::TableShape shape;
       shape.module = node.name;
-      shape.name = t["name"].as_string();
-      if (shape.name.empty() || shape.name.find('.') != std::string::npos)
-        t["name"].fail("a table name must be non-empty and contain no '.', got '" + shape.name + "'");
+      shape.name = t["name"].as_name("a table name");
       if (!seen.insert(shape.name).second) t["name"].fail("duplicate table name '" + shape.name + "'");
       shape.num_embeddings = t.positive_int("num_embeddings");
       shape.embedding_dim = t.positive_int("embedding_dim");

@@ -20,13 +20,13 @@ SparseFeatureSpec parse_sparse_feature(const ConfigNode& node, const std::string
                                        int64_t default_range) {
   SparseFeatureSpec f;
   if (node.is_scalar()) {
-    f.name = node.as_string();
+    f.name = node.as_name("a feature name");
     f.hash = default_hash;
     f.range = default_range;
   } else {
     if (!node.is_map()) node.fail("expected a feature name or {name, hash, range}, found " + node.describe());
     node.allow_keys({"name", "hash", "range"});
-    f.name = node["name"].as_string();
+    f.name = node["name"].as_name("a feature name");
     f.hash = node.has("hash") ? node["hash"].one_of({"none", "mod", "murmur"}) : default_hash;
     f.range = node.has("range") ? node.positive_int("range") : default_range;
   }
@@ -201,7 +201,7 @@ ModelConfig parse_model_config(const ConfigNode& root) {
   config.file = root.file();
   config.features = parse_features(root["features"]);
   ConfigNode nodes = root["nodes"];
-  nodes.expect_map();
+  nodes.expect_name_keys("a node name");
   for (const auto& name : nodes.keys()) {
     ConfigNode n = nodes[name];
     n.expect_map();

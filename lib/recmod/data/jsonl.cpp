@@ -2,11 +2,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <unordered_set>
+#include <vector>
 
 #include "recmod/common/errors.h"
 
@@ -96,8 +100,36 @@ void read_bag(const json& v, const std::string& feature, bool weighted, SparseCo
 
 void parse_record(std::string_view line, const DataSchema& schema, ExampleColumns& out) {
   json j;
+  // The keys of each open object, innermost last: nlohmann keeps the last of
+  // two equal keys, other JSON readers the first, so a duplicate is refused.
+  // Small objects (all of a valid record's) are searched linearly; a hostile
+  // one with many keys goes to a hash set, so a line stays O(its length).
+  struct Keys {
+    std::vector<std::string> few;
+    std::unordered_set<std::string> many;
+  };
+  std::vector<Keys> open_keys;
+  const json::parser_callback_t no_duplicates = [&open_keys](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      open_keys.emplace_back();
+    } else if (event == json::parse_event_t::object_end) {
+      if (!open_keys.empty()) open_keys.pop_back();
+    } else if (event == json::parse_event_t::key && !open_keys.empty()) {
+      constexpr size_t kFew = 32;
+      Keys& keys = open_keys.back();
+      const auto& key = parsed.get_ref<const std::string&>();
+      const bool seen = keys.few.size() < kFew ? std::find(keys.few.begin(), keys.few.end(), key) != keys.few.end()
+                                               : !keys.many.insert(key).second;
+      if (seen) bad("expected each key once in an object, found \"", key, "\" twice");
+      if (keys.few.size() < kFew) {
+        keys.few.push_back(key);
+        if (keys.few.size() == kFew) keys.many.insert(keys.few.begin(), keys.few.end());
+      }
+    }
+    return true;
+  };
   try {
-    j = json::parse(line.begin(), line.end());
+    j = json::parse(line.begin(), line.end(), no_duplicates);
   } catch (const json::parse_error& e) {
     // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 9: ..."
     const std::string what = e.what();

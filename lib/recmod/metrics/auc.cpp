@@ -1,6 +1,7 @@
 #include "recmod/metrics/auc.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <numeric>
 
@@ -13,6 +14,14 @@ double auc(const std::vector<float>& predictions, const std::vector<float>& labe
     throw_input_error("auc: expected as many labels as predictions, got ", labels.size(), " and ",
                       predictions.size());
   const size_t n = predictions.size();
+  // NaN breaks both the sort (not a strict weak order: undefined behaviour)
+  // and the tie loop below (NaN == NaN is false, so it would never advance).
+  size_t bad = 0, first_bad = n;
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(predictions[i]) && bad++ == 0) first_bad = i;
+  if (bad > 0)
+    throw_input_error("auc: ", bad, " of ", n, " predictions are not finite (the first is row ", first_bad, ": ",
+                      predictions[first_bad], "); expected finite numbers");
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return predictions[a] < predictions[b]; });
@@ -20,7 +29,8 @@ double auc(const std::vector<float>& predictions, const std::vector<float>& labe
   int64_t positives = 0;
   for (size_t i = 0; i < n;) {
     size_t j = i;  // [i, j) is a run of tied predictions with ranks i+1..j
-    while (j < n && predictions[order[j]] == predictions[order[i]]) ++j;
+    do ++j;  // always advances, even if equality were ever false
+    while (j < n && predictions[order[j]] == predictions[order[i]]);
     const double average_rank = 0.5 * static_cast<double>(i + 1 + j);
     for (size_t k = i; k < j; ++k)
       if (labels[order[k]] > 0.5f) {

@@ -9,7 +9,8 @@ namespace recmod::metrics {
 ///   AUC = (sum of positives' ranks - P (P + 1) / 2) / (P N),
 /// ranks 1..n by ascending prediction, tied predictions sharing their average
 /// rank. Labels > 0.5 are positives. Returns 0.5 when there are no positives
-/// or no negatives (AUC is undefined there). O(n log n).
+/// or no negatives (AUC is undefined there). O(n log n). A NaN or inf
+/// prediction throws InputError naming how many and the first row (0-based).
 double auc(const std::vector<float>& predictions, const std::vector<float>& labels);
 
 }  // namespace recmod::metrics

@@ -37,6 +37,14 @@ void BinaryMetrics::update(const std::vector<float>& predictions, const std::vec
   if (predictions.size() != labels.size())
     throw_input_error("BinaryMetrics: expected as many labels as predictions, got ", labels.size(), " and ",
                       predictions.size());
+  // Refused before anything is accumulated: NaN would poison every sum and
+  // break AUC's sort. Rows count from the first update since reset().
+  size_t bad = 0, first_bad = 0;
+  for (size_t i = 0; i < predictions.size(); ++i)
+    if (!std::isfinite(predictions[i]) && bad++ == 0) first_bad = i;
+  if (bad > 0)
+    throw_input_error("BinaryMetrics: ", bad, " of ", predictions.size(), " predictions are not finite (the first is row ",
+                      predictions_.size() + first_bad, ": ", predictions[first_bad], "); expected finite numbers");
   for (size_t i = 0; i < predictions.size(); ++i) {
     const double p = predictions[i], y = labels[i];
     const double pc = clamp_probability(p);

@@ -25,7 +25,8 @@ struct MetricValues {
 ///   ce   = -sum(y log p + (1 - y) log(1 - p))        (p clamped to [eta, 1 - eta])
 ///   ne   = ce / -(P log q + N log(1 - q)),  q = P / n clamped likewise
 ///   log_loss = ce / n,  calibration = sum p / P.
-/// AUC is exact (all predictions are kept).
+/// AUC is exact (all predictions are kept). update() throws InputError on a
+/// NaN or inf prediction (how many, the first row), accumulating nothing.
 class BinaryMetrics {
  public:
   /// predictions and labels of any shape with the same numel, any device.

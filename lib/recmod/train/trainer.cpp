@@ -6,6 +6,7 @@
 #include <chrono>
 #include <csignal>
 #include <iomanip>
+#include <tuple>
 
 #include "recmod/common/errors.h"
 #include "recmod/io/tensor_file.h"
@@ -116,7 +117,12 @@ class Progress {
 nlohmann::json evaluate(config::ModelGraph& model, const DataFactory& eval_data, const MetricsFn& metrics,
                         const torch::Device& device, int64_t step, dist::Communicator& comm) {
   auto source = eval_data(0);
-  auto [logits, labels] = predict(model, *source, device, &comm);
+  torch::Tensor logits, labels;
+  try {
+    std::tie(logits, labels) = predict(model, *source, device, &comm);
+  } catch (const InputError& e) {
+    throw InputError(str_cat("step ", step, ": evaluation: ", e.what()));
+  }
   nlohmann::json out = {{"step", step}, {"split", "eval"}};
   const nlohmann::json values = metrics(logits, labels);  // items() must not outlive it
   for (const auto& item : values.items()) out[item.key()] = item.value();
@@ -150,7 +156,21 @@ std::pair<torch::Tensor, torch::Tensor> predict(config::ModelGraph& model, data:
     logits.push_back(comm->all_to_all(copies, std::vector<int64_t>(sizes.size(), mine.size(0)), sizes));
   }
   if (logits.empty()) return {torch::zeros({0}), torch::zeros({0})};
-  return {torch::cat(logits), torch::cat(labels)};
+  torch::Tensor all = torch::cat(logits);
+  check_finite_predictions(all);
+  return {all, torch::cat(labels)};
+}
+
+void check_finite_predictions(const torch::Tensor& logits) {
+  if (torch::isfinite(logits).all().item<bool>()) return;
+  const torch::Tensor rows = torch::logical_not(torch::isfinite(logits.reshape(-1))).nonzero().select(1, 0);
+  std::string listed;
+  for (int64_t i = 0; i < std::min<int64_t>(rows.size(0), 5); ++i)
+    listed += str_cat(i ? ", " : "", rows[i].item<int64_t>());
+  if (rows.size(0) > 5) listed += ", ...";
+  throw InputError(str_cat("the model's predictions are not finite (nan or inf) for ", rows.size(0), " of ",
+                           logits.numel(), " rows (0-based, in data order: ", listed,
+                           "); the weights or the inputs are not finite"));
 }
 
 Trainer::Trainer(config::ModelGraph model, config::TrainingSpec training, RunDir run, TrainerOptions options)

@@ -70,8 +70,12 @@ class Trainer {
 /// Logits and labels (both (N)) of a whole data set, in eval mode, no grad.
 /// With a distributed communicator (a sharded model, global batches), each
 /// rank predicts its rows and every rank returns all of them, in data order.
+/// A NaN or inf logit throws InputError naming the rows.
 std::pair<torch::Tensor, torch::Tensor> predict(config::ModelGraph& model, data::BatchSource& source,
                                                 const torch::Device& device, dist::Communicator* comm = nullptr);
+/// predict() refuses non-finite logits through this: InputError naming how
+/// many rows, and the first few (0-based, in data order).
+void check_finite_predictions(const torch::Tensor& logits);
 
 /// Seeds torch's generators (model initialisation, anything random).
 void seed_everything(uint64_t seed);
