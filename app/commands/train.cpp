@@ -48,17 +48,6 @@ int run_train(const TrainArgs& args) {
   if (device.is_cpu()) train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
   dist::ShardingPlan plan;
   if (world > 1) plan = train::plan_model(opened.model, opened.config, world, memory_per_rank(joined));
-  // Rank 0 creates (and checks) the run directory; the others wait for it.
-  std::optional<train::RunDir> created;
-  if (joined.lead()) created.emplace(args.out, args.resume);
-  joined.comm->barrier();
-  const train::RunDir run = created ? *created : train::RunDir::attach(args.out);
-  if (joined.lead() && !args.resume) run.save_config(args.config);
-  if (joined.lead() && world > 1) {
-    std::cerr << "distributed: " << world << " ranks (" << joined.env.source << "), global batch " << world * t.batch_size
-              << " (" << t.batch_size << " per rank); sharding: " << train::describe_plan(plan) << "\n";
-  }
-
   train::DataOptions read;
   read.batch_size = world * t.batch_size;  // global batches; each rank takes its rows
   read.format = args.format;
@@ -72,7 +61,25 @@ int run_train(const TrainArgs& args) {
     in_order.format = args.format;
     eval_factory = [=](int64_t) { return train::open_batches(opened, eval_data, in_order); };
   }
-  train_data(0);  // a data file that does not fit the model fails here, before training
+  // Data that does not fit the model, or evaluation data with no records,
+  // fails here: before the run directory exists, so a failed start leaves
+  // nothing behind.
+  if (!train_data(0)->next())
+    throw InputError(str_cat(data, ": no training examples (the file has no records)"));
+  if (eval_factory && !eval_factory(0)->next())
+    throw InputError(str_cat(eval_data, ": no examples to evaluate (the file has no records)"));
+
+  // Rank 0 creates (and checks) the run directory; the others wait for it.
+  std::optional<train::RunDir> created;
+  if (joined.lead()) created.emplace(args.out, args.resume);
+  joined.comm->barrier();
+  const train::RunDir run = created ? *created : train::RunDir::attach(args.out);
+  if (joined.lead() && !args.resume) run.save_config(args.config);
+  if (joined.lead() && world > 1) {
+    std::cerr << "distributed: " << world << " ranks (" << joined.env.source << "), global batch " << world * t.batch_size
+              << " (" << t.batch_size << " per rank); sharding: " << train::describe_plan(plan) << "\n";
+  }
+
 
   train::TrainerOptions options;
   options.device = device;

@@ -161,5 +161,24 @@ TEST(TrainCliTest, EvalOnAnEmptyFileIsRefused) {
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("auc")));
 }
 
+TEST(TrainCliTest, BadDataFailsBeforeTheRunDirectoryExists) {
+  auto dir = fresh_dir("train_empty_eval");
+  auto config = write_file(dir + "/m.yaml", kTinyModel);
+  auto r = run_recmod("generate --rows 100 --dense 2 --sparse 3 --cardinality 50 --seed 11 --format jsonl --out " + dir +
+                      "/t.jsonl");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto empty = write_file(dir + "/empty.jsonl", "");
+  r = run_recmod("train " + config + " --data " + dir + "/t.jsonl --eval-data " + empty + " --format jsonl --out " + dir +
+                 "/run");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("recmod: " + empty + ": no examples to evaluate"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/run"));
+  // training data that does not fit the model: refused, nothing created either
+  const auto wrong = write_file(dir + "/wrong.yaml", tiny_model_yaml().replace(tiny_model_yaml().find("count: 2"), 8, "count: 5"));
+  r = run_recmod("train " + wrong + " --data " + dir + "/t.jsonl --format jsonl --out " + dir + "/run2");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/run2"));
+}
+
 }  // namespace
 }  // namespace recmod::testing
