@@ -188,17 +188,7 @@ std::string rank_env(int rank, int port) {
          " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " ";
 }
 
-RunResult run_shell(const std::string& script) {
-  RunResult result;
-  FILE* pipe = popen(("sh -c '" + script + "' 2>&1").c_str(), "r");
-  if (!pipe) return result;
-  std::array<char, 4096> buffer{};
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+RunResult run_shell(const std::string& script) { return run_command("sh -c '" + script + "' 2>&1"); }
 
 TEST(DistributedCli, RanksStartedWithDifferentArgumentsAreRefused) {
   const Data d = make_data("dist_mismatch");

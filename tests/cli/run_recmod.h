@@ -16,9 +16,8 @@ struct RunResult {
   std::string output;  // stdout and stderr together
 };
 
-/// `args` is appended to the binary's path as given (quote as needed).
-inline RunResult run_recmod(const std::string& args) {
-  std::string command = std::string(RECMOD_BIN) + " " + args + " 2>&1";
+/// Runs a shell command line and collects its stdout (append 2>&1 for stderr).
+inline RunResult run_command(const std::string& command) {
   RunResult result;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -28,6 +27,11 @@ inline RunResult run_recmod(const std::string& args) {
   int status = pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+/// `args` is appended to the binary's path as given (quote as needed).
+inline RunResult run_recmod(const std::string& args) {
+  return run_command(std::string(RECMOD_BIN) + " " + args + " 2>&1");
 }
 
 /// A fresh directory under the build tree, removed at the start of each use.

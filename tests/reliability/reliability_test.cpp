@@ -285,16 +285,7 @@ TEST(ReliabilityTest, SigintStopsAtAStepAndSavesACheckpoint) {
 // refused at load, naming the key and the first bad index; the binary runs
 // under `timeout 60`, so a regression fails instead of hanging the suite.
 RunResult run_recmod_bounded(const std::string& args) {
-  const std::string command = "timeout 60 " + std::string(RECMOD_BIN) + " " + args + " 2>&1";
-  RunResult result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) return result;
-  std::array<char, 4096> buffer{};
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return run_command("timeout 60 " + std::string(RECMOD_BIN) + " " + args + " 2>&1");
 }
 
 TEST(ReliabilityTest, NonFiniteCheckpointWeightIsRefusedNotAHang) {

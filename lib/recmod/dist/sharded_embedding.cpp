@@ -13,16 +13,14 @@ namespace {
 
 std::vector<TablePlan> plans_of(const EmbeddingCollectionImpl& full, const std::string& module,
                                 const ShardingPlan& plan) {
-  std::vector<TablePlan> out;
-  for (const auto& t : full.embedding_configs()) {
-    const TablePlan* p = plan.find(module, t.name);
-    if (p == nullptr) throw InputError(str_cat("the sharding plan does not place table '", module, ".", t.name, "'"));
-    if (p->type == ShardingType::column_wise)
-      throw InputError(str_cat("table '", module, ".", t.name,
+  std::vector<std::string> names;
+  for (const auto& t : full.embedding_configs()) names.push_back(t.name);
+  std::vector<TablePlan> out = plans_of_tables(plan, module, names);
+  for (const auto& p : out)
+    if (p.type == ShardingType::column_wise)
+      throw InputError(str_cat("table '", module, ".", p.table,
                                "' of an EmbeddingCollection is planned column_wise, which sequence embeddings do not "
                                "support; use table_wise, row_wise or data_parallel for it in `sharding:`"));
-    out.push_back(*p);
-  }
   return out;
 }
 

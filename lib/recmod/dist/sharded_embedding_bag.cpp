@@ -18,13 +18,9 @@ std::string slot_key(int64_t table, int64_t feature) { return str_cat("t", table
 
 std::vector<TablePlan> plans_of(const EmbeddingBagCollectionImpl& full, const std::string& module,
                                 const ShardingPlan& plan) {
-  std::vector<TablePlan> out;
-  for (const auto& t : full.embedding_bag_configs()) {
-    const TablePlan* p = plan.find(module, t.name);
-    if (p == nullptr) throw InputError(str_cat("the sharding plan does not place table '", module, ".", t.name, "'"));
-    out.push_back(*p);
-  }
-  return out;
+  std::vector<std::string> names;
+  for (const auto& t : full.embedding_bag_configs()) names.push_back(t.name);
+  return plans_of_tables(plan, module, names);
 }
 
 bool holds(const Shard& s) { return holds_rows(s); }

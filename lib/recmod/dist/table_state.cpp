@@ -18,6 +18,17 @@ std::vector<int64_t> shape_of(const TableTensorKind& kind, int64_t rows, int64_t
 
 }  // namespace
 
+std::vector<TablePlan> plans_of_tables(const ShardingPlan& plan, const std::string& module,
+                                       const std::vector<std::string>& tables) {
+  std::vector<TablePlan> out;
+  for (const auto& name : tables) {
+    const TablePlan* p = plan.find(module, name);
+    if (p == nullptr) throw InputError(str_cat("the sharding plan does not place table '", module, ".", name, "'"));
+    out.push_back(*p);
+  }
+  return out;
+}
+
 StateDict gather_table_state(Communicator& comm, const std::string& prefix,
                              const std::vector<ShardedTableState>& tables, const StateDict& local,
                              const std::vector<TableTensorKind>& kinds) {

@@ -31,6 +31,11 @@ struct ShardedTableState {
   TablePlan plan;
 };
 
+/// The plans of a module's tables, in the given order; InputError naming
+/// "<module>.<table>" for a table the plan does not place.
+std::vector<TablePlan> plans_of_tables(const ShardingPlan& plan, const std::string& module,
+                                       const std::vector<std::string>& tables);
+
 /// A shard that holds something (row_wise blocks can be empty).
 inline bool holds_rows(const Shard& s) { return s.rows > 0 && s.cols > 0; }
 
