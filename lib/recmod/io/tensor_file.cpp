@@ -1,7 +1,7 @@
 #include "recmod/io/tensor_file.h"
 
+#include <c10/core/CPUAllocator.h>
 #include <caffe2/serialize/inline_container.h>
-#include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
@@ -16,6 +16,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/io/atomic_file.h"
 #include "recmod/io/torch_pickle.h"
+#include "recmod/io/zip_reader.h"
 
 namespace recmod::io {
 
@@ -28,35 +29,6 @@ torch::Tensor compact_cpu_copy(const torch::Tensor& t) {
   const bool owns_storage_exactly =
       cpu.storage_offset() == 0 && cpu.storage().nbytes() == static_cast<size_t>(cpu.nbytes());
   return owns_storage_exactly ? cpu : cpu.clone();
-}
-
-std::vector<char> read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError(str_cat(path, ": cannot open the checkpoint (", std::strerror(errno), ")"));
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw CheckpointError(str_cat(path, ": cannot read the checkpoint"));
-  return bytes;
-}
-
-/// Lets the zip reader read a file already in memory (we check its tail first).
-class MemoryReadAdapter : public caffe2::serialize::ReadAdapterInterface {
- public:
-  explicit MemoryReadAdapter(std::vector<char> bytes) : bytes_(std::move(bytes)) {}
-  size_t size() const override { return bytes_.size(); }
-  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
-    if (pos >= bytes_.size()) return 0;
-    const size_t count = std::min<uint64_t>(n, bytes_.size() - pos);
-    std::memcpy(buf, bytes_.data() + pos, count);
-    return count;
-  }
-
- private:
-  std::vector<char> bytes_;
-};
-
-std::string record_text(caffe2::serialize::PyTorchStreamReader& reader, const std::string& name) {
-  auto [data, size] = reader.getRecord(name);
-  return std::string(static_cast<const char*>(data.get()), size);
 }
 
 /// The first line of a c10::Error's message, without its C++ stack trace.
@@ -103,40 +75,37 @@ void save_tensors(const std::string& path, const StateDict& tensors) {
 }
 
 StateDict load_tensors(const std::string& path) {
-  std::vector<char> bytes = read_whole_file(path);
-  if (bytes.empty()) throw CheckpointError(str_cat(path, ": the checkpoint is empty"));
-  // torch.save's zip ends with the 22-byte end-of-central-directory record
-  // (no comment); the zip reader tolerates a cut tail, so check it here.
-  constexpr size_t kEndRecord = 22;
-  if (bytes.size() < kEndRecord || std::memcmp(bytes.data() + bytes.size() - kEndRecord, "PK\x05\x06", 4) != 0)
-    throw CheckpointError(str_cat(path, ": not a readable torch.save file (truncated or corrupt?): no zip end record"));
+  // The zip container, checked against the file before anything is
+  // allocated; the format version is checked first.
+  const ZipArchive archive(path);
   try {
-    caffe2::serialize::PyTorchStreamReader reader(std::make_shared<MemoryReadAdapter>(std::move(bytes)));
-    if (!reader.hasRecord("data.pkl"))
+    if (!archive.find("data.pkl"))
       throw CheckpointError(str_cat(path, ": not a torch.save file: the archive has no data.pkl"));
-    if (reader.hasRecord("byteorder")) {  // torch >= 2.1 records it; absent means little-endian
-      const std::string order = record_text(reader, "byteorder");
+    if (archive.find("byteorder")) {  // torch >= 2.1 records it; absent means little-endian
+      const std::string order = archive.read_text("byteorder");
       if (order != "little")
         throw CheckpointError(str_cat(path, ": saved with byte order '", order, "', only 'little' is supported"));
     }
-    const std::string pickle = record_text(reader, "data.pkl");
+    const std::string pickle = archive.read_text("data.pkl");
     return unpickle_tensor_dict(
         pickle,
         [&](const std::string& key) {
           const std::string name = "data/" + key;
-          if (!reader.hasRecord(name))
+          const ZipArchive::Record* record = archive.find(name);
+          if (!record)
             throw CheckpointError(str_cat(path, ": data.pkl names storage '", key, "', but the archive has no ", name));
-          auto [data, size] = reader.getRecord(name);
-          return c10::Storage(c10::Storage::use_byte_size_t(), size, std::move(data), nullptr, false);
+          // At most the file's size in all: records do not overlap (ZipArchive).
+          at::DataPtr data = c10::GetCPUAllocator()->allocate(record->size);
+          archive.read(name, *record, data.get());
+          return c10::Storage(c10::Storage::use_byte_size_t(), record->size, std::move(data), nullptr, false);
         },
         path);
   } catch (const CheckpointError&) {
     throw;
   } catch (const c10::Error& e) {
-    throw CheckpointError(
-        str_cat(path, ": not a readable torch.save file (truncated or corrupt?): ", first_line(e.what_without_backtrace())));
+    throw CheckpointError(str_cat(path, ": cannot load the checkpoint: ", first_line(e.what_without_backtrace())));
   } catch (const std::exception& e) {
-    throw CheckpointError(str_cat(path, ": not a readable torch.save file (truncated or corrupt?): ", first_line(e.what())));
+    throw CheckpointError(str_cat(path, ": cannot load the checkpoint: ", first_line(e.what())));
   }
 }
 

@@ -29,8 +29,12 @@ std::vector<char> tensors_to_bytes(const StateDict& tensors);
 /// OrderedDict; its _metadata is ignored), dict(...) of it, or state_dict(
 /// keep_vars=True) (Parameters). Views saved together share their storage
 /// again. CheckpointError with the path on anything else (missing file,
-/// truncated or corrupt, other Python objects, a tensor reaching past its
-/// storage). Keys keep the file's order.
+/// a legacy non-zip torch.save file, an unknown format version, truncated or
+/// corrupt: every record's CRC-32 is verified and every size checked against
+/// the file before it is allocated (ZipArchive), other Python objects, a
+/// tensor reaching past its storage). Memory: the tensors' bytes, read
+/// straight into their storages (no copy of the file). Keys keep the file's
+/// order.
 StateDict load_tensors(const std::string& path);
 
 }  // namespace recmod::io

@@ -1,0 +1,186 @@
+// Issue 18: the zip container of checkpoints read strictly: CRC-32 of every
+// record, sizes against the file before allocating, legacy and newer formats
+// named as such.
+#include "recmod/io/zip_reader.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/torch.h>
+#include <zlib.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "recmod/common/errors.h"
+#include "recmod/io/crc32.h"
+#include "recmod/io/tensor_file.h"
+#include "recmod/io/torch_pickle.h"
+#include "support/test_util.h"
+
+namespace recmod::io {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+std::string scratch(const std::string& name) {
+  return std::string(::testing::TempDir()) + "recmod_zip_" + std::to_string(::getpid()) + "_" + name;
+}
+
+void write_bytes(const std::string& path, const std::vector<char>& bytes) {
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string load_error(const std::string& path) {
+  try {
+    load_tensors(path);
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  return "<no CheckpointError>";
+}
+
+StateDict small_state() {
+  return {{"w", torch::arange(40, torch::kFloat).reshape({10, 4})}, {"b", torch::ones({4}, torch::kDouble)}};
+}
+
+/// The central directory header of the record whose name ends with `suffix`.
+size_t central_header(const std::vector<char>& bytes, const std::string& suffix) {
+  for (size_t at = 0; at + 46 <= bytes.size(); ++at) {
+    if (std::memcmp(&bytes[at], "PK\x01\x02", 4) != 0) continue;
+    const size_t name_len = static_cast<unsigned char>(bytes[at + 28]) | static_cast<unsigned char>(bytes[at + 29]) << 8;
+    const std::string name(&bytes[at + 46], name_len);
+    if (name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) return at;
+  }
+  ADD_FAILURE() << "no record " << suffix;
+  return 0;
+}
+
+void put_u32(std::vector<char>& bytes, size_t at, uint32_t v) {
+  for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<char>(v >> (8 * i));
+}
+
+TEST(Crc32, MatchesZlibForEveryLengthAndAlignment) {
+  std::mt19937 gen(7);
+  std::vector<unsigned char> data(300000);
+  for (auto& c : data) c = static_cast<unsigned char>(gen());
+  for (size_t n = 0; n < 300; ++n)
+    for (size_t offset = 0; offset < 4; ++offset) {
+      const uint32_t start = n % 3 == 0 ? 0 : static_cast<uint32_t>(gen());
+      ASSERT_EQ(io::crc32(start, data.data() + offset, n), ::crc32(start, data.data() + offset, static_cast<uInt>(n)))
+          << "length " << n << " offset " << offset;
+    }
+  for (size_t n : {size_t{1} << 16, size_t{1} << 16 | 13, data.size() - 5})
+    EXPECT_EQ(io::crc32(0, data.data() + 5, n), ::crc32(0, data.data() + 5, static_cast<uInt>(n)));
+  // Pieces chain like zlib's.
+  const uint32_t whole = io::crc32(0, data.data(), 100000);
+  EXPECT_EQ(io::crc32(io::crc32(0, data.data(), 33333), data.data() + 33333, 66667), whole);
+}
+
+TEST(ZipArchive, ReadsWhatSaveTensorsWrites) {
+  const std::string path = scratch("good.pt");
+  save_tensors(path, small_state());
+  const ZipArchive archive(path);
+  EXPECT_EQ(archive.format_version(), 3u);
+  ASSERT_NE(archive.find("data.pkl"), nullptr);
+  ASSERT_NE(archive.find("data/0"), nullptr);
+  EXPECT_EQ(archive.find("data/0")->size, 160u);
+  EXPECT_EQ(archive.find("data/0")->offset % 64, 0u);  // torch.save aligns records
+  EXPECT_EQ(archive.find("nope"), nullptr);
+  const StateDict loaded = load_tensors(path);
+  ASSERT_EQ(loaded.size(), 2u);
+  EXPECT_TRUE(torch::equal(loaded[0].second, small_state()[0].second));
+  std::remove(path.c_str());
+}
+
+TEST(ZipArchive, ChangedTensorByteIsACrcError) {
+  const std::string path = scratch("crc.pt");
+  save_tensors(path, small_state());
+  const uint64_t at = ZipArchive(path).find("data/0")->offset + 37;
+  std::vector<char> bytes = tensors_to_bytes(small_state());
+  bytes[at] ^= 0x01;  // one bit of one float: still a valid float, so only the CRC can tell
+  write_bytes(path, bytes);
+  EXPECT_THAT(load_error(path), StartsWith(path + ": record 'data/0' is corrupt: its bytes have CRC-32 0x"));
+  EXPECT_THAT(load_error(path), HasSubstr(", the zip directory says 0x"));
+  std::remove(path.c_str());
+}
+
+TEST(ZipArchive, RecordDeclaringFourGiBInASmallFileIsRefusedBeforeAllocating) {
+  const std::string path = scratch("huge.pt");
+  std::vector<char> bytes = tensors_to_bytes(small_state());
+  const size_t header = central_header(bytes, "/data/0");
+  put_u32(bytes, header + 20, 0xFFFFFFFEu);  // compressed size
+  put_u32(bytes, header + 24, 0xFFFFFFFEu);  // size
+  write_bytes(path, bytes);
+  EXPECT_THAT(load_error(path), HasSubstr("/data/0' declares 4294967294 bytes at byte "));
+  EXPECT_THAT(load_error(path), HasSubstr(" bytes before its zip directory"));
+  // A directory claiming more entries than its bytes can hold.
+  bytes = tensors_to_bytes(small_state());
+  // libtorch's writer always adds a zip64 end record (56 bytes, then a
+  // 20-byte locator, then the 22-byte end record); its counts are the ones read.
+  const size_t zip64_end = bytes.size() - 22 - 20 - 56;
+  ASSERT_EQ(std::memcmp(&bytes[zip64_end], "PK\x06\x06", 4), 0);
+  put_u32(bytes, zip64_end + 24, 65520);  // entries on this disk
+  put_u32(bytes, zip64_end + 32, 65520);  // entries in all
+  put_u32(bytes, bytes.size() - 22 + 8, 0xFFFFFFFFu);  // the end record's 16-bit counts: "see zip64"
+  write_bytes(path, bytes);
+  EXPECT_THAT(load_error(path), HasSubstr("the zip directory says 65520 records, but its "));
+  // The end record's own count must agree with the zip64 one.
+  put_u32(bytes, bytes.size() - 22 + 8, 0x00050005u);
+  write_bytes(path, bytes);
+  EXPECT_THAT(load_error(path), HasSubstr("the zip end record and the zip64 end record disagree"));
+  std::remove(path.c_str());
+}
+
+TEST(ZipArchive, TwoRecordsSharingBytesAreRefused) {
+  // Records that overlap could make a small file allocate many times its size.
+  const std::string path = scratch("overlap.pt");
+  std::vector<char> bytes = tensors_to_bytes(small_state());
+  const size_t first = central_header(bytes, "/data/0"), second = central_header(bytes, "/data/1");
+  // data/1 now claims data/0's local header (names differ, so the local header check fires first)
+  std::memcpy(&bytes[second + 42], &bytes[first + 42], 4);
+  write_bytes(path, bytes);
+  EXPECT_THAT(load_error(path), HasSubstr("does not match the zip directory"));
+  std::remove(path.c_str());
+}
+
+TEST(ZipArchive, LegacyTorchSaveFileSaysSo) {
+  // torch.save(..., _use_new_zipfile_serialization=False), PyTorch 1.13.
+  const std::string path = std::string(RECMOD_SOURCE_DIR) + "/tests/reliability/inputs/legacy_torch_save.pt";
+  EXPECT_EQ(load_error(path), path + ": legacy torch.save format (PyTorch < 1.6, or _use_new_zipfile_serialization=False); "
+                                     "re-save it with torch.save's default (zip) format: torch.save(torch.load(path), path)");
+}
+
+TEST(ZipArchive, NewerFormatVersionLeadsWithTheVersion) {
+  const std::string path = scratch("v99.pt");
+  std::vector<char> bytes;
+  {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
+      bytes.insert(bytes.end(), static_cast<const char*>(data), static_cast<const char*>(data) + n);
+      return n;
+    });
+    writer.setMinVersion(99);
+    const std::string pickle = pickle_tensor_dict({{"w", torch::ones({2})}});
+    writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+    const float ones[2] = {1, 1};
+    writer.writeRecord("data/0", ones, sizeof ones);
+    writer.writeEndOfFile();
+  }
+  write_bytes(path, bytes);
+  EXPECT_THAT(load_error(path), StartsWith(path + ": torch.save file format version 99, but recmod reads versions 1 to 10 "
+                                                  "(libtorch 1.13's range); written by a newer PyTorch?"));
+  std::remove(path.c_str());
+}
+
+TEST(ZipArchive, NotAZipFileShowsItsFirstBytes) {
+  const std::string path = scratch("text.pt");
+  write_bytes(path, {'h', 'e', 'l', 'l', 'o', '\n'});
+  EXPECT_EQ(load_error(path), path + ": not a readable torch.save file: expected a zip archive (bytes 50 4b 03 04), found 68 65 6c 6c 6f 0a");
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace recmod::io
