@@ -5,10 +5,13 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <iomanip>
+#include <sstream>
 
 #include "recmod/common/state_dict.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/train/health.h"
+#include "recmod/train/train_step.h"
 #include "support/test_util.h"
 
 namespace recmod::train {
@@ -149,6 +152,93 @@ TEST(TrainerTest, NanLossNamesTheStepAndKeepsTheLastCheckpoint) {
     EXPECT_THAT(e.what(), HasSubstr("step 4"));
   }
   EXPECT_EQ(find_tensor(load_tensors(dir + "/trainer_state.pt"), "trainer.step")->item<int64_t>(), 2);
+}
+
+// kModel's training section with other optimizers (YAML flow maps).
+config::TrainingSpec training_with(const std::string& dense, const std::string& embedding, bool fused = true) {
+  std::string text = kModel;
+  auto replace = [&](const std::string& key, const std::string& value) {
+    const auto at = text.find("  " + key + ":");
+    text.replace(at, text.find('\n', at) - at, "  " + key + ": " + value);
+  };
+  replace("dense_optimizer", dense);
+  replace("embedding_optimizer", embedding);
+  if (!fused) text += "  fused_embeddings: false\n";
+  return config::parse_model_config(config::ConfigNode::load_string(text, "t.yaml")).training;
+}
+
+std::string exact(double v) {
+  std::ostringstream os;
+  os << std::setprecision(17) << v;
+  return os.str();
+}
+
+// One step at scheduled step k changes the model exactly as a step at the
+// hand-computed constant rate does: the schedule reaches the dense
+// optimizer and the embedding one (fused and row-sparse paths).
+TEST(TrainerTest, ScheduledStepUsesTheHandComputedRate) {
+  for (bool fused : {true, false}) {
+    // warmup 4 steps to 0.4: step 1 runs at 0.4 * 2 / 4 = 0.2.
+    // cosine from 0.8 over 4 steps: step 1 runs at 0.8 * (1 + cos(pi / 4)) / 2.
+    const double embedding_lr = 0.8 * (1 + std::cos(M_PI / 4)) / 2;
+    const auto scheduled =
+        training_with("{type: sgd, lr: 0.4, schedule: {warmup_steps: 4}}",
+                      "{type: sgd, lr: 0.8, schedule: {type: cosine, decay_steps: 4}}", fused);
+    const auto constant = training_with("{type: sgd, lr: 0.2}",
+                                        "{type: sgd, lr: " + exact(embedding_lr) + "}", fused);
+    ASSERT_EQ(constant.embedding_optimizer.lr(), embedding_lr);  // the YAML text is exact
+    const data::Batch batch = *VectorSource(0).next();
+    auto a = make_model();
+    auto b = make_model();
+    TrainingSetup setup_a(a, scheduled, torch::kCPU);
+    TrainingSetup setup_b(b, constant, torch::kCPU);
+    EXPECT_EQ(setup_a.fused().empty(), !fused);
+    setup_a.schedule_lr(1);
+    EXPECT_DOUBLE_EQ(setup_a.dense_lr(), 0.2);
+    EXPECT_DOUBLE_EQ(setup_a.embedding_lr(), embedding_lr);
+    train_step(a, setup_a, batch);
+    train_step(b, setup_b, batch);
+    expect_same_state(state_dict(*a), state_dict(*b));
+    // and a step at another scheduled rate does not
+    auto c = make_model();
+    TrainingSetup setup_c(c, scheduled, torch::kCPU);
+    setup_c.schedule_lr(0);
+    train_step(c, setup_c, batch);
+    EXPECT_FALSE(torch::equal(*find_tensor(state_dict(*c), "logit.weight"), *find_tensor(state_dict(*a), "logit.weight")));
+    EXPECT_FALSE(torch::equal(*find_tensor(state_dict(*c), "sparse_arch.embedding_bags.t_a.weight"),
+                              *find_tensor(state_dict(*a), "sparse_arch.embedding_bags.t_a.weight")));
+  }
+}
+
+// The rate is a function of the step count in the trainer state: an
+// interrupted and resumed run under warmup + decay schedules ends with the
+// same bytes as an uninterrupted one (and the schedules did change it).
+TEST(TrainerTest, InterruptedThenResumedEqualsUninterruptedUnderSchedules) {
+  const auto scheduled = training_with(
+      "{type: adam, lr: 0.05, schedule: {type: polynomial, warmup_steps: 3, decay_steps: 12, power: 2}}",
+      "{type: rowwise_adagrad, lr: 0.1, schedule: {type: cosine, warmup_steps: 2, decay_start: 5, decay_steps: 8, "
+      "end_lr: 0.01}}");
+  auto whole_dir = run_dir("whole_scheduled");
+  auto model_whole = make_model();
+  Trainer(model_whole, scheduled, RunDir(whole_dir, false), {}).fit(source(), {}, {});
+
+  auto split_dir = run_dir("split_scheduled");
+  auto first = Trainer(make_model(), scheduled, RunDir(split_dir, false), {}).fit(source(-1, 5), {}, {});
+  ASSERT_TRUE(first.interrupted);
+  EXPECT_EQ(first.steps, 5);
+  TrainerOptions resume;
+  resume.resume = true;
+  auto model_resumed = make_model();
+  auto second = Trainer(model_resumed, scheduled, RunDir(split_dir, true), resume).fit(source(), {}, {});
+  EXPECT_EQ(second.steps, 18);
+  expect_same_state(state_dict(*model_whole), state_dict(*model_resumed));
+  expect_same_state(load_tensors(whole_dir + "/model.pt"), load_tensors(split_dir + "/model.pt"));
+
+  auto constant_dir = run_dir("constant_lr");
+  auto model_constant = make_model();
+  Trainer(model_constant, kTraining, RunDir(constant_dir, false), {}).fit(source(), {}, {});
+  EXPECT_FALSE(torch::equal(*find_tensor(state_dict(*model_constant), "logit.weight"),
+                            *find_tensor(state_dict(*model_whole), "logit.weight")));
 }
 
 TEST(RunDirTest, RefusesToOverwriteOrToResumeNothing) {

@@ -58,6 +58,30 @@ FeaturesSpec parse_features(const ConfigNode& node) {
   return spec;
 }
 
+// A schedule is a type name, or a map: type, warmup_steps, decay_start and
+// the keys the type reads (optim::schedule_keys); another key is an error
+// listing the type's keys.
+optim::LrScheduleOptions parse_schedule(const ConfigNode& node) {
+  optim::LrScheduleOptions s;
+  if (node.is_scalar()) {
+    s.type(node.one_of(optim::schedule_types()));
+    return s;
+  }
+  node.expect_map();
+  if (node.has("type")) s.type(node["type"].one_of(optim::schedule_types()));
+  std::vector<std::string> keys{"type", "warmup_steps", "decay_start"};
+  for (auto& k : optim::schedule_keys(s.type())) keys.push_back(k);
+  node.allow_keys(keys);
+  s.warmup_steps(node.get_int("warmup_steps", s.warmup_steps()));
+  if (node.has("decay_start")) s.decay_start(node["decay_start"].as_int());
+  s.decay_steps(node.get_int("decay_steps", s.decay_steps()));
+  s.end_lr(node.get_double("end_lr", s.end_lr()));
+  s.power(node.get_double("power", s.power()));
+  s.step_size(node.get_int("step_size", s.step_size()));
+  s.gamma(node.get_double("gamma", s.gamma()));
+  return s;
+}
+
 // An optimizer is a type name, or a map of OptimizerOptions' fields. The
 // optimizer's own validation decides what is valid; its complaint is raised
 // at the key it names.
@@ -65,7 +89,7 @@ optim::OptimizerOptions parse_optimizer(const ConfigNode& node, optim::Optimizer
   if (node.is_scalar()) {
     o.type(node.one_of(optim::optimizer_types(role)));
   } else {
-    node.allow_keys({"type", "lr", "weight_decay", "eps", "beta1", "beta2", "initial_accumulator_value"});
+    node.allow_keys({"type", "lr", "weight_decay", "eps", "beta1", "beta2", "initial_accumulator_value", "schedule"});
     if (node.has("type")) o.type(node["type"].one_of(optim::optimizer_types(role)));
     o.lr(node.get_double("lr", o.lr()));
     o.weight_decay(node.get_double("weight_decay", o.weight_decay()));
@@ -73,8 +97,16 @@ optim::OptimizerOptions parse_optimizer(const ConfigNode& node, optim::Optimizer
     o.beta1(node.get_double("beta1", o.beta1()));
     o.beta2(node.get_double("beta2", o.beta2()));
     o.initial_accumulator_value(node.get_double("initial_accumulator_value", o.initial_accumulator_value()));
+    if (auto n = node.find("schedule")) o.schedule(parse_schedule(*n));
   }
   if (auto problem = optim::find_problem(o, role)) {
+    const std::string prefix = "schedule.";
+    if (problem->field.rfind(prefix, 0) == 0 && node.is_map() && node.has("schedule")) {
+      const ConfigNode schedule = node["schedule"];
+      const std::string key = problem->field.substr(prefix.size());
+      if (schedule.is_map() && schedule.has(key)) schedule[key].fail(problem->message);
+      schedule.fail(key + " " + problem->message);  // missing, or a default that does not suit the type
+    }
     if (node.is_map() && node.has(problem->field)) node[problem->field].fail(problem->message);
     node.fail(problem->field + " " + problem->message);  // a default that does not suit the type
   }

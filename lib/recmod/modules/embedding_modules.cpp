@@ -253,6 +253,11 @@ void EmbeddingBagCollectionImpl::enable_fused_optimizer(const optim::OptimizerOp
 
 void EmbeddingBagCollectionImpl::disable_fused_optimizer() { fused_.reset(); }
 
+void EmbeddingBagCollectionImpl::set_fused_lr(double lr) {
+  TORCH_CHECK(fused_ != nullptr, "EmbeddingBagCollection: set_fused_lr needs the fused optimizer (enable_fused_optimizer)");
+  fused_->set_lr(lr);
+}
+
 StateDict EmbeddingBagCollectionImpl::fused_optimizer_state_dict() const {
   StateDict out;
   if (!fused_) return out;

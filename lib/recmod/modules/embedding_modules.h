@@ -169,6 +169,8 @@ class EmbeddingBagCollectionImpl : public torch::nn::Module {
   /// Back to the default (autograd) path; drops the fused optimizer state.
   void disable_fused_optimizer();
   bool fused_optimizer_enabled() const { return fused_ != nullptr; }
+  /// The fused optimizer's learning rate from now on (an lr schedule); the fused path must be on.
+  void set_fused_lr(double lr);
   /// The fused optimizer's state under "embedding_bags.<table>.weight.sum"
   /// (adagrad) or ".momentum1" (rowwise_adagrad), float32, tensors shared;
   /// empty for sgd or when the fused path is off. Prefixed with

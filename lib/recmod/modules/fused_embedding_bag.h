@@ -59,6 +59,8 @@ class FusedEmbeddingOptimizer {
   /// Throws InputError for invalid options (validate_optimizer_options).
   FusedEmbeddingOptimizer(const std::vector<torch::Tensor>& tables, optim::OptimizerOptions options);
   const optim::OptimizerOptions& options() const { return options_; }
+  /// The learning rate of the next backward passes (a schedule sets it before each step).
+  void set_lr(double lr) { options_.lr(lr); }
   optim::RowUpdate rule() const { return rule_; }
   /// Per table: undefined for sgd, else the state tensor (float32).
   std::vector<torch::Tensor>& states() { return states_; }

@@ -23,6 +23,8 @@ class DenseOptimizer {
  public:
   DenseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> params, OptimizerOptions options);
   void step();
+  /// The learning rate of the next steps (a schedule sets it before each step).
+  void set_lr(double lr) { options_.lr(lr); }
   /// Keys "dense.<param>.<state>" (see model_optimizer.h).
   StateDict state_dict() const;
   const std::vector<std::pair<std::string, torch::Tensor>>& parameters() const { return params_; }

@@ -33,6 +33,11 @@ void ModelOptimizer::step() {
   sparse_->step();
 }
 
+void ModelOptimizer::set_lr(double dense_lr, double embedding_lr) {
+  dense_->set_lr(dense_lr);
+  sparse_->set_lr(embedding_lr);
+}
+
 StateDict ModelOptimizer::state_dict() const {
   StateDict out = dense_->state_dict();
   for (auto& entry : sparse_->state_dict()) out.push_back(std::move(entry));

@@ -41,6 +41,8 @@ class ModelOptimizer {
   void zero_grad();
   /// Applies one update from the current gradients.
   void step();
+  /// The learning rates of the next steps (an lr schedule sets them before each step).
+  void set_lr(double dense_lr, double embedding_lr);
 
   /// Optimizer state under the stable names above (tensors shared, not copied).
   StateDict state_dict() const;

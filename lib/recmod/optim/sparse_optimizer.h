@@ -38,6 +38,8 @@ class SparseOptimizer {
  public:
   SparseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> tables, OptimizerOptions options);
   void step();
+  /// The learning rate of the next steps (a schedule sets it before each step).
+  void set_lr(double lr) { options_.lr(lr); }
   /// Keys "embedding.<param>.sum" / "embedding.<param>.momentum1" (see optimizer.h).
   StateDict state_dict() const;
   const std::vector<std::pair<std::string, torch::Tensor>>& parameters() const { return tables_; }

@@ -256,6 +256,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       checks.before_backward = [&](const torch::Tensor& loss) { check_loss_finite(loss, pos.step + 1); };
       checks.after_backward = [&] { check_gradients_finite(all_parameters, pos.step + 1); };
       checks.global_batch_size = batch->size();
+      training.schedule_lr(pos.step);  // from the step count alone: a resumed run gets the same rates
       const torch::Tensor loss = train_step(model_, training, b, checks);
       ++pos.step;
       ++pos.batch_in_epoch;
@@ -263,7 +264,8 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       progress.step(pos.step, pos.epoch, result.last_loss, batch->size());
       if (cfg.log_interval > 0 && pos.step % cfg.log_interval == 0)
         append_metrics(nlohmann::json{{"step", pos.step}, {"epoch", pos.epoch}, {"split", "train"},
-                                      {"loss", result.last_loss},
+                                      {"loss", result.last_loss}, {"dense_lr", training.dense_lr()},
+                                      {"embedding_lr", training.embedding_lr()},
                                       {"examples_per_s", progress.examples_per_second()}});
       if (can_eval && cfg.eval_interval > 0 && pos.step % cfg.eval_interval == 0) {
         result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step, *comm);

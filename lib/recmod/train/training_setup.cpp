@@ -53,6 +53,10 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
     : fused_(enable_fused_collections(model, training, device, comm->world_size() > 1)),
       optimizer_(model->dense_parameters(), training.dense_optimizer, unfused_embedding_parameters(model, fused_),
                  training.embedding_optimizer),
+      dense_options_(training.dense_optimizer),
+      embedding_options_(training.embedding_optimizer),
+      dense_lr_(training.dense_optimizer.lr()),
+      embedding_lr_(training.embedding_optimizer.lr()),
       comm_(std::move(comm)) {
   if (!distributed()) return;
   std::set<const void*> sharded;
@@ -65,6 +69,13 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
       for (const auto& p : ec->sharded_parameters()) sharded.insert(p.unsafeGetTensorImpl());
   for (const auto& p : model->parameters())
     if (!sharded.count(p.unsafeGetTensorImpl())) replicated_.push_back(p);
+}
+
+void TrainingSetup::schedule_lr(int64_t step) {
+  dense_lr_ = optim::scheduled_lr(dense_options_, step);
+  embedding_lr_ = optim::scheduled_lr(embedding_options_, step);
+  optimizer_.set_lr(dense_lr_, embedding_lr_);
+  for (auto& [_, ebc] : fused_) ebc->set_fused_lr(embedding_lr_);
 }
 
 void TrainingSetup::all_reduce_gradients() {

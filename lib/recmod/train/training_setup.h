@@ -41,6 +41,14 @@ class TrainingSetup {
   /// Before forward / after backward, as for any optimizer.
   void zero_grad() { optimizer_.zero_grad(); }
   void step() { optimizer_.step(); }
+  /// Sets every optimizer's (fused ones included) learning rate to its
+  /// schedule's value for optimizer step `step` (0-based: the steps done
+  /// before it; optim::scheduled_lr). The trainer calls it before each step,
+  /// so a resumed run (same step count) gets the same rates.
+  void schedule_lr(int64_t step);
+  /// The learning rates schedule_lr() last set (the configured ones before).
+  double dense_lr() const { return dense_lr_; }
+  double embedding_lr() const { return embedding_lr_; }
 
   /// All optimizer state under ModelOptimizer's key names; the fused
   /// collections' state under the keys the ModelOptimizer would give it
@@ -62,6 +70,8 @@ class TrainingSetup {
  private:
   FusedCollections fused_;
   optim::ModelOptimizer optimizer_;
+  optim::OptimizerOptions dense_options_, embedding_options_;  // as configured (base lr, schedule)
+  double dense_lr_ = 0, embedding_lr_ = 0;
   std::shared_ptr<dist::Communicator> comm_;
   std::vector<torch::Tensor> replicated_;  // parameters every rank holds whole
 };
