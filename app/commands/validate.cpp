@@ -3,6 +3,7 @@
 
 #include "commands/commands.h"
 #include "recmod/config/graph.h"
+#include "recmod/modules/embedding_modules.h"
 
 namespace recmod::app {
 
@@ -11,6 +12,9 @@ void add_validate(CLI::App& app, Actions& actions) {
   auto config = std::make_shared<std::string>();
   cmd->add_option("config", *config, "Model config (YAML)")->required();
   actions["validate"] = [config] {
+    // Tables are not allocated (a Kaggle-size model validates in a blink);
+    // the check that they would fit in memory still runs.
+    DeferTableAllocation defer(/*whole=*/true);
     auto model = config::build_model(*config);
     std::cout << *config << ": OK\n" << model->describe();
     return 0;

@@ -137,3 +137,26 @@ BuiltNode build_factorization_machine(const NodeSpec& spec, const std::vector<Po
 }
 
 }  // namespace recmod::config
+
+namespace recmod::config {
+
+BuiltNode build_perceptron(const NodeSpec& spec, const std::vector<Port>& inputs) {
+  spec.yaml.allow_keys({"type", "input", "inputs", "out_size", "bias", "activation"});
+  const int64_t in = single_dense_input(spec, inputs);
+  const int64_t out = spec.yaml.positive_int("out_size");
+  const std::string activation = mlp_activation_name(spec);
+  // TorchRec's Perceptron takes one activation module or function; a
+  // swish_layernorm normalises the layer's own output.
+  Perceptron perceptron(PerceptronOptions(in, out)
+                            .bias(spec.yaml.get_bool("bias", true))
+                            .activation(mlp_activation(activation)(out)));
+  return dense_node(perceptron, out, str_cat(in, " -> ", out, ", ", activation));
+}
+
+BuiltNode build_swish_layer_norm(const NodeSpec& spec, const std::vector<Port>& inputs) {
+  spec.yaml.allow_keys({"type", "input", "inputs"});
+  const int64_t n = single_dense_input(spec, inputs);
+  return dense_node(SwishLayerNorm(SwishLayerNormOptions(n)), n, str_cat("N=", n));
+}
+
+}  // namespace recmod::config

@@ -117,6 +117,23 @@ std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tab
   return configs;
 }
 
+std::vector<EmbeddingConfig> read_embedding_configs(const ConfigNode& tables_yaml,
+                                                   const std::vector<std::string>& extra_keys) {
+  if (tables_yaml.size() == 0) tables_yaml.fail("expected at least one table");
+  std::vector<EmbeddingConfig> tables;
+  for (const auto& t : tables_yaml.items()) {
+    EmbeddingConfig c;
+    read_base(t, c, extra_keys);
+    if (!tables.empty() && c.embedding_dim != tables[0].embedding_dim)
+      t["embedding_dim"].fail(str_cat("EmbeddingCollection tables share one embedding_dim: table '", tables[0].name,
+                                      "' has ", tables[0].embedding_dim, ", this one ", c.embedding_dim));
+    tables.push_back(c);
+  }
+  check_unique_names(tables_yaml, tables);
+  check_tables_fit(tables_yaml, tables);
+  return tables;
+}
+
 BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
   spec.yaml.allow_keys({"type", "input", "inputs", "tables", "is_weighted"});
   expect_num_inputs(spec, inputs, 1);
@@ -138,19 +155,7 @@ BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector
 BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
   spec.yaml.allow_keys({"type", "input", "inputs", "tables"});
   expect_num_inputs(spec, inputs, 1);
-  ConfigNode tables_yaml = spec.yaml["tables"];
-  if (tables_yaml.size() == 0) tables_yaml.fail("expected at least one table");
-  std::vector<EmbeddingConfig> tables;
-  for (const auto& t : tables_yaml.items()) {
-    EmbeddingConfig c;
-    read_base(t, c, {});
-    if (!tables.empty() && c.embedding_dim != tables[0].embedding_dim)
-      t["embedding_dim"].fail(str_cat("EmbeddingCollection tables share one embedding_dim: table '", tables[0].name,
-                                      "' has ", tables[0].embedding_dim, ", this one ", c.embedding_dim));
-    tables.push_back(c);
-  }
-  check_unique_names(tables_yaml, tables);
-  check_tables_fit(tables_yaml, tables);
+  auto tables = read_embedding_configs(spec.yaml["tables"]);
   expect_sparse_input(spec, inputs[0], features_of(tables), "EmbeddingCollection");
   EmbeddingCollection ec{EmbeddingCollectionOptions(tables)};
   auto names = ec->embedding_names();

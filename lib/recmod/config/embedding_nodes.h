@@ -13,6 +13,10 @@ namespace recmod::config {
 std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tables,
                                                            const std::vector<std::string>& extra_keys = {});
 
+/// tables: [{name, num_embeddings, embedding_dim, feature_names}], one
+/// embedding_dim for all (an EmbeddingCollection's rule).
+std::vector<EmbeddingConfig> read_embedding_configs(const ConfigNode& tables,
+                                                   const std::vector<std::string>& extra_keys = {});
 BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs);
 BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Port>& inputs);
 

@@ -8,8 +8,9 @@
 namespace recmod::config {
 
 const std::vector<std::string>& embedding_node_types() {
-  static const std::vector<std::string> types = {"EmbeddingBagCollection", "EmbeddingCollection",
-                                                 "ManagedCollisionEmbeddingBagCollection"};
+  static const std::vector<std::string> types = {
+      "EmbeddingBagCollection", "EmbeddingCollection", "ManagedCollisionEmbeddingBagCollection",
+      "ManagedCollisionEmbeddingCollection", "FeatureProcessedEmbeddingBagCollection"};
   return types;
 }
 

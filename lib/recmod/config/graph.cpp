@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "recmod/common/errors.h"
@@ -149,12 +151,22 @@ void ModelGraphImpl::check_schema(const data::DataSchema& schema, const std::str
 
 std::vector<std::pair<std::string, torch::Tensor>> ModelGraphImpl::named_parameters_of(bool embedding) const {
   std::vector<std::pair<std::string, torch::Tensor>> out;
+  // A module may hold a tensor under two names (the MC-EC's
+  // _embedding_module and _embedding_collection): an optimizer gets it once.
+  std::set<const void*> seen;
   for (size_t i = 0; i < built_.size(); ++i) {
-    if (!built_[i].module || built_[i].embedding != embedding) continue;
-    // Counters kept as non-trainable parameters (MC modules' iteration) are
-    // not for an optimizer.
-    for (const auto& p : built_[i].module->named_parameters())
-      if (p.value().requires_grad()) out.emplace_back(infos_[i].name + "." + p.key(), p.value());
+    if (!built_[i].module) continue;
+    const auto& dense_parts = built_[i].dense_submodules;
+    for (const auto& p : built_[i].module->named_parameters()) {
+      const bool dense_part = std::any_of(dense_parts.begin(), dense_parts.end(), [&](const std::string& prefix) {
+        return p.key().rfind(prefix + ".", 0) == 0;
+      });
+      if ((built_[i].embedding && !dense_part) != embedding) continue;
+      // Counters kept as non-trainable parameters (MC modules' iteration)
+      // are not for an optimizer.
+      if (!p.value().requires_grad() || !seen.insert(p.value().unsafeGetTensorImpl()).second) continue;
+      out.emplace_back(infos_[i].name + "." + p.key(), p.value());
+    }
   }
   return out;
 }

@@ -28,6 +28,9 @@ struct BuiltNode {
   ValueShape shape;
   /// Parameters go to the embedding optimizer (tables), not the dense one.
   bool embedding = false;
+  /// In an embedding node, the submodules whose parameters still go to the
+  /// dense optimizer (a feature-processed collection's position weights).
+  std::vector<std::string> dense_submodules;
   /// One line for `recmod validate` (tables, layer sizes, ...).
   std::string summary;
 };

@@ -3,6 +3,7 @@
 #include "recmod/config/basic_nodes.h"
 #include "recmod/config/dense_nodes.h"
 #include "recmod/config/embedding_nodes.h"
+#include "recmod/config/fp_nodes.h"
 #include "recmod/config/mc_nodes.h"
 
 namespace recmod::config {
@@ -12,7 +13,11 @@ const std::vector<NodeType>& node_types() {
       {"EmbeddingBagCollection", build_embedding_bag_collection},
       {"EmbeddingCollection", build_embedding_collection},
       {"ManagedCollisionEmbeddingBagCollection", build_mc_embedding_bag_collection},
+      {"ManagedCollisionEmbeddingCollection", build_mc_embedding_collection},
+      {"FeatureProcessedEmbeddingBagCollection", build_feature_processed_embedding_bag_collection},
       {"MLP", build_mlp},
+      {"Perceptron", build_perceptron},
+      {"SwishLayerNorm", build_swish_layer_norm},
       {"CrossNet", build_crossnet},
       {"LowRankCrossNet", build_low_rank_crossnet},
       {"VectorCrossNet", build_vector_crossnet},

@@ -51,7 +51,10 @@ void reset_rows(const BaseEmbeddingConfig& config, const torch::Tensor& weight, 
   const torch::Tensor rows = slots.to(weight.device(), torch::kLong);
   torch::Tensor fresh = torch::empty({rows.numel(), weight.size(1)}, weight.options());
   config.init_weight(fresh);
-  weight.index_put_({rows}, fresh);
+  // Through the data (TorchRec writes weight.data): the rows are reset after
+  // this step's lookup, whose backward may have saved the weight, and a
+  // write through the variable would bump its version and fail backward.
+  weight.variable_data().index_put_({rows}, fresh);
 }
 
 template <typename Config, typename Module>
