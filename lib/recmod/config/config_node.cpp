@@ -8,6 +8,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include <yaml-cpp/depthguard.h>
+
 #include "recmod/common/errors.h"
 
 namespace recmod::config {
@@ -40,29 +42,95 @@ std::string printable(const std::string& name) {
   return name.size() > 80 ? out + "..." : out;
 }
 
-// YAML forbids duplicate keys in a map, but yaml-cpp keeps both (lookups
-// find the first). Walks every map once (iteratively: no recursion on deep
-// input; an aliased node is walked once) and refuses the second occurrence.
-void reject_duplicate_keys(const YAML::Node& root, const std::string& file) {
-  std::vector<YAML::Node> stack{root};
+// Deeper than any config needs (they nest a few levels), far below where
+// yaml-cpp gives up with "bad file" (its recursion guard, about 1000 levels).
+constexpr int kMaxNesting = 100;
+
+std::string nesting_error(const std::string& where) {
+  return str_cat(where, ": nesting deeper than ", kMaxNesting,
+                 " levels (lists and maps inside each other); a config needs a few");
+}
+
+/// "line:col" of byte `offset` of `text` (1-based, columns in bytes).
+std::string position_at(const std::string& file, const std::string& text, size_t offset) {
+  size_t line = 1, line_start = 0;
+  for (size_t i = 0; i < offset && i < text.size(); ++i)
+    if (text[i] == '\n') {
+      ++line;
+      line_start = i + 1;
+    }
+  return str_cat(file, ":", line, ":", offset - line_start + 1);
+}
+
+// A config is text: yaml-cpp reads NUL bytes and other control characters
+// as parts of scalars or as odd escapes ("unknown escape character"), which
+// hides that the file is binary (or UTF-16) altogether.
+void reject_binary(const std::string& text, const std::string& file) {
+  if (text.size() >= 2 && ((text[0] == '\xff' && text[1] == '\xfe') || (text[0] == '\xfe' && text[1] == '\xff')))
+    throw ConfigError(str_cat(file, ": not a text file this reader takes: it starts with a UTF-16 byte order mark; "
+                                    "save the config as UTF-8"));
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f)
+      throw ConfigError(str_cat(position_at(file, text, i), ": not a text file: byte ", i, " is 0x",
+                                "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15],
+                                " (a control character; a config is UTF-8 text, with tabs and newlines only)"));
+  }
+}
+
+// yaml-cpp tags a quoted scalar "!" (a plain one "?"), and folds a quote
+// left open on the last line into the scalar instead of failing. A quoted
+// scalar must end with its quote before the end of the text.
+void check_quote_closed(const YAML::Node& node, const std::string& text, const std::string& file) {
+  if (!node.IsScalar() || node.Tag() != "!" || !has_position(node.Mark())) return;
+  const auto start = static_cast<size_t>(node.Mark().pos);
+  if (start >= text.size() || (text[start] != '"' && text[start] != '\'')) return;
+  const char quote = text[start];
+  for (size_t i = start + 1; i < text.size(); ++i) {
+    if (quote == '"' && text[i] == '\\') {
+      ++i;  // an escape: the next character is not the end
+    } else if (text[i] == quote) {
+      if (quote == '\'' && i + 1 < text.size() && text[i + 1] == '\'') {
+        ++i;  // '' inside single quotes is a quote
+      } else {
+        return;
+      }
+    }
+  }
+  throw ConfigError(str_cat(position_of(file, node.Mark()), ": the string opened with ", quote,
+                            " here is never closed (expected a closing ", quote, " before the end of the file)"));
+}
+
+// Walks every node once (iteratively: no recursion on deep input; an
+// aliased node is walked once) and refuses what yaml-cpp lets through:
+// a key twice in one map (YAML forbids it; yaml-cpp keeps both and lookups
+// find the first), nesting deeper than kMaxNesting, a quote left open.
+void check_tree(const YAML::Node& root, const std::string& text, const std::string& file) {
+  std::vector<std::pair<YAML::Node, int>> stack{{root, 0}};
   std::unordered_set<int> walked;  // start offsets of the lists and maps walked: an alias has its anchor's
   while (!stack.empty()) {
-    YAML::Node node = stack.back();
+    auto [node, depth] = stack.back();
     stack.pop_back();
+    check_quote_closed(node, text, file);
     if ((node.IsMap() || node.IsSequence()) && !walked.insert(node.Mark().pos).second) continue;
+    if ((node.IsMap() || node.IsSequence()) && depth >= kMaxNesting)
+      throw ConfigError(nesting_error(position_of(file, node.Mark())));
     if (node.IsSequence()) {
-      for (const auto& item : node) stack.push_back(item);
+      for (const auto& item : node) stack.emplace_back(item, depth + 1);
     } else if (node.IsMap()) {
       std::unordered_map<std::string, YAML::Mark> keys;
       for (const auto& kv : node) {
         if (kv.first.IsScalar()) {
+          check_quote_closed(kv.first, text, file);
           const auto [first, inserted] = keys.emplace(kv.first.Scalar(), kv.first.Mark());
           if (!inserted)
             throw ConfigError(str_cat(position_of(file, kv.first.Mark()), ": duplicate key '", printable(first->first),
                                       "' (first at ", position_of(file, first->second),
                                       "); each key may appear once in a map"));
+        } else {
+          stack.emplace_back(kv.first, depth + 1);
         }
-        stack.push_back(kv.second);
+        stack.emplace_back(kv.second, depth + 1);
       }
     }
   }
@@ -76,9 +144,12 @@ ConfigNode::ConfigNode(YAML::Node node, std::shared_ptr<const std::string> file,
 ConfigNode ConfigNode::load_string(const std::string& text, const std::string& name) {
   auto file = std::make_shared<const std::string>(name);
   try {
+    reject_binary(text, name);
     YAML::Node root = YAML::Load(text);
-    reject_duplicate_keys(root, name);
+    check_tree(root, text, name);
     return ConfigNode(root, file, "", root.IsDefined() ? root.Mark() : YAML::Mark());
+  } catch (const YAML::DeepRecursion& e) {
+    throw ConfigError(nesting_error(position_of(name, e.mark)));
   } catch (const YAML::ParserException& e) {
     throw ConfigError(str_cat(position_of(name, e.mark), ": invalid YAML: ", e.msg));
   }
