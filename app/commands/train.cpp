@@ -42,6 +42,9 @@ int run_train(const TrainArgs& args) {
   const std::string data = !args.data.empty() ? args.data : opened.config.data.train;
   const std::string eval_data = !args.eval_data.empty() ? args.eval_data : opened.config.data.eval;
   if (data.empty()) throw UsageError("no training data: pass --data FILE (or set data.train in the config)");
+  if (!t.keep_best.empty() && eval_data.empty())
+    throw UsageError(str_cat("training.", t.early_stopping ? "early_stopping" : "keep_best",
+                             " needs evaluation data: pass --eval-data FILE (or set data.eval in the config)"));
   const torch::Device device = parse_device(args.device);
   if (world > 1 && !device.is_cpu())
     throw UsageError("distributed training runs on the CPU (gloo) in this build; use --device cpu");
@@ -100,7 +103,11 @@ int run_train(const TrainArgs& args) {
               << per_step(result.traffic.other_bytes) << "\n";
   }
   if (!result.last_eval.is_null()) std::cout << "eval " << result.last_eval.dump() << "\n";
+  if (result.stopped_early) std::cout << "stopped early (training.early_stopping)\n";
   std::cout << "checkpoint: " << run.model_path() << "\n";
+  if (result.best_step >= 0)
+    std::cout << "best: " << train::best_model_path(run) << " (" << t.keep_best << " " << result.best_value
+              << " at step " << result.best_step << ")\n";
   return result.interrupted ? 130 : 0;
 }
 

@@ -8,6 +8,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/train/health.h"
@@ -239,6 +240,124 @@ TEST(TrainerTest, InterruptedThenResumedEqualsUninterruptedUnderSchedules) {
   Trainer(model_constant, kTraining, RunDir(constant_dir, false), {}).fit(source(), {}, {});
   EXPECT_FALSE(torch::equal(*find_tensor(state_dict(*model_constant), "logit.weight"),
                             *find_tensor(state_dict(*model_whole), "logit.weight")));
+}
+
+// kModel with more training keys (appended to its training section).
+config::TrainingSpec training_plus(const std::string& extra) {
+  return config::parse_model_config(config::ConfigNode::load_string(std::string(kModel) + extra, "t.yaml")).training;
+}
+
+// A metric made to degrade: the k-th evaluation (counting from `first`)
+// reports auc values[k]; the model's predictions are ignored.
+MetricsFn scripted_auc(std::vector<double> values, int64_t first = 0) {
+  auto calls = std::make_shared<int64_t>(first);
+  return [values, calls](const torch::Tensor&, const torch::Tensor&) {
+    const size_t k = static_cast<size_t>((*calls)++);
+    return nlohmann::json{{"auc", k < values.size() ? values[k] : 0.0}};
+  };
+}
+
+// auc per evaluation (every 2 steps): 0.6, 0.7 (best, step 4), 0.7005 (not
+// better by more than min_delta), 0.69: patience 2 is exhausted at step 8.
+const std::vector<double> kDegrading{0.6, 0.7, 0.7005, 0.69, 0.9, 0.9};
+const char* kEarlyStopping = "  eval_interval: 2\n  early_stopping: {metric: auc, patience: 2, min_delta: 0.001}\n";
+
+TEST(TrainerTest, EarlyStoppingKeepsTheBestModel) {
+  const auto training = training_plus(kEarlyStopping);
+  auto dir = run_dir("early_stop");
+  auto result = Trainer(make_model(), training, RunDir(dir, false), {}).fit(source(), source(), scripted_auc(kDegrading));
+  EXPECT_TRUE(result.stopped_early);
+  EXPECT_EQ(result.steps, 8);
+  EXPECT_EQ(result.best_step, 4);
+  EXPECT_DOUBLE_EQ(result.best_value, 0.7);
+  auto state = load_tensors(dir + "/trainer_state.pt");
+  EXPECT_EQ(find_tensor(state, "trainer.step")->item<int64_t>(), 8);
+  EXPECT_EQ(find_tensor(state, "trainer.best_step")->item<int64_t>(), 4);
+  EXPECT_EQ(find_tensor(state, "trainer.stopped_early")->item<int64_t>(), 1);
+  auto best = read_best_record(RunDir::attach(dir));
+  ASSERT_TRUE(best);
+  EXPECT_EQ(best->step, 4);
+  EXPECT_EQ(best->metric, "auc");
+  // best/model.pt is the model after 4 steps: what a 4-step run ends with
+  auto four_dir = run_dir("four_steps");
+  TrainerOptions four;
+  four.steps = 4;
+  Trainer(make_model(), kTraining, RunDir(four_dir, false), four).fit(source(), {}, {});
+  expect_same_state(load_tensors(dir + "/best/model.pt"), load_tensors(four_dir + "/model.pt"));
+  EXPECT_FALSE(torch::equal(*find_tensor(load_tensors(dir + "/best/model.pt"), "logit.weight"),
+                            *find_tensor(load_tensors(dir + "/model.pt"), "logit.weight")));
+  // a resumed run that had stopped early stays stopped
+  TrainerOptions resume;
+  resume.resume = true;
+  auto again = Trainer(make_model(), training, RunDir(dir, true), resume).fit(source(), source(), scripted_auc({}));
+  EXPECT_TRUE(again.stopped_early);
+  EXPECT_EQ(again.steps, 8);
+}
+
+// Interrupted after the best evaluation and resumed: the same stop, the
+// same best step and best model bytes as the uninterrupted run.
+TEST(TrainerTest, EarlyStoppingResumesConsistently) {
+  const auto training = training_plus(kEarlyStopping);
+  auto whole_dir = run_dir("early_whole");
+  Trainer(make_model(), training, RunDir(whole_dir, false), {}).fit(source(), source(), scripted_auc(kDegrading));
+  auto split_dir = run_dir("early_split");
+  auto first = Trainer(make_model(), training, RunDir(split_dir, false), {})
+                   .fit(source(-1, 5), source(), scripted_auc(kDegrading));
+  ASSERT_TRUE(first.interrupted);
+  TrainerOptions resume;
+  resume.resume = true;
+  // evaluations at steps 2 and 4 happened before the interruption
+  auto second = Trainer(make_model(), training, RunDir(split_dir, true), resume)
+                    .fit(source(), source(), scripted_auc(kDegrading, 2));
+  EXPECT_TRUE(second.stopped_early);
+  EXPECT_EQ(second.steps, 8);
+  EXPECT_EQ(second.best_step, 4);
+  expect_same_state(load_tensors(whole_dir + "/best/model.pt"), load_tensors(split_dir + "/best/model.pt"));
+  expect_same_state(load_tensors(whole_dir + "/model.pt"), load_tensors(split_dir + "/model.pt"));
+  expect_same_state(load_tensors(whole_dir + "/trainer_state.pt"), load_tensors(split_dir + "/trainer_state.pt"));
+}
+
+TEST(TrainerTest, KeepBestWithoutEarlyStoppingRunsToTheEnd) {
+  const auto training = training_plus("  eval_interval: 3\n  keep_best: ne\n");
+  auto dir = run_dir("keep_best");
+  // ne per evaluation (steps 3, 6, ..., 18): the smallest is the 3rd
+  auto result = Trainer(make_model(), training, RunDir(dir, false), {})
+                    .fit(source(), source(), [calls = std::make_shared<int>(0)](const torch::Tensor&, const torch::Tensor&) {
+                      const double ne[] = {0.9, 0.8, 0.7, 0.75, 0.71, 0.72};
+                      return nlohmann::json{{"ne", ne[(*calls)++ % 6]}};
+                    });
+  EXPECT_FALSE(result.stopped_early);
+  EXPECT_EQ(result.steps, 18);
+  EXPECT_EQ(result.best_step, 9);
+  EXPECT_EQ(read_best_record(RunDir::attach(dir))->step, 9);
+}
+
+TEST(TrainerTest, EarlyStoppingConfigErrors) {
+  auto error_of = [](const std::string& extra) {
+    try {
+      training_plus(extra);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("<no ConfigError>");
+  };
+  EXPECT_THAT(error_of("  early_stopping: {metric: auc, patience: 2}\n"),
+              HasSubstr("training.early_stopping: needs training.eval_interval > 0"));
+  EXPECT_THAT(error_of("  eval_interval: 2\n  early_stopping: {metric: calibration}\n"), HasSubstr("log_loss"));
+  EXPECT_THAT(error_of("  eval_interval: 2\n  early_stopping: {patience: 0}\n"), HasSubstr("patience"));
+  EXPECT_THAT(error_of("  eval_interval: 2\n  early_stopping: {min_delta: -1}\n"),
+              HasSubstr("early_stopping.min_delta: must be >= 0"));
+  EXPECT_THAT(error_of("  eval_interval: 2\n  early_stopping: {metric: auc, paitence: 3}\n"), HasSubstr("paitence"));
+  EXPECT_THAT(error_of("  eval_interval: 2\n  early_stopping: {metric: auc}\n  keep_best: ne\n"),
+              HasSubstr("early_stopping watches 'auc'"));
+  // no evaluation data: refused before the first step
+  auto dir = run_dir("early_no_eval");
+  try {
+    Trainer(make_model(), training_plus(kEarlyStopping), RunDir(dir, false), {}).fit(source(), {}, {});
+    FAIL() << "expected UsageError";
+  } catch (const UsageError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("training.early_stopping needs evaluation data"));
+  }
 }
 
 TEST(RunDirTest, RefusesToOverwriteOrToResumeNothing) {

@@ -7,6 +7,13 @@
 
 namespace recmod::config {
 
+const std::vector<std::string>& eval_metric_names() {
+  static const std::vector<std::string> names{"auc", "ne", "log_loss", "accuracy"};
+  return names;
+}
+
+bool higher_is_better(const std::string& metric) { return metric == "auc" || metric == "accuracy"; }
+
 std::vector<std::string> FeaturesSpec::sparse_names() const {
   std::vector<std::string> names;
   for (const auto& f : sparse) names.push_back(f.name);
@@ -113,9 +120,23 @@ optim::OptimizerOptions parse_optimizer(const ConfigNode& node, optim::Optimizer
   return o;
 }
 
+EarlyStoppingSpec parse_early_stopping(const ConfigNode& node) {
+  node.expect_map();
+  node.allow_keys({"metric", "patience", "min_delta"});
+  EarlyStoppingSpec e;
+  if (node.has("metric")) e.metric = node["metric"].one_of(eval_metric_names());
+  e.patience = node.positive_int("patience", e.patience);
+  if (auto n = node.find("min_delta")) {
+    e.min_delta = n->as_double();
+    if (!(e.min_delta >= 0)) n->fail(str_cat("must be >= 0, got ", e.min_delta));
+  }
+  return e;
+}
+
 TrainingSpec parse_training(const ConfigNode& node) {
   node.allow_keys({"dense_optimizer", "embedding_optimizer", "batch_size", "epochs", "steps", "seed",
-                   "eval_interval", "checkpoint_interval", "shuffle", "log_interval", "fused_embeddings"});
+                   "eval_interval", "checkpoint_interval", "shuffle", "log_interval", "fused_embeddings",
+                   "early_stopping", "keep_best"});
   TrainingSpec t;
   if (auto n = node.find("dense_optimizer"))
     t.dense_optimizer = parse_optimizer(*n, t.dense_optimizer, optim::OptimizerRole::dense);
@@ -138,6 +159,18 @@ TrainingSpec parse_training(const ConfigNode& node) {
   }
   t.shuffle = node.get_bool("shuffle", t.shuffle);
   t.fused_embeddings = node.get_bool("fused_embeddings", t.fused_embeddings);
+  if (auto n = node.find("early_stopping")) {
+    t.early_stopping = parse_early_stopping(*n);
+    if (t.eval_interval == 0)
+      n->fail("needs training.eval_interval > 0 (the periodic evaluations it watches)");
+    t.keep_best = t.early_stopping->metric;
+  }
+  if (auto n = node.find("keep_best")) {
+    t.keep_best = n->one_of(eval_metric_names());
+    if (t.early_stopping && t.keep_best != t.early_stopping->metric)
+      n->fail(str_cat("is '", t.keep_best, "' but early_stopping watches '", t.early_stopping->metric,
+                      "'; the best checkpoint follows early stopping's metric"));
+  }
   return t;
 }
 

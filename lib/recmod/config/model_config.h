@@ -26,6 +26,19 @@ struct FeaturesSpec {
   std::vector<std::string> sparse_names() const;
 };
 
+/// training.early_stopping: stop when `metric` of the periodic evaluations
+/// has not improved by more than min_delta for `patience` evaluations.
+struct EarlyStoppingSpec {
+  std::string metric = "auc";  // one of eval_metric_names()
+  int64_t patience = 1;        // > 0
+  double min_delta = 0.0;      // >= 0
+};
+
+/// The evaluation metrics early stopping and the best checkpoint may watch,
+/// and whether a larger value is better (auc, accuracy) or a smaller one (ne, log_loss).
+const std::vector<std::string>& eval_metric_names();
+bool higher_is_better(const std::string& metric);
+
 struct TrainingSpec {
   // Checked at parse time (optim::find_problem), each error at its YAML key.
   optim::OptimizerOptions dense_optimizer{"adam", 0.001};
@@ -41,6 +54,10 @@ struct TrainingSpec {
   // EmbeddingBagCollections on CPU train through the fused path (the update
   // runs inside backward, only touched rows; same math as the optimizer).
   bool fused_embeddings = true;
+  std::optional<EarlyStoppingSpec> early_stopping;
+  // An eval metric: the run keeps best/model.pt, the model at the best
+  // evaluation by it. "" = none; defaults to early_stopping's metric.
+  std::string keep_best;
 };
 
 struct DataSpec {

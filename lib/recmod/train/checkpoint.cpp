@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
@@ -29,6 +30,7 @@ namespace {
 constexpr char kOptimizerPrefix[] = "optimizer.";
 
 torch::Tensor scalar(int64_t v) { return torch::tensor({v}, torch::kLong); }
+torch::Tensor scalar_double(double v) { return torch::tensor({v}, torch::kDouble); }
 
 int64_t read_scalar(const StateDict& state, const std::string& key, const std::string& origin) {
   const torch::Tensor* t = find_tensor(state, key);
@@ -96,6 +98,10 @@ void write_checkpoint(const StateDict& model_state, const StateDict& optimizer_s
   trainer_state.emplace_back("trainer.step", scalar(pos.step));
   trainer_state.emplace_back("trainer.epoch", scalar(pos.epoch));
   trainer_state.emplace_back("trainer.batch_in_epoch", scalar(pos.batch_in_epoch));
+  trainer_state.emplace_back("trainer.best_step", scalar(pos.best_step));
+  trainer_state.emplace_back("trainer.best_value", scalar_double(pos.best_value));
+  trainer_state.emplace_back("trainer.evals_since_best", scalar(pos.evals_since_best));
+  trainer_state.emplace_back("trainer.stopped_early", scalar(pos.stopped_early ? 1 : 0));
   trainer_state.emplace_back("trainer.rng", at::detail::getDefaultCPUGenerator().get_state());
   trainer_state.emplace_back("trainer.model_digest", scalar(model_digest.value()));
   save_tensors(run.trainer_state_path(), trainer_state);
@@ -117,8 +123,64 @@ TrainerState read_trainer_state(const RunDir& run) {
     if (key.rfind(kOptimizerPrefix, 0) == 0) out.optimizer.emplace_back(key.substr(sizeof(kOptimizerPrefix) - 1), value);
   out.position = Position{read_scalar(state, "trainer.step", origin), read_scalar(state, "trainer.epoch", origin),
                           read_scalar(state, "trainer.batch_in_epoch", origin)};
+  // Absent in checkpoints written before early stopping existed: no best yet.
+  if (find_tensor(state, "trainer.best_step")) {
+    out.position.best_step = read_scalar(state, "trainer.best_step", origin);
+    out.position.best_value = find_tensor(state, "trainer.best_value")->to(torch::kDouble).item<double>();
+    out.position.evals_since_best = read_scalar(state, "trainer.evals_since_best", origin);
+    out.position.stopped_early = read_scalar(state, "trainer.stopped_early", origin) != 0;
+  }
   if (const torch::Tensor* rng = find_tensor(state, "trainer.rng")) out.rng = *rng;
   return out;
+}
+
+std::string best_model_path(const RunDir& run) { return run.path() + "/best/model.pt"; }
+
+namespace {
+std::string best_record_path(const RunDir& run) { return run.path() + "/best/best.json"; }
+}  // namespace
+
+void write_best_model(const StateDict& model_state, const BestRecord& record, const RunDir& run) {
+  const std::string model = best_model_path(run);
+  const std::string pending = model + ".pending";
+  std::error_code ec;
+  std::filesystem::create_directories(run.path() + "/best", ec);
+  if (ec) throw FileWriteError(str_cat(run.path(), "/best: cannot create the directory: ", ec.message()));
+  Digest digest;
+  write_file_atomically(pending, [&](const ByteSink& sink) {
+    write_tensors(model_state, [&](const void* data, size_t size) {
+      digest.update(data, size);
+      sink(data, size);
+    });
+  });
+  const nlohmann::json json{{"metric", record.metric}, {"value", record.value}, {"step", record.step},
+                            {"model_digest", digest.value()}};
+  write_file_atomically(best_record_path(run), json.dump() + "\n");
+  if (std::rename(pending.c_str(), model.c_str()) != 0)
+    throw FileWriteError(str_cat(model, ": cannot replace the file: ", std::strerror(errno)));
+}
+
+std::optional<BestRecord> read_best_record(const RunDir& run) {
+  const std::string path = best_record_path(run);
+  if (!std::filesystem::exists(path)) return std::nullopt;
+  std::ifstream in(path);
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(str_cat(path, ": not the JSON recmod writes: ", e.what()));
+  }
+  const std::string model = best_model_path(run);
+  const int64_t want = json.value("model_digest", int64_t{0});
+  if (!std::filesystem::exists(model) || file_digest(model) != want) {
+    const std::string pending = model + ".pending";
+    if (!std::filesystem::exists(pending) || file_digest(pending) != want)
+      throw CheckpointError(str_cat(model, " is not the model ", path, " names (edited or copied from another run?)"));
+    if (std::rename(pending.c_str(), model.c_str()) != 0)
+      throw CheckpointError(str_cat(model, ": cannot complete the interrupted write from ", pending, ": ",
+                                    std::strerror(errno)));
+  }
+  return BestRecord{json.value("metric", std::string()), json.value("value", 0.0), json.value("step", int64_t{0})};
 }
 
 void restore_cpu_rng(const torch::Tensor& state) {

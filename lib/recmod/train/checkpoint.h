@@ -4,6 +4,7 @@
 // moment leaves the last complete checkpoint loadable, and read back for an
 // exact resume.
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "recmod/common/state_dict.h"
@@ -18,7 +19,29 @@ struct Position {
   int64_t step = 0;            // optimizer steps done
   int64_t epoch = 0;           // current pass over the data
   int64_t batch_in_epoch = 0;  // batches of this epoch already consumed
+  // The best evaluation so far (training.keep_best / early_stopping):
+  int64_t best_step = -1;         // its step; -1: none yet
+  double best_value = 0.0;        // its metric value
+  int64_t evals_since_best = 0;   // evaluations since, for early stopping's patience
+  bool stopped_early = false;     // early stopping ended the run (a --resume stays stopped)
 };
+
+/// The best model by an eval metric, kept beside the latest checkpoint:
+///   best/model.pt   the model's state_dict at the best evaluation
+///   best/best.json  {"metric", "value", "step", "model_digest"}
+/// Written as a checkpoint is: model.pt.pending, then best.json naming its
+/// digest, then the rename; a kill at any moment leaves the previous best or
+/// the new one (read_best_record completes an interrupted write).
+struct BestRecord {
+  std::string metric;
+  double value = 0.0;
+  int64_t step = 0;
+};
+std::string best_model_path(const RunDir& run);
+void write_best_model(const StateDict& model_state, const BestRecord& record, const RunDir& run);
+/// best/best.json, after completing an interrupted write; nullopt when the
+/// run has no best model. CheckpointError when best/model.pt is not the model best.json names.
+std::optional<BestRecord> read_best_record(const RunDir& run);
 
 /// Writes the model, the optimizer state, the position and the CPU RNG.
 /// A checkpoint is two files; a kill may land between their writes. Order:

@@ -224,8 +224,45 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
 
   const std::optional<int64_t> total_steps = options_.steps ? options_.steps : cfg.steps;
   const bool can_eval = eval_data && metrics;
-  const int64_t first_step = pos.step;
   Progress progress(options_.log, options_.progress_bar, cfg.log_interval, total_steps);
+  // training.keep_best / early_stopping: the best evaluation so far is in
+  // the trainer state (pos), its model in best/model.pt.
+  const bool watch_best = !cfg.keep_best.empty();
+  if (watch_best && !can_eval)
+    throw UsageError(str_cat("training.", cfg.early_stopping ? "early_stopping" : "keep_best",
+                             " needs evaluation data: pass --eval-data FILE (or set data.eval)"));
+  if (watch_best && options_.resume && lead) read_best_record(run_);  // completes an interrupted write
+  // Records an evaluation; true when early stopping ends the run here.
+  auto note_eval = [&](const nlohmann::json& eval) {
+    if (!watch_best) return false;
+    const std::string& metric = cfg.keep_best;
+    if (!eval.contains(metric) || !eval[metric].is_number())
+      throw InputError(str_cat("step ", pos.step, ": the evaluation has no metric '", metric, "' (", eval.dump(), ")"));
+    const double value = eval[metric].get<double>();
+    const double min_delta = cfg.early_stopping ? cfg.early_stopping->min_delta : 0.0;
+    const bool better = pos.best_step < 0 || (config::higher_is_better(metric) ? value > pos.best_value + min_delta
+                                                                               : value < pos.best_value - min_delta);
+    if (better) {
+      pos.best_step = pos.step;
+      pos.best_value = value;
+      pos.evals_since_best = 0;
+      const StateDict model_state = distributed ? gather_model_state(model_, *comm) : state_dict(*model_);
+      if (lead) write_best_model(model_state, BestRecord{metric, value, pos.step}, run_);
+      if (distributed) comm->barrier();
+      progress.message(str_cat("best ", metric, " so far (", value, " at step ", pos.step, "): ", best_model_path(run_)));
+    } else {
+      ++pos.evals_since_best;
+    }
+    if (cfg.early_stopping && pos.evals_since_best >= cfg.early_stopping->patience) {
+      pos.stopped_early = true;
+      progress.message(str_cat("early stopping at step ", pos.step, ": ", metric, " has not improved by more than ",
+                               min_delta, " for ", pos.evals_since_best, " evaluations; best ", pos.best_value,
+                               " at step ", pos.best_step, " (", best_model_path(run_), ")"));
+      return true;
+    }
+    return false;
+  };
+  const int64_t first_step = pos.step;
   progress.begin(pos.step);
   if (options_.resume) progress.message(str_cat("resuming ", run_.path(), " at step ", pos.step));
   auto all_parameters = model_->dense_parameters();
@@ -233,7 +270,12 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
 
   SigintGuard sigint;
   TrainResult result;
-  auto finished = [&] { return total_steps ? pos.step >= *total_steps : pos.epoch >= cfg.epochs; };
+  auto finished = [&] {
+    return pos.stopped_early || (total_steps ? pos.step >= *total_steps : pos.epoch >= cfg.epochs);
+  };
+  if (pos.stopped_early)
+    progress.message(str_cat("the run stopped early at step ", pos.step, " (training.early_stopping); best ",
+                             cfg.keep_best, " ", pos.best_value, " at step ", pos.best_step));
   while (!finished()) {
     auto source = train_data(pos.epoch);
     for (int64_t i = 0; i < pos.batch_in_epoch; ++i)  // resume: skip what the run already consumed
@@ -271,6 +313,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
         result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step, *comm);
         append_metrics(result.last_eval);
         progress.message(str_cat("eval at step ", pos.step, ": ", result.last_eval.dump()));
+        if (note_eval(result.last_eval)) break;
       }
       if (cfg.checkpoint_interval > 0 && pos.step % cfg.checkpoint_interval == 0) checkpoint();
     }
@@ -280,11 +323,17 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     ++pos.epoch;  // the pass ended
     pos.batch_in_epoch = 0;
   }
-  checkpoint();
-  if (can_eval && (cfg.eval_interval == 0 || pos.step % cfg.eval_interval != 0)) {
+  const bool final_eval = can_eval && !pos.stopped_early && (cfg.eval_interval == 0 || pos.step % cfg.eval_interval != 0);
+  if (!watch_best) checkpoint();
+  if (final_eval) {
     result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step, *comm);
     append_metrics(result.last_eval);
+    note_eval(result.last_eval);
   }
+  if (watch_best) checkpoint();  // after the last evaluation: the trainer state holds its verdict
+  result.stopped_early = pos.stopped_early;
+  result.best_step = pos.best_step;
+  result.best_value = pos.best_value;
   progress.message(str_cat("done: ", pos.step, " steps, last loss ", result.last_loss, "; checkpoint in ", run_.path()));
   result.steps_this_run = pos.step - first_step;
   result.traffic = comm->traffic();

@@ -44,6 +44,9 @@ struct TrainResult {
   int64_t steps = 0;         // optimizer steps done in total (including resumed ones)
   double last_loss = 0.0;
   bool interrupted = false;  // stopped by SIGINT (a checkpoint was written)
+  bool stopped_early = false;  // training.early_stopping ended the run (now or in the run resumed)
+  int64_t best_step = -1;      // training.keep_best: the step of best/model.pt; -1 when none
+  double best_value = 0.0;
   nlohmann::json last_eval;  // the last evaluation's metrics; null when none
   /// Distributed runs: this rank's traffic with the others during fit(),
   /// and the steps it covers (training, evaluation and checkpoints).

@@ -1,0 +1,129 @@
+// recmod train as practitioners run it (issue 14): learning-rate schedules,
+// early stopping with a best checkpoint, one process and --nproc 2.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cli/run_recmod.h"
+
+namespace recmod::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Data {
+  std::string dir, train, eval;
+};
+
+Data make_data(const std::string& name) {
+  Data d;
+  d.dir = fresh_dir(name);
+  d.train = d.dir + "/train.rmb";
+  auto r = run_recmod("generate --rows 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11 --out " + d.train);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  d.eval = d.dir + "/eval.rmb";
+  r = run_recmod("generate --rows 1000 --skip 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11 --out " + d.eval);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return d;
+}
+
+std::vector<nlohmann::json> metrics_lines(const std::string& run, const std::string& split) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(run + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["split"] == split) out.push_back(j);
+  }
+  return out;
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+// A learning rate far too large (plain SGD at 3.0 on the tiny model): AUC
+// rises, then degrades, and early stopping ends the run.
+const std::string kHugeLr = tiny_model_yaml("{type: sgd, lr: 3.0}", 5) +
+                            "  eval_interval: 5\n  early_stopping: {metric: auc, patience: 2}\n";
+
+// What every early-stopped run must satisfy, read from its files: the best
+// evaluation in metrics.jsonl is best.json's, the run stopped `patience`
+// evaluations after it, and best/model.pt evaluates to that AUC.
+void expect_consistent_best(const std::string& config, const Data& d, const std::string& run, int patience) {
+  const auto evals = metrics_lines(run, "eval");
+  ASSERT_GE(evals.size(), static_cast<size_t>(patience + 1));
+  size_t best = 0;
+  for (size_t i = 1; i < evals.size(); ++i)
+    if (evals[i]["auc"].get<double>() > evals[best]["auc"].get<double>()) best = i;
+  const auto record = read_json(run + "/best/best.json");
+  EXPECT_EQ(record["metric"], "auc");
+  EXPECT_EQ(record["step"], evals[best]["step"]);
+  EXPECT_EQ(record["value"].get<double>(), evals[best]["auc"].get<double>());
+  EXPECT_EQ(best + patience + 1, evals.size()) << "stopped `patience` evaluations after the best";
+  auto r = run_recmod("eval " + config + " --checkpoint " + run + "/best/model.pt --data " + d.eval + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto m = nlohmann::json::parse(r.output.substr(r.output.rfind('{')));
+  EXPECT_NEAR(m["auc"].get<double>(), record["value"].get<double>(), 1e-9);
+}
+
+TEST(TrainPracticeCli, EarlyStoppingOnADegradingRunKeepsTheBestModel) {
+  auto d = make_data("train_early_stop");
+  const auto config = write_file(d.dir + "/huge_lr.yaml", kHugeLr);
+  const std::string run = d.dir + "/run";
+  auto r = run_recmod("train " + config + " --data " + d.train + " --eval-data " + d.eval + " --out " + run + " --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("early stopping at step"));
+  EXPECT_THAT(r.output, HasSubstr("best: " + run + "/best/model.pt"));
+  expect_consistent_best(config, d, run, 2);
+  const int64_t stopped = metrics_lines(run, "eval").back()["step"];
+  EXPECT_LT(stopped, 5 * (3000 / 64 + 1)) << "stopped before its 5 epochs";
+
+  // Resuming a run that stopped early trains no further.
+  auto again = run_recmod("train " + config + " --data " + d.train + " --eval-data " + d.eval + " --out " + run +
+                          " --threads 1 --resume");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_THAT(again.output, HasSubstr("steps " + std::to_string(stopped)));
+
+  // Without evaluation data it is refused before the run directory exists.
+  auto refused = run_recmod("train " + config + " --data " + d.train + " --out " + d.dir + "/no_eval --threads 1");
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_THAT(refused.output, HasSubstr("training.early_stopping needs evaluation data"));
+  EXPECT_FALSE(std::filesystem::exists(d.dir + "/no_eval"));
+}
+
+// Schedules and early stopping with two ranks: rank 0 writes best/ and the
+// checkpoints, every rank takes the same decisions; the rates logged are
+// the hand-computed ones.
+TEST(TrainPracticeCli, SchedulesAndEarlyStoppingWithTwoRanks) {
+  auto d = make_data("train_early_stop_nproc");
+  std::string yaml = kHugeLr;
+  const std::string plain = "{type: sgd, lr: 3.0}";
+  yaml.replace(yaml.find(plain), plain.size(), "{type: sgd, lr: 3.0, schedule: {warmup_steps: 20}}");
+  const std::string emb = "{type: rowwise_adagrad, lr: 0.1}";
+  yaml.replace(yaml.find(emb), emb.size(),
+               "{type: rowwise_adagrad, lr: 0.1, schedule: {type: step, step_size: 10, gamma: 0.5}}");
+  const auto config = write_file(d.dir + "/scheduled.yaml", yaml);
+  const std::string run = d.dir + "/run";
+  auto r = run_recmod("train " + config + " --data " + d.train + " --eval-data " + d.eval + " --out " + run +
+                      " --nproc 2 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("early stopping at step"));
+  expect_consistent_best(config, d, run, 2);
+  // log_interval 10: the rate of step k (0-based) = 3.0 * (k + 1) / 20 in
+  // warmup; the embedding rate halves every 10 steps. Line "step s" logs the
+  // rate of the step just done, k = s - 1.
+  const auto train_lines = metrics_lines(run, "train");
+  ASSERT_GE(train_lines.size(), 3u);
+  for (const auto& line : train_lines) {
+    const int64_t k = line["step"].get<int64_t>() - 1;
+    EXPECT_DOUBLE_EQ(line["dense_lr"].get<double>(), k < 20 ? 3.0 * static_cast<double>(k + 1) / 20 : 3.0) << line;
+    EXPECT_DOUBLE_EQ(line["embedding_lr"].get<double>(), 0.1 * std::pow(0.5, static_cast<double>(k / 10))) << line;
+  }
+}
+
+}  // namespace
+}  // namespace recmod::testing
