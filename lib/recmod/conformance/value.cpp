@@ -240,8 +240,20 @@ Value value_from_json(const json& j, const std::string& where) {
     auto values = tensor_from_json(field(j, "values", where), where + ".values");
     auto lengths = tensor_from_json(field(j, "lengths", where), where + ".lengths");
     auto weights = optional_tensor(j, "weights", where);
-    return Value::of(rethrow_with_where(
-        where, [&] { return KeyedJaggedTensor::from_lengths(keys, values, lengths, weights); }));
+    // Variable batch per feature (FORMAT.md's VBE section).
+    auto strides = j.find("stride_per_key_per_rank");
+    std::optional<InverseIndices> inverse;
+    if (auto it = j.find("inverse_indices"); it != j.end() && !it->is_null())
+      inverse = InverseIndices{field(*it, "keys", where + ".inverse_indices").get<std::vector<std::string>>(),
+                               tensor_from_json(field(*it, "indices", where + ".inverse_indices"),
+                                                where + ".inverse_indices.indices")};
+    return Value::of(rethrow_with_where(where, [&] {
+      auto kjt = strides != j.end() && !strides->is_null()
+                     ? KeyedJaggedTensor::from_lengths_variable_stride(
+                           keys, values, lengths, weights, strides->get<std::vector<std::vector<int64_t>>>())
+                     : KeyedJaggedTensor::from_lengths(keys, values, lengths, weights);
+      return inverse ? kjt.with_inverse_indices(*inverse) : kjt;
+    }));
   }
   if (type == "KeyedTensor") {
     auto keys = field(j, "keys", where).get<std::vector<std::string>>();

@@ -131,14 +131,14 @@ bool consecutive(const std::vector<int64_t>& keys) {
 /// wants both alike).
 TableInput gather_keys(const KeyedJaggedTensor& kjt, const torch::Tensor& offsets, const std::vector<int64_t>& keys,
                        bool with_weights) {
-  const int64_t b = kjt.stride();
+  const auto& lo = kjt.lengths_offset_per_key();  // key k's bags: lo[k] .. lo[k + 1]
   const auto& opk = kjt.offset_per_key();
   TableInput in;
   if (consecutive(keys)) {
     // The common case (a table's features adjacent in the KJT): views only.
     const int64_t k0 = keys.front(), k1 = keys.back() + 1;
     in.values = kjt.values().slice(0, opk[k0], opk[k1]);
-    in.offsets = offsets.slice(0, k0 * b, k1 * b + 1) - opk[k0];
+    in.offsets = offsets.slice(0, lo[k0], lo[k1] + 1) - opk[k0];
     if (with_weights) in.weights = kjt.weights().slice(0, opk[k0], opk[k1]);
     return in;
   }
@@ -146,7 +146,7 @@ TableInput gather_keys(const KeyedJaggedTensor& kjt, const torch::Tensor& offset
   int64_t total = 0;
   for (int64_t k : keys) {
     values.push_back(kjt.values().slice(0, opk[k], opk[k + 1]));
-    offs.push_back(offsets.slice(0, k * b, (k + 1) * b) + (total - opk[k]));
+    offs.push_back(offsets.slice(0, lo[k], lo[k + 1]) + (total - opk[k]));
     if (with_weights) weights.push_back(kjt.weights().slice(0, opk[k], opk[k + 1]));
     total += opk[k + 1] - opk[k];
   }
@@ -322,6 +322,7 @@ KeyedTensor EmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& feature
   if (weighted && !features.has_weights())
     throw_input_error("EmbeddingBagCollection: is_weighted is set but the input KeyedJaggedTensor with keys ",
                       join_names(features.keys()), " has no weights");
+  if (features.variable_stride_per_key() || features.inverse_indices_or_none()) return forward_variable_batch(features);
   if (fused_) return forward_fused(features);
   const int64_t b = features.stride();
   const auto index = features.index_per_key();
@@ -347,6 +348,92 @@ KeyedTensor EmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& feature
   torch::Tensor values =
       pooled.empty() ? torch::zeros({b, 0}, torch::TensorOptions().device(features.device())) : torch::cat(pooled, 1);
   return KeyedTensor(embedding_names_, length_per_embedding_, values, 1);
+}
+
+KeyedTensor EmbeddingBagCollectionImpl::forward_variable_batch(const KeyedJaggedTensor& features) {
+  if (fused_)
+    throw_input_error("EmbeddingBagCollection: the fused training path takes one batch size for every feature, but "
+                      "the input has a variable batch per feature (stride_per_key ",
+                      c10::IntArrayRef(features.stride_per_key()), "); train it with training.fused_embeddings: false");
+  const bool weighted = options_.is_weighted();
+  const auto index = features.index_per_key();
+  const auto strides = features.stride_per_key();
+  const auto& lo = features.lengths_offset_per_key();
+  const auto& opk = features.offset_per_key();
+  const torch::Tensor offsets = features.offsets().to(features.values().scalar_type());
+  // One (S_k, D) block per output feature, in output order.
+  std::vector<torch::Tensor> pooled;
+  std::vector<std::string> feature_names;
+  std::vector<int64_t> samples;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const auto& config = options_.tables()[t];
+    const torch::Tensor& weight = tables_[t]->weight;
+    for (int64_t k : key_positions(features, index, config.feature_names, config.name, "EmbeddingBagCollection")) {
+      torch::Tensor per_sample;
+      if (weighted) per_sample = features.weights().slice(0, opk[k], opk[k + 1]).to(weight.scalar_type());
+      auto result = torch::embedding_bag(weight, features.values().slice(0, opk[k], opk[k + 1]),
+                                         offsets.slice(0, lo[k], lo[k + 1] + 1) - opk[k], /*scale_grad_by_freq=*/false,
+                                         pooling_type_to_embedding_bag_mode(config.pooling), options_.sparse(),
+                                         per_sample, /*include_last_offset=*/true);
+      pooled.push_back(std::get<0>(result).to(torch::kFloat32));
+      feature_names.push_back(features.keys()[k]);
+      samples.push_back(strides[k]);
+    }
+  }
+  const auto& inverse = features.inverse_indices_or_none();
+  if (inverse) {
+    const torch::Tensor rows = reorder_inverse_indices(inverse, feature_names);
+    // index_select would report a bad index without naming the feature.
+    if (rows.numel() > 0) {
+      const auto max = std::get<0>(rows.max(1)).to(torch::kCPU);
+      for (size_t i = 0; i < feature_names.size(); ++i)
+        if (max[static_cast<int64_t>(i)].item<int64_t>() >= samples[i])
+          throw_input_error("EmbeddingBagCollection: inverse_indices of feature '", feature_names[i], "' point at sample ",
+                            max[static_cast<int64_t>(i)].item<int64_t>(), " but the feature has ", samples[i],
+                            " samples");
+    }
+    if (pooled.empty())
+      return KeyedTensor(embedding_names_, length_per_embedding_,
+                         torch::zeros({inverse->indices.size(1), 0}, torch::TensorOptions().device(features.device())), 1);
+    return KeyedTensor(embedding_names_, length_per_embedding_, process_pooled_embeddings(pooled, rows), 1);
+  }
+  for (size_t i = 1; i < samples.size(); ++i)
+    if (samples[i] != samples[0])
+      throw_input_error("EmbeddingBagCollection: the input has a variable batch per feature (feature '",
+                        feature_names[0], "' has ", samples[0], " samples, '", feature_names[i], "' ", samples[i],
+                        ") and no inverse_indices to bring them to one batch");
+  if (pooled.empty())
+    return KeyedTensor(embedding_names_, length_per_embedding_,
+                       torch::zeros({0, 0}, torch::TensorOptions().device(features.device())), 1);
+  return KeyedTensor(embedding_names_, length_per_embedding_, torch::cat(pooled, 1), 1);
+}
+
+torch::Tensor reorder_inverse_indices(const std::optional<InverseIndices>& inverse_indices,
+                                      const std::vector<std::string>& feature_names) {
+  if (!inverse_indices) return torch::empty({0}, torch::kLong);
+  std::map<std::string, int64_t> row_of;
+  for (size_t i = 0; i < inverse_indices->keys.size(); ++i) row_of.emplace(inverse_indices->keys[i], i);
+  std::vector<int64_t> rows;
+  for (const auto& name : feature_names) {
+    const std::string feature = name.substr(0, name.find('@'));
+    auto it = row_of.find(feature);
+    if (it == row_of.end())
+      throw_input_error("inverse_indices has no row for feature '", feature, "'; it has ",
+                        join_names(inverse_indices->keys));
+    rows.push_back(it->second);
+  }
+  const auto& ix = inverse_indices->indices;
+  return ix.index_select(0, torch::tensor(rows, torch::kLong).to(ix.device()));
+}
+
+torch::Tensor process_pooled_embeddings(const std::vector<torch::Tensor>& pooled_embeddings,
+                                        const torch::Tensor& inverse_indices) {
+  if (inverse_indices.numel() == 0) return torch::cat(pooled_embeddings, 1);
+  std::vector<torch::Tensor> gathered;
+  gathered.reserve(pooled_embeddings.size());
+  for (size_t k = 0; k < pooled_embeddings.size(); ++k)
+    gathered.push_back(pooled_embeddings[k].index_select(0, inverse_indices[static_cast<int64_t>(k)]));
+  return torch::cat(gathered, 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -408,7 +495,6 @@ void EmbeddingCollectionImpl::to(torch::Device device, bool non_blocking) {
 JaggedTensorDict EmbeddingCollectionImpl::forward(const KeyedJaggedTensor& features) {
   const auto index = features.index_per_key();
   const auto& lpk = features.length_per_key();
-  const int64_t b = features.stride();
   JaggedTensorDict out;
   for (size_t t = 0; t < tables_.size(); ++t) {
     const auto& config = options_.tables()[t];
@@ -423,7 +509,8 @@ JaggedTensorDict EmbeddingCollectionImpl::forward(const KeyedJaggedTensor& featu
     for (size_t j = 0; j < keys.size(); ++j) {
       const int64_t k = keys[j];
       const int64_t n = lpk[k];
-      torch::Tensor lengths = features.lengths().slice(0, k * b, (k + 1) * b);
+      // Each key's own samples (TorchRec's EC ignores inverse_indices).
+      torch::Tensor lengths = features.lengths_of_key(k);
       std::optional<torch::Tensor> ids;
       if (options_.need_indices()) ids = in.values.slice(0, start, start + n);
       out.emplace_back(embedding_names_by_table_[t][j],

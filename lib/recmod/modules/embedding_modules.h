@@ -126,6 +126,13 @@ struct EmbeddingBagCollectionOptions {
 /// used by several tables is named "feature@table". values: (B, sum D_k),
 /// float32. Parameters: embedding_bags.<table>.weight (num_embeddings, D).
 /// Input keys no table uses are ignored.
+///
+/// Variable batch per feature (TorchRec v0.6): feature k is pooled over its
+/// own S_k samples, (S_k, D); with inverse_indices each feature's rows are
+/// then gathered to B_out = inverse_indices.indices.size(1) rows
+/// (process_pooled_embeddings), else all S_k must be equal. Gradients flow
+/// back through the gather (a sample shown in n rows gets n times the
+/// gradient). The fused training path takes one batch size only.
 class EmbeddingBagCollectionImpl : public torch::nn::Module {
  public:
   explicit EmbeddingBagCollectionImpl(EmbeddingBagCollectionOptions options);
@@ -182,6 +189,7 @@ class EmbeddingBagCollectionImpl : public torch::nn::Module {
 
  private:
   KeyedTensor forward_fused(const KeyedJaggedTensor& features);
+  KeyedTensor forward_variable_batch(const KeyedJaggedTensor& features);
 
   EmbeddingBagCollectionOptions options_;
   std::shared_ptr<FusedEmbeddingOptimizer> fused_;
@@ -260,5 +268,17 @@ class EmbeddingCollection : public torch::nn::ModuleHolder<EmbeddingCollectionIm
   EmbeddingCollection(std::vector<EmbeddingConfig> tables, bool need_indices, torch::Device device = torch::kCPU)
       : ModuleHolder(std::make_shared<Impl>(std::move(tables), need_indices, device)) {}
 };
+
+/// TorchRec's reorder_inverse_indices: the rows of inverse_indices for
+/// `feature_names` in order, found by name ("f@table" uses row "f"); an
+/// empty tensor without inverse indices. InputError naming a feature that
+/// inverse_indices lacks.
+torch::Tensor reorder_inverse_indices(const std::optional<InverseIndices>& inverse_indices,
+                                      const std::vector<std::string>& feature_names);
+
+/// TorchRec's process_pooled_embeddings: out = cat_k(pooled[k][inverse_indices[k]], dim 1),
+/// (B_out, sum D_k); with an empty inverse_indices just the concatenation.
+torch::Tensor process_pooled_embeddings(const std::vector<torch::Tensor>& pooled_embeddings,
+                                        const torch::Tensor& inverse_indices);
 
 }  // namespace recmod

@@ -39,14 +39,111 @@ void KeyedJaggedTensor::finish() {
   const auto k = static_cast<int64_t>(keys_.size());
   length_per_key_.assign(k, 0);
   offset_per_key_.assign(k + 1, 0);
-  if (k > 0 && stride_ > 0) {
-    auto per_key = lengths_.view({k, stride_}).sum(1).to(torch::kCPU, torch::kLong);
-    const auto* p = per_key.data_ptr<int64_t>();
-    for (int64_t i = 0; i < k; ++i) {
-      length_per_key_[i] = p[i];
-      offset_per_key_[i + 1] = offset_per_key_[i] + p[i];
+  lengths_offset_per_key_.assign(k + 1, 0);
+  if (!variable_stride_per_key()) {
+    for (int64_t i = 0; i < k; ++i) lengths_offset_per_key_[i + 1] = (i + 1) * stride_;
+    if (k > 0 && stride_ > 0) {
+      auto per_key = lengths_.view({k, stride_}).sum(1).to(torch::kCPU, torch::kLong);
+      const auto* p = per_key.data_ptr<int64_t>();
+      for (int64_t i = 0; i < k; ++i) {
+        length_per_key_[i] = p[i];
+        offset_per_key_[i + 1] = offset_per_key_[i] + p[i];
+      }
     }
+    return;
   }
+  for (int64_t i = 0; i < k; ++i) {
+    const auto& ranks = stride_per_key_per_rank_[i];
+    lengths_offset_per_key_[i + 1] = lengths_offset_per_key_[i] + std::accumulate(ranks.begin(), ranks.end(), int64_t{0});
+  }
+  // The values of key i span offsets[lengths_offset[i]] .. offsets[lengths_offset[i + 1]].
+  const auto at = torch::tensor(lengths_offset_per_key_, torch::kLong).to(offsets_.device());
+  const auto bounds = offsets_.index_select(0, at).to(torch::kCPU, torch::kLong);
+  const auto* p = bounds.data_ptr<int64_t>();
+  for (int64_t i = 0; i <= k; ++i) offset_per_key_[i] = p[i];
+  for (int64_t i = 0; i < k; ++i) length_per_key_[i] = p[i + 1] - p[i];
+}
+
+int64_t KeyedJaggedTensor::stride() const {
+  if (variable_stride_per_key())
+    throw_input_error("KeyedJaggedTensor with keys ", join_names(keys_),
+                      " has a variable batch per feature (stride_per_key ", c10::IntArrayRef(stride_per_key()),
+                      "), not one stride; this operation needs one batch size for every key");
+  return stride_;
+}
+
+std::vector<int64_t> KeyedJaggedTensor::stride_per_key() const {
+  std::vector<int64_t> out;
+  for (size_t k = 0; k < keys_.size(); ++k) out.push_back(lengths_offset_per_key_[k + 1] - lengths_offset_per_key_[k]);
+  return out;
+}
+
+std::vector<std::vector<int64_t>> KeyedJaggedTensor::stride_per_key_per_rank() const {
+  if (variable_stride_per_key()) return stride_per_key_per_rank_;
+  return std::vector<std::vector<int64_t>>(keys_.size(), std::vector<int64_t>{stride_});
+}
+
+torch::Tensor KeyedJaggedTensor::lengths_of_key(int64_t k) const {
+  return lengths_.slice(0, lengths_offset_per_key_[k], lengths_offset_per_key_[k + 1]);
+}
+
+const InverseIndices& KeyedJaggedTensor::inverse_indices() const {
+  if (!inverse_indices_)
+    throw_input_error("KeyedJaggedTensor with keys ", join_names(keys_), " has no inverse_indices");
+  return *inverse_indices_;
+}
+
+KeyedJaggedTensor KeyedJaggedTensor::from_lengths_variable_stride(
+    std::vector<std::string> keys, torch::Tensor values, torch::Tensor lengths, std::optional<torch::Tensor> weights,
+    std::vector<std::vector<int64_t>> stride_per_key_per_rank) {
+  if (!values.defined() || values.dim() != 1)
+    throw_input_error("KeyedJaggedTensor: values must be a 1-D tensor, got ",
+                      values.defined() ? values.sizes() : c10::IntArrayRef{});
+  check_keys_unique(keys);
+  detail::check_lengths(lengths, values.size(0), "KeyedJaggedTensor");
+  detail::check_weights(weights, values, "KeyedJaggedTensor");
+  if (stride_per_key_per_rank.size() != keys.size())
+    throw_input_error("KeyedJaggedTensor: stride_per_key_per_rank has ", stride_per_key_per_rank.size(),
+                      " lists for ", keys.size(), " keys ", join_names(keys), " (expected one list per key)");
+  int64_t total = 0, max_stride = 0;
+  for (size_t k = 0; k < keys.size(); ++k) {
+    if (stride_per_key_per_rank[k].empty())
+      throw_input_error("KeyedJaggedTensor: stride_per_key_per_rank of key '", keys[k], "' is empty");
+    int64_t s = 0;
+    for (int64_t r : stride_per_key_per_rank[k]) {
+      if (r < 0) throw_input_error("KeyedJaggedTensor: key '", keys[k], "' has a negative stride ", r);
+      s += r;
+    }
+    total += s;
+    max_stride = std::max(max_stride, s);
+  }
+  if (total != lengths.numel())
+    throw_input_error("KeyedJaggedTensor: stride_per_key_per_rank adds up to ", total, " samples but there are ",
+                      lengths.numel(), " lengths");
+  KeyedJaggedTensor kjt;
+  kjt.keys_ = std::move(keys);
+  kjt.values_ = std::move(values);
+  kjt.lengths_ = std::move(lengths);
+  kjt.weights_ = std::move(weights);
+  kjt.stride_ = max_stride;  // TorchRec's stride() of such a KJT; recmod's stride() refuses it
+  kjt.stride_per_key_per_rank_ = std::move(stride_per_key_per_rank);
+  kjt.finish();
+  return kjt;
+}
+
+KeyedJaggedTensor KeyedJaggedTensor::with_inverse_indices(InverseIndices inverse_indices) const {
+  const auto& ix = inverse_indices.indices;
+  if (!ix.defined() || ix.dim() != 2 || ix.scalar_type() != torch::kLong)
+    throw_input_error("KeyedJaggedTensor: inverse_indices must be an int64 2-D tensor, got ",
+                      ix.defined() ? str_cat(ix.scalar_type(), " ", ix.sizes()) : std::string("none"));
+  if (ix.size(0) != static_cast<int64_t>(inverse_indices.keys.size()))
+    throw_input_error("KeyedJaggedTensor: inverse_indices has ", ix.size(0), " rows for ",
+                      inverse_indices.keys.size(), " keys ", join_names(inverse_indices.keys));
+  if (ix.numel() > 0 && ix.min().item<int64_t>() < 0)
+    throw_input_error("KeyedJaggedTensor: inverse_indices has a negative index ", ix.min().item<int64_t>());
+  KeyedJaggedTensor out = *this;
+  out.inverse_indices_ = std::move(inverse_indices);
+  return out;
 }
 
 KeyedJaggedTensor KeyedJaggedTensor::unchecked(std::vector<std::string> keys, torch::Tensor values,
@@ -130,6 +227,7 @@ KeyedJaggedTensor KeyedJaggedTensor::concat(const std::vector<KeyedJaggedTensor>
   const bool weighted = kjts.front().has_weights();
   for (size_t i = 0; i < kjts.size(); ++i) {
     const auto& k = kjts[i];
+    (void)k.stride();  // refuses a variable batch per feature
     if (k.stride() != b && !k.keys().empty())
       throw_input_error("KeyedJaggedTensor::concat: input ", i, " has stride ", k.stride(), ", expected ", b);
     if (k.has_weights() != weighted)
@@ -166,7 +264,7 @@ JaggedTensor KeyedJaggedTensor::operator[](const std::string& key) const {
   if (it == keys_.end()) throw_input_error("KeyedJaggedTensor: no key '", key, "'; keys are ", join_names(keys_));
   const int64_t k = it - keys_.begin();
   const int64_t start = offset_per_key_[k], end = offset_per_key_[k + 1];
-  auto lengths = lengths_.slice(0, k * stride_, (k + 1) * stride_);
+  auto lengths = lengths_of_key(k);
   std::optional<torch::Tensor> w;
   if (weights_) w = weights_->slice(0, start, end);
   return JaggedTensor::unchecked(values_.slice(0, start, end), lengths, offsets_from_lengths(lengths), w);
@@ -194,11 +292,34 @@ std::vector<KeyedJaggedTensor> KeyedJaggedTensor::split(const std::vector<int64_
     const int64_t v0 = offset_per_key_[key_start], v1 = offset_per_key_[key_end];
     std::optional<torch::Tensor> w;
     if (weights_) w = weights_->slice(0, v0, v1);
-    out.push_back(unchecked(std::vector<std::string>(keys_.begin() + key_start, keys_.begin() + key_end),
-                            values_.slice(0, v0, v1), lengths_.slice(0, key_start * stride_, key_end * stride_),
-                            w, stride_));
+    std::vector<int64_t> positions(s);
+    std::iota(positions.begin(), positions.end(), key_start);
+    out.push_back(with_parts(std::move(positions), std::vector<std::string>(keys_.begin() + key_start, keys_.begin() + key_end),
+                             values_.slice(0, v0, v1),
+                             lengths_.slice(0, lengths_offset_per_key_[key_start], lengths_offset_per_key_[key_end]), w));
     key_start = key_end;
   }
+  return out;
+}
+
+KeyedJaggedTensor KeyedJaggedTensor::with_parts(std::vector<int64_t> positions, std::vector<std::string> keys,
+                                                torch::Tensor values, torch::Tensor lengths,
+                                                std::optional<torch::Tensor> weights) const {
+  KeyedJaggedTensor out;
+  out.keys_ = std::move(keys);
+  out.values_ = std::move(values);
+  out.lengths_ = std::move(lengths);
+  out.weights_ = std::move(weights);
+  out.stride_ = stride_;
+  if (variable_stride_per_key()) {
+    if (positions.empty()) {
+      out.stride_ = 0;  // no keys left: TorchRec's empty KJT
+    } else {
+      for (int64_t i : positions) out.stride_per_key_per_rank_.push_back(stride_per_key_per_rank_[i]);
+    }
+  }
+  out.inverse_indices_ = inverse_indices_;
+  out.finish();
   return out;
 }
 
@@ -210,19 +331,20 @@ KeyedJaggedTensor KeyedJaggedTensor::permute(const std::vector<int64_t>& indices
     if (i < 0 || i >= k) throw_input_error("KeyedJaggedTensor::permute: index ", i, " out of range for ", k, " keys");
     keys.push_back(keys_[i]);
     values.push_back(values_.slice(0, offset_per_key_[i], offset_per_key_[i + 1]));
-    lengths.push_back(lengths_.slice(0, i * stride_, (i + 1) * stride_));
+    lengths.push_back(lengths_of_key(i));
     if (weights_) weights.push_back(weights_->slice(0, offset_per_key_[i], offset_per_key_[i + 1]));
   }
   if (indices.empty()) {
-    auto e = empty(weights_.has_value(), device(), stride_);
+    auto e = empty(weights_.has_value(), device(), variable_stride_per_key() ? 0 : stride_);
     e.values_ = values_.new_empty({0});
     e.lengths_ = lengths_.new_empty({0});
     e.offsets_ = lengths_.new_zeros({1});
+    e.inverse_indices_ = inverse_indices_;
     return e;
   }
   std::optional<torch::Tensor> w;
   if (weights_) w = torch::cat(weights);
-  return unchecked(std::move(keys), torch::cat(values), torch::cat(lengths), w, stride_);
+  return with_parts(indices, std::move(keys), torch::cat(values), torch::cat(lengths), w);
 }
 
 KeyedJaggedTensor KeyedJaggedTensor::select(const std::vector<std::string>& keys) const {
@@ -243,6 +365,7 @@ KeyedJaggedTensor KeyedJaggedTensor::to(const torch::Device& device, bool non_bl
   out.lengths_ = lengths_.to(device, non_blocking);
   out.offsets_ = offsets_.to(device, non_blocking);
   if (weights_) out.weights_ = weights_->to(device, non_blocking);
+  if (inverse_indices_) out.inverse_indices_->indices = inverse_indices_->indices.to(device, non_blocking);
   return out;
 }
 
