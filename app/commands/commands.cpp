@@ -18,6 +18,7 @@ void register_commands(CLI::App& app) {
   add_evict(app, actions());
   add_data_commands(app, actions());
   add_plan(app, actions());
+  add_quantize(app, actions());
 }
 
 int run_selected(CLI::App& app) {

@@ -26,5 +26,6 @@ void add_profile(CLI::App& app, Actions& actions);
 void add_evict(CLI::App& app, Actions& actions);
 void add_data_commands(CLI::App& app, Actions& actions);
 void add_plan(CLI::App& app, Actions& actions);
+void add_quantize(CLI::App& app, Actions& actions);
 
 }  // namespace recmod::app

@@ -26,6 +26,7 @@ struct EvalArgs {
   std::string format;
   bool json = false;
   std::string predictions;
+  std::string baseline;
   std::string device = "cpu";
   int threads = 0;
   DistArgs dist;
@@ -64,6 +65,21 @@ int run_eval(const EvalArgs& args) {
     for (int64_t i = 0; i < p.size(0); ++i) out << p[i] << "\n";
     if (!out) throw InputError(str_cat(args.predictions, ": cannot write the predictions"));
   }
+  if (!args.baseline.empty()) {
+    // The same data through a reference checkpoint (the float model of a
+    // quantized one): its metrics and the change, quantized minus baseline.
+    if (world > 1) throw UsageError("--baseline runs in one process; drop --nproc");
+    auto reference = train::open_model(args.config, args.baseline);
+    reference.model->to(device);
+    auto again = train::open_batches(reference, data, read);
+    auto [base_logits, base_labels] = train::predict(reference.model, *again, device, nullptr);
+    auto base = metrics::metrics_of_logits(base_logits, base_labels);
+    nlohmann::json delta;
+    for (const char* key : {"auc", "ne", "log_loss", "accuracy", "calibration"})
+      delta[key] = metrics[key].get<double>() - base[key].get<double>();
+    metrics["baseline"] = base;
+    metrics["change"] = delta;
+  }
   if (args.json) {
     std::cout << metrics.dump() << "\n";
   } else {
@@ -71,6 +87,11 @@ int run_eval(const EvalArgs& args) {
       std::cout << std::left << std::setw(12) << key << " " << std::fixed << std::setprecision(4) << metrics[key].get<double>()
                 << "\n";
     std::cout << std::left << std::setw(12) << "count" << " " << metrics["count"].get<int64_t>() << "\n";
+    if (metrics.contains("change"))
+      for (const char* key : {"auc", "ne"})
+        std::cout << std::left << std::setw(12) << (std::string(key) + " change") << " " << std::showpos << std::fixed
+                  << std::setprecision(5) << metrics["change"][key].get<double>() << std::noshowpos << " (baseline "
+                  << std::setprecision(4) << metrics["baseline"][key].get<double>() << ")\n";
   }
   return 0;
 }
@@ -86,6 +107,8 @@ void add_eval(CLI::App& app, Actions& actions) {
   cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary");
   cmd->add_flag("--json", args->json, "Print one JSON object instead of a table");
   cmd->add_option("--predictions", args->predictions, "Write one predicted probability per line to FILE");
+  cmd->add_option("--baseline", args->baseline,
+                  "Also evaluate this checkpoint (e.g. the float model of a quantized one) and report the change");
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");
   add_dist_options(cmd, args->dist);

@@ -1,8 +1,10 @@
 #include "recmod/train/open_model.h"
 
 #include "recmod/data/open_reader.h"
+#include "recmod/io/tensor_file.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/train/checkpoint.h"
+#include "recmod/train/quantized_model.h"
 #include "recmod/train/trainer.h"
 
 namespace recmod::train {
@@ -22,8 +24,16 @@ OpenedModel open_model(const std::string& config_path, const std::string& checkp
     DeferTableAllocation defer(/*whole=*/true);
     out.model = config::ModelGraph(static_cast<const config::ModelSpec&>(out.config));
   }
+  // A quantized checkpoint (recmod quantize) swaps the collections it
+  // quantized before anything is allocated: their float tables never are.
+  StateDict state = io::load_tensors(checkpoint);
+  const bool quantized = has_quantized_tables(state);
+  if (quantized) use_quantized_tables(out.model, state, checkpoint);
   materialize_deferred_tables(*out.model, /*draw=*/false);
-  load_model(out.model, checkpoint);
+  if (quantized)
+    load_model_state(out.model, state, checkpoint);
+  else
+    recmod::load_state_dict(*out.model, state, checkpoint);
   return out;
 }
 

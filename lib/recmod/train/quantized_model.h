@@ -1,0 +1,52 @@
+#pragma once
+// Quantized models for inference: a trained model's EmbeddingBagCollection
+// nodes swapped for quantized ones (recmod quantize), and quantized
+// checkpoints opened by the commands that only run forward (recmod eval).
+#include <string>
+#include <vector>
+
+#include "recmod/common/state_dict.h"
+#include "recmod/config/graph.h"
+#include "recmod/quant/quant_config.h"
+
+namespace recmod::train {
+
+/// One table of `recmod quantize`'s report.
+struct QuantizedTableReport {
+  std::string node;
+  std::string table;
+  DataType type = DataType::FP32;
+  int64_t num_embeddings = 0;
+  int64_t embedding_dim = 0;
+  int64_t bytes_before = 0;  // the float table's bytes
+  int64_t bytes_after = 0;   // the quantized checkpoint's bytes of the table (codes + scale + bias)
+  double mean_abs_error = 0;  // over all elements: |w - dequantized w|
+  double max_abs_error = 0;
+};
+
+/// Swaps every EmbeddingBagCollection node of `model` (not sharded, not
+/// managed-collision or feature-processed ones) for a quantized one
+/// (quant::EmbeddingBagCollectionImpl::from_float with `config`), keeping
+/// the node's name, place and output. Returns one report per table, in node
+/// then table order. InputError for a per-table dtype naming a table no
+/// collection has, or an invalid config.
+std::vector<QuantizedTableReport> quantize_model(config::ModelGraph& model, const quant::QuantConfig& config);
+
+/// Whether a checkpoint holds quantized tables (a key ending in
+/// ".weight_qscale", or a uint8 / float16 embedding_bags weight).
+bool has_quantized_tables(const StateDict& state);
+
+/// Prepares `model` (built from its config, tables possibly deferred) for a
+/// quantized checkpoint: every EmbeddingBagCollection node whose tables the
+/// checkpoint stores quantized (types read from the keys:
+/// quant::data_type_of_checkpoint) becomes a quantized collection of those
+/// types. CheckpointError naming `origin`, the node and the table when a
+/// table's codes width or scale/bias dtype fits no type of its dimension.
+void use_quantized_tables(config::ModelGraph& model, const StateDict& state, const std::string& origin);
+
+/// Loads a checkpoint into a model, node by node: quantized collections
+/// through load_quantized_state_dict (table-named errors), the rest strictly
+/// (recmod::load_state_dict). CheckpointError for keys of no node.
+void load_model_state(config::ModelGraph& model, const StateDict& state, const std::string& origin);
+
+}  // namespace recmod::train
