@@ -3,11 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <torch/torch.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "cli/run_recmod.h"
+#include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
 namespace {
@@ -123,6 +125,38 @@ TEST(TrainPracticeCli, SchedulesAndEarlyStoppingWithTwoRanks) {
     EXPECT_DOUBLE_EQ(line["dense_lr"].get<double>(), k < 20 ? 3.0 * static_cast<double>(k + 1) / 20 : 3.0) << line;
     EXPECT_DOUBLE_EQ(line["embedding_lr"].get<double>(), 0.1 * std::pow(0.5, static_cast<double>(k / 10))) << line;
   }
+}
+
+// Dropout draws from the generator the checkpoint saves: a resumed run
+// ends with the same model as an uninterrupted one, and it is not the
+// model trained without dropout.
+TEST(TrainPracticeCli, DropoutIsExactAcrossResume) {
+  auto d = make_data("train_dropout");
+  std::string yaml = tiny_model_yaml();
+  const std::string mlp = "layer_sizes: [4]}";
+  yaml.replace(yaml.find(mlp), mlp.size(), "layer_sizes: [4], dropout: 0.3}");
+  const auto config = write_file(d.dir + "/dropout.yaml", yaml);
+  const auto plain = write_file(d.dir + "/plain.yaml", tiny_model_yaml());
+  const std::string train = "train " + config + " --data " + d.train + " --threads 1 --out ";
+  ASSERT_EQ(run_recmod(train + d.dir + "/whole --steps 40").exit_code, 0);
+  ASSERT_EQ(run_recmod(train + d.dir + "/split --steps 25").exit_code, 0);
+  auto resumed = run_recmod(train + d.dir + "/split --steps 40 --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  ASSERT_EQ(run_recmod("train " + plain + " --data " + d.train + " --threads 1 --steps 40 --out " + d.dir + "/plain")
+                .exit_code,
+            0);
+  const StateDict whole = io::load_tensors(d.dir + "/whole/model.pt");
+  const StateDict split = io::load_tensors(d.dir + "/split/model.pt");
+  const StateDict without = io::load_tensors(d.dir + "/plain/model.pt");
+  ASSERT_EQ(whole.size(), split.size());
+  ASSERT_EQ(whole.size(), without.size());  // the same keys
+  bool differs_from_plain = false;
+  for (size_t i = 0; i < whole.size(); ++i) {
+    EXPECT_EQ(whole[i].first, without[i].first);
+    EXPECT_TRUE(torch::equal(whole[i].second, split[i].second)) << whole[i].first;
+    differs_from_plain = differs_from_plain || !torch::equal(whole[i].second, without[i].second);
+  }
+  EXPECT_TRUE(differs_from_plain);
 }
 
 }  // namespace

@@ -36,6 +36,15 @@ std::vector<int64_t> positive_sizes(const ConfigNode& node) {
   return sizes;
 }
 
+// `dropout: p`, p in [0, 1) (0 when absent).
+double mlp_dropout(const NodeSpec& spec) {
+  if (!spec.yaml.has("dropout")) return 0.0;
+  const ConfigNode node = spec.yaml["dropout"];
+  const double p = node.as_double();
+  if (!(p >= 0 && p < 1)) node.fail(str_cat("must be in [0, 1), got ", p));
+  return p;
+}
+
 std::string mlp_activation_name(const NodeSpec& spec) {
   return spec.yaml.has("activation") ? spec.yaml["activation"].one_of({"relu", "sigmoid", "swish_layernorm"}) : "relu";
 }
@@ -63,13 +72,18 @@ std::vector<torch::Tensor> embeddings_of(const std::vector<Value>& values) {
 }  // namespace
 
 BuiltNode build_mlp(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "layer_sizes", "bias", "activation"});
+  spec.yaml.allow_keys({"type", "input", "inputs", "layer_sizes", "bias", "activation", "dropout"});
   const int64_t in = single_dense_input(spec, inputs);
   auto sizes = positive_sizes(spec.yaml["layer_sizes"]);
   auto activation = mlp_activation_name(spec);
-  MLP mlp(MLPOptions(in, sizes).bias(spec.yaml.get_bool("bias", true)).activation(mlp_activation(activation)));
+  const double dropout = mlp_dropout(spec);
+  MLP mlp(MLPOptions(in, sizes)
+              .bias(spec.yaml.get_bool("bias", true))
+              .activation(mlp_activation(activation))
+              .dropout(dropout));
   std::string summary = str_cat(in);
   for (auto s : sizes) summary += str_cat(" -> ", s);
+  if (dropout > 0) summary += str_cat(", dropout ", dropout);
   return dense_node(mlp, sizes.back(), summary + ", " + activation);
 }
 
@@ -109,13 +123,13 @@ BuiltNode build_low_rank_mixture_crossnet(const NodeSpec& spec, const std::vecto
 }
 
 BuiltNode build_deepfm(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "layer_sizes", "activation"});
+  spec.yaml.allow_keys({"type", "input", "inputs", "layer_sizes", "activation", "dropout"});
   auto dims = expect_pooled_inputs(spec, inputs);
   int64_t in = 0;
   for (auto d : dims) in += d;
   auto sizes = positive_sizes(spec.yaml["layer_sizes"]);
   auto activation = mlp_activation_name(spec);
-  DeepFM deepfm(MLP(MLPOptions(in, sizes).activation(mlp_activation(activation))));
+  DeepFM deepfm(MLP(MLPOptions(in, sizes).activation(mlp_activation(activation)).dropout(mlp_dropout(spec))));
   BuiltNode node;
   node.module = deepfm.ptr();
   node.shape = ValueShape::dense(sizes.back());

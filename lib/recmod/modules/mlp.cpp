@@ -44,6 +44,8 @@ MLPImpl::MLPImpl(MLPOptions options_) : options(std::move(options_)) {
   const auto& sizes = options.layer_sizes();
   TORCH_CHECK(!sizes.empty(), "MLP: layer_sizes must not be empty");
   TORCH_CHECK(options.activation(), "MLP: empty activation factory");
+  TORCH_CHECK(options.dropout() >= 0 && options.dropout() < 1, "MLP: dropout must be in [0, 1), got ",
+              options.dropout());
   mlp_ = register_module("_mlp", torch::nn::Sequential());
   std::optional<int64_t> in_size = options.in_size();
   for (int64_t out_size : sizes) {
@@ -74,7 +76,11 @@ torch::Tensor MLPImpl::forward(const torch::Tensor& input) {
   TORCH_CHECK(input.dim() >= 1 && input.size(-1) == *options.in_size(), "MLP: expected input of shape (*, ",
               *options.in_size(), "), got ", input.sizes());
   torch::Tensor x = input;
-  for (auto& layer : layers_) x = layer->forward(x);
+  const bool drop = options.dropout() > 0 && is_training();
+  for (auto& layer : layers_) {
+    x = layer->forward(x);
+    if (drop) x = torch::dropout(x, options.dropout(), /*train=*/true);
+  }
   finish_forward(*this);
   return x;
 }

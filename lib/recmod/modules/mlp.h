@@ -59,10 +59,17 @@ struct MLPOptions {
   TORCH_ARG(ActivationFactory, activation) = same_activation(Activation());  // torch.relu
   TORCH_ARG(std::optional<torch::Device>, device) = std::nullopt;
   TORCH_ARG(std::optional<torch::Dtype>, dtype) = std::nullopt;
+  /// In [0, 1): in training mode, torch::dropout after each layer's
+  /// activation (an extension: TorchRec's MLP has none); off in eval mode.
+  TORCH_ARG(double, dropout) = 0.0;
 };
 
 /// A stack of Perceptrons, each with the activation: (*, in_size) ->
 /// (*, layer_sizes.back()). Keys as TorchRec: _mlp.<i>._linear.weight, ...
+/// With dropout p > 0, training mode zeroes each activation with
+/// probability p and scales the rest by 1 / (1 - p), drawing from torch's
+/// default generator (seeded by the trainer, saved in its checkpoints); no
+/// parameter or key is added.
 class MLPImpl : public torch::nn::Module, public LazyModule {
  public:
   explicit MLPImpl(MLPOptions options);
