@@ -32,8 +32,16 @@ TEST(FeatureHashingTest, MurmurMatchesReferenceFmix64) {
   EXPECT_EQ(h[0].item<int64_t>(), -5451962507482445012LL);
   EXPECT_EQ(h[1].item<int64_t>(), 1716623506685013753LL);
   EXPECT_EQ(h[2].item<int64_t>(), 4818444927845109502LL);
-  auto r = hash_ids(torch::tensor({1, 12345, -7}, torch::kLong), "murmur", 1000);
-  EXPECT_TRUE(torch::equal(r, torch::tensor({988, 753, 502}, torch::kLong)));
+  // hash: murmur is fmix64's unsigned value mod range (Python:
+  // fmix64(x % 2**64) % r; docs/data.md): 12994781566227106604 % 1000 = 604
+  // for id 1, not the signed remainder 988.
+  auto r = hash_ids(torch::tensor(std::vector<int64_t>{1, 12345, -7, 0, 42, INT64_MAX}, torch::kLong), "murmur", 1000);
+  EXPECT_TRUE(torch::equal(r, torch::tensor({604, 753, 502, 0, 340, 930}, torch::kLong))) << r;
+  auto big = hash_ids(torch::tensor(std::vector<int64_t>{1, 42, INT64_MAX}, torch::kLong), "murmur", 100000);
+  EXPECT_TRUE(torch::equal(big, torch::tensor({6604, 23340, 49930}, torch::kLong))) << big;
+  // A range above 2^62 (the top-bit fold must not overflow): 2^63 - 1.
+  auto huge = hash_ids(torch::tensor(std::vector<int64_t>{1}, torch::kLong), "murmur", INT64_MAX);
+  EXPECT_EQ(huge[0].item<int64_t>(), static_cast<int64_t>(UINT64_C(12994781566227106604) % INT64_MAX));
 }
 
 TEST(FeatureHashingTest, ModIsNonNegativeAndOnlyHashesNamedKeys) {

@@ -2,14 +2,31 @@
 
 #include <torch/torch.h>
 
+#include <cstdint>
+#include <limits>
+
 #include "recmod/common/hash.h"
 
 namespace recmod::config {
 
+namespace {
+// x mod range with x's 64 bits read as an unsigned integer (torch has no
+// uint64): x = low + 2^63 * top_bit, low = x & (2^63 - 1) >= 0, so
+// u mod r = (low mod r + top_bit * (2^63 mod r)) mod r, without overflow.
+torch::Tensor unsigned_mod(const torch::Tensor& x, int64_t range) {
+  const auto r = static_cast<uint64_t>(range);
+  const auto top = static_cast<int64_t>((UINT64_C(1) << 63) % r);
+  auto low = torch::remainder(torch::bitwise_and(x, std::numeric_limits<int64_t>::max()), range);
+  auto with_top = low - (range - top);  // low + top - range, in (-range, range)
+  with_top = torch::where(with_top.lt(0), with_top + range, with_top);
+  return torch::where(x.lt(0), with_top, low);
+}
+}  // namespace
+
 torch::Tensor hash_ids(const torch::Tensor& ids, const std::string& hash, int64_t range) {
   if (hash == "none") return ids;
-  auto x = hash == "murmur" ? murmur3_fmix64(ids) : ids.to(torch::kLong);
-  return torch::remainder(x, range);  // remainder takes the divisor's sign: in [0, range)
+  if (hash == "murmur") return unsigned_mod(murmur3_fmix64(ids), range);
+  return torch::remainder(ids.to(torch::kLong), range);  // remainder takes the divisor's sign: in [0, range)
 }
 
 KeyedJaggedTensor hash_features(const KeyedJaggedTensor& kjt, const std::vector<SparseFeatureSpec>& specs) {

@@ -1,8 +1,9 @@
 #pragma once
 // Maps raw sparse ids into a table's range, per feature, as the config's
 // `hash:` says: none (ids used as they are), mod (id mod range, made
-// non-negative) or murmur (MurmurHash3's 64-bit finalizer, then mod range).
-// Runs with tensor ops on the ids' device.
+// non-negative) or murmur (MurmurHash3's 64-bit finalizer of the id's 64
+// bits, then that unsigned 64-bit value mod range; docs/data.md has a Python
+// reference and test vectors). Runs with tensor ops on the ids' device.
 #include <torch/types.h>
 
 #include <vector>

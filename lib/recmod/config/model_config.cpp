@@ -3,6 +3,7 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/config/data_columns.h"
 #include "recmod/config/embedding_tables.h"
 
 namespace recmod::config {
@@ -174,12 +175,21 @@ TrainingSpec parse_training(const ConfigNode& node) {
   return t;
 }
 
-DataSpec parse_data(const ConfigNode& node) {
-  node.allow_keys({"format", "train", "eval"});
+DataSpec parse_data(const ConfigNode& node, const ModelSpec& spec) {
+  std::vector<std::string> keys{"format", "train", "eval"};
+  for (const auto& k : delimited_data_keys()) keys.push_back(k);
+  node.allow_keys(keys);
   DataSpec d;
-  if (node.has("format")) d.format = node["format"].one_of({"auto", "criteo_tsv", "jsonl", "binary"});
+  if (node.has("format")) d.format = node["format"].one_of({"auto", "criteo_tsv", "jsonl", "binary", "delimited"});
   d.train = node.get_string("train", "");
   d.eval = node.get_string("eval", "");
+  if (node.has("columns")) {
+    d.columns = parse_data_columns(node, spec);
+  } else {
+    for (const auto& k : delimited_data_keys())
+      if (node.has(k)) node[k].fail("'" + k + "' describes delimited text; it needs 'columns' (docs/config.md)");
+    if (d.format == "delimited") node["format"].fail("format delimited needs 'columns' (docs/config.md)");
+  }
   return d;
 }
 
@@ -278,7 +288,7 @@ ModelConfig parse_model_config(const ConfigNode& root) {
   config.output = output.as_string();
   config.output_yaml = output;
   if (auto t = root.find("training")) config.training = parse_training(*t);
-  if (auto d = root.find("data")) config.data = parse_data(*d);
+  if (auto d = root.find("data")) config.data = parse_data(*d, config);
   if (auto s = root.find("sharding")) config.sharding = parse_sharding(*s, config);
   return config;
 }

@@ -3,11 +3,13 @@
 // training settings and data defaults (see docs/config.md). Nodes stay as
 // ConfigNodes here; the registry's builders read them (graph.h).
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "recmod/config/config_node.h"
+#include "recmod/data/delimited.h"
 #include "recmod/dist/sharding_plan.h"
 #include "recmod/optim/optimizer_options.h"
 
@@ -61,9 +63,12 @@ struct TrainingSpec {
 };
 
 struct DataSpec {
-  std::string format;  // criteo_tsv | jsonl | binary ("" = from the file name)
+  std::string format;  // criteo_tsv | jsonl | binary | delimited ("" = from the file name)
   std::string train;
   std::string eval;
+  /// `data.columns` (and delimiter, header, side_tables, ...): how a
+  /// delimited text file maps to the features (config/data_columns.h).
+  std::shared_ptr<const data::DelimitedSpec> columns;
 };
 
 /// A node as written: its name, type, input names and its YAML.

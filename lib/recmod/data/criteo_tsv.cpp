@@ -23,8 +23,10 @@ std::string quoted(std::string_view field) {
 
 /// Parses one line (no newline) into `out`; returns an error message
 /// ("expected ..., found ...") or an empty string. On error the caller
-/// truncates `out` back to its previous row count.
-std::string parse_line(std::string_view line, ExampleColumns& out) {
+/// truncates `out` back to its previous row count. `misshapen` is set when the
+/// line is not Criteo-shaped at all (field count, or a label that is not a
+/// number: a header row).
+std::string parse_line(std::string_view line, ExampleColumns& out, bool& misshapen) {
   std::array<std::string_view, kMaxFields> fields;
   int n = 0;
   const char* p = line.data();
@@ -37,12 +39,16 @@ std::string parse_line(std::string_view line, ExampleColumns& out) {
     if (!tab) break;
     p = tab + 1;
   }
-  if (n < kMinFields || n > kMaxFields)
+  misshapen = n < kMinFields || n > kMaxFields;
+  if (misshapen)
     return str_cat("expected ", kMaxFields, " tab-separated fields (at least ", kMinFields,
                    " when trailing empty fields are trimmed), found ", n);
 
   const std::string_view label = fields[0];
-  if (label != "0" && label != "1") return str_cat("expected label 0 or 1, found ", quoted(label));
+  if (label != "0" && label != "1") {
+    misshapen = label.empty() || label.find_first_not_of("0123456789.-+eE") != std::string_view::npos;
+    return str_cat("expected label 0 or 1, found ", quoted(label));
+  }
   out.labels.push_back(label[0] == '1' ? 1.0f : 0.0f);
 
   for (int i = 0; i < kCriteoNumDense; ++i) {
@@ -97,10 +103,14 @@ std::optional<ExampleColumns> CriteoTsvReader::read(int64_t max_rows) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // CRLF files
     if (line.empty()) continue;                                     // blank lines are not records
     const int64_t rows_before = out.num_rows();
-    std::string error = parse_line(line, out);
+    bool misshapen = false;
+    std::string error = parse_line(line, out, misshapen);
     if (error.empty()) continue;
     out.truncate(rows_before);
     std::string message = str_cat(lines_.name(), ":", lines_.line_number(), ": ", error);
+    // The first record is not Criteo-shaped: most likely the file is not Criteo TSV.
+    if (misshapen && rows_before == 0 && report_.rows_read == 0 && report_.rows_skipped == 0)
+      message += kReadAsCriteoHint;
     if (policy_ == BadRecordPolicy::kFail) throw InputError(message);
     report_.skip(std::move(message));
   }

@@ -20,6 +20,14 @@ inline constexpr int kCriteoNumSparse = 26;
 /// num_dense 13, sparse features C1..C26, one label, unweighted.
 DataSchema criteo_schema();
 
+/// Added to the error of a file whose first record is not Criteo-shaped (a
+/// field count outside 14..40, a label that is not a number: most likely not
+/// Criteo TSV at all): what recmod reads and how to describe a file.
+inline constexpr char kReadAsCriteoHint[] =
+    "\n  (read as Criteo TSV: label, 13 integers, 26 hex ids, tab-separated, no header. recmod reads criteo_tsv, "
+    "jsonl, binary (.rmb) and delimited text such as CSV whose columns the config describes in data.columns; "
+    "see docs/data.md \"Delimited text\")";
+
 /// Parses rows in place over a memory-mapped file, or over a buffer of a
 /// compressed file's text (no per-field allocation).
 /// Each row becomes:

@@ -19,7 +19,9 @@ DataFormat parse_data_format(const std::string& name) {
   if (name == "criteo_tsv" || name == "criteo-tsv" || name == "tsv") return DataFormat::kCriteoTsv;
   if (name == "jsonl") return DataFormat::kJsonl;
   if (name == "binary" || name == "rmb") return DataFormat::kBinary;
-  throw UsageError(str_cat("unknown data format '", name, "'; expected one of [auto, criteo_tsv, jsonl, binary]"));
+  if (name == "delimited") return DataFormat::kDelimited;
+  throw UsageError(
+      str_cat("unknown data format '", name, "'; expected one of [auto, criteo_tsv, jsonl, binary, delimited]"));
 }
 
 std::string format_name(DataFormat format) {
@@ -28,6 +30,7 @@ std::string format_name(DataFormat format) {
     case DataFormat::kCriteoTsv: return "criteo_tsv";
     case DataFormat::kJsonl: return "jsonl";
     case DataFormat::kBinary: return "binary";
+    case DataFormat::kDelimited: return "delimited";
   }
   return "?";
 }
@@ -62,9 +65,11 @@ void check_schema_agrees(const std::string& path, const DataSchema& file, const 
 }  // namespace
 
 std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat format,
-                                           const std::optional<DataSchema>& schema, BadRecordPolicy policy) {
+                                           const std::optional<DataSchema>& schema, BadRecordPolicy policy,
+                                           std::shared_ptr<const DelimitedSpec> columns) {
   const DataFormat found = detect_format(path);
-  if (format == DataFormat::kAuto) format = found;
+  // A config that describes its columns reads its text files with them.
+  if (format == DataFormat::kAuto) format = columns && found == DataFormat::kCriteoTsv ? DataFormat::kDelimited : found;
   // A text format asked for (e.g. by a config's data.format) on a binary
   // file would fail at line 1 with a parse error that hides the cause.
   if (found == DataFormat::kBinary && format != DataFormat::kBinary)
@@ -81,6 +86,12 @@ std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat f
     case DataFormat::kJsonl:
       if (!schema) throw_input_error(path, ": JSON lines need a schema (dense count and sparse feature names)");
       return std::make_unique<JsonlReader>(path, *schema, policy);
+    case DataFormat::kDelimited:
+      if (!columns)
+        throw_input_error(path, ": delimited text needs its columns described (data.columns in the config; "
+                          "docs/data.md \"Delimited text\")");
+      reader = std::make_unique<DelimitedReader>(path, std::move(columns), policy);
+      break;
     case DataFormat::kAuto:
       break;
   }
@@ -90,15 +101,18 @@ std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat f
 
 std::unique_ptr<BatchSource> open_batches(const std::string& path, BatcherOptions options, int64_t epoch,
                                           DataFormat format, const std::optional<DataSchema>& schema,
-                                          BadRecordPolicy policy) {
+                                          BadRecordPolicy policy, std::shared_ptr<const DelimitedSpec> columns) {
   options.seed += static_cast<uint64_t>(epoch);
-  return std::make_unique<Batcher>(open_reader(path, format, schema, policy), options);
+  return std::make_unique<Batcher>(open_reader(path, format, schema, policy, std::move(columns)), options);
 }
 
 std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOptions& options,
                                           const DataSchema& model_schema, int64_t epoch) {
   DataFormat format = parse_data_format(options.format.empty() ? "auto" : options.format);
-  if (format == DataFormat::kAuto) format = detect_format(path);
+  if (format == DataFormat::kAuto) {
+    format = detect_format(path);
+    if (options.columns && format == DataFormat::kCriteoTsv) format = DataFormat::kDelimited;
+  }
   // JSON lines carry no schema of their own: they are read with the model's.
   // The other formats bring theirs, which the caller checks against the
   // model (with a message naming the config).
@@ -108,7 +122,7 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOpt
   batcher.batch_size = options.batch_size;
   batcher.shuffle_buffer = options.shuffle ? std::max<int64_t>(16384, options.batch_size) : 0;
   batcher.seed = options.seed;
-  return open_batches(path, batcher, epoch, format, given);
+  return open_batches(path, batcher, epoch, format, given, BadRecordPolicy::kFail, options.columns);
 }
 
 }  // namespace recmod::data

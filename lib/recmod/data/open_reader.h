@@ -6,13 +6,14 @@
 #include <string>
 
 #include "recmod/data/batcher.h"
+#include "recmod/data/delimited.h"
 #include "recmod/data/example_reader.h"
 
 namespace recmod::data {
 
-enum class DataFormat { kAuto, kCriteoTsv, kJsonl, kBinary };
+enum class DataFormat { kAuto, kCriteoTsv, kJsonl, kBinary, kDelimited };
 
-/// "auto", "criteo_tsv", "jsonl", "binary" (older spellings "criteo-tsv",
+/// "auto", "criteo_tsv", "jsonl", "binary", "delimited" (older spellings "criteo-tsv",
 /// "tsv" and "rmb" are accepted too); throws
 /// UsageError listing the valid names.
 DataFormat parse_data_format(const std::string& name);
@@ -25,10 +26,13 @@ std::string format_name(DataFormat format);
 DataFormat detect_format(const std::string& path);
 
 /// Opens `path`. JSON lines need `schema` (the other formats carry or imply
-/// their own; a given schema must then agree with the file's).
+/// their own; a given schema must then agree with the file's). Delimited
+/// text needs `columns` (a config's data.columns); with columns, kAuto reads
+/// a text file that is not JSON lines as delimited.
 std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat format = DataFormat::kAuto,
                                            const std::optional<DataSchema>& schema = std::nullopt,
-                                           BadRecordPolicy policy = BadRecordPolicy::kFail);
+                                           BadRecordPolicy policy = BadRecordPolicy::kFail,
+                                           std::shared_ptr<const DelimitedSpec> columns = nullptr);
 
 /// open_reader + Batcher for one epoch: the shuffle seed is options.seed +
 /// epoch, so every epoch has its own order and a run is reproducible (what a
@@ -36,11 +40,13 @@ std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat f
 std::unique_ptr<BatchSource> open_batches(const std::string& path, BatcherOptions options, int64_t epoch = 0,
                                           DataFormat format = DataFormat::kAuto,
                                           const std::optional<DataSchema>& schema = std::nullopt,
-                                          BadRecordPolicy policy = BadRecordPolicy::kFail);
+                                          BadRecordPolicy policy = BadRecordPolicy::kFail,
+                                          std::shared_ptr<const DelimitedSpec> columns = nullptr);
 
 /// How a command reads a data set into batches.
 struct ReadOptions {
-  std::string format;        // criteo_tsv | jsonl | binary | auto ("" = auto: from the file's first bytes)
+  std::string format;        // criteo_tsv | jsonl | binary | delimited | auto ("" = auto: from the file's first bytes)
+  std::shared_ptr<const DelimitedSpec> columns;  // a config's data.columns: text is read as delimited
   int64_t batch_size = 256;
   bool shuffle = false;      // rows mixed in a buffer of max(16384, batch_size) rows
   uint64_t seed = 0;         // the shuffle's seed; epoch e shuffles with seed + e

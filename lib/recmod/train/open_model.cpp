@@ -1,5 +1,7 @@
 #include "recmod/train/open_model.h"
 
+#include "recmod/common/errors.h"
+#include "recmod/data/criteo_tsv.h"
 #include "recmod/data/open_reader.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/modules/embedding_modules.h"
@@ -49,8 +51,17 @@ std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const
   read.batch_size = options.batch_size > 0 ? options.batch_size : opened.config.training.batch_size;
   read.shuffle = options.shuffle;
   read.seed = options.seed;
+  read.columns = opened.config.data.columns;
   auto source = data::open_batches(path, read, opened.model->schema(), epoch);
-  opened.model->check_schema(source->schema(), path);
+  try {
+    opened.model->check_schema(source->schema(), path);
+  } catch (const InputError& e) {
+    // A text file taken for Criteo TSV because nothing said otherwise.
+    const bool guessed = (read.format.empty() || read.format == "auto") &&
+                         data::detect_format(path) == data::DataFormat::kCriteoTsv;
+    if (guessed) throw InputError(e.what() + std::string(data::kReadAsCriteoHint));
+    throw;
+  }
   return source;
 }
 

@@ -1,0 +1,246 @@
+#include "recmod/config/data_columns.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "recmod/common/errors.h"
+#include "recmod/config/embedding_tables.h"
+
+namespace recmod::config {
+
+const std::vector<std::string>& delimited_data_keys() {
+  static const std::vector<std::string> keys{"columns", "delimiter", "quote", "header", "hash_seed", "side_tables"};
+  return keys;
+}
+
+namespace {
+
+using data::ColumnRole;
+using data::ColumnSpec;
+
+char parse_char(const ConfigNode& node, bool allow_none) {
+  const std::string s = node.as_string();
+  if (s == "tab") return '\t';
+  if (allow_none && s == "none") return 0;
+  if (s.size() != 1 || s[0] == '\n' || s[0] == '\r')
+    node.fail(str_cat("expected one character (or 'tab'", allow_none ? ", 'none'" : "", "), found '", s, "'"));
+  return s[0];
+}
+
+/// Where hashed ids of a feature are folded: the column's range, the
+/// feature's, or the size of the table that reads it.
+class Ranges {
+ public:
+  explicit Ranges(const ModelSpec& spec) : spec_(spec) {}
+  uint64_t of(const std::string& feature, const ConfigNode& column) {
+    if (column.has("range")) return static_cast<uint64_t>(column.positive_int("range"));
+    for (const auto& f : spec_.features.sparse)
+      if (f.name == feature && f.hash != "none" && f.range > 0) return static_cast<uint64_t>(f.range);
+    if (!tables_) tables_ = embedding_tables_of(spec_);
+    int64_t rows = 0;
+    for (const auto& t : *tables_) {
+      const auto& names = t.feature_names;
+      if (std::find(names.begin(), names.end(), feature) != names.end())
+        rows = rows == 0 ? t.num_embeddings : std::min(rows, t.num_embeddings);
+    }
+    if (rows > 0) return static_cast<uint64_t>(rows);
+    column.fail("hashed ids of feature '" + feature +
+                "' need a range: no table reads the feature and it has no 'range'; give the column 'range: N'");
+  }
+
+ private:
+  const ModelSpec& spec_;
+  std::optional<std::vector<dist::TableShape>> tables_;
+};
+
+struct Parsed {
+  std::vector<ColumnSpec> columns;
+  std::vector<ConfigNode> nodes;  // the YAML of each column (a `names:` entry repeats)
+};
+
+int64_t feature_index(const ModelSpec& spec, const std::string& name, const ConfigNode& at) {
+  const auto names = spec.features.sparse_names();
+  const auto it = std::find(names.begin(), names.end(), name);
+  if (it == names.end())
+    at.fail("no sparse feature '" + name + "' in features.sparse; the features are " + join_names(names));
+  return it - names.begin();
+}
+
+/// A `columns:` list. `side`: a side table's (sparse, flag and ignore only).
+Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& ranges, bool side) {
+  Parsed out;
+  if (!list.is_list() || list.size() == 0) list.fail("expected a list of columns, found " + list.describe());
+  std::set<std::string> seen;
+  const std::vector<std::string> roles =
+      side ? std::vector<std::string>{"sparse", "flag", "ignore"}
+           : std::vector<std::string>{"label", "dense", "sparse", "weight", "flag", "ignore"};
+  for (const auto& item : list.items()) {
+    std::vector<std::string> names;
+    ColumnSpec c;
+    if (item.is_scalar()) {
+      names.push_back(item.as_string());
+      c.role = ColumnRole::kIgnore;
+    } else {
+      item.expect_map();
+      item.allow_keys({"name", "names", "role", "feature", "ids", "separator", "weight_separator", "range", "of", "id",
+                       "transform", "threshold", "default", "join"});
+      if (item.has("name") == item.has("names")) item.fail("give the column a 'name' (or 'names: [...]' for several)");
+      if (item.has("name"))
+        names.push_back(item["name"].as_string());
+      else
+        names = item["names"].as_string_list();
+      if (names.empty()) item["names"].fail("expected at least one name");
+      const std::string role = item["role"].one_of(roles);
+      c.role = role == "label"    ? ColumnRole::kLabel
+               : role == "dense"  ? ColumnRole::kDense
+               : role == "sparse" ? ColumnRole::kSparse
+               : role == "weight" ? ColumnRole::kWeight
+               : role == "flag"   ? ColumnRole::kFlag
+                                  : ColumnRole::kIgnore;
+      auto only_for = [&](const char* key, std::initializer_list<ColumnRole> ok, const char* roles_text) {
+        if (item.has(key) && std::find(ok.begin(), ok.end(), c.role) == ok.end())
+          item[key].fail(str_cat("'", key, "' applies to columns with role ", roles_text, ", not ", role));
+      };
+      only_for("feature", {ColumnRole::kSparse, ColumnRole::kFlag}, "sparse or flag");
+      only_for("ids", {ColumnRole::kSparse}, "sparse");
+      only_for("separator", {ColumnRole::kSparse}, "sparse");
+      only_for("weight_separator", {ColumnRole::kSparse}, "sparse");
+      only_for("range", {ColumnRole::kSparse}, "sparse");
+      only_for("of", {ColumnRole::kWeight}, "weight");
+      only_for("id", {ColumnRole::kFlag}, "flag");
+      only_for("transform", {ColumnRole::kDense}, "dense");
+      only_for("threshold", {ColumnRole::kLabel}, "label");
+      if (c.role == ColumnRole::kFlag && !item.has("feature")) item.fail("a flag column needs 'feature: NAME'");
+      if (c.role == ColumnRole::kWeight && !item.has("of")) item.fail("a weight column needs 'of: COLUMN'");
+      if (c.role == ColumnRole::kSparse)
+        c.ids = item.has("ids") && item["ids"].one_of({"hash", "int"}) == "int" ? data::IdKind::kInt : data::IdKind::kHash;
+      if (auto n = item.find("separator")) c.separator = parse_char(*n, false);
+      if (auto n = item.find("weight_separator")) c.weight_separator = parse_char(*n, false);
+      if (c.separator && c.separator == c.weight_separator)
+        item["weight_separator"].fail("must differ from 'separator'");
+      if (auto n = item.find("transform")) c.log1p = n->one_of({"none", "log1p"}) == "log1p";
+      if (auto n = item.find("threshold")) c.threshold = n->as_double();
+      if (auto n = item.find("default")) c.default_value = n->as_string();
+      if (auto n = item.find("join")) c.join = n->as_string();
+      if (auto n = item.find("id")) {
+        if (names.size() > 1) n->fail("'id' is for one flag column; with 'names' the ids are 0, 1, ... in list order");
+        c.flag_id = n->as_int();
+      }
+    }
+    for (size_t k = 0; k < names.size(); ++k) {
+      ColumnSpec one = c;
+      one.name = names[k];
+      if (!seen.insert(one.name).second) item.fail("column '" + one.name + "' is listed twice");
+      if (one.role == ColumnRole::kSparse || one.role == ColumnRole::kFlag) {
+        const std::string feature = item.is_map() && item.has("feature") ? item["feature"].as_string() : one.name;
+        one.target = feature_index(spec, feature, item.is_map() && item.has("feature") ? item["feature"] : item);
+        if (one.role == ColumnRole::kSparse && one.ids == data::IdKind::kHash) one.range = ranges.of(feature, item);
+        if (one.role == ColumnRole::kFlag && names.size() > 1) one.flag_id = static_cast<int64_t>(k);
+      }
+      out.columns.push_back(one);
+      out.nodes.push_back(item);
+    }
+  }
+  return out;
+}
+
+data::SideTableSpec parse_side_table(const std::string& name, const ConfigNode& node, const ModelSpec& spec,
+                                     Ranges& ranges) {
+  node.expect_map();
+  node.allow_keys({"file", "delimiter", "quote", "header", "key", "missing", "columns"});
+  data::SideTableSpec t;
+  t.name = name;
+  t.path = node["file"].as_string();
+  if (auto n = node.find("delimiter")) t.delimiter = parse_char(*n, false);
+  if (auto n = node.find("quote")) t.quote = parse_char(*n, true);
+  t.header = node.get_bool("header", false);
+  if (auto n = node.find("missing")) t.missing_is_bad = n->one_of({"empty", "bad"}) == "bad";
+  const Parsed parsed = parse_columns(node["columns"], spec, ranges, /*side=*/true);
+  t.columns = parsed.columns;
+  const std::string key = node["key"].as_string();
+  for (size_t i = 0; i < t.columns.size(); ++i)
+    if (t.columns[i].name == key) t.key_column = static_cast<int64_t>(i);
+  if (t.key_column < 0) node["key"].fail("no column '" + key + "' in this side table's columns");
+  return t;
+}
+
+}  // namespace
+
+std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& node, const ModelSpec& spec) {
+  auto out = std::make_shared<data::DelimitedSpec>();
+  if (auto n = node.find("delimiter")) out->delimiter = parse_char(*n, false);
+  if (auto n = node.find("quote")) out->quote = parse_char(*n, true);
+  if (out->quote && out->quote == out->delimiter) node["quote"].fail("the quote must differ from the delimiter");
+  out->header = node.get_bool("header", false);
+  if (auto n = node.find("hash_seed")) {
+    const int64_t seed = n->as_int();
+    if (seed < 0) n->fail(str_cat("must be >= 0, got ", seed));
+    out->hash_seed = static_cast<uint64_t>(seed);
+  }
+  Ranges ranges(spec);
+  std::vector<std::string> table_names;
+  if (auto tables = node.find("side_tables")) {
+    tables->expect_map();
+    for (const auto& name : tables->keys()) {
+      out->side_tables.push_back(parse_side_table(name, (*tables)[name], spec, ranges));
+      table_names.push_back(name);
+    }
+  }
+  const ConfigNode list = node["columns"];
+  const Parsed parsed = parse_columns(list, spec, ranges, /*side=*/false);
+  out->columns = parsed.columns;
+
+  auto& schema = out->schema;
+  schema.sparse_features = spec.features.sparse_names();
+  std::vector<bool> fed(schema.sparse_features.size(), false);
+  int64_t labels = 0, dense = 0;
+  for (size_t i = 0; i < out->columns.size(); ++i) {
+    auto& c = out->columns[i];
+    const ConfigNode& at = parsed.nodes[i];
+    switch (c.role) {
+      case ColumnRole::kLabel:
+        if (labels > 0) at.fail("a second label column ('" + c.name + "'); a config has one label");
+        c.target = labels++;
+        break;
+      case ColumnRole::kDense:
+        c.target = dense++;
+        break;
+      case ColumnRole::kSparse:
+      case ColumnRole::kFlag:
+        fed[c.target] = true;
+        if (c.weight_separator) schema.weighted = true;
+        break;
+      case ColumnRole::kWeight: {
+        const std::string of = at["of"].as_string();
+        for (size_t j = 0; j < out->columns.size(); ++j)
+          if (out->columns[j].name == of) c.weight_of = static_cast<int64_t>(j);
+        if (c.weight_of < 0 || out->columns[c.weight_of].role != ColumnRole::kSparse)
+          at["of"].fail("expected the name of a sparse column in data.columns, found '" + of + "'");
+        schema.weighted = true;
+        break;
+      }
+      case ColumnRole::kIgnore:
+        break;
+    }
+    if (!c.join.empty() && std::find(table_names.begin(), table_names.end(), c.join) == table_names.end())
+      at["join"].fail("no side table '" + c.join + "'; data.side_tables has " + join_names(table_names));
+  }
+  for (const auto& t : out->side_tables)
+    for (const auto& c : t.columns) {
+      if (c.role == ColumnRole::kSparse || c.role == ColumnRole::kFlag) fed[c.target] = true;
+      if (c.weight_separator) schema.weighted = true;
+    }
+  if (labels == 0) list.fail("no column has role label");
+  schema.num_labels = 1;
+  if (dense != spec.features.num_dense)
+    list.fail(str_cat(dense, " column(s) have role dense, but features.dense is ", spec.features.num_dense));
+  schema.num_dense = dense;
+  for (size_t f = 0; f < fed.size(); ++f)
+    if (!fed[f])
+      list.fail("no column (or side table column) feeds sparse feature '" + schema.sparse_features[f] +
+                "' of features.sparse");
+  return out;
+}
+
+}  // namespace recmod::config

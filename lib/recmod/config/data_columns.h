@@ -1,0 +1,26 @@
+#pragma once
+// The config's description of a delimited text file (`data.columns`,
+// `data.side_tables`, `data.delimiter`, ...; docs/config.md "data"), read
+// into a data::DelimitedSpec checked against the model's features.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "recmod/config/config_node.h"
+#include "recmod/config/model_config.h"
+#include "recmod/data/delimited.h"
+
+namespace recmod::config {
+
+/// The keys of `data:` that describe a delimited file (besides format,
+/// train, eval).
+const std::vector<std::string>& delimited_data_keys();
+
+/// Reads `data_node`'s columns (ConfigErrors at the key: an unknown role or
+/// feature, a feature no column feeds, a dense count that differs from
+/// features.dense, a hashed column without a range, ...). Hashed ids take the
+/// column's `range`, else the feature's `range`, else the num_embeddings of
+/// the table that reads the feature.
+std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& data_node, const ModelSpec& spec);
+
+}  // namespace recmod::config
