@@ -11,6 +11,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/metrics/binary_metrics.h"
+#include "recmod/train/checkpoint.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
 #include "recmod/train/trainer.h"
@@ -32,7 +33,12 @@ struct EvalArgs {
   DistArgs dist;
 };
 
-int run_eval(const EvalArgs& args) {
+int run_eval(const EvalArgs& given) {
+  EvalArgs args = given;
+  if (args.config.empty()) {  // the run's own config.yaml, as `recmod train` saved it
+    args.config = train::config_of_checkpoint(args.checkpoint);
+    std::cerr << "config: " << args.config << " (the checkpoint's run)\n";
+  }
   if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
@@ -101,7 +107,7 @@ int run_eval(const EvalArgs& args) {
 void add_eval(CLI::App& app, Actions& actions) {
   auto* cmd = app.add_subcommand("eval", "Evaluate a checkpoint: AUC, NE, log loss, accuracy, calibration, count");
   auto args = std::make_shared<EvalArgs>();
-  cmd->add_option("config", args->config, "Model config (YAML)")->required();
+  cmd->add_option("config", args->config, "Model config (YAML); default: config.yaml of the checkpoint's run directory");
   cmd->add_option("--checkpoint", args->checkpoint, "model.pt of a run")->required();
   cmd->add_option("--data", args->data, "Evaluation data");
   cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary");

@@ -159,5 +159,31 @@ TEST(TrainPracticeCli, DropoutIsExactAcrossResume) {
   EXPECT_TRUE(differs_from_plain);
 }
 
+// eval without a config reads the run's config.yaml (beside model.pt, or
+// in RUN for RUN/best/model.pt) and reports the same metrics.
+TEST(TrainPracticeCli, EvalFindsTheRunsConfig) {
+  auto d = make_data("eval_run_config");
+  const auto config = write_file(d.dir + "/tiny.yaml", tiny_model_yaml() + "  eval_interval: 20\n  keep_best: auc\n");
+  const std::string run = d.dir + "/run";
+  ASSERT_EQ(run_recmod("train " + config + " --data " + d.train + " --eval-data " + d.eval + " --out " + run +
+                       " --steps 40 --threads 1")
+                .exit_code,
+            0);
+  auto last_json = [](const std::string& output) { return nlohmann::json::parse(output.substr(output.rfind('{'))); };
+  for (const std::string checkpoint : {run + "/model.pt", run + "/best/model.pt"}) {
+    auto with = run_recmod("eval " + config + " --checkpoint " + checkpoint + " --data " + d.eval + " --json");
+    auto without = run_recmod("eval --checkpoint " + checkpoint + " --data " + d.eval + " --json");
+    ASSERT_EQ(without.exit_code, 0) << without.output;
+    EXPECT_THAT(without.output, HasSubstr("config: " + run + "/config.yaml"));
+    EXPECT_EQ(last_json(with.output), last_json(without.output)) << checkpoint;
+  }
+  // a checkpoint outside a run directory: a usage error that says what to pass
+  ASSERT_TRUE(std::filesystem::copy_file(run + "/model.pt", d.dir + "/loose.pt"));
+  auto loose = run_recmod("eval --checkpoint " + d.dir + "/loose.pt --data " + d.eval);
+  EXPECT_EQ(loose.exit_code, 2);
+  EXPECT_THAT(loose.output, HasSubstr("no config given, and none in the checkpoint's run directory"));
+  EXPECT_THAT(loose.output, HasSubstr(d.dir + "/config.yaml"));
+}
+
 }  // namespace
 }  // namespace recmod::testing

@@ -183,6 +183,18 @@ std::optional<BestRecord> read_best_record(const RunDir& run) {
   return BestRecord{json.value("metric", std::string()), json.value("value", 0.0), json.value("step", int64_t{0})};
 }
 
+std::string config_of_checkpoint(const std::string& checkpoint) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(checkpoint).parent_path();
+  std::vector<std::string> looked{(dir / "config.yaml").string()};
+  if (dir.filename() == "best") looked.push_back((dir.parent_path() / "config.yaml").string());  // RUN/best/model.pt
+  for (const auto& candidate : looked)
+    if (fs::is_regular_file(candidate)) return candidate;
+  throw UsageError(str_cat("no config given, and none in the checkpoint's run directory (looked for ",
+                           join_names(looked), "); pass the model config: recmod eval CONFIG --checkpoint ",
+                           checkpoint));
+}
+
 void restore_cpu_rng(const torch::Tensor& state) {
   at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the shared generator
   std::lock_guard<std::mutex> lock(generator.mutex());

@@ -73,6 +73,11 @@ TrainerState read_trainer_state(const RunDir& run);
 /// Sets torch's CPU generator to a saved state.
 void restore_cpu_rng(const torch::Tensor& state);
 
+/// The config.yaml of the run a checkpoint belongs to: beside it
+/// (RUN/model.pt) or, for RUN/best/model.pt, in RUN. UsageError naming
+/// the places looked at when there is none.
+std::string config_of_checkpoint(const std::string& checkpoint);
+
 /// Loads a model.pt written by `recmod train` (or torch.save of a matching
 /// state_dict) into the model (strict keys).
 void load_model(config::ModelGraph& model, const std::string& path);
