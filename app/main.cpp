@@ -2,6 +2,7 @@
 // subcommands in commands/ and turns errors into messages and exit codes:
 // 0 success, 1 runtime failure, 2 usage or config error.
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <iostream>
 
 #include "commands/commands.h"
@@ -19,6 +20,10 @@ int parse_error(const CLI::App& app, const CLI::ParseError& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f, RLIMIT_FSIZE) reached by a write would kill
+  // the process with SIGXFSZ; ignored, the write fails with EFBIG and the
+  // command stops with its error like on a full disk (old files intact).
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"recmod: TorchRec modules in C++, driven by YAML model configs"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "recmod 0.1.0");

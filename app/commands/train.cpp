@@ -119,7 +119,9 @@ void add_train(CLI::App& app, Actions& actions) {
   cmd->add_option("config", args->config, "Model config (YAML)")->required();
   cmd->add_option("--data", args->data, "Training data (criteo_tsv, jsonl or binary)");
   cmd->add_option("--eval-data", args->eval_data, "Validation data, evaluated every eval_interval steps and at the end");
-  cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary (default: from the file name)");
+  cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary | delimited (default: the config's data.format, else detected "
+                  "from the file's content, not its name: the .rmb magic, a first '{' for JSON lines, else Criteo TSV; "
+                  ".gz and .zst files by their decompressed text)");
   cmd->add_option("--out", args->out, "Run directory (model.pt, trainer_state.pt, metrics.jsonl)")->capture_default_str();
   cmd->add_flag("--resume", args->resume, "Continue the run in --out from its last checkpoint");
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();

@@ -22,14 +22,23 @@ std::string directory_of(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
-void write_all(int fd, std::string_view bytes, const std::string& temp_path) {
+/// A failed write names the file being replaced (not its temp file, which is
+/// removed) and says that the old one stands.
+[[noreturn]] void throw_write_error(const std::string& target, int error) {
+  const bool no_room = error == ENOSPC || error == EFBIG || error == EDQUOT;
+  throw FileWriteError(str_cat(target, ": cannot write it: ", std::strerror(error),
+                               no_room ? " (the disk is full, or a quota or file-size limit was reached)" : "",
+                               "; the previous file, if any, is unchanged"));
+}
+
+void write_all(int fd, std::string_view bytes, const std::string& target) {
   const char* data = bytes.data();
   size_t left = bytes.size();
   while (left > 0) {
     const ssize_t n = ::write(fd, data, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw_os_error(temp_path, "write failed", errno);
+      throw_write_error(target, errno);
     }
     data += n;
     left -= static_cast<size_t>(n);
@@ -95,9 +104,9 @@ void write_file_atomically(const std::string& path, const std::function<void(con
                            const std::function<void(const std::string& temp_path)>& before_commit) {
   TempFile temp(path);
   produce([&](const void* data, size_t size) {
-    write_all(temp.fd(), std::string_view(static_cast<const char*>(data), size), temp.path());
+    write_all(temp.fd(), std::string_view(static_cast<const char*>(data), size), path);
   });
-  if (::fsync(temp.fd()) != 0) throw_os_error(temp.path(), "fsync failed", errno);
+  if (::fsync(temp.fd()) != 0) throw_write_error(path, errno);
   // mkstemp creates 0600; give the file the usual rw-r--r-- (reading the
   // umask would mean changing it, which races with other threads).
   ::fchmod(temp.fd(), 0644);

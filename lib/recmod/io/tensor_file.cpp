@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -46,20 +47,35 @@ void write_tensors(const StateDict& tensors, const ByteSink& sink) {
     TORCH_CHECK(keys.insert(key).second, "save_tensors: key '", key, "' appears twice");
   }
   const std::string pickle = pickle_tensor_dict(tensors);
-  caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
-    sink(data, n);
-    return n;
-  });
-  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
-  const std::string order = "little";
-  writer.writeRecord("byteorder", order.data(), order.size());
-  // One tensor at a time: a copy (device tensors, views) lives only while
-  // its record is written, so saving needs no second copy of the model.
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const torch::Tensor t = compact_cpu_copy(tensors[i].second);
-    writer.writeRecord("data/" + std::to_string(i), t.data_ptr(), t.nbytes());
+  // The sink may throw (a full disk: FileWriteError). The exception must not
+  // pass through the zip writer: its C code would be unwound, and its
+  // destructor finishes the archive by writing again; a throw there is
+  // std::terminate (a crash, and the temp file left behind). So the first
+  // failure is kept, later bytes are dropped, and it is rethrown once the
+  // writer is gone.
+  std::exception_ptr failure;
+  {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
+      if (failure) return n;
+      try {
+        sink(data, n);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      return n;
+    });
+    writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+    const std::string order = "little";
+    writer.writeRecord("byteorder", order.data(), order.size());
+    // One tensor at a time: a copy (device tensors, views) lives only while
+    // its record is written, so saving needs no second copy of the model.
+    for (size_t i = 0; i < tensors.size() && !failure; ++i) {
+      const torch::Tensor t = compact_cpu_copy(tensors[i].second);
+      writer.writeRecord("data/" + std::to_string(i), t.data_ptr(), t.nbytes());
+    }
+    if (!failure) writer.writeEndOfFile();
   }
-  writer.writeEndOfFile();
+  if (failure) std::rethrow_exception(failure);
 }
 
 std::vector<char> tensors_to_bytes(const StateDict& tensors) {

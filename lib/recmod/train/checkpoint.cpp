@@ -104,7 +104,14 @@ void write_checkpoint(const StateDict& model_state, const StateDict& optimizer_s
   trainer_state.emplace_back("trainer.stopped_early", scalar(pos.stopped_early ? 1 : 0));
   trainer_state.emplace_back("trainer.rng", at::detail::getDefaultCPUGenerator().get_state());
   trainer_state.emplace_back("trainer.model_digest", scalar(model_digest.value()));
-  save_tensors(run.trainer_state_path(), trainer_state);
+  try {
+    save_tensors(run.trainer_state_path(), trainer_state);
+  } catch (const FileWriteError&) {
+    // The old trainer state stays and names the old model.pt: the pending
+    // model would only be a stray file (a disk that filled up, a size limit).
+    std::remove(pending_model_path(run).c_str());
+    throw;
+  }
   if (std::rename(pending_model_path(run).c_str(), run.model_path().c_str()) != 0)
     throw FileWriteError(str_cat(run.model_path(), ": cannot replace the file: ", std::strerror(errno)));
 }

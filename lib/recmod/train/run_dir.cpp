@@ -1,5 +1,11 @@
 #include "recmod/train/run_dir.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -11,10 +17,44 @@ namespace recmod::train {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+/// An exclusive flock on `lock_path`, or a UsageError naming its holder.
+std::shared_ptr<const int> lock_run(const std::string& run, const std::string& lock_path) {
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw InputError(str_cat(lock_path, ": cannot create the run's lock file: ", std::strerror(errno)));
+  int rc;
+  while ((rc = ::flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR) {
+  }
+  if (rc != 0) {
+    const int error = errno;
+    char text[32] = {};
+    const ssize_t n = ::pread(fd, text, sizeof text - 1, 0);
+    ::close(fd);
+    std::string holder(text, n > 0 ? static_cast<size_t>(n) : 0);
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
+    if (error != EWOULDBLOCK) throw InputError(str_cat(lock_path, ": cannot lock the run directory: ", std::strerror(error)));
+    throw UsageError(str_cat(run, " is in use by another recmod run", holder.empty() ? "" : " (pid " + holder + ")",
+                             ", which holds ", lock_path, "; wait for it to end, or choose another --out"));
+  }
+  // The holder's pid, for the message above (a hint only: the flock is the lock).
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    // The lock holds without the hint.
+  }
+  return std::shared_ptr<const int>(new int(fd), [](const int* p) {
+    ::close(*p);
+    delete p;
+  });
+}
+
+}  // namespace
+
 RunDir::RunDir(std::string path, bool resume) : path_(std::move(path)) {
   std::error_code ec;
   fs::create_directories(path_, ec);
   if (ec) throw InputError(str_cat(path_, ": cannot create the run directory: ", ec.message()));
+  lock_ = lock_run(path_, lock_path());
   if (!resume && has_checkpoint())
     throw UsageError(str_cat(path_, " already holds a checkpoint; pass --resume to continue that run, or choose another --out"));
   if (resume && !has_checkpoint())

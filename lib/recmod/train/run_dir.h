@@ -4,6 +4,8 @@
 //   trainer_state.pt  optimizer state + trainer position (step, epoch, batch, RNG)
 //   metrics.jsonl     one JSON object per logged step / evaluation
 //   config.yaml       the config the run was started with
+//   .lock             flock'ed by the run writing here, for its whole life
+#include <memory>
 #include <string>
 
 namespace recmod::train {
@@ -12,7 +14,11 @@ class RunDir {
  public:
   /// Creates `path` when needed. Without `resume`, a directory that already
   /// holds a checkpoint is a UsageError (nothing is overwritten by accident);
-  /// with `resume`, one without a checkpoint is a UsageError.
+  /// with `resume`, one without a checkpoint is a UsageError. First takes
+  /// an exclusive flock on `path`/.lock, held while any copy of this RunDir
+  /// lives (the kernel drops it when the process dies, so a crashed run
+  /// leaves no stale lock): a second run on the same directory is a
+  /// UsageError naming the pid that holds it, before anything is written.
   RunDir(std::string path, bool resume);
   /// The run directory another rank created (no checks, nothing created):
   /// the other ranks of a distributed run, which never write into it.
@@ -23,6 +29,7 @@ class RunDir {
   std::string trainer_state_path() const { return path_ + "/trainer_state.pt"; }
   std::string metrics_path() const { return path_ + "/metrics.jsonl"; }
   std::string config_path() const { return path_ + "/config.yaml"; }
+  std::string lock_path() const { return path_ + "/.lock"; }
   bool has_checkpoint() const;
 
   /// Appends one line to metrics.jsonl (flushed, so a crash keeps it).
@@ -36,6 +43,7 @@ class RunDir {
  private:
   RunDir() = default;
   std::string path_;
+  std::shared_ptr<const int> lock_;  // the .lock file's descriptor; closed (unlocked) with the last copy
 };
 
 }  // namespace recmod::train
