@@ -337,6 +337,7 @@ std::optional<ExampleColumns> BinaryReader::read(int64_t max_rows) {
     id_cursor_[f] += count;
   }
   for (int64_t r = 0; r < n; ++r) out.finish_row();
+  file_->check_not_cut();  // a file cut short under the mapping reads as zeros
   row_ = end;
   report_.rows_read += n;
   return out;
@@ -384,6 +385,7 @@ std::optional<Batch> BinaryReader::read_batch(int64_t max_rows) {
     }
     id_cursor_[f] += count;
   }
+  file_->check_not_cut();  // a file cut short under the mapping reads as zeros
   batch.sparse = KeyedJaggedTensor::unchecked(schema_.sparse_features, values, lengths, weights, n);
   row_ = end;
   report_.rows_read += n;

@@ -46,6 +46,7 @@ class TextLines {
         pos_ += len + 1;
         ++line_;
         line = std::string_view(begin, len);
+        check_not_cut();
         return true;
       }
       if (refill()) continue;
@@ -53,6 +54,7 @@ class TextLines {
       line = std::string_view(data_ + pos_, size_ - pos_);
       pos_ = size_;
       ++line_;
+      check_not_cut();
       return true;
     }
   }
@@ -60,6 +62,10 @@ class TextLines {
   int64_t line_number() const { return line_; }
 
  private:
+  /// A mapped file cut short under us: its line is zeros, not text.
+  void check_not_cut() const {
+    if (file_ && file_->cut()) file_->check_not_cut(":" + std::to_string(line_));
+  }
   /// Streams only: moves the unread rest to the front of the buffer and
   /// appends decompressed bytes; false when the stream has ended.
   bool refill();
