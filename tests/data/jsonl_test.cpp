@@ -59,8 +59,6 @@ TEST(Jsonl, ErrorMessagesNameFileAndLine) {
   EXPECT_EQ(error_of(good + "\n" + R"({"label": 1, "dense": [0]})"),
             "d.jsonl:2: expected \"dense\" to be a list of 2 numbers, found [0]");
   EXPECT_EQ(error_of(R"({"dense": [0, 0]})"), "d.jsonl:1: expected a \"label\", found none");
-  EXPECT_EQ(error_of(R"({"label": 1, "dense": [0, 0], "sparse": {"f9": [1]}})"),
-            "d.jsonl:1: expected sparse features from [f1, f2], found \"f9\"");
   EXPECT_EQ(error_of(R"({"label": 1, "dense": [0, 0], "sparse": {"f1": [1.5]}})"),
             "d.jsonl:1: expected integer ids for \"f1\", found 1.5");
   EXPECT_EQ(error_of(R"({"label": 1, "dense": [0, 0], "sparse": {"f1": {"ids": [1], "weights": [1]}}})"),

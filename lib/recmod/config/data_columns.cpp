@@ -167,6 +167,20 @@ data::SideTableSpec parse_side_table(const std::string& name, const ConfigNode& 
 
 }  // namespace
 
+std::vector<uint64_t> string_id_ranges(const ModelSpec& spec) {
+  const auto tables = embedding_tables_of(spec);
+  std::vector<uint64_t> out;
+  for (const auto& f : spec.features.sparse) {
+    int64_t rows = f.hash != "none" && f.range > 0 ? f.range : 0;
+    if (rows == 0)
+      for (const auto& t : tables)
+        if (std::find(t.feature_names.begin(), t.feature_names.end(), f.name) != t.feature_names.end())
+          rows = rows == 0 ? t.num_embeddings : std::min(rows, t.num_embeddings);
+    out.push_back(static_cast<uint64_t>(rows));
+  }
+  return out;
+}
+
 std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& node, const ModelSpec& spec) {
   auto out = std::make_shared<data::DelimitedSpec>();
   if (auto n = node.find("delimiter")) out->delimiter = parse_char(*n, false);

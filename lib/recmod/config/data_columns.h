@@ -23,4 +23,9 @@ const std::vector<std::string>& delimited_data_keys();
 /// the table that reads the feature.
 std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& data_node, const ModelSpec& spec);
 
+/// Per feature of features.sparse, the range string ids are hashed into: the
+/// feature's `range`, else the num_embeddings of the table that reads it
+/// (the smallest), else 0 (none).
+std::vector<uint64_t> string_id_ranges(const ModelSpec& spec);
+
 }  // namespace recmod::config

@@ -33,10 +33,11 @@ SparseFeatureSpec parse_sparse_feature(const ConfigNode& node, const std::string
     f.range = default_range;
   } else {
     if (!node.is_map()) node.fail("expected a feature name or {name, hash, range}, found " + node.describe());
-    node.allow_keys({"name", "hash", "range"});
+    node.allow_keys({"name", "hash", "range", "weighted"});
     f.name = node["name"].as_name("a feature name");
     f.hash = node.has("hash") ? node["hash"].one_of({"none", "mod", "murmur"}) : default_hash;
     f.range = node.has("range") ? node.positive_int("range") : default_range;
+    f.weighted = node.get_bool("weighted", false);
   }
   if (f.hash != "none" && f.range <= 0) node.fail("hash '" + f.hash + "' needs a range > 0 (add 'range: N')");
   return f;
@@ -176,18 +177,25 @@ TrainingSpec parse_training(const ConfigNode& node) {
 }
 
 DataSpec parse_data(const ConfigNode& node, const ModelSpec& spec) {
-  std::vector<std::string> keys{"format", "train", "eval"};
+  std::vector<std::string> keys{"format", "train", "eval", "strict_features"};
   for (const auto& k : delimited_data_keys()) keys.push_back(k);
   node.allow_keys(keys);
   DataSpec d;
   if (node.has("format")) d.format = node["format"].one_of({"auto", "criteo_tsv", "jsonl", "binary", "delimited"});
   d.train = node.get_string("train", "");
   d.eval = node.get_string("eval", "");
+  d.strict_features = node.get_bool("strict_features", false);
+  if (auto n = node.find("hash_seed")) {
+    const int64_t seed = n->as_int();
+    if (seed < 0) n->fail(str_cat("must be >= 0, got ", seed));
+    d.hash_seed = static_cast<uint64_t>(seed);
+  }
   if (node.has("columns")) {
     d.columns = parse_data_columns(node, spec);
   } else {
     for (const auto& k : delimited_data_keys())
-      if (node.has(k)) node[k].fail("'" + k + "' describes delimited text; it needs 'columns' (docs/config.md)");
+      if (k != "hash_seed" && node.has(k))
+        node[k].fail("'" + k + "' describes delimited text; it needs 'columns' (docs/config.md)");
     if (d.format == "delimited") node["format"].fail("format delimited needs 'columns' (docs/config.md)");
   }
   return d;

@@ -20,6 +20,7 @@ struct SparseFeatureSpec {
   std::string name;
   std::string hash = "none";  // none | mod | murmur
   int64_t range = 0;          // > 0 when hash != none
+  bool weighted = false;      // JSON lines may give it {"ids", "weights"}
 };
 
 struct FeaturesSpec {
@@ -69,6 +70,8 @@ struct DataSpec {
   /// `data.columns` (and delimiter, header, side_tables, ...): how a
   /// delimited text file maps to the features (config/data_columns.h).
   std::shared_ptr<const data::DelimitedSpec> columns;
+  bool strict_features = false;  // JSON lines: a feature the config does not name is a bad record
+  uint64_t hash_seed = 0;        // XXH3 seed of string ids (delimited text and JSON lines)
 };
 
 /// A node as written: its name, type, input names and its YAML.

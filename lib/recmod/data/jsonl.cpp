@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "recmod/common/errors.h"
+#include "recmod/data/delimited.h"
 
 namespace recmod::data {
 
@@ -47,20 +48,33 @@ void read_numbers(const json& v, int64_t count, const char* key, std::vector<flo
   }
 }
 
-void read_labels(const json& v, int64_t num_labels, std::vector<float>& out) {
+void read_labels(const json& v, int64_t num_labels, bool binary, std::vector<float>& out) {
+  const size_t first = out.size();
   if (v.is_number() && num_labels == 1) {
     const float value = v.get<float>();
     if (!std::isfinite(value)) bad("expected \"label\" to be a finite float32 number, found ", shown(v));
     out.push_back(value);
-    return;
+  } else {
+    if (!v.is_array()) bad("expected \"label\" to be a number or a list of ", num_labels, " numbers, found ", shown(v));
+    read_numbers(v, num_labels, "label", out);
   }
-  if (!v.is_array()) bad("expected \"label\" to be a number or a list of ", num_labels, " numbers, found ", shown(v));
-  read_numbers(v, num_labels, "label", out);
+  if (binary)
+    for (size_t i = first; i < out.size(); ++i)
+      if (out[i] != 0.0f && out[i] != 1.0f)
+        bad("expected \"label\" 0 or 1 (the loss is binary cross-entropy), found ", shown(v));
 }
 
-void read_ids(const json& v, const std::string& feature, std::vector<int64_t>& out) {
+void read_ids(const json& v, const std::string& feature, uint64_t string_range, uint64_t seed,
+              std::vector<int64_t>& out) {
   if (!v.is_array()) bad("expected the ids of \"", feature, "\" to be a list of integers, found ", shown(v));
   for (const auto& x : v) {
+    if (x.is_string()) {
+      if (string_range == 0)
+        bad("expected integer ids for \"", feature, "\", found the string ", shown(x),
+            " (string ids need a range to be hashed into: the feature's range or its table)");
+      out.push_back(hash_string_id(x.get_ref<const std::string&>(), seed, string_range));
+      continue;
+    }
     if (x.is_number_unsigned() && x.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
       bad("expected ids of \"", feature, "\" to fit in int64, found ", shown(x));
     if (!x.is_number_integer()) bad("expected integer ids for \"", feature, "\", found ", shown(x));
@@ -68,16 +82,20 @@ void read_ids(const json& v, const std::string& feature, std::vector<int64_t>& o
   }
 }
 
-void read_bag(const json& v, const std::string& feature, bool weighted, SparseColumn& col) {
+void read_bag(const json& v, const std::string& feature, bool weighted, bool may_weigh, uint64_t string_range,
+              uint64_t seed, SparseColumn& col) {
   const size_t first = col.ids.size();
   if (v.is_object()) {
     for (const auto& [key, _] : v.items())
       if (key != "ids" && key != "weights")
         bad("expected keys \"ids\" and \"weights\" in \"", feature, "\", found \"", key, "\"");
     if (!v.contains("ids")) bad("expected \"ids\" in \"", feature, "\", found ", shown(v));
-    read_ids(v["ids"], feature, col.ids);
+    read_ids(v["ids"], feature, string_range, seed, col.ids);
     if (v.contains("weights")) {
       if (!weighted) bad("expected no weights for \"", feature, "\" (the schema is unweighted), found ", shown(v));
+      if (!may_weigh)
+        bad("expected no weights for \"", feature, "\" (declare it weighted in the config: features.sparse: ",
+            "{name: ", feature, ", weighted: true}), found ", shown(v));
       const auto& w = v["weights"];
       const auto count = static_cast<int64_t>(col.ids.size() - first);
       if (!w.is_array() || static_cast<int64_t>(w.size()) != count)
@@ -93,12 +111,12 @@ void read_bag(const json& v, const std::string& feature, bool weighted, SparseCo
       col.weights.resize(col.ids.size(), 1.0f);
     }
   } else {
-    read_ids(v, feature, col.ids);
+    read_ids(v, feature, string_range, seed, col.ids);
     if (weighted) col.weights.resize(col.ids.size(), 1.0f);
   }
 }
 
-void parse_record(std::string_view line, const DataSchema& schema, ExampleColumns& out) {
+void parse_record(std::string_view line, const DataSchema& schema, const JsonlOptions& options, ExampleColumns& out) {
   json j;
   // The keys of each open object, innermost last: nlohmann keeps the last of
   // two equal keys, other JSON readers the first, so a duplicate is refused.
@@ -148,7 +166,7 @@ void parse_record(std::string_view line, const DataSchema& schema, ExampleColumn
       bad("expected keys \"label\", \"dense\", \"sparse\", found \"", key, "\"");
 
   if (!j.contains("label")) bad("expected a \"label\", found none");
-  read_labels(j["label"], schema.num_labels, out.labels);
+  read_labels(j["label"], schema.num_labels, options.binary_labels, out.labels);
 
   if (j.contains("dense"))
     read_numbers(j["dense"], schema.num_dense, "dense", out.dense);
@@ -158,12 +176,18 @@ void parse_record(std::string_view line, const DataSchema& schema, ExampleColumn
   const json empty = json::object();
   const json& sparse = j.contains("sparse") ? j["sparse"] : empty;
   if (!sparse.is_object()) bad("expected \"sparse\" to be an object of features, found ", shown(sparse));
-  for (const auto& [key, _] : sparse.items())
-    if (std::find(schema.sparse_features.begin(), schema.sparse_features.end(), key) == schema.sparse_features.end())
-      bad("expected sparse features from ", join_names(schema.sparse_features), ", found \"", key, "\"");
+  if (options.strict)
+    for (const auto& [key, _] : sparse.items())
+      if (std::find(schema.sparse_features.begin(), schema.sparse_features.end(), key) == schema.sparse_features.end())
+        bad("expected sparse features from ", join_names(schema.sparse_features), ", found \"", key,
+            "\" (data.strict_features is on)");
   for (size_t f = 0; f < schema.sparse_features.size(); ++f) {
     const auto& name = schema.sparse_features[f];
-    if (sparse.contains(name)) read_bag(sparse[name], name, schema.weighted, out.sparse[f]);
+    if (sparse.contains(name)) {
+      const bool may_weigh = options.weighted.empty() || options.weighted[f];
+      const uint64_t range = f < options.string_id_range.size() ? options.string_id_range[f] : 0;
+      read_bag(sparse[name], name, schema.weighted, may_weigh, range, options.hash_seed, out.sparse[f]);
+    }
     out.close_bag(f);
   }
   out.finish_row();
@@ -175,11 +199,12 @@ bool is_blank(std::string_view s) {
 
 }  // namespace
 
-JsonlReader::JsonlReader(std::string path, DataSchema schema, BadRecordPolicy policy)
-    : lines_(path), schema_(std::move(schema)), policy_(policy) {}
+JsonlReader::JsonlReader(std::string path, DataSchema schema, BadRecordPolicy policy, JsonlOptions options)
+    : lines_(path), schema_(std::move(schema)), policy_(policy), options_(std::move(options)) {}
 
-JsonlReader::JsonlReader(std::string name, std::string_view text, DataSchema schema, BadRecordPolicy policy)
-    : lines_(std::move(name), text), schema_(std::move(schema)), policy_(policy) {}
+JsonlReader::JsonlReader(std::string name, std::string_view text, DataSchema schema, BadRecordPolicy policy,
+                         JsonlOptions options)
+    : lines_(std::move(name), text), schema_(std::move(schema)), policy_(policy), options_(std::move(options)) {}
 
 std::optional<ExampleColumns> JsonlReader::read(int64_t max_rows) {
   TORCH_CHECK(max_rows > 0, "JsonlReader::read: expected max_rows > 0, got ", max_rows);
@@ -189,7 +214,7 @@ std::optional<ExampleColumns> JsonlReader::read(int64_t max_rows) {
     if (is_blank(line)) continue;
     const int64_t rows_before = out.num_rows();
     try {
-      parse_record(line, schema_, out);
+      parse_record(line, schema_, options_, out);
     } catch (const RecordError& e) {
       out.truncate(rows_before);
       std::string message = str_cat(lines_.name(), ":", lines_.line_number(), ": ", e.message);

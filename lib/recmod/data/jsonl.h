@@ -3,26 +3,45 @@
 //   {"label": 1, "dense": [0.5, 1.0], "sparse": {"f1": [3, 7], "f2": {"ids": [4], "weights": [0.5]}}}
 // "label" is a number, or a list of schema.num_labels numbers; "dense" a list
 // of schema.num_dense numbers (may be left out when num_dense is 0); "sparse"
-// maps schema features to a list of integer ids or to {"ids", "weights"}.
-// A feature left out is an empty bag; ids without weights get weight 1 when
-// the schema is weighted. Blank lines are ignored. A .gz or .zst file is read
-// as its decompressed text (TextLines), with the same line numbers.
+// maps schema features to a list of ids or to {"ids", "weights"}. An id is
+// an integer, or a string hashed as delimited text's (XXH3 mod the feature's
+// range, JsonlOptions). A feature left out is an empty bag; ids without
+// weights get weight 1 when the schema is weighted. Features the schema does
+// not name are ignored (errors with JsonlOptions::strict). Blank lines are
+// ignored. A .gz or .zst file is read as its decompressed text (TextLines),
+// with the same line numbers.
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "recmod/data/example_reader.h"
 #include "recmod/data/text_lines.h"
 
 namespace recmod::data {
 
+/// What a model asks of its JSON lines beyond the schema (a config's
+/// features and data sections; train::open_batches fills it).
+struct JsonlOptions {
+  bool strict = false;         // a feature the schema does not name is a bad record (else ignored)
+  bool binary_labels = false;  // labels must be 0 or 1 (binary cross-entropy)
+  /// Per schema feature: whether it may carry weights ({"ids", "weights"});
+  /// empty: every feature may when the schema is weighted.
+  std::vector<bool> weighted;
+  /// Per schema feature: string ids are XXH3_64bits_withSeed(text, hash_seed)
+  /// mod this (hash_string_id); 0 or empty: string ids are bad records.
+  std::vector<uint64_t> string_id_range;
+  uint64_t hash_seed = 0;
+};
+
 class JsonlReader : public ExampleReader {
  public:
-  JsonlReader(std::string path, DataSchema schema, BadRecordPolicy policy = BadRecordPolicy::kFail);
+  JsonlReader(std::string path, DataSchema schema, BadRecordPolicy policy = BadRecordPolicy::kFail,
+              JsonlOptions options = {});
   /// Parses `text` (not copied; must outlive the reader); `name` is used in messages.
   JsonlReader(std::string name, std::string_view text, DataSchema schema,
-              BadRecordPolicy policy = BadRecordPolicy::kFail);
+              BadRecordPolicy policy = BadRecordPolicy::kFail, JsonlOptions options = {});
 
   const DataSchema& schema() const override { return schema_; }
   std::optional<ExampleColumns> read(int64_t max_rows) override;
@@ -32,6 +51,7 @@ class JsonlReader : public ExampleReader {
   TextLines lines_;
   DataSchema schema_;
   BadRecordPolicy policy_;
+  JsonlOptions options_;
   ReadReport report_;
 };
 

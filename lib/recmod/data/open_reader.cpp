@@ -66,7 +66,7 @@ void check_schema_agrees(const std::string& path, const DataSchema& file, const 
 
 std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat format,
                                            const std::optional<DataSchema>& schema, BadRecordPolicy policy,
-                                           std::shared_ptr<const DelimitedSpec> columns) {
+                                           std::shared_ptr<const DelimitedSpec> columns, const JsonlOptions& jsonl) {
   const DataFormat found = detect_format(path);
   // A config that describes its columns reads its text files with them.
   if (format == DataFormat::kAuto) format = columns && found == DataFormat::kCriteoTsv ? DataFormat::kDelimited : found;
@@ -85,7 +85,7 @@ std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat f
       break;
     case DataFormat::kJsonl:
       if (!schema) throw_input_error(path, ": JSON lines need a schema (dense count and sparse feature names)");
-      return std::make_unique<JsonlReader>(path, *schema, policy);
+      return std::make_unique<JsonlReader>(path, *schema, policy, jsonl);
     case DataFormat::kDelimited:
       if (!columns)
         throw_input_error(path, ": delimited text needs its columns described (data.columns in the config; "
@@ -101,9 +101,10 @@ std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat f
 
 std::unique_ptr<BatchSource> open_batches(const std::string& path, BatcherOptions options, int64_t epoch,
                                           DataFormat format, const std::optional<DataSchema>& schema,
-                                          BadRecordPolicy policy, std::shared_ptr<const DelimitedSpec> columns) {
+                                          BadRecordPolicy policy, std::shared_ptr<const DelimitedSpec> columns,
+                                          const JsonlOptions& jsonl) {
   options.seed += static_cast<uint64_t>(epoch);
-  return std::make_unique<Batcher>(open_reader(path, format, schema, policy, std::move(columns)), options);
+  return std::make_unique<Batcher>(open_reader(path, format, schema, policy, std::move(columns), jsonl), options);
 }
 
 std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOptions& options,
@@ -122,7 +123,7 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOpt
   batcher.batch_size = options.batch_size;
   batcher.shuffle_buffer = options.shuffle ? std::max<int64_t>(16384, options.batch_size) : 0;
   batcher.seed = options.seed;
-  return open_batches(path, batcher, epoch, format, given, BadRecordPolicy::kFail, options.columns);
+  return open_batches(path, batcher, epoch, format, given, BadRecordPolicy::kFail, options.columns, options.jsonl);
 }
 
 }  // namespace recmod::data

@@ -8,6 +8,7 @@
 #include "recmod/data/batcher.h"
 #include "recmod/data/delimited.h"
 #include "recmod/data/example_reader.h"
+#include "recmod/data/jsonl.h"
 
 namespace recmod::data {
 
@@ -32,7 +33,8 @@ DataFormat detect_format(const std::string& path);
 std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat format = DataFormat::kAuto,
                                            const std::optional<DataSchema>& schema = std::nullopt,
                                            BadRecordPolicy policy = BadRecordPolicy::kFail,
-                                           std::shared_ptr<const DelimitedSpec> columns = nullptr);
+                                           std::shared_ptr<const DelimitedSpec> columns = nullptr,
+                                           const JsonlOptions& jsonl = {});
 
 /// open_reader + Batcher for one epoch: the shuffle seed is options.seed +
 /// epoch, so every epoch has its own order and a run is reproducible (what a
@@ -41,12 +43,14 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, BatcherOption
                                           DataFormat format = DataFormat::kAuto,
                                           const std::optional<DataSchema>& schema = std::nullopt,
                                           BadRecordPolicy policy = BadRecordPolicy::kFail,
-                                          std::shared_ptr<const DelimitedSpec> columns = nullptr);
+                                          std::shared_ptr<const DelimitedSpec> columns = nullptr,
+                                          const JsonlOptions& jsonl = {});
 
 /// How a command reads a data set into batches.
 struct ReadOptions {
   std::string format;        // criteo_tsv | jsonl | binary | delimited | auto ("" = auto: from the file's first bytes)
   std::shared_ptr<const DelimitedSpec> columns;  // a config's data.columns: text is read as delimited
+  JsonlOptions jsonl;                            // how JSON lines are checked and their string ids hashed
   int64_t batch_size = 256;
   bool shuffle = false;      // rows mixed in a buffer of max(16384, batch_size) rows
   uint64_t seed = 0;         // the shuffle's seed; epoch e shuffles with seed + e

@@ -1,11 +1,13 @@
 #include "recmod/train/open_model.h"
 
 #include "recmod/common/errors.h"
+#include "recmod/config/data_columns.h"
 #include "recmod/data/criteo_tsv.h"
 #include "recmod/data/open_reader.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/train/checkpoint.h"
+#include "recmod/train/checkpoint_keys.h"
 #include "recmod/train/quantized_model.h"
 #include "recmod/train/trainer.h"
 
@@ -32,10 +34,12 @@ OpenedModel open_model(const std::string& config_path, const std::string& checkp
   const bool quantized = has_quantized_tables(state);
   if (quantized) use_quantized_tables(out.model, state, checkpoint);
   materialize_deferred_tables(*out.model, /*draw=*/false);
-  if (quantized)
+  if (quantized) {
     load_model_state(out.model, state, checkpoint);
-  else
+  } else {
+    check_checkpoint_keys(state, model_keys(out.model), checkpoint);  // one line naming the likely cause
     recmod::load_state_dict(*out.model, state, checkpoint);
+  }
   return out;
 }
 
@@ -52,7 +56,19 @@ std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const
   read.shuffle = options.shuffle;
   read.seed = options.seed;
   read.columns = opened.config.data.columns;
-  auto source = data::open_batches(path, read, opened.model->schema(), epoch);
+  // JSON lines: checked against the features (weighted ones, string ids) and
+  // the loss (binary cross-entropy: labels 0 or 1).
+  const auto& features = opened.config.features.sparse;
+  data::DataSchema schema = opened.model->schema();
+  read.jsonl.strict = opened.config.data.strict_features;
+  read.jsonl.binary_labels = true;
+  read.jsonl.hash_seed = opened.config.data.hash_seed;
+  read.jsonl.string_id_range = config::string_id_ranges(opened.config);
+  for (const auto& f : features) {
+    read.jsonl.weighted.push_back(f.weighted);
+    schema.weighted = schema.weighted || f.weighted;
+  }
+  auto source = data::open_batches(path, read, schema, epoch);
   try {
     opened.model->check_schema(source->schema(), path);
   } catch (const InputError& e) {

@@ -1,0 +1,109 @@
+// JSON lines as a model reads them (JsonlOptions, filled from the config by
+// train::open_batches): extra features ignored unless strict, weights only
+// for features declared weighted, string ids hashed with XXH3 like delimited
+// text, labels 0/1 for binary cross-entropy; and `recmod train` on such a file.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "cli/run_recmod.h"
+#include "recmod/common/errors.h"
+#include "recmod/data/delimited.h"
+#include "recmod/data/jsonl.h"
+
+namespace recmod::data {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+DataSchema schema(bool weighted = false) { return DataSchema{0, {"f1", "f2"}, 1, weighted}; }
+
+std::string error_of(const std::string& text, const JsonlOptions& options, DataSchema s = schema()) {
+  JsonlReader reader("d.jsonl", text, std::move(s), BadRecordPolicy::kFail, options);
+  try {
+    while (reader.read(16)) {
+    }
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "<no InputError>";
+}
+
+TEST(JsonlOptions, ExtraFeaturesAreIgnoredUnlessStrict) {
+  const std::string text = R"({"label": 1, "sparse": {"f1": [3], "age_bkt": [7]}})";
+  JsonlReader reader("d.jsonl", text, schema());
+  const auto rows = *reader.read(4);
+  EXPECT_THAT(rows.sparse[0].ids, ElementsAre(3));
+  JsonlOptions strict;
+  strict.strict = true;
+  EXPECT_EQ(error_of(text, strict),
+            "d.jsonl:1: expected sparse features from [f1, f2], found \"age_bkt\" (data.strict_features is on)");
+}
+
+TEST(JsonlOptions, WeightsOnlyForFeaturesDeclaredWeighted) {
+  JsonlOptions options;
+  options.weighted = {true, false};
+  const std::string text = R"({"label": 0, "sparse": {"f1": {"ids": [1, 2], "weights": [0.5, 2]}, "f2": [9]}})";
+  JsonlReader reader("d.jsonl", text, schema(true), BadRecordPolicy::kFail, options);
+  const auto rows = *reader.read(4);
+  EXPECT_THAT(rows.sparse[0].weights, ElementsAre(0.5f, 2.0f));
+  EXPECT_THAT(rows.sparse[1].weights, ElementsAre(1.0f));
+  EXPECT_EQ(error_of(R"({"label": 0, "sparse": {"f2": {"ids": [1], "weights": [3]}}})", options, schema(true)),
+            "d.jsonl:1: expected no weights for \"f2\" (declare it weighted in the config: features.sparse: "
+            "{name: f2, weighted: true}), found {\"ids\":[1],\"weights\":[3]}");
+}
+
+TEST(JsonlOptions, StringIdsAreHashedLikeDelimitedText) {
+  JsonlOptions options;
+  options.string_id_range = {1000, 0};
+  const std::string text = R"({"label": 1, "sparse": {"f1": ["a", 5, "1fbe01fe"]}})";
+  JsonlReader reader("d.jsonl", text, schema(), BadRecordPolicy::kFail, options);
+  const auto rows = *reader.read(4);
+  EXPECT_THAT(rows.sparse[0].ids, ElementsAre(719, 5, 843));  // XXH3 test vectors mod 1000 (docs/data.md)
+  EXPECT_EQ(error_of(R"({"label": 1, "sparse": {"f2": ["a"]}})", options),
+            "d.jsonl:1: expected integer ids for \"f2\", found the string \"a\" (string ids need a range to be "
+            "hashed into: the feature's range or its table)");
+}
+
+TEST(JsonlOptions, BinaryLabelsAreCheckedWithFileAndLine) {
+  JsonlOptions options;
+  options.binary_labels = true;
+  EXPECT_EQ(error_of("{\"label\": 1}\n{\"label\": 4}\n", options),
+            "d.jsonl:2: expected \"label\" 0 or 1 (the loss is binary cross-entropy), found 4");
+  EXPECT_EQ(error_of("{\"label\": 0.5}\n", {}), "<no InputError>");  // the library alone allows any label
+}
+
+TEST(JsonlOptions, TrainReadsWeightedAndStringFeaturesFromTheConfig) {
+  using recmod::testing::fresh_dir;
+  using recmod::testing::run_recmod;
+  using recmod::testing::write_file;
+  const auto dir = fresh_dir("jsonl_options_train");
+  const auto config = write_file(dir + "/m.yaml", R"(features:
+  sparse: [{name: tags, weighted: true}, site]
+nodes:
+  ebc:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    is_weighted: true
+    tables:
+      - {name: t_tags, num_embeddings: 50, embedding_dim: 4, feature_names: [tags]}
+      - {name: t_site, num_embeddings: 20, embedding_dim: 4, feature_names: [site]}
+  logit: {type: Linear, input: ebc, out_features: 1}
+output: logit
+training: {batch_size: 4, steps: 3}
+)");
+  std::string lines;
+  for (int i = 0; i < 16; ++i)
+    lines += R"({"label": )" + std::to_string(i % 2) + R"(, "sparse": {"tags": {"ids": [1, 2], "weights": [0.5, 1.5]}, "site": ["s)" +
+             std::to_string(i % 3) + R"("], "extra": [1]}})" + "\n";
+  const auto data = write_file(dir + "/d.jsonl", lines);
+  auto r = run_recmod("train " + config + " --data " + data + " --out " + dir + "/run --threads 1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const auto bad = write_file(dir + "/bad.jsonl", R"({"label": 2, "sparse": {"site": [1]}})");
+  r = run_recmod("train " + config + " --data " + bad + " --out " + dir + "/run2 --threads 1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("bad.jsonl:1: expected \"label\" 0 or 1 (the loss is binary cross-entropy), found 2"));
+}
+
+}  // namespace
+}  // namespace recmod::data
