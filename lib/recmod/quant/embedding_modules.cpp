@@ -219,18 +219,22 @@ KeyedTensor EmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& feature
   std::atomic<bool> bad{false};
   auto run = [&](auto* id) {
     using index_t = std::remove_const_t<std::remove_pointer_t<decltype(id)>>;
+    // Each thread takes a block of samples and runs through it slot by
+    // slot: consecutive bags of one feature are contiguous ids, so the rows
+    // of the next bags are prefetched while this one is added.
     at::parallel_for(0, batch, 8, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b)
-        for (const Slot& s : slots) {
-          const Table& table = tables_[s.table];
-          const auto& config = options_.tables()[s.table];
-          const bool mean = config.pooling == PoolingType::MEAN;
+      for (const Slot& s : slots) {
+        const Table& table = tables_[s.table];
+        const auto& config = options_.tables()[s.table];
+        const bool mean = config.pooling == PoolingType::MEAN;
+        const int64_t prefetch_end = off[s.key * batch + b1];
+        for (int64_t b = b0; b < b1; ++b) {
           const int64_t begin = off[s.key * batch + b];
           const int64_t end = off[s.key * batch + b + 1];
           float* dst = o + b * column + s.column;
           bool ok;
           if (is_rowwise_quantized(table.type))
-            ok = pool_quantized_bag<index_t>(views[s.table], id, begin, end, w, mean, dst);
+            ok = pool_quantized_bag<index_t>(views[s.table], id, begin, end, w, mean, dst, prefetch_end);
           else if (table.type == DataType::FP16)
             ok = pool_float_bag(table.storage.data_ptr<c10::Half>(), table.storage.size(0), config.embedding_dim, id,
                                 begin, end, w, mean, dst);
@@ -239,6 +243,7 @@ KeyedTensor EmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& feature
                                 begin, end, w, mean, dst);
           if (!ok) bad = true;
         }
+      }
     });
     if (!bad) return;
     for (const Slot& s : slots) {

@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
@@ -86,13 +87,108 @@ __attribute__((always_inline)) inline bool pool_bag_impl(const QuantizedRows& ro
   return true;
 }
 
+constexpr int64_t kPrefetchAhead = 16;  // rows in flight ahead of the one being added
+
+/// Prefetches row ids[i] when i < prefetch_end and the id is in range.
+/// (always_inline: called from the AVX2 kernels, a call to it would be
+/// inlined late, after GCC's IPA has taken a function of only prefetches for
+/// one without effects and dropped the calls.)
 template <typename index_t>
-__attribute__((target("avx2,fma"))) bool pool_bag_avx2(const QuantizedRows& rows, const index_t* ids, int64_t begin,
-                                                        int64_t end, const float* psw, bool mean, float* out) {
+__attribute__((always_inline)) inline void prefetch_row(const QuantizedRows& rows, const index_t* ids, int64_t i, int64_t prefetch_end) {
+  if (i >= prefetch_end) return;
+  const auto r = static_cast<int64_t>(ids[i]);
+  if (r < 0 || r >= rows.num_rows) return;
+  // Every cache line of the row's codes (a row may straddle a line).
+  const auto first = reinterpret_cast<uintptr_t>(rows.codes + r * rows.code_stride);
+  for (uintptr_t line = first & ~uintptr_t{63}; line < first + rows.code_stride; line += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 3);
+  if (rows.scale_stride != rows.code_stride || rows.scale < rows.codes || rows.scale >= rows.codes + rows.code_stride)
+    __builtin_prefetch(rows.scale + r * rows.scale_stride, 0, 3);
+}
+
+/// Codes 8v .. 8v+7 of a row as floats.
+template <int kBits>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 codes8(const uint8_t* q, int64_t v) {
+  if constexpr (kBits == 8) {
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * v));
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+  } else if constexpr (kBits == 4) {
+    uint32_t word;
+    std::memcpy(&word, q + 4 * v, sizeof word);
+    const __m256i shifted = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)),
+                                              _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+    return _mm256_cvtepi32_ps(_mm256_and_si256(shifted, _mm256_set1_epi32(15)));
+  } else {
+    uint16_t word;
+    std::memcpy(&word, q + 2 * v, sizeof word);
+    const __m256i shifted = _mm256_srlv_epi32(_mm256_set1_epi32(word), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+    return _mm256_cvtepi32_ps(_mm256_and_si256(shifted, _mm256_set1_epi32(3)));
+  }
+}
+
+/// D = 8 * kVecs: the bag's sum held in kVecs AVX2 registers, rows
+/// prefetched kPrefetchAhead ahead; per element exactly the torch ops'
+/// fma(w*scale, q, acc + w*bias).
+template <int kBits, int kVecs, typename index_t>
+__attribute__((target("avx2,fma,f16c"))) bool pool_bag_avx2_fixed(const QuantizedRows& rows, const index_t* ids,
+                                                             int64_t begin, int64_t end, int64_t prefetch_end,
+                                                             const float* psw, bool mean, float* out) {
+  __m256 acc[kVecs];
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  for (int64_t i = begin; i < end; ++i) {
+    prefetch_row(rows, ids, i + kPrefetchAhead, prefetch_end);
+    const int64_t r = static_cast<int64_t>(ids[i]);
+    if (r < 0 || r >= rows.num_rows) return false;
+    float scale, bias;
+    if constexpr (kBits == 8) {
+      scale = read_float(rows.scale + r * rows.scale_stride);
+      bias = read_float(rows.bias + r * rows.bias_stride);
+    } else {  // fp16 -> fp32 in one instruction (exact, as c10::Half's conversion)
+      uint16_t s16, c16;
+      std::memcpy(&s16, rows.scale + r * rows.scale_stride, sizeof s16);
+      std::memcpy(&c16, rows.bias + r * rows.bias_stride, sizeof c16);
+      scale = _cvtsh_ss(s16);
+      bias = _cvtsh_ss(c16);
+    }
+    if (psw != nullptr) {
+      scale *= psw[i];
+      bias *= psw[i];
+    }
+    const __m256 s = _mm256_set1_ps(scale);
+    const __m256 c = _mm256_set1_ps(bias);
+    const uint8_t* q = rows.codes + r * rows.code_stride;
+    for (int v = 0; v < kVecs; ++v) acc[v] = _mm256_fmadd_ps(s, codes8<kBits>(q, v), _mm256_add_ps(acc[v], c));
+  }
+  if (mean && end > begin) {
+    const __m256 inv = _mm256_set1_ps(1.0f / static_cast<float>(end - begin));
+    for (auto& a : acc) a = _mm256_mul_ps(a, inv);
+  }
+  for (int v = 0; v < kVecs; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
+  return true;
+}
+
+template <int kBits, typename index_t>
+__attribute__((target("avx2,fma,f16c"))) bool pool_bag_avx2_bits(const QuantizedRows& rows, const index_t* ids,
+                                                            int64_t begin, int64_t end, int64_t prefetch_end,
+                                                            const float* psw, bool mean, float* out) {
+  switch (rows.dim) {
+    case 8: return pool_bag_avx2_fixed<kBits, 1>(rows, ids, begin, end, prefetch_end, psw, mean, out);
+    case 16: return pool_bag_avx2_fixed<kBits, 2>(rows, ids, begin, end, prefetch_end, psw, mean, out);
+    case 32: return pool_bag_avx2_fixed<kBits, 4>(rows, ids, begin, end, prefetch_end, psw, mean, out);
+    case 64: return pool_bag_avx2_fixed<kBits, 8>(rows, ids, begin, end, prefetch_end, psw, mean, out);
+    case 128: return pool_bag_avx2_fixed<kBits, 16>(rows, ids, begin, end, prefetch_end, psw, mean, out);
+    default: return pool_bag_impl<kBits>(rows, ids, begin, end, psw, mean, out);
+  }
+}
+
+template <typename index_t>
+__attribute__((target("avx2,fma,f16c"))) bool pool_bag_avx2(const QuantizedRows& rows, const index_t* ids, int64_t begin,
+                                                        int64_t end, int64_t prefetch_end, const float* psw, bool mean,
+                                                        float* out) {
   switch (rows.type) {
-    case DataType::INT8: return pool_bag_impl<8>(rows, ids, begin, end, psw, mean, out);
-    case DataType::INT4: return pool_bag_impl<4>(rows, ids, begin, end, psw, mean, out);
-    default: return pool_bag_impl<2>(rows, ids, begin, end, psw, mean, out);
+    case DataType::INT8: return pool_bag_avx2_bits<8>(rows, ids, begin, end, prefetch_end, psw, mean, out);
+    case DataType::INT4: return pool_bag_avx2_bits<4>(rows, ids, begin, end, prefetch_end, psw, mean, out);
+    default: return pool_bag_avx2_bits<2>(rows, ids, begin, end, prefetch_end, psw, mean, out);
   }
 }
 
@@ -107,7 +203,8 @@ bool pool_bag_baseline(const QuantizedRows& rows, const index_t* ids, int64_t be
 }
 
 bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return has;
 }
 
@@ -236,14 +333,15 @@ torch::Tensor dequantize_rows(const torch::Tensor& fused, DataType type, int64_t
 
 template <typename index_t>
 bool pool_quantized_bag(const QuantizedRows& rows, const index_t* ids, int64_t begin, int64_t end,
-                        const float* per_sample_weights, bool mean, float* out) {
-  if (cpu_has_avx2_fma()) return pool_bag_avx2<index_t>(rows, ids, begin, end, per_sample_weights, mean, out);
+                        const float* per_sample_weights, bool mean, float* out, int64_t prefetch_end) {
+  if (cpu_has_avx2_fma())
+    return pool_bag_avx2<index_t>(rows, ids, begin, end, std::max(prefetch_end, end), per_sample_weights, mean, out);
   return pool_bag_baseline<index_t>(rows, ids, begin, end, per_sample_weights, mean, out);
 }
 template bool pool_quantized_bag<int64_t>(const QuantizedRows&, const int64_t*, int64_t, int64_t, const float*, bool,
-                                          float*);
+                                          float*, int64_t);
 template bool pool_quantized_bag<int32_t>(const QuantizedRows&, const int32_t*, int64_t, int64_t, const float*, bool,
-                                          float*);
+                                          float*, int64_t);
 
 namespace {
 
@@ -258,7 +356,7 @@ torch::Tensor embedding_bag_impl(const QuantizedRows& rows, const torch::Tensor&
   std::atomic<int64_t> bad{-1};
   at::parallel_for(0, bags, 64, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
-      if (!pool_quantized_bag<index_t>(rows, id, off[b], off[b + 1], psw, mean, o + b * rows.dim)) {
+      if (!pool_quantized_bag<index_t>(rows, id, off[b], off[b + 1], psw, mean, o + b * rows.dim, off[b1])) {
         int64_t expected = -1;
         bad.compare_exchange_strong(expected, b);
         return;
