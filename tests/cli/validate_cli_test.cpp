@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
@@ -89,6 +92,22 @@ TEST(ValidateCliTest, BadUsageIsExit2WithHint) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, StartsWith("recmod: "));
   EXPECT_THAT(r.output, HasSubstr("--help"));
+}
+
+TEST(ValidateCliTest, ExpandPrintsALongFormThatBuildsTheSameModel) {
+  const auto dir = fresh_dir("validate_expand");
+  const std::string compact = std::string(RECMOD_SOURCE_DIR) + "/configs/dlrm_criteo.yaml";
+  auto expanded = run_command(std::string(RECMOD_BIN) + " validate --expand " + compact + " > " + dir + "/long.yaml");
+  ASSERT_EQ(expanded.exit_code, 0) << expanded.output;
+  std::ifstream in(dir + "/long.yaml");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, HasSubstr("name: t_C26"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("for_each_feature")));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("*")));  // no YAML aliases
+  auto a = run_recmod("validate " + compact), b = run_recmod("validate " + dir + "/long.yaml");
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  // The same graph, line for line, after the first (which names the file).
+  EXPECT_EQ(a.output.substr(a.output.find('\n')), b.output.substr(b.output.find('\n')));
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 #include "recmod/config/model_config.h"
+#include "recmod/config/table_templates.h"
 
 #include <set>
 
@@ -285,6 +286,7 @@ ModelConfig parse_model_config(const ConfigNode& root) {
   config.features = parse_features(root["features"]);
   ConfigNode nodes = root["nodes"];
   nodes.expect_name_keys("a node name");
+  expand_table_templates(nodes, config.features.sparse_names());
   for (const auto& name : nodes.keys()) {
     ConfigNode n = nodes[name];
     n.expect_map();
@@ -295,6 +297,7 @@ ModelConfig parse_model_config(const ConfigNode& root) {
   ConfigNode output = root["output"];
   config.output = output.as_string();
   config.output_yaml = output;
+  check_feature_ranges(root["features"], config);
   if (auto t = root.find("training")) config.training = parse_training(*t);
   if (auto d = root.find("data")) config.data = parse_data(*d, config);
   if (auto s = root.find("sharding")) config.sharding = parse_sharding(*s, config);
