@@ -19,6 +19,7 @@ void register_commands(CLI::App& app) {
   add_data_commands(app, actions());
   add_plan(app, actions());
   add_quantize(app, actions());
+  add_convert_checkpoint(app, actions());
 }
 
 int run_selected(CLI::App& app) {

@@ -27,5 +27,6 @@ void add_evict(CLI::App& app, Actions& actions);
 void add_data_commands(CLI::App& app, Actions& actions);
 void add_plan(CLI::App& app, Actions& actions);
 void add_quantize(CLI::App& app, Actions& actions);
+void add_convert_checkpoint(CLI::App& app, Actions& actions);
 
 }  // namespace recmod::app

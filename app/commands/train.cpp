@@ -10,7 +10,9 @@
 #include "recmod/common/errors.h"
 #include "recmod/common/memory.h"
 #include "recmod/metrics/binary_metrics.h"
+#include "recmod/io/tensor_file.h"
 #include "recmod/train/batch_memory.h"
+#include "recmod/train/checkpoint_keys.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
 #include "recmod/train/trainer.h"
@@ -29,10 +31,19 @@ struct TrainArgs {
   std::string device = "cpu";
   int threads = 0;
   int64_t steps = 0;
+  std::string init_from;               // warm start: another checkpoint's values
+  std::vector<std::string> init_only;  // ... for these nodes only
   DistArgs dist;
 };
 
 int run_train(const TrainArgs& args) {
+  if (!args.init_from.empty() && args.resume)
+    throw UsageError("--init-from starts a new run from another checkpoint's values, --resume continues this run from "
+                     "its own checkpoint: drop one");
+  if (!args.init_only.empty() && args.init_from.empty()) throw UsageError("--init-only needs --init-from CHECKPOINT");
+  if (!args.init_from.empty() && args.dist.nproc > 1)
+    throw UsageError("--init-from runs in one process in this build; drop --nproc (a run started with --init-from "
+                     "can be resumed with --nproc)");
   if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
@@ -49,6 +60,11 @@ int run_train(const TrainArgs& args) {
   if (world > 1 && !device.is_cpu())
     throw UsageError("distributed training runs on the CPU (gloo) in this build; use --device cpu");
   if (device.is_cpu()) train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
+  if (!args.init_from.empty()) {
+    if (world > 1) throw UsageError("--init-from runs in one process in this build; start the run in one process");
+    const auto report = train::warm_start(opened.model, io::load_tensors(args.init_from), args.init_only, args.init_from);
+    std::cerr << report.describe(args.init_from);
+  }
   dist::ShardingPlan plan;
   if (world > 1) plan = train::plan_model(opened.model, opened.config, world, memory_per_rank(joined));
   train::DataOptions read;
@@ -127,6 +143,10 @@ void add_train(CLI::App& app, Actions& actions) {
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");
   cmd->add_option("--steps", args->steps, "Stop after this many steps (overrides the config)");
+  cmd->add_option("--init-from", args->init_from,
+                  "Start from this checkpoint's values (warm start; the keys the model shares with it) instead of the "
+                  "random initialisation; prints what was loaded and what was not");
+  cmd->add_option("--init-only", args->init_only, "With --init-from: only these nodes (repeatable), e.g. sparse_arch");
   add_dist_options(cmd, args->dist);
   actions["train"] = [args] { return run_train(*args); };
 }

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "cli/run_recmod.h"
+#include "recmod/common/state_dict.h"
 #include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
@@ -183,6 +184,79 @@ TEST(TrainPracticeCli, EvalFindsTheRunsConfig) {
   EXPECT_EQ(loose.exit_code, 2);
   EXPECT_THAT(loose.output, HasSubstr("no config given, and none in the checkpoint's run directory"));
   EXPECT_THAT(loose.output, HasSubstr(d.dir + "/config.yaml"));
+}
+
+// A DLRM with recmod's DLRM node names (configs/dlrm_criteo.yaml) over the
+// generated data.
+std::string dlrm_yaml() {
+  std::string yaml = tiny_model_yaml();
+  const std::string logit = "  logit: {type: Linear, input: inter, out_features: 1}";
+  yaml.replace(yaml.find(logit), logit.size(),
+               "  over_arch: {type: MLP, input: inter, layer_sizes: [8]}\n"
+               "  logit: {type: Linear, input: over_arch, out_features: 1}");
+  return yaml;
+}
+
+// recmod -> TorchRec DLRM -> recmod round-trips (same predictions); the
+// TorchRec file given to eval is refused with the conversion to run.
+TEST(TrainPracticeCli, ConvertCheckpointRoundTripsTorchRecDlrmKeys) {
+  auto d = make_data("convert_checkpoint");
+  const auto config = write_file(d.dir + "/dlrm.yaml", dlrm_yaml());
+  const std::string run = d.dir + "/run";
+  ASSERT_EQ(run_recmod("train " + config + " --data " + d.train + " --out " + run + " --steps 20 --threads 1").exit_code, 0);
+  const std::string torchrec = d.dir + "/torchrec_dlrm.pt", back = d.dir + "/back.pt";
+  auto to = run_recmod("convert-checkpoint " + run + "/model.pt " + torchrec + " --to torchrec-dlrm --config " + config);
+  ASSERT_EQ(to.exit_code, 0) << to.output;
+  EXPECT_THAT(to.output, HasSubstr("logit.* -> over_arch.model.1.*: 2 keys"));
+  const StateDict converted = io::load_tensors(torchrec);
+  EXPECT_NE(find_tensor(converted, "sparse_arch.embedding_bag_collection.embedding_bags.t1.weight"), nullptr);
+  EXPECT_NE(find_tensor(converted, "over_arch.model.0._mlp.0._linear.weight"), nullptr);
+
+  auto refused = run_recmod("eval " + config + " --checkpoint " + torchrec + " --data " + d.eval);
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.output, HasSubstr("it looks like a TorchRec DLRM state_dict"));
+  EXPECT_THAT(refused.output, HasSubstr("recmod convert-checkpoint " + torchrec + " OUT.pt --from torchrec-dlrm"));
+
+  auto from = run_recmod("convert-checkpoint " + torchrec + " " + back + " --from torchrec-dlrm --config " + config);
+  ASSERT_EQ(from.exit_code, 0) << from.output;
+  const StateDict original = io::load_tensors(run + "/model.pt"), again = io::load_tensors(back);
+  ASSERT_EQ(original.size(), again.size());
+  for (size_t i = 0; i < original.size(); ++i) {
+    EXPECT_EQ(original[i].first, again[i].first);
+    EXPECT_TRUE(torch::equal(original[i].second, again[i].second)) << original[i].first;
+  }
+  // a generic prefix map, and a map that matches nothing
+  auto renamed = run_recmod("convert-checkpoint " + back + " " + d.dir + "/ddp.pt --rename =module.");
+  ASSERT_EQ(renamed.exit_code, 0) << renamed.output;
+  auto hint = run_recmod("eval " + config + " --checkpoint " + d.dir + "/ddp.pt --data " + d.eval);
+  EXPECT_THAT(hint.output, HasSubstr("--rename module.="));
+  auto nothing = run_recmod("convert-checkpoint " + back + " " + d.dir + "/none.pt --rename zzz.=a.");
+  EXPECT_EQ(nothing.exit_code, 1);
+  EXPECT_THAT(nothing.output, HasSubstr("no key starts with any of the prefixes"));
+  EXPECT_FALSE(std::filesystem::exists(d.dir + "/none.pt"));
+}
+
+// train --init-from: a warm start of the embeddings, reported per node.
+TEST(TrainPracticeCli, InitFromWarmStartsSelectedNodes) {
+  auto d = make_data("init_from");
+  const auto config = write_file(d.dir + "/dlrm.yaml", dlrm_yaml());
+  const std::string source = d.dir + "/source";
+  ASSERT_EQ(run_recmod("train " + config + " --data " + d.train + " --out " + source + " --steps 30 --threads 1").exit_code, 0);
+  const std::string train = "train " + config + " --data " + d.train + " --threads 1 --steps 1 --init-from " + source + "/model.pt";
+  auto warm = run_recmod(train + " --init-only sparse_arch --out " + d.dir + "/warm");
+  ASSERT_EQ(warm.exit_code, 0) << warm.output;
+  EXPECT_THAT(warm.output, HasSubstr("init-from " + source + "/model.pt: 3 keys loaded"));
+  EXPECT_THAT(warm.output, HasSubstr("sparse_arch: 3 of 3 keys loaded"));
+  EXPECT_THAT(warm.output, HasSubstr("dense_arch: not selected (--init-only), kept its initialisation"));
+  auto bad = run_recmod(train + " --init-only inter --out " + d.dir + "/bad");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.output, HasSubstr("--init-only inter: the model has no node with parameters of that name"));
+  auto both = run_recmod(train + " --resume --out " + d.dir + "/warm");
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_THAT(both.output, HasSubstr("drop one"));
+  auto ranks = run_recmod(train + " --nproc 2 --out " + d.dir + "/ranks");
+  EXPECT_EQ(ranks.exit_code, 2);
+  EXPECT_THAT(ranks.output, HasSubstr("--init-from runs in one process"));
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "recmod/common/state_dict.h"
 #include "recmod/io/atomic_file.h"
 #include "recmod/io/tensor_file.h"
+#include "recmod/train/checkpoint_keys.h"
 
 namespace recmod::train {
 
@@ -217,7 +218,9 @@ Position load_checkpoint(config::ModelGraph& model, TrainingSetup& training, con
 }
 
 void load_model(config::ModelGraph& model, const std::string& path) {
-  recmod::load_state_dict(*model, load_tensors(path), path);
+  const StateDict state = load_tensors(path);
+  check_checkpoint_keys(state, model_keys(model), path);  // one line naming the likely cause
+  recmod::load_state_dict(*model, state, path);
 }
 
 }  // namespace recmod::train
