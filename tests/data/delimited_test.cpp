@@ -273,6 +273,16 @@ TEST(DataColumnsConfig, ErrorsAtTheKey) {
               HasSubstr("no side table 'items'; data.side_tables has []"));
 }
 
+TEST(DataColumnsConfig, HashRangeLargerThanItsTableIsAConfigError) {
+  // Every table in config_with has 100 rows.
+  EXPECT_THAT(config_error("  sparse: [u, {name: v, hash: mod, range: 500}]\n", "  format: auto\n", {"u", "v"}),
+              HasSubstr("m.yaml:2:43: features.sparse[1].range: feature 'v' is hashed into range 500, but table "
+                        "'ebc.t_v' that reads it has num_embeddings 100"));
+  EXPECT_THAT(config_error("  sparse: [u]\n  hash: murmur\n  range: 101\n", "  format: auto\n", {"u"}),
+              HasSubstr("features.range: feature 'u' is hashed into range 101"));
+  EXPECT_EQ(config_error("  sparse: [u]\n  hash: murmur\n  range: 100\n", "  format: auto\n", {"u"}), "<no ConfigError>");
+}
+
 // ------------------------------------------------------------ formats
 
 TEST(DelimitedFormat, CsvReadAsCriteoSaysHowToDescribeIt) {

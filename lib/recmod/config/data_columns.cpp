@@ -167,6 +167,31 @@ data::SideTableSpec parse_side_table(const std::string& name, const ConfigNode& 
 
 }  // namespace
 
+void check_feature_ranges(const ConfigNode& features_node, const ModelSpec& spec) {
+  static const std::vector<std::string> plain = {"EmbeddingBagCollection", "EmbeddingCollection",
+                                                 "FeatureProcessedEmbeddingBagCollection"};
+  std::vector<std::string> plain_nodes;
+  for (const auto& n : spec.nodes)
+    if (std::find(plain.begin(), plain.end(), n.type) != plain.end()) plain_nodes.push_back(n.name);
+  if (plain_nodes.empty()) return;
+  const auto tables = embedding_tables_of(spec);
+  const auto& features = spec.features.sparse;
+  for (size_t i = 0; i < features.size(); ++i) {
+    const auto& f = features[i];
+    if (f.hash == "none" || f.range <= 0) continue;
+    for (const auto& t : tables) {
+      if (std::find(plain_nodes.begin(), plain_nodes.end(), t.module) == plain_nodes.end()) continue;
+      if (std::find(t.feature_names.begin(), t.feature_names.end(), f.name) == t.feature_names.end()) continue;
+      if (f.range <= t.num_embeddings) continue;
+      const ConfigNode item = features_node["sparse"].at(i);
+      const ConfigNode at = item.is_map() && item.has("range") ? item["range"] : features_node["range"];
+      at.fail(str_cat("feature '", f.name, "' is hashed into range ", f.range, ", but table '", t.module, ".", t.name,
+                      "' that reads it has num_embeddings ", t.num_embeddings,
+                      "; ids >= that would fall outside the table (make the range <= ", t.num_embeddings, ")"));
+    }
+  }
+}
+
 std::vector<uint64_t> string_id_ranges(const ModelSpec& spec) {
   const auto tables = embedding_tables_of(spec);
   std::vector<uint64_t> out;

@@ -23,6 +23,13 @@ const std::vector<std::string>& delimited_data_keys();
 /// the table that reads the feature.
 std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& data_node, const ModelSpec& spec);
 
+/// A hashed feature whose range is larger than a plain table that reads it
+/// (EmbeddingBagCollection, EmbeddingCollection, FeatureProcessed...; not the
+/// managed-collision ones, which remap their input) would look up rows past
+/// the table's end: a ConfigError at the feature's range (or at the
+/// features-level range it takes). `features_node` is the config's features:.
+void check_feature_ranges(const ConfigNode& features_node, const ModelSpec& spec);
+
 /// Per feature of features.sparse, the range string ids are hashed into: the
 /// feature's `range`, else the num_embeddings of the table that reads it
 /// (the smallest), else 0 (none).

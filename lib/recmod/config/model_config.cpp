@@ -298,6 +298,7 @@ ModelConfig parse_model_config(const ConfigNode& root) {
   config.output = output.as_string();
   config.output_yaml = output;
   check_feature_ranges(root["features"], config);
+  check_feature_ranges(root["features"], config);
   if (auto t = root.find("training")) config.training = parse_training(*t);
   if (auto d = root.find("data")) config.data = parse_data(*d, config);
   if (auto s = root.find("sharding")) config.sharding = parse_sharding(*s, config);
