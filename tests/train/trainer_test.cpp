@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <sstream>
 
@@ -357,6 +360,52 @@ TEST(TrainerTest, EarlyStoppingConfigErrors) {
     FAIL() << "expected UsageError";
   } catch (const UsageError& e) {
     EXPECT_THAT(e.what(), HasSubstr("training.early_stopping needs evaluation data"));
+  }
+}
+
+std::vector<nlohmann::json> train_lines(const std::string& dir) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["split"] == "train") out.push_back(j);
+  }
+  return out;
+}
+
+// A train line of metrics.jsonl summarises its logging window: the mean of
+// the window's step losses, and the metrics of the window's predictions
+// (here: how many, and the mean label), as the console line does.
+TEST(TrainerTest, TrainLinesSummariseTheLoggingWindow) {
+  auto run = [](int64_t interval, const MetricsFn& metrics) {
+    std::string text = kModel;
+    text.replace(text.find("log_interval: 0"), 15, "log_interval: " + std::to_string(interval));
+    const auto training = config::parse_model_config(config::ConfigNode::load_string(text, "t.yaml")).training;
+    auto dir = run_dir("window_" + std::to_string(interval));
+    TrainerOptions six;
+    six.steps = 6;
+    Trainer(make_model(), training, RunDir(dir, false), six).fit(source(), {}, metrics);
+    return train_lines(dir);
+  };
+  const auto per_step = run(1, {});
+  const auto windows = run(3, [](const torch::Tensor& logits, const torch::Tensor& labels) {
+    return nlohmann::json{{"count", logits.numel()}, {"label_mean", labels.mean().item<double>()}};
+  });
+  ASSERT_EQ(per_step.size(), 6u);
+  ASSERT_EQ(windows.size(), 2u);
+  EXPECT_FALSE(per_step[0].contains("label_mean"));  // no metrics function: the loss only
+  VectorSource batches(0);
+  for (size_t w = 0; w < 2; ++w) {
+    double loss = 0, labels = 0;
+    for (size_t i = 3 * w; i < 3 * w + 3; ++i) {
+      loss += per_step[i]["loss"].get<double>();
+      labels += batches.next()->labels.sum().item<double>();
+    }
+    EXPECT_EQ(windows[w]["step"], 3 * (w + 1));
+    EXPECT_EQ(windows[w]["steps"], 3);
+    EXPECT_NEAR(windows[w]["loss"].get<double>(), loss / 3, 1e-12);
+    EXPECT_EQ(windows[w]["count"], 24);
+    EXPECT_NEAR(windows[w]["label_mean"].get<double>(), labels / 24, 1e-6);  // a float mean
   }
 }
 

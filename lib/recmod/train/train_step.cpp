@@ -12,6 +12,7 @@ torch::Tensor train_step(config::ModelGraph& model, TrainingSetup& training, con
                          const StepHooks& hooks) {
   training.zero_grad();
   const torch::Tensor logits = model->forward(batch, hooks.observer);
+  if (hooks.after_forward) hooks.after_forward(logits.detach());
   // A rank can get no rows of a short last batch; it still runs backward
   // (the collectives need every rank), with a zero loss in the graph.
   torch::Tensor loss = batch.size() > 0 ? loss_of(logits, batch) : logits.sum();

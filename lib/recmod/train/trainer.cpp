@@ -64,18 +64,26 @@ class Progress {
   Progress(std::ostream* log, bool bar, int64_t interval, std::optional<int64_t> total)
       : log_(log), bar_(bar), interval_(std::max<int64_t>(interval, 1)), total_(total), start_(now()) {}
 
-  void step(int64_t step, int64_t epoch, double loss, int64_t examples) {
+  /// One step done. `window` (the logging window's loss and metrics, as
+  /// metrics.jsonl gets them) is given at the end of each window; the bar
+  /// shows the running mean of the window's losses in between.
+  void step(int64_t step, int64_t epoch, double loss, int64_t examples, const nlohmann::json* window = nullptr) {
     examples_ += examples;
     loss_sum_ += loss;
     ++window_;
-    if (!log_ || (!bar_ && step % interval_ != 0)) return;
+    const bool window_end = window != nullptr || step % interval_ == 0;
+    if (!log_ || (!bar_ && !window_end)) return;
     double elapsed = seconds_since(start_);
     double rate = elapsed > 0 ? examples_ / elapsed : 0;
     std::ostringstream line;
     line << "step " << step;
     if (total_) line << "/" << *total_;
-    line << "  epoch " << epoch << "  loss " << std::fixed << std::setprecision(4) << loss_sum_ / window_ << "  "
-         << std::setprecision(0) << rate << " ex/s";
+    const double mean_loss = window && window->contains("loss") ? (*window)["loss"].get<double>() : loss_sum_ / window_;
+    line << "  epoch " << epoch << "  loss " << std::fixed << std::setprecision(4) << mean_loss;
+    if (window)
+      for (const char* key : {"auc", "ne"})
+        if (window->contains(key)) line << "  " << key << " " << (*window)[key].get<double>();
+    line << "  " << std::setprecision(0) << rate << " ex/s";
     if (total_ && elapsed > 0) {
       double steps_per_s = (step - first_step_ + 1) / elapsed;
       line << "  ETA " << format_duration((*total_ - step) / std::max(steps_per_s, 1e-9));
@@ -85,6 +93,7 @@ class Progress {
     } else {
       *log_ << line.str() << "\n" << std::flush;
     }
+    if (!window_end) return;
     loss_sum_ = 0;
     window_ = 0;
   }
@@ -268,6 +277,41 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   auto all_parameters = model_->dense_parameters();
   for (auto& p : model_->embedding_parameters()) all_parameters.push_back(p);
 
+  // The logging window: the steps since the last train line of
+  // metrics.jsonl (or since this process started). Its loss is the mean of
+  // its steps' losses; with `metrics`, its predictions (made before each
+  // step's update, as the loss) give the window's auc, ne, ...
+  struct Window {
+    double loss_sum = 0;
+    int64_t steps = 0;
+    std::vector<torch::Tensor> logits, labels;
+  } window;
+  const bool window_metrics = metrics && cfg.log_interval > 0;
+  auto close_window = [&] {
+    nlohmann::json line{{"step", pos.step}, {"epoch", pos.epoch}, {"split", "train"},
+                        {"loss", window.loss_sum / static_cast<double>(std::max<int64_t>(window.steps, 1))},
+                        {"steps", window.steps}};
+    if (window_metrics) {
+      torch::Tensor logits = window.logits.empty() ? torch::zeros({0}) : torch::cat(window.logits);
+      torch::Tensor labels = window.labels.empty() ? torch::zeros({0}) : torch::cat(window.labels);
+      if (distributed) {  // every rank's rows, as predict() gathers them
+        const std::vector<int64_t> sizes = comm->all_gather(logits.size(0));
+        const std::vector<int64_t> mine(sizes.size(), logits.size(0));
+        logits = comm->all_to_all(logits.repeat({comm->world_size()}), mine, sizes);
+        labels = comm->all_to_all(labels.to(logits.dtype()).repeat({comm->world_size()}), mine, sizes);
+      }
+      if (logits.numel() > 0) {
+        const nlohmann::json values = metrics(logits, labels);
+        for (const auto& item : values.items()) line[item.key()] = item.value();
+      }
+    }
+    line["dense_lr"] = training.dense_lr();
+    line["embedding_lr"] = training.embedding_lr();
+    line["examples_per_s"] = progress.examples_per_second();
+    window = Window();
+    return line;
+  };
+
   SigintGuard sigint;
   TrainResult result;
   auto finished = [&] {
@@ -298,17 +342,22 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       checks.before_backward = [&](const torch::Tensor& loss) { check_loss_finite(loss, pos.step + 1); };
       checks.after_backward = [&] { check_gradients_finite(all_parameters, pos.step + 1); };
       checks.global_batch_size = batch->size();
+      if (window_metrics)
+        checks.after_forward = [&](const torch::Tensor& logits) {
+          window.logits.push_back(logits.reshape({-1}).to(torch::kCPU, torch::kFloat));
+          window.labels.push_back(b.labels.select(1, 0).to(torch::kCPU, torch::kFloat));
+        };
       training.schedule_lr(pos.step);  // from the step count alone: a resumed run gets the same rates
       const torch::Tensor loss = train_step(model_, training, b, checks);
       ++pos.step;
       ++pos.batch_in_epoch;
       result.last_loss = loss.item<double>();
-      progress.step(pos.step, pos.epoch, result.last_loss, batch->size());
-      if (cfg.log_interval > 0 && pos.step % cfg.log_interval == 0)
-        append_metrics(nlohmann::json{{"step", pos.step}, {"epoch", pos.epoch}, {"split", "train"},
-                                      {"loss", result.last_loss}, {"dense_lr", training.dense_lr()},
-                                      {"embedding_lr", training.embedding_lr()},
-                                      {"examples_per_s", progress.examples_per_second()}});
+      window.loss_sum += result.last_loss;
+      ++window.steps;
+      nlohmann::json line;
+      if (cfg.log_interval > 0 && pos.step % cfg.log_interval == 0) line = close_window();
+      progress.step(pos.step, pos.epoch, result.last_loss, batch->size(), line.is_null() ? nullptr : &line);
+      if (!line.is_null()) append_metrics(line);
       if (can_eval && cfg.eval_interval > 0 && pos.step % cfg.eval_interval == 0) {
         result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step, *comm);
         append_metrics(result.last_eval);
