@@ -69,6 +69,21 @@ int main(int argc, char** argv) {
     io::save_tensors(path, tensors);
     write_pickle_of(path, (dir / "pickle" / (name + ".pkl")).string());
   }
+  // The strict zip reader's other paths (issue 18): a legacy (non-zip)
+  // torch.save file and a newer format version.
+  std::filesystem::copy_file(RECMOD_SOURCE_DIR "/tests/reliability/inputs/legacy_torch_save.pt",
+                             dir / "checkpoint" / "legacy.pt", std::filesystem::copy_options::overwrite_existing);
+  {
+    std::ofstream out(dir / "checkpoint" / "version99.pt", std::ios::binary);
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
+      out.write(static_cast<const char*>(data), static_cast<std::streamsize>(n));
+      return n;
+    });
+    writer.setMinVersion(99);
+    const std::string pickle = "\x80\x02}q\x00.";  // an empty dict
+    writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+    writer.writeEndOfFile();
+  }
   std::cout << "seeds written to " << dir.string() << "\n";
   return 0;
 }
