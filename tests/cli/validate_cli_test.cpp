@@ -110,5 +110,30 @@ TEST(ValidateCliTest, ExpandPrintsALongFormThatBuildsTheSameModel) {
   EXPECT_EQ(a.output.substr(a.output.find('\n')), b.output.substr(b.output.find('\n')));
 }
 
+TEST(ValidateCliTest, DocsNodeTypeTableIsTheRegistrys) {
+  auto r = run_command(std::string(RECMOD_BIN) + " validate --list-types --markdown");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("| `FeatureProcessedEmbeddingBagCollection` |"));
+  std::ifstream in(std::string(RECMOD_SOURCE_DIR) + "/docs/config.md");
+  const std::string docs((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto begin = docs.find('\n', docs.find("<!-- node-types:")) + 1;
+  const auto end = docs.find("<!-- end node-types -->");
+  ASSERT_NE(end, std::string::npos);
+  EXPECT_EQ(docs.substr(begin, end - begin), r.output) << "docs/config.md is stale: run scripts/update-docs";
+}
+
+TEST(ValidateCliTest, DescribePrintsATypeAndListTypesNeedsNoConfig) {
+  auto d = run_recmod("describe Perceptron");
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  EXPECT_THAT(d.output, HasSubstr("Perceptron (torchrec.modules.mlp.Perceptron)"));
+  EXPECT_THAT(d.output, HasSubstr("out_size: (required)"));
+  auto bad = run_recmod("describe Mlp");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.output, HasSubstr("recmod: unknown node type 'Mlp'; valid types are [EmbeddingBagCollection"));
+  auto list = run_recmod("validate --list-types");
+  EXPECT_EQ(list.exit_code, 0);
+  EXPECT_THAT(list.output, HasSubstr("SwishLayerNorm"));
+}
+
 }  // namespace
 }  // namespace recmod::testing

@@ -9,7 +9,6 @@ namespace recmod::config {
 
 
 BuiltNode build_concat(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs"});
   int64_t width = 0;
   for (const auto& in : inputs) width += expect_dense_input(spec, in, "Concat");
   BuiltNode node;
@@ -24,7 +23,6 @@ BuiltNode build_concat(const NodeSpec& spec, const std::vector<Port>& inputs) {
 }
 
 BuiltNode build_dot_interaction(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "inputs"});
   if (inputs.size() < 2)
     fail_at_inputs(spec, "DotInteraction takes [dense, embeddings...]: a dense (B, D) input, then pooled embeddings");
   const int64_t dim = expect_dense_input(spec, inputs[0], "DotInteraction");
@@ -54,7 +52,6 @@ BuiltNode build_dot_interaction(const NodeSpec& spec, const std::vector<Port>& i
 }
 
 BuiltNode build_sequence_pool(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "mode"});
   expect_num_inputs(spec, inputs, 1);
   const auto& in = inputs[0];
   if (in.shape.kind != ValueKind::Sequence)
@@ -82,7 +79,6 @@ BuiltNode build_sequence_pool(const NodeSpec& spec, const std::vector<Port>& inp
 }
 
 BuiltNode build_linear(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "out_features", "bias"});
   expect_num_inputs(spec, inputs, 1);
   const int64_t in = expect_dense_input(spec, inputs[0], "Linear");
   const int64_t out = spec.yaml.positive_int("out_features");

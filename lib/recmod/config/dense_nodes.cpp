@@ -72,7 +72,6 @@ std::vector<torch::Tensor> embeddings_of(const std::vector<Value>& values) {
 }  // namespace
 
 BuiltNode build_mlp(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "layer_sizes", "bias", "activation", "dropout"});
   const int64_t in = single_dense_input(spec, inputs);
   auto sizes = positive_sizes(spec.yaml["layer_sizes"]);
   auto activation = mlp_activation_name(spec);
@@ -88,14 +87,12 @@ BuiltNode build_mlp(const NodeSpec& spec, const std::vector<Port>& inputs) {
 }
 
 BuiltNode build_crossnet(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "num_layers"});
   const int64_t n = single_dense_input(spec, inputs);
   const int64_t layers = spec.yaml.positive_int("num_layers");
   return dense_node(CrossNet(CrossNetOptions(n, layers)), n, str_cat("N=", n, ", ", layers, " layers"));
 }
 
 BuiltNode build_low_rank_crossnet(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "num_layers", "low_rank"});
   const int64_t n = single_dense_input(spec, inputs);
   const int64_t layers = spec.yaml.positive_int("num_layers");
   const int64_t rank = spec.yaml.positive_int("low_rank", 1);
@@ -104,14 +101,12 @@ BuiltNode build_low_rank_crossnet(const NodeSpec& spec, const std::vector<Port>&
 }
 
 BuiltNode build_vector_crossnet(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "num_layers"});
   const int64_t n = single_dense_input(spec, inputs);
   const int64_t layers = spec.yaml.positive_int("num_layers");
   return dense_node(VectorCrossNet(VectorCrossNetOptions(n, layers)), n, str_cat("N=", n, ", ", layers, " layers"));
 }
 
 BuiltNode build_low_rank_mixture_crossnet(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "num_layers", "num_experts", "low_rank", "activation"});
   const int64_t n = single_dense_input(spec, inputs);
   const int64_t layers = spec.yaml.positive_int("num_layers");
   const int64_t experts = spec.yaml.positive_int("num_experts", 1);
@@ -123,7 +118,6 @@ BuiltNode build_low_rank_mixture_crossnet(const NodeSpec& spec, const std::vecto
 }
 
 BuiltNode build_deepfm(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "layer_sizes", "activation", "dropout"});
   auto dims = expect_pooled_inputs(spec, inputs);
   int64_t in = 0;
   for (auto d : dims) in += d;
@@ -139,7 +133,6 @@ BuiltNode build_deepfm(const NodeSpec& spec, const std::vector<Port>& inputs) {
 }
 
 BuiltNode build_factorization_machine(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs"});
   auto dims = expect_pooled_inputs(spec, inputs);
   FactorizationMachine fm;
   BuiltNode node;
@@ -155,7 +148,6 @@ BuiltNode build_factorization_machine(const NodeSpec& spec, const std::vector<Po
 namespace recmod::config {
 
 BuiltNode build_perceptron(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "out_size", "bias", "activation"});
   const int64_t in = single_dense_input(spec, inputs);
   const int64_t out = spec.yaml.positive_int("out_size");
   const std::string activation = mlp_activation_name(spec);
@@ -168,7 +160,6 @@ BuiltNode build_perceptron(const NodeSpec& spec, const std::vector<Port>& inputs
 }
 
 BuiltNode build_swish_layer_norm(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs"});
   const int64_t n = single_dense_input(spec, inputs);
   return dense_node(SwishLayerNorm(SwishLayerNormOptions(n)), n, str_cat("N=", n));
 }

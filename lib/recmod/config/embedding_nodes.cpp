@@ -135,7 +135,6 @@ std::vector<EmbeddingConfig> read_embedding_configs(const ConfigNode& tables_yam
 }
 
 BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "tables", "is_weighted"});
   expect_num_inputs(spec, inputs, 1);
   auto tables = read_embedding_bag_configs(spec.yaml["tables"]);
   expect_sparse_input(spec, inputs[0], features_of(tables), "EmbeddingBagCollection");
@@ -153,7 +152,6 @@ BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector
 }
 
 BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "tables"});
   expect_num_inputs(spec, inputs, 1);
   auto tables = read_embedding_configs(spec.yaml["tables"]);
   expect_sparse_input(spec, inputs[0], features_of(tables), "EmbeddingCollection");

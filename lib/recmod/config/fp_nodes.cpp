@@ -28,7 +28,6 @@ FeatureProcessorDict read_feature_processors(const ConfigNode& processors, const
 }  // namespace
 
 BuiltNode build_feature_processed_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "tables", "feature_processors"});
   expect_num_inputs(spec, inputs, 1);
   ConfigNode tables_yaml = spec.yaml["tables"];
   auto tables = read_embedding_bag_configs(tables_yaml);

@@ -90,6 +90,7 @@ ModelGraphImpl::ModelGraphImpl(const ModelSpec& spec) : spec_(spec) {
       int64_t in = input_ids_[i][k];
       ports.push_back({spec.inputs[k], in == kDenseInput ? dense_shape : in == kSparseInput ? sparse_shape : built_[in].shape});
     }
+    spec.yaml.allow_keys(allowed_keys(*type));  // the registry's options, described once
     built_[i] = type->build(spec, ports);
     if (built_[i].module) register_module(spec.name, built_[i].module);
     infos_[i] = NodeInfo{spec.name, spec.type, spec.inputs, built_[i].shape,

@@ -76,7 +76,6 @@ ManagedCollisionCollection read_mc_collection(const ConfigNode& tables_yaml, con
 }  // namespace
 
 BuiltNode build_mc_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "tables", "reset_evicted_rows", "is_weighted"});
   expect_num_inputs(spec, inputs, 1);
   ConfigNode tables_yaml = spec.yaml["tables"];
   auto tables = read_embedding_bag_configs(tables_yaml, {"managed_collision"});
@@ -98,7 +97,6 @@ BuiltNode build_mc_embedding_bag_collection(const NodeSpec& spec, const std::vec
 }
 
 BuiltNode build_mc_embedding_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
-  spec.yaml.allow_keys({"type", "input", "inputs", "tables", "reset_evicted_rows"});
   expect_num_inputs(spec, inputs, 1);
   ConfigNode tables_yaml = spec.yaml["tables"];
   auto tables = read_embedding_configs(tables_yaml, {"managed_collision"});
