@@ -17,6 +17,7 @@ void register_commands(CLI::App& app) {
   add_profile(app, actions());
   add_evict(app, actions());
   add_data_commands(app, actions());
+  add_inspect(app, actions());
   add_plan(app, actions());
   add_quantize(app, actions());
   add_convert_checkpoint(app, actions());

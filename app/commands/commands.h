@@ -25,6 +25,7 @@ void add_compare(CLI::App& app, Actions& actions);
 void add_profile(CLI::App& app, Actions& actions);
 void add_evict(CLI::App& app, Actions& actions);
 void add_data_commands(CLI::App& app, Actions& actions);
+void add_inspect(CLI::App& app, Actions& actions);
 void add_plan(CLI::App& app, Actions& actions);
 void add_quantize(CLI::App& app, Actions& actions);
 void add_convert_checkpoint(CLI::App& app, Actions& actions);

@@ -75,7 +75,10 @@ int run_convert(const ConvertArgs& a) {
     std::replace(f.begin(), f.end(), '_', '-');
     options.input_format = data::parse_data_format(f);
   }
-  if (!a.config.empty()) options.schema = config::build_model(a.config)->schema();
+  if (!a.config.empty()) {
+    options.schema = config::build_model(a.config)->schema();
+    options.columns = config::load_model_config(a.config).data.columns;  // delimited text as the config describes it
+  }
   options.on_bad_record = a.skip_bad ? data::BadRecordPolicy::kSkip : data::BadRecordPolicy::kFail;
   auto report = data::convert_to_binary(a.input, a.output, options);
   std::cout << a.output << ": " << report.summary() << "\n";
@@ -100,12 +103,15 @@ void add_data_commands(CLI::App& app, Actions& actions) {
       ->capture_default_str();
   actions["generate"] = [g] { return run_generate(*g); };
 
-  auto* conv = app.add_subcommand("convert", "Convert a data file (Criteo TSV, JSON lines) to recmod's binary format");
+  auto* conv = app.add_subcommand(
+      "convert", "Convert a data file (Criteo TSV, JSON lines, delimited text) to recmod's binary format");
   auto c = std::make_shared<ConvertArgs>();
   conv->add_option("input", c->input, "Input data file")->required();
   conv->add_option("output", c->output, "Output binary file")->required();
-  conv->add_option("--format", c->format, "Input format: criteo_tsv | jsonl | binary (default: detected)");
-  conv->add_option("--config", c->config, "Model config whose features give the schema (needed for JSON lines)");
+  conv->add_option("--format", c->format, "Input format: criteo_tsv | jsonl | binary | delimited (default: detected)");
+  conv->add_option("--config", c->config,
+                   "Model config whose features give the schema (needed for JSON lines; its data.columns for "
+                   "delimited text)");
   conv->add_flag("--skip-bad", c->skip_bad, "Skip bad records (and report them) instead of failing");
   actions["convert"] = [c] { return run_convert(*c); };
 }

@@ -78,6 +78,47 @@ TEST(DelimitedCliTest, AvazuStyleCsvLearnsThePlantedSignal) {
   EXPECT_GT(m.value("auc", 0.0), 0.75) << m.dump();  // the planted site effect alone gives ~0.85
 }
 
+TEST(DelimitedCliTest, InspectAndConvertReadTheColumnsOfTheConfig) {
+  const auto dir = fresh_dir("delimited_inspect");
+  const auto csv = write_file(dir + "/train.csv", avazu_style_csv(500, 7));
+  auto r = run_recmod("inspect " + csv + " --config " + kAvazu + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(j["format"], "delimited");
+  EXPECT_EQ(j["rows"], 500);
+  EXPECT_EQ(j["bad_records"], 0);
+  ASSERT_EQ(j["sparse"].size(), 22u);
+  for (const auto& f : j["sparse"]) {
+    EXPECT_EQ(f["ids_per_row"], 1.0) << f.dump();
+    EXPECT_EQ(f["ids_outside_table"], 0) << f.dump();
+    EXPECT_LT(f["max_id"].get<int64_t>(), 100000) << f.dump();  // hashed into the shared table's rows
+  }
+  EXPECT_EQ(j["sparse"][3]["name"], "site_id");
+  EXPECT_EQ(j["sparse"][3]["distinct_ids"], 20);  // the generator's 20 sites
+  const auto csv_sparse = j["sparse"];
+
+  // Without the config the CSV is taken for Criteo TSV: every line bad, and the first says why.
+  r = run_recmod("inspect " + csv + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(j["format"], "criteo_tsv");
+  EXPECT_EQ(j["rows"], 0);
+  EXPECT_EQ(j["bad_records"], 501);
+  EXPECT_THAT(j["first_bad_records"][0].get<std::string>(), HasSubstr("data.columns"));
+
+  // convert --config writes the same rows as .rmb, which trains with the same config.
+  r = run_recmod("convert " + csv + " " + dir + "/train.rmb --config " + kAvazu);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("500 rows read"));
+  r = run_recmod("inspect " + dir + "/train.rmb --config " + kAvazu + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto rmb = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(rmb["format"], "binary");
+  EXPECT_EQ(rmb["sparse"], csv_sparse);  // the same ids, feature by feature
+  r = run_recmod("train " + kAvazu + " --data " + dir + "/train.rmb --out " + dir + "/run --steps 2 --threads 1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 TEST(DelimitedCliTest, MovieLens100kTrainsFromTheRawFiles) {
   const std::string data = kShared + "movielens-100k/u.data";
   if (!exists(data)) GTEST_SKIP() << data << " is absent";

@@ -5,7 +5,8 @@
 namespace recmod::data {
 
 ReadReport convert_to_binary(const std::string& input, const std::string& output, const ConvertOptions& options) {
-  auto reader = open_reader(input, options.input_format, options.schema, options.on_bad_record);
+  auto reader =
+      open_reader(input, options.input_format, options.schema, options.on_bad_record, options.columns, options.jsonl);
   BinaryWriter writer(output, reader->schema());
   while (auto block = reader->read(options.block_rows)) writer.write(*block);
   writer.close();

@@ -10,6 +10,8 @@ namespace recmod::data {
 struct ConvertOptions {
   DataFormat input_format = DataFormat::kAuto;
   std::optional<DataSchema> schema;  // required for JSON lines
+  std::shared_ptr<const DelimitedSpec> columns;  // a config's data.columns (delimited text)
+  JsonlOptions jsonl;
   BadRecordPolicy on_bad_record = BadRecordPolicy::kFail;
   int64_t block_rows = 65536;  // rows held in memory at a time
 };
