@@ -63,6 +63,55 @@ void put_u32(std::vector<char>& bytes, size_t at, uint32_t v) {
   for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<char>(v >> (8 * i));
 }
 
+void put_u64(std::vector<char>& bytes, size_t at, uint64_t v) {
+  for (int i = 0; i < 8; ++i) bytes[at + i] = static_cast<char>(v >> (8 * i));
+}
+
+uint64_t get_u64(const std::vector<char>& bytes, size_t at) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = v << 8 | static_cast<unsigned char>(bytes[at + i]);
+  return v;
+}
+
+/// The archive with the directory entry of `suffix` written as for a file
+/// over 4 GiB: its sizes and offset 0xFFFFFFFF in the header, the real values
+/// in a zip64 extra field (as miniz writes them past 4 GiB).
+std::vector<char> with_zip64_entry(const std::vector<char>& bytes, const std::string& suffix) {
+  const size_t zip64_end = bytes.size() - 22 - 20 - 56;
+  const size_t directory_at = get_u64(bytes, zip64_end + 48), directory_size = get_u64(bytes, zip64_end + 40);
+  const size_t header = central_header(bytes, suffix);
+  const size_t name_len = static_cast<unsigned char>(bytes[header + 28]) | static_cast<unsigned char>(bytes[header + 29]) << 8;
+  const size_t extra_len = static_cast<unsigned char>(bytes[header + 30]) | static_cast<unsigned char>(bytes[header + 31]) << 8;
+  EXPECT_EQ(extra_len, 0u);
+  std::vector<char> entry(bytes.begin() + header, bytes.begin() + header + 46 + name_len);
+  const uint64_t size = static_cast<unsigned char>(entry[24]) | static_cast<unsigned char>(entry[25]) << 8 |
+                        static_cast<unsigned char>(entry[26]) << 16 | static_cast<uint64_t>(static_cast<unsigned char>(entry[27])) << 24;
+  const uint64_t local = static_cast<unsigned char>(entry[42]) | static_cast<unsigned char>(entry[43]) << 8 |
+                         static_cast<unsigned char>(entry[44]) << 16 | static_cast<uint64_t>(static_cast<unsigned char>(entry[45])) << 24;
+  put_u32(entry, 20, 0xFFFFFFFFu);
+  put_u32(entry, 24, 0xFFFFFFFFu);
+  put_u32(entry, 42, 0xFFFFFFFFu);
+  entry[30] = 28;  // extra length
+  std::vector<char> extra(28, 0);
+  extra[0] = 1;  // id 1: zip64
+  extra[2] = 24;
+  put_u64(extra, 4, size);   // uncompressed
+  put_u64(extra, 12, size);  // compressed
+  put_u64(extra, 20, local);
+  entry.insert(entry.end(), extra.begin(), extra.end());
+
+  std::vector<char> out(bytes.begin(), bytes.begin() + header);
+  out.insert(out.end(), entry.begin(), entry.end());
+  out.insert(out.end(), bytes.begin() + header + 46 + name_len, bytes.begin() + directory_at + directory_size);
+  std::vector<char> tail(bytes.begin() + zip64_end, bytes.end());  // zip64 end, locator, end
+  const size_t new_size = directory_size + 28;
+  put_u64(tail, 40, new_size);
+  put_u64(tail, 56 + 8, directory_at + new_size);  // the locator: where the zip64 end record now is
+  put_u32(tail, 56 + 20 + 12, static_cast<uint32_t>(new_size));
+  out.insert(out.end(), tail.begin(), tail.end());
+  return out;
+}
+
 TEST(Crc32, MatchesZlibForEveryLengthAndAlignment) {
   std::mt19937 gen(7);
   std::vector<unsigned char> data(300000);
@@ -144,6 +193,24 @@ TEST(ZipArchive, TwoRecordsSharingBytesAreRefused) {
   std::memcpy(&bytes[second + 42], &bytes[first + 42], 4);
   write_bytes(path, bytes);
   EXPECT_THAT(load_error(path), HasSubstr("does not match the zip directory"));
+  std::remove(path.c_str());
+}
+
+TEST(ZipArchive, ReadsZip64ExtraFieldsAsWrittenPastFourGiB) {
+  const std::string path = scratch("zip64.pt");
+  const std::vector<char> original = tensors_to_bytes(small_state());
+  write_bytes(path, with_zip64_entry(with_zip64_entry(original, "/data/0"), "/data.pkl"));
+  const StateDict loaded = load_tensors(path);
+  ASSERT_EQ(loaded.size(), 2u);
+  EXPECT_TRUE(torch::equal(loaded[0].second, small_state()[0].second));
+  EXPECT_TRUE(torch::equal(loaded[1].second, small_state()[1].second));
+  // A zip64 field cut short is refused, not read past.
+  std::vector<char> bytes = with_zip64_entry(original, "/data/0");
+  const size_t header = central_header(bytes, "/data/0");
+  const size_t name_len = static_cast<unsigned char>(bytes[header + 28]);
+  bytes[header + 46 + name_len + 2] = 8;  // the field says 8 bytes: only the size fits
+  write_bytes(path, bytes);
+  EXPECT_THAT(load_error(path), HasSubstr("/data/0' has a short zip64 field"));
   std::remove(path.c_str());
 }
 
