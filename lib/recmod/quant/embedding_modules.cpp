@@ -4,6 +4,7 @@
 #include <c10/util/Half.h>
 #include <torch/autograd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <set>
@@ -83,7 +84,8 @@ EmbeddingBagCollectionImpl::EmbeddingBagCollectionImpl(EmbeddingBagCollectionOpt
       table.code_bytes = code_bytes(table.type, t.embedding_dim);
       table.scale_offset = round_up(table.code_bytes, sb);
       table.row_bytes = table.scale_offset + 2 * sb;
-      table.storage = torch::zeros({n, table.row_bytes}, torch::kUInt8);
+      table.storage = options_.uninitialized() ? torch::empty({n, table.row_bytes}, torch::kUInt8)
+                                               : torch::zeros({n, table.row_bytes}, torch::kUInt8);
       const auto dtype = scale_bias_dtype(table.type);
       torch::Tensor keep = table.storage;
       uint8_t* base = table.storage.data_ptr<uint8_t>();
@@ -92,12 +94,14 @@ EmbeddingBagCollectionImpl::EmbeddingBagCollectionImpl(EmbeddingBagCollectionOpt
             base + offset, {n, 1}, {table.row_bytes / sb, 1}, [keep](void*) {}, torch::TensorOptions().dtype(dtype));
       };
       torch::Tensor qscale = view_at(table.scale_offset);
-      qscale.fill_(1.0);
+      if (!options_.uninitialized()) qscale.fill_(1.0);
       holder->register_buffer("weight", table.storage.narrow(1, 0, table.code_bytes));
       holder->register_buffer(kQScaleSuffix, qscale);
       holder->register_buffer(kQBiasSuffix, view_at(table.scale_offset + sb));
     } else {
-      table.storage = torch::zeros({n, t.embedding_dim}, table.type == DataType::FP16 ? torch::kHalf : torch::kFloat);
+      const auto dtype = table.type == DataType::FP16 ? torch::kHalf : torch::kFloat;
+      table.storage = options_.uninitialized() ? torch::empty({n, t.embedding_dim}, dtype)
+                                               : torch::zeros({n, t.embedding_dim}, dtype);
       table.row_bytes = t.embedding_dim * table.storage.element_size();
       holder->register_buffer("weight", table.storage);
     }
@@ -264,8 +268,7 @@ KeyedTensor EmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& feature
   return KeyedTensor(embedding_names_, length_per_embedding_, out, 1);
 }
 
-void EmbeddingBagCollectionImpl::load_quantized_state_dict(const StateDict& state, const std::string& origin) {
-  StateDict converted = state;
+void EmbeddingBagCollectionImpl::load_quantized_state_dict(StateDict state, const std::string& origin) {
   for (size_t i = 0; i < tables_.size(); ++i) {
     const auto& config = options_.tables()[i];
     const Table& table = tables_[i];
@@ -312,12 +315,35 @@ void EmbeddingBagCollectionImpl::load_quantized_state_dict(const StateDict& stat
           (t->scalar_type() != want && !widen))
         throw CheckpointError(str_cat(what, ": key '", prefix, suffix, "' is ", t->scalar_type(), " ", t->sizes(),
                                       ", expected ", want, " [", config.num_embeddings, ", 1]"));
-      if (widen)
-        for (auto& [k, v] : converted)
-          if (k == prefix + suffix) v = v.to(torch::kFloat);
     }
   }
-  recmod::load_state_dict(*this, converted, origin);
+  // Every key is this module's; then copy table by table, releasing each
+  // source tensor once copied (a caller that moved the checkpoint in holds
+  // at most one table twice, not the whole collection).
+  const StateDict targets = state_dict(*this);
+  for (const auto& [key, _] : state)
+    if (!find_tensor(targets, key)) {
+      std::vector<std::string> keys;
+      for (const auto& [k, __] : targets) keys.push_back(k);
+      throw CheckpointError(str_cat(origin, ": unexpected key '", key, "'; the module's keys are ", join_names(keys)));
+    }
+  torch::NoGradGuard no_grad;
+  for (const auto& [key, dst] : targets) {
+    auto it = std::find_if(state.begin(), state.end(), [&](const auto& kv) { return kv.first == key; });
+    if (it == state.end()) throw CheckpointError(str_cat(origin, ": missing key '", key, "' (shape ", dst.sizes(), ")"));
+    torch::Tensor src = std::move(it->second);
+    if (dst.scalar_type() == torch::kFloat && src.scalar_type() == torch::kHalf && src.sizes() == dst.sizes() &&
+        src.dim() == 2 && src.size(1) == 1)
+      src = src.to(torch::kFloat);  // INT8 scale/bias from FBGEMM's TBE (fp16), checked above
+    if (src.sizes() != dst.sizes())
+      throw CheckpointError(str_cat(origin, ": key '", key, "' has shape ", src.sizes(), ", the module expects ",
+                                    dst.sizes()));
+    if (src.scalar_type() != dst.scalar_type())
+      throw CheckpointError(str_cat(origin, ": key '", key, "' has dtype ", src.scalar_type(), ", the module expects ",
+                                    dst.scalar_type()));
+    check_finite(src, key, origin);
+    const_cast<torch::Tensor&>(dst).copy_(src);
+  }
 }
 
 DataType data_type_of_checkpoint(int64_t dim, const torch::Tensor& weight, const torch::Tensor& qscale,

@@ -32,6 +32,9 @@ struct EmbeddingBagCollectionOptions {
   TORCH_ARG(bool, is_weighted) = false;
   /// The pooled output's dtype (TorchRec's output_dtype); float32 only.
   TORCH_ARG(torch::Dtype, output_dtype) = torch::kFloat;
+  /// Allocate the tables without writing them (a checkpoint is loaded next):
+  /// their pages are only touched as each table is copied in.
+  TORCH_ARG(bool, uninitialized) = false;
 };
 
 /// Pooled embeddings of quantized tables: KeyedJaggedTensor in, KeyedTensor
@@ -57,7 +60,8 @@ struct EmbeddingBagCollectionOptions {
 /// (a lookup touches one row); the three keys are views into it.
 class EmbeddingBagCollectionImpl : public torch::nn::Module {
  public:
-  /// Tables allocated, codes zero and scales one (load or from_float fills them).
+  /// Tables allocated, codes zero and scales one (load or from_float fills
+  /// them), or unwritten with options.uninitialized.
   explicit EmbeddingBagCollectionImpl(EmbeddingBagCollectionOptions options);
 
   /// TorchRec's from_float: quantizes an fp32 EmbeddingBagCollection, each
@@ -88,7 +92,8 @@ class EmbeddingBagCollectionImpl : public torch::nn::Module {
   /// (e.g. "INT4 rows of dimension 16 are 8 bytes wide"), a scale/bias block
   /// of the wrong shape or dtype, or unexpected keys. INT8 scale and bias
   /// may come as float16 (FBGEMM's TBE, TorchRec's own INT8) and are widened.
-  void load_quantized_state_dict(const StateDict& state, const std::string& origin);
+  /// Takes the tensors by value: moved in, each is released once copied.
+  void load_quantized_state_dict(StateDict state, const std::string& origin);
 
  private:
   struct Table {

@@ -35,7 +35,7 @@ OpenedModel open_model(const std::string& config_path, const std::string& checkp
   if (quantized) use_quantized_tables(out.model, state, checkpoint);
   materialize_deferred_tables(*out.model, /*draw=*/false);
   if (quantized) {
-    load_model_state(out.model, state, checkpoint);
+    load_model_state(out.model, std::move(state), checkpoint);
   } else {
     check_checkpoint_keys(state, model_keys(out.model), checkpoint);  // one line naming the likely cause
     recmod::load_state_dict(*out.model, state, checkpoint);

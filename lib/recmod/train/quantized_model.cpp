@@ -108,22 +108,23 @@ void use_quantized_tables(config::ModelGraph& model, const StateDict& state, con
     if (!quantized) continue;
     quant::EmbeddingBagCollectionOptions options(tables);
     options.is_weighted(ebc->is_weighted());
+    options.uninitialized(true);  // load_model_state writes every table
     swap_in(model, i, std::make_shared<quant::EmbeddingBagCollectionImpl>(options));
   }
 }
 
-void load_model_state(config::ModelGraph& model, const StateDict& state, const std::string& origin) {
+void load_model_state(config::ModelGraph& model, StateDict state, const std::string& origin) {
   std::set<std::string> used;
   for (const auto& child : model->named_children()) {
     const std::string prefix = child.key() + ".";
     StateDict mine;
-    for (const auto& [key, value] : state)
+    for (auto& [key, value] : state)
       if (key.rfind(prefix, 0) == 0) {
-        mine.emplace_back(key.substr(prefix.size()), value);
+        mine.emplace_back(key.substr(prefix.size()), std::move(value));  // released as loaded
         used.insert(key);
       }
     if (auto q = std::dynamic_pointer_cast<quant::EmbeddingBagCollectionImpl>(child.value()))
-      q->load_quantized_state_dict(mine, str_cat(origin, " (node '", child.key(), "')"));
+      q->load_quantized_state_dict(std::move(mine), str_cat(origin, " (node '", child.key(), "')"));
     else
       recmod::load_state_dict(*child.value(), mine, str_cat(origin, " (", child.key(), ")"));
   }

@@ -46,7 +46,10 @@ void use_quantized_tables(config::ModelGraph& model, const StateDict& state, con
 
 /// Loads a checkpoint into a model, node by node: quantized collections
 /// through load_quantized_state_dict (table-named errors), the rest strictly
-/// (recmod::load_state_dict). CheckpointError for keys of no node.
-void load_model_state(config::ModelGraph& model, const StateDict& state, const std::string& origin);
+/// (recmod::load_state_dict). CheckpointError for keys of no node. Takes
+/// the checkpoint by value: moved in, each quantized table's tensors are
+/// released as soon as they are copied (peak memory: the model plus the
+/// rest of the checkpoint, not twice the tables).
+void load_model_state(config::ModelGraph& model, StateDict state, const std::string& origin);
 
 }  // namespace recmod::train
