@@ -121,6 +121,9 @@ TEST(TrainPracticeCli, SchedulesAndEarlyStoppingWithTwoRanks) {
   // rate of the step just done, k = s - 1.
   const auto train_lines = metrics_lines(run, "train");
   ASSERT_GE(train_lines.size(), 3u);
+  // the window's metrics cover both ranks' rows: 10 steps of 2 x 64
+  EXPECT_EQ(train_lines[0]["count"], 10 * 2 * 64);
+  EXPECT_TRUE(train_lines[0].contains("auc"));
   for (const auto& line : train_lines) {
     const int64_t k = line["step"].get<int64_t>() - 1;
     EXPECT_DOUBLE_EQ(line["dense_lr"].get<double>(), k < 20 ? 3.0 * static_cast<double>(k + 1) / 20 : 3.0) << line;
@@ -171,7 +174,7 @@ TEST(TrainPracticeCli, EvalFindsTheRunsConfig) {
                 .exit_code,
             0);
   auto last_json = [](const std::string& output) { return nlohmann::json::parse(output.substr(output.rfind('{'))); };
-  for (const std::string checkpoint : {run + "/model.pt", run + "/best/model.pt"}) {
+  for (const auto& checkpoint : std::vector<std::string>{run + "/model.pt", run + "/best/model.pt"}) {
     auto with = run_recmod("eval " + config + " --checkpoint " + checkpoint + " --data " + d.eval + " --json");
     auto without = run_recmod("eval --checkpoint " + checkpoint + " --data " + d.eval + " --json");
     ASSERT_EQ(without.exit_code, 0) << without.output;
