@@ -236,5 +236,29 @@ TEST(FullDisk, WriteFailureStopsTheRunAndKeepsThePreviousCheckpoint) {
   EXPECT_THAT(r.output, HasSubstr("steps 6"));
 }
 
+// A data file truncated by another program while a run reads it (memory
+// mapped): the run stops with an error naming the file (exit 1), not SIGBUS.
+TEST(DataFileCut, TruncatedWhileTrainingIsAnErrorNotSigbus) {
+  const auto dir = fresh_dir("fault_data_cut");
+  const auto config = model(dir, 50, 100000000, 0);
+  const auto data = generate(dir, 400000);  // about 10 MB; one epoch is 50,000 steps
+  const std::string run = dir + "/run";
+  const pid_t pid = spawn_recmod("train " + config + " --data " + data + " --out " + run, dir + "/log.txt");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(wait_for_training(run, pid, std::chrono::seconds(120)), -1) << read_all(dir + "/log.txt");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  fs::resize_file(data, 4096);
+  const int status = wait_bounded(pid, std::chrono::seconds(120));
+  const std::string log = read_all(dir + "/log.txt");
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << ": " << log;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << log;
+  // While the block being read is cut: "cut short while being read"; if the
+  // cut lands between epochs, opening the file again finds it cut.
+  EXPECT_THAT(log, HasSubstr("recmod: " + data + ": ")) << log;
+  EXPECT_THAT(log, ::testing::AnyOf(HasSubstr(": the file was cut short while being read ("),
+                                    HasSubstr("(truncated or appended to?)")))
+      << log;
+}
+
 }  // namespace
 }  // namespace recmod::testing
