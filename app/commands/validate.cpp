@@ -1,7 +1,5 @@
 // recmod validate CONFIG: builds the model graph and prints it;
 // recmod validate --list-types and recmod describe TYPE: the node types.
-#include <yaml-cpp/yaml.h>
-
 #include <iostream>
 
 #include "commands/commands.h"
@@ -34,33 +32,12 @@ void print_node_types(bool markdown) {
   std::cout << "recmod describe TYPE prints a type's inputs, output and options.\n";
 }
 
-/// A deep copy in which no node appears twice (expanded tables share the
-/// template's value nodes, which the emitter would print as YAML aliases).
-YAML::Node unshared(const YAML::Node& node) {
-  if (node.IsMap()) {
-    YAML::Node out(YAML::NodeType::Map);
-    for (const auto& kv : node) out[kv.first.Scalar()] = unshared(kv.second);
-    out.SetStyle(node.Style());
-    return out;
-  }
-  if (node.IsSequence()) {
-    YAML::Node out(YAML::NodeType::Sequence);
-    for (const auto& item : node) out.push_back(unshared(item));
-    out.SetStyle(node.Style());
-    return out;
-  }
-  if (node.IsScalar()) return YAML::Node(node.Scalar());
-  return YAML::Node();
-}
-
 /// The config as recmod reads it: compact forms (for_each_feature tables)
 /// written out in full. Comments are not kept.
 void print_expanded(const std::string& path) {
   const auto root = config::ConfigNode::load_file(path);
   config::parse_model_config(root);  // checks it, and expands in the tree
-  YAML::Emitter out;
-  out << unshared(root.yaml());
-  std::cout << out.c_str() << "\n";
+  std::cout << root.emit() << "\n";
 }
 
 }  // namespace

@@ -165,7 +165,16 @@ ConfigNode ConfigNode::load_file(const std::string& path) {
 
 int ConfigNode::line() const { return has_position(mark_) ? mark_.line + 1 : 0; }
 int ConfigNode::column() const { return has_position(mark_) ? mark_.column + 1 : 0; }
-std::string ConfigNode::where() const { return position_of(*file_, mark_); }
+std::string ConfigNode::where() const {
+  if (overrides_)
+    for (auto it = overrides_->rbegin(); it != overrides_->rend(); ++it) {  // the last flag wins
+      const std::string& key = it->first;
+      if (path_.compare(0, key.size(), key) == 0 &&
+          (path_.size() == key.size() || path_[key.size()] == '.' || path_[key.size()] == '['))
+        return it->second;
+    }
+  return position_of(*file_, mark_);
+}
 
 void ConfigNode::fail(const std::string& what) const {
   throw ConfigError(str_cat(where(), ": ", path_.empty() ? "" : path_ + ": ", what));
@@ -180,7 +189,135 @@ std::string ConfigNode::describe() const {
 
 ConfigNode ConfigNode::child(const YAML::Node& node, std::string path) const {
   YAML::Mark mark = node.IsDefined() && has_position(node.Mark()) ? node.Mark() : mark_;
-  return ConfigNode(node, file_, std::move(path), mark);
+  ConfigNode out(node, file_, std::move(path), mark);
+  out.overrides_ = overrides_;
+  return out;
+}
+
+namespace {
+
+/// One step of an override's key: a map key, or a list index.
+struct KeyStep {
+  std::string key;
+  int64_t index = -1;  // >= 0: a list index
+};
+
+std::vector<KeyStep> parse_key_path(const std::string& path, const std::string& flag) {
+  std::vector<KeyStep> steps;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '[') {
+      const auto close = path.find(']', i);
+      const std::string digits = close == std::string::npos ? "" : path.substr(i + 1, close - i - 1);
+      if (digits.empty() || !std::all_of(digits.begin(), digits.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+        throw ConfigError(str_cat(flag, ": expected a list index like [0] at '", path.substr(i), "'"));
+      steps.push_back({"", std::stoll(digits)});
+      i = close + 1;
+      if (i < path.size() && path[i] == '.') ++i;
+      continue;
+    }
+    const auto end = path.find_first_of(".[", i);
+    const std::string key = path.substr(i, end == std::string::npos ? std::string::npos : end - i);
+    if (key.empty()) throw ConfigError(str_cat(flag, ": empty key in '", path, "'"));
+    steps.push_back({key, -1});
+    i = end == std::string::npos ? path.size() : end + (path[end] == '.' ? 1 : 0);
+  }
+  if (steps.empty()) throw ConfigError(str_cat(flag, ": expected KEY=VALUE with a key such as training.batch_size"));
+  return steps;
+}
+
+// The path as ConfigNode spells it: "a.b[2].c".
+std::string spelled(const std::vector<KeyStep>& steps) {
+  std::string out;
+  for (const auto& s : steps) out += s.index >= 0 ? str_cat("[", s.index, "]") : (out.empty() ? "" : ".") + s.key;
+  return out;
+}
+
+void apply_override(YAML::Node root, const std::vector<KeyStep>& steps, const YAML::Node& value, const std::string& flag) {
+  YAML::Node at = root;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const bool last = i + 1 == steps.size();
+    const auto& step = steps[i];
+    const std::string so_far = spelled(std::vector<KeyStep>(steps.begin(), steps.begin() + static_cast<long>(i)));
+    if (step.index >= 0) {
+      if (!at.IsSequence())
+        throw ConfigError(str_cat(flag, ": ", so_far.empty() ? "the config" : so_far, " is not a list"));
+      if (step.index >= static_cast<int64_t>(at.size()))
+        throw ConfigError(str_cat(flag, ": ", so_far, " has ", at.size(), " items; index ", step.index, " is past its end"));
+      if (last) {
+        at[static_cast<size_t>(step.index)] = value;
+        return;
+      }
+      at.reset(at[static_cast<size_t>(step.index)]);
+      continue;
+    }
+    if (at.IsNull()) at = YAML::Node(YAML::NodeType::Map);  // a map on the way, created
+    if (!at.IsMap())
+      throw ConfigError(str_cat(flag, ": ", so_far.empty() ? "the config" : so_far, " is not a map (it is ",
+                                at.IsSequence() ? "a list" : "'" + at.Scalar() + "'", ")"));
+    if (last) {
+      at[step.key] = value;
+      return;
+    }
+    if (!at[step.key]) at[step.key] = YAML::Node(YAML::NodeType::Map);
+    YAML::Node next = at[step.key];
+    at.reset(next);
+  }
+}
+
+}  // namespace
+
+namespace {
+// A deep copy in which no node appears twice (the emitter would print a
+// shared node as an anchor and aliases).
+YAML::Node unshared(const YAML::Node& node) {
+  if (node.IsMap()) {
+    YAML::Node out(YAML::NodeType::Map);
+    for (const auto& kv : node) out[kv.first.Scalar()] = unshared(kv.second);
+    out.SetStyle(node.Style());
+    return out;
+  }
+  if (node.IsSequence()) {
+    YAML::Node out(YAML::NodeType::Sequence);
+    for (const auto& item : node) out.push_back(unshared(item));
+    out.SetStyle(node.Style());
+    return out;
+  }
+  if (node.IsScalar()) return YAML::Node(node.Scalar());
+  return YAML::Node();
+}
+}  // namespace
+
+std::string ConfigNode::emit() const {
+  YAML::Emitter out;
+  out << unshared(node_);
+  return out.c_str();
+}
+
+ConfigNode ConfigNode::with_overrides(const std::vector<std::string>& overrides) const {
+  if (overrides.empty()) return *this;
+  auto origins = std::make_shared<Overrides>(overrides_ ? *overrides_ : Overrides{});
+  YAML::Node root = node_;
+  if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  for (const auto& text : overrides) {
+    const std::string flag = "--set " + text;
+    const auto eq = text.find('=');
+    if (eq == std::string::npos)
+      throw ConfigError(str_cat(flag, ": expected KEY=VALUE, e.g. --set training.batch_size=4096"));
+    const auto steps = parse_key_path(text.substr(0, eq), flag);
+    YAML::Node value;
+    try {
+      reject_binary(text.substr(eq + 1), flag);
+      value = YAML::Load(text.substr(eq + 1));
+    } catch (const YAML::Exception& e) {
+      throw ConfigError(str_cat(flag, ": the value is not valid YAML: ", e.msg));
+    }
+    apply_override(root, steps, value, flag);
+    origins->emplace_back(spelled(steps), flag);
+  }
+  ConfigNode out(root, file_, path_, mark_);
+  out.overrides_ = std::move(origins);
+  return out;
 }
 
 std::string ConfigNode::key_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
@@ -221,7 +358,7 @@ std::string ConfigNode::key_text(const YAML::Node& key) const {
   // YAML allows any node as a key ("? [a, b]: 1", "? {a: 1}: 2"); a config's
   // keys are names.
   if (!key.IsScalar()) {
-    ConfigNode at_key(key, file_, path_, has_position(key.Mark()) ? key.Mark() : mark_);
+    ConfigNode at_key = child(key, path_);
     at_key.fail(str_cat("expected a name as key, found ", at_key.describe()));
   }
   return key.Scalar();
@@ -232,7 +369,7 @@ void ConfigNode::allow_keys(const std::vector<std::string>& valid) const {
   for (const auto& kv : node_) {
     std::string key = key_text(kv.first);
     if (std::find(valid.begin(), valid.end(), key) == valid.end()) {
-      ConfigNode at_key(kv.first, file_, key_path(key), kv.first.Mark());
+      ConfigNode at_key = child(kv.first, key_path(key));
       at_key.fail(str_cat("unknown key '", key, "'; valid keys are ", join_names(valid)));
     }
   }
@@ -367,7 +504,7 @@ void ConfigNode::expect_name_keys(const char* what) const {
     const std::string key = key_text(kv.first);
     const std::string why = why_not_a_name(key);
     if (!why.empty())
-      ConfigNode(kv.first, file_, key_path(printable(key)), has_position(kv.first.Mark()) ? kv.first.Mark() : mark_)
+      child(kv.first, key_path(printable(key)))
           .fail(str_cat("'", printable(key), "' is not valid as ", what, ": ", why));
   }
 }

@@ -21,6 +21,15 @@ class ConfigNode {
   /// Parses YAML text; `name` stands for the file name in messages.
   static ConfigNode load_string(const std::string& text, const std::string& name);
 
+  /// This document with command-line overrides applied, each "KEY=VALUE"
+  /// (`recmod train cfg.yaml --set training.batch_size=4096`): KEY a dotted
+  /// path with [i] list indices ("nodes.top.layer_sizes[0]"), VALUE any YAML
+  /// ("[512, 256]", "{type: adam, lr: 0.01}"; empty: null). A missing map key
+  /// is added (maps on the way are created); a list index must exist. An
+  /// error in an overridden value names the flag ("--set KEY=VALUE: KEY:
+  /// expected ..."). The tree is changed in place.
+  ConfigNode with_overrides(const std::vector<std::string>& overrides) const;
+
   /// "a.b[2].c", or "" for the document root.
   const std::string& path() const { return path_; }
   const std::string& file() const { return *file_; }
@@ -87,6 +96,10 @@ class ConfigNode {
   static std::string why_not_a_name(const std::string& name);
 
   const YAML::Node& yaml() const { return node_; }
+  /// This node as YAML text: no comments, and no aliases (nodes shared in
+  /// the tree, as expanded table templates share their values, are written
+  /// out each time).
+  std::string emit() const;
 
  private:
   ConfigNode(YAML::Node node, std::shared_ptr<const std::string> file, std::string path, YAML::Mark mark);
@@ -97,10 +110,14 @@ class ConfigNode {
   /// A map key's text; a key that is a map or list is an error at the key.
   std::string key_text(const YAML::Node& key) const;
 
+  /// Overridden key paths and the flag that set each ("--set a.b=1").
+  using Overrides = std::vector<std::pair<std::string, std::string>>;
+
   YAML::Node node_;
   std::shared_ptr<const std::string> file_;
   std::string path_;
   YAML::Mark mark_;  // the node's own mark, or its parent's when absent
+  std::shared_ptr<const Overrides> overrides_;
 };
 
 }  // namespace recmod::config

@@ -199,8 +199,8 @@ std::string ModelGraphImpl::describe() const {
   return os.str();
 }
 
-ModelGraph build_model(const std::string& config_path) {
-  const ModelSpec spec = load_model_config(config_path);
+ModelGraph build_model(const std::string& config_path, const std::vector<std::string>& overrides) {
+  const ModelSpec spec = load_model_config(config_path, overrides);
   return ModelGraph(spec);
 }
 

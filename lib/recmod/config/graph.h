@@ -89,8 +89,9 @@ class ModelGraphImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ModelGraph);
 
-/// Shorthand: load, parse and build the model of a config file.
-ModelGraph build_model(const std::string& config_path);
+/// Shorthand: load, parse and build the model of a config file (with
+/// `--set KEY=VALUE` overrides).
+ModelGraph build_model(const std::string& config_path, const std::vector<std::string>& overrides = {});
 
 int64_t count_parameters(const torch::nn::Module& module);
 

@@ -101,11 +101,17 @@ struct ModelConfig : ModelSpec {
   /// automatic. Table names are checked against the nodes' tables when the
   /// config is read; ranks against the world size by the planner (dist/planner.h).
   dist::ShardingRequest sharding;
+  /// The command line's `--set KEY=VALUE` overrides applied to the file, and
+  /// the document they gave (YAML text; empty without overrides): what a run
+  /// directory keeps as its config.yaml.
+  std::vector<std::string> overrides;
+  std::string effective_yaml;
 };
 
 /// Reads and checks everything but the node options (builders check those).
 ModelConfig parse_model_config(const ConfigNode& root);
-ModelConfig load_model_config(const std::string& path);
+/// `overrides`: "KEY=VALUE" each (ConfigNode::with_overrides).
+ModelConfig load_model_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
 /// Names a node may take as input besides other nodes.
 inline constexpr char kDenseFeatures[] = "features.dense";
