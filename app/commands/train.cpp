@@ -33,6 +33,8 @@ struct TrainArgs {
   int64_t steps = 0;
   std::string init_from;               // warm start: another checkpoint's values
   std::vector<std::string> init_only;  // ... for these nodes only
+  std::string bad_records = "fail";
+  double max_bad_fraction = 0.01;
   DistArgs dist;
 };
 
@@ -72,12 +74,16 @@ int run_train(const TrainArgs& args) {
   read.format = args.format;
   read.shuffle = t.shuffle;
   read.seed = t.seed;
+  read.skip_bad_records = args.bad_records == "skip";
+  read.max_bad_fraction = args.max_bad_fraction;
   train::DataFactory train_data = [=](int64_t epoch) { return train::open_batches(opened, data, read, epoch); };
   train::DataFactory eval_factory;
   if (!eval_data.empty()) {
     train::DataOptions in_order;
     in_order.batch_size = world * t.batch_size;
     in_order.format = args.format;
+    in_order.skip_bad_records = read.skip_bad_records;
+    in_order.max_bad_fraction = read.max_bad_fraction;
     eval_factory = [=](int64_t) { return train::open_batches(opened, eval_data, in_order); };
   }
   // Data that does not fit the model, or evaluation data with no records,
@@ -143,6 +149,15 @@ void add_train(CLI::App& app, Actions& actions) {
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");
   cmd->add_option("--steps", args->steps, "Stop after this many steps (overrides the config)");
+  cmd->add_option("--bad-records", args->bad_records,
+                  "fail: the first bad record ends the run (file:line); skip: bad records are skipped and counted "
+                  "(run log and metrics.jsonl), within --max-bad-fraction")
+      ->check(CLI::IsMember({"fail", "skip"}))
+      ->capture_default_str();
+  cmd->add_option("--max-bad-fraction", args->max_bad_fraction,
+                  "With --bad-records skip: more bad records than this fraction of those read fails the run")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cmd->add_option("--init-from", args->init_from,
                   "Start from this checkpoint's values (warm start; the keys the model shares with it) instead of the "
                   "random initialisation; prints what was loaded and what was not");

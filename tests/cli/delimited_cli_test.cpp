@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
 
+#include <fstream>
 #include <random>
 #include <sstream>
 
@@ -117,6 +118,40 @@ TEST(DelimitedCliTest, InspectAndConvertReadTheColumnsOfTheConfig) {
   EXPECT_EQ(rmb["sparse"], csv_sparse);  // the same ids, feature by feature
   r = run_recmod("train " + kAvazu + " --data " + dir + "/train.rmb --out " + dir + "/run --steps 2 --threads 1");
   EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+TEST(DelimitedCliTest, BadRecordsFailOrAreSkippedWithinABudget) {
+  const auto dir = fresh_dir("delimited_bad_records");
+  std::string text = avazu_style_csv(400, 8);
+  // Lines 11 and 201 get a click of 'x' (line 1 is the header).
+  for (int line : {201, 11}) {
+    size_t at = 0;
+    for (int i = 1; i < line; ++i) at = text.find('\n', at) + 1;
+    at = text.find(',', at) + 1;
+    text[at] = 'x';
+  }
+  const auto csv = write_file(dir + "/train.csv", text);
+  auto r = run_recmod("train " + kAvazu + " --data " + csv + " --out " + dir + "/fail --steps 2 --threads 1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("train.csv:11: column 'click': expected a number as the label, found 'x'"));
+
+  r = run_recmod("train " + kAvazu + " --data " + csv + " --out " + dir + "/skip --threads 1 --bad-records skip");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("epoch 0: 398 rows read, 2 bad records skipped (first: "));
+  std::ifstream metrics(dir + "/skip/metrics.jsonl");
+  std::string line;
+  nlohmann::json bad;
+  while (std::getline(metrics, line))
+    if (line.find("\"bad_records\"") != std::string::npos) bad = nlohmann::json::parse(line);
+  ASSERT_FALSE(bad.is_null());
+  EXPECT_EQ(bad["skipped"], 2);
+  EXPECT_EQ(bad["rows_read"], 398);
+  EXPECT_THAT(bad["first"][1].get<std::string>(), HasSubstr("train.csv:201: column 'click'"));
+
+  r = run_recmod("train " + kAvazu + " --data " + csv + " --out " + dir + "/budget --threads 1 --bad-records skip " +
+                 "--max-bad-fraction 0.001");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("2 bad records of 400 read (0.5%) exceed --max-bad-fraction 0.001"));
 }
 
 TEST(DelimitedCliTest, MovieLens100kTrainsFromTheRawFiles) {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "recmod/common/errors.h"
+#include "recmod/data/bad_record_budget.h"
 #include "recmod/data/binary_format.h"
 #include "recmod/data/compressed_stream.h"
 #include "recmod/data/criteo_tsv.h"
@@ -123,7 +124,11 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOpt
   batcher.batch_size = options.batch_size;
   batcher.shuffle_buffer = options.shuffle ? std::max<int64_t>(16384, options.batch_size) : 0;
   batcher.seed = options.seed;
-  return open_batches(path, batcher, epoch, format, given, BadRecordPolicy::kFail, options.columns, options.jsonl);
+  batcher.seed += static_cast<uint64_t>(epoch);
+  auto reader = open_reader(path, format, given, options.bad_records, options.columns, options.jsonl);
+  if (options.bad_records == BadRecordPolicy::kSkip)
+    reader = std::make_unique<BadRecordBudget>(std::move(reader), options.max_bad_fraction);
+  return std::make_unique<Batcher>(std::move(reader), batcher);
 }
 
 }  // namespace recmod::data

@@ -51,6 +51,8 @@ struct ReadOptions {
   std::string format;        // criteo_tsv | jsonl | binary | delimited | auto ("" = auto: from the file's first bytes)
   std::shared_ptr<const DelimitedSpec> columns;  // a config's data.columns: text is read as delimited
   JsonlOptions jsonl;                            // how JSON lines are checked and their string ids hashed
+  BadRecordPolicy bad_records = BadRecordPolicy::kFail;
+  double max_bad_fraction = 0.01;  // with kSkip: more bad records than this fraction fail the read (BadRecordBudget)
   int64_t batch_size = 256;
   bool shuffle = false;      // rows mixed in a buffer of max(16384, batch_size) rows
   uint64_t seed = 0;         // the shuffle's seed; epoch e shuffles with seed + e

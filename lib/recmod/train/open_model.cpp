@@ -56,6 +56,8 @@ std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const
   read.shuffle = options.shuffle;
   read.seed = options.seed;
   read.columns = opened.config.data.columns;
+  read.bad_records = options.skip_bad_records ? data::BadRecordPolicy::kSkip : data::BadRecordPolicy::kFail;
+  read.max_bad_fraction = options.max_bad_fraction;
   // JSON lines: checked against the features (weighted ones, string ids) and
   // the loss (binary cross-entropy: labels 0 or 1).
   const auto& features = opened.config.features.sparse;

@@ -36,6 +36,8 @@ struct DataOptions {
   int64_t batch_size = 0;
   bool shuffle = false;
   uint64_t seed = 0;
+  bool skip_bad_records = false;  // --bad-records skip: count and skip them, within max_bad_fraction
+  double max_bad_fraction = 0.01;
 };
 
 /// The batches of `path` for `opened`; the file's features are checked

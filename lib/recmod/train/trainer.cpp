@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "recmod/common/errors.h"
+#include "recmod/data/batcher.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/distributed.h"
@@ -312,6 +313,18 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     return line;
   };
 
+  // Bad records skipped in a pass (--bad-records skip): the count and the
+  // first messages, on the console and in metrics.jsonl.
+  auto report_bad_records = [&](const data::BatchSource& source) {
+    const auto* batcher = dynamic_cast<const data::Batcher*>(&source);
+    if (!batcher) return;
+    const data::ReadReport r = batcher->report();
+    if (r.rows_skipped == 0) return;
+    progress.message(str_cat("epoch ", pos.epoch, ": ", r.summary()));
+    append_metrics(nlohmann::json{{"step", pos.step}, {"epoch", pos.epoch}, {"split", "bad_records"},
+                                  {"skipped", r.rows_skipped}, {"rows_read", r.rows_read}, {"first", r.first_errors}});
+  };
+
   SigintGuard sigint;
   TrainResult result;
   auto finished = [&] {
@@ -366,6 +379,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       }
       if (cfg.checkpoint_interval > 0 && pos.step % cfg.checkpoint_interval == 0) checkpoint();
     }
+    report_bad_records(*source);
     if (finished()) break;
     if (batches_this_pass == 0 && pos.batch_in_epoch == 0)
       throw InputError("the training data yielded no batches; check --data");

@@ -1,0 +1,30 @@
+#pragma once
+// A bad-record budget for `--bad-records skip`: the wrapped reader skips and
+// counts bad records; past `max_fraction` of the records seen the read fails,
+// naming the count and the first messages.
+#include <memory>
+
+#include "recmod/data/example_reader.h"
+
+namespace recmod::data {
+
+/// Wraps a reader opened with BadRecordPolicy::kSkip. After each block: once
+/// at least `min_records` records (good + bad) were seen, or at the end of
+/// the data, more than `max_fraction` of them bad is an InputError
+/// "<n> bad records of <m> (x%) exceed --max-bad-fraction f; first: ...".
+class BadRecordBudget : public ExampleReader {
+ public:
+  BadRecordBudget(std::unique_ptr<ExampleReader> reader, double max_fraction, int64_t min_records = 1000);
+  const DataSchema& schema() const override { return reader_->schema(); }
+  std::optional<ExampleColumns> read(int64_t max_rows) override;
+  std::optional<Batch> read_batch(int64_t max_rows) override;
+  ReadReport report() const override { return reader_->report(); }
+
+ private:
+  void check(bool at_end) const;
+  std::unique_ptr<ExampleReader> reader_;
+  double max_fraction_;
+  int64_t min_records_;
+};
+
+}  // namespace recmod::data
