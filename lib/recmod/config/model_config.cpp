@@ -298,13 +298,19 @@ ModelConfig parse_model_config(const ConfigNode& root) {
   config.output = output.as_string();
   config.output_yaml = output;
   check_feature_ranges(root["features"], config);
-  check_feature_ranges(root["features"], config);
   if (auto t = root.find("training")) config.training = parse_training(*t);
   if (auto d = root.find("data")) config.data = parse_data(*d, config);
   if (auto s = root.find("sharding")) config.sharding = parse_sharding(*s, config);
   return config;
 }
 
-ModelConfig load_model_config(const std::string& path) { return parse_model_config(ConfigNode::load_file(path)); }
+ModelConfig load_model_config(const std::string& path, const std::vector<std::string>& overrides) {
+  if (overrides.empty()) return parse_model_config(ConfigNode::load_file(path));
+  const ConfigNode root = ConfigNode::load_file(path).with_overrides(overrides);
+  ModelConfig config = parse_model_config(root);
+  config.overrides = overrides;
+  config.effective_yaml = str_cat("# ", path, " with --set ", join_names(overrides), "\n", root.emit(), "\n");
+  return config;
+}
 
 }  // namespace recmod::config
