@@ -357,5 +357,34 @@ TEST(DelimitedRealData, AvazuCriteoCsvAndTaobaoSamples) {
   EXPECT_LE(longest, 6);
 }
 
+TEST(DelimitedRealData, AmazonElectronicsDinHistories) {
+  // ';'-separated: hist_item_ids (space-separated); hist_cate_ids; target_item; target_cate; label.
+  const std::string path = kShared + "amazon_electronics_din/sample_data.txt";
+  if (!exists(path)) GTEST_SKIP() << path << " is absent";
+  const auto config = config_with("  sparse: [hist_items, hist_cates, item, cate]\n",
+                                  "  delimiter: ';'\n"
+                                  "  columns:\n"
+                                  "    - {name: hist_items, role: sparse, ids: int, separator: ' '}\n"
+                                  "    - {name: hist_cates, role: sparse, ids: int, separator: ' '}\n"
+                                  "    - {name: item, role: sparse, ids: int}\n"
+                                  "    - {name: cate, role: sparse, ids: int}\n"
+                                  "    - {name: label, role: label}\n",
+                                  {"hist_items", "hist_cates", "item", "cate"});
+  auto reader = open_reader(path, DataFormat::kAuto, std::nullopt, BadRecordPolicy::kFail, config.data.columns);
+  const auto rows = read_all(*reader);
+  ASSERT_EQ(rows.num_rows(), 100);
+  // Row 1: "3737 19450;288 196;18486;674;1"; the two histories run in parallel.
+  EXPECT_THAT(std::vector<int64_t>(rows.sparse[0].ids.begin(), rows.sparse[0].ids.begin() + 2), ElementsAre(3737, 19450));
+  EXPECT_EQ(rows.sparse[2].ids[0], 18486);
+  int64_t positives = 0, longest = 0;
+  for (int64_t r = 0; r < 100; ++r) {
+    EXPECT_EQ(rows.sparse[0].length(r), rows.sparse[1].length(r)) << "row " << r;
+    longest = std::max(longest, rows.sparse[0].length(r));
+    positives += rows.labels[r] == 1.0f;
+  }
+  EXPECT_EQ(positives, 48);
+  EXPECT_EQ(longest, 152);
+}
+
 }  // namespace
 }  // namespace recmod::data
