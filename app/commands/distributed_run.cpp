@@ -53,13 +53,14 @@ void add_dist_options(CLI::App* cmd, DistArgs& args) {
       ->capture_default_str();
 }
 
-std::optional<int> run_as_local_ranks(const DistArgs& args, const std::string& config_path) {
+std::optional<int> run_as_local_ranks(const DistArgs& args, const std::string& config_path,
+                                      const std::vector<std::string>& overrides) {
   if (args.nproc <= 1 || dist::launched_by_recmod()) return std::nullopt;
   if (dist::read_launch_env().distributed())
     throw UsageError(str_cat("--nproc ", args.nproc, " inside a distributed launch (", dist::read_launch_env().source,
                              " set the ranks already); drop --nproc or the launcher"));
   // A config error once, here, rather than once per rank.
-  config::load_model_config(config_path);
+  config::load_model_config(config_path, overrides);
   dist::LocalLaunchOptions options;
   options.nproc = args.nproc;
   options.executable = dist::current_executable();

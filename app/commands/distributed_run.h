@@ -25,7 +25,8 @@ void add_dist_options(CLI::App* cmd, DistArgs& args);
 /// N ranks (this same command line without --nproc) and returns the exit
 /// code (the first failing rank's). Otherwise nullopt: run here. The config
 /// is checked first, so that a config error is reported once.
-std::optional<int> run_as_local_ranks(const DistArgs& args, const std::string& config_path);
+std::optional<int> run_as_local_ranks(const DistArgs& args, const std::string& config_path,
+                                      const std::vector<std::string>& overrides = {});
 
 /// This process's place in the run.
 struct Joined {

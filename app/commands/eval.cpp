@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "commands/commands.h"
+#include "commands/config_overrides.h"
 #include "commands/distributed_run.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
@@ -30,6 +31,7 @@ struct EvalArgs {
   std::string baseline;
   std::string device = "cpu";
   int threads = 0;
+  std::vector<std::string> overrides;  // --set KEY=VALUE
   DistArgs dist;
 };
 
@@ -39,10 +41,11 @@ int run_eval(const EvalArgs& given) {
     args.config = train::config_of_checkpoint(args.checkpoint);
     std::cerr << "config: " << args.config << " (the checkpoint's run)\n";
   }
-  if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
+  if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
-  auto opened = world > 1 ? train::open_model_deferred(args.config) : train::open_model(args.config, args.checkpoint);
+  auto opened = world > 1 ? train::open_model_deferred(args.config, args.overrides)
+                          : train::open_model(args.config, args.checkpoint, args.overrides);
   const std::string data = !args.data.empty() ? args.data : opened.config.data.eval;
   if (data.empty()) throw UsageError("no data: pass --data FILE (or set data.eval in the config)");
   auto device = parse_device(args.device);
@@ -75,7 +78,7 @@ int run_eval(const EvalArgs& given) {
     // The same data through a reference checkpoint (the float model of a
     // quantized one): its metrics and the change, quantized minus baseline.
     if (world > 1) throw UsageError("--baseline runs in one process; drop --nproc");
-    auto reference = train::open_model(args.config, args.baseline);
+    auto reference = train::open_model(args.config, args.baseline, args.overrides);
     reference.model->to(device);
     auto again = train::open_batches(reference, data, read);
     auto [base_logits, base_labels] = train::predict(reference.model, *again, device, nullptr);
@@ -108,6 +111,7 @@ void add_eval(CLI::App& app, Actions& actions) {
   auto* cmd = app.add_subcommand("eval", "Evaluate a checkpoint: AUC, NE, log loss, accuracy, calibration, count");
   auto args = std::make_shared<EvalArgs>();
   cmd->add_option("config", args->config, "Model config (YAML); default: config.yaml of the checkpoint's run directory");
+  add_config_overrides(cmd, args->overrides);
   cmd->add_option("--checkpoint", args->checkpoint, "model.pt of a run")->required();
   cmd->add_option("--data", args->data, "Evaluation data");
   cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary");

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "commands/commands.h"
+#include "commands/config_overrides.h"
 #include "recmod/common/errors.h"
 #include "recmod/config/embedding_tables.h"
 #include "recmod/config/model_config.h"
@@ -23,6 +24,7 @@ struct PlanArgs {
   int64_t batch_size = 0;  // 0: the config's training.batch_size
   double pooling_factor = 1.0;
   bool json = false;
+  std::vector<std::string> overrides;  // --set KEY=VALUE
 };
 
 int run_plan(const PlanArgs& args) {
@@ -40,7 +42,7 @@ int run_plan(const PlanArgs& args) {
       throw UsageError("plan: --memory-per-rank expects a size such as 64G, 512M or 1073741824 (bytes), got '" +
                        args.memory_per_rank + "'");
   }
-  const auto config = config::load_model_config(args.config);
+  const auto config = config::load_model_config(args.config, args.overrides);
   options.batch_size_per_rank = args.batch_size > 0 ? args.batch_size : config.training.batch_size;
   options.optimizer = config.training.embedding_optimizer;
   const auto tables = config::embedding_tables_of(config);
@@ -65,6 +67,7 @@ void add_plan(CLI::App& app, Actions& actions) {
       "communication (nothing is built)");
   auto args = std::make_shared<PlanArgs>();
   cmd->add_option("config", args->config, "Model config (YAML)")->required();
+  add_config_overrides(cmd, args->overrides);
   cmd->add_option("--world-size", args->world_size, "Number of ranks")->required();
   cmd->add_option("--memory-per-rank", args->memory_per_rank,
                   "Memory for tables and optimizer state per rank: bytes, or with K/M/G/T (powers of 1024), e.g. 64G");

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "commands/commands.h"
+#include "commands/config_overrides.h"
 #include "commands/distributed_run.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
@@ -27,15 +28,17 @@ struct ProfileArgs {
   std::string json;
   std::string device = "cpu";
   int threads = 0;
+  std::vector<std::string> overrides;  // --set KEY=VALUE
   DistArgs dist;
 };
 
 int run_profile(const ProfileArgs& args) {
   if (args.synthetic == !args.data.empty()) throw UsageError("give exactly one of --data FILE and --synthetic");
-  if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
+  if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
-  auto opened = world > 1 ? train::open_model_deferred(args.config) : train::open_model(args.config);
+  auto opened = world > 1 ? train::open_model_deferred(args.config, args.overrides)
+                          : train::open_model(args.config, "", args.overrides);
   auto& model = opened.model;
   // Per rank; the batches are global (world x that), each rank steps on its rows.
   const int64_t batch_size = world * (args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size);
@@ -78,6 +81,7 @@ void add_profile(CLI::App& app, Actions& actions) {
   auto* cmd = app.add_subcommand("profile", "Per-node forward/backward time, throughput, parameter and optimizer memory, peak RSS");
   auto args = std::make_shared<ProfileArgs>();
   cmd->add_option("config", args->config, "Model config (YAML)")->required();
+  add_config_overrides(cmd, args->overrides);
   cmd->add_option("--data", args->data, "Profile on batches of this data file");
   cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary");
   cmd->add_flag("--synthetic", args->synthetic, "Profile on random batches shaped like the config's features");

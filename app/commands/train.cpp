@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "commands/commands.h"
+#include "commands/config_overrides.h"
 #include "commands/distributed_run.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
@@ -35,6 +36,7 @@ struct TrainArgs {
   std::vector<std::string> init_only;  // ... for these nodes only
   std::string bad_records = "fail";
   double max_bad_fraction = 0.01;
+  std::vector<std::string> overrides;  // --set KEY=VALUE
   DistArgs dist;
 };
 
@@ -46,11 +48,12 @@ int run_train(const TrainArgs& args) {
   if (!args.init_from.empty() && args.dist.nproc > 1)
     throw UsageError("--init-from runs in one process in this build; drop --nproc (a run started with --init-from "
                      "can be resumed with --nproc)");
-  if (auto code = run_as_local_ranks(args.dist, args.config)) return *code;
+  if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
   // A rank of a distributed run builds its tables deferred and draws only its shards.
-  auto opened = world > 1 ? train::open_model_deferred(args.config) : train::open_model(args.config);
+  auto opened = world > 1 ? train::open_model_deferred(args.config, args.overrides)
+                          : train::open_model(args.config, "", args.overrides);
   const auto& t = opened.config.training;
   const std::string data = !args.data.empty() ? args.data : opened.config.data.train;
   const std::string eval_data = !args.eval_data.empty() ? args.eval_data : opened.config.data.eval;
@@ -99,7 +102,14 @@ int run_train(const TrainArgs& args) {
   if (joined.lead()) created.emplace(args.out, args.resume);
   joined.comm->barrier();
   const train::RunDir run = created ? *created : train::RunDir::attach(args.out);
-  if (joined.lead() && !args.resume) run.save_config(args.config);
+  if (joined.lead() && !args.resume) {
+    // With --set, the run keeps the config it ran with, not the file.
+    if (opened.config.effective_yaml.empty()) {
+      run.save_config(args.config);
+    } else {
+      run.save_config_text(opened.config.effective_yaml);
+    }
+  }
   if (joined.lead() && world > 1) {
     std::cerr << "distributed: " << world << " ranks (" << joined.env.source << "), global batch " << world * t.batch_size
               << " (" << t.batch_size << " per rank); sharding: " << train::describe_plan(plan) << "\n";
@@ -139,6 +149,7 @@ void add_train(CLI::App& app, Actions& actions) {
   auto* cmd = app.add_subcommand("train", "Train a model config on a data file; checkpoints and metrics go to --out");
   auto args = std::make_shared<TrainArgs>();
   cmd->add_option("config", args->config, "Model config (YAML)")->required();
+  add_config_overrides(cmd, args->overrides);
   cmd->add_option("--data", args->data, "Training data (criteo_tsv, jsonl or binary)");
   cmd->add_option("--eval-data", args->eval_data, "Validation data, evaluated every eval_interval steps and at the end");
   cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary | delimited (default: the config's data.format, else detected "

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "commands/commands.h"
+#include "commands/config_overrides.h"
 #include "recmod/common/errors.h"
 #include "recmod/config/graph.h"
 #include "recmod/config/registry.h"
@@ -17,6 +18,7 @@ struct ValidateArgs {
   bool expand = false;
   bool list_types = false;
   bool markdown = false;
+  std::vector<std::string> overrides;  // --set KEY=VALUE
 };
 
 void print_node_types(bool markdown) {
@@ -34,8 +36,8 @@ void print_node_types(bool markdown) {
 
 /// The config as recmod reads it: compact forms (for_each_feature tables)
 /// written out in full. Comments are not kept.
-void print_expanded(const std::string& path) {
-  const auto root = config::ConfigNode::load_file(path);
+void print_expanded(const std::string& path, const std::vector<std::string>& overrides) {
+  const auto root = config::ConfigNode::load_file(path).with_overrides(overrides);
   config::parse_model_config(root);  // checks it, and expands in the tree
   std::cout << root.emit() << "\n";
 }
@@ -46,6 +48,7 @@ void add_validate(CLI::App& app, Actions& actions) {
   auto* cmd = app.add_subcommand("validate", "Check a model config and print its graph: nodes, inputs, output shapes, parameter counts");
   auto args = std::make_shared<ValidateArgs>();
   cmd->add_option("config", args->config, "Model config (YAML)");
+  add_config_overrides(cmd, args->overrides);
   cmd->add_flag("--expand", args->expand, "Print the config in its long form (for_each_feature tables expanded) instead");
   cmd->add_flag("--list-types", args->list_types, "Print every node type with its TorchRec class (no config needed)");
   cmd->add_flag("--markdown", args->markdown, "With --list-types: the table of docs/config.md");
@@ -58,9 +61,9 @@ void add_validate(CLI::App& app, Actions& actions) {
     // Tables are not allocated (a Kaggle-size model validates in a blink);
     // the check that they would fit in memory still runs.
     DeferTableAllocation defer(/*whole=*/true);
-    auto model = config::build_model(args->config);
+    auto model = config::build_model(args->config, args->overrides);
     if (args->expand) {
-      print_expanded(args->config);
+      print_expanded(args->config, args->overrides);
       return 0;
     }
     std::cout << args->config << ": OK\n" << model->describe();

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+#include <iterator>
+
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
@@ -178,6 +181,27 @@ TEST(TrainCliTest, BadDataFailsBeforeTheRunDirectoryExists) {
   r = run_recmod("train " + wrong + " --data " + dir + "/t.jsonl --format jsonl --out " + dir + "/run2");
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir + "/run2"));
+}
+
+TEST(TrainCliTest, SetOverridesConfigKeysAndTheRunKeepsTheEffectiveConfig) {
+  auto f = make_fixture("train_set");
+  // A deeper dense_arch and one epoch, from the command line, on two ranks.
+  auto r = run_recmod("train " + f.config + " --set 'nodes.dense_arch.layer_sizes=[8, 4]' --set training.epochs=1 --data " +
+                      f.train + " --out " + f.dir + "/run --nproc 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(f.dir + "/run/config.yaml");
+  const std::string saved((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(saved, HasSubstr("with --set [nodes.dense_arch.layer_sizes=[8, 4], training.epochs=1]"));
+  // The run's config.yaml is the one it ran with: eval without a config
+  // builds the two-layer dense_arch and loads the checkpoint.
+  auto e = run_recmod("eval --checkpoint " + f.dir + "/run/model.pt --data " + f.eval + " --json");
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  // The file's own one-layer dense_arch does not fit that checkpoint.
+  auto mismatch = run_recmod("eval " + f.config + " --checkpoint " + f.dir + "/run/model.pt --data " + f.eval);
+  EXPECT_NE(mismatch.exit_code, 0);
+  auto bad = run_recmod("train " + f.config + " --set training.epochs=two --data " + f.train + " --out " + f.dir + "/bad");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.output, HasSubstr("recmod: --set training.epochs=two: training.epochs: expected an integer, found 'two'"));
 }
 
 }  // namespace

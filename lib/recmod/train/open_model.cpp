@@ -13,9 +13,10 @@
 
 namespace recmod::train {
 
-OpenedModel open_model(const std::string& config_path, const std::string& checkpoint) {
+OpenedModel open_model(const std::string& config_path, const std::string& checkpoint,
+                       const std::vector<std::string>& overrides) {
   OpenedModel out;
-  out.config = config::load_model_config(config_path);
+  out.config = config::load_model_config(config_path, overrides);
   seed_everything(out.config.training.seed);
   if (checkpoint.empty()) {
     out.model = config::ModelGraph(static_cast<const config::ModelSpec&>(out.config));
@@ -43,9 +44,9 @@ OpenedModel open_model(const std::string& config_path, const std::string& checkp
   return out;
 }
 
-OpenedModel open_model_deferred(const std::string& config_path) {
+OpenedModel open_model_deferred(const std::string& config_path, const std::vector<std::string>& overrides) {
   DeferTableAllocation defer;
-  return open_model(config_path);
+  return open_model(config_path, "", overrides);
 }
 
 std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const std::string& path,

@@ -4,6 +4,7 @@
 // model's features. The app's commands are flags and printing around these.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "recmod/config/graph.h"
 #include "recmod/config/model_config.h"
@@ -21,13 +22,15 @@ struct OpenedModel {
 /// Loads and checks the config, seeds torch with training.seed (initial
 /// weights are reproducible), builds the graph and, when `checkpoint` is
 /// given, loads its weights (strict keys). ConfigError / CheckpointError.
-OpenedModel open_model(const std::string& config_path, const std::string& checkpoint = "");
+/// `overrides`: the command line's `--set KEY=VALUE` flags.
+OpenedModel open_model(const std::string& config_path, const std::string& checkpoint = "",
+                       const std::vector<std::string>& overrides = {});
 
 /// open_model for a rank of a distributed run: the embedding tables are
 /// built deferred (DeferTableAllocation: no memory, the same initial values
 /// when drawn), for shard_model to draw this rank's shards from; no
 /// checkpoint (load_full_state loads one after sharding).
-OpenedModel open_model_deferred(const std::string& config_path);
+OpenedModel open_model_deferred(const std::string& config_path, const std::vector<std::string>& overrides = {});
 
 /// How a command reads data for a model; empty or zero fields fall back to
 /// the config (data.format, training.batch_size).

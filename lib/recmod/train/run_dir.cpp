@@ -12,6 +12,7 @@
 #include <string>
 
 #include "recmod/common/errors.h"
+#include "recmod/io/atomic_file.h"
 
 namespace recmod::train {
 
@@ -96,5 +97,7 @@ void RunDir::save_config(const std::string& config_file) const {
   fs::copy_file(config_file, config_path(), fs::copy_options::overwrite_existing, ec);
   if (ec) throw InputError(str_cat(config_path(), ": cannot copy the config: ", ec.message()));
 }
+
+void RunDir::save_config_text(const std::string& text) const { io::write_file_atomically(config_path(), text); }
 
 }  // namespace recmod::train

@@ -39,6 +39,9 @@ class RunDir {
   void drop_torn_metrics_line() const;
   /// Copies the config file into the run (not on resume).
   void save_config(const std::string& config_file) const;
+  /// Writes `text` as the run's config.yaml (the effective config of a run
+  /// started with --set overrides), atomically.
+  void save_config_text(const std::string& text) const;
 
  private:
   RunDir() = default;
