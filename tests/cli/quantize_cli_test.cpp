@@ -25,7 +25,9 @@ struct Trained {
 const Trained& trained() {
   static const Trained t = [] {
     Trained t;
-    t.dir = fresh_dir("quantize_demo");
+    // Named after the test that asks first: ctest runs each test of this
+    // file in its own process, side by side, and each builds its own copy.
+    t.dir = fresh_dir(std::string("quantize_demo_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     t.train = t.dir + "/train.rmb";
     t.eval = t.dir + "/eval.rmb";
     auto r = run_recmod("generate --rows 6000 --dense 13 --sparse 26 --cardinality 1000 --seed 1 --out " + t.train);
@@ -105,6 +107,15 @@ TEST(QuantizeCliTest, ACheckpointThatDoesNotFitTheConfigNamesTheTable) {
   r = run_recmod("quantize " + kDemo + " --checkpoint " + int4 + " --out " + t.dir + "/x.pt");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("is already quantized"));
+}
+
+TEST(QuantizeCliTest, AQuantizedCheckpointIsNotTrainedFrom) {
+  const Trained& t = trained();
+  const std::string int8 = t.dir + "/int8_for_training.pt";
+  ASSERT_EQ(run_recmod("quantize " + kDemo + " --checkpoint " + t.model + " --out " + int8).exit_code, 0);
+  auto r = run_recmod("train " + kDemo + " --data " + t.train + " --out " + t.dir + "/warm --steps 2 --init-from " + int8);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("it holds quantized tables (recmod quantize), which are for evaluation only"));
 }
 
 TEST(QuantizeCliTest, TheQuantizedCheckpointLoadsInPythonTorch) {

@@ -7,8 +7,15 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/train/quantized_model.h"
 
 namespace recmod::train {
+
+namespace {
+const char* kQuantizedCause =
+    "it holds quantized tables (recmod quantize), which are for evaluation only (recmod eval); train or resume from "
+    "the float checkpoint it was made from";
+}  // namespace
 
 KeyRename parse_rename(const std::string& spec) {
   const auto eq = spec.find('=');
@@ -106,7 +113,9 @@ void check_checkpoint_keys(const StateDict& checkpoint, const std::vector<std::s
     if (!known.count(k)) foreign.push_back(k);
   if (foreign.empty()) return;
   std::string cause;
-  if (looks_like_torchrec_dlrm(foreign)) {
+  if (has_quantized_tables(checkpoint)) {
+    cause = kQuantizedCause;
+  } else if (looks_like_torchrec_dlrm(foreign)) {
     cause = str_cat("it looks like a TorchRec DLRM state_dict (torchrec.models.dlrm.DLRM); convert it with: recmod "
                     "convert-checkpoint ", origin, " OUT.pt --from torchrec-dlrm");
   } else if (const std::string rename = prefix_hint(foreign, model_keys); !rename.empty()) {
@@ -168,6 +177,7 @@ WarmStartReport warm_start(config::ModelGraph& model, const StateDict& checkpoin
   auto selected = [&](const std::string& node) {
     return only.empty() || std::find(only.begin(), only.end(), node) != only.end();
   };
+  if (has_quantized_tables(checkpoint)) throw CheckpointError(str_cat(origin, ": ", kQuantizedCause));
   WarmStartReport report;
   std::set<std::string> used;
   std::vector<std::pair<torch::Tensor, const torch::Tensor*>> copies;
