@@ -32,6 +32,7 @@ int64_t read_all(ExampleReader& reader) {
   return rows;
 }
 
+/// A reader over `text`, which it views (not copies): keep `text` alive.
 std::unique_ptr<ExampleReader> skipping(const std::string& text) {
   return std::make_unique<JsonlReader>("d.jsonl", text, DataSchema{0, {}, 1, false}, BadRecordPolicy::kSkip);
 }
@@ -54,7 +55,8 @@ TEST(BadRecordBudget, BeyondItTheReadFailsWithCountAndFirstMessages) {
     EXPECT_THAT(e.what(), HasSubstr("exceed --max-bad-fraction 0.02; the first:\n  d.jsonl:2: expected a JSON object"));
   }
   // A small file is judged at its end, whatever min_records.
-  BadRecordBudget small(skipping("{\"label\": 1}\noops\n"), 0.1, 1000);
+  const std::string two_rows = "{\"label\": 1}\noops\n";  // the reader views the text: it must outlive it
+  BadRecordBudget small(skipping(two_rows), 0.1, 1000);
   EXPECT_THROW(read_all(small), InputError);
 }
 
