@@ -32,6 +32,16 @@ void check_keys_unique(const std::vector<std::string>& keys) {
   for (const auto& k : keys)
     if (seen[k]++) throw_input_error("KeyedJaggedTensor: duplicate key '", k, "' in ", join_names(keys));
 }
+// What every constructor checks before the lengths or offsets: 1-D values,
+// unique keys, weights (when given) matching the values.
+void check_parts(const std::vector<std::string>& keys, const torch::Tensor& values,
+                 const std::optional<torch::Tensor>& weights) {
+  if (!values.defined() || values.dim() != 1)
+    throw_input_error("KeyedJaggedTensor: values must be a 1-D tensor, got ",
+                      values.defined() ? values.sizes() : c10::IntArrayRef{});
+  check_keys_unique(keys);
+  detail::check_weights(weights, values, "KeyedJaggedTensor");
+}
 }  // namespace
 
 void KeyedJaggedTensor::finish() {
@@ -96,12 +106,8 @@ const InverseIndices& KeyedJaggedTensor::inverse_indices() const {
 KeyedJaggedTensor KeyedJaggedTensor::from_lengths_variable_stride(
     std::vector<std::string> keys, torch::Tensor values, torch::Tensor lengths, std::optional<torch::Tensor> weights,
     std::vector<std::vector<int64_t>> stride_per_key_per_rank) {
-  if (!values.defined() || values.dim() != 1)
-    throw_input_error("KeyedJaggedTensor: values must be a 1-D tensor, got ",
-                      values.defined() ? values.sizes() : c10::IntArrayRef{});
-  check_keys_unique(keys);
+  check_parts(keys, values, weights);
   detail::check_lengths(lengths, values.size(0), "KeyedJaggedTensor");
-  detail::check_weights(weights, values, "KeyedJaggedTensor");
   if (stride_per_key_per_rank.size() != keys.size())
     throw_input_error("KeyedJaggedTensor: stride_per_key_per_rank has ", stride_per_key_per_rank.size(),
                       " lists for ", keys.size(), " keys ", join_names(keys), " (expected one list per key)");
@@ -162,12 +168,8 @@ KeyedJaggedTensor KeyedJaggedTensor::unchecked(std::vector<std::string> keys, to
 KeyedJaggedTensor KeyedJaggedTensor::from_lengths(std::vector<std::string> keys, torch::Tensor values,
                                                   torch::Tensor lengths, std::optional<torch::Tensor> weights,
                                                   std::optional<int64_t> stride) {
-  if (!values.defined() || values.dim() != 1)
-    throw_input_error("KeyedJaggedTensor: values must be a 1-D tensor, got ",
-         values.defined() ? values.sizes() : c10::IntArrayRef{});
-  check_keys_unique(keys);
+  check_parts(keys, values, weights);
   detail::check_lengths(lengths, values.size(0), "KeyedJaggedTensor");
-  detail::check_weights(weights, values, "KeyedJaggedTensor");
   const int64_t b = infer_stride(keys, lengths, stride);
   return unchecked(std::move(keys), std::move(values), std::move(lengths), std::move(weights), b);
 }
@@ -175,12 +177,8 @@ KeyedJaggedTensor KeyedJaggedTensor::from_lengths(std::vector<std::string> keys,
 KeyedJaggedTensor KeyedJaggedTensor::from_offsets(std::vector<std::string> keys, torch::Tensor values,
                                                   torch::Tensor offsets, std::optional<torch::Tensor> weights,
                                                   std::optional<int64_t> stride) {
-  if (!values.defined() || values.dim() != 1)
-    throw_input_error("KeyedJaggedTensor: values must be a 1-D tensor, got ",
-         values.defined() ? values.sizes() : c10::IntArrayRef{});
-  check_keys_unique(keys);
+  check_parts(keys, values, weights);
   detail::check_offsets(offsets, values.size(0), "KeyedJaggedTensor");
-  detail::check_weights(weights, values, "KeyedJaggedTensor");
   auto lengths = lengths_from_offsets(offsets);
   const int64_t b = infer_stride(keys, lengths, stride);
   auto kjt = unchecked(std::move(keys), std::move(values), std::move(lengths), std::move(weights), b);
