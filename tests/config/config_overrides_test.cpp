@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "recmod/common/errors.h"
+#include "support/test_util.h"
 #include "recmod/config/config_node.h"
 #include "recmod/config/graph.h"
 #include "recmod/config/model_config.h"
@@ -15,13 +16,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "(no ConfigError)";
+template <typename F>
+std::string error_of(F&& f) {
+  return test::error_of<ConfigError>(std::forward<F>(f));
 }
 
 const char* kModel = R"(features: {dense: 3}

@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "recmod/common/errors.h"
+#include "support/test_util.h"
 #include "recmod/common/state_dict.h"
 #include "recmod/config/graph.h"
 #include "recmod/mc/mc_embedding_modules.h"
@@ -25,12 +26,7 @@ ModelGraph build(const std::string& yaml) {
 }
 
 std::string build_error(const std::string& yaml) {
-  try {
-    build(yaml);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "(no ConfigError)";
+  return test::error_of<ConfigError>([&] { build(yaml); });
 }
 
 std::vector<std::string> keys_of(const StateDict& sd) {

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
+#include "support/test_util.h"
 #include "recmod/common/state_dict.h"
 #include "recmod/config/graph.h"
 
@@ -27,12 +28,7 @@ ModelGraph build(const std::string& yaml) {
 }
 
 std::string build_error(const std::string& yaml) {
-  try {
-    build(yaml);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "(no ConfigError)";
+  return test::error_of<ConfigError>([&] { build(yaml); });
 }
 
 TEST(TableTemplatesTest, ExpandsToTheLongFormExactly) {

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
+#include "support/test_util.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/optim/optimizer_options.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
@@ -16,13 +17,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no InputError)";
+template <typename F>
+std::string error_of(F&& f) {
+  return test::error_of<InputError>(std::forward<F>(f));
 }
 
 // FORMAT.md's worked example: user has 2 samples [3], [0, 4]; item has 3
