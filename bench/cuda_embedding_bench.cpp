@@ -9,7 +9,8 @@
 //   BM_CudaCopy          a device-to-device copy of 1 GiB; bytes = read + written
 //   BM_CudaEmbeddingBag  at::embedding_bag forward on the same ids (libtorch's kernel)
 //   BM_CudaEbcForward    EmbeddingBagCollection forward (no grad)
-//   BM_CudaEbc26Forward  the 26-table EBC forward
+//   BM_CudaEbc26Forward  the 26-table EBC forward (one kernel launch for all tables)
+//   BM_CudaEmbeddingBag26 libtorch's embedding_bag on each of the 26 tables
 //   BM_CudaEbcTrainStep  forward + backward + fused row-wise Adagrad
 //   BM_CudaSparseAdagrad embedding_bag(sparse) + backward + torch::optim::Adagrad
 // Bytes of a lookup: the rows read (ids x D x 4), the ids and offsets read
@@ -143,20 +144,58 @@ void BM_CudaEbcForward(benchmark::State& state) {
       lookup_bytes(1), kBatch * kBagSize);
 }
 
+constexpr int64_t kTables = 26, kRows26 = int64_t{1} << 20;
+
+/// The DLRM-like collection: 26 tables of 1M x 64, one feature each.
+struct Ebc26 {
+  recmod::EmbeddingBagCollection ebc{nullptr};
+  std::vector<Lookup> lookups;
+};
+
+Ebc26& ebc26() {
+  static Ebc26 m = [] {
+    std::vector<recmod::EmbeddingBagConfig> tables;
+    std::vector<std::string> keys;
+    for (int64_t t = 0; t < kTables; ++t) {
+      keys.push_back("C" + std::to_string(t + 1));
+      tables.emplace_back(kRows26, kDim, "t" + std::to_string(t), std::vector<std::string>{keys.back()});
+    }
+    torch::manual_seed(0);
+    Ebc26 e;
+    e.ebc = recmod::EmbeddingBagCollection(recmod::EmbeddingBagCollectionOptions(tables).device(kCuda));
+    e.lookups = make_lookups(keys, kRows26);
+    return e;
+  }();
+  return m;
+}
+
 void BM_CudaEbc26Forward(benchmark::State& state) {
   if (!have_cuda(state)) return;
   torch::NoGradGuard no_grad;
-  constexpr int64_t kTables = 26, kRows = int64_t{1} << 20;
-  std::vector<recmod::EmbeddingBagConfig> tables;
-  std::vector<std::string> keys;
-  for (int64_t t = 0; t < kTables; ++t) {
-    keys.push_back("C" + std::to_string(t + 1));
-    tables.emplace_back(kRows, kDim, "t" + std::to_string(t), std::vector<std::string>{keys.back()});
-  }
-  recmod::EmbeddingBagCollection ebc(recmod::EmbeddingBagCollectionOptions(tables).device(kCuda));
-  const auto lookups = make_lookups(keys, kRows);
+  Ebc26& m = ebc26();
   timed(
-      state, [&](int64_t i) { benchmark::DoNotOptimize(ebc->forward(lookups[i % kBatches].kjt).values().data_ptr()); },
+      state,
+      [&](int64_t i) { benchmark::DoNotOptimize(m.ebc->forward(m.lookups[i % kBatches].kjt).values().data_ptr()); },
+      lookup_bytes(kTables), static_cast<double>(kTables) * kBatch * kBagSize);
+}
+
+void BM_CudaEmbeddingBag26(benchmark::State& state) {
+  if (!have_cuda(state)) return;
+  torch::NoGradGuard no_grad;
+  Ebc26& m = ebc26();
+  const int64_t per_key = kBatch * kBagSize;
+  timed(
+      state,
+      [&](int64_t i) {
+        const Lookup& l = m.lookups[i % kBatches];
+        std::vector<torch::Tensor> pooled;
+        for (int64_t t = 0; t < kTables; ++t) {
+          const torch::Tensor ids = l.ids.slice(0, t * per_key, (t + 1) * per_key);
+          pooled.push_back(std::get<0>(torch::embedding_bag(m.ebc->table_weight("t" + std::to_string(t)), ids,
+                                                            l.offsets, false, 0, false, {}, true)));
+        }
+        benchmark::DoNotOptimize(torch::cat(pooled, 1).data_ptr());
+      },
       lookup_bytes(kTables), static_cast<double>(kTables) * kBatch * kBagSize);
 }
 
@@ -196,6 +235,7 @@ BENCHMARK(BM_CudaCopy)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaEmbeddingBag)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaEbcForward)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaEbc26Forward)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CudaEmbeddingBag26)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaEbcTrainStep)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaSparseAdagrad)->UseManualTime()->Unit(benchmark::kMicrosecond);
 

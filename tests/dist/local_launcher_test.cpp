@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "recmod/common/errors.h"
+#include "support/test_util.h"
 
 namespace recmod::dist {
 namespace {
@@ -78,10 +79,9 @@ class TempDir {
     if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     path_ = pattern;
   }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
+  // remove_tree, not fs::remove_all: see tests/support/test_util.h (these
+  // four tests died of SIGSEGV on the GPU machine's PyTorch 2.11 wheel).
+  ~TempDir() { test::remove_tree(path_); }
   const std::string& path() const { return path_; }
   /// Waits (up to `limit`) until every file exists.
   bool wait_for(const std::vector<std::string>& names, std::chrono::seconds limit = std::chrono::seconds(30)) const {

@@ -313,7 +313,12 @@ KeyedTensor EmbeddingBagCollectionImpl::forward_fused(const KeyedJaggedTensor& f
   input.batch_size = features.stride();
   input.offset_per_key = features.offset_per_key();
   if (options_.is_weighted()) input.per_sample_weights = features.weights().to(torch::kFloat);
-  torch::Tensor values = fused_embedding_bag(plan, input, fused_, /*generic=*/!features.device().is_cpu());
+  // Without autograd (eval, predictions) the fused lookup runs with or
+  // without a fused optimizer: one pass over every table instead of one
+  // embedding_bag call per table. Devices without a kernel of their own
+  // take the tensor-op path inside.
+  torch::Tensor values = fused_ && torch::autograd::GradMode::is_enabled() ? fused_embedding_bag(plan, input, fused_)
+                                                                           : fused_pooled_forward(plan, input);
   return KeyedTensor(embedding_names_, length_per_embedding_, values, 1);
 }
 
@@ -323,7 +328,11 @@ KeyedTensor EmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& feature
     throw_input_error("EmbeddingBagCollection: is_weighted is set but the input KeyedJaggedTensor with keys ",
                       join_names(features.keys()), " has no weights");
   if (features.variable_stride_per_key() || features.inverse_indices_or_none()) return forward_variable_batch(features);
-  if (fused_) return forward_fused(features);
+  // The fused lookup: when training with the fused optimizer, and whenever
+  // autograd is off on a device with a lookup kernel (the CPU; CUDA in a
+  // CUDA build); other devices keep the per-table path below.
+  if (fused_ || (!torch::autograd::GradMode::is_enabled() && fused_lookup_has_kernel(features.device())))
+    return forward_fused(features);
   const int64_t b = features.stride();
   const auto index = features.index_per_key();
   const torch::Tensor offsets = features.offsets().to(features.values().scalar_type());

@@ -12,8 +12,12 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <type_traits>
 
 #include "recmod/common/errors.h"
+#include "recmod/cuda/tbe.h"
 
 namespace recmod {
 
@@ -479,6 +483,177 @@ void backward_generic(const FusedLookupPlan& plan, const FusedLookupInput& input
   }
 }
 
+// ---------------------------------------------------------------------------
+// CUDA: the table-batched kernels of recmod/cuda (one launch for every table)
+
+bool cuda_kernel_applies(const FusedLookupPlan& plan, const FusedLookupInput& input) {
+  if (!input.ids.is_cuda() || !cuda::tbe_available()) return false;
+  if (input.per_sample_weights.defined() && input.per_sample_weights.device() != input.ids.device()) return false;
+  bool vec4 = true;
+  int64_t max_dim = 0;
+  for (const auto& w : plan.tables) {
+    if (w.device() != input.ids.device() || !w.is_contiguous() || w.dim() != 2) return false;
+    const auto st = w.scalar_type();
+    if (st != torch::kFloat && st != torch::kHalf && st != torch::kBFloat16) return false;
+    vec4 = vec4 && w.size(1) % 4 == 0 && reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 == 0;
+    max_dim = std::max(max_dim, w.size(1));
+  }
+  return max_dim <= cuda::tbe_max_dim(vec4) && plan.tables.size() < (size_t{1} << 30) &&
+         input.offset_per_key.size() < (size_t{1} << 30);
+}
+
+/// Where the kernels of one device report an out-of-range id: 3 int64s on
+/// the device, copied after each lookup into pinned host memory that the
+/// next lookup reads. The GPU does not stop at a bad id (checking at once
+/// would stall it every step): the id contributes nothing, and the error is
+/// raised by the next lookup on that device, or by check_fused_lookup_errors.
+struct CudaErrorSlot {
+  torch::Tensor device, host;
+};
+
+CudaErrorSlot& cuda_error_slot(const torch::Device& device) {
+  static std::mutex mutex;
+  static std::map<int, CudaErrorSlot> slots;
+  std::lock_guard<std::mutex> lock(mutex);
+  CudaErrorSlot& slot = slots[device.has_index() ? device.index() : 0];
+  if (!slot.device.defined()) {
+    slot.device = torch::full({3}, -1, torch::TensorOptions().dtype(torch::kLong).device(device));
+    slot.host = torch::full({3}, -1, torch::TensorOptions().dtype(torch::kLong).pinned_memory(true));
+  }
+  return slot;
+}
+
+void throw_reported_bad_id(CudaErrorSlot& slot) {
+  const volatile int64_t* h = slot.host.data_ptr<int64_t>();
+  if (h[0] < 0) return;
+  const int64_t position = h[0], id = h[1], table = h[2] >> 32, key = h[2] & 0xffffffff;
+  slot.device.fill_(-1);
+  slot.host.fill_(-1);
+  throw_input_error("fused embedding lookup: id ", id, " (input key ", key, ", position ", position,
+                    ") is out of range for table ", table,
+                    " (reported by the CUDA lookup of an earlier batch; on the GPU a bad id contributes nothing "
+                    "and is reported afterwards)");
+}
+
+/// The kernels' view of a lookup; the tensors keep what it points to alive
+/// until the kernels are queued (the caching allocator orders reuse).
+struct CudaLookup {
+  cuda::TbeLaunch launch;
+  torch::Tensor meta, ids, offsets, per_sample_weights;
+  int64_t contributions = 0;
+};
+
+CudaLookup make_cuda_lookup(const FusedLookupPlan& plan, const FusedLookupInput& input,
+                            FusedEmbeddingOptimizer* optimizer, CudaErrorSlot& errors) {
+  static_assert(std::is_trivially_copyable<cuda::TbeTable>::value && std::is_trivially_copyable<cuda::TbeSlot>::value,
+                "the kernels' metadata is copied as bytes");
+  CudaLookup c;
+  std::vector<cuda::TbeTable> tables;
+  int64_t row_base = 0, max_dim = 0;
+  bool vec4 = true;
+  for (size_t t = 0; t < plan.tables.size(); ++t) {
+    const torch::Tensor& w = plan.tables[t];
+    cuda::TbeTable e;
+    e.weights = w.data_ptr();
+    if (optimizer != nullptr && optimizer->states()[t].defined()) e.state = optimizer->states()[t].data_ptr<float>();
+    e.rows = w.size(0);
+    e.row_base = row_base;
+    e.dim = static_cast<int32_t>(w.size(1));
+    e.dtype = w.scalar_type() == torch::kFloat  ? cuda::TbeDtype::f32
+              : w.scalar_type() == torch::kHalf ? cuda::TbeDtype::f16
+                                                : cuda::TbeDtype::bf16;
+    e.mean = plan.pooling[t] == PoolingType::MEAN ? 1 : 0;
+    row_base += e.rows;
+    max_dim = std::max(max_dim, w.size(1));
+    vec4 = vec4 && w.size(1) % 4 == 0 && reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 == 0;
+    tables.push_back(e);
+  }
+  std::vector<cuda::TbeSlot> slots;
+  for (const auto& s : plan.slots) {
+    cuda::TbeSlot e;
+    e.table = static_cast<int32_t>(s.table);
+    e.key = static_cast<int32_t>(s.key);
+    e.column = s.column;
+    e.id_begin = input.offset_per_key[s.key];
+    e.id_end = input.offset_per_key[s.key + 1];
+    e.contrib_offset = c.contributions;
+    c.contributions += e.id_end - e.id_begin;
+    slots.push_back(e);
+  }
+  const size_t table_bytes = tables.size() * sizeof(cuda::TbeTable), slot_bytes = slots.size() * sizeof(cuda::TbeSlot);
+  torch::Tensor host = torch::empty({static_cast<int64_t>(table_bytes + slot_bytes)},
+                                    torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(true));
+  if (table_bytes > 0) std::memcpy(host.data_ptr<uint8_t>(), tables.data(), table_bytes);
+  if (slot_bytes > 0) std::memcpy(host.data_ptr<uint8_t>() + table_bytes, slots.data(), slot_bytes);
+  c.meta = host.to(input.ids.device(), /*non_blocking=*/true);
+  c.ids = input.ids.contiguous();
+  c.offsets = input.offsets.to(torch::kLong).contiguous();
+  if (input.per_sample_weights.defined()) c.per_sample_weights = input.per_sample_weights.to(torch::kFloat).contiguous();
+
+  cuda::TbeLaunch& l = c.launch;
+  l.tables = reinterpret_cast<const cuda::TbeTable*>(c.meta.data_ptr<uint8_t>());
+  l.slots = reinterpret_cast<const cuda::TbeSlot*>(c.meta.data_ptr<uint8_t>() + table_bytes);
+  l.n_tables = static_cast<int32_t>(tables.size());
+  l.n_slots = static_cast<int32_t>(slots.size());
+  l.max_dim = static_cast<int32_t>(max_dim);
+  l.vec4 = vec4 ? 1 : 0;
+  l.ids_int32 = c.ids.scalar_type() == torch::kInt ? 1 : 0;
+  l.ids = c.ids.data_ptr();
+  l.offsets = c.offsets.data_ptr<int64_t>();
+  l.per_sample_weights = c.per_sample_weights.defined() ? c.per_sample_weights.data_ptr<float>() : nullptr;
+  l.batch = input.batch_size;
+  l.out_dim = plan.output_dim;
+  l.error = errors.device.data_ptr<int64_t>();
+  return c;
+}
+
+torch::Tensor forward_cuda(const FusedLookupPlan& plan, const FusedLookupInput& input) {
+  CudaErrorSlot& errors = cuda_error_slot(input.ids.device());
+  throw_reported_bad_id(errors);
+  const CudaLookup c = make_cuda_lookup(plan, input, nullptr, errors);
+  int64_t covered = 0;
+  for (const auto& s : plan.slots) covered += plan.tables[s.table].size(1);
+  const auto options = input.ids.options().dtype(torch::kFloat);
+  torch::Tensor out = covered == plan.output_dim ? torch::empty({input.batch_size, plan.output_dim}, options)
+                                                 : torch::zeros({input.batch_size, plan.output_dim}, options);
+  cuda::tbe_forward(c.launch, out.data_ptr<float>());
+  errors.host.copy_(errors.device, /*non_blocking=*/true);
+  return out;
+}
+
+cuda::TbeRule tbe_rule_of(RowUpdate rule) {
+  switch (rule) {
+    case RowUpdate::sgd:
+      return cuda::TbeRule::sgd;
+    case RowUpdate::adagrad:
+      return cuda::TbeRule::adagrad;
+    case RowUpdate::rowwise_adagrad:
+      return cuda::TbeRule::rowwise_adagrad;
+  }
+  throw std::logic_error("tbe_rule_of: unknown rule");
+}
+
+/// Sorts the batch's (table, row) keys stably (so equal rows keep input
+/// order), then one kernel sums each row's gradient and applies the rule.
+void backward_cuda(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& grad_out,
+                   FusedEmbeddingOptimizer& optimizer, torch::Tensor& weights_grad) {
+  CudaErrorSlot& errors = cuda_error_slot(input.ids.device());
+  const CudaLookup c = make_cuda_lookup(plan, input, &optimizer, errors);
+  if (c.contributions == 0) return;
+  torch::Tensor keys = torch::empty({c.contributions}, input.ids.options().dtype(torch::kLong));
+  cuda::tbe_backward_keys(c.launch, c.contributions, keys.data_ptr<int64_t>());
+  if (weights_grad.defined())
+    cuda::tbe_weights_grad(c.launch, c.contributions, grad_out.data_ptr<float>(), weights_grad.data_ptr<float>());
+  const auto sorted = torch::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  cuda::TbeUpdate update;
+  update.rule = tbe_rule_of(optimizer.rule());
+  update.lr = static_cast<float>(optimizer.options().lr());
+  update.eps = static_cast<float>(optimizer.options().eps());
+  update.weight_decay = static_cast<float>(optimizer.options().weight_decay());
+  cuda::tbe_backward_update(c.launch, c.contributions, std::get<0>(sorted).data_ptr<int64_t>(),
+                            std::get<1>(sorted).data_ptr<int64_t>(), grad_out.data_ptr<float>(), update);
+}
+
 /// The autograd node of fused_embedding_bag: its inputs are the tables and
 /// the per-sample weights; backward updates the tables and returns only the
 /// per-sample weights' gradient.
@@ -540,8 +715,19 @@ void FusedEmbeddingOptimizer::to(torch::Device device) {
     if (s.defined()) s = s.to(device);
 }
 
+bool fused_lookup_has_kernel(const torch::Device& device) {
+  return device.is_cpu() || (device.is_cuda() && cuda::tbe_available());
+}
+
+void check_fused_lookup_errors(const torch::Device& device) {
+  if (!device.is_cuda() || !cuda::tbe_available()) return;
+  torch::cuda::synchronize(device.index());
+  throw_reported_bad_id(cuda_error_slot(device));
+}
+
 torch::Tensor fused_pooled_forward(const FusedLookupPlan& plan, const FusedLookupInput& input, bool generic) {
   check_input(plan, input);
+  if (!generic && cuda_kernel_applies(plan, input)) return forward_cuda(plan, input);
   if (generic || !cpu_kernel_applies(plan, input)) return forward_generic(plan, input);
   FusedLookupInput in = input;
   in.ids = input.ids.contiguous();
@@ -574,6 +760,10 @@ torch::Tensor fused_backward_update(const FusedLookupPlan& plan, const FusedLook
   const torch::Tensor g = grad_out.to(torch::kFloat).contiguous();
   torch::Tensor weights_grad;
   if (need_weights_grad) weights_grad = torch::zeros({input.ids.numel()}, g.options());
+  if (!generic && cuda_kernel_applies(plan, input)) {
+    backward_cuda(plan, input, g, optimizer, weights_grad);
+    return weights_grad;
+  }
   if (generic || !cpu_kernel_applies(plan, input)) {
     backward_generic(plan, input, g, optimizer, weights_grad);
     return weights_grad;

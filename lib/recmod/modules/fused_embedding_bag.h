@@ -76,12 +76,24 @@ class FusedEmbeddingOptimizer {
   std::vector<torch::Tensor> states_;
 };
 
+/// True when fused lookups on `device` run a kernel of their own (the CPU
+/// always; CUDA when this build has recmod's CUDA kernels) rather than the
+/// tensor-op path.
+bool fused_lookup_has_kernel(const torch::Device& device);
+
+/// Raises (InputError) an out-of-range id that a CUDA lookup on `device`
+/// met: the GPU does not stop at a bad id (that would stall it every step);
+/// the id contributes nothing and the next lookup on the device, or this
+/// call (which synchronizes the device), reports it. No-op elsewhere.
+void check_fused_lookup_errors(const torch::Device& device);
+
 /// Pooled lookups, (B, plan.output_dim) float32: for slot s = (t, k, c) and
 /// sample b, out[b, c:c+D_t] = pool_{i in bag(k, b)} w_i * W_t[id_i], with
 /// fp32 accumulation (SUM; MEAN divides by the bag length; empty bags give
 /// zeros). CPU tables use one kernel parallel over bags (each output written
-/// by one thread, so the result does not depend on the thread count); other
-/// devices, or `generic`, go through torch::embedding_bag per slot.
+/// by one thread, so the result does not depend on the thread count); CUDA
+/// tables one kernel launch for every table (recmod/cuda/tbe.h, when built
+/// with CUDA); other devices, or `generic`, torch::embedding_bag per slot.
 /// Throws InputError for an id outside its table.
 torch::Tensor fused_pooled_forward(const FusedLookupPlan& plan, const FusedLookupInput& input, bool generic = false);
 
