@@ -27,6 +27,7 @@ struct TrainArgs {
   std::string data;
   std::string eval_data;
   std::string format;
+  std::string eval_format;  // "" = --format
   std::string out = "runs/latest";
   bool resume = false;
   std::string device = "cpu";
@@ -84,7 +85,7 @@ int run_train(const TrainArgs& args) {
   if (!eval_data.empty()) {
     train::DataOptions in_order;
     in_order.batch_size = world * t.batch_size;
-    in_order.format = args.format;
+    in_order.format = args.eval_format.empty() ? args.format : args.eval_format;
     in_order.skip_bad_records = read.skip_bad_records;
     in_order.max_bad_fraction = read.max_bad_fraction;
     eval_factory = [=](int64_t) { return train::open_batches(opened, eval_data, in_order); };
@@ -125,7 +126,7 @@ int run_train(const TrainArgs& args) {
   options.comm = joined.comm;
   options.plan = plan;
   train::Trainer trainer(opened.model, t, run, options);
-  auto result = trainer.fit(train_data, eval_factory, metrics::metrics_of_logits);
+  auto result = trainer.fit(train_data, eval_factory, train::metrics_of_tasks(t.tasks));
   if (!joined.lead()) return result.interrupted ? 130 : 0;
   std::cout << "steps " << result.steps << ", last loss " << result.last_loss << "\n";
   if (world > 1 && result.steps_this_run > 0) {
@@ -155,6 +156,8 @@ void add_train(CLI::App& app, Actions& actions) {
   cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary | delimited (default: the config's data.format, else detected "
                   "from the file's content, not its name: the .rmb magic, a first '{' for JSON lines, else Criteo TSV; "
                   ".gz and .zst files by their decompressed text)");
+  cmd->add_option("--eval-format", args->eval_format,
+                  "Format of --eval-data when it differs from --format (e.g. .rmb training data, JSON lines evaluation data)");
   cmd->add_option("--out", args->out, "Run directory (model.pt, trainer_state.pt, metrics.jsonl)")->capture_default_str();
   cmd->add_flag("--resume", args->resume, "Continue the run in --out from its last checkpoint");
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();

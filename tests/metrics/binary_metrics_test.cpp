@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "recmod/common/errors.h"
+#include "recmod/metrics/auc.h"
 
 namespace recmod::metrics {
 namespace {
@@ -70,6 +71,62 @@ TEST(BinaryMetrics, NonFinitePredictionIsRefusedWithItsRow) {
   const auto logits = torch::tensor({1.0f, std::numeric_limits<float>::infinity() * -1.0f, 0.0f});
   EXPECT_NO_THROW(metrics_of_logits(logits, torch::tensor({1.0f, 0.0f, 0.0f})));  // sigmoid(-inf) = 0 is finite
   EXPECT_THROW(metrics_of_logits(torch::tensor({std::nanf("")}), torch::tensor({1.0f})), InputError);
+}
+
+// Sample weights (TorchRec's RecMetrics with `weights`): integer weights give
+// exactly the metrics of the data with each row repeated that many times.
+TEST(BinaryMetrics, IntegerWeightsEqualRepeatedRows) {
+  const std::vector<float> p{0.9f, 0.2f, 0.6f, 0.4f, 0.6f, 0.1f};
+  const std::vector<float> y{1, 0, 1, 0, 0, 1};
+  const std::vector<float> w{2, 1, 3, 0, 1, 2};
+  std::vector<float> rp, ry;
+  for (size_t i = 0; i < p.size(); ++i)
+    for (int k = 0; k < static_cast<int>(w[i]); ++k) {
+      rp.push_back(p[i]);
+      ry.push_back(y[i]);
+    }
+  BinaryMetrics weighted, repeated;
+  weighted.update(p, y, w);
+  repeated.update(rp, ry);
+  const MetricValues a = weighted.compute(), b = repeated.compute();
+  EXPECT_NEAR(a.auc, b.auc, 1e-12);
+  EXPECT_NEAR(a.ne, b.ne, 1e-9);
+  EXPECT_NEAR(a.log_loss, b.log_loss, 1e-9);
+  EXPECT_NEAR(a.accuracy, b.accuracy, 1e-12);
+  EXPECT_NEAR(a.calibration, b.calibration, 1e-9);
+  EXPECT_EQ(a.count, 6);  // examples, not their weight
+  EXPECT_EQ(b.count, 9);
+}
+
+TEST(WeightedAuc, HandComputedPairsAndTies) {
+  // positives: 0.8 (w 2), 0.5 (w 1); negatives: 0.5 (w 3), 0.3 (w 1).
+  // pairs: 0.8 beats both negatives: 2*(3+1) = 8; 0.5 ties 0.5: 1*3/2 = 1.5,
+  // beats 0.3: 1*1 = 1. Sum 10.5 over W_pos W_neg = 3 * 4 = 12.
+  EXPECT_DOUBLE_EQ(weighted_auc({0.8f, 0.5f, 0.5f, 0.3f}, {1, 1, 0, 0}, {2, 1, 3, 1}), 10.5 / 12.0);
+  EXPECT_DOUBLE_EQ(weighted_auc({0.8f, 0.3f}, {1, 0}, {0, 5}), 0.5);  // no positive weight
+  EXPECT_DOUBLE_EQ(weighted_auc({0.1f, 0.7f, 0.4f}, {0, 1, 1}, {1, 1, 1}), auc({0.1f, 0.7f, 0.4f}, {0, 1, 1}));
+  EXPECT_THROW(weighted_auc({0.1f}, {1}, {-1}), InputError);
+}
+
+TEST(BinaryMetrics, RefusesANegativeWeightNamingTheRow) {
+  BinaryMetrics m;
+  try {
+    m.update({0.5f, 0.5f}, {1, 0}, {1, -2});
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("the weight of row 1 is -2"));
+  }
+  EXPECT_EQ(m.compute().count, 0);  // nothing accumulated
+}
+
+TEST(RegressionMetrics, WeightedMeanSquaredError) {
+  // errors 1, -2, 0.5 with weights 1, 2, 4: (1 + 8 + 1) / 7.
+  const auto m = regression_metrics(torch::tensor({2.0f, 1.0f, 3.5f}), torch::tensor({1.0f, 3.0f, 3.0f}),
+                                    torch::tensor({1.0f, 2.0f, 4.0f}));
+  EXPECT_DOUBLE_EQ(m["mse"].get<double>(), 10.0 / 7.0);
+  EXPECT_DOUBLE_EQ(m["rmse"].get<double>(), std::sqrt(10.0 / 7.0));
+  EXPECT_EQ(m["count"].get<int64_t>(), 3);
+  EXPECT_DOUBLE_EQ(regression_metrics(torch::tensor({2.0f, 1.0f}), torch::tensor({1.0f, 3.0f}))["mse"].get<double>(), 2.5);
 }
 
 }  // namespace

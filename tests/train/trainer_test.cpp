@@ -98,8 +98,9 @@ DataFactory source(int64_t nan_batch = -1, int64_t stop_after = -1) {
 }
 
 MetricsFn accuracy() {
-  return [](const torch::Tensor& logits, const torch::Tensor& labels) {
-    return nlohmann::json{{"accuracy", ((logits > 0).to(torch::kFloat) == labels).to(torch::kFloat).mean().item<double>()}};
+  return [](const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor&) {
+    return nlohmann::json{
+        {"accuracy", ((logits > 0).to(torch::kFloat) == labels.select(1, 0)).to(torch::kFloat).mean().item<double>()}};
   };
 }
 
@@ -254,7 +255,7 @@ config::TrainingSpec training_plus(const std::string& extra) {
 // reports auc values[k]; the model's predictions are ignored.
 MetricsFn scripted_auc(std::vector<double> values, int64_t first = 0) {
   auto calls = std::make_shared<int64_t>(first);
-  return [values, calls](const torch::Tensor&, const torch::Tensor&) {
+  return [values, calls](const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
     const size_t k = static_cast<size_t>((*calls)++);
     return nlohmann::json{{"auc", k < values.size() ? values[k] : 0.0}};
   };
@@ -325,7 +326,7 @@ TEST(TrainerTest, KeepBestWithoutEarlyStoppingRunsToTheEnd) {
   auto dir = run_dir("keep_best");
   // ne per evaluation (steps 3, 6, ..., 18): the smallest is the 3rd
   auto result = Trainer(make_model(), training, RunDir(dir, false), {})
-                    .fit(source(), source(), [calls = std::make_shared<int>(0)](const torch::Tensor&, const torch::Tensor&) {
+                    .fit(source(), source(), [calls = std::make_shared<int>(0)](const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
                       const double ne[] = {0.9, 0.8, 0.7, 0.75, 0.71, 0.72};
                       return nlohmann::json{{"ne", ne[(*calls)++ % 6]}};
                     });
@@ -388,7 +389,7 @@ TEST(TrainerTest, TrainLinesSummariseTheLoggingWindow) {
     return train_lines(dir);
   };
   const auto per_step = run(1, {});
-  const auto windows = run(3, [](const torch::Tensor& logits, const torch::Tensor& labels) {
+  const auto windows = run(3, [](const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor&) {
     return nlohmann::json{{"count", logits.numel()}, {"label_mean", labels.mean().item<double>()}};
   });
   ASSERT_EQ(per_step.size(), 6u);

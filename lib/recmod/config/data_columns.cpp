@@ -74,7 +74,7 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
   std::set<std::string> seen;
   const std::vector<std::string> roles =
       side ? std::vector<std::string>{"sparse", "flag", "ignore"}
-           : std::vector<std::string>{"label", "dense", "sparse", "weight", "flag", "ignore"};
+           : std::vector<std::string>{"label", "dense", "sparse", "weight", "flag", "sample_weight", "ignore"};
   for (const auto& item : list.items()) {
     std::vector<std::string> names;
     ColumnSpec c;
@@ -84,7 +84,7 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
     } else {
       item.expect_map();
       item.allow_keys({"name", "names", "role", "feature", "ids", "separator", "weight_separator", "range", "of", "id",
-                       "transform", "threshold", "default", "join"});
+                       "transform", "threshold", "default", "join", "source"});
       if (item.has("name") == item.has("names")) item.fail("give the column a 'name' (or 'names: [...]' for several)");
       if (item.has("name"))
         names.push_back(item["name"].as_string());
@@ -97,6 +97,7 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
                : role == "sparse" ? ColumnRole::kSparse
                : role == "weight" ? ColumnRole::kWeight
                : role == "flag"   ? ColumnRole::kFlag
+               : role == "sample_weight" ? ColumnRole::kSampleWeight
                                   : ColumnRole::kIgnore;
       auto only_for = [&](const char* key, std::initializer_list<ColumnRole> ok, const char* roles_text) {
         if (item.has(key) && std::find(ok.begin(), ok.end(), c.role) == ok.end())
@@ -111,6 +112,14 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
       only_for("id", {ColumnRole::kFlag}, "flag");
       only_for("transform", {ColumnRole::kDense}, "dense");
       only_for("threshold", {ColumnRole::kLabel}, "label");
+      only_for("source", {ColumnRole::kLabel, ColumnRole::kDense, ColumnRole::kSampleWeight}, "label, dense or sample_weight");
+      if (auto n = item.find("source")) {
+        if (names.size() > 1) n->fail("'source' is for one column, not 'names'");
+        const std::string source = n->as_string();
+        for (size_t j = 0; j < out.columns.size(); ++j)
+          if (out.columns[j].name == source && out.columns[j].source < 0) c.source = static_cast<int64_t>(j);
+        if (c.source < 0) n->fail("expected the name of a column listed before this one, found '" + source + "'");
+      }
       if (c.role == ColumnRole::kFlag && !item.has("feature")) item.fail("a flag column needs 'feature: NAME'");
       if (c.role == ColumnRole::kWeight && !item.has("of")) item.fail("a weight column needs 'of: COLUMN'");
       if (c.role == ColumnRole::kSparse)
@@ -233,14 +242,18 @@ std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& 
   auto& schema = out->schema;
   schema.sparse_features = spec.features.sparse_names();
   std::vector<bool> fed(schema.sparse_features.size(), false);
-  int64_t labels = 0, dense = 0;
+  int64_t labels = 0, dense = 0, sample_weights = 0;
   for (size_t i = 0; i < out->columns.size(); ++i) {
     auto& c = out->columns[i];
     const ConfigNode& at = parsed.nodes[i];
     switch (c.role) {
       case ColumnRole::kLabel:
-        if (labels > 0) at.fail("a second label column ('" + c.name + "'); a config has one label");
-        c.target = labels++;
+        c.target = labels++;  // several: one per task (config `tasks:`)
+        out->label_names.push_back(c.name);
+        break;
+      case ColumnRole::kSampleWeight:
+        if (sample_weights++ > 0) at.fail("a second sample_weight column ('" + c.name + "'); an example has one weight");
+        schema.sample_weights = true;
         break;
       case ColumnRole::kDense:
         c.target = dense++;
@@ -271,7 +284,7 @@ std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& 
       if (c.weight_separator) schema.weighted = true;
     }
   if (labels == 0) list.fail("no column has role label");
-  schema.num_labels = 1;
+  schema.num_labels = labels;
   if (dense != spec.features.num_dense)
     list.fail(str_cat(dense, " column(s) have role dense, but features.dense is ", spec.features.num_dense));
   schema.num_dense = dense;

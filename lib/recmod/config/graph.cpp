@@ -67,14 +67,25 @@ ModelGraphImpl::ModelGraphImpl(const ModelSpec& spec) : spec_(spec) {
       }
     }
   }
-  // The output node and everything it depends on; nodes it does not use are
+  // The output node(s) and everything they depend on; nodes none uses are
   // an error (they would train nothing).
-  auto out = index.find(spec_.output);
-  if (out == index.end()) spec_.output_yaml->fail("output '" + spec_.output + "' is not a node");
+  std::vector<std::string> outputs = spec_.outputs;
+  std::vector<ConfigNode> outputs_yaml = spec_.outputs_yaml;
+  if (outputs.empty()) {
+    outputs = {spec_.output};
+    outputs_yaml = {*spec_.output_yaml};
+  }
   std::vector<int> state(specs.size(), 0);
-  visit(static_cast<size_t>(out->second), specs, input_ids_, state, order_);
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    auto out = index.find(outputs[k]);
+    if (out == index.end()) outputs_yaml[k].fail("output '" + outputs[k] + "' is not a node");
+    output_ids_.push_back(static_cast<size_t>(out->second));
+    visit(static_cast<size_t>(out->second), specs, input_ids_, state, order_);
+  }
   for (size_t i = 0; i < specs.size(); ++i)
-    if (state[i] == 0) specs[i].yaml.fail("node '" + specs[i].name + "' is not used by the output '" + spec_.output + "'");
+    if (state[i] == 0)
+      specs[i].yaml.fail("node '" + specs[i].name + "' is not used by the output" + (outputs.size() > 1 ? "s " : " '") +
+                         (outputs.size() > 1 ? join_names(outputs) : outputs[0] + "'"));
 
   // Build in order, inferring each node's input shapes from its inputs.
   built_.resize(specs.size());
@@ -97,10 +108,12 @@ ModelGraphImpl::ModelGraphImpl(const ModelSpec& spec) : spec_(spec) {
                          built_[i].module ? count_parameters(*built_[i].module) : 0, built_[i].embedding,
                          built_[i].summary};
   }
-  const auto& out_shape = built_[out->second].shape;
-  if (out_shape.kind != ValueKind::Dense || out_shape.width != 1)
-    spec_.output_yaml->fail(str_cat("the output must be a logit of shape (B, 1), but '", spec_.output, "' gives ",
-                                      out_shape.kind_name(), " (end with an MLP whose last layer size is 1)"));
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    const auto& out_shape = built_[output_ids_[k]].shape;
+    if (out_shape.kind != ValueKind::Dense || out_shape.width != 1)
+      outputs_yaml[k].fail(str_cat("the output must be a logit of shape (B, 1), but '", outputs[k], "' gives ",
+                                   out_shape.kind_name(), " (end with an MLP whose last layer size is 1)"));
+  }
 }
 
 std::pair<Value, Value> ModelGraphImpl::inputs(const data::Batch& batch) const {
@@ -122,7 +135,10 @@ torch::Tensor ModelGraphImpl::forward(const data::Batch& batch, NodeObserver* ob
     values[i] = built_[i].forward(in);
     if (observer) observer->after_node(i, values[i]);
   }
-  return values[order_.back()].dense.reshape({-1});
+  if (spec_.outputs.empty()) return values[output_ids_[0]].dense.reshape({-1});
+  std::vector<torch::Tensor> columns;
+  for (size_t id : output_ids_) columns.push_back(values[id].dense.reshape({-1, 1}));
+  return torch::cat(columns, 1);
 }
 
 void ModelGraphImpl::replace_node(size_t index, std::shared_ptr<torch::nn::Module> module,
@@ -193,7 +209,10 @@ std::string ModelGraphImpl::describe() const {
     os << "\n";
     (n.embedding ? embedding_params : dense_params) += n.num_parameters;
   }
-  os << "output: " << spec_.output << "\n";
+  if (spec_.outputs.empty())
+    os << "output: " << spec_.output << "\n";
+  else
+    os << "outputs (tasks): " << join_names(spec_.outputs) << "\n";
   os << "parameters: " << dense_params + embedding_params << " (dense " << dense_params << ", embedding "
      << embedding_params << ")\n";
   return os.str();

@@ -43,14 +43,15 @@ class ModelGraphImpl : public torch::nn::Module {
   /// ModelConfig passed here is sliced to its ModelSpec.
   explicit ModelGraphImpl(const ModelSpec& spec);
 
-  /// Logits (B) for a batch whose schema matches the config's features: the
+  /// Logits (B) for a batch whose schema matches the config's features, or
+  /// (B, T) for a config with T `tasks:` (column t: task t's output): the
   /// one graph executor (every node in order(), each fed its inputs'
   /// outputs); `observer`, when given, sees each node run.
   torch::Tensor forward(const data::Batch& batch, NodeObserver* observer = nullptr);
 
   const ModelSpec& spec() const { return spec_; }
   const std::vector<NodeInfo>& nodes() const { return infos_; }
-  /// Node indices, inputs before users; the output node is last.
+  /// Node indices, inputs before users; the (last task's) output node is last.
   const std::vector<size_t>& order() const { return order_; }
   /// The inputs of node `index` (indices into nodes(), or kDenseInput/kSparseInput).
   const std::vector<int64_t>& input_ids(size_t index) const { return input_ids_[index]; }
@@ -86,6 +87,7 @@ class ModelGraphImpl : public torch::nn::Module {
   std::vector<NodeInfo> infos_;
   std::vector<std::vector<int64_t>> input_ids_;
   std::vector<size_t> order_;
+  std::vector<size_t> output_ids_;  // the output node, or each task's
 };
 TORCH_MODULE(ModelGraph);
 

@@ -1,6 +1,8 @@
 #include "recmod/config/model_config.h"
 #include "recmod/config/table_templates.h"
 
+#include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "recmod/common/errors.h"
@@ -14,7 +16,15 @@ const std::vector<std::string>& eval_metric_names() {
   return names;
 }
 
-bool higher_is_better(const std::string& metric) { return metric == "auc" || metric == "accuracy"; }
+bool higher_is_better(const std::string& metric) {
+  const std::string base = metric.substr(metric.rfind('.') + 1);  // "<task>.<metric>"
+  return base == "auc" || base == "accuracy";
+}
+
+const std::vector<std::string>& task_metric_names(const std::string& loss) {
+  static const std::vector<std::string> regression{"mse", "rmse"};
+  return loss == "mse" ? regression : eval_metric_names();
+}
 
 std::vector<std::string> FeaturesSpec::sparse_names() const {
   std::vector<std::string> names;
@@ -123,11 +133,12 @@ optim::OptimizerOptions parse_optimizer(const ConfigNode& node, optim::Optimizer
   return o;
 }
 
-EarlyStoppingSpec parse_early_stopping(const ConfigNode& node) {
+EarlyStoppingSpec parse_early_stopping(const ConfigNode& node, const std::vector<std::string>& metrics) {
   node.expect_map();
   node.allow_keys({"metric", "patience", "min_delta"});
   EarlyStoppingSpec e;
-  if (node.has("metric")) e.metric = node["metric"].one_of(eval_metric_names());
+  e.metric = metrics.front();
+  if (node.has("metric")) e.metric = node["metric"].one_of(metrics);
   e.patience = node.positive_int("patience", e.patience);
   if (auto n = node.find("min_delta")) {
     e.min_delta = n->as_double();
@@ -136,7 +147,8 @@ EarlyStoppingSpec parse_early_stopping(const ConfigNode& node) {
   return e;
 }
 
-TrainingSpec parse_training(const ConfigNode& node) {
+// `metrics`: what an evaluation reports (per task "<task>.<metric>" with `tasks:`).
+TrainingSpec parse_training(const ConfigNode& node, const std::vector<std::string>& metrics) {
   node.allow_keys({"dense_optimizer", "embedding_optimizer", "batch_size", "epochs", "steps", "seed",
                    "eval_interval", "checkpoint_interval", "shuffle", "log_interval", "fused_embeddings",
                    "early_stopping", "keep_best"});
@@ -163,13 +175,13 @@ TrainingSpec parse_training(const ConfigNode& node) {
   t.shuffle = node.get_bool("shuffle", t.shuffle);
   t.fused_embeddings = node.get_bool("fused_embeddings", t.fused_embeddings);
   if (auto n = node.find("early_stopping")) {
-    t.early_stopping = parse_early_stopping(*n);
+    t.early_stopping = parse_early_stopping(*n, metrics);
     if (t.eval_interval == 0)
       n->fail("needs training.eval_interval > 0 (the periodic evaluations it watches)");
     t.keep_best = t.early_stopping->metric;
   }
   if (auto n = node.find("keep_best")) {
-    t.keep_best = n->one_of(eval_metric_names());
+    t.keep_best = n->one_of(metrics);
     if (t.early_stopping && t.keep_best != t.early_stopping->metric)
       n->fail(str_cat("is '", t.keep_best, "' but early_stopping watches '", t.early_stopping->metric,
                       "'; the best checkpoint follows early stopping's metric"));
@@ -178,7 +190,7 @@ TrainingSpec parse_training(const ConfigNode& node) {
 }
 
 DataSpec parse_data(const ConfigNode& node, const ModelSpec& spec) {
-  std::vector<std::string> keys{"format", "train", "eval", "strict_features"};
+  std::vector<std::string> keys{"format", "train", "eval", "strict_features", "labels", "sample_weights"};
   for (const auto& k : delimited_data_keys()) keys.push_back(k);
   node.allow_keys(keys);
   DataSpec d;
@@ -191,8 +203,22 @@ DataSpec parse_data(const ConfigNode& node, const ModelSpec& spec) {
     if (seed < 0) n->fail(str_cat("must be >= 0, got ", seed));
     d.hash_seed = static_cast<uint64_t>(seed);
   }
+  d.sample_weights = node.get_bool("sample_weights", false);
+  if (auto n = node.find("labels")) {
+    d.labels = n->as_string_list();
+    if (d.labels.empty()) n->fail("expected at least one label name");
+    std::set<std::string> seen;
+    for (size_t i = 0; i < d.labels.size(); ++i)
+      if (!seen.insert(d.labels[i]).second) n->at(i).fail("label '" + d.labels[i] + "' is listed twice");
+  }
   if (node.has("columns")) {
+    for (const char* key : {"labels", "sample_weights"})
+      if (node.has(key))
+        node[key].fail(str_cat("'", key, "' is for JSON lines; with data.columns give the columns roles ",
+                               std::string(key) == "labels" ? "label" : "sample_weight"));
     d.columns = parse_data_columns(node, spec);
+    d.labels = d.columns->label_names;
+    d.sample_weights = d.columns->schema.sample_weights;
   } else {
     for (const auto& k : delimited_data_keys())
       if (k != "hash_seed" && node.has(k))
@@ -265,6 +291,62 @@ dist::ShardingRequest parse_sharding(const ConfigNode& node, const ModelSpec& sp
   return request;
 }
 
+// `tasks:` a map task name -> {output, label, loss, weight}; labels by the
+// data's label names (data.columns' label columns, or data.labels).
+std::vector<TaskSpec> parse_tasks(const ConfigNode& node, const DataSpec& data) {
+  node.expect_name_keys("a task name");
+  std::vector<TaskSpec> tasks;
+  for (const auto& name : node.keys()) {
+    ConfigNode n = node[name];
+    n.expect_map();
+    n.allow_keys({"output", "label", "loss", "weight"});
+    TaskSpec t;
+    t.name = name;
+    for (char c : name)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_'))
+        n.fail("task names may hold letters, digits and '_' (they prefix metric names: " + name + ".auc), got '" + name + "'");
+    t.output = n["output"].as_string();
+    if (n.has("label")) {
+      t.label_name = n["label"].as_string();
+    } else if (data.labels.size() == 1) {
+      t.label_name = data.labels[0];
+    } else {
+      n.fail("give the task a 'label:' (one of " + join_names(data.labels) + ")");
+    }
+    const auto it = std::find(data.labels.begin(), data.labels.end(), t.label_name);
+    if (it == data.labels.end())
+      (n.has("label") ? n["label"] : n)
+          .fail(str_cat("no label '", t.label_name, "'; the data's labels are ", join_names(data.labels),
+                        data.columns ? " (data.columns' label columns)" : " (data.labels; JSON lines give them as a \"label\" list in this order)"));
+    t.label = it - data.labels.begin();
+    if (n.has("loss")) t.loss = n["loss"].one_of({"bce", "mse"});
+    if (auto w = n.find("weight")) {
+      t.weight = w->as_double();
+      if (!(t.weight >= 0) || !std::isfinite(t.weight)) w->fail(str_cat("must be a finite number >= 0, got ", t.weight));
+    }
+    tasks.push_back(t);
+  }
+  if (tasks.empty()) node.fail("expected at least one task");
+  return tasks;
+}
+
+// Label columns that only regression (mse) tasks read may hold any number;
+// the others stay 0/1 (checked per cell by the reader, with file:line).
+void mark_regression_labels(DataSpec& data, const std::vector<TaskSpec>& tasks) {
+  auto spec = std::make_shared<data::DelimitedSpec>(*data.columns);
+  for (auto& c : spec->columns) {
+    if (c.role != data::ColumnRole::kLabel || c.threshold) continue;
+    bool binary = false, used = false;
+    for (const auto& t : tasks)
+      if (t.label == c.target) {
+        used = true;
+        binary = binary || t.loss == "bce";
+      }
+    c.binary = binary || !used;
+  }
+  data.columns = spec;
+}
+
 std::vector<std::string> parse_inputs(const ConfigNode& node) {
   if (node.has("input") && node.has("inputs")) node["inputs"].fail("give either 'input' or 'inputs', not both");
   if (auto one = node.find("input")) return {one->as_string()};
@@ -280,7 +362,7 @@ std::vector<std::string> parse_inputs(const ConfigNode& node) {
 
 ModelConfig parse_model_config(const ConfigNode& root) {
   if (root.is_null()) root.fail("the config is empty; expected a map with features, nodes and output");
-  root.allow_keys({"features", "nodes", "output", "training", "data", "sharding"});
+  root.allow_keys({"features", "nodes", "output", "tasks", "training", "data", "sharding"});
   ModelConfig config;
   config.file = root.file();
   config.features = parse_features(root["features"]);
@@ -294,12 +376,31 @@ ModelConfig parse_model_config(const ConfigNode& root) {
     config.nodes.push_back(NodeSpec{name, n["type"].as_string(), parse_inputs(n), n});
   }
   if (config.nodes.empty()) nodes.fail("expected at least one node");
-  ConfigNode output = root["output"];
-  config.output = output.as_string();
-  config.output_yaml = output;
   check_feature_ranges(root["features"], config);
-  if (auto t = root.find("training")) config.training = parse_training(*t);
   if (auto d = root.find("data")) config.data = parse_data(*d, config);
+  std::vector<std::string> metrics = eval_metric_names();
+  if (auto tasks = root.find("tasks")) {
+    if (root.has("output")) root["output"].fail("give either 'output' (one task) or 'tasks' (several), not both");
+    config.training.tasks = parse_tasks(*tasks, config.data);
+    metrics.clear();
+    for (const auto& t : config.training.tasks) {
+      config.outputs.push_back(t.output);
+      config.outputs_yaml.push_back((*tasks)[t.name]["output"]);
+      for (const auto& m : task_metric_names(t.loss)) metrics.push_back(t.name + "." + m);
+    }
+    config.output = config.outputs.front();
+    config.output_yaml = config.outputs_yaml.front();
+    if (config.data.columns) mark_regression_labels(config.data, config.training.tasks);
+  } else {
+    ConfigNode output = root["output"];
+    config.output = output.as_string();
+    config.output_yaml = output;
+  }
+  if (auto t = root.find("training")) {
+    auto tasks = std::move(config.training.tasks);
+    config.training = parse_training(*t, metrics);
+    config.training.tasks = std::move(tasks);
+  }
   if (auto s = root.find("sharding")) config.sharding = parse_sharding(*s, config);
   return config;
 }

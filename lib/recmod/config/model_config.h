@@ -38,9 +38,25 @@ struct EarlyStoppingSpec {
 };
 
 /// The evaluation metrics early stopping and the best checkpoint may watch,
-/// and whether a larger value is better (auc, accuracy) or a smaller one (ne, log_loss).
+/// and whether a larger value is better (auc, accuracy) or a smaller one (ne,
+/// log_loss, mse, rmse). A multi-task metric is "<task>.<metric>".
 const std::vector<std::string>& eval_metric_names();
 bool higher_is_better(const std::string& metric);
+
+/// One task of a multi-task model (the config's `tasks:` section): an output
+/// node (a (B, 1) logit or prediction), the label column it learns, its loss
+/// and that loss's weight in the training loss sum_t weight_t * loss_t.
+struct TaskSpec {
+  std::string name;
+  std::string output;           // a node
+  int64_t label = 0;            // the label column (index into the data's labels)
+  std::string label_name;       // as the config named it
+  std::string loss = "bce";     // bce: binary cross-entropy with logits; mse: mean squared error
+  double weight = 1.0;          // >= 0
+};
+/// What a task's evaluation reports (and may watch): bce: auc, ne, log_loss,
+/// accuracy; mse: mse, rmse.
+const std::vector<std::string>& task_metric_names(const std::string& loss);
 
 struct TrainingSpec {
   // Checked at parse time (optim::find_problem), each error at its YAML key.
@@ -61,6 +77,9 @@ struct TrainingSpec {
   // An eval metric: the run keeps best/model.pt, the model at the best
   // evaluation by it. "" = none; defaults to early_stopping's metric.
   std::string keep_best;
+  // `tasks:` (multi-task): one loss per task, metrics per task as
+  // "<task>.<metric>". Empty: one binary cross-entropy task on label 0.
+  std::vector<TaskSpec> tasks;
 };
 
 struct DataSpec {
@@ -71,6 +90,10 @@ struct DataSpec {
   /// delimited text file maps to the features (config/data_columns.h).
   std::shared_ptr<const data::DelimitedSpec> columns;
   bool strict_features = false;  // JSON lines: a feature the config does not name is a bad record
+  /// The labels of an example by name, in column order: delimited text's
+  /// label columns, else `data.labels` (JSON lines' "label" list), default [label].
+  std::vector<std::string> labels{"label"};
+  bool sample_weights = false;  // JSON lines carry "weight" (delimited text: a sample_weight column)
   uint64_t hash_seed = 0;        // XXH3 seed of string ids (delimited text and JSON lines)
 };
 
@@ -88,8 +111,12 @@ struct ModelSpec {
   std::string file;
   FeaturesSpec features;
   std::vector<NodeSpec> nodes;  // in file order
-  std::string output;
+  std::string output;  // the first task's output with `tasks:`
   std::optional<ConfigNode> output_yaml;
+  /// Multi-task: every task's output node, in task order (forward then
+  /// returns (B, T)); empty: `output` alone (forward returns (B)).
+  std::vector<std::string> outputs;
+  std::vector<ConfigNode> outputs_yaml;
 };
 
 /// A whole config file: the model, and the run's sections, which go to the

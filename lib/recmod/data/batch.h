@@ -17,6 +17,7 @@ struct DataSchema {
   std::vector<std::string> sparse_features;  // KJT keys, in this order
   int64_t num_labels = 1;                    // label columns per example
   bool weighted = false;                     // sparse ids carry per-id weights
+  bool sample_weights = false;               // each example carries a weight (loss and metrics)
 };
 
 /// B examples. Ids are raw int64 values as read (hashing into a table's
@@ -25,9 +26,11 @@ struct Batch {
   torch::Tensor dense;        // (B, num_dense) float32; (B, 0) when none
   KeyedJaggedTensor sparse;   // keys = schema.sparse_features, stride B
   torch::Tensor labels;       // (B, num_labels) float32
+  torch::Tensor weights;      // (B) float32 sample weights; undefined unless schema.sample_weights
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
   Batch to(const torch::Device& device, bool non_blocking = false) const {
-    return Batch{dense.to(device, non_blocking), sparse.to(device, non_blocking), labels.to(device, non_blocking)};
+    return Batch{dense.to(device, non_blocking), sparse.to(device, non_blocking), labels.to(device, non_blocking),
+                 weights.defined() ? weights.to(device, non_blocking) : torch::Tensor()};
   }
 };
 

@@ -110,6 +110,9 @@ void BinaryWriter::discard() {
 void BinaryWriter::write(const ExampleColumns& block) {
   TORCH_CHECK(!closed_, "BinaryWriter: write after close");
   const auto& s = block.schema();
+  if (s.sample_weights)
+    throw_input_error(path_, ": the data has sample weights, which the .rmb format does not hold; train on the "
+                      "text file (or write JSON lines, which keep them as \"weight\")");
   if (s.num_dense != schema_.num_dense || s.num_labels != schema_.num_labels ||
       s.sparse_features != schema_.sparse_features || s.weighted != schema_.weighted)
     throw_input_error(path_, ": block schema (features ", join_names(s.sparse_features), ", ", s.num_dense,

@@ -113,6 +113,10 @@ std::vector<int64_t> columns_by_name(const std::vector<ColumnSpec>& columns, con
                                      const std::string& where, const char* config_key) {
   std::vector<int64_t> out;
   for (const auto& c : columns) {
+    if (c.source >= 0) {  // reads another column's cell
+      out.push_back(out[static_cast<size_t>(c.source)]);
+      continue;
+    }
     int64_t found = -1;
     for (size_t i = 0; i < header.size(); ++i)
       if (header[i] == c.name) {
@@ -280,8 +284,10 @@ void DelimitedReader::start(const std::string& dir) {
   TORCH_CHECK(spec_, "DelimitedReader: no column spec");
   for (const auto& t : spec_->side_tables) side_.push_back(load_side_table(t, dir, spec_->hash_seed));
   if (!spec_->header) {
-    for (size_t i = 0; i < spec_->columns.size(); ++i) field_of_column_.push_back(static_cast<int64_t>(i));
-    num_fields_ = static_cast<int64_t>(spec_->columns.size());
+    int64_t position = 0;
+    for (const auto& c : spec_->columns)
+      field_of_column_.push_back(c.source >= 0 ? field_of_column_[static_cast<size_t>(c.source)] : position++);
+    num_fields_ = position;
     header_read_ = true;
   }
   bag_range_.resize(spec_->columns.size());
@@ -312,11 +318,21 @@ std::string DelimitedReader::parse_row(const std::vector<std::string_view>& fiel
         if (!parse_double(text, x)) return column_error(c, "expected a number as the label, found ", cell_text(text));
         if (c.threshold) {
           x = x >= *c.threshold ? 1.0 : 0.0;
-        } else if (x != 0.0 && x != 1.0) {
+        } else if (c.binary && x != 0.0 && x != 1.0) {
           return column_error(c, "expected label 0 or 1 (the loss is binary cross-entropy; give the column a "
                                  "'threshold: T' for label = value >= T), found ", cell_text(text));
         }
         out.labels[label_base + c.target] = static_cast<float>(x);
+        break;
+      }
+      case ColumnRole::kSampleWeight: {
+        const std::string_view text = with_default(c, cell);
+        double x = 0;
+        if (!parse_double(text, x) || !std::isfinite(x) || x < 0)
+          return column_error(c, "expected a sample weight (a finite number >= 0)",
+                              text.empty() ? " (the cell is empty; give the column a 'default:')" : "", ", found ",
+                              cell_text(text));
+        out.sample_weights.push_back(static_cast<float>(x));
         break;
       }
       case ColumnRole::kDense: {

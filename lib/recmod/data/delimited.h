@@ -24,6 +24,7 @@ enum class ColumnRole {
   kSparse,  // ids of a sparse feature (one, or several split by `separator`)
   kWeight,  // per-id weights of another sparse column (`of`)
   kFlag,    // 0/1: when 1, adds the id `flag_id` to a sparse feature (one-hot genre columns)
+  kSampleWeight,  // the example's weight in the loss and the metrics (a finite number >= 0)
   kIgnore,  // read past
 };
 
@@ -49,13 +50,20 @@ struct ColumnSpec {
   int64_t flag_id = 0;
   // kDense: log(1 + max(x, 0)) as Criteo's dense features.
   bool log1p = false;
-  // kLabel: label = value >= threshold ? 1 : 0; without one the cell must be 0 or 1.
+  // kLabel: label = value >= threshold ? 1 : 0; without one the cell must be
+  // 0 or 1 when `binary` (a binary cross-entropy task reads it), else any
+  // finite number (a regression task's target).
   std::optional<double> threshold;
+  bool binary = true;
   // An empty cell reads as this text; without it an empty cell is an empty
   // bag (sparse, weight), 0 (flag), or a bad record (label, dense).
   std::optional<std::string> default_value;
   // The name of a side table this column's text is a key of ("" = none).
   std::string join;
+  // >= 0: not a column of the file but a second reading of column `source`
+  // (an index into the same list), e.g. a rating read as a 0/1 label by
+  // threshold and again as a regression target.
+  int64_t source = -1;
 };
 
 /// A small file read whole before the data: rows keyed by one column, whose
@@ -82,6 +90,7 @@ struct DelimitedSpec {
   std::vector<ColumnSpec> columns;
   std::vector<SideTableSpec> side_tables;
   DataSchema schema;
+  std::vector<std::string> label_names;  // the label columns' names, in label order
 };
 
 /// The id of a hashed string: XXH3_64bits_withSeed(text, seed) mod range,

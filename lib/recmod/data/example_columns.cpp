@@ -18,7 +18,7 @@ torch::Tensor to_tensor(const std::vector<T>& v, torch::Dtype dtype, std::vector
 
 void check_same_schema(const DataSchema& a, const DataSchema& b) {
   if (a.num_dense != b.num_dense || a.num_labels != b.num_labels || a.sparse_features != b.sparse_features ||
-      a.weighted != b.weighted)
+      a.weighted != b.weighted || a.sample_weights != b.sample_weights)
     throw_input_error("ExampleColumns: schemas differ (features ", join_names(a.sparse_features), " vs ",
                       join_names(b.sparse_features), ")");
 }
@@ -32,6 +32,7 @@ void ExampleColumns::truncate(int64_t rows) {
   num_rows_ = std::min(num_rows_, rows);
   labels.resize(num_rows_ * schema_.num_labels);
   dense.resize(num_rows_ * schema_.num_dense);
+  if (schema_.sample_weights) sample_weights.resize(num_rows_);
   for (auto& col : sparse) {
     col.offsets.resize(num_rows_ + 1);
     col.ids.resize(col.offsets.back());
@@ -42,6 +43,7 @@ void ExampleColumns::truncate(int64_t rows) {
 void ExampleColumns::reserve(int64_t rows, int64_t ids_per_feature_per_row) {
   labels.reserve(rows * schema_.num_labels);
   dense.reserve(rows * schema_.num_dense);
+  if (schema_.sample_weights) sample_weights.reserve(rows);
   for (auto& col : sparse) {
     col.offsets.reserve(rows + 1);
     col.ids.reserve(rows * ids_per_feature_per_row);
@@ -53,6 +55,7 @@ void ExampleColumns::append(const ExampleColumns& other) {
   check_same_schema(schema_, other.schema_);
   labels.insert(labels.end(), other.labels.begin(), other.labels.end());
   dense.insert(dense.end(), other.dense.begin(), other.dense.end());
+  sample_weights.insert(sample_weights.end(), other.sample_weights.begin(), other.sample_weights.end());
   for (size_t f = 0; f < sparse.size(); ++f) {
     auto& col = sparse[f];
     const auto& src = other.sparse[f];
@@ -71,6 +74,7 @@ ExampleColumns ExampleColumns::slice(int64_t begin, int64_t end) const {
   const int64_t nl = schema_.num_labels, nd = schema_.num_dense;
   out.labels.assign(labels.begin() + begin * nl, labels.begin() + end * nl);
   out.dense.assign(dense.begin() + begin * nd, dense.begin() + end * nd);
+  if (schema_.sample_weights) out.sample_weights.assign(sample_weights.begin() + begin, sample_weights.begin() + end);
   for (size_t f = 0; f < sparse.size(); ++f) {
     const auto& src = sparse[f];
     auto& col = out.sparse[f];
@@ -92,6 +96,7 @@ ExampleColumns ExampleColumns::take(const std::vector<int64_t>& rows) const {
     TORCH_CHECK(0 <= r && r < num_rows_, "ExampleColumns::take: row ", r, " out of range [0, ", num_rows_, ")");
     out.labels.insert(out.labels.end(), labels.begin() + r * nl, labels.begin() + (r + 1) * nl);
     out.dense.insert(out.dense.end(), dense.begin() + r * nd, dense.begin() + (r + 1) * nd);
+    if (schema_.sample_weights) out.sample_weights.push_back(sample_weights[r]);
   }
   for (size_t f = 0; f < sparse.size(); ++f) {
     const auto& src = sparse[f];
@@ -133,6 +138,7 @@ Batch ExampleColumns::to_batch() const {
   Batch batch;
   batch.dense = to_tensor(dense, torch::kFloat, {n, schema_.num_dense});
   batch.labels = to_tensor(labels, torch::kFloat, {n, schema_.num_labels});
+  if (schema_.sample_weights) batch.weights = to_tensor(sample_weights, torch::kFloat, {n});
   batch.sparse = KeyedJaggedTensor::unchecked(schema_.sparse_features, values, lengths, weights, n);
   return batch;
 }
@@ -144,6 +150,11 @@ ExampleColumns ExampleColumns::from_batch(const Batch& batch, DataSchema schema)
   auto dense = batch.dense.to(torch::kCPU, torch::kFloat).contiguous();
   out.labels.assign(labels.data_ptr<float>(), labels.data_ptr<float>() + labels.numel());
   out.dense.assign(dense.data_ptr<float>(), dense.data_ptr<float>() + dense.numel());
+  if (out.schema_.sample_weights) {
+    TORCH_CHECK(batch.weights.defined(), "ExampleColumns::from_batch: the schema has sample weights, the batch none");
+    auto w = batch.weights.to(torch::kCPU, torch::kFloat).contiguous();
+    out.sample_weights.assign(w.data_ptr<float>(), w.data_ptr<float>() + w.numel());
+  }
   const auto sparse_cpu = batch.sparse.select(out.schema_.sparse_features).to(torch::kCPU);
   for (size_t f = 0; f < out.sparse.size(); ++f) {
     const auto jt = sparse_cpu[out.schema_.sparse_features[f]];

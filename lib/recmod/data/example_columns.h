@@ -30,6 +30,7 @@ class ExampleColumns {
 
   std::vector<float> labels;  // num_rows * num_labels
   std::vector<float> dense;   // num_rows * num_dense
+  std::vector<float> sample_weights;  // num_rows when schema.sample_weights, else empty
   std::vector<SparseColumn> sparse;  // one per schema.sparse_features
 
   /// Call after pushing one row's labels, dense values and every feature's
@@ -50,7 +51,7 @@ class ExampleColumns {
   ExampleColumns take(const std::vector<int64_t>& rows) const;
 
   /// All rows as one Batch on the CPU: dense (N, num_dense), labels
-  /// (N, num_labels), KJT keys = schema.sparse_features with int64 lengths.
+  /// (N, num_labels), weights (N) with schema.sample_weights, KJT keys = schema.sparse_features with int64 lengths.
   Batch to_batch() const;
   /// The inverse of to_batch (for writers fed from Batches and for tests).
   static ExampleColumns from_batch(const Batch& batch, DataSchema schema);

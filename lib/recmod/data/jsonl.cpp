@@ -48,7 +48,7 @@ void read_numbers(const json& v, int64_t count, const char* key, std::vector<flo
   }
 }
 
-void read_labels(const json& v, int64_t num_labels, bool binary, std::vector<float>& out) {
+void read_labels(const json& v, int64_t num_labels, const JsonlOptions& options, std::vector<float>& out) {
   const size_t first = out.size();
   if (v.is_number() && num_labels == 1) {
     const float value = v.get<float>();
@@ -58,10 +58,13 @@ void read_labels(const json& v, int64_t num_labels, bool binary, std::vector<flo
     if (!v.is_array()) bad("expected \"label\" to be a number or a list of ", num_labels, " numbers, found ", shown(v));
     read_numbers(v, num_labels, "label", out);
   }
-  if (binary)
-    for (size_t i = first; i < out.size(); ++i)
-      if (out[i] != 0.0f && out[i] != 1.0f)
-        bad("expected \"label\" 0 or 1 (the loss is binary cross-entropy), found ", shown(v));
+  for (size_t i = first; i < out.size(); ++i) {
+    const size_t k = i - first;
+    const bool binary = k < options.binary_per_label.size() ? options.binary_per_label[k] : options.binary_labels;
+    if (binary && out[i] != 0.0f && out[i] != 1.0f)
+      bad("expected \"label\"", num_labels > 1 ? str_cat("[", k, "]") : std::string(),
+          " 0 or 1 (the loss is binary cross-entropy), found ", shown(v));
+  }
 }
 
 void read_ids(const json& v, const std::string& feature, uint64_t string_range, uint64_t seed,
@@ -162,11 +165,22 @@ void parse_record(std::string_view line, const DataSchema& schema, const JsonlOp
   }
   if (!j.is_object()) bad("expected a JSON object, found ", shown(j));
   for (const auto& [key, _] : j.items())
-    if (key != "label" && key != "dense" && key != "sparse")
-      bad("expected keys \"label\", \"dense\", \"sparse\", found \"", key, "\"");
+    if (key != "label" && key != "dense" && key != "sparse" && !(key == "weight" && schema.sample_weights))
+      bad("expected keys \"label\", \"dense\", \"sparse\"", schema.sample_weights ? ", \"weight\"" : "",
+          ", found \"", key, "\"", key == "weight" ? " (sample weights: set data.sample_weights: true)" : "");
 
   if (!j.contains("label")) bad("expected a \"label\", found none");
-  read_labels(j["label"], schema.num_labels, options.binary_labels, out.labels);
+  read_labels(j["label"], schema.num_labels, options, out.labels);
+  if (schema.sample_weights) {
+    float w = 1.0f;  // a record without "weight" weighs 1
+    if (j.contains("weight")) {
+      const json& v = j["weight"];
+      if (!v.is_number() || !std::isfinite(v.get<float>()) || v.get<float>() < 0)
+        bad("expected \"weight\" to be a finite number >= 0 (the sample weight), found ", shown(v));
+      w = v.get<float>();
+    }
+    out.sample_weights.push_back(w);
+  }
 
   if (j.contains("dense"))
     read_numbers(j["dense"], schema.num_dense, "dense", out.dense);
@@ -269,6 +283,10 @@ void JsonlWriter::write(const ExampleColumns& block) {
       append_number(line, labels[0]);
     else
       append_list(line, labels, labels + nl);
+    if (schema.sample_weights) {
+      line += ", \"weight\": ";
+      append_number(line, block.sample_weights[r]);
+    }
     line += ", \"dense\": ";
     const float* dense = block.dense.data() + r * nd;
     append_list(line, dense, dense + nd);

@@ -8,7 +8,8 @@
 // range, JsonlOptions). A feature left out is an empty bag; ids without
 // weights get weight 1 when the schema is weighted. Features the schema does
 // not name are ignored (errors with JsonlOptions::strict). Blank lines are
-// ignored. A .gz or .zst file is read as its decompressed text (TextLines),
+// ignored. With schema.sample_weights a record may carry "weight": w (a
+// number >= 0; 1 when left out). A .gz or .zst file is read as its decompressed text (TextLines),
 // with the same line numbers.
 #include <cstdio>
 #include <memory>
@@ -26,6 +27,9 @@ namespace recmod::data {
 struct JsonlOptions {
   bool strict = false;         // a feature the schema does not name is a bad record (else ignored)
   bool binary_labels = false;  // labels must be 0 or 1 (binary cross-entropy)
+  /// Per label column (multi-task: a regression task's label is any number);
+  /// when shorter than the labels, binary_labels decides for the rest.
+  std::vector<bool> binary_per_label;
   /// Per schema feature: whether it may carry weights ({"ids", "weights"});
   /// empty: every feature may when the schema is weighted.
   std::vector<bool> weighted;

@@ -21,30 +21,47 @@ struct MetricValues {
 };
 
 /// Accumulates predictions (probabilities in [0, 1], i.e. after the sigmoid)
-/// and 0/1 labels over batches. With eta = 1e-12 clamping as TorchRec:
-///   ce   = -sum(y log p + (1 - y) log(1 - p))        (p clamped to [eta, 1 - eta])
-///   ne   = ce / -(P log q + N log(1 - q)),  q = P / n clamped likewise
-///   log_loss = ce / n,  calibration = sum p / P.
-/// AUC is exact (all predictions are kept). update() throws InputError on a
-/// NaN or inf prediction (how many, the first row), accumulating nothing.
+/// and 0/1 labels over batches, with optional sample weights w (1 when not
+/// given; TorchRec's RecMetrics with `weights`). With eta = 1e-12 clamping as TorchRec:
+///   ce   = -sum w (y log p + (1 - y) log(1 - p))      (p clamped to [eta, 1 - eta])
+///   ne   = ce / -(P log q + N log(1 - q)),  P = sum w y, n = sum w, N = n - P,
+///          q = P / n clamped likewise
+///   log_loss = ce / n,  accuracy = sum w [(p >= 0.5) == (y > 0.5)] / n,
+///   calibration = sum w p / P,  auc: weighted_auc (auc when unweighted).
+/// count is the number of examples (not their weight). AUC is exact (all
+/// predictions are kept). update() throws InputError on a NaN or inf
+/// prediction (how many, the first row) or a negative weight, accumulating nothing.
 class BinaryMetrics {
  public:
-  /// predictions and labels of any shape with the same numel, any device.
-  void update(const torch::Tensor& predictions, const torch::Tensor& labels);
-  void update(const std::vector<float>& predictions, const std::vector<float>& labels);
+  /// predictions and labels of any shape with the same numel, any device;
+  /// weights undefined or with that numel.
+  void update(const torch::Tensor& predictions, const torch::Tensor& labels,
+              const torch::Tensor& weights = torch::Tensor());
+  void update(const std::vector<float>& predictions, const std::vector<float>& labels,
+              const std::vector<float>& weights = {});
   MetricValues compute() const;
   void reset();
 
  private:
-  std::vector<float> predictions_, labels_;
-  double cross_entropy_ = 0.0;  // natural log
-  double positives_ = 0.0;
-  double prediction_sum_ = 0.0;
-  int64_t correct_ = 0;
+  std::vector<float> predictions_, labels_, weights_;  // weights_: 1 for unweighted rows
+  bool weighted_ = false;       // some update had weights
+  double cross_entropy_ = 0.0;  // natural log, weighted
+  double positives_ = 0.0;      // sum w y
+  double weight_sum_ = 0.0;     // sum w
+  double prediction_sum_ = 0.0; // sum w p
+  double correct_ = 0.0;        // sum w [correct]
 };
 
 /// AUC, NE, log loss, accuracy, calibration and count of logits (N) against
-/// 0/1 labels (N), as one JSON object: what eval prints and metrics.jsonl holds.
-nlohmann::json metrics_of_logits(const torch::Tensor& logits, const torch::Tensor& labels);
+/// 0/1 labels (N), weighted by `weights` (N) when defined, as one JSON
+/// object: what eval prints and metrics.jsonl holds.
+nlohmann::json metrics_of_logits(const torch::Tensor& logits, const torch::Tensor& labels,
+                                 const torch::Tensor& weights = torch::Tensor());
+
+/// A regression task's metrics of predictions (N) against targets (N),
+/// weighted when `weights` is defined: mse = sum w (p - y)^2 / sum w, rmse =
+/// sqrt(mse), count (examples), as one JSON object.
+nlohmann::json regression_metrics(const torch::Tensor& predictions, const torch::Tensor& targets,
+                                  const torch::Tensor& weights = torch::Tensor());
 
 }  // namespace recmod::metrics

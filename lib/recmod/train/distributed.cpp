@@ -221,7 +221,8 @@ data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_si
   const int64_t start = rank * base + std::min(rank, extra);
   const int64_t n = base + (rank < extra ? 1 : 0);
   return data::Batch{global.dense.narrow(0, start, n), slice_rows(global.sparse, start, n),
-                     global.labels.narrow(0, start, n)};
+                     global.labels.narrow(0, start, n),
+                     global.weights.defined() ? global.weights.narrow(0, start, n) : torch::Tensor()};
 }
 
 StateDict gather_model_state(const config::ModelGraph& model, dist::Communicator& comm) {

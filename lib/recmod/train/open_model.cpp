@@ -65,6 +65,23 @@ std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const
   data::DataSchema schema = opened.model->schema();
   read.jsonl.strict = opened.config.data.strict_features;
   read.jsonl.binary_labels = true;
+  // Several labels (data.labels); those only regression (mse) tasks learn may
+  // hold any number, the others are checked against binary cross-entropy.
+  schema.num_labels = static_cast<int64_t>(opened.config.data.labels.size());
+  schema.sample_weights = opened.config.data.sample_weights;
+  const auto& tasks = opened.config.training.tasks;
+  if (!tasks.empty()) {
+    read.jsonl.binary_per_label.assign(static_cast<size_t>(schema.num_labels), true);
+    for (int64_t l = 0; l < schema.num_labels; ++l) {
+      bool bce = false, used = false;
+      for (const auto& t : tasks)
+        if (t.label == l) {
+          used = true;
+          bce = bce || t.loss == "bce";
+        }
+      read.jsonl.binary_per_label[static_cast<size_t>(l)] = bce || !used;
+    }
+  }
   read.jsonl.hash_seed = opened.config.data.hash_seed;
   read.jsonl.string_id_range = config::string_id_ranges(opened.config);
   for (const auto& f : features) {
@@ -74,6 +91,10 @@ std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const
   auto source = data::open_batches(path, read, schema, epoch);
   try {
     opened.model->check_schema(source->schema(), path);
+    for (const auto& t : tasks)
+      if (t.label >= source->schema().num_labels)
+        throw_input_error(path, ": task '", t.name, "' learns label '", t.label_name, "' (column ", t.label,
+                          "), but the data has ", source->schema().num_labels, " label(s)");
   } catch (const InputError& e) {
     // A text file taken for Criteo TSV because nothing said otherwise.
     const bool guessed = (read.format.empty() || read.format == "auto") &&

@@ -2,10 +2,37 @@
 
 #include <torch/torch.h>
 
+#include "recmod/common/errors.h"
+
 namespace recmod::train {
 
-torch::Tensor loss_of(const torch::Tensor& logits, const data::Batch& batch) {
-  return torch::binary_cross_entropy_with_logits(logits, batch.labels.select(1, 0));
+namespace {
+// mean_i w_i * l_i: the batch's mean of the weighted per-example losses.
+torch::Tensor weighted_mean(const torch::Tensor& per_example, const data::Batch& batch) {
+  return batch.weights.defined() ? (per_example * batch.weights.to(per_example.dtype())).mean() : per_example.mean();
+}
+}  // namespace
+
+torch::Tensor loss_of(const torch::Tensor& logits, const data::Batch& batch, const std::vector<config::TaskSpec>& tasks) {
+  if (tasks.empty())
+    return weighted_mean(torch::binary_cross_entropy_with_logits(logits, batch.labels.select(1, 0), {}, {},
+                                                                 at::Reduction::None),
+                         batch);
+  torch::Tensor total;
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    const auto& task = tasks[t];
+    if (task.label >= batch.labels.size(1))
+      throw_input_error("task '", task.name, "' learns label column ", task.label, " ('", task.label_name,
+                        "'), but the data has ", batch.labels.size(1), " label column(s)");
+    const torch::Tensor x = logits.select(1, static_cast<int64_t>(t));
+    const torch::Tensor y = batch.labels.select(1, task.label);
+    const torch::Tensor per_example = task.loss == "mse"
+                                          ? (x - y).pow(2)
+                                          : torch::binary_cross_entropy_with_logits(x, y, {}, {}, at::Reduction::None);
+    const torch::Tensor loss = weighted_mean(per_example, batch) * task.weight;
+    total = total.defined() ? total + loss : loss;
+  }
+  return total;
 }
 
 torch::Tensor train_step(config::ModelGraph& model, TrainingSetup& training, const data::Batch& batch,
@@ -15,7 +42,7 @@ torch::Tensor train_step(config::ModelGraph& model, TrainingSetup& training, con
   if (hooks.after_forward) hooks.after_forward(logits.detach());
   // A rank can get no rows of a short last batch; it still runs backward
   // (the collectives need every rank), with a zero loss in the graph.
-  torch::Tensor loss = batch.size() > 0 ? loss_of(logits, batch) : logits.sum();
+  torch::Tensor loss = batch.size() > 0 ? loss_of(logits, batch, training.tasks()) : logits.sum();
   if (training.distributed()) {
     // This rank's share of the global mean: the gradients summed over the
     // ranks are then the gradient of the loss one process would compute.

@@ -11,15 +11,21 @@
 
 namespace recmod::train {
 
-/// The loss of a batch's logits (B): binary cross-entropy with logits
-/// against the first label column, averaged over the batch. The one place
-/// the loss is defined (weighted and multi-task losses go here).
-torch::Tensor loss_of(const torch::Tensor& logits, const data::Batch& batch);
+/// The loss of a batch's logits: the one place the loss is defined.
+/// - No tasks: logits (B), binary cross-entropy with logits against label
+///   column 0, the mean over the batch of w_i * l_i (w_i the batch's sample
+///   weights, 1 without them; torch's BCEWithLogitsLoss(weight=w)).
+/// - Tasks (the config's `tasks:`): logits (B, T); sum_t weight_t * loss_t,
+///   loss_t = mean_i w_i * l_t(logits[i, t], labels[i, label_t]), l_t binary
+///   cross-entropy with logits (bce) or the squared error (mse).
+/// InputError when a task's label column is not in the batch.
+torch::Tensor loss_of(const torch::Tensor& logits, const data::Batch& batch,
+                      const std::vector<config::TaskSpec>& tasks = {});
 
 /// Optional hooks into a step, in the order they run.
 struct StepHooks {
   config::NodeObserver* observer = nullptr;                     // sees each node's forward
-  std::function<void(const torch::Tensor& logits)> after_forward;  // the batch's logits (B), e.g. train metrics
+  std::function<void(const torch::Tensor& logits)> after_forward;  // the batch's logits (B) or (B, T), e.g. train metrics
   std::function<void(const torch::Tensor& loss)> before_backward;  // e.g. a finiteness check
   std::function<void()> after_backward;                          // before the optimizer step
   /// Distributed runs: the rows of the global batch this step is a part of

@@ -11,6 +11,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/data/batcher.h"
 #include "recmod/io/tensor_file.h"
+#include "recmod/metrics/binary_metrics.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/health.h"
@@ -81,9 +82,13 @@ class Progress {
     if (total_) line << "/" << *total_;
     const double mean_loss = window && window->contains("loss") ? (*window)["loss"].get<double>() : loss_sum_ / window_;
     line << "  epoch " << epoch << "  loss " << std::fixed << std::setprecision(4) << mean_loss;
-    if (window)
-      for (const char* key : {"auc", "ne"})
-        if (window->contains(key)) line << "  " << key << " " << (*window)[key].get<double>();
+    if (window)  // auc and ne; with tasks each task's auc and ne (or mse)
+      for (const auto& item : window->items()) {
+        const std::string& key = item.key();
+        const std::string base = key.substr(key.rfind('.') + 1);
+        if ((base == "auc" || base == "ne" || base == "mse") && item.value().is_number())
+          line << "  " << key << " " << item.value().get<double>();
+      }
     line << "  " << std::setprecision(0) << rate << " ex/s";
     if (total_ && elapsed > 0) {
       double steps_per_s = (step - first_step_ + 1) / elapsed;
@@ -127,14 +132,14 @@ class Progress {
 nlohmann::json evaluate(config::ModelGraph& model, const DataFactory& eval_data, const MetricsFn& metrics,
                         const torch::Device& device, int64_t step, dist::Communicator& comm) {
   auto source = eval_data(0);
-  torch::Tensor logits, labels;
+  Predictions p;
   try {
-    std::tie(logits, labels) = predict(model, *source, device, &comm);
+    p = predict(model, *source, device, &comm);
   } catch (const InputError& e) {
     throw InputError(str_cat("step ", step, ": evaluation: ", e.what()));
   }
   nlohmann::json out = {{"step", step}, {"split", "eval"}};
-  const nlohmann::json values = metrics(logits, labels);  // items() must not outlive it
+  const nlohmann::json values = metrics(p.logits, p.labels, p.weights);  // items() must not outlive it
   for (const auto& item : values.items()) out[item.key()] = item.value();
   model->train();
   return out;
@@ -146,29 +151,64 @@ void request_stop() { g_stop_requested = true; }
 
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }
 
-std::pair<torch::Tensor, torch::Tensor> predict(config::ModelGraph& model, data::BatchSource& source,
-                                                const torch::Device& device, dist::Communicator* comm) {
-  torch::NoGradGuard no_grad;
+namespace {
+// Every rank's rows of `mine` (split along dim 0), in rank order: an
+// all-gather of unequal parts as an all-to-all that sends my part to every rank.
+torch::Tensor gather_rows(dist::Communicator& comm, const torch::Tensor& mine) {
+  const std::vector<int64_t> sizes = comm.all_gather(mine.size(0));
+  std::vector<int64_t> repeats(static_cast<size_t>(mine.dim()), 1);
+  repeats[0] = comm.world_size();
+  return comm.all_to_all(mine.repeat(repeats), std::vector<int64_t>(sizes.size(), mine.size(0)), sizes);
+}
+}  // namespace
+
+MetricsFn metrics_of_tasks(std::vector<config::TaskSpec> tasks) {
+  return [tasks](const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& weights) {
+    const torch::Tensor all_labels = labels.dim() == 1 ? labels.reshape({-1, 1}) : labels;
+    if (tasks.empty()) return metrics::metrics_of_logits(logits.reshape({-1}), all_labels.select(1, 0), weights);
+    nlohmann::json out;
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      const auto& task = tasks[t];
+      const torch::Tensor x = logits.select(1, static_cast<int64_t>(t));
+      const torch::Tensor y = all_labels.select(1, task.label);
+      const nlohmann::json values = task.loss == "mse" ? metrics::regression_metrics(x, y, weights)
+                                                       : metrics::metrics_of_logits(x, y, weights);
+      for (const auto& item : values.items())
+        if (item.key() != "count") out[task.name + "." + item.key()] = item.value();
+    }
+    out["count"] = logits.size(0);
+    return out;
+  };
+}
+
+Predictions predict(config::ModelGraph& model, data::BatchSource& source, const torch::Device& device,
+                    dist::Communicator* comm) {
   model->eval();
   const bool distributed = comm != nullptr && comm->world_size() > 1;
-  std::vector<torch::Tensor> logits, labels;
-  while (auto batch = source.next()) {
-    labels.push_back(batch->labels.select(1, 0).to(torch::kCPU));
-    if (!distributed) {
+  std::vector<torch::Tensor> logits, labels, weights;
+  auto keep_labels = [&](const data::Batch& batch) {
+    labels.push_back(batch.labels.to(torch::kCPU));
+    if (batch.weights.defined()) weights.push_back(batch.weights.to(torch::kCPU));
+  };
+  torch::NoGradGuard no_grad;
+  if (!distributed) {
+    while (auto batch = source.next()) {
+      keep_labels(*batch);
       logits.push_back(model->forward(batch->to(device)).to(torch::kCPU));
-      continue;
     }
-    // My rows, then everyone's: an all-gather of unequal parts as an
-    // all-to-all that sends my part to every rank.
-    const torch::Tensor mine = model->forward(rank_slice(*batch, comm->rank(), comm->world_size()).to(device)).to(torch::kCPU);
-    const std::vector<int64_t> sizes = comm->all_gather(mine.size(0));
-    const torch::Tensor copies = mine.repeat({comm->world_size()});
-    logits.push_back(comm->all_to_all(copies, std::vector<int64_t>(sizes.size(), mine.size(0)), sizes));
   }
-  if (logits.empty()) return {torch::zeros({0}), torch::zeros({0})};
-  torch::Tensor all = torch::cat(logits);
-  check_finite_predictions(all);
-  return {all, torch::cat(labels)};
+  if (distributed) {
+    while (auto batch = source.next()) {
+      keep_labels(*batch);
+      const torch::Tensor mine =
+          model->forward(rank_slice(*batch, comm->rank(), comm->world_size()).to(device)).to(torch::kCPU);
+      logits.push_back(gather_rows(*comm, mine));
+    }
+  }
+  if (logits.empty()) return {torch::zeros({0}), torch::zeros({0, 1}), torch::Tensor()};
+  Predictions out{torch::cat(logits), torch::cat(labels), weights.empty() ? torch::Tensor() : torch::cat(weights)};
+  check_finite_predictions(out.logits);
+  return out;
 }
 
 void check_finite_predictions(const torch::Tensor& logits) {
@@ -285,7 +325,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   struct Window {
     double loss_sum = 0;
     int64_t steps = 0;
-    std::vector<torch::Tensor> logits, labels;
+    std::vector<torch::Tensor> logits, labels, weights;
   } window;
   const bool window_metrics = metrics && cfg.log_interval > 0;
   auto close_window = [&] {
@@ -294,15 +334,15 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
                         {"steps", window.steps}};
     if (window_metrics) {
       torch::Tensor logits = window.logits.empty() ? torch::zeros({0}) : torch::cat(window.logits);
-      torch::Tensor labels = window.labels.empty() ? torch::zeros({0}) : torch::cat(window.labels);
+      torch::Tensor labels = window.labels.empty() ? torch::zeros({0, 1}) : torch::cat(window.labels);
+      torch::Tensor weights = window.weights.empty() ? torch::Tensor() : torch::cat(window.weights);
       if (distributed) {  // every rank's rows, as predict() gathers them
-        const std::vector<int64_t> sizes = comm->all_gather(logits.size(0));
-        const std::vector<int64_t> mine(sizes.size(), logits.size(0));
-        logits = comm->all_to_all(logits.repeat({comm->world_size()}), mine, sizes);
-        labels = comm->all_to_all(labels.to(logits.dtype()).repeat({comm->world_size()}), mine, sizes);
+        logits = gather_rows(*comm, logits);
+        labels = gather_rows(*comm, labels.to(logits.dtype()));
+        if (weights.defined()) weights = gather_rows(*comm, weights);
       }
       if (logits.numel() > 0) {
-        const nlohmann::json values = metrics(logits, labels);
+        const nlohmann::json values = metrics(logits, labels, weights);
         for (const auto& item : values.items()) line[item.key()] = item.value();
       }
     }
@@ -357,8 +397,9 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       checks.global_batch_size = batch->size();
       if (window_metrics)
         checks.after_forward = [&](const torch::Tensor& logits) {
-          window.logits.push_back(logits.reshape({-1}).to(torch::kCPU, torch::kFloat));
-          window.labels.push_back(b.labels.select(1, 0).to(torch::kCPU, torch::kFloat));
+          window.logits.push_back(logits.to(torch::kCPU, torch::kFloat));
+          window.labels.push_back(b.labels.to(torch::kCPU, torch::kFloat));
+          if (b.weights.defined()) window.weights.push_back(b.weights.to(torch::kCPU, torch::kFloat));
         };
       training.schedule_lr(pos.step);  // from the step count alone: a resumed run gets the same rates
       const torch::Tensor loss = train_step(model_, training, b, checks);

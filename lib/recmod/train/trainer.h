@@ -23,8 +23,25 @@ namespace recmod::train {
 /// A fresh pass over a data set; `epoch` seeds its shuffling, so the same
 /// (seed, epoch) gives the same batches.
 using DataFactory = std::function<std::unique_ptr<data::BatchSource>(int64_t epoch)>;
-/// Metrics of predictions (logits) against labels, as one JSON object.
-using MetricsFn = std::function<nlohmann::json(const torch::Tensor& logits, const torch::Tensor& labels)>;
+/// Metrics of predictions (logits (N), or (N, T) with tasks) against the
+/// labels (N, num_labels), with the sample weights (N; undefined when the
+/// data has none), as one JSON object.
+using MetricsFn = std::function<nlohmann::json(const torch::Tensor& logits, const torch::Tensor& labels,
+                                               const torch::Tensor& weights)>;
+
+/// The metrics of the config's tasks: without tasks, metrics_of_logits of
+/// the logits against label column 0 (auc, ne, ...); with tasks, per task
+/// "<task>.<metric>" (bce: auc, ne, log_loss, accuracy, calibration; mse:
+/// mse, rmse), each weighted by the sample weights when there are some, and
+/// "count".
+MetricsFn metrics_of_tasks(std::vector<config::TaskSpec> tasks);
+
+/// What predict() returns: a whole data set's logits, labels and weights.
+struct Predictions {
+  torch::Tensor logits;   // (N), or (N, T) for a config with T tasks
+  torch::Tensor labels;   // (N, num_labels)
+  torch::Tensor weights;  // (N) sample weights; undefined when the data has none
+};
 
 struct TrainerOptions {
   torch::Device device = torch::kCPU;
@@ -70,12 +87,13 @@ class Trainer {
   TrainerOptions options_;
 };
 
-/// Logits and labels (both (N)) of a whole data set, in eval mode, no grad.
-/// With a distributed communicator (a sharded model, global batches), each
-/// rank predicts its rows and every rank returns all of them, in data order.
-/// A NaN or inf logit throws InputError naming the rows.
-std::pair<torch::Tensor, torch::Tensor> predict(config::ModelGraph& model, data::BatchSource& source,
-                                                const torch::Device& device, dist::Communicator* comm = nullptr);
+/// Logits, labels and sample weights of a whole data set, in eval mode, no
+/// grad. With a distributed communicator
+/// (a sharded model, global batches), each rank predicts its rows and every
+/// rank returns all of them, in data order. A NaN or inf logit throws
+/// InputError naming the rows.
+Predictions predict(config::ModelGraph& model, data::BatchSource& source, const torch::Device& device,
+                    dist::Communicator* comm = nullptr);
 /// predict() refuses non-finite logits through this: InputError naming how
 /// many rows, and the first few (0-based, in data order).
 void check_finite_predictions(const torch::Tensor& logits);

@@ -57,7 +57,8 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
       embedding_options_(training.embedding_optimizer),
       dense_lr_(training.dense_optimizer.lr()),
       embedding_lr_(training.embedding_optimizer.lr()),
-      comm_(std::move(comm)) {
+      comm_(std::move(comm)),
+      tasks_(training.tasks) {
   if (!distributed()) return;
   std::set<const void*> sharded;
   for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))

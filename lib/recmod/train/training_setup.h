@@ -59,6 +59,8 @@ class TrainingSetup {
   void load_state_dict(const StateDict& state, const std::string& origin);
 
   const FusedCollections& fused() const { return fused_; }
+  /// The config's tasks (empty: one BCE task), for loss_of.
+  const std::vector<config::TaskSpec>& tasks() const { return tasks_; }
 
   /// The run's ranks (a one-process communicator when not distributed).
   dist::Communicator& comm() const { return *comm_; }
@@ -74,6 +76,7 @@ class TrainingSetup {
   double dense_lr_ = 0, embedding_lr_ = 0;
   std::shared_ptr<dist::Communicator> comm_;
   std::vector<torch::Tensor> replicated_;  // parameters every rank holds whole
+  std::vector<config::TaskSpec> tasks_;
 };
 
 }  // namespace recmod::train
