@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <limits>
+#include <map>
 #include <numeric>
 
 #include "recmod/common/errors.h"
@@ -24,6 +26,8 @@ std::vector<TablePlan> plans_of(const EmbeddingBagCollectionImpl& full, const st
 }
 
 bool holds(const Shard& s) { return holds_rows(s); }
+
+constexpr uint64_t kMaxId = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
 
 /// The local tables of `rank`: one per table it holds a shard of.
 std::vector<EmbeddingBagConfig> local_tables(const EmbeddingBagCollectionImpl& full, const std::string& module,
@@ -173,6 +177,7 @@ ShardedEmbeddingBagCollectionImpl::ShardedEmbeddingBagCollectionImpl(const Embed
                                               full_tables_[t].embedding_dim,
                                               weight_storage_dtype(full_tables_[t].data_type), table_plans_[t]});
   anchor_ = torch::zeros({}, torch::requires_grad());
+  managed_.resize(full_tables_.size());
 }
 
 KeyedJaggedTensor ShardedEmbeddingBagCollectionImpl::distribute_input(const KeyedJaggedTensor& features,
@@ -182,6 +187,7 @@ KeyedJaggedTensor ShardedEmbeddingBagCollectionImpl::distribute_input(const Keye
   const auto& opk = features.offset_per_key();
   const bool weighted = full_weighted_;
   // Per destination: lengths, ids and weights of its slots, from my batch.
+  std::map<std::pair<int64_t, int64_t>, torch::Tensor> routed;  // managed tables' hashed ids per (table, feature)
   std::vector<torch::Tensor> lengths_out, values_out, weights_out;
   std::vector<int64_t> length_rows(static_cast<size_t>(world_)), value_rows(static_cast<size_t>(world_));
   for (int64_t o = 0; o < world_; ++o) {
@@ -196,7 +202,23 @@ KeyedJaggedTensor ShardedEmbeddingBagCollectionImpl::distribute_input(const Keye
       torch::Tensor ids = features.values().narrow(0, opk[static_cast<size_t>(k)], opk[static_cast<size_t>(k) + 1] - opk[static_cast<size_t>(k)]);
       torch::Tensor w;
       if (weighted) w = features.weights().narrow(0, opk[static_cast<size_t>(k)], ids.size(0));
-      if (slot.type == ShardingType::row_wise) {
+      if (const auto& m = managed_[static_cast<size_t>(slot.table)]) {
+        // Managed collision: ids go by their block of the input space, as they are.
+        const auto key = std::make_pair(slot.table, slot.feature);
+        auto cached = routed.find(key);
+        if (cached == routed.end()) cached = routed.emplace(key, routed_ids(slot, ids)).first;
+        ids = cached->second;
+        const auto [first, last] = input_block(slot.table, m->block_of_rank[static_cast<size_t>(o)]);
+        auto keep = torch::zeros_like(ids, torch::kBool);
+        if (first < last) {  // first < 2**63 here
+          keep = ids.ge(static_cast<int64_t>(first));
+          if (last <= kMaxId) keep = keep.logical_and(ids.lt(static_cast<int64_t>(last)));
+        }
+        const auto bag = torch::repeat_interleave(torch::arange(b, len.options()), len);
+        len = torch::bincount(bag.masked_select(keep), {}, b);
+        ids = ids.masked_select(keep);
+        if (weighted) w = w.masked_select(keep);
+      } else if (slot.type == ShardingType::row_wise) {
         const auto keep = ids.ge(slot.shard.row_offset).logical_and(ids.lt(slot.shard.row_offset + slot.shard.rows));
         const auto bag = torch::repeat_interleave(torch::arange(b, len.options()), len);
         len = torch::bincount(bag.masked_select(keep), {}, b);
@@ -247,6 +269,34 @@ KeyedJaggedTensor ShardedEmbeddingBagCollectionImpl::distribute_input(const Keye
       const int64_t n = ids_per[static_cast<size_t>(r)][static_cast<size_t>(s)];
       val_parts.push_back(values.narrow(0, offset, n));
       if (weighted) w_parts.push_back(weights.narrow(0, offset, n));
+    }
+  }
+  // Managed tables: the holder remaps its ids (TorchRec's sharded MCC
+  // compute: profile, then remap to its local slots), all of a table's
+  // features in one call, as the unsharded collection does.
+  for (size_t t = 0; t < managed_.size(); ++t) {
+    const auto& m = managed_[t];
+    if (!m || !m->local) continue;
+    JtDict input;
+    std::vector<int64_t> table_slots;
+    for (int64_t s = 0; s < slots; ++s) {
+      if (mine[static_cast<size_t>(s)].table != static_cast<int64_t>(t)) continue;
+      std::vector<torch::Tensor> v(val_parts.begin() + s * world_, val_parts.begin() + (s + 1) * world_);
+      std::vector<torch::Tensor> l(len_parts.begin() + s * world_, len_parts.begin() + (s + 1) * world_);
+      input.emplace_back(full_tables_[t].feature_names[static_cast<size_t>(mine[static_cast<size_t>(s)].feature)],
+                         JaggedTensor::from_lengths(torch::cat(v), torch::cat(l)));
+      table_slots.push_back(s);
+    }
+    const JtDict remapped = m->local->remap(m->local->profile(input));
+    for (size_t i = 0; i < table_slots.size(); ++i) {
+      const int64_t s = table_slots[i];
+      int64_t at = 0;
+      for (int64_t r = 0; r < world_; ++r) {
+        auto& part = val_parts[static_cast<size_t>(s * world_ + r)];
+        const int64_t n = part.size(0);
+        part = remapped[i].second.values().narrow(0, at, n);
+        at += n;
+      }
     }
   }
   const int64_t global_batch = std::accumulate(batch_sizes.begin(), batch_sizes.end(), int64_t{0});
@@ -312,14 +362,26 @@ torch::Tensor ShardedEmbeddingBagCollectionImpl::exchange_backward(const torch::
 void ShardedEmbeddingBagCollectionImpl::check_ids(const KeyedJaggedTensor& features) const {
   const auto index = features.index_per_key();
   const auto& opk = features.offset_per_key();
-  for (const auto& t : full_tables_)
-    for (const auto& f : t.feature_names) {
+  for (size_t ti = 0; ti < full_tables_.size(); ++ti)
+    for (const auto& f : full_tables_[ti].feature_names) {
+      const auto& t = full_tables_[ti];
       const auto it = index.find(f);
       if (it == index.end())
         throw InputError(str_cat("EmbeddingBagCollection: feature '", f, "' of table '", t.name,
                                  "' is missing from the input, which has ", join_names(features.keys())));
       const auto k = static_cast<size_t>(it->second);
       if (opk[k + 1] == opk[k]) continue;
+      if (const auto& m = managed_[ti]) {
+        // Raw ids are the managed module's to map; they must fall in its input space.
+        if (m->hash) continue;  // hashed into [0, input_hash_size)
+        const auto [lo, hi] = torch::aminmax(features.values().slice(0, opk[k], opk[k + 1]).to(torch::kLong));
+        const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
+        if (min >= 0 && (m->input_size > kMaxId || static_cast<uint64_t>(max) < m->input_size)) continue;
+        throw InputError(str_cat("ManagedCollisionEmbeddingBagCollection: feature '", f, "' has id ", min < 0 ? min : max,
+                                 ", outside [0, ", m->input_size, "), the input space of managed table '", t.name,
+                                 "' that row-wise sharding splits; set managed_collision.input_hash (mod or murmur3) ",
+                                 "or an input_hash_size above the largest id"));
+      }
       const auto [lo, hi] = torch::aminmax(features.values().slice(0, opk[k], opk[k + 1]));
       const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
       if (min >= 0 && max < t.num_embeddings) continue;
@@ -331,6 +393,7 @@ void ShardedEmbeddingBagCollectionImpl::check_ids(const KeyedJaggedTensor& featu
 
 KeyedTensor ShardedEmbeddingBagCollectionImpl::forward_sharded(const KeyedJaggedTensor& features) {
   check_ids(features);  // here, not on the holder: a bad id must fail on the rank that read it
+  if (is_training() && !histories_sized_) size_managed_histories(features);
   const std::vector<int64_t> batch_sizes = comm_->all_gather(features.stride());
   const KeyedJaggedTensor global = distribute_input(features, batch_sizes);
   const int64_t global_batch = global.stride();
@@ -359,6 +422,65 @@ KeyedTensor ShardedEmbeddingBagCollectionImpl::forward_sharded(const KeyedJagged
     outputs.push_back(total);
   }
   return KeyedTensor(full_names_, full_widths_, torch::cat(outputs, 1));
+}
+
+void ShardedEmbeddingBagCollectionImpl::manage_table(int64_t table, const MCHManagedCollisionModuleOptions& options,
+                                                     std::shared_ptr<MCHManagedCollisionModuleImpl> local) {
+  TORCH_CHECK(table >= 0 && table < static_cast<int64_t>(full_tables_.size()), "manage_table: no table ", table);
+  const TablePlan& plan = table_plans_[static_cast<size_t>(table)];
+  if (plan.type != ShardingType::row_wise && plan.type != ShardingType::table_wise)
+    throw UsageError(str_cat("managed-collision table '", plan.table, "' is planned ", name_of(plan.type),
+                             "; managed-collision tables shard row_wise or table_wise only (TorchRec's too)"));
+  ManagedTable m;
+  m.input_size = options.input_hash_size();
+  m.hash = options.input_hash_func();
+  m.block_of_rank.assign(static_cast<size_t>(world_), -1);
+  int64_t shards = 0;
+  for (const auto& s : plan.shards)
+    if (holds(s)) m.block_of_rank[static_cast<size_t>(s.rank)] = shards++;
+  TORCH_CHECK(shards > 0, "manage_table: table ", plan.table, " has no rows");
+  const auto n = static_cast<uint64_t>(shards);
+  m.block = m.input_size / n + (m.input_size % n != 0 ? 1 : 0);  // ceil, without overflow
+  m.local = std::move(local);
+  TORCH_CHECK(!m.local == (m.block_of_rank[static_cast<size_t>(rank_)] < 0), "manage_table: the local module of ",
+              plan.table, " does not match this rank's rows");
+  managed_[static_cast<size_t>(table)] = std::move(m);
+}
+
+std::pair<uint64_t, uint64_t> ShardedEmbeddingBagCollectionImpl::input_block(int64_t table, int64_t shard) const {
+  const auto& m = *managed_[static_cast<size_t>(table)];
+  if (shard < 0) return {0, 0};
+  const uint64_t first = std::min(m.input_size, static_cast<uint64_t>(shard) * m.block);
+  return {first, std::min(m.input_size, first + m.block)};
+}
+
+torch::Tensor ShardedEmbeddingBagCollectionImpl::routed_ids(const SlotPlacement& slot, const torch::Tensor& ids) const {
+  const auto& m = *managed_[static_cast<size_t>(slot.table)];
+  torch::NoGradGuard no_grad;
+  const torch::Tensor long_ids = ids.to(torch::kLong);
+  return m.hash ? (*m.hash)(long_ids, m.input_size) : long_ids;
+}
+
+void ShardedEmbeddingBagCollectionImpl::size_managed_histories(const KeyedJaggedTensor& features) {
+  histories_sized_ = true;
+  std::vector<size_t> tables;
+  for (size_t t = 0; t < managed_.size(); ++t)
+    if (managed_[t]) tables.push_back(t);
+  if (tables.empty()) return;
+  // The ids of each managed table in the global batch: what its unsharded
+  // module would size its history from.
+  const auto lengths = features.length_per_key();
+  const auto index = features.index_per_key();
+  torch::Tensor numel = torch::zeros({static_cast<int64_t>(tables.size())}, torch::kLong);
+  for (size_t i = 0; i < tables.size(); ++i)
+    for (const auto& f : full_tables_[tables[i]].feature_names) {
+      const auto it = index.find(f);
+      if (it != index.end()) numel[static_cast<int64_t>(i)] += lengths[static_cast<size_t>(it->second)];
+    }
+  std::vector<torch::Tensor> buffer{numel};
+  comm_->all_reduce_sum(buffer);
+  for (size_t i = 0; i < tables.size(); ++i)
+    if (const auto& local = managed_[tables[i]]->local) local->size_history(buffer[0][static_cast<int64_t>(i)].item<int64_t>());
 }
 
 StateDict ShardedEmbeddingBagCollectionImpl::gather(const StateDict& local, const std::vector<TableTensorKind>& kinds) {

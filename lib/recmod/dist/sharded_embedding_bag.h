@@ -29,6 +29,8 @@
 #include <torch/types.h>
 
 #include <memory>
+#include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,7 @@
 #include "recmod/dist/communicator.h"
 #include "recmod/dist/sharding_plan.h"
 #include "recmod/dist/table_state.h"
+#include "recmod/mc/mc_modules.h"
 #include "recmod/modules/embedding_modules.h"
 
 namespace recmod::dist {
@@ -60,6 +63,24 @@ class ShardedEmbeddingBagCollectionImpl : public EmbeddingBagCollectionImpl {
   /// (B_local, sum D) in the unsharded key order. Collective.
   KeyedTensor forward_sharded(const KeyedJaggedTensor& features);
 
+  /// Routes the ids of table `table` (index in the unsharded collection;
+  /// row_wise or table_wise) as TorchRec's sharded ManagedCollisionCollection
+  /// does, inside this collection's own input dist: the sender applies the
+  /// input hash of `options` (the unsharded module's), each id goes to the
+  /// shard whose block of [0, input_hash_size) holds it (blocks of
+  /// ceil(input_hash_size / shards), in row order), and the holder remaps it
+  /// with `local` (its module for its rows: profile in training, then remap
+  /// to a local slot) before the lookup. `local` is null on a rank without
+  /// rows of the table. No collective beyond the EBC's own, but one
+  /// all-reduce at the first training step sizes every shard's history from
+  /// the global batch (MCHManagedCollisionModule::size_history).
+  void manage_table(int64_t table, const MCHManagedCollisionModuleOptions& options,
+                    std::shared_ptr<MCHManagedCollisionModuleImpl> local);
+  /// Ids [first, last) of the input space that block `shard` (index among
+  /// the table's shards with rows) of managed table `table` owns; last is
+  /// 2**63 at most; {0, 0} for shard -1.
+  std::pair<uint64_t, uint64_t> input_block(int64_t table, int64_t shard) const;
+
   /// The unsharded module's key order and widths.
   const std::vector<std::string>& full_embedding_names() const { return full_names_; }
   const std::vector<EmbeddingBagConfig>& full_configs() const { return full_tables_; }
@@ -83,6 +104,20 @@ class ShardedEmbeddingBagCollectionImpl : public EmbeddingBagCollectionImpl {
   torch::Tensor exchange_forward(const torch::Tensor& pooled, const std::vector<int64_t>& batch_sizes);
   torch::Tensor exchange_backward(const torch::Tensor& grad, const std::vector<int64_t>& batch_sizes);
   int64_t dp_width() const { return static_cast<int64_t>(dp_columns_.size()); }
+  /// Ids of slot (table, feature) of my batch as the holders see them: the
+  /// managed tables' input hash applied.
+  torch::Tensor routed_ids(const SlotPlacement& slot, const torch::Tensor& ids) const;
+  void size_managed_histories(const KeyedJaggedTensor& features);
+
+  struct ManagedTable {
+    uint64_t input_size = 0;
+    std::optional<HashFunc> hash;
+    uint64_t block = 0;                  // ceil(input_size / shards with rows)
+    std::vector<int64_t> block_of_rank;  // per rank: its block (index among the shards with rows), or -1
+    std::shared_ptr<MCHManagedCollisionModuleImpl> local;
+  };
+  std::vector<std::optional<ManagedTable>> managed_;  // per full table
+  bool histories_sized_ = false;
 
   std::shared_ptr<Communicator> comm_;
   int64_t rank_ = 0;

@@ -76,9 +76,8 @@ JtDict MCHManagedCollisionModuleImpl::preprocess(const JtDict& features) {
   return out;
 }
 
-void MCHManagedCollisionModuleImpl::init_history_buffers(const JtDict& features) {
-  int64_t numel = 0;
-  for (const auto& kv : features) numel += kv.second.values().numel();
+void MCHManagedCollisionModuleImpl::size_history(int64_t numel) {
+  if (input_history_buffer_size_ != -1) return;
   // int(numel * eviction_interval * 1.25), as TorchRec rounds it.
   input_history_buffer_size_ = static_cast<int64_t>(static_cast<double>(numel * options.eviction_interval()) * 1.25);
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device());
@@ -112,7 +111,11 @@ JtDict MCHManagedCollisionModuleImpl::profile(const JtDict& features) {
   }
   ++current_iter_;
   current_iter_tensor_.add_(1);
-  if (input_history_buffer_size_ == -1) init_history_buffers(features);
+  if (input_history_buffer_size_ == -1) {
+    int64_t numel = 0;
+    for (const auto& kv : features) numel += kv.second.values().numel();
+    size_history(numel);
+  }
   for (const auto& kv : features) append_to_history(kv.second.values());
   if (current_iter_ - last_eviction_iter_ == options.eviction_interval()) {
     coalesce_history();
@@ -221,9 +224,11 @@ int64_t MCHManagedCollisionModuleImpl::output_size() const {
 std::shared_ptr<ManagedCollisionModuleImpl> MCHManagedCollisionModuleImpl::rebuild_with_output_id_range(
     std::pair<int64_t, int64_t> output_id_range, std::optional<torch::Device> device) const {
   const int64_t new_output_size = output_id_range.second - output_id_range.first;
-  const auto new_zch_size =
-      static_cast<int64_t>(static_cast<double>(options.zch_size()) *
-                           (static_cast<double>(new_output_size) / static_cast<double>(output_size())));
+  // int(zch_size * new_output_size / output_size) as TorchRec's v0.7 wrote
+  // it, in integers: the float form can land one below an exact quotient
+  // (a whole row range without mch_size then gets zch_size = rows - 1).
+  const auto new_zch_size = static_cast<int64_t>(static_cast<__int128>(options.zch_size()) * new_output_size /
+                                                 output_size());
   const int64_t new_mch_size = new_output_size - new_zch_size;
   MCHManagedCollisionModuleOptions o = options;
   o.zch_size(new_zch_size)

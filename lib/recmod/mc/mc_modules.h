@@ -118,13 +118,17 @@ class MCHManagedCollisionModuleImpl : public ManagedCollisionModuleImpl {
 
   /// History capacity; -1 until the first training batch sizes it.
   int64_t history_capacity() const { return input_history_buffer_size_; }
+  /// Sizes the history as a first training batch of `numel` ids would
+  /// (int(numel * eviction_interval * 1.25)), unless it is sized already. A
+  /// row-wise shard is sized from the global batch's ids of its table, so it
+  /// drops ids only where the unsharded module would.
+  void size_history(int64_t numel);
   /// Ids recorded since the last eviction.
   int64_t history_size() const { return current_history_buffer_offset_; }
 
   MCHManagedCollisionModuleOptions options;
 
  private:
-  void init_history_buffers(const JtDict& features);
   void append_to_history(const torch::Tensor& values);
   void coalesce_history();
   void update_and_evict(const torch::Tensor& uniq_ids, const torch::Tensor& uniq_ids_counts,

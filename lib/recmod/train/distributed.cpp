@@ -10,7 +10,9 @@
 #include "recmod/config/value.h"
 #include "recmod/dist/planner.h"
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
+#include "recmod/dist/sharded_mc_embedding_bag.h"
 #include "recmod/mc/mc_collection.h"
+#include "recmod/mc/mc_embedding_modules.h"
 #include "recmod/mc/mc_modules.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/optim/row_update.h"
@@ -51,12 +53,13 @@ KeyedJaggedTensor slice_rows(const KeyedJaggedTensor& kjt, int64_t start, int64_
 struct AnySharded {
   std::shared_ptr<dist::ShardedEmbeddingBagCollectionImpl> ebc;
   std::shared_ptr<dist::ShardedEmbeddingCollectionImpl> ec;
-  StateDict local_state() const { return ebc ? state_dict(*ebc) : state_dict(*ec); }
+  std::shared_ptr<dist::ShardedManagedCollisionEmbeddingBagCollectionImpl> mc;
+  StateDict local_state() const { return ebc ? state_dict(*ebc) : mc ? state_dict(*mc) : state_dict(*ec); }
   StateDict gather(const StateDict& local, const std::vector<dist::TableTensorKind>& kinds) const {
-    return ebc ? ebc->gather(local, kinds) : ec->gather(local, kinds);
+    return ebc ? ebc->gather(local, kinds) : mc ? mc->gather(local, kinds) : ec->gather(local, kinds);
   }
   StateDict slice(const StateDict& full, const std::vector<dist::TableTensorKind>& kinds, const std::string& origin) const {
-    return ebc ? ebc->slice(full, kinds, origin) : ec->slice(full, kinds, origin);
+    return ebc ? ebc->slice(full, kinds, origin) : mc ? mc->slice(full, kinds, origin) : ec->slice(full, kinds, origin);
   }
 };
 
@@ -67,7 +70,8 @@ std::vector<std::pair<std::string, std::shared_ptr<AnySharded>>> all_sharded(con
     auto any = std::make_shared<AnySharded>();
     any->ebc = std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(model->node_module(i));
     any->ec = std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(model->node_module(i));
-    if (any->ebc || any->ec) out.emplace_back(model->nodes()[i].name, any);
+    any->mc = std::dynamic_pointer_cast<dist::ShardedManagedCollisionEmbeddingBagCollectionImpl>(model->node_module(i));
+    if (any->ebc || any->ec || any->mc) out.emplace_back(model->nodes()[i].name, any);
   }
   return out;
 }
@@ -123,10 +127,28 @@ void order_like_one_process(StateDict& state, const config::ModelGraph& model, c
 
 }  // namespace
 
+/// The EmbeddingBagCollection of node `i`: the node itself, or the one inside a
+/// managed-collision EBC (sharded or not); nullptr for other nodes.
+std::shared_ptr<EmbeddingBagCollectionImpl> bag_collection_of(const config::ModelGraph& model, size_t i) {
+  const auto module = model->node_module(i);
+  if (auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(module)) return ebc;
+  if (auto mc = std::dynamic_pointer_cast<ManagedCollisionEmbeddingBagCollectionImpl>(module))
+    return mc->embedding_bag_collection().ptr();
+  if (auto mc = std::dynamic_pointer_cast<dist::ShardedManagedCollisionEmbeddingBagCollectionImpl>(module))
+    return std::shared_ptr<EmbeddingBagCollectionImpl>(module, &mc->embedding_bag_collection());
+  return nullptr;
+}
+
+bool is_managed_bag_collection(const config::ModelGraph& model, size_t i) {
+  const auto module = model->node_module(i);
+  return std::dynamic_pointer_cast<ManagedCollisionEmbeddingBagCollectionImpl>(module) ||
+         std::dynamic_pointer_cast<dist::ShardedManagedCollisionEmbeddingBagCollectionImpl>(module);
+}
+
 std::vector<dist::TableShape> shardable_tables(const config::ModelGraph& model) {
   std::vector<dist::TableShape> out;
   for (size_t i = 0; i < model->nodes().size(); ++i) {
-    const auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(model->node_module(i));
+    const auto ebc = bag_collection_of(model, i);
     if (!ebc) {
       add_embedding_collection_tables(model, i, out);  // sharded EmbeddingCollection
       continue;
@@ -147,7 +169,20 @@ dist::ShardingPlan plan_model(const config::ModelGraph& model, const config::Mod
   planner.memory_per_rank = memory_per_rank;
   planner.batch_size_per_rank = config.training.batch_size;
   planner.optimizer = config.training.embedding_optimizer;
-  return dist::plan_sharding(shardable_tables(model), config.sharding, planner);
+  // Managed-collision tables are row_wise unless the config says otherwise
+  // (TorchRec shards them row-wise: each rank owns a slot range).
+  dist::ShardingRequest request = config.sharding;
+  for (size_t i = 0; i < model->nodes().size(); ++i) {
+    if (!is_managed_bag_collection(model, i)) continue;
+    const std::string& node = model->nodes()[i].name;
+    for (const auto& t : bag_collection_of(model, i)->embedding_bag_configs()) {
+      auto& asked = request.tables[node + "." + t.name];
+      const auto bare = config.sharding.tables.find(t.name);
+      if (!asked.type && bare == config.sharding.tables.end()) asked.type = dist::ShardingType::row_wise;
+      if (!asked.type) request.tables.erase(node + "." + t.name);
+    }
+  }
+  return dist::plan_sharding(shardable_tables(model), request, planner);
 }
 
 std::string describe_plan(const dist::ShardingPlan& plan) {
@@ -165,13 +200,24 @@ void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
   comm->expect_same("the sharding plan", static_cast<int64_t>(std::hash<std::string>{}(describe_plan(plan))));
   // Managed-collision modules remap ids with state of their own, which each
   // rank would update from its rows only: the replicas would drift apart.
+  // The MC-EBC is sharded (each rank remaps the ids of its slot range);
+  // any other module holding one is refused.
   for (size_t i = 0; i < model->nodes().size(); ++i)
-    if (auto module = model->node_module(i))
+    if (auto module = model->node_module(i); module && !is_managed_bag_collection(model, i))
       for (const auto& m : module->modules())
         if (std::dynamic_pointer_cast<ManagedCollisionModuleImpl>(m) || std::dynamic_pointer_cast<ManagedCollisionCollectionImpl>(m))
           throw UsageError(str_cat("node '", model->nodes()[i].name, "' (", model->nodes()[i].type,
                                    ") has managed-collision tables, which distributed training does not shard yet; "
                                    "train it in one process"));
+  for (size_t i = 0; i < model->nodes().size(); ++i) {
+    auto mc = std::dynamic_pointer_cast<ManagedCollisionEmbeddingBagCollectionImpl>(model->node_module(i));
+    if (!mc) continue;
+    auto sharded = std::make_shared<dist::ShardedManagedCollisionEmbeddingBagCollectionImpl>(
+        *mc, model->nodes()[i].name, plan, comm);
+    model->replace_node(i, sharded, [sharded](const std::vector<config::Value>& in) {
+      return config::Value::of_pooled(sharded->forward_sharded(in[0].sparse));
+    });
+  }
   for (size_t i = 0; i < model->nodes().size(); ++i) {
     const auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(model->node_module(i));
     if (!ebc || std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(ebc)) continue;

@@ -68,8 +68,10 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
   for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
     if (auto ec = std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(item.value()))
       for (const auto& p : ec->sharded_parameters()) sharded.insert(p.unsafeGetTensorImpl());
+  // Counters kept as parameters without gradients (an MC module's
+  // iteration) are not all-reduced.
   for (const auto& p : model->parameters())
-    if (!sharded.count(p.unsafeGetTensorImpl())) replicated_.push_back(p);
+    if (!sharded.count(p.unsafeGetTensorImpl()) && p.requires_grad()) replicated_.push_back(p);
 }
 
 void TrainingSetup::schedule_lr(int64_t step) {
