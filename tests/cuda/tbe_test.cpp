@@ -126,7 +126,10 @@ TEST(CudaTbe, ForwardAndFusedUpdateMatchTheCpuKernel) {
               const torch::Tensor grad = torch::randn(out_cpu.sizes());
               const torch::Tensor wg_cpu = fused_backward_update(cpu.plan, cpu.input, grad, opt_cpu, weighted);
               const torch::Tensor wg_gpu = fused_backward_update(gpu.plan, gpu.input, grad.to(kCuda), opt_gpu, weighted);
-              if (weighted) expect_close(wg_cpu, wg_gpu, 1e-4, "per-sample weight gradient");
+              // Step 0 reads the same rows on both sides; later steps read
+              // rows that may differ by one unit of a 16-bit storage type.
+              const double wg_tol = step == 0 || dtype == torch::kFloat ? 1e-4 : 20 * tol;
+              if (weighted) expect_close(wg_cpu, wg_gpu, wg_tol, "per-sample weight gradient");
             }
             for (size_t t = 0; t < dims.size(); ++t) {
               expect_close(cpu.plan.tables[t], gpu.plan.tables[t], tol, "table " + std::to_string(t));

@@ -513,7 +513,10 @@ struct CudaErrorSlot {
 
 CudaErrorSlot& cuda_error_slot(const torch::Device& device) {
   static std::mutex mutex;
-  static std::map<int, CudaErrorSlot> slots;
+  // Never destroyed: at exit libtorch's CUDA state may be gone before a
+  // static's destructor frees pinned memory (PyTorch 2.11 then aborts with
+  // "Unrecognized stream" in ~TensorImpl, seen on the GPU machine).
+  static auto& slots = *new std::map<int, CudaErrorSlot>();
   std::lock_guard<std::mutex> lock(mutex);
   CudaErrorSlot& slot = slots[device.has_index() ? device.index() : 0];
   if (!slot.device.defined()) {
