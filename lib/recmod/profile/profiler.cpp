@@ -5,12 +5,15 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <iomanip>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "recmod/common/errors.h"
+#include "recmod/common/state_dict.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/train_step.h"
 #include "recmod/train/training_setup.h"
@@ -78,7 +81,7 @@ data::Batch SyntheticBatches::next() {
   auto dense = torch::randn({batch_size_, schema_.num_dense}, generator_);
   auto ids = torch::randint(0, id_range_, {num_sparse * batch_size_}, generator_, torch::kLong);
   auto lengths = torch::ones({num_sparse * batch_size_}, torch::kInt);
-  auto labels = torch::randint(0, 2, {batch_size_, 1}, generator_, torch::kFloat);
+  auto labels = torch::randint(0, 2, {batch_size_, schema_.num_labels}, generator_, torch::kFloat);
   return data::Batch{dense, KeyedJaggedTensor::from_lengths(schema_.sparse_features, ids, lengths, std::nullopt, batch_size_),
                      labels};
 }
@@ -227,6 +230,79 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
   return report;
 }
 
+ProfileReport profile_inference(config::ModelGraph& model, const NextBatch& next_batch, int64_t steps, int64_t warmup,
+                                const torch::Device& device, const std::string& trace_path) {
+  TORCH_CHECK(steps > 0, "profile: steps must be > 0, got ", steps);
+  model->to(device);
+  model->eval();
+  c10::InferenceMode inference;  // as train::infer, what `recmod eval` runs
+  const auto& order = model->order();
+  const size_t num_nodes = model->nodes().size();
+  ProfileReport report;
+  report.inference = true;
+  std::vector<double> forward_ms(num_nodes, 0);
+  nlohmann::json trace = nlohmann::json::array();
+  const auto origin = Clock::now();
+  double total_step_ms = 0;
+  int64_t examples = 0;
+  for (int64_t step = 0; step < warmup + steps; ++step) {
+    auto batch = next_batch();
+    if (!batch) throw InputError(str_cat("profile: the data ran out after ", step, " batches; use fewer --steps"));
+    auto b = batch->to(device);
+    sync(device);
+    const auto step_start = Clock::now();
+    NodeTimer timer(model, device, step_start);
+    model->forward(b, &timer);
+    sync(device);
+    const auto step_end = Clock::now();
+    if (step < warmup) continue;
+    for (size_t i : order) {
+      forward_ms[i] += ms_between(timer.forward_start(i), timer.forward_end(i));
+      trace.push_back({{"name", model->nodes()[i].name}, {"cat", "forward"}, {"ph", "X"}, {"pid", 0}, {"tid", 0},
+                       {"ts", us_since(origin, timer.forward_start(i))},
+                       {"dur", us_since(timer.forward_start(i), timer.forward_end(i))}});
+    }
+    trace.push_back({{"name", "step"}, {"cat", "step"}, {"ph", "X"}, {"pid", 0}, {"tid", 2},
+                     {"ts", us_since(origin, step_start)}, {"dur", us_since(step_start, step_end)}});
+    total_step_ms += ms_between(step_start, step_end);
+    examples += batch->size();
+  }
+  report.batch_size = examples / steps;
+  report.steps = steps;
+  report.step_ms = total_step_ms / steps;
+  report.examples_per_s = total_step_ms > 0 ? examples / (total_step_ms / 1000.0) : 0;
+  for (size_t i : order) report.nodes.push_back({model->nodes()[i].name, model->nodes()[i].type, forward_ms[i] / steps, 0});
+  // Memory: each table (a quantized one's codes, scale and bias together,
+  // by their state_dict keys less the suffix), then the dense parameters.
+  std::map<std::string, int64_t> table_bytes;
+  std::vector<std::string> table_order;
+  std::set<std::string> dense_keys;
+  for (const auto& [name, p] : model->dense_parameters()) dense_keys.insert(name);
+  ParameterMemory dense{"dense parameters", 0, 0};
+  for (const auto& [key, tensor] : state_dict(*model)) {
+    const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
+    if (dense_keys.count(key)) {
+      dense.parameter_bytes += bytes;
+      continue;
+    }
+    std::string table = key;
+    for (const char* suffix : {"_qscale", "_qbias"})
+      if (table.size() > std::strlen(suffix) && table.compare(table.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+        table.resize(table.size() - std::strlen(suffix));
+    if (!table_bytes.count(table)) table_order.push_back(table);
+    table_bytes[table] += bytes;
+  }
+  for (const auto& t : table_order) report.memory.push_back({t, table_bytes[t], 0});
+  report.memory.push_back(dense);
+  report.peak_rss_bytes = peak_rss_bytes();
+  if (!trace_path.empty()) {
+    std::ofstream out(trace_path);
+    out << nlohmann::json{{"traceEvents", trace}, {"displayTimeUnit", "ms"}}.dump() << "\n";
+    if (!out) throw InputError(str_cat(trace_path, ": cannot write the trace"));
+  }
+  return report;
+}
+
 nlohmann::json ProfileReport::to_json() const {
   nlohmann::json nodes_json = nlohmann::json::array(), memory_json = nlohmann::json::array();
   for (const auto& n : nodes)
@@ -237,7 +313,8 @@ nlohmann::json ProfileReport::to_json() const {
     params += m.parameter_bytes;
     opt += m.optimizer_bytes;
   }
-  return {{"batch_size", batch_size}, {"steps", steps}, {"step_ms", step_ms}, {"examples_per_s", examples_per_s},
+  return {{"mode", inference ? "inference" : "train"}, {"batch_size", batch_size}, {"steps", steps}, {"step_ms", step_ms},
+          {"examples_per_s", examples_per_s},
           {"nodes", nodes_json}, {"memory", memory_json}, {"total_parameter_bytes", params},
           {"total_optimizer_bytes", opt}, {"peak_rss_bytes", peak_rss_bytes}};
 }
@@ -245,7 +322,8 @@ nlohmann::json ProfileReport::to_json() const {
 std::string ProfileReport::to_table() const {
   std::ostringstream os;
   os << std::fixed << std::setprecision(3);
-  os << "batch " << batch_size << ", " << steps << " timed steps: " << step_ms << " ms/step, " << std::setprecision(0)
+  os << (inference ? "inference (forward only, no grad), " : "") << "batch " << batch_size << ", " << steps
+     << " timed steps: " << step_ms << " ms/step, " << std::setprecision(0)
      << examples_per_s << " examples/s\n\n" << std::setprecision(3);
   os << std::left << std::setw(24) << "node" << std::setw(28) << "type" << std::right << std::setw(12) << "forward ms"
      << std::setw(13) << "backward ms" << "\n";
