@@ -131,7 +131,7 @@ TEST(MultiTaskGraph, ForwardGivesOneColumnPerTaskAndTrains) {
   double last = first;
   for (int i = 0; i < 30; ++i) last = train_step(model, setup, batch).item<double>();
   EXPECT_LT(last, first);  // both heads learn through the one loss
-  EXPECT_THAT(model->describe(), HasSubstr("outputs (tasks): [click_head, rating_head]"));
+  EXPECT_THAT(model->describe(), HasSubstr("output: [click_head, rating_head] (one per task)"));
 }
 
 TEST(MultiTaskMetrics, PerTaskKeysWeightedByTheSampleWeights) {

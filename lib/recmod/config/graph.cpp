@@ -153,6 +153,7 @@ data::DataSchema ModelGraphImpl::schema() const {
   data::DataSchema s;
   s.num_dense = spec_.features.num_dense;
   s.sparse_features = spec_.features.sparse_names();
+  s.num_labels = spec_.num_labels;
   return s;
 }
 
@@ -212,7 +213,7 @@ std::string ModelGraphImpl::describe() const {
   if (spec_.outputs.empty())
     os << "output: " << spec_.output << "\n";
   else
-    os << "outputs (tasks): " << join_names(spec_.outputs) << "\n";
+    os << "output: " << join_names(spec_.outputs) << " (one per task)\n";
   os << "parameters: " << dense_params + embedding_params << " (dense " << dense_params << ", embedding "
      << embedding_params << ")\n";
   return os.str();

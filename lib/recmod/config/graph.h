@@ -58,7 +58,7 @@ class ModelGraphImpl : public torch::nn::Module {
   static constexpr int64_t kDenseInput = -1;
   static constexpr int64_t kSparseInput = -2;
 
-  /// The features a batch must carry, in the config's order.
+  /// The features (and label columns) a batch must carry, in the config's order.
   data::DataSchema schema() const;
   /// Checks a data set's schema against the features (same dense count,
   /// every sparse feature present); throws InputError.

@@ -378,6 +378,7 @@ ModelConfig parse_model_config(const ConfigNode& root) {
   if (config.nodes.empty()) nodes.fail("expected at least one node");
   check_feature_ranges(root["features"], config);
   if (auto d = root.find("data")) config.data = parse_data(*d, config);
+  config.num_labels = static_cast<int64_t>(config.data.labels.size());
   std::vector<std::string> metrics = eval_metric_names();
   if (auto tasks = root.find("tasks")) {
     if (root.has("output")) root["output"].fail("give either 'output' (one task) or 'tasks' (several), not both");

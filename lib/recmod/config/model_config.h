@@ -117,6 +117,7 @@ struct ModelSpec {
   /// returns (B, T)); empty: `output` alone (forward returns (B)).
   std::vector<std::string> outputs;
   std::vector<ConfigNode> outputs_yaml;
+  int64_t num_labels = 1;  // label columns a batch carries (the data's labels, data.labels)
 };
 
 /// A whole config file: the model, and the run's sections, which go to the
