@@ -18,6 +18,7 @@
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
+#include "recmod/train/quantized_model.h"
 #include "recmod/train/trainer.h"
 
 namespace recmod::app {
@@ -113,6 +114,12 @@ int run_eval(const EvalArgs& given) {
   const int64_t world = joined.comm->world_size();
   auto opened = world > 1 ? train::open_model_deferred(args.config, args.overrides)
                           : train::open_model(args.config, args.checkpoint, args.overrides);
+  // Tables the config declares int8 / int4 / int2 are evaluated quantized
+  // (from a float checkpoint: quantized here, as `recmod quantize` would).
+  if (world == 1) {
+    const auto quantized = train::quantize_as_configured(opened.model);
+    if (!quantized.empty()) std::cerr << "quantized as configured: " << quantized.size() << " table(s)\n";
+  }
   const std::string data = !args.data.empty() ? args.data : opened.config.data.eval;
   if (data.empty()) throw UsageError("no data: pass --data FILE (or set data.eval in the config)");
   auto device = parse_device(args.device);

@@ -11,6 +11,7 @@
 #include "recmod/profile/profiler.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
+#include "recmod/train/quantized_model.h"
 
 namespace recmod::app {
 
@@ -29,11 +30,47 @@ struct ProfileArgs {
   std::string device = "cpu";
   int threads = 0;
   std::vector<std::string> overrides;  // --set KEY=VALUE
+  std::string checkpoint;
+  bool inference = false;
   DistArgs dist;
 };
 
+/// --inference / --checkpoint: forward passes of the model as `recmod eval`
+/// runs it (a quantized checkpoint's tables, or the config's int data_types
+/// quantized), in one process.
+int run_inference_profile(const ProfileArgs& args) {
+  if (args.dist.nproc > 1) throw UsageError("profile --inference runs in one process; drop --nproc");
+  set_threads(args.threads);
+  auto opened = train::open_model(args.config, args.checkpoint, args.overrides);
+  const auto quantized = train::quantize_as_configured(opened.model);
+  if (!quantized.empty()) std::cerr << "quantized as configured: " << quantized.size() << " table(s)\n";
+  const int64_t batch_size = args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size;
+  profile::NextBatch next;
+  std::shared_ptr<data::BatchSource> source;
+  std::shared_ptr<profile::SyntheticBatches> synthetic;
+  if (args.synthetic) {
+    synthetic = std::make_shared<profile::SyntheticBatches>(opened.model, batch_size, opened.config.training.seed);
+    next = [synthetic] { return std::optional<data::Batch>(synthetic->next()); };
+  } else {
+    train::DataOptions read;
+    read.format = args.format;
+    read.batch_size = batch_size;
+    source = train::open_batches(opened, args.data, read);
+    next = [source] { return source->next(); };
+  }
+  auto report = profile::profile_inference(opened.model, next, args.steps, args.warmup, parse_device(args.device), args.trace);
+  std::cout << report.to_table();
+  if (!args.trace.empty()) std::cout << "Chrome trace: " << args.trace << "\n";
+  if (!args.json.empty()) {
+    std::ofstream(args.json) << report.to_json().dump(2) << "\n";
+    std::cout << "JSON report: " << args.json << "\n";
+  }
+  return 0;
+}
+
 int run_profile(const ProfileArgs& args) {
   if (args.synthetic == !args.data.empty()) throw UsageError("give exactly one of --data FILE and --synthetic");
+  if (!args.checkpoint.empty() || args.inference) return run_inference_profile(args);
   if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
@@ -91,6 +128,11 @@ void add_profile(CLI::App& app, Actions& actions) {
   cmd->add_option("--trace", args->trace, "Chrome trace output ('' for none)")->capture_default_str();
   cmd->add_option("--json", args->json, "Also write the report as JSON to FILE");
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();
+  cmd->add_flag("--inference", args->inference,
+                "Profile forward passes as `recmod eval` runs them (eval mode, no grad); tables the config declares "
+                "int8 | int4 | int2 are quantized");
+  cmd->add_option("--checkpoint", args->checkpoint,
+                  "Load this checkpoint (float or quantized, as `recmod eval` does); implies --inference");
   cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");
   add_dist_options(cmd, args->dist);
   actions["profile"] = [args] { return run_profile(*args); };

@@ -1,6 +1,6 @@
 // recmod quantize CONFIG --checkpoint model.pt --out model_int8.pt
 // [--dtype int8|int4|int2|fp16|fp32] [--table t=int4 ...]: converts a trained
-// checkpoint's EmbeddingBagCollection tables to row-wise quantized ones
+// checkpoint's EmbeddingBagCollection / EmbeddingCollection tables to row-wise quantized ones
 // (TorchRec's quantized state_dict keys) and reports per table the bytes
 // before and after and the mean / max absolute error of the rows.
 #include <iomanip>
@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands/commands.h"
+#include "commands/config_overrides.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
@@ -22,10 +23,11 @@ namespace {
 
 struct QuantizeArgs {
   std::string config, checkpoint, out;
-  std::string dtype = "int8";
+  std::string dtype;  // empty: the config's int data_types, else int8
   std::vector<std::string> tables;
   bool json = false;
   int threads = 0;
+  std::vector<std::string> overrides;  // --set KEY=VALUE
 };
 
 torch::Dtype weight_dtype_of(const std::string& name) {
@@ -46,19 +48,22 @@ torch::Dtype weight_dtype_of(const std::string& name) {
 
 int run_quantize(const QuantizeArgs& args) {
   set_threads(args.threads);
-  quant::QuantConfig config;
-  config.weight = weight_dtype_of(args.dtype);
+  auto opened = train::open_model(args.config, args.checkpoint, args.overrides);
+  if (train::has_quantized_tables(state_dict(*opened.model)))
+    throw InputError(str_cat(args.checkpoint, " is already quantized; quantize the float checkpoint"));
+  // Without --dtype, tables the config declares int8 / int4 / int2 get that type, the others int8.
+  quant::QuantConfig config = args.dtype.empty() ? train::configured_quant_config(opened.model, torch::kQInt8)
+                                                 : quant::QuantConfig{};
+  if (!args.dtype.empty()) config.weight = weight_dtype_of(args.dtype);
   for (const auto& spec : args.tables) {
     const auto eq = spec.find('=');
     if (eq == std::string::npos || eq == 0)
       throw UsageError(str_cat("--table expects TABLE=DTYPE (e.g. t_C1=int4), got '", spec, "'"));
     config.per_table_weight_dtype[spec.substr(0, eq)] = weight_dtype_of(spec.substr(eq + 1));
   }
-  auto opened = train::open_model(args.config, args.checkpoint);
-  if (train::has_quantized_tables(state_dict(*opened.model)))
-    throw InputError(str_cat(args.checkpoint, " is already quantized; quantize the float checkpoint"));
   const auto reports = train::quantize_model(opened.model, config);
-  if (reports.empty()) throw UsageError(str_cat(args.config, " has no EmbeddingBagCollection node; nothing to quantize"));
+  if (reports.empty())
+    throw UsageError(str_cat(args.config, " has no EmbeddingBagCollection or EmbeddingCollection node; nothing to quantize"));
   io::save_tensors(args.out, state_dict(*opened.model));
   int64_t before = 0, after = 0;
   nlohmann::json tables = nlohmann::json::array();
@@ -102,9 +107,12 @@ void add_quantize(CLI::App& app, Actions& actions) {
       "quantize", "Quantize a checkpoint's embedding tables (INT8/INT4/INT2 rows with a per-row scale and bias) for inference");
   auto args = std::make_shared<QuantizeArgs>();
   cmd->add_option("config", args->config, "Model config (YAML)")->required();
+  add_config_overrides(cmd, args->overrides);
   cmd->add_option("--checkpoint", args->checkpoint, "model.pt of a run (float tables)")->required();
   cmd->add_option("--out", args->out, "Where to write the quantized checkpoint")->required();
-  cmd->add_option("--dtype", args->dtype, "Type of every table: int8 | int4 | int2 | fp16 | fp32")->capture_default_str();
+  cmd->add_option("--dtype", args->dtype,
+                  "Type of every table: int8 | int4 | int2 | fp16 | fp32 (default: each table's data_type in the "
+                  "config where it is int8 | int4 | int2, else int8)");
   cmd->add_option("--table", args->tables, "Per-table type, TABLE=DTYPE (repeatable), e.g. --table t_C1=int4");
   cmd->add_flag("--json", args->json, "Print one JSON object instead of a table");
   cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");

@@ -100,13 +100,54 @@ TEST(QuantizeCliTest, ACheckpointThatDoesNotFitTheConfigNamesTheTable) {
 
   r = run_recmod("quantize " + kDemo + " --checkpoint " + t.model + " --out " + t.dir + "/x.pt --table t_C99=int4");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.output, HasSubstr("no EmbeddingBagCollection has a table 't_C99'"));
+  EXPECT_THAT(r.output, HasSubstr("no EmbeddingBagCollection or EmbeddingCollection has a table 't_C99'"));
   r = run_recmod("quantize " + kDemo + " --checkpoint " + t.model + " --out " + t.dir + "/x.pt --dtype int3");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("unknown table data type 'int3'"));
   r = run_recmod("quantize " + kDemo + " --checkpoint " + int4 + " --out " + t.dir + "/x.pt");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("is already quantized"));
+}
+
+TEST(QuantizeCliTest, TheConfigsDataTypesAreUsedByEvalQuantizeAndProfile) {
+  const Trained& t = trained();
+  const std::string int4 = "--set 'nodes.sparse_arch.tables[0].data_type=int4'";
+  // eval of the float checkpoint with t_C1 declared int4: the node is
+  // quantized (t_C1 INT4, the others FP32), close to the float model.
+  auto r = run_recmod("eval " + kDemo + " " + int4 + " --checkpoint " + t.model + " --data " + t.eval +
+                      " --json --baseline " + t.model);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("quantized as configured: 26 table(s)"));
+  auto m = last_json(r);
+  EXPECT_NE(m["auc"].get<double>(), m["baseline"]["auc"].get<double>());
+  EXPECT_LT(std::abs(m["change"]["auc"].get<double>()), 0.01) << m.dump();
+
+  // quantize without --dtype: the declared type, the others INT8.
+  const std::string mixed = t.dir + "/declared.pt";
+  r = run_recmod("quantize " + kDemo + " " + int4 + " --checkpoint " + t.model + " --out " + mixed + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto report = last_json(r);
+  EXPECT_EQ(report["tables"][0]["type"], "INT4");
+  EXPECT_EQ(report["tables"][1]["type"], "INT8");
+  // Its rows against a config that declares another type: refused, naming both.
+  r = run_recmod("eval " + kDemo + " --set 'nodes.sparse_arch.tables[0].data_type=int8' --checkpoint " + mixed +
+                 " --data " + t.eval);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("table 't_C1' of node 'sparse_arch' (dimension 8): the config says data_type INT8, "
+                                  "the checkpoint holds INT4 rows"));
+
+  // profile of the quantized checkpoint: forward passes, the tables' bytes.
+  const std::string json = t.dir + "/profile_q.json";
+  r = run_recmod("profile " + kDemo + " --checkpoint " + mixed + " --data " + t.eval +
+                 " --steps 2 --warmup 1 --batch-size 100 --trace '' --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("inference (forward only, no grad), batch 100, 2 timed steps"));
+  std::ifstream in(json);
+  const auto p = nlohmann::json::parse(in);
+  EXPECT_EQ(p["mode"], "inference");
+  EXPECT_EQ(p["memory"][0]["name"], "sparse_arch.embedding_bags.t_C1.weight");
+  EXPECT_EQ(p["memory"][0]["parameter_bytes"].get<int64_t>(), 2000 * (4 + 4));  // INT4: 4 bytes of codes + fp16 scale, bias
+  EXPECT_EQ(p["memory"][1]["parameter_bytes"].get<int64_t>(), 2000 * (8 + 8));  // INT8
 }
 
 TEST(QuantizeCliTest, AQuantizedCheckpointIsNotTrainedFrom) {

@@ -46,7 +46,10 @@ TEST(EmbeddingConfigs, DataTypeConversions) {
   EXPECT_EQ(data_type_num_bits(DataType::INT4), 4);
   EXPECT_EQ(data_type_num_bits(DataType::BF16), 16);
   EXPECT_EQ(weight_storage_dtype(DataType::FP32), torch::kFloat32);
-  EXPECT_EQ(weight_storage_dtype(DataType::INT8), torch::kFloat16);
+  EXPECT_EQ(weight_storage_dtype(DataType::FP16), torch::kFloat16);
+  EXPECT_EQ(weight_storage_dtype(DataType::BF16), torch::kBFloat16);
+  EXPECT_EQ(weight_storage_dtype(DataType::INT8), torch::kFloat32);  // trained in float32, quantized for inference
+  EXPECT_EQ(weight_storage_dtype(DataType::INT4), torch::kFloat32);
 }
 
 TEST(EmbeddingConfigs, InitBoundsDefaultToInverseSqrtRows) {

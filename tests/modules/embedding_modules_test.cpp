@@ -208,7 +208,10 @@ TEST(EmbeddingCollection, GradientsReachLookedUpRows) {
 
 TEST(EmbeddingCollection, Fp16StorageAndSparseGradients) {
   EmbeddingConfig half(4, 2, "h", {"f"});
-  half.data_type = DataType::BF16;  // every non-FP32 type is stored as float16
+  half.data_type = DataType::FP16;
+  EmbeddingConfig bf16(4, 2, "b", {"f"});
+  bf16.data_type = DataType::BF16;  // real bfloat16 storage (FBGEMM's rule), not float16
+  EXPECT_EQ(EmbeddingCollection({bf16}, false)->table_weight("b").scalar_type(), torch::kBFloat16);
   EmbeddingCollection ec({half}, false);
   EXPECT_EQ(ec->table_weight("h").scalar_type(), torch::kFloat16);
   set_rows(ec->table_weight("h"));

@@ -172,6 +172,99 @@ TEST(QuantEmbeddingBagCollection, RefusesToTrainAndBadIds) {
               HasSubstr("id 35 of feature 'f3' is outside table 't2' (30 rows)"));
 }
 
+/// EmbeddingCollection tables (one dim): e1 INT8 (f1, f2), e2 INT4 (f3), e3 FP16 (f1).
+std::vector<EmbeddingConfig> ec_tables() {
+  std::vector<EmbeddingConfig> t = {EmbeddingConfig(20, 8, "e1", {"f1", "f2"}), EmbeddingConfig(30, 8, "e2", {"f3"}),
+                                    EmbeddingConfig(10, 8, "e3", {"f1"})};
+  return t;
+}
+
+QuantConfig ec_quant_config() {
+  QuantConfig config;
+  config.per_table_weight_dtype["e2"] = torch::kQUInt4x2;
+  config.per_table_weight_dtype["e3"] = torch::kHalf;
+  return config;
+}
+
+TEST(QuantEmbeddingCollection, FromFloatGivesTheDequantizedRowsOfEachIdWithinTheQuantizationStep) {
+  torch::manual_seed(6);
+  recmod::EmbeddingCollection ec(ec_tables(), /*need_indices=*/true);
+  auto q = EmbeddingCollectionImpl::from_float(*ec, ec_quant_config());
+  q->eval();
+  const auto kjt = input(false);
+  torch::NoGradGuard no_grad;
+  const JaggedTensorDict want = ec->forward(kjt);
+  const JaggedTensorDict got = q->forward(kjt);
+  ASSERT_EQ(got.size(), want.size());
+  const std::vector<std::pair<std::string, DataType>> tables = {
+      {"e1", DataType::INT8}, {"e2", DataType::INT4}, {"e3", DataType::FP16}};
+  for (size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE(got[i].first);
+    EXPECT_EQ(got[i].first, want[i].first);  // f1@e1, f2@e1, f3, f1@e3: the float module's names
+    EXPECT_TRUE(torch::equal(got[i].second.lengths(), want[i].second.lengths()));
+    EXPECT_TRUE(torch::equal(got[i].second.weights(), want[i].second.weights()));  // need_indices: the ids
+    const std::string table = i < 2 ? "e1" : i == 2 ? "e2" : "e3";
+    const DataType type = i < 2 ? DataType::INT8 : i == 2 ? DataType::INT4 : DataType::FP16;
+    const torch::Tensor ids = want[i].second.weights().to(torch::kLong);
+    const torch::Tensor w = ec->table_weight(table);
+    // Exactly the rows the torch ops would dequantize ...
+    const torch::Tensor exact = type == DataType::FP16
+                                    ? w.to(torch::kHalf).to(torch::kFloat).index_select(0, ids)
+                                    : dequantize_rows(quantize_rows(w, type), type, 8).index_select(0, ids);
+    EXPECT_TRUE(torch::allclose(got[i].second.values(), exact, 0, 1e-7)) << got[i].second.values() - exact;
+    // ... and within half a quantization step of the float rows: (max - min) / (2^b - 1) / 2 per row.
+    // (FP16: within float16's rounding, 2^-11 relative.)
+    const double levels = type == DataType::INT8 ? 255 : 15;
+    const torch::Tensor range = (w.amax(1) - w.amin(1)).index_select(0, ids).unsqueeze(1);
+    const torch::Tensor bound = type == DataType::FP16 ? want[i].second.values().abs() / 2048 + 1e-8
+                                                       : range / levels / 2 + 1e-6;
+    EXPECT_TRUE(((got[i].second.values() - want[i].second.values()).abs() <= bound).all().item<bool>());
+  }
+}
+
+TEST(QuantEmbeddingCollection, StateDictRoundTripsAndMismatchesNameTheTable) {
+  torch::manual_seed(7);
+  recmod::EmbeddingCollection ec(ec_tables(), false);
+  auto q = EmbeddingCollectionImpl::from_float(*ec, ec_quant_config());
+  const StateDict saved = state_dict(*q);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : saved) keys.push_back(k);
+  EXPECT_THAT(keys, ElementsAre("embeddings.e1.weight", "embeddings.e1.weight_qscale", "embeddings.e1.weight_qbias",
+                                "embeddings.e2.weight", "embeddings.e2.weight_qscale", "embeddings.e2.weight_qbias",
+                                "embeddings.e3.weight"));
+  EXPECT_EQ(saved[3].second.sizes(), (std::vector<int64_t>{30, 4}));  // INT4: 4 bytes for 8 columns
+  std::vector<EmbeddingConfig> tables = ec_tables();
+  update_embedding_configs(tables, ec_quant_config());
+  EmbeddingCollectionImpl fresh(EmbeddingCollectionOptions(tables).uninitialized(true));
+  fresh.load_quantized_state_dict(saved, "q.pt");
+  fresh.eval();
+  q->eval();
+  torch::NoGradGuard no_grad;
+  const auto a = fresh.forward(input(false)), b = q->forward(input(false));
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second.values(), b[i].second.values()));
+
+  StateDict wrong = saved;
+  wrong[3].second = saved[0].second.slice(0, 0, 20);  // INT8 codes (8 bytes) where e2 holds INT4 (4)
+  EXPECT_THAT(test::error_of<CheckpointError>([&] { fresh.load_quantized_state_dict(wrong, "w.pt"); }),
+              HasSubstr("w.pt: table 'e2' (INT4, 30 x 8): key 'embeddings.e2.weight' has 20 rows, the table has 30"));
+}
+
+TEST(QuantEmbeddingCollection, RefusesToTrainBadIdsAndMixedDims) {
+  recmod::EmbeddingCollection ec(ec_tables(), false);
+  auto q = EmbeddingCollectionImpl::from_float(*ec, QuantConfig());
+  EXPECT_THAT(test::error_of<InputError>([&] { q->forward(input(false)); }),
+              HasSubstr("quantized EmbeddingCollection: table 'e1' is INT8 and cannot be trained"));
+  q->eval();
+  const auto kjt = KeyedJaggedTensor::from_lengths({"f1", "f2", "f3"}, torch::tensor({3, 35}, torch::kLong),
+                                                   torch::tensor({1, 0, 0, 0, 0, 0, 1, 0, 0}, torch::kLong));
+  EXPECT_THAT(test::error_of<InputError>([&] { q->forward(kjt); }),
+              HasSubstr("id 35 of feature 'f3' is outside table 'e2' (30 rows)"));
+  std::vector<EmbeddingConfig> mixed = ec_tables();
+  mixed[1].embedding_dim = 4;
+  EXPECT_THAT(test::error_of<InputError>([&] { EmbeddingCollectionImpl bad(mixed); }),
+              HasSubstr("all tables share one embedding_dim; table 'e2' has 4, table 'e1' 8"));
+}
+
 TEST(QuantEmbeddingBagCollection, CheckpointTypesAreReadFromWidthsAndScaleDtypes) {
   const auto u8 = [](int64_t w) { return torch::zeros({5, w}, torch::kUInt8); };
   const torch::Tensor f32 = torch::ones({5, 1});

@@ -89,7 +89,7 @@ TEST(QuantizedModel, ErrorsNameTheTable) {
   quant::QuantConfig config;
   config.per_table_weight_dtype["t9"] = torch::kQUInt4x2;
   EXPECT_THAT(test::error_of<InputError>([&] { quantize_model(model, config); }),
-              HasSubstr("no EmbeddingBagCollection has a table 't9'; the tables are [t1, t2]"));
+              HasSubstr("no EmbeddingBagCollection or EmbeddingCollection has a table 't9'; the tables are [t1, t2]"));
   config.per_table_weight_dtype.clear();
   quantize_model(model, config);
   StateDict saved = state_dict(*model);
@@ -101,6 +101,97 @@ TEST(QuantizedModel, ErrorsNameTheTable) {
   EXPECT_THAT(test::error_of<CheckpointError>([&] { use_quantized_tables(reopened, saved, "q.pt"); }),
               HasSubstr("q.pt: table 't2' of node 'sparse_arch' (dimension 8): 3 bytes of codes per row with a Half "
                         "scale fit no type for dimension 8"));
+}
+
+// The config's own data types: t1 int8, t2 int4 in the EBC, the EC's s1 int8
+// and s2 fp32; the second EBC (all fp32) is left float.
+const char* kTypedYaml = R"(features:
+  dense: {count: 2}
+  sparse: [C1, C2, C3]
+nodes:
+  sparse_arch:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    tables:
+      - {name: t1, num_embeddings: 40, embedding_dim: 8, feature_names: [C1], data_type: int8}
+      - {name: t2, num_embeddings: 30, embedding_dim: 8, feature_names: [C2], data_type: INT4}
+  plain: {type: EmbeddingBagCollection, input: features.sparse, tables: [{name: p1, num_embeddings: 30, embedding_dim: 8, feature_names: [C3]}]}
+  seq:
+    type: EmbeddingCollection
+    input: features.sparse
+    tables:
+      - {name: s1, num_embeddings: 40, embedding_dim: 8, feature_names: [C1], data_type: int8}
+      - {name: s2, num_embeddings: 30, embedding_dim: 8, feature_names: [C3]}
+  pooled: {type: SequencePool, input: seq}
+  dense_arch: {type: MLP, input: features.dense, layer_sizes: [8]}
+  inter: {type: DotInteraction, inputs: [dense_arch, sparse_arch, plain, pooled]}
+  logit: {type: Linear, input: inter, out_features: 1}
+output: logit
+)";
+
+config::ModelGraph build_typed() {
+  torch::manual_seed(0);
+  const auto spec = config::parse_model_config(config::ConfigNode::load_string(kTypedYaml, "typed.yaml"));
+  return config::ModelGraph(static_cast<const config::ModelSpec&>(spec));
+}
+
+data::Batch typed_batch() {
+  data::Batch b = batch();
+  const torch::Tensor lengths = torch::randint(0, 4, {18}, torch::kLong);
+  b.sparse = KeyedJaggedTensor::from_lengths({"C1", "C2", "C3"},
+                                             torch::randint(0, 30, {lengths.sum().item<int64_t>()}), lengths);
+  return b;
+}
+
+torch::Tensor typed_logits(config::ModelGraph& model) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  return model->forward(typed_batch());
+}
+
+TEST(QuantizedModel, ConfigDataTypesQuantizeTheirCollectionsCloseToTheFloatModel) {
+  auto model = build_typed();
+  // Int tables train in float32 (quantized only for inference).
+  EXPECT_EQ(state_dict(*model)[0].second.scalar_type(), torch::kFloat);
+  const torch::Tensor before = typed_logits(model);
+  const auto reports = quantize_as_configured(model);
+  ASSERT_EQ(reports.size(), 4u);  // sparse_arch's two tables and seq's two; `plain` is untouched
+  EXPECT_EQ(reports[0].table, "t1");
+  EXPECT_EQ(reports[0].type, DataType::INT8);
+  EXPECT_EQ(reports[1].type, DataType::INT4);
+  EXPECT_EQ(reports[2].node, "seq");
+  EXPECT_EQ(reports[2].type, DataType::INT8);
+  EXPECT_EQ(reports[3].type, DataType::FP32);
+  EXPECT_EQ(reports[3].max_abs_error, 0.0);
+  EXPECT_NE(std::dynamic_pointer_cast<quant::EmbeddingBagCollectionImpl>(model->node_module(0)), nullptr);
+  EXPECT_NE(std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(model->node_module(1)), nullptr);
+  EXPECT_NE(std::dynamic_pointer_cast<quant::EmbeddingCollectionImpl>(model->node_module(2)), nullptr);
+  // Weights are uniform in +-sqrt(1/N) <= 0.183: an INT4 step is at most 0.025.
+  const torch::Tensor after = typed_logits(model);
+  EXPECT_FALSE(torch::equal(after, before));
+  EXPECT_TRUE(torch::allclose(after, before, 0, 0.02)) << (after - before).abs().max();
+
+  // Saved and reopened: the checkpoint's types agree with the config's.
+  const StateDict saved = state_dict(*model);
+  auto reopened = build_typed();
+  use_quantized_tables(reopened, saved, "typed.pt");
+  load_model_state(reopened, saved, "typed.pt");
+  EXPECT_TRUE(torch::equal(typed_logits(reopened), after));
+  EXPECT_TRUE(quantize_as_configured(reopened).empty());  // nothing left to quantize
+
+  // A checkpoint whose rows are not the config's type is refused, naming both.
+  auto other = build_typed();
+  quant::QuantConfig int8;
+  auto float_model = build_typed();
+  quantize_model(float_model, int8);  // every table INT8, t2 included
+  EXPECT_THAT(test::error_of<CheckpointError>([&] { use_quantized_tables(other, state_dict(*float_model), "i8.pt"); }),
+              HasSubstr("i8.pt: table 't2' of node 'sparse_arch' (dimension 8): the config says data_type INT4, the "
+                        "checkpoint holds INT8 rows"));
+  // What `recmod quantize` uses without --dtype: the config's int types, the rest the fallback.
+  const auto qc = configured_quant_config(build_typed(), torch::kHalf);
+  EXPECT_EQ(qc.data_type_of("t2"), DataType::INT4);
+  EXPECT_EQ(qc.data_type_of("s1"), DataType::INT8);
+  EXPECT_EQ(qc.data_type_of("p1"), DataType::FP16);
 }
 
 }  // namespace

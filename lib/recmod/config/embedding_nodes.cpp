@@ -1,6 +1,7 @@
 #include "recmod/config/embedding_nodes.h"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 #include "recmod/common/errors.h"
@@ -11,11 +12,35 @@ namespace recmod::config {
 
 namespace {
 
-const std::vector<std::string> kTableKeys = {"name", "num_embeddings", "embedding_dim", "feature_names",
-                                             "weight_init_min", "weight_init_max"};
+const std::vector<std::string> kTableKeys = {"name",          "num_embeddings", "embedding_dim", "feature_names",
+                                             "weight_init_min", "weight_init_max", "data_type"};
+
+// A table's `data_type`: TorchRec's DataType names, either case.
+DataType read_data_type(const ConfigNode& node, const BaseEmbeddingConfig& c, bool allow_quantized) {
+  std::string name = node.as_string();
+  for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  const std::vector<std::string> plain = {"fp32", "fp16", "bf16"};
+  const std::vector<std::string> quantized = {"int8", "int4", "int2"};
+  const bool is_plain = std::find(plain.begin(), plain.end(), name) != plain.end();
+  const bool is_quantized = std::find(quantized.begin(), quantized.end(), name) != quantized.end();
+  if (!is_plain && !is_quantized)
+    node.fail(str_cat("expected one of fp32, fp16, bf16, int8, int4, int2, found '", node.as_string(), "'"));
+  if (is_quantized && !allow_quantized)
+    node.fail(str_cat("data_type ", name, " (row-wise quantized) is for EmbeddingBagCollection and EmbeddingCollection "
+                      "tables; this kind stores fp32, fp16 or bf16"));
+  std::string upper = name;
+  for (auto& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  const DataType type = data_type_from_string(upper);
+  // INT4 rows of dimension 1 (INT2 up to 2) are as wide as INT8's (INT4's):
+  // a checkpoint could not say which they are.
+  if ((type == DataType::INT4 && c.embedding_dim < 2) || (type == DataType::INT2 && c.embedding_dim <= 2))
+    node.fail(str_cat("a table of embedding_dim ", c.embedding_dim, " cannot be ", name,
+                      " (its rows would read back as a wider type); use ", c.embedding_dim < 2 ? "int8" : "int4 or int8"));
+  return type;
+}
 
 // Fields every table kind shares; `extra` are the kind's own keys.
-void read_base(const ConfigNode& t, BaseEmbeddingConfig& c, std::vector<std::string> extra) {
+void read_base(const ConfigNode& t, BaseEmbeddingConfig& c, std::vector<std::string> extra, bool allow_quantized) {
   for (const auto& k : kTableKeys) extra.push_back(k);
   t.expect_map();
   t.allow_keys(extra);
@@ -31,6 +56,7 @@ void read_base(const ConfigNode& t, BaseEmbeddingConfig& c, std::vector<std::str
   if (c.feature_names.empty()) t["feature_names"].fail("expected at least one feature name");
   if (t.has("weight_init_min")) c.weight_init_min = t["weight_init_min"].as_double();
   if (t.has("weight_init_max")) c.weight_init_max = t["weight_init_max"].as_double();
+  if (t.has("data_type")) c.data_type = read_data_type(t["data_type"], c, allow_quantized);
 }
 
 template <typename Config>
@@ -51,12 +77,14 @@ void check_tables_fit(const ConfigNode& tables, const std::vector<Config>& confi
   const auto available = available_memory_bytes();
   if (!available) return;
   double total = 0;  // double: num_embeddings * dim may overflow int64
-  for (const auto& c : configs) total += static_cast<double>(c.num_embeddings) * static_cast<double>(c.embedding_dim) * 4;
+  for (const auto& c : configs)
+    total += static_cast<double>(c.num_embeddings) * static_cast<double>(c.embedding_dim) *
+             static_cast<double>(torch::elementSize(weight_storage_dtype(c.data_type)));
   if (total <= static_cast<double>(*available)) return;
   std::string sizes;
   for (size_t i = 0; i < configs.size() && i < 3; ++i)
     sizes += str_cat(i ? ", " : "", configs[i].name, " ", configs[i].num_embeddings, "x", configs[i].embedding_dim);
-  tables.fail(str_cat("the tables need ", format_bytes(total), " of float32 weights (", sizes,
+  tables.fail(str_cat("the tables need ", format_bytes(total), " of weights (", sizes,
                       configs.size() > 3 ? ", ..." : "", ") but only ", format_bytes(static_cast<double>(*available)),
                       " of memory is available (MemAvailable in /proc/meminfo); make num_embeddings or "
                       "embedding_dim smaller"));
@@ -101,14 +129,15 @@ void check_ids_in_range(const std::string& node, const std::vector<Config>& tabl
 }  // namespace
 
 std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tables,
-                                                           const std::vector<std::string>& extra_keys) {
+                                                           const std::vector<std::string>& extra_keys,
+                                                           bool allow_quantized) {
   std::vector<EmbeddingBagConfig> configs;
   if (tables.size() == 0) tables.fail("expected at least one table");
   for (const auto& t : tables.items()) {
     EmbeddingBagConfig c;
     std::vector<std::string> keys = {"pooling"};
     keys.insert(keys.end(), extra_keys.begin(), extra_keys.end());
-    read_base(t, c, keys);
+    read_base(t, c, keys, allow_quantized);
     if (t.has("pooling")) c.pooling = t["pooling"].one_of({"sum", "mean"}) == "sum" ? PoolingType::SUM : PoolingType::MEAN;
     configs.push_back(c);
   }
@@ -118,12 +147,12 @@ std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tab
 }
 
 std::vector<EmbeddingConfig> read_embedding_configs(const ConfigNode& tables_yaml,
-                                                   const std::vector<std::string>& extra_keys) {
+                                                   const std::vector<std::string>& extra_keys, bool allow_quantized) {
   if (tables_yaml.size() == 0) tables_yaml.fail("expected at least one table");
   std::vector<EmbeddingConfig> tables;
   for (const auto& t : tables_yaml.items()) {
     EmbeddingConfig c;
-    read_base(t, c, extra_keys);
+    read_base(t, c, extra_keys, allow_quantized);
     if (!tables.empty() && c.embedding_dim != tables[0].embedding_dim)
       t["embedding_dim"].fail(str_cat("EmbeddingCollection tables share one embedding_dim: table '", tables[0].name,
                                       "' has ", tables[0].embedding_dim, ", this one ", c.embedding_dim));

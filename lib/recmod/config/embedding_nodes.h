@@ -8,15 +8,19 @@
 
 namespace recmod::config {
 
-/// tables: [{name, num_embeddings, embedding_dim, feature_names, pooling}];
-/// `extra_keys` are further keys a table may have (read by the caller).
+/// tables: [{name, num_embeddings, embedding_dim, feature_names, pooling,
+/// data_type}]; `extra_keys` are further keys a table may have (read by the
+/// caller). data_type: fp32 | fp16 | bf16 | int8 | int4 | int2 (either
+/// case); the int types only where `allow_quantized` (plain EBC / EC).
 std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tables,
-                                                           const std::vector<std::string>& extra_keys = {});
+                                                           const std::vector<std::string>& extra_keys = {},
+                                                           bool allow_quantized = true);
 
 /// tables: [{name, num_embeddings, embedding_dim, feature_names}], one
 /// embedding_dim for all (an EmbeddingCollection's rule).
 std::vector<EmbeddingConfig> read_embedding_configs(const ConfigNode& tables,
-                                                   const std::vector<std::string>& extra_keys = {});
+                                                   const std::vector<std::string>& extra_keys = {},
+                                                   bool allow_quantized = true);
 BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs);
 BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Port>& inputs);
 

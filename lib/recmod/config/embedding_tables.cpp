@@ -32,7 +32,10 @@ std::vector<dist::TableShape> embedding_tables_of(const ModelSpec& spec) {
       shape.embedding_dim = t.positive_int("embedding_dim");
       shape.feature_names =
           t.has("feature_names") ? t["feature_names"].as_string_list() : std::vector<std::string>{shape.name};
-      shape.bytes_per_element = 4;  // recmod's tables are float32
+      // fp16 / bf16 tables train in 2 bytes; the others (int types too) in float32.
+      std::string type = t.has("data_type") ? t["data_type"].as_string() : "fp32";
+      for (auto& ch : type) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      shape.bytes_per_element = type == "fp16" || type == "bf16" ? 2 : 4;
       out.push_back(std::move(shape));
     }
   }

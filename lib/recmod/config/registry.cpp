@@ -14,7 +14,9 @@ namespace {
 
 const char* kTables =
     "list of {name, num_embeddings, embedding_dim, feature_names (default [name]), pooling: sum | mean (default sum), "
-    "weight_init_min, weight_init_max (default +-sqrt(1/num_embeddings))}, or for_each_feature templates";
+    "weight_init_min, weight_init_max (default +-sqrt(1/num_embeddings)), data_type: fp32 | fp16 | bf16 (the stored "
+    "rows, trained and evaluated so) | int8 | int4 | int2 (trained in fp32, row-wise quantized by eval and profile "
+    "--inference) (default fp32)}, or for_each_feature templates";
 const char* kEcTables = "as EmbeddingBagCollection's, without pooling; all share one embedding_dim";
 const char* kManagedCollision =
     "per table: managed_collision: {zch_size (default num_embeddings - mch_size), mch_size (residual hashing: ids "
@@ -40,7 +42,8 @@ const std::vector<NodeType>& node_types() {
       {"ManagedCollisionEmbeddingBagCollection",
        "torchrec.modules.mc_embedding_modules.ManagedCollisionEmbeddingBagCollection", "features.sparse",
        "pooled KeyedTensor; keys _embedding_bag_collection.*, _managed_collision_collection.*",
-       {{"tables", std::string("as EmbeddingBagCollection's, each with ") + kManagedCollision},
+       {{"tables", std::string("as EmbeddingBagCollection's (data_type fp32 | fp16 | bf16), each with ") +
+                       kManagedCollision},
         {"reset_evicted_rows", "re-initialise evicted rows (default true)"},
         {"is_weighted", "as EmbeddingBagCollection (default false)"}},
        build_mc_embedding_bag_collection},
@@ -48,14 +51,15 @@ const std::vector<NodeType>& node_types() {
        "torchrec.modules.mc_embedding_modules.ManagedCollisionEmbeddingCollection", "features.sparse",
        "sequence embeddings; keys _embedding_collection.* and _embedding_module.* (the same tensors, as TorchRec "
        "registers them), _managed_collision_collection.*",
-       {{"tables", std::string("as EmbeddingCollection's, each with ") + kManagedCollision},
+       {{"tables", std::string("as EmbeddingCollection's (data_type fp32 | fp16 | bf16), each with ") +
+                       kManagedCollision},
         {"reset_evicted_rows", "re-initialise evicted rows (default true)"}},
        build_mc_embedding_collection},
       {"FeatureProcessedEmbeddingBagCollection",
        "torchrec.modules.fp_embedding_modules.FeatureProcessedEmbeddingBagCollection", "features.sparse",
        "pooled KeyedTensor; keys _embedding_bag_collection.embedding_bags.* (embedding optimizer), "
        "_feature_processors.<feature>.position_weight (dense optimizer)",
-       {{"tables", "as EmbeddingBagCollection's (pooling sum)"},
+       {{"tables", "as EmbeddingBagCollection's (pooling sum; data_type fp32 | fp16 | bf16)"},
         {"feature_processors",
          "{feature: {max_feature_length: N}}: a PositionWeightedModule per listed feature, the others weighted 1"}},
        build_feature_processed_embedding_bag_collection},

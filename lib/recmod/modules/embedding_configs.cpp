@@ -148,7 +148,18 @@ int64_t data_type_num_bits(DataType data_type) {
 }
 
 torch::Dtype weight_storage_dtype(DataType data_type) {
-  return data_type == DataType::FP32 ? torch::kFloat32 : torch::kFloat16;
+  switch (data_type) {
+    case DataType::FP32:
+    case DataType::INT8:
+    case DataType::UINT8:
+    case DataType::INT4:
+    case DataType::INT2:
+      return torch::kFloat32;  // trained in float32, quantized for inference
+    case DataType::BF16:
+      return torch::kBFloat16;
+    default:
+      return torch::kFloat16;
+  }
 }
 
 double BaseEmbeddingConfig::get_weight_init_max() const {

@@ -15,9 +15,11 @@ namespace recmod {
 /// How a bag of embeddings is reduced (NONE: not pooled, EmbeddingCollection).
 enum class PoolingType { SUM, MEAN, NONE };
 
-/// Storage type of a table. recmod stores FP32 tables in float32 and every
-/// other type in float16 ("quantized tables", as TorchRec's unsharded
-/// modules do); pooled and sequence outputs are always float32.
+/// Storage type of a table. The float modules store FP32 in float32, FP16 in
+/// float16 and BF16 in bfloat16 (FBGEMM's TBE rule; TorchRec's unsharded
+/// module would store BF16 as float16); the row-wise quantized types INT8 /
+/// INT4 / INT2 are trained in float32 and quantized for inference
+/// (recmod::quant). Pooled and sequence outputs are always float32.
 enum class DataType { FP32, FP16, BF16, INT64, INT32, INT8, UINT8, INT4, INT2 };
 
 /// fbgemm's PoolingMode, the kernel-level counterpart of PoolingType.
@@ -44,8 +46,9 @@ torch::Dtype data_type_to_dtype(DataType data_type);
 DataType dtype_to_data_type(torch::Dtype dtype);
 /// Bits per element (DATA_TYPE_NUM_BITS).
 int64_t data_type_num_bits(DataType data_type);
-/// The dtype recmod stores a table's weight in: float32 for FP32, float16
-/// otherwise (TorchRec's unsharded EBC/EC rule).
+/// The dtype the float modules store a table's weight in: float32 for FP32
+/// and the row-wise quantized types (INT8 / UINT8 / INT4 / INT2: the float
+/// model they are quantized from), bfloat16 for BF16, float16 otherwise.
 torch::Dtype weight_storage_dtype(DataType data_type);
 
 /// Initialises a weight in place (called under NoGradGuard).

@@ -69,7 +69,11 @@ void update_rows(const OptimizerOptions& options, torch::Tensor& weight, torch::
                           grad.values.scalar_type() == weight.scalar_type() &&
                           (weight.scalar_type() == torch::kFloat || weight.scalar_type() == torch::kDouble);
   if (!cpu_kernel) {
-    update_rows_with_tensor_ops(rule, options, weight, state, grad.rows, grad.values);
+    // fp16 / bf16 tables: the update in float32 (the state's dtype), the
+    // rows written back rounded to nearest.
+    const bool low = grad.values.scalar_type() == torch::kHalf || grad.values.scalar_type() == torch::kBFloat16;
+    update_rows_with_tensor_ops(rule, options, weight, state, grad.rows,
+                                low ? grad.values.to(torch::kFloat) : grad.values);
     return;
   }
   const torch::Tensor rows = grad.rows.to(torch::kLong).contiguous();
@@ -88,7 +92,9 @@ SparseOptimizer::SparseOptimizer(std::vector<std::pair<std::string, torch::Tenso
   for (const auto& [name, w] : tables_) {
     TORCH_CHECK(w.defined() && w.dim() == 2, "embedding optimizer: parameter '", name,
                 "' must be a table of shape (N, D), got ", w.defined() ? w.sizes() : torch::IntArrayRef{});
-    states_.push_back(make_row_state(rule, options_, w.sizes(), w.options()));
+    // fp16 / bf16 tables keep their optimizer state in float32.
+    const bool low = w.scalar_type() == torch::kHalf || w.scalar_type() == torch::kBFloat16;
+    states_.push_back(make_row_state(rule, options_, w.sizes(), low ? w.options().dtype(torch::kFloat) : w.options()));
   }
 }
 

@@ -27,7 +27,8 @@ RowGradients touched_rows(const torch::Tensor& grad);
 
 /// Applies one update (apply_row_update's rule, row_update.h) to the touched
 /// rows of `weight` (N, D); `state` is the rule's state in the table's dtype
-/// (make_row_state). Contiguous float/double CPU tables go through a kernel parallel over rows (each row is
+/// (make_row_state), float32 for fp16 / bf16 tables, whose update is
+/// computed in float32 and written back rounded to nearest. Contiguous float/double CPU tables go through a kernel parallel over rows (each row is
 /// written by one thread, so results do not depend on the thread count); any
 /// other table, or `use_tensor_ops`, through device-generic index_select/index_copy_.
 void update_rows(const OptimizerOptions& options, torch::Tensor& weight, torch::Tensor& state,

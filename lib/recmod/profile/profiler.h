@@ -29,6 +29,7 @@ struct ParameterMemory {
 };
 
 struct ProfileReport {
+  bool inference = false;  // forward-only steps (profile_inference)
   int64_t batch_size = 0;
   int64_t steps = 0;
   double step_ms = 0;  // forward + backward + optimizer, mean
@@ -67,6 +68,13 @@ using NextBatch = std::function<std::optional<data::Batch>()>;
 ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpec& training,
                             const NextBatch& next_batch, int64_t steps, int64_t warmup, const torch::Device& device,
                             const std::string& trace_path, std::shared_ptr<dist::Communicator> comm = nullptr);
+
+/// Runs `warmup` untimed then `steps` timed forward passes in eval mode
+/// without grad (what `recmod eval` does per batch): per-node forward times,
+/// examples/s, and memory per table from the state_dict (a quantized table's
+/// codes, scale and bias together), no optimizer. For quantized models.
+ProfileReport profile_inference(config::ModelGraph& model, const NextBatch& next_batch, int64_t steps, int64_t warmup,
+                                const torch::Device& device, const std::string& trace_path);
 
 /// Peak resident set size of this process so far.
 int64_t peak_rss_bytes();

@@ -22,6 +22,41 @@
 
 namespace recmod::quant {
 
+/// One table of a quantized collection as it sits in memory: a row-wise
+/// quantized table is one block per row [codes | pad | scale | bias] (a
+/// lookup touches one row; the state_dict's weight / weight_qscale /
+/// weight_qbias are views into it), an FP16 / FP32 table its (N, D) rows.
+struct QuantizedTable {
+  DataType type = DataType::FP32;
+  int64_t dim = 0;
+  torch::Tensor storage;  // (N, row_bytes) uint8, or (N, D) float for FP16/FP32
+  int64_t row_bytes = 0;  // bytes per row of storage
+  int64_t code_bytes = 0;
+  int64_t scale_offset = 0;  // byte offset of the scale in a row
+
+  /// Allocates a table of `config`'s type and shape and registers its
+  /// buffers (weight, and weight_qscale / weight_qbias when row-wise
+  /// quantized) on `holder`; codes zero and scales one, or unwritten.
+  static QuantizedTable allocate(const BaseEmbeddingConfig& config, bool uninitialized, torch::nn::Module& holder);
+  /// Writes `weight` (N, D) float32 / float16 / bfloat16, quantized or
+  /// converted to this table's type (the torch ops' bytes), in row chunks.
+  void fill_from_float(const torch::Tensor& weight);
+  /// The rows of a row-wise quantized table.
+  QuantizedRows rows() const;
+  /// (N, D) float32.
+  torch::Tensor dequantized() const;
+};
+
+/// Checks the keys `prefix`weight (+ scale/bias) of `state` against a table
+/// (CheckpointError prefixed by `what`: codes width, scale/bias dtype and
+/// shape, a scale block where a float table is expected).
+void check_quantized_table_state(const QuantizedTable& table, const BaseEmbeddingConfig& config,
+                                 const StateDict& state, const std::string& prefix, const std::string& what);
+/// Copies `state` into `module`'s buffers, every key checked for shape,
+/// dtype and finiteness, each source released once copied (INT8 scale/bias
+/// given as float16 are widened). CheckpointError naming `origin`.
+void load_quantized_buffers(torch::nn::Module& module, StateDict state, const std::string& origin);
+
 struct EmbeddingBagCollectionOptions {
   /* implicit */ EmbeddingBagCollectionOptions(std::vector<EmbeddingBagConfig> tables)
       : tables_(std::move(tables)) {}
@@ -81,6 +116,7 @@ class EmbeddingBagCollectionImpl : public torch::nn::Module {
 
   /// The rows of a row-wise quantized table (INT8 / INT4 / INT2) by index.
   QuantizedRows rows(size_t table) const;
+  const QuantizedTable& table(size_t index) const { return tables_.at(index); }
   /// Table `table`'s rows dequantized (or converted) to float32 (N, D).
   torch::Tensor dequantized_weight(size_t table) const;
   /// Bytes a table occupies in memory (codes, scale and bias; row padding included).
@@ -96,20 +132,61 @@ class EmbeddingBagCollectionImpl : public torch::nn::Module {
   void load_quantized_state_dict(StateDict state, const std::string& origin);
 
  private:
-  struct Table {
-    DataType type = DataType::FP32;
-    torch::Tensor storage;  // (N, row_bytes) uint8, or (N, D) float for FP16/FP32
-    int64_t row_bytes = 0;  // bytes per row of storage
-    int64_t code_bytes = 0;
-    int64_t scale_offset = 0;  // byte offset of the scale in a row
-  };
   EmbeddingBagCollectionOptions options_;
   torch::nn::ModuleDict embedding_bags_{nullptr};
-  std::vector<Table> tables_;
+  std::vector<QuantizedTable> tables_;
   std::vector<std::string> embedding_names_;
   std::vector<int64_t> length_per_embedding_;
 };
 TORCH_MODULE(EmbeddingBagCollection);
+
+struct EmbeddingCollectionOptions {
+  /* implicit */ EmbeddingCollectionOptions(std::vector<EmbeddingConfig> tables) : tables_(std::move(tables)) {}
+  /// Each table's data_type: INT8 / UINT8 (as INT8), INT4, INT2, FP16 or FP32.
+  TORCH_ARG(std::vector<EmbeddingConfig>, tables);
+  /// Put each looked-up id in the output JaggedTensor's weights.
+  TORCH_ARG(bool, need_indices) = false;
+  /// Allocate the tables without writing them (a checkpoint is loaded next).
+  TORCH_ARG(bool, uninitialized) = false;
+};
+
+/// The quantized EmbeddingCollection, as TorchRec's
+/// torchrec.quant.embedding_modules.EmbeddingCollection: sequence
+/// embeddings of quantized tables, KeyedJaggedTensor in, Dict[str,
+/// JaggedTensor] out with the float EmbeddingCollection's names and order;
+/// values[i] = s_r * q_r + c_r for r = id_i, (n_f, D) float32 (the rows
+/// dequantized as torch's embedding_bag ops do: one fma per element). All
+/// tables share one embedding_dim. CPU, inference only (forward in grad
+/// mode on a module in training mode throws InputError).
+///
+/// state_dict: embeddings.<t>.weight, embeddings.<t>.weight_qscale,
+/// embeddings.<t>.weight_qbias, laid out as the quantized
+/// EmbeddingBagCollection's.
+class EmbeddingCollectionImpl : public torch::nn::Module {
+ public:
+  explicit EmbeddingCollectionImpl(EmbeddingCollectionOptions options);
+  /// Quantizes a float EmbeddingCollection, each table to config.data_type_of(name).
+  static std::shared_ptr<EmbeddingCollectionImpl> from_float(const recmod::EmbeddingCollectionImpl& module,
+                                                             const QuantConfig& config);
+
+  JaggedTensorDict forward(const KeyedJaggedTensor& features);
+
+  const std::vector<EmbeddingConfig>& embedding_configs() const { return options_.tables(); }
+  bool need_indices() const { return options_.need_indices(); }
+  int64_t embedding_dim() const { return options_.tables().front().embedding_dim; }
+  std::vector<std::string> embedding_names() const;
+  const QuantizedTable& table(size_t index) const { return tables_.at(index); }
+
+  /// As the quantized EmbeddingBagCollection's (keys embeddings.<t>.*).
+  void load_quantized_state_dict(StateDict state, const std::string& origin);
+
+ private:
+  EmbeddingCollectionOptions options_;
+  torch::nn::ModuleDict embeddings_{nullptr};
+  std::vector<QuantizedTable> tables_;
+  std::vector<std::vector<std::string>> embedding_names_by_table_;
+};
+TORCH_MODULE(EmbeddingCollection);
 
 /// TorchRec's quantized state_dict key suffixes.
 inline const char* const kQScaleSuffix = "weight_qscale";

@@ -1,5 +1,6 @@
 #include "recmod/train/quantized_model.h"
 
+#include <functional>
 #include <set>
 #include <typeinfo>
 
@@ -18,9 +19,22 @@ std::shared_ptr<EmbeddingBagCollectionImpl> plain_ebc(const config::ModelGraph& 
   return std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(module);
 }
 
+/// A plain EmbeddingCollection node, or null.
+std::shared_ptr<EmbeddingCollectionImpl> plain_ec(const config::ModelGraph& model, size_t i) {
+  auto module = model->node_module(i);
+  if (!module || typeid(*module) != typeid(EmbeddingCollectionImpl)) return nullptr;
+  return std::dynamic_pointer_cast<EmbeddingCollectionImpl>(module);
+}
+
 void swap_in(config::ModelGraph& model, size_t i, std::shared_ptr<quant::EmbeddingBagCollectionImpl> q) {
   model->replace_node(i, q, [q](const std::vector<config::Value>& in) {
     return config::Value::of_pooled(q->forward(in[0].sparse));
+  });
+}
+
+void swap_in(config::ModelGraph& model, size_t i, std::shared_ptr<quant::EmbeddingCollectionImpl> q) {
+  model->replace_node(i, q, [q](const std::vector<config::Value>& in) {
+    return config::Value::of_sequence(q->forward(in[0].sparse));
   });
 }
 
@@ -30,50 +44,163 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+using QuantizeTableFn = std::function<const quant::QuantizedTable&(size_t)>;
+
+/// The per-table report of a quantized collection `q` made from `floats`
+/// (a float EBC or EC); `prefix` is "embedding_bags" or "embeddings".
+template <typename Float, typename Quant, typename Configs>
+void report_tables(const std::string& node, const Float& floats, const Quant& q, const Configs& tables,
+                   const std::string& prefix, const QuantizeTableFn& table_of,
+                   std::vector<QuantizedTableReport>& reports) {
+  const StateDict qstate = state_dict(q);
+  for (size_t t = 0; t < tables.size(); ++t) {
+    QuantizedTableReport r;
+    r.node = node;
+    r.table = tables[t].name;
+    r.type = tables[t].data_type;
+    r.num_embeddings = tables[t].num_embeddings;
+    r.embedding_dim = tables[t].embedding_dim;
+    const torch::Tensor& w = floats.table_weight(r.table);
+    r.bytes_before = nbytes(w);
+    const std::string key_prefix = prefix + "." + r.table + ".";
+    for (const auto& [key, value] : qstate)
+      if (key.rfind(key_prefix, 0) == 0) r.bytes_after += nbytes(value);
+    const quant::QuantizedTable& table = table_of(t);
+    if (quant::is_rowwise_quantized(r.type)) {
+      const quant::RowError e = quant::quantization_error(w.to(torch::kFloat), table.rows());
+      r.mean_abs_error = e.mean_abs;
+      r.max_abs_error = e.max_abs;
+    } else {
+      const torch::Tensor diff = (w.to(torch::kDouble) - table.dequantized().to(torch::kDouble)).abs();
+      r.mean_abs_error = diff.mean().item<double>();
+      r.max_abs_error = diff.max().item<double>();
+    }
+    reports.push_back(r);
+  }
+}
+
+/// The weight dtype of QuantConfig for a table's DataType (BF16: float32).
+torch::Dtype quant_weight_dtype(DataType type) {
+  switch (type) {
+    case DataType::INT8:
+    case DataType::UINT8: return torch::kQInt8;
+    case DataType::INT4: return torch::kQUInt4x2;
+    case DataType::INT2: return torch::kQUInt2x4;
+    case DataType::FP16: return torch::kHalf;
+    default: return torch::kFloat;
+  }
+}
+
+/// Quantizes node `i` (a plain EBC or EC) with `config`, swaps it in and
+/// appends its tables' reports; false when the node is neither.
+bool quantize_node(config::ModelGraph& model, size_t i, const quant::QuantConfig& config,
+                   std::vector<QuantizedTableReport>& reports) {
+  const std::string node = model->nodes()[i].name;
+  if (auto ebc = plain_ebc(model, i)) {
+    auto q = quant::EmbeddingBagCollectionImpl::from_float(*ebc, config);
+    report_tables(node, *ebc, *q, q->embedding_bag_configs(), "embedding_bags",
+                  [&](size_t t) -> const quant::QuantizedTable& { return q->table(t); }, reports);
+    swap_in(model, i, q);
+    return true;
+  }
+  if (auto ec = plain_ec(model, i)) {
+    auto q = quant::EmbeddingCollectionImpl::from_float(*ec, config);
+    report_tables(node, *ec, *q, q->embedding_configs(), "embeddings",
+                  [&](size_t t) -> const quant::QuantizedTable& { return q->table(t); }, reports);
+    swap_in(model, i, q);
+    return true;
+  }
+  return false;
+}
+
+template <typename Configs>
+bool declares_quantized(const Configs& tables) {
+  for (const auto& t : tables)
+    if (quant::is_rowwise_quantized(t.data_type)) return true;
+  return false;
+}
+
+/// The checkpoint's type of each table of a collection (`key` is
+/// "embedding_bags" or "embeddings"), checked against the config's
+/// declared int types; whether any is stored quantized.
+template <typename Configs>
+bool checkpoint_types(Configs& tables, const StateDict& state, const std::string& node, const std::string& key,
+                      const std::string& origin) {
+  bool quantized = false;
+  for (auto& t : tables) {
+    const std::string prefix = node + "." + key + "." + t.name + ".";
+    const torch::Tensor* weight = find_tensor(state, prefix + "weight");
+    if (!weight) continue;  // load_model_state names the missing key
+    const torch::Tensor* qscale = find_tensor(state, prefix + quant::kQScaleSuffix);
+    const std::string what = str_cat(origin, ": table '", t.name, "' of node '", node, "' (dimension ",
+                                     t.embedding_dim, ")");
+    if (!qscale && weight->scalar_type() != torch::kUInt8 && weight->scalar_type() != torch::kHalf) {
+      continue;  // a float table: loaded as the config says (load_model_state checks the dtype)
+    }
+    const DataType stored = quant::data_type_of_checkpoint(t.embedding_dim, *weight,
+                                                           qscale ? *qscale : torch::Tensor(), what);
+    if (quant::is_rowwise_quantized(t.data_type) && stored != t.data_type)
+      throw CheckpointError(str_cat(what, ": the config says data_type ", to_string(t.data_type),
+                                    ", the checkpoint holds ", to_string(stored),
+                                    " rows; quantize the float checkpoint with the config's types (recmod quantize "
+                                    "without --dtype) or change data_type"));
+    if (stored == t.data_type && !quant::is_rowwise_quantized(stored)) continue;  // e.g. an fp16 table, as configured
+    t.data_type = stored;
+    quantized = quantized || stored != DataType::FP32;
+  }
+  return quantized;
+}
+
 }  // namespace
 
 std::vector<QuantizedTableReport> quantize_model(config::ModelGraph& model, const quant::QuantConfig& config) {
   config.validate();
   std::set<std::string> known;
-  for (size_t i = 0; i < model->nodes().size(); ++i)
+  for (size_t i = 0; i < model->nodes().size(); ++i) {
     if (auto ebc = plain_ebc(model, i))
       for (const auto& t : ebc->embedding_bag_configs()) known.insert(t.name);
+    if (auto ec = plain_ec(model, i))
+      for (const auto& t : ec->embedding_configs()) known.insert(t.name);
+  }
   for (const auto& [table, _] : config.per_table_weight_dtype)
     if (!known.count(table)) {
       std::vector<std::string> names(known.begin(), known.end());
-      throw_input_error("no EmbeddingBagCollection has a table '", table, "'; the tables are ", join_names(names));
+      throw_input_error("no EmbeddingBagCollection or EmbeddingCollection has a table '", table, "'; the tables are ",
+                        join_names(names));
     }
   std::vector<QuantizedTableReport> reports;
+  for (size_t i = 0; i < model->nodes().size(); ++i) quantize_node(model, i, config, reports);
+  return reports;
+}
+
+quant::QuantConfig configured_quant_config(const config::ModelGraph& model, torch::Dtype fallback) {
+  quant::QuantConfig config;
+  config.weight = fallback;
+  auto add = [&](const auto& tables) {
+    for (const auto& t : tables)
+      if (quant::is_rowwise_quantized(t.data_type)) config.per_table_weight_dtype[t.name] = quant_weight_dtype(t.data_type);
+  };
   for (size_t i = 0; i < model->nodes().size(); ++i) {
-    auto ebc = plain_ebc(model, i);
-    if (!ebc) continue;
-    auto q = quant::EmbeddingBagCollectionImpl::from_float(*ebc, config);
-    const StateDict qstate = state_dict(*q);
-    const auto& tables = q->embedding_bag_configs();
-    for (size_t t = 0; t < tables.size(); ++t) {
-      QuantizedTableReport r;
-      r.node = model->nodes()[i].name;
-      r.table = tables[t].name;
-      r.type = tables[t].data_type;
-      r.num_embeddings = tables[t].num_embeddings;
-      r.embedding_dim = tables[t].embedding_dim;
-      const torch::Tensor& w = ebc->table_weight(r.table);
-      r.bytes_before = nbytes(w);
-      const std::string prefix = "embedding_bags." + r.table + ".";
-      for (const auto& [key, value] : qstate)
-        if (key.rfind(prefix, 0) == 0) r.bytes_after += nbytes(value);
-      if (quant::is_rowwise_quantized(r.type)) {
-        const quant::RowError e = quant::quantization_error(w, q->rows(t));
-        r.mean_abs_error = e.mean_abs;
-        r.max_abs_error = e.max_abs;
-      } else {
-        const torch::Tensor diff = (w.to(torch::kDouble) - q->dequantized_weight(t).to(torch::kDouble)).abs();
-        r.mean_abs_error = diff.mean().item<double>();
-        r.max_abs_error = diff.max().item<double>();
-      }
-      reports.push_back(r);
-    }
-    swap_in(model, i, q);
+    if (auto ebc = plain_ebc(model, i)) add(ebc->embedding_bag_configs());
+    if (auto ec = plain_ec(model, i)) add(ec->embedding_configs());
+  }
+  return config;
+}
+
+std::vector<QuantizedTableReport> quantize_as_configured(config::ModelGraph& model) {
+  std::vector<QuantizedTableReport> reports;
+  for (size_t i = 0; i < model->nodes().size(); ++i) {
+    quant::QuantConfig config;
+    config.weight = torch::kFloat;
+    auto add = [&](const auto& tables) {
+      if (!declares_quantized(tables)) return false;
+      for (const auto& t : tables) config.per_table_weight_dtype[t.name] = quant_weight_dtype(t.data_type);
+      return true;
+    };
+    bool quantize = false;
+    if (auto ebc = plain_ebc(model, i)) quantize = add(ebc->embedding_bag_configs());
+    if (auto ec = plain_ec(model, i)) quantize = add(ec->embedding_configs());
+    if (quantize) quantize_node(model, i, config, reports);
   }
   return reports;
 }
@@ -90,26 +217,21 @@ bool has_quantized_tables(const StateDict& state) {
 
 void use_quantized_tables(config::ModelGraph& model, const StateDict& state, const std::string& origin) {
   for (size_t i = 0; i < model->nodes().size(); ++i) {
-    auto ebc = plain_ebc(model, i);
-    if (!ebc) continue;
     const std::string node = model->nodes()[i].name;
-    std::vector<EmbeddingBagConfig> tables = ebc->embedding_bag_configs();
-    bool quantized = false;
-    for (auto& t : tables) {
-      const std::string prefix = node + ".embedding_bags." + t.name + ".";
-      const torch::Tensor* weight = find_tensor(state, prefix + "weight");
-      if (!weight) continue;  // load_model_state names the missing key
-      const torch::Tensor* qscale = find_tensor(state, prefix + quant::kQScaleSuffix);
-      const std::string what = str_cat(origin, ": table '", t.name, "' of node '", node, "' (dimension ",
-                                       t.embedding_dim, ")");
-      t.data_type = quant::data_type_of_checkpoint(t.embedding_dim, *weight, qscale ? *qscale : torch::Tensor(), what);
-      quantized = quantized || t.data_type != DataType::FP32;
+    if (auto ebc = plain_ebc(model, i)) {
+      std::vector<EmbeddingBagConfig> tables = ebc->embedding_bag_configs();
+      if (!checkpoint_types(tables, state, node, "embedding_bags", origin)) continue;
+      quant::EmbeddingBagCollectionOptions options(tables);
+      options.is_weighted(ebc->is_weighted());
+      options.uninitialized(true);  // load_model_state writes every table
+      swap_in(model, i, std::make_shared<quant::EmbeddingBagCollectionImpl>(options));
+    } else if (auto ec = plain_ec(model, i)) {
+      std::vector<EmbeddingConfig> tables = ec->embedding_configs();
+      if (!checkpoint_types(tables, state, node, "embeddings", origin)) continue;
+      swap_in(model, i,
+              std::make_shared<quant::EmbeddingCollectionImpl>(
+                  quant::EmbeddingCollectionOptions(tables).need_indices(ec->need_indices()).uninitialized(true)));
     }
-    if (!quantized) continue;
-    quant::EmbeddingBagCollectionOptions options(tables);
-    options.is_weighted(ebc->is_weighted());
-    options.uninitialized(true);  // load_model_state writes every table
-    swap_in(model, i, std::make_shared<quant::EmbeddingBagCollectionImpl>(options));
   }
 }
 
@@ -125,6 +247,8 @@ void load_model_state(config::ModelGraph& model, StateDict state, const std::str
       }
     if (auto q = std::dynamic_pointer_cast<quant::EmbeddingBagCollectionImpl>(child.value()))
       q->load_quantized_state_dict(std::move(mine), str_cat(origin, " (node '", child.key(), "')"));
+    else if (auto qec = std::dynamic_pointer_cast<quant::EmbeddingCollectionImpl>(child.value()))
+      qec->load_quantized_state_dict(std::move(mine), str_cat(origin, " (node '", child.key(), "')"));
     else
       recmod::load_state_dict(*child.value(), mine, str_cat(origin, " (", child.key(), ")"));
   }

@@ -24,24 +24,38 @@ struct QuantizedTableReport {
   double max_abs_error = 0;
 };
 
-/// Swaps every EmbeddingBagCollection node of `model` (not sharded, not
-/// managed-collision or feature-processed ones) for a quantized one
-/// (quant::EmbeddingBagCollectionImpl::from_float with `config`), keeping
+/// Swaps every EmbeddingBagCollection and EmbeddingCollection node of
+/// `model` (not sharded, not managed-collision or feature-processed ones)
+/// for a quantized one (quant::*Impl::from_float with `config`), keeping
 /// the node's name, place and output. Returns one report per table, in node
 /// then table order. InputError for a per-table dtype naming a table no
 /// collection has, or an invalid config.
 std::vector<QuantizedTableReport> quantize_model(config::ModelGraph& model, const quant::QuantConfig& config);
+
+/// The config's own quantization: every plain EBC / EC node with a table
+/// whose data_type is INT8 / INT4 / INT2 becomes a quantized collection,
+/// each table of it stored as its data_type says (FP32 and BF16 tables as
+/// FP32, FP16 as FP16). What `recmod eval` and `profile --inference` do
+/// with a float model; nodes without int tables are left as they are.
+/// Tables must be allocated (a loaded or freshly built model).
+std::vector<QuantizedTableReport> quantize_as_configured(config::ModelGraph& model);
+
+/// A QuantConfig giving each table declared INT8 / INT4 / INT2 in the
+/// config that type, and the others `fallback` (what `recmod quantize`
+/// without --dtype uses).
+quant::QuantConfig configured_quant_config(const config::ModelGraph& model, torch::Dtype fallback);
 
 /// Whether a checkpoint holds quantized tables (a key ending in
 /// ".weight_qscale", or a uint8 / float16 embedding_bags weight).
 bool has_quantized_tables(const StateDict& state);
 
 /// Prepares `model` (built from its config, tables possibly deferred) for a
-/// quantized checkpoint: every EmbeddingBagCollection node whose tables the
-/// checkpoint stores quantized (types read from the keys:
-/// quant::data_type_of_checkpoint) becomes a quantized collection of those
-/// types. CheckpointError naming `origin`, the node and the table when a
-/// table's codes width or scale/bias dtype fits no type of its dimension.
+/// quantized checkpoint: every EmbeddingBagCollection / EmbeddingCollection
+/// node whose tables the checkpoint stores quantized (types read from the
+/// keys: quant::data_type_of_checkpoint) becomes a quantized collection of
+/// those types. CheckpointError naming `origin`, the node and the table when
+/// a table's codes width or scale/bias dtype fits no type of its dimension,
+/// or when the config declares an int data_type the checkpoint's rows are not.
 void use_quantized_tables(config::ModelGraph& model, const StateDict& state, const std::string& origin);
 
 /// Loads a checkpoint into a model, node by node: quantized collections
