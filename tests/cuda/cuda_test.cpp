@@ -13,6 +13,7 @@
 
 #include "cli/run_recmod.h"
 #include "recmod/conformance/runner.h"
+#include "recmod/mc/mc_modules.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
 #include "recmod/optim/model_optimizer.h"
@@ -190,6 +191,45 @@ TEST(Cuda, KeyedJaggedTensorOpsMatchCpu) {
   for (size_t i = 0; i < jt_cpu.size(); ++i) {
     EXPECT_TRUE(torch::equal(jt_cpu[i].second.values(), jt_gpu[i].second.values().cpu()));
     EXPECT_TRUE(torch::equal(jt_cpu[i].second.weights(), jt_gpu[i].second.weights().cpu()));
+  }
+}
+
+/// Managed-collision remapping and eviction run as tensor ops on the
+/// module's device: on CUDA they remap, evict and keep their state exactly
+/// as on the CPU (integer work: equal, not close).
+TEST(Cuda, ManagedCollisionRemapAndEvictionMatchCpu) {
+  REQUIRE_CUDA();
+  for (const bool use_lru : {false, true}) {
+    SCOPED_TRACE(use_lru ? "LRU" : "LFU");
+    const auto make = [&](torch::Device device) {
+      std::shared_ptr<MCHEvictionPolicy> policy;
+      if (use_lru)
+        policy = std::make_shared<LRU_EvictionPolicy>();
+      else
+        policy = std::make_shared<LFU_EvictionPolicy>();
+      return MCHManagedCollisionModule(MCHManagedCollisionModuleOptions(64, policy, 3).device(device));
+    };
+    MCHManagedCollisionModule cpu = make(torch::kCPU), gpu = make(kCuda);
+    cpu->train();
+    gpu->train();
+    for (int step = 0; step < 20; ++step) {
+      torch::manual_seed(40 + step);
+      // Skewed ids: many repeats of few, some of many.
+      const torch::Tensor ids = (torch::rand({200}).pow(3) * 500).to(torch::kLong);
+      const torch::Tensor lengths = torch::full({20}, 10, torch::kLong);
+      const JtDict in_cpu{{"f", JaggedTensor::from_lengths(ids, lengths)}};
+      const JtDict in_gpu{{"f", JaggedTensor::from_lengths(ids.to(kCuda), lengths.to(kCuda))}};
+      const JtDict out_cpu = cpu->forward(in_cpu), out_gpu = gpu->forward(in_gpu);
+      ASSERT_TRUE(out_gpu.front().second.values().is_cuda());
+      EXPECT_TRUE(torch::equal(out_cpu.front().second.values(), out_gpu.front().second.values().cpu())) << step;
+      const auto ev_cpu = cpu->evict(), ev_gpu = gpu->evict();
+      ASSERT_EQ(ev_cpu.has_value(), ev_gpu.has_value()) << step;
+      if (ev_cpu) EXPECT_TRUE(torch::equal(*ev_cpu, ev_gpu->cpu())) << step;
+    }
+    const StateDict s_cpu = state_dict(*cpu), s_gpu = state_dict(*gpu);
+    ASSERT_EQ(s_cpu.size(), s_gpu.size());
+    for (size_t i = 0; i < s_cpu.size(); ++i)
+      EXPECT_TRUE(torch::equal(s_cpu[i].second, s_gpu[i].second.cpu())) << s_cpu[i].first;
   }
 }
 
