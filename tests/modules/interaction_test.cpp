@@ -13,7 +13,7 @@ TEST(DotInteraction, DirectKernelMatchesTheBatchedProduct) {
   struct Shape {
     int64_t b, f, d;
   };
-  for (const Shape s : {Shape{256, 26, 16}, Shape{5, 1, 3}, Shape{70, 4, 7}}) {
+  for (const Shape s : {Shape{256, 26, 16}, Shape{5, 1, 3}, Shape{70, 4, 7}, Shape{40, 8, 64}, Shape{9, 15, 65}}) {
     torch::manual_seed(s.b + s.f);
     const torch::Tensor dense = torch::randn({s.b, s.d});
     const torch::Tensor sparse_wide = torch::randn({s.b, 2 * s.f * s.d});
@@ -33,6 +33,27 @@ TEST(DotInteraction, DirectKernelMatchesTheBatchedProduct) {
           << "b " << s.b << " f " << s.f << " d " << s.d << " item " << i << " max diff "
           << (got[i] - want[i]).abs().max().item<double>();
   }
+}
+
+/// Without autograd (no grad, and InferenceMode as `recmod eval` runs) the
+/// kernel alone runs: the same values as with autograd, no graph attached.
+TEST(DotInteraction, WithoutAutogradTheKernelGivesTheSameValues) {
+  torch::manual_seed(3);
+  const torch::Tensor dense = torch::randn({100, 16}), sparse = torch::randn({100, 26 * 16});
+  const torch::Tensor want = dot_interaction_reference(dense, sparse, 26);
+  torch::Tensor no_grad, inference;
+  {
+    torch::NoGradGuard guard;
+    no_grad = dot_interaction(dense.requires_grad_(true), sparse, 26);
+  }
+  {
+    c10::InferenceMode guard;
+    inference = dot_interaction(dense, sparse, 26);
+  }
+  EXPECT_FALSE(no_grad.requires_grad());
+  EXPECT_TRUE(inference.is_inference());
+  EXPECT_TRUE(torch::allclose(no_grad, want, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::equal(no_grad, inference));
 }
 
 TEST(DotInteraction, PairwiseDotsAfterDense) {

@@ -1,8 +1,94 @@
 #include "recmod/modules/mlp.h"
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+
 namespace recmod {
+
+namespace {
+
+/// y[r, :] = act(y[r, :] + b) for every row, in one pass over y (the GEMM
+/// wrote y = x W^T with beta = 0).
+void bias_activation_rows(float* y, const float* b, int64_t rows, int64_t cols, bool relu) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* __restrict yr = y + r * cols;
+      if (relu)
+        for (int64_t j = 0; j < cols; ++j) yr[j] = std::max(yr[j] + b[j], 0.f);
+      else
+        for (int64_t j = 0; j < cols; ++j) yr[j] += b[j];
+    }
+  });
+}
+
+/// x W^T + b, then the activation, on a fresh output; nothing for autograd.
+torch::Tensor linear_activation_forward(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                                        bool relu) {
+  torch::Tensor y = torch::mm(x, w.t());
+  bias_activation_rows(y.data_ptr<float>(), b.data_ptr<float>(), y.size(0), y.size(1), relu);
+  return y;
+}
+
+/// Linear + bias + (ReLU or nothing) with its own backward: the forward is
+/// one GEMM and one pass that adds the bias and applies the activation; the
+/// backward makes the activation's mask and the bias gradient in one pass
+/// over the output gradient, then the two GEMMs. The same values as
+/// relu(linear(x)) under autograd within float rounding (the bias gradient
+/// is summed in per-thread row blocks).
+class LinearActivationFunction : public torch::autograd::Function<LinearActivationFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               const torch::Tensor& b, bool relu) {
+    torch::Tensor y = linear_activation_forward(x, w, b, relu);
+    ctx->save_for_backward({x, w, y});
+    ctx->saved_data["relu"] = relu;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x = saved[0], &w = saved[1], &y = saved[2];
+    const bool relu = ctx->saved_data["relu"].toBool();
+    const torch::Tensor g = grads[0].contiguous();
+    const int64_t rows = g.size(0), cols = g.size(1);
+    torch::Tensor gp = relu ? torch::empty_like(g) : g;
+    // Bias gradient: column sums in row blocks, one block per thread.
+    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / 64));
+    torch::Tensor partial = torch::zeros({blocks, cols}, g.options());
+    const float* gin = g.data_ptr<float>();
+    const float* yv = y.data_ptr<float>();
+    float* gout = gp.data_ptr<float>();
+    float* part = partial.data_ptr<float>();
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t blk = begin; blk < end; ++blk) {
+        float* __restrict sum = part + blk * cols;
+        for (int64_t r = rows * blk / blocks; r < rows * (blk + 1) / blocks; ++r) {
+          const float* __restrict gr = gin + r * cols;
+          if (relu) {
+            const float* __restrict yr = yv + r * cols;
+            float* __restrict outr = gout + r * cols;
+            for (int64_t j = 0; j < cols; ++j) {
+              const float v = yr[j] > 0.f ? gr[j] : 0.f;
+              outr[j] = v;
+              sum[j] += v;
+            }
+          } else {
+            for (int64_t j = 0; j < cols; ++j) sum[j] += gr[j];
+          }
+        }
+      }
+    });
+    torch::Tensor gb = blocks == 1 ? partial[0] : partial.sum(0);
+    torch::Tensor gx = ctx->needs_input_grad(0) ? torch::mm(gp, w) : torch::Tensor();
+    torch::Tensor gw = torch::mm(gp.t(), x);
+    return {gx, gw, gb, torch::Tensor()};
+  }
+};
+
+}  // namespace
 
 PerceptronImpl::PerceptronImpl(PerceptronOptions options_) : options(std::move(options_)) {
   TORCH_CHECK(options.out_size() > 0, "Perceptron: out_size must be positive, got ", options.out_size());
@@ -35,7 +121,20 @@ torch::Tensor PerceptronImpl::forward(const torch::Tensor& input) {
   if (!is_initialized()) initialize_parameters(infer_in_size(input, "Perceptron"), input);
   TORCH_CHECK(input.dim() >= 1 && input.size(-1) == *options.in_size(), "Perceptron: expected input of shape (*, ",
               *options.in_size(), "), got ", input.sizes());
-  torch::Tensor out = options.activation()(linear_->forward(input));
+  const auto& act = options.activation();
+  const bool relu = !act.is_module() && act.name() == "relu";
+  const bool fused = relu && input.dim() == 2 && linear_->bias.defined() &&
+                     input.device().is_cpu() && input.scalar_type() == torch::kFloat &&
+                     linear_->weight.scalar_type() == torch::kFloat;
+  torch::Tensor out;
+  if (!fused) {
+    out = act(linear_->forward(input));
+  } else if (torch::autograd::GradMode::is_enabled() &&
+             (input.requires_grad() || linear_->weight.requires_grad() || linear_->bias.requires_grad())) {
+    out = LinearActivationFunction::apply(input.contiguous(), linear_->weight, linear_->bias, relu);
+  } else {  // eval / predictions: the kernel alone
+    out = linear_activation_forward(input.contiguous(), linear_->weight, linear_->bias, relu);
+  }
   finish_forward(*this);
   return out;
 }
