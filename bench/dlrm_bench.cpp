@@ -11,6 +11,17 @@
 //   BM_LibtorchDlrm the same model as a C++ user of libtorch writes it:
 //                   26 torch::nn::EmbeddingBag(sparse=true), torch::nn::Linear
 //                   MLPs, the same interaction, torch::optim::Adagrad for all.
+//   BM_RecmodDlrmInference  recmod's forward as `recmod eval` runs it
+//                   (train::infer: eval mode, c10::InferenceMode, the fused
+//                   lookup; the model opened as eval opens it, without a
+//                   TrainingSetup). Forward only: no data reading, no metrics.
+//   BM_LibtorchDlrmInference the plain libtorch model's forward in
+//                   torch::NoGradGuard, eval mode.
+//   BM_DotInteraction the model's DotInteraction alone (27 vectors of 16),
+//                   forward + backward, at the same batch: its share of the
+//                   training step is this time over BM_RecmodDlrm's.
+//   BM_SgemmRoofForward the forward products alone (X W^T per Linear): the
+//                   roof of a forward pass, 0.949 MFLOP per example.
 //   BM_SgemmRoof    the model's matrix products alone (each Linear's forward
 //                   X W^T and its two backward products, at the same batch and
 //                   thread count), reported as the examples/s a model made of
@@ -27,6 +38,7 @@
 
 #include "recmod/config/graph.h"
 #include "recmod/modules/embedding_modules.h"
+#include "recmod/modules/interaction.h"
 #include "recmod/train/train_step.h"
 #include "recmod/train/trainer.h"
 #include "recmod/train/training_setup.h"
@@ -62,6 +74,18 @@ RecmodModel& recmod_model() {
     for (const auto& [path, ebc] : out.training->fused())
       for (const auto& t : ebc->embedding_bag_configs()) out.rows.push_back(t.num_embeddings);
     return out;
+  }();
+  return m;
+}
+
+/// The config's model as `recmod eval` opens it: no TrainingSetup, eval mode.
+recmod::config::ModelGraph& recmod_eval_model() {
+  static recmod::config::ModelGraph m = [] {
+    recmod::train::seed_everything(0);
+    const recmod::config::ModelConfig config = recmod::config::load_model_config(kConfig);
+    recmod::config::ModelGraph graph(static_cast<const recmod::config::ModelSpec&>(config));
+    graph->eval();
+    return graph;
   }();
   return m;
 }
@@ -164,6 +188,36 @@ void BM_RecmodDlrm(benchmark::State& state) {
   finish(state, b);
 }
 
+void BM_RecmodDlrmInference(benchmark::State& state) {
+  const int64_t b = state.range(0);
+  set_threads(static_cast<int>(state.range(1)));
+  auto& m = recmod_eval_model();
+  const auto& data = batches(b);
+  int64_t i = 0;
+  for (auto _ : state) {
+    const torch::Tensor logits = recmod::train::infer(m, data[i++ % kBatches].recmod);
+    benchmark::DoNotOptimize(logits.data_ptr());
+  }
+  finish(state, b);
+}
+
+void BM_LibtorchDlrmInference(benchmark::State& state) {
+  const int64_t b = state.range(0);
+  set_threads(static_cast<int>(state.range(1)));
+  auto& m = plain_model();
+  m.model->eval();
+  const auto& data = batches(b);
+  int64_t i = 0;
+  torch::NoGradGuard no_grad;
+  for (auto _ : state) {
+    const Batch& batch = data[i++ % kBatches];
+    const torch::Tensor logits = m.model->forward(batch.recmod.dense, batch.ids, batch.offsets);
+    benchmark::DoNotOptimize(logits.data_ptr());
+  }
+  m.model->train();
+  finish(state, b);
+}
+
 void BM_LibtorchDlrm(benchmark::State& state) {
   const int64_t b = state.range(0);
   set_threads(static_cast<int>(state.range(1)));
@@ -214,6 +268,39 @@ void BM_SgemmRoof(benchmark::State& state) {
                                                 benchmark::Counter::kIsRate);
 }
 
+void BM_SgemmRoofForward(benchmark::State& state) {
+  const int64_t b = state.range(0);
+  set_threads(static_cast<int>(state.range(1)));
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> layers;
+  double flops_per_example = 0;
+  for (const auto& [in, out] : layer_shapes()) {
+    layers.emplace_back(torch::randn({b, in}), torch::randn({out, in}));
+    flops_per_example += 2.0 * static_cast<double>(in * out);
+  }
+  for (auto _ : state)
+    for (const auto& [x, w] : layers) benchmark::DoNotOptimize(torch::mm(x, w.t()).data_ptr());
+  finish(state, b);
+  state.counters["flops_per_example"] = flops_per_example;
+  state.counters["gflops"] = benchmark::Counter(static_cast<double>(state.iterations() * b) * flops_per_example / 1e9,
+                                                benchmark::Counter::kIsRate);
+}
+
+void BM_DotInteraction(benchmark::State& state) {
+  const int64_t b = state.range(0);
+  set_threads(static_cast<int>(state.range(1)));
+  torch::manual_seed(0);
+  const int64_t f = 26;
+  const torch::Tensor dense = torch::randn({b, kDim}).requires_grad_(true);
+  const torch::Tensor sparse = torch::randn({b, f * kDim}).requires_grad_(true);
+  const torch::Tensor grad = torch::randn({b, kDim + (f + 1) * f / 2});
+  for (auto _ : state) {
+    const torch::Tensor out = recmod::dot_interaction(dense, sparse, f);
+    const auto grads = torch::autograd::grad({out}, {dense, sparse}, {grad});
+    benchmark::DoNotOptimize(grads[1].data_ptr());
+  }
+  finish(state, b);
+}
+
 void shapes(benchmark::internal::Benchmark* bench) {
   for (int64_t b : {2048, 128})
     for (int64_t threads : {1, 2}) bench->Args({b, threads});
@@ -223,6 +310,10 @@ void shapes(benchmark::internal::Benchmark* bench) {
 BENCHMARK(BM_SgemmRoof)->Apply(shapes);
 BENCHMARK(BM_RecmodDlrm)->Apply(shapes);
 BENCHMARK(BM_LibtorchDlrm)->Apply(shapes);
+BENCHMARK(BM_DotInteraction)->Apply(shapes);
+BENCHMARK(BM_SgemmRoofForward)->Apply(shapes);
+BENCHMARK(BM_RecmodDlrmInference)->Apply(shapes);
+BENCHMARK(BM_LibtorchDlrmInference)->Apply(shapes);
 
 }  // namespace
 

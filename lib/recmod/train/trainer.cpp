@@ -151,6 +151,11 @@ void request_stop() { g_stop_requested = true; }
 
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }
 
+torch::Tensor infer(config::ModelGraph& model, const data::Batch& batch) {
+  c10::InferenceMode inference;
+  return model->forward(batch);
+}
+
 namespace {
 // Every rank's rows of `mine` (split along dim 0), in rank order: an
 // all-gather of unequal parts as an all-to-all that sends my part to every rank.
@@ -190,14 +195,16 @@ Predictions predict(config::ModelGraph& model, data::BatchSource& source, const 
     labels.push_back(batch.labels.to(torch::kCPU));
     if (batch.weights.defined()) weights.push_back(batch.weights.to(torch::kCPU));
   };
-  torch::NoGradGuard no_grad;
   if (!distributed) {
     while (auto batch = source.next()) {
       keep_labels(*batch);
-      logits.push_back(model->forward(batch->to(device)).to(torch::kCPU));
+      logits.push_back(infer(model, batch->to(device)).to(torch::kCPU));
     }
   }
   if (distributed) {
+    // Sharded: autograd off, but not InferenceMode (the tensors that go
+    // through the collectives stay ordinary ones).
+    torch::NoGradGuard no_grad;
     while (auto batch = source.next()) {
       keep_labels(*batch);
       const torch::Tensor mine =

@@ -87,8 +87,16 @@ class Trainer {
   TrainerOptions options_;
 };
 
+/// One batch's logits (B), or (B, T) with tasks, without autograd: the
+/// model must be in eval mode; runs under c10::InferenceMode, so no graph is
+/// recorded, no version counters are bumped and the modules take their
+/// no-grad paths (the EmbeddingBagCollection's fused lookup on every table
+/// at once, MLP layers as one GEMM and one bias + ReLU pass, the
+/// interaction's kernel alone). The result is a fresh inference tensor.
+torch::Tensor infer(config::ModelGraph& model, const data::Batch& batch);
+
 /// Logits, labels and sample weights of a whole data set, in eval mode, no
-/// grad. With a distributed communicator
+/// grad (infer() per batch in one process). With a distributed communicator
 /// (a sharded model, global batches), each rank predicts its rows and every
 /// rank returns all of them, in data order. A NaN or inf logit throws
 /// InputError naming the rows.
