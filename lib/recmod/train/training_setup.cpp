@@ -8,6 +8,7 @@
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
 #include "recmod/dist/sharded_embedding_bag.h"
 #include "recmod/modules/embedding_modules.h"
+#include "recmod/modules/fused_embedding_bag.h"
 
 namespace recmod::train {
 
@@ -16,7 +17,10 @@ namespace {
 FusedCollections enable_fused_collections(config::ModelGraph& model, const config::TrainingSpec& cfg,
                                           const torch::Device& device, bool distributed) {
   FusedCollections out;
-  if (!cfg.fused_embeddings || !device.is_cpu()) return out;  // the fused kernels are CPU kernels
+  // The fused path needs a lookup kernel on the device: the CPU's, or the
+  // CUDA kernels of a CUDA build (elsewhere its tensor-op fallback would be
+  // slower than autograd + the row-sparse optimizer).
+  if (!cfg.fused_embeddings || !fused_lookup_has_kernel(device)) return out;
   for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
     if (auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(item.value())) {
       // In a distributed run an unsharded collection is replicated: its
