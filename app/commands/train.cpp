@@ -1,6 +1,7 @@
 // recmod train CONFIG --data ...: trains a model from its config.
 #include <unistd.h>
 
+#include <cmath>
 #include <iostream>
 #include <optional>
 
@@ -133,7 +134,10 @@ int run_train(const TrainArgs& args) {
     const auto per_step = [&](int64_t bytes) { return format_bytes(static_cast<double>(bytes) / static_cast<double>(result.steps_this_run)); };
     std::cout << "rank 0 communication per step (sent + received): all-to-all " << per_step(result.traffic.all_to_all_bytes)
               << ", all-reduce " << per_step(result.traffic.all_reduce_bytes) << ", other "
-              << per_step(result.traffic.other_bytes) << "\n";
+              << per_step(result.traffic.other_bytes) << "; collectives " << result.traffic.collectives << " ("
+              << str_cat(std::lround(10.0 * static_cast<double>(result.traffic.collectives) /
+                                     static_cast<double>(result.steps_this_run)) / 10.0)
+              << " a step, start-up and checkpoints included)\n";
   }
   if (!result.last_eval.is_null()) std::cout << "eval " << result.last_eval.dump() << "\n";
   if (result.stopped_early) std::cout << "stopped early (training.early_stopping)\n";

@@ -275,5 +275,27 @@ TEST(DistributedCli, ATakenPortIsNamed) {
   EXPECT_THAT(r.output, HasSubstr(std::to_string(port)));
 }
 
+// Every collective counts (Traffic::collectives): a step of a model with
+// one sharded EmbeddingBagCollection costs exactly 5, the lengths, ids,
+// pooled rows and their gradients (4 all-to-alls) and the dense
+// all-reduce, which also carries the loss and the ranks' stop requests;
+// the batch sizes come from the trainer's split, not an all-gather.
+TEST(DistributedCli, AStepCostsFiveCollectives) {
+  const Data d = make_data("dist_collectives");
+  const auto cfg = write_file(d.dir + "/c.yaml", mixed_model_yaml(8, "{type: sgd, lr: 0.1}", kNoColumnWise) +
+                                                     "\n");
+  const auto collectives = [&](int steps) -> int64_t {
+    const auto r = run_recmod("train " + cfg + " --data " + d.train + " --out " + d.dir + "/s" + std::to_string(steps) +
+                              " --nproc 2 --dist-timeout 60 --set training.log_interval=0 --steps " + std::to_string(steps));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    const auto at = r.output.find("; collectives ");
+    if (at == std::string::npos) return -1;
+    return std::stoll(r.output.substr(at + 14));
+  };
+  const int64_t five = collectives(5), fifteen = collectives(15);
+  ASSERT_GT(five, 0);
+  EXPECT_EQ(fifteen - five, 10 * 5);
+}
+
 }  // namespace
 }  // namespace recmod::testing

@@ -16,6 +16,13 @@
 
 namespace recmod::dist {
 
+std::vector<int64_t> Communicator::batch_sizes(int64_t mine) {
+  if (batch_sizes_.empty()) return all_gather(mine);
+  TORCH_CHECK(static_cast<int64_t>(batch_sizes_.size()) == world_size() && batch_sizes_[static_cast<size_t>(rank())] == mine,
+              "Communicator: the expected batch sizes do not include this rank's ", mine);
+  return batch_sizes_;
+}
+
 void Communicator::expect_same(const std::string& what, int64_t value) {
   const std::vector<int64_t> values = all_gather(value);
   std::vector<std::string> differ;
@@ -161,6 +168,7 @@ class GlooCommunicator final : public Communicator {
   // DistributedError that says so.
   template <typename Start>
   void run(const char* what, Start&& start) {
+    ++traffic_.collectives;
     try {
       auto work = start();
       work->wait(timeout_);

@@ -32,6 +32,7 @@ struct Traffic {
   int64_t all_to_all_bytes = 0;
   int64_t all_reduce_bytes = 0;
   int64_t other_bytes = 0;  // all-gather, broadcast, send/recv
+  int64_t collectives = 0;  // calls of any kind (each one a round of waiting for the others)
 };
 
 class Communicator {
@@ -62,8 +63,19 @@ class Communicator {
   /// rank 0's (e.g. a config digest: ranks started with different configs).
   void expect_same(const std::string& what, int64_t value);
 
+  /// Every rank's batch size for the step about to run, when the caller
+  /// knows them (the trainer splits each global batch by a fixed rule), so
+  /// the sharded modules need not ask (`batch_sizes`); {} forgets them.
+  void expect_batch_sizes(std::vector<int64_t> sizes) { batch_sizes_ = std::move(sizes); }
+  /// The batch sizes set by expect_batch_sizes (checked against `mine`),
+  /// else an all_gather of `mine`.
+  std::vector<int64_t> batch_sizes(int64_t mine);
+
  protected:
   Traffic traffic_;
+
+ private:
+  std::vector<int64_t> batch_sizes_;
 };
 
 /// The one-process run: every collective is the identity.

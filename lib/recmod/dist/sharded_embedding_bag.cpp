@@ -394,7 +394,7 @@ void ShardedEmbeddingBagCollectionImpl::check_ids(const KeyedJaggedTensor& featu
 KeyedTensor ShardedEmbeddingBagCollectionImpl::forward_sharded(const KeyedJaggedTensor& features) {
   check_ids(features);  // here, not on the holder: a bad id must fail on the rank that read it
   if (is_training() && !histories_sized_) size_managed_histories(features);
-  const std::vector<int64_t> batch_sizes = comm_->all_gather(features.stride());
+  const std::vector<int64_t> batch_sizes = comm_->batch_sizes(features.stride());
   const KeyedJaggedTensor global = distribute_input(features, batch_sizes);
   const int64_t global_batch = global.stride();
   torch::Tensor pooled = output_dim() > 0 ? EmbeddingBagCollectionImpl::forward(global).values()

@@ -261,6 +261,12 @@ ShardedCollections sharded_collections(const config::ModelGraph& model) {
   return out;
 }
 
+std::vector<int64_t> rank_batch_sizes(int64_t total, int64_t world_size) {
+  std::vector<int64_t> out;
+  for (int64_t r = 0; r < world_size; ++r) out.push_back(total / world_size + (r < total % world_size ? 1 : 0));
+  return out;
+}
+
 data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_size) {
   const int64_t total = global.size();
   const int64_t base = total / world_size, extra = total % world_size;

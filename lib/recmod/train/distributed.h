@@ -56,6 +56,8 @@ ShardedCollections sharded_collections(const config::ModelGraph& model);
 /// (rank r gets B / W rows, plus one when r < B % W), so the ranks together
 /// see exactly the batch one process would.
 data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_size);
+/// The rows each rank takes of a global batch of `total` rows (rank_slice's split).
+std::vector<int64_t> rank_batch_sizes(int64_t total, int64_t world_size);
 
 /// Collective: the full model state on rank 0 (PyTorch's key order, the
 /// unsharded shapes); empty on the other ranks.

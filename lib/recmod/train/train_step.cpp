@@ -53,13 +53,15 @@ torch::Tensor train_step(config::ModelGraph& model, TrainingSetup& training, con
   }
   if (hooks.before_backward) hooks.before_backward(loss);
   loss.backward();
-  training.all_reduce_gradients();
+  // The global loss and the stop requests ride in the gradients' all-reduce.
+  const std::vector<double> sums = training.all_reduce_gradients(
+      training.distributed() ? std::vector<double>{loss.detach().item<double>(), hooks.stop_requested ? 1.0 : 0.0}
+                             : std::vector<double>{});
   if (hooks.after_backward) hooks.after_backward();
   training.step();
   if (training.distributed()) {
-    std::vector<torch::Tensor> total{loss.detach().reshape({1}).to(torch::kDouble).cpu()};
-    training.comm().all_reduce_sum(total);
-    return total[0].to(loss.dtype()).reshape({});
+    if (hooks.stop_agreed) *hooks.stop_agreed = sums[1] > 0;
+    return torch::tensor(sums[0], loss.options()).reshape({});
   }
   return loss;
 }

@@ -31,6 +31,11 @@ struct StepHooks {
   /// Distributed runs: the rows of the global batch this step is a part of
   /// (the caller sliced it, so it knows); 0: asked of the ranks (a collective).
   int64_t global_batch_size = 0;
+  /// Distributed runs: this rank's request to stop after this step, summed
+  /// over the ranks inside the gradient all-reduce; *stop_agreed is set to
+  /// whether any rank asked (so every rank stops at the same boundary).
+  bool stop_requested = false;
+  bool* stop_agreed = nullptr;
 };
 
 /// zero_grad, forward (the graph's executor), loss, backward, optimizer step

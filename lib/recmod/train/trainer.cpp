@@ -268,13 +268,11 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     if (lead) write_checkpoint(model_state, optimizer_state, pos, run_);
     comm->barrier();  // complete only when written; no rank runs ahead of it
   };
-  // Every rank stops at the same step boundary, whichever got the signal.
-  auto stop_requested = [&] {
-    if (!distributed) return g_stop_requested.load();
-    for (int64_t flag : comm->all_gather(g_stop_requested ? 1 : 0))
-      if (flag) return true;
-    return false;
-  };
+  // Every rank stops at the same step boundary, whichever got the signal:
+  // each step's gradient all-reduce carries the ranks' requests
+  // (StepHooks::stop_requested), so asking costs no collective.
+  bool stop_agreed = false;
+  auto stop_requested = [&] { return distributed ? stop_agreed : g_stop_requested.load(); };
   auto append_metrics = [&](const nlohmann::json& line) {
     if (lead) run_.append_metrics(line.dump());
   };
@@ -402,6 +400,10 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       checks.before_backward = [&](const torch::Tensor& loss) { check_loss_finite(loss, pos.step + 1); };
       checks.after_backward = [&] { check_gradients_finite(all_parameters, pos.step + 1); };
       checks.global_batch_size = batch->size();
+      checks.stop_requested = g_stop_requested;
+      checks.stop_agreed = &stop_agreed;
+      // The sharded modules need every rank's rows: the split is rank_slice's.
+      if (distributed) comm->expect_batch_sizes(rank_batch_sizes(batch->size(), comm->world_size()));
       if (window_metrics)
         checks.after_forward = [&](const torch::Tensor& logits) {
           window.logits.push_back(logits.to(torch::kCPU, torch::kFloat));
@@ -410,6 +412,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
         };
       training.schedule_lr(pos.step);  // from the step count alone: a resumed run gets the same rates
       const torch::Tensor loss = train_step(model_, training, b, checks);
+      if (distributed) comm->expect_batch_sizes({});
       ++pos.step;
       ++pos.batch_in_epoch;
       result.last_loss = loss.item<double>();

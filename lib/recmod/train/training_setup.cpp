@@ -85,12 +85,17 @@ void TrainingSetup::schedule_lr(int64_t step) {
   for (auto& [_, ebc] : fused_) ebc->set_fused_lr(embedding_lr_);
 }
 
-void TrainingSetup::all_reduce_gradients() {
-  if (!distributed() || replicated_.empty()) return;
+std::vector<double> TrainingSetup::all_reduce_gradients(const std::vector<double>& extras) {
+  if (!distributed() || (replicated_.empty() && extras.empty())) return extras;
   std::vector<torch::Tensor> flat;
   for (auto& p : replicated_) flat.push_back(p.grad().defined() ? p.grad().reshape(-1) : torch::zeros({p.numel()}, p.options()));
+  const auto dtype = flat.empty() ? torch::kFloat : flat[0].scalar_type();
+  flat.push_back(torch::tensor(extras, torch::kDouble).to(dtype));
   std::vector<torch::Tensor> buffer{torch::cat(flat)};
   comm_->all_reduce_sum(buffer);
+  const torch::Tensor summed = buffer[0].narrow(0, buffer[0].numel() - static_cast<int64_t>(extras.size()),
+                                                static_cast<int64_t>(extras.size())).to(torch::kDouble);
+  std::vector<double> out(summed.data_ptr<double>(), summed.data_ptr<double>() + summed.numel());
   int64_t at = 0;
   for (auto& p : replicated_) {
     const torch::Tensor part = buffer[0].narrow(0, at, p.numel()).view(p.sizes());
@@ -101,6 +106,7 @@ void TrainingSetup::all_reduce_gradients() {
     }
     at += p.numel();
   }
+  return out;
 }
 
 StateDict TrainingSetup::state_dict() const {

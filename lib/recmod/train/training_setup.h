@@ -66,8 +66,11 @@ class TrainingSetup {
   dist::Communicator& comm() const { return *comm_; }
   bool distributed() const { return comm_->world_size() > 1; }
   /// Collective: sums the replicated parameters' gradients over the ranks
-  /// (one flat buffer; a parameter without a gradient counts as zeros).
-  void all_reduce_gradients();
+  /// (one flat buffer; a parameter without a gradient counts as zeros), and
+  /// `extras` (per-step scalars: the loss, a stop request) in the same
+  /// buffer, so they cost no collective of their own; returns their sums
+  /// (`extras` itself when not distributed).
+  std::vector<double> all_reduce_gradients(const std::vector<double>& extras = {});
 
  private:
   FusedCollections fused_;
