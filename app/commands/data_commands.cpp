@@ -65,6 +65,7 @@ int run_generate(const GenerateArgs& a) {
 
 struct ConvertArgs {
   std::string input, output, format, config;
+  std::string to = "binary";
   bool skip_bad = false;
 };
 
@@ -80,7 +81,8 @@ int run_convert(const ConvertArgs& a) {
     options.columns = config::load_model_config(a.config).data.columns;  // delimited text as the config describes it
   }
   options.on_bad_record = a.skip_bad ? data::BadRecordPolicy::kSkip : data::BadRecordPolicy::kFail;
-  auto report = data::convert_to_binary(a.input, a.output, options);
+  auto report = a.to == "npy" ? data::convert_to_criteo_npy(a.input, a.output, options)
+                              : data::convert_to_binary(a.input, a.output, options);
   std::cout << a.output << ": " << report.summary() << "\n";
   return 0;
 }
@@ -107,8 +109,12 @@ void add_data_commands(CLI::App& app, Actions& actions) {
       "convert", "Convert a data file (Criteo TSV, JSON lines, delimited text) to recmod's binary format");
   auto c = std::make_shared<ConvertArgs>();
   conv->add_option("input", c->input, "Input data file")->required();
-  conv->add_option("output", c->output, "Output binary file")->required();
-  conv->add_option("--format", c->format, "Input format: criteo_tsv | jsonl | binary | delimited (default: detected)");
+  conv->add_option("output", c->output, "Output binary file (with --to npy: the prefix of the three .npy files)")->required();
+  conv->add_option("--format", c->format,
+                   "Input format: criteo_tsv | jsonl | binary | delimited | criteo_npy (default: detected)");
+  conv->add_option("--to", c->to, "Output format: binary (.rmb) or npy (TorchRec's Criteo <prefix>_dense/_sparse/_labels.npy)")
+      ->check(CLI::IsMember({"binary", "npy"}))
+      ->capture_default_str();
   conv->add_option("--config", c->config,
                    "Model config whose features give the schema (needed for JSON lines; its data.columns for "
                    "delimited text)");

@@ -194,7 +194,8 @@ DataSpec parse_data(const ConfigNode& node, const ModelSpec& spec) {
   for (const auto& k : delimited_data_keys()) keys.push_back(k);
   node.allow_keys(keys);
   DataSpec d;
-  if (node.has("format")) d.format = node["format"].one_of({"auto", "criteo_tsv", "jsonl", "binary", "delimited"});
+  if (node.has("format"))
+    d.format = node["format"].one_of({"auto", "criteo_tsv", "jsonl", "binary", "delimited", "criteo_npy"});
   d.train = node.get_string("train", "");
   d.eval = node.get_string("eval", "");
   d.strict_features = node.get_bool("strict_features", false);

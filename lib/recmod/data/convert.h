@@ -19,5 +19,8 @@ struct ConvertOptions {
 /// Streams `input` into a binary file at `output`; returns the reader's
 /// report (rows read, bad records skipped).
 ReadReport convert_to_binary(const std::string& input, const std::string& output, const ConvertOptions& options = {});
+/// `input` as TorchRec's Criteo .npy files `output`_dense.npy, _sparse.npy,
+/// _labels.npy (write_criteo_npy; the rows are held in memory).
+ReadReport convert_to_criteo_npy(const std::string& input, const std::string& output, const ConvertOptions& options = {});
 
 }  // namespace recmod::data

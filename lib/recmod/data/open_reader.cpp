@@ -8,6 +8,7 @@
 #include "recmod/data/bad_record_budget.h"
 #include "recmod/data/binary_format.h"
 #include "recmod/data/compressed_stream.h"
+#include "recmod/data/criteo_npy.h"
 #include "recmod/data/criteo_tsv.h"
 #include "recmod/data/jsonl.h"
 
@@ -21,8 +22,9 @@ DataFormat parse_data_format(const std::string& name) {
   if (name == "jsonl") return DataFormat::kJsonl;
   if (name == "binary" || name == "rmb") return DataFormat::kBinary;
   if (name == "delimited") return DataFormat::kDelimited;
-  throw UsageError(
-      str_cat("unknown data format '", name, "'; expected one of [auto, criteo_tsv, jsonl, binary, delimited]"));
+  if (name == "criteo_npy" || name == "criteo-npy" || name == "npy") return DataFormat::kCriteoNpy;
+  throw UsageError(str_cat("unknown data format '", name,
+                           "'; expected one of [auto, criteo_tsv, jsonl, binary, delimited, criteo_npy]"));
 }
 
 std::string format_name(DataFormat format) {
@@ -32,11 +34,14 @@ std::string format_name(DataFormat format) {
     case DataFormat::kJsonl: return "jsonl";
     case DataFormat::kBinary: return "binary";
     case DataFormat::kDelimited: return "delimited";
+    case DataFormat::kCriteoNpy: return "criteo_npy";
   }
   return "?";
 }
 
 DataFormat detect_format(const std::string& path) {
+  // TorchRec's Criteo .npy: a day's three files, named by one of them or their prefix.
+  if (is_criteo_npy(path)) return DataFormat::kCriteoNpy;
   // The first 4 KiB of the text: decompressed when the file is gzip or zstd.
   const std::string head = read_text_prefix(path, 4096);
   if (head.size() >= sizeof(kBinaryMagic) && std::memcmp(head.data(), kBinaryMagic, sizeof(kBinaryMagic)) == 0) {
@@ -73,6 +78,9 @@ std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat f
   if (format == DataFormat::kAuto) format = columns && found == DataFormat::kCriteoTsv ? DataFormat::kDelimited : found;
   // A text format asked for (e.g. by a config's data.format) on a binary
   // file would fail at line 1 with a parse error that hides the cause.
+  if (found == DataFormat::kCriteoNpy && format != DataFormat::kCriteoNpy)
+    throw_input_error(path, ": TorchRec Criteo .npy files, but the data format asked for is ", format_name(format),
+                      "; use --format criteo_npy (or auto)");
   if (found == DataFormat::kBinary && format != DataFormat::kBinary)
     throw_input_error(path, ": this is a recmod binary (.rmb) file, but the data format asked for is ",
                       format_name(format), "; use --format binary (or auto)");
@@ -83,6 +91,9 @@ std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat f
       break;
     case DataFormat::kBinary:
       reader = std::make_unique<BinaryReader>(path);
+      break;
+    case DataFormat::kCriteoNpy:
+      reader = std::make_unique<CriteoNpyReader>(path);
       break;
     case DataFormat::kJsonl:
       if (!schema) throw_input_error(path, ": JSON lines need a schema (dense count and sparse feature names)");

@@ -12,7 +12,7 @@
 
 namespace recmod::data {
 
-enum class DataFormat { kAuto, kCriteoTsv, kJsonl, kBinary, kDelimited };
+enum class DataFormat { kAuto, kCriteoTsv, kJsonl, kBinary, kDelimited, kCriteoNpy };
 
 /// "auto", "criteo_tsv", "jsonl", "binary", "delimited" (older spellings "criteo-tsv",
 /// "tsv" and "rmb" are accepted too); throws
