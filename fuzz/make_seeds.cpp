@@ -6,11 +6,14 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
+#include "fuzz_util.h"
 #include "recmod/data/binary_format.h"
+#include "recmod/data/criteo_npy.h"
 #include "recmod/io/tensor_file.h"
 
 using namespace recmod;
@@ -53,7 +56,29 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::filesystem::path dir = argv[1];
-  for (const char* sub : {"binary", "checkpoint", "pickle"}) std::filesystem::create_directories(dir / sub);
+  for (const char* sub : {"binary", "checkpoint", "pickle", "npy"}) std::filesystem::create_directories(dir / sub);
+  {  // a TorchRec Criteo .npy day (5 rows, one id per feature), as fuzz_npy takes it
+    const std::string prefix = (dir / "npy" / "day").string();
+    data::ExampleColumns day = rows(false, 0);
+    for (int64_t r = 0; r < 5; ++r) {
+      day.labels.push_back(static_cast<float>(r % 2));
+      day.dense.insert(day.dense.end(), {std::log(3.0f + r), 0.5f});
+      for (size_t f = 0; f < 2; ++f) {
+        day.sparse[f].ids.push_back(r * 7 + static_cast<int64_t>(f));
+        day.close_bag(f);
+      }
+      day.finish_row();
+    }
+    data::write_criteo_npy(prefix, day);
+    std::string joined;
+    for (const char* s : {"_dense.npy", "_sparse.npy", "_labels.npy"}) {
+      std::ifstream in(prefix + s, std::ios::binary);
+      if (!joined.empty()) joined += fuzz::kNpySeparator;
+      joined.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      std::filesystem::remove(prefix + s);
+    }
+    std::ofstream(dir / "npy" / "day.seed", std::ios::binary) << joined;
+  }
   data::write_binary((dir / "binary/plain.rmb").string(), rows(false, 5));
   data::write_binary((dir / "binary/weighted.rmb").string(), rows(true, 3));
   data::write_binary((dir / "binary/empty.rmb").string(), rows(false, 0));
