@@ -73,6 +73,18 @@ TEST(JsonlOptions, BinaryLabelsAreCheckedWithFileAndLine) {
   EXPECT_EQ(error_of("{\"label\": 0.5}\n", {}), "<no InputError>");  // the library alone allows any label
 }
 
+TEST(JsonlOptions, IdsOutsideAnUnhashedTableNameTheLine) {
+  JsonlOptions options;
+  options.id_limit = {10, 0};  // f1's table has 10 rows; f2 is hashed (any id)
+  EXPECT_EQ(error_of("{\"label\": 1, \"sparse\": {\"f1\": [9], \"f2\": [123456]}}\n"
+                     "{\"label\": 0, \"sparse\": {\"f1\": [3, 10]}}\n",
+                     options),
+            "d.jsonl:2: expected ids of \"f1\" in [0, 10) (its table has 10 rows and the feature is not hashed), "
+            "found 10; give the feature a hash: mod|murmur with a range, or the table more rows");
+  EXPECT_THAT(error_of("{\"label\": 1, \"sparse\": {\"f1\": {\"ids\": [-1]}}}\n", options),
+              HasSubstr("d.jsonl:1: expected ids of \"f1\" in [0, 10)"));
+}
+
 TEST(JsonlOptions, TrainReadsWeightedAndStringFeaturesFromTheConfig) {
   using recmod::testing::fresh_dir;
   using recmod::testing::run_recmod;
@@ -103,6 +115,11 @@ training: {batch_size: 4, steps: 3}
   r = run_recmod("train " + config + " --data " + bad + " --out " + dir + "/run2 --threads 1");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr("bad.jsonl:1: expected \"label\" 0 or 1 (the loss is binary cross-entropy), found 2"));
+  // An integer id beyond the unhashed feature's 20-row table: the line, not a lookup error at some step.
+  const auto far = write_file(dir + "/far.jsonl", lines + R"({"label": 1, "sparse": {"site": [25]}})" + "\n");
+  r = run_recmod("train " + config + " --data " + far + " --out " + dir + "/run3 --threads 1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("far.jsonl:17: expected ids of \"site\" in [0, 20)"));
 }
 
 }  // namespace

@@ -176,6 +176,26 @@ data::SideTableSpec parse_side_table(const std::string& name, const ConfigNode& 
 
 }  // namespace
 
+std::vector<int64_t> unhashed_id_limits(const ModelSpec& spec) {
+  static const std::vector<std::string> plain = {"EmbeddingBagCollection", "EmbeddingCollection",
+                                                 "FeatureProcessedEmbeddingBagCollection"};
+  std::vector<std::string> plain_nodes;
+  for (const auto& n : spec.nodes)
+    if (std::find(plain.begin(), plain.end(), n.type) != plain.end()) plain_nodes.push_back(n.name);
+  const auto tables = embedding_tables_of(spec);
+  std::vector<int64_t> out;
+  for (const auto& f : spec.features.sparse) {
+    int64_t limit = 0;
+    if (f.hash == "none")
+      for (const auto& t : tables)
+        if (std::find(plain_nodes.begin(), plain_nodes.end(), t.module) != plain_nodes.end() &&
+            std::find(t.feature_names.begin(), t.feature_names.end(), f.name) != t.feature_names.end())
+          limit = limit == 0 ? t.num_embeddings : std::min(limit, t.num_embeddings);
+    out.push_back(limit);
+  }
+  return out;
+}
+
 void check_feature_ranges(const ConfigNode& features_node, const ModelSpec& spec) {
   static const std::vector<std::string> plain = {"EmbeddingBagCollection", "EmbeddingCollection",
                                                  "FeatureProcessedEmbeddingBagCollection"};

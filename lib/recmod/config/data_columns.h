@@ -34,5 +34,10 @@ void check_feature_ranges(const ConfigNode& features_node, const ModelSpec& spec
 /// feature's `range`, else the num_embeddings of the table that reads it
 /// (the smallest), else 0 (none).
 std::vector<uint64_t> string_id_ranges(const ModelSpec& spec);
+/// Per feature of spec.features.sparse: for an unhashed feature (hash: none)
+/// read by plain tables (EBC, EC, FP-EBC), the smallest num_embeddings among
+/// them: integer ids must be in [0, that) (JSON lines check it per record,
+/// with the line); 0: no limit (hashed features, managed-collision tables).
+std::vector<int64_t> unhashed_id_limits(const ModelSpec& spec);
 
 }  // namespace recmod::config

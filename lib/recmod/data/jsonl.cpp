@@ -67,7 +67,7 @@ void read_labels(const json& v, int64_t num_labels, const JsonlOptions& options,
   }
 }
 
-void read_ids(const json& v, const std::string& feature, uint64_t string_range, uint64_t seed,
+void read_ids(const json& v, const std::string& feature, uint64_t string_range, uint64_t seed, int64_t limit,
               std::vector<int64_t>& out) {
   if (!v.is_array()) bad("expected the ids of \"", feature, "\" to be a list of integers, found ", shown(v));
   for (const auto& x : v) {
@@ -81,19 +81,24 @@ void read_ids(const json& v, const std::string& feature, uint64_t string_range, 
     if (x.is_number_unsigned() && x.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
       bad("expected ids of \"", feature, "\" to fit in int64, found ", shown(x));
     if (!x.is_number_integer()) bad("expected integer ids for \"", feature, "\", found ", shown(x));
-    out.push_back(x.get<int64_t>());
+    const int64_t id = x.get<int64_t>();
+    if (limit > 0 && (id < 0 || id >= limit))
+      bad("expected ids of \"", feature, "\" in [0, ", limit, ") (its table has ", limit,
+          " rows and the feature is not hashed), found ", id, "; give the feature a hash: mod|murmur with a range, "
+          "or the table more rows");
+    out.push_back(id);
   }
 }
 
 void read_bag(const json& v, const std::string& feature, bool weighted, bool may_weigh, uint64_t string_range,
-              uint64_t seed, SparseColumn& col) {
+              uint64_t seed, int64_t limit, SparseColumn& col) {
   const size_t first = col.ids.size();
   if (v.is_object()) {
     for (const auto& [key, _] : v.items())
       if (key != "ids" && key != "weights")
         bad("expected keys \"ids\" and \"weights\" in \"", feature, "\", found \"", key, "\"");
     if (!v.contains("ids")) bad("expected \"ids\" in \"", feature, "\", found ", shown(v));
-    read_ids(v["ids"], feature, string_range, seed, col.ids);
+    read_ids(v["ids"], feature, string_range, seed, limit, col.ids);
     if (v.contains("weights")) {
       if (!weighted) bad("expected no weights for \"", feature, "\" (the schema is unweighted), found ", shown(v));
       if (!may_weigh)
@@ -114,7 +119,7 @@ void read_bag(const json& v, const std::string& feature, bool weighted, bool may
       col.weights.resize(col.ids.size(), 1.0f);
     }
   } else {
-    read_ids(v, feature, string_range, seed, col.ids);
+    read_ids(v, feature, string_range, seed, limit, col.ids);
     if (weighted) col.weights.resize(col.ids.size(), 1.0f);
   }
 }
@@ -200,7 +205,8 @@ void parse_record(std::string_view line, const DataSchema& schema, const JsonlOp
     if (sparse.contains(name)) {
       const bool may_weigh = options.weighted.empty() || options.weighted[f];
       const uint64_t range = f < options.string_id_range.size() ? options.string_id_range[f] : 0;
-      read_bag(sparse[name], name, schema.weighted, may_weigh, range, options.hash_seed, out.sparse[f]);
+      const int64_t limit = f < options.id_limit.size() ? options.id_limit[f] : 0;
+      read_bag(sparse[name], name, schema.weighted, may_weigh, range, options.hash_seed, limit, out.sparse[f]);
     }
     out.close_bag(f);
   }

@@ -37,6 +37,9 @@ struct JsonlOptions {
   /// mod this (hash_string_id); 0 or empty: string ids are bad records.
   std::vector<uint64_t> string_id_range;
   uint64_t hash_seed = 0;
+  /// Per schema feature: integer ids must be in [0, limit) (the table of an
+  /// unhashed feature), else a bad record naming the line; 0 or empty: any id.
+  std::vector<int64_t> id_limit;
 };
 
 class JsonlReader : public ExampleReader {

@@ -84,6 +84,7 @@ std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const
   }
   read.jsonl.hash_seed = opened.config.data.hash_seed;
   read.jsonl.string_id_range = config::string_id_ranges(opened.config);
+  read.jsonl.id_limit = config::unhashed_id_limits(opened.config);
   for (const auto& f : features) {
     read.jsonl.weighted.push_back(f.weighted);
     schema.weighted = schema.weighted || f.weighted;
