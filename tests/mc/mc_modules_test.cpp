@@ -8,6 +8,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
+#include "support/test_util.h"
 
 namespace recmod {
 namespace {
@@ -254,19 +255,13 @@ TEST(MCHManagedCollisionModule, RebuildWithOutputIdRangeScalesTheSizes) {
 }
 
 TEST(MCHManagedCollisionModule, RejectsBadOptions) {
-  try {
-    lfu(0, 1);
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_THAT(e.what_without_backtrace(), HasSubstr("zch_size must be > 0, got 0"));
-  }
-  try {
-    MCHManagedCollisionModule(
-        MCHManagedCollisionModuleOptions(4, std::make_shared<LFU_EvictionPolicy>(), 1).mch_size(3));
-    FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_THAT(e.what_without_backtrace(), HasSubstr("mch_hash_func must be provided if mch_size is provided"));
-  }
+  // Bad options are a caller's mistake: InputError (docs/architecture.md, "Errors").
+  EXPECT_THAT(test::error_of<InputError>([] { lfu(0, 1); }), HasSubstr("zch_size must be > 0, got 0"));
+  EXPECT_THAT(test::error_of<InputError>([] {
+                MCHManagedCollisionModule(
+                    MCHManagedCollisionModuleOptions(4, std::make_shared<LFU_EvictionPolicy>(), 1).mch_size(3));
+              }),
+              HasSubstr("mch_hash_func must be provided if mch_size is provided"));
 }
 
 TEST(MCHManagedCollisionModule, EmptyBatchesGiveAnEmptyRoundEvenWithAFilter) {

@@ -57,8 +57,8 @@ TEST(SwishLayerNormTest, RejectsWrongTrailingShape) {
   try {
     m->forward(torch::zeros({4, 3, 2}));
     FAIL() << "expected an error";
-  } catch (const c10::Error& e) {
-    EXPECT_THAT(e.what_without_backtrace(), HasSubstr("SwishLayerNorm: expected input of shape (*, [2, 3]), got [4, 3, 2]"));
+  } catch (const InputError& e) {  // a caller's mistake (docs/architecture.md, "Errors")
+    EXPECT_THAT(e.what(), HasSubstr("SwishLayerNorm: expected input of shape (*, [2, 3]), got [4, 3, 2]"));
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <limits>
 
+#include "recmod/common/check.h"
 #include "recmod/common/errors.h"
 #include "recmod/common/hash.h"
 
@@ -46,14 +47,15 @@ HashFunc hash_func_by_name(const std::string& name) {
 
 MCHManagedCollisionModuleImpl::MCHManagedCollisionModuleImpl(MCHManagedCollisionModuleOptions options_)
     : options(std::move(options_)) {
-  TORCH_CHECK(options.zch_size() > 0, "MCHManagedCollisionModule: zch_size must be > 0, got ", options.zch_size());
-  TORCH_CHECK(options.eviction_interval() > 0, "MCHManagedCollisionModule: eviction_interval must be > 0, got ",
-              options.eviction_interval());
-  TORCH_CHECK(options.eviction_policy() != nullptr, "MCHManagedCollisionModule: an eviction_policy is required");
-  TORCH_CHECK(!options.mch_size() || options.mch_hash_func(),
-              "MCHManagedCollisionModule: mch_hash_func must be provided if mch_size is provided");
-  TORCH_CHECK(!options.mch_size() || *options.mch_size() >= 0, "MCHManagedCollisionModule: mch_size must be >= 0, got ",
-              *options.mch_size());
+  RECMOD_CHECK_INPUT(options.zch_size() > 0, "MCHManagedCollisionModule: zch_size must be > 0, got ",
+                     options.zch_size());
+  RECMOD_CHECK_INPUT(options.eviction_interval() > 0, "MCHManagedCollisionModule: eviction_interval must be > 0, got ",
+                     options.eviction_interval());
+  RECMOD_CHECK_INPUT(options.eviction_policy() != nullptr, "MCHManagedCollisionModule: an eviction_policy is required");
+  RECMOD_CHECK_INPUT(!options.mch_size() || options.mch_hash_func(),
+                     "MCHManagedCollisionModule: mch_hash_func must be provided if mch_size is provided");
+  RECMOD_CHECK_INPUT(!options.mch_size() || *options.mch_size() >= 0,
+                     "MCHManagedCollisionModule: mch_size must be >= 0, got ", *options.mch_size());
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(options.device());
   const int64_t n = options.zch_size();
   current_iter_tensor_ = register_parameter(
@@ -191,8 +193,8 @@ JtDict MCHManagedCollisionModuleImpl::remap(const JtDict& features) {
   out.reserve(features.size());
   for (const auto& [name, jt] : features) {
     const torch::Tensor& values = jt.values();
-    TORCH_CHECK(values.dim() == 1, "MCHManagedCollisionModule: expected 1-D ids for feature '", name, "', got ",
-                values.sizes());
+    RECMOD_CHECK_INPUT(values.dim() == 1, "MCHManagedCollisionModule: expected 1-D ids for feature '", name, "', got ",
+                       values.sizes());
     const torch::Tensor ids = values.to(torch::kLong);
     const torch::Tensor searched = torch::searchsorted(mch_sorted_raw_ids_.slice(0, 0, -1), ids);
     const torch::Tensor matching = mch_sorted_raw_ids_.index({searched}) == ids;

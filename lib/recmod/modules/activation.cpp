@@ -2,14 +2,15 @@
 
 #include <torch/torch.h>
 
+#include "recmod/common/check.h"
 #include "recmod/common/errors.h"
 
 namespace recmod {
 
 SwishLayerNormImpl::SwishLayerNormImpl(SwishLayerNormOptions options_) : options(std::move(options_)) {
-  TORCH_CHECK(!options.input_dims().empty(), "SwishLayerNorm: input_dims must not be empty");
+  RECMOD_CHECK_INPUT(!options.input_dims().empty(), "SwishLayerNorm: input_dims must not be empty");
   for (int64_t d : options.input_dims())
-    TORCH_CHECK(d > 0, "SwishLayerNorm: input_dims must be positive, got ", options.input_dims());
+    RECMOD_CHECK_INPUT(d > 0, "SwishLayerNorm: input_dims must be positive, got ", options.input_dims());
   norm_ = register_module("norm", torch::nn::Sequential(torch::nn::LayerNorm(
                                       torch::nn::LayerNormOptions(options.input_dims()).eps(1e-5))));
 }
@@ -17,8 +18,8 @@ SwishLayerNormImpl::SwishLayerNormImpl(SwishLayerNormOptions options_) : options
 torch::Tensor SwishLayerNormImpl::forward(const torch::Tensor& input) {
   const auto& dims = options.input_dims();
   const int64_t n = static_cast<int64_t>(dims.size());
-  TORCH_CHECK(input.dim() >= n && input.sizes().slice(input.dim() - n).equals(dims),
-              "SwishLayerNorm: expected input of shape (*, ", c10::IntArrayRef(dims), "), got ", input.sizes());
+  RECMOD_CHECK_INPUT(input.dim() >= n && input.sizes().slice(input.dim() - n).equals(dims),
+                     "SwishLayerNorm: expected input of shape (*, ", c10::IntArrayRef(dims), "), got ", input.sizes());
   return input * torch::sigmoid(norm_->forward(input));
 }
 

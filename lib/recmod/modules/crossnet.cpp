@@ -2,20 +2,22 @@
 
 #include <torch/torch.h>
 
+#include "recmod/common/check.h"
+
 namespace recmod {
 
 namespace {
 
 void check_sizes(const char* who, const std::optional<int64_t>& in_features, int64_t num_layers) {
-  TORCH_CHECK(!in_features || *in_features > 0, who, ": in_features must be positive, got ", *in_features);
-  TORCH_CHECK(num_layers >= 0, who, ": num_layers must be >= 0, got ", num_layers);
+  RECMOD_CHECK_INPUT(!in_features || *in_features > 0, who, ": in_features must be positive, got ", *in_features);
+  RECMOD_CHECK_INPUT(num_layers >= 0, who, ": num_layers must be >= 0, got ", num_layers);
 }
 
 /// Checks that `input` is (B, N); learns N on the first call of a lazy module.
 int64_t checked_in_features(const char* who, const torch::Tensor& input, const std::optional<int64_t>& in_features) {
-  TORCH_CHECK(input.dim() == 2 && (!in_features || input.size(1) == *in_features), who,
-              ": expected input of shape (B, ", (in_features ? std::to_string(*in_features) : "N"), "), got ",
-              input.sizes());
+  RECMOD_CHECK_INPUT(input.dim() == 2 && (!in_features || input.size(1) == *in_features), who,
+                     ": expected input of shape (B, ", (in_features ? std::to_string(*in_features) : "N"), "), got ",
+                     input.sizes());
   return input.size(1);
 }
 
@@ -54,7 +56,7 @@ void CrossNetImpl::create_parameters(int64_t n, const torch::TensorOptions& tens
 
 void CrossNetImpl::initialize_parameters(int64_t in_features, const torch::Tensor& like) {
   TORCH_CHECK(!is_initialized(), "CrossNet: already initialized with in_features ", *options.in_features());
-  TORCH_CHECK(in_features > 0, "CrossNet: in_features must be positive, got ", in_features);
+  RECMOD_CHECK_INPUT(in_features > 0, "CrossNet: in_features must be positive, got ", in_features);
   create_parameters(in_features, options_for(like));
 }
 
@@ -74,7 +76,7 @@ torch::Tensor CrossNetImpl::forward(const torch::Tensor& input) {
 
 LowRankCrossNetImpl::LowRankCrossNetImpl(LowRankCrossNetOptions options_) : options(std::move(options_)) {
   check_sizes("LowRankCrossNet", options.in_features(), options.num_layers());
-  TORCH_CHECK(options.low_rank() >= 1, "LowRankCrossNet: low_rank must be >= 1, got ", options.low_rank());
+  RECMOD_CHECK_INPUT(options.low_rank() >= 1, "LowRankCrossNet: low_rank must be >= 1, got ", options.low_rank());
   w_kernels_ = register_module("W_kernels", torch::nn::ParameterList());
   v_kernels_ = register_module("V_kernels", torch::nn::ParameterList());
   bias_ = register_module("bias", torch::nn::ParameterList());
@@ -91,7 +93,7 @@ void LowRankCrossNetImpl::create_parameters(int64_t n, const torch::TensorOption
 
 void LowRankCrossNetImpl::initialize_parameters(int64_t in_features, const torch::Tensor& like) {
   TORCH_CHECK(!is_initialized(), "LowRankCrossNet: already initialized with in_features ", *options.in_features());
-  TORCH_CHECK(in_features > 0, "LowRankCrossNet: in_features must be positive, got ", in_features);
+  RECMOD_CHECK_INPUT(in_features > 0, "LowRankCrossNet: in_features must be positive, got ", in_features);
   create_parameters(in_features, options_for(like));
 }
 
@@ -126,7 +128,7 @@ void VectorCrossNetImpl::create_parameters(int64_t n, const torch::TensorOptions
 
 void VectorCrossNetImpl::initialize_parameters(int64_t in_features, const torch::Tensor& like) {
   TORCH_CHECK(!is_initialized(), "VectorCrossNet: already initialized with in_features ", *options.in_features());
-  TORCH_CHECK(in_features > 0, "VectorCrossNet: in_features must be positive, got ", in_features);
+  RECMOD_CHECK_INPUT(in_features > 0, "VectorCrossNet: in_features must be positive, got ", in_features);
   create_parameters(in_features, options_for(like));
 }
 
@@ -149,9 +151,10 @@ torch::Tensor VectorCrossNetImpl::forward(const torch::Tensor& input) {
 LowRankMixtureCrossNetImpl::LowRankMixtureCrossNetImpl(LowRankMixtureCrossNetOptions options_)
     : options(std::move(options_)) {
   check_sizes("LowRankMixtureCrossNet", options.in_features(), options.num_layers());
-  TORCH_CHECK(options.num_experts() >= 1, "LowRankMixtureCrossNet: num_experts must be >= 1, got ",
-              options.num_experts());
-  TORCH_CHECK(options.low_rank() >= 1, "LowRankMixtureCrossNet: low_rank must be >= 1, got ", options.low_rank());
+  RECMOD_CHECK_INPUT(options.num_experts() >= 1, "LowRankMixtureCrossNet: num_experts must be >= 1, got ",
+                     options.num_experts());
+  RECMOD_CHECK_INPUT(options.low_rank() >= 1, "LowRankMixtureCrossNet: low_rank must be >= 1, got ",
+                     options.low_rank());
   // Registration order is TorchRec's attribute order, which fixes the state_dict key order.
   u_kernels_ = register_module("U_kernels", torch::nn::ParameterList());
   v_kernels_ = register_module("V_kernels", torch::nn::ParameterList());
@@ -180,7 +183,7 @@ void LowRankMixtureCrossNetImpl::create_parameters(int64_t n, const torch::Tenso
 
 void LowRankMixtureCrossNetImpl::initialize_parameters(int64_t in_features, const torch::Tensor& like) {
   TORCH_CHECK(!is_initialized(), "LowRankMixtureCrossNet: already initialized with in_features ", *options.in_features());
-  TORCH_CHECK(in_features > 0, "LowRankMixtureCrossNet: in_features must be positive, got ", in_features);
+  RECMOD_CHECK_INPUT(in_features > 0, "LowRankMixtureCrossNet: in_features must be positive, got ", in_features);
   create_parameters(in_features, options_for(like));
 }
 

@@ -2,17 +2,19 @@
 
 #include <torch/torch.h>
 
+#include "recmod/common/check.h"
+
 namespace recmod {
 
 torch::Tensor flatten_embeddings(const std::vector<torch::Tensor>& embeddings, const char* who) {
-  TORCH_CHECK(!embeddings.empty(), who, ": expected at least one embedding of shape (B, N, D), got none");
+  RECMOD_CHECK_INPUT(!embeddings.empty(), who, ": expected at least one embedding of shape (B, N, D), got none");
   const int64_t batch = embeddings.front().dim() > 0 ? embeddings.front().size(0) : -1;
   std::vector<torch::Tensor> flat;
   flat.reserve(embeddings.size());
   for (size_t i = 0; i < embeddings.size(); ++i) {
     const torch::Tensor& e = embeddings[i];
-    TORCH_CHECK(e.dim() >= 2 && e.size(0) == batch, who, ": expected embeddings[", i, "] of shape (", batch,
-                ", N, D), got ", e.sizes());
+    RECMOD_CHECK_INPUT(e.dim() >= 2 && e.size(0) == batch, who, ": expected embeddings[", i, "] of shape (", batch,
+                       ", N, D), got ", e.sizes());
     flat.push_back(e.flatten(1));
   }
   return torch::cat(flat, 1);

@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "recmod/common/check.h"
+
 namespace recmod {
 
 namespace {
@@ -247,8 +249,8 @@ torch::Tensor dot_interaction_reference(const torch::Tensor& dense, const torch:
 
 torch::Tensor dot_interaction(const torch::Tensor& dense, const torch::Tensor& sparse, int64_t num_sparse) {
   const int64_t batch = dense.size(0), dim = dense.size(1);
-  TORCH_CHECK(sparse.dim() == 2 && sparse.size(0) == batch && sparse.size(1) == num_sparse * dim,
-              "DotInteraction: expected sparse (", batch, ", ", num_sparse * dim, "), got ", sparse.sizes());
+  RECMOD_CHECK_INPUT(sparse.dim() == 2 && sparse.size(0) == batch && sparse.size(1) == num_sparse * dim,
+                     "DotInteraction: expected sparse (", batch, ", ", num_sparse * dim, "), got ", sparse.sizes());
   if (num_sparse == 0) return dense;
   const bool direct = dense.device().is_cpu() && sparse.device().is_cpu() && dense.scalar_type() == torch::kFloat &&
                       sparse.scalar_type() == torch::kFloat;

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "recmod/common/check.h"
 #include "recmod/common/errors.h"
 
 namespace recmod {
@@ -61,7 +62,7 @@ void initialize_lazy_from_state_dict(torch::nn::Module& root, const StateDict& s
 }
 
 int64_t infer_in_size(const torch::Tensor& input, const char* who) {
-  TORCH_CHECK(input.dim() >= 1, who, ": cannot infer the input size from a 0-d input");
+  RECMOD_CHECK_INPUT(input.dim() >= 1, who, ": cannot infer the input size from a 0-d input");
   return input.size(-1);
 }
 
