@@ -188,5 +188,19 @@ TEST(DistributedMcCli, ColumnWiseManagedTableIsRefusedNamingIt) {
   EXPECT_FALSE(std::filesystem::exists(d.dir + "/r/model.pt"));
 }
 
+TEST(DistributedMcCli, PlanPutsManagedTablesRowWiseAsTrainingDoes) {
+  const std::string dir = fresh_dir("dist_mc_plan");
+  const auto cfg = write_file(dir + "/c.yaml", mc_model_yaml(16, 48, 1, false, "", "{t_m2: table_wise}"));
+  const auto r = run_recmod("plan " + cfg + " --world-size 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto line_of = [&](const std::string& table) {
+    const auto at = r.output.find(table + " ");
+    return at == std::string::npos ? std::string() : r.output.substr(at, r.output.find('\n', at) - at);
+  };
+  EXPECT_THAT(line_of("mc_arch.t_m1"), HasSubstr("row_wise"));    // the managed-collision default
+  EXPECT_THAT(line_of("mc_arch.t_m2"), HasSubstr("table_wise"));  // as the config asks
+  EXPECT_THAT(line_of("bag_arch.t_x"), HasSubstr("table_wise"));  // a plain table: the planner's choice
+}
+
 }  // namespace
 }  // namespace recmod::testing

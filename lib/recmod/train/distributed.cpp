@@ -7,6 +7,7 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/config/embedding_tables.h"
 #include "recmod/config/value.h"
 #include "recmod/dist/planner.h"
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
@@ -169,20 +170,8 @@ dist::ShardingPlan plan_model(const config::ModelGraph& model, const config::Mod
   planner.memory_per_rank = memory_per_rank;
   planner.batch_size_per_rank = config.training.batch_size;
   planner.optimizer = config.training.embedding_optimizer;
-  // Managed-collision tables are row_wise unless the config says otherwise
-  // (TorchRec shards them row-wise: each rank owns a slot range).
-  dist::ShardingRequest request = config.sharding;
-  for (size_t i = 0; i < model->nodes().size(); ++i) {
-    if (!is_managed_bag_collection(model, i)) continue;
-    const std::string& node = model->nodes()[i].name;
-    for (const auto& t : bag_collection_of(model, i)->embedding_bag_configs()) {
-      auto& asked = request.tables[node + "." + t.name];
-      const auto bare = config.sharding.tables.find(t.name);
-      if (!asked.type && bare == config.sharding.tables.end()) asked.type = dist::ShardingType::row_wise;
-      if (!asked.type) request.tables.erase(node + "." + t.name);
-    }
-  }
-  return dist::plan_sharding(shardable_tables(model), request, planner);
+  // Managed-collision tables default to row_wise, as `recmod plan` plans them.
+  return dist::plan_sharding(shardable_tables(model), config::sharding_request_of(config), planner);
 }
 
 std::string describe_plan(const dist::ShardingPlan& plan) {
