@@ -7,6 +7,7 @@
 #include "recmod/config/embedding_nodes.h"
 #include "recmod/config/fp_nodes.h"
 #include "recmod/config/mc_nodes.h"
+#include "recmod/config/tower_nodes.h"
 
 namespace recmod::config {
 
@@ -63,6 +64,18 @@ const std::vector<NodeType>& node_types() {
         {"feature_processors",
          "{feature: {max_feature_length: N}}: a PositionWeightedModule per listed feature, the others weighted 1"}},
        build_feature_processed_embedding_bag_collection},
+      {"EmbeddingTower", "torchrec.modules.embedding_tower.EmbeddingTower", "features.sparse",
+       "(B, N): the interaction's output; keys embedding.* (embedding optimizer), interaction.* (dense optimizer)",
+       {{"embedding", "a nested node map {type: EmbeddingBagCollection | EmbeddingCollection | "
+                      "FeatureProcessedEmbeddingBagCollection, its options} (required)"},
+        {"interaction", "a nested node map {type: any node type taking one input, its options}, fed the embedding "
+                        "module's output (pooled or sequence) and giving (B, N) (required)"}},
+       build_embedding_tower},
+      {"EmbeddingTowerCollection", "torchrec.modules.embedding_tower.EmbeddingTowerCollection", "features.sparse",
+       "(B, sum of the towers' N): the towers' outputs concatenated; keys towers.<i>.embedding.*, "
+       "towers.<i>.interaction.*",
+       {{"towers", "list of {embedding, interaction} as EmbeddingTower's (required)"}},
+       build_embedding_tower_collection},
       {"MLP", "torchrec.modules.mlp.MLP", "dense (B, N)", "(B, last size); keys _mlp.<i>._linear.*",
        {{"layer_sizes", "out_size of each layer (required)"},
         {"bias", "(default true)"},
