@@ -241,9 +241,14 @@ torch::Tensor dot_interaction_reference(const torch::Tensor& dense, const torch:
   const int64_t batch = dense.size(0), dim = dense.size(1);
   auto combined = torch::cat({dense.unsqueeze(1), sparse.reshape({batch, num_sparse, dim})}, 1);
   auto interactions = torch::bmm(combined, combined.transpose(1, 2));
-  auto idx = torch::triu_indices(num_sparse + 1, num_sparse + 1, 1,
+  const int64_t features = num_sparse + 1;
+  auto idx = torch::triu_indices(features, features, 1,
                                  torch::TensorOptions().dtype(torch::kLong).device(dense.device()));
-  auto flat = interactions.index({torch::indexing::Slice(), idx[0], idx[1]});
+  // The pairs i < j as columns of the flattened (F*F) products: index_select's
+  // backward is an index_add into distinct columns, where 2-d advanced
+  // indexing's is an accumulating index_put (sort-based on CUDA). The same
+  // values and gradients, bit for bit (checked on the CPU).
+  auto flat = interactions.reshape({batch, features * features}).index_select(1, idx[0] * features + idx[1]);
   return torch::cat({dense, flat}, 1);
 }
 
