@@ -47,7 +47,7 @@ int run_plan(const PlanArgs& args) {
   options.optimizer = config.training.embedding_optimizer;
   const auto tables = config::embedding_tables_of(config);
   if (tables.empty()) throw UsageError(args.config + " has no embedding tables; nothing to shard");
-  const auto plan = dist::plan_sharding(tables, config::sharding_request_of(config), options);
+  const auto plan = dist::plan_sharding(tables, config.sharding, options);
   if (args.json) {
     auto out = dist::plan_to_json(plan, tables, options);
     out["config"] = args.config;

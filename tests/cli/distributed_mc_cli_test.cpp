@@ -58,6 +58,10 @@ training:
 )" + (sharding.empty() ? "" : "sharding: " + sharding + "\n");
 }
 
+// TorchRec's layout for managed tables (the planner alone would put these
+// small tables table_wise, which is the unsharded module on one rank).
+const std::string kRowWise = "{t_m1: row_wise, t_m2: row_wise}";
+
 // 300 rows, one id per bag (every batch has as many ids as rows, so the
 // managed modules' history, sized from the first batch, never overflows).
 GeneratedData make_mc_data(const std::string& name) {
@@ -95,8 +99,8 @@ std::map<int64_t, int64_t> slots_of(const StateDict& model, const std::string& t
 // compared id by id; every row starts equal, so slots do not matter).
 void expect_ranks_match_one_process(const std::string& name, int ranks, int64_t per_rank) {
   const GeneratedData d = make_mc_data(name);
-  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(per_rank * ranks, 48, 1, false, "0.05"));
-  const auto many = write_file(d.dir + "/many.yaml", mc_model_yaml(per_rank, 48, 1, false, "0.05"));
+  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(per_rank * ranks, 48, 1, false, "0.05", kRowWise));
+  const auto many = write_file(d.dir + "/many.yaml", mc_model_yaml(per_rank, 48, 1, false, "0.05", kRowWise));
   auto r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto single = r.output;
@@ -137,10 +141,28 @@ TEST(DistributedMcCli, TwoRanksMatchOneProcessIdById) { expect_ranks_match_one_p
 
 TEST(DistributedMcCli, ThreeRanksMatchOneProcessIdById) { expect_ranks_match_one_process("dist_mc_three", 3, 11); }
 
+TEST(DistributedMcCli, TableWiseManagedTablesMatchOneProcessUnderEviction) {
+  // A table_wise managed table is the unsharded module on one rank: even
+  // with evictions (12 slots for 40 ids) 2 ranks equal one process, every
+  // tensor of model.pt (slot buffers included) and the optimizer state.
+  const GeneratedData d = make_mc_data("dist_mc_table_wise");
+  const std::string sharding = "{t_m1: table_wise, t_m2: {type: table_wise, ranks: [1]}}";
+  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 12, 2, false, "", sharding));
+  const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, false, "", sharding));
+  auto r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/two --nproc 2 --dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("t_m2=table_wise@1"));
+  expect_same_tensors(d.dir + "/one/model.pt", d.dir + "/two/model.pt", 1e-5);
+  expect_same_tensors(d.dir + "/one/trainer_state.pt", d.dir + "/two/trainer_state.pt", 1e-5, "optimizer.");
+  EXPECT_LE(slots_of(io::load_tensors(d.dir + "/two/model.pt"), "t_m1").size(), 11u);  // evictions happened
+}
+
 TEST(DistributedMcCli, EvictionRunsPerShardAndResumesExactly) {
   const GeneratedData d = make_mc_data("dist_mc_evict");
   // 12 slots for 40 ids: 6 per rank, ids [0, 20) on rank 0, [20, 40) on rank 1
-  const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, true, ""));
+  const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, true, "", kRowWise));
   auto r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/full --nproc 2 --dist-timeout 60");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part --nproc 2 --steps 10 --dist-timeout 60");
@@ -159,7 +181,7 @@ TEST(DistributedMcCli, EvictionRunsPerShardAndResumesExactly) {
     for (const auto& [id, slot] : placed) EXPECT_EQ(slot / 6, id / 20) << table << " id " << id;
   }
   // the checkpoint has the one-process keys and shapes
-  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 12, 2, true, ""));
+  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 12, 2, true, "", kRowWise));
   r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one --steps 2 --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const StateDict single = io::load_tensors(d.dir + "/one/model.pt");
@@ -186,20 +208,6 @@ TEST(DistributedMcCli, ColumnWiseManagedTableIsRefusedNamingIt) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("managed-collision table 't_m2' is planned column_wise"));
   EXPECT_FALSE(std::filesystem::exists(d.dir + "/r/model.pt"));
-}
-
-TEST(DistributedMcCli, PlanPutsManagedTablesRowWiseAsTrainingDoes) {
-  const std::string dir = fresh_dir("dist_mc_plan");
-  const auto cfg = write_file(dir + "/c.yaml", mc_model_yaml(16, 48, 1, false, "", "{t_m2: table_wise}"));
-  const auto r = run_recmod("plan " + cfg + " --world-size 2");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto line_of = [&](const std::string& table) {
-    const auto at = r.output.find(table + " ");
-    return at == std::string::npos ? std::string() : r.output.substr(at, r.output.find('\n', at) - at);
-  };
-  EXPECT_THAT(line_of("mc_arch.t_m1"), HasSubstr("row_wise"));    // the managed-collision default
-  EXPECT_THAT(line_of("mc_arch.t_m2"), HasSubstr("table_wise"));  // as the config asks
-  EXPECT_THAT(line_of("bag_arch.t_x"), HasSubstr("table_wise"));  // a plain table: the planner's choice
 }
 
 }  // namespace

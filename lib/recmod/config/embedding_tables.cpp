@@ -42,17 +42,4 @@ std::vector<dist::TableShape> embedding_tables_of(const ModelSpec& spec) {
   return out;
 }
 
-dist::ShardingRequest sharding_request_of(const ModelConfig& config) {
-  dist::ShardingRequest request = config.sharding;
-  for (const auto& table : embedding_tables_of(config)) {
-    const auto node = std::find_if(config.nodes.begin(), config.nodes.end(),
-                                   [&](const NodeSpec& n) { return n.name == table.module; });
-    if (node == config.nodes.end() || node->type != "ManagedCollisionEmbeddingBagCollection") continue;
-    const std::string full = table.module + "." + table.name;
-    if (request.tables.count(full) || request.tables.count(table.name)) continue;
-    request.tables[full].type = dist::ShardingType::row_wise;
-  }
-  return request;
-}
-
 }  // namespace recmod::config

@@ -21,11 +21,4 @@ const std::vector<std::string>& embedding_node_types();
 /// duplicate name within a node.
 std::vector<dist::TableShape> embedding_tables_of(const ModelSpec& spec);
 
-/// The config's `sharding:` request with the managed-collision default: a
-/// ManagedCollisionEmbeddingBagCollection's table that the request does not
-/// name ("table" or "node.table") is row_wise (TorchRec shards MC tables
-/// row-wise: each rank owns a slot range). What `recmod plan` and a
-/// distributed run plan with.
-dist::ShardingRequest sharding_request_of(const ModelConfig& config);
-
 }  // namespace recmod::config

@@ -7,7 +7,6 @@
 #include <set>
 
 #include "recmod/common/errors.h"
-#include "recmod/config/embedding_tables.h"
 #include "recmod/config/value.h"
 #include "recmod/dist/planner.h"
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
@@ -170,8 +169,9 @@ dist::ShardingPlan plan_model(const config::ModelGraph& model, const config::Mod
   planner.memory_per_rank = memory_per_rank;
   planner.batch_size_per_rank = config.training.batch_size;
   planner.optimizer = config.training.embedding_optimizer;
-  // Managed-collision tables default to row_wise, as `recmod plan` plans them.
-  return dist::plan_sharding(shardable_tables(model), config::sharding_request_of(config), planner);
+  // Managed-collision tables are placed like any table (table_wise while it
+  // fits, else row_wise); `sharding:` asks for row_wise explicitly.
+  return dist::plan_sharding(shardable_tables(model), config.sharding, planner);
 }
 
 std::string describe_plan(const dist::ShardingPlan& plan) {
