@@ -13,6 +13,22 @@
 
 namespace recmod::train {
 
+int64_t adopt_checkpoint_tables(torch::nn::Module& model, const StateDict& state) {
+  int64_t adopted = 0;
+  torch::NoGradGuard no_grad;
+  for (const auto& item : model.named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+    auto table = std::dynamic_pointer_cast<EmbeddingTableImpl>(item.value());
+    if (!table || table->deferred()) continue;
+    const torch::Tensor* loaded = find_tensor(state, item.key() + ".weight");
+    if (!loaded || !loaded->is_cpu() || !loaded->is_contiguous() || loaded->sizes() != table->weight.sizes() ||
+        loaded->scalar_type() != table->weight.scalar_type() || !table->weight.is_cpu())
+      continue;
+    table->weight.set_data(*loaded);
+    ++adopted;
+  }
+  return adopted;
+}
+
 OpenedModel open_model(const std::string& config_path, const std::string& checkpoint,
                        const std::vector<std::string>& overrides) {
   OpenedModel out;
@@ -35,6 +51,7 @@ OpenedModel open_model(const std::string& config_path, const std::string& checkp
   const bool quantized = has_quantized_tables(state);
   if (quantized) use_quantized_tables(out.model, state, checkpoint);
   materialize_deferred_tables(*out.model, /*draw=*/false);
+  adopt_checkpoint_tables(*out.model, state);
   if (quantized) {
     load_model_state(out.model, std::move(state), checkpoint);
   } else {

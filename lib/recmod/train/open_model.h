@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "recmod/common/state_dict.h"
 #include "recmod/config/graph.h"
 #include "recmod/config/model_config.h"
 #include "recmod/data/batch.h"
@@ -25,6 +26,16 @@ struct OpenedModel {
 /// `overrides`: the command line's `--set KEY=VALUE` flags.
 OpenedModel open_model(const std::string& config_path, const std::string& checkpoint = "",
                        const std::vector<std::string>& overrides = {});
+
+/// Each embedding table of `model` that is allocated but unwritten (built
+/// deferred, then materialize_deferred_tables(draw=false)) takes the
+/// checkpoint tensor of its key as its storage (Tensor::set_data), when
+/// shape, dtype and layout match: the table and the loaded tensor become one
+/// buffer, load_state_dict's copy then finds them the same and skips, and
+/// the unwritten allocation is freed with its pages never touched. Peak
+/// memory of loading: the model once, not twice (issue 18). Other tensors
+/// are left for load_state_dict to copy or report. Returns the count adopted.
+int64_t adopt_checkpoint_tables(torch::nn::Module& model, const StateDict& state);
 
 /// open_model for a rank of a distributed run: the embedding tables are
 /// built deferred (DeferTableAllocation: no memory, the same initial values
