@@ -16,6 +16,7 @@
 #include "recmod/config/model_config.h"
 #include "recmod/data/criteo_tsv.h"
 #include "recmod/data/open_reader.h"
+#include "support/test_util.h"
 
 namespace recmod::data {
 namespace {
@@ -174,6 +175,61 @@ TEST(DelimitedReader, KeyWeightPairsFlagsThresholdAndTableRange) {
   EXPECT_THAT(rows.sparse[1].ids, ElementsAre(7, 9, 1, 2, 0));  // pairs, then flags comedy (1) and horror (2); drama (0)
   EXPECT_THAT(rows.sparse[1].offsets, ElementsAre(0, 4, 5));
   EXPECT_THAT(rows.sparse[1].weights, ElementsAre(0.5f, 2.0f, 1.0f, 1.0f, 1.0f));
+}
+
+// Padded fixed-length sequences with masks (Alimama DMR): a cell is an id
+// only where its mask column holds 1.
+TEST(DelimitedReader, MaskedSequenceColumnsKeepOnlyTheValidEntries) {
+  const auto config = config_with("  sparse: [hist]\n",
+                                  "  columns:\n"
+                                  "    - {name: label, role: label}\n"
+                                  "    - {names: [h1, h2, h3], role: sparse, feature: hist, ids: int, mask: [m1, m2, m3]}\n"
+                                  "    - {names: [m1, m2, m3], role: ignore}\n",
+                                  {"hist"});
+  DelimitedReader reader("d.csv", "1,5,6,0,1,1,0\n0,7,0,0,1,0,0\n", config.data.columns);
+  const auto rows = read_all(reader);
+  EXPECT_THAT(rows.sparse[0].ids, ElementsAre(5, 6, 7));
+  EXPECT_THAT(rows.sparse[0].offsets, ElementsAre(0, 2, 3));
+  DelimitedReader bad("d.csv", "1,5,6,0,1,2,0\n", config.data.columns);
+  EXPECT_THAT(test::error_of<InputError>([&] { read_all(bad); }),
+              HasSubstr("d.csv:1: column 'm2': expected a mask of 0 or 1 (for column 'h2'), found '2'"));
+  EXPECT_THAT(config_error("  sparse: [hist]\n",
+                           "  columns:\n"
+                           "    - {name: label, role: label}\n"
+                           "    - {names: [h1, h2], role: sparse, feature: hist, ids: int, mask: [m1, mx]}\n"
+                           "    - {names: [m1, m2], role: ignore}\n",
+                           {"hist"}),
+              HasSubstr("no column 'mx' in data.columns"));
+}
+
+// The real Alimama sample: 3 x 50 history columns with 50 masks, 50 match
+// masks, then 16 single-valued features and the label (267 columns).
+TEST(DelimitedReader, AlimamaDmrSampleWithMaskedHistories) {
+  const std::string path = kShared + "alimama_dmr/alimama_sampled_train.txt";
+  if (!exists(path)) GTEST_SKIP() << "no " << path;
+  auto names = [](const std::string& prefix) {
+    std::string out = "[";
+    for (int i = 1; i <= 50; ++i) out += (i > 1 ? ", " : "") + prefix + std::to_string(i);
+    return out + "]";
+  };
+  std::string columns = "  columns:\n";
+  for (const char* h : {"btag", "cate", "brand"})
+    columns += std::string("    - {names: ") + names(std::string(h) + "_") + ", role: sparse, feature: " + h +
+               "_his, ids: int, mask: " + names("mask_") + "}\n";
+  columns += "    - {names: " + names("mask_") + ", role: ignore}\n";
+  columns += "    - {names: " + names("match_mask_") + ", role: ignore}\n";
+  columns += "    - {names: [uid, cms_segid, cms_group_id, final_gender_code, age_level, pvalue_level, shopping_level, "
+             "occupation, new_user_class_level, adgroup_id, cate_id, campaign_id, customer, brand], role: ignore}\n"
+             "    - {name: price, role: dense}\n    - pid\n    - {name: label, role: label}\n";
+  const auto config = config_with("  dense: {count: 1}\n  sparse: [btag_his, cate_his, brand_his]\n", columns,
+                                  {"btag_his", "cate_his", "brand_his"});
+  DelimitedReader reader(path, config.data.columns);
+  const auto rows = read_all(reader);
+  ASSERT_EQ(rows.num_rows(), 500);
+  int64_t positives = 0;
+  for (float y : rows.labels) positives += y == 1.0f;
+  EXPECT_EQ(positives, 210);  // as the sample's README says
+  for (size_t f = 0; f < 3; ++f) EXPECT_EQ(rows.sparse[f].ids.size(), 24879u) << f;  // the masks' 1s (awk)
 }
 
 TEST(DelimitedReader, BadCellsNameFileLineAndColumn) {

@@ -84,7 +84,7 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
     } else {
       item.expect_map();
       item.allow_keys({"name", "names", "role", "feature", "ids", "separator", "weight_separator", "range", "of", "id",
-                       "transform", "threshold", "default", "join", "source"});
+                       "transform", "threshold", "default", "join", "source", "mask"});
       if (item.has("name") == item.has("names")) item.fail("give the column a 'name' (or 'names: [...]' for several)");
       if (item.has("name"))
         names.push_back(item["name"].as_string());
@@ -112,6 +112,8 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
       only_for("id", {ColumnRole::kFlag}, "flag");
       only_for("transform", {ColumnRole::kDense}, "dense");
       only_for("threshold", {ColumnRole::kLabel}, "label");
+      only_for("mask", {ColumnRole::kSparse}, "sparse");
+      if (side && item.has("mask")) item["mask"].fail("'mask' is for columns of the data file, not of a side table");
       only_for("source", {ColumnRole::kLabel, ColumnRole::kDense, ColumnRole::kSampleWeight}, "label, dense or sample_weight");
       if (auto n = item.find("source")) {
         if (names.size() > 1) n->fail("'source' is for one column, not 'names'");
@@ -137,9 +139,17 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
         c.flag_id = n->as_int();
       }
     }
+    std::vector<std::string> masks;  // one per name
+    if (item.is_map() && item.has("mask")) {
+      const ConfigNode m = item["mask"];
+      masks = m.is_scalar() ? std::vector<std::string>{m.as_string()} : m.as_string_list();
+      if (masks.size() != names.size())
+        m.fail(str_cat("expected ", names.size(), " mask column name(s), one per column, found ", masks.size()));
+    }
     for (size_t k = 0; k < names.size(); ++k) {
       ColumnSpec one = c;
       one.name = names[k];
+      if (!masks.empty()) one.mask_name = masks[k];
       if (!seen.insert(one.name).second) item.fail("column '" + one.name + "' is listed twice");
       if (one.role == ColumnRole::kSparse || one.role == ColumnRole::kFlag) {
         const std::string feature = item.is_map() && item.has("feature") ? item["feature"].as_string() : one.name;
@@ -258,6 +268,14 @@ std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& 
   const ConfigNode list = node["columns"];
   const Parsed parsed = parse_columns(list, spec, ranges, /*side=*/false);
   out->columns = parsed.columns;
+  for (auto& c : out->columns) {  // masks may name columns listed later
+    if (c.mask_name.empty()) continue;
+    for (size_t j = 0; j < out->columns.size(); ++j)
+      if (out->columns[j].name == c.mask_name && out->columns[j].source < 0) c.mask = static_cast<int64_t>(j);
+    if (c.mask < 0)
+      parsed.nodes[static_cast<size_t>(&c - out->columns.data())]["mask"].fail(
+          "no column '" + c.mask_name + "' in data.columns (a mask names a 0/1 column of the file; list it, e.g. as ignore)");
+  }
 
   auto& schema = out->schema;
   schema.sparse_features = spec.features.sparse_names();

@@ -348,6 +348,17 @@ std::string DelimitedReader::parse_row(const std::vector<std::string_view>& fiel
       case ColumnRole::kFlag: {
         auto& col = out.sparse[c.target];
         const auto begin = static_cast<int64_t>(col.ids.size());
+        if (c.mask >= 0) {  // padding: the mask says whether the cell is an id
+          const auto& m = spec.columns[static_cast<size_t>(c.mask)];
+          const std::string_view flag = fields[field_of_column_[static_cast<size_t>(c.mask)]];
+          double x = 0;
+          if (!parse_double(flag, x) || (x != 0.0 && x != 1.0))
+            return column_error(m, "expected a mask of 0 or 1 (for column '", c.name, "'), found ", cell_text(flag));
+          if (x == 0.0) {
+            bag_range_[i] = {begin, begin};
+            break;
+          }
+        }
         error = c.role == ColumnRole::kSparse ? read_sparse_cell(c, cell, spec.hash_seed, col.ids, weighted ? &col.weights : nullptr)
                                               : read_flag_cell(c, cell, col.ids, weighted ? &col.weights : nullptr);
         if (!error.empty()) return error;

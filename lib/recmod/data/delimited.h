@@ -64,6 +64,12 @@ struct ColumnSpec {
   // (an index into the same list), e.g. a rating read as a 0/1 label by
   // threshold and again as a regression target.
   int64_t source = -1;
+  // kSparse: >= 0: the index (in the same list) of a 0/1 column that says
+  // whether this cell holds an id (1) or padding (0): padded fixed-length
+  // sequences with masks, as Alimama's DMR data has them. mask_name: as the
+  // config named it.
+  int64_t mask = -1;
+  std::string mask_name;
 };
 
 /// A small file read whole before the data: rows keyed by one column, whose
