@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "recmod/common/check.h"
@@ -39,11 +41,23 @@ typedef float UnalignedLanes __attribute__((vector_size(kLanes * sizeof(float)),
 struct Scratch {
   std::vector<float> xt, g;
   std::vector<const float*> rows;  // the example's n rows
+  std::vector<int32_t> pair_index;  // n x n: the packed position of pair (i, j), the diagonal -> pairs
+  int64_t pair_index_n = -1;
+  const int32_t* index_of_pairs(int64_t n) {
+    if (pair_index_n != n) {
+      pair_index.assign(n * n, static_cast<int32_t>(n * (n - 1) / 2));
+      int32_t p = 0;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = i + 1; j < n; ++j, ++p) pair_index[i * n + j] = pair_index[j * n + i] = p;
+      pair_index_n = n;
+    }
+    return pair_index.data();
+  }
   void fit(int64_t n, int64_t d) {
     const int64_t np = padded(n);
     if (static_cast<int64_t>(rows.size()) < n) rows.resize(n);
     if (static_cast<int64_t>(xt.size()) < d * np) xt.assign(d * np, 0.f);
-    if (static_cast<int64_t>(g.size()) < n * np) g.assign(n * np, 0.f);
+    if (static_cast<int64_t>(g.size()) < std::max(n * np, n * (n - 1) / 2 + 1)) g.assign(std::max(n * np, n * (n - 1) / 2 + 1), 0.f);
   }
 };
 
@@ -93,7 +107,8 @@ __attribute__((always_inline)) inline void forward_examples(const Rows& rows, fl
         RECMOD_STORE(acc + jb + 2 * kLanes, a2);
         RECMOD_STORE(acc + jb + 3 * kLanes, a3);
       }
-      for (int64_t j = i + 1; j < n; ++j) *op++ = acc[j];
+      std::memcpy(op, acc + i + 1, sizeof(float) * (n - 1 - i));
+      op += n - 1 - i;
     }
   }
 }
@@ -104,36 +119,36 @@ __attribute__((always_inline)) inline void forward_examples(const Rows& rows, fl
 /// written once.
 __attribute__((always_inline)) inline void backward_examples(const Rows& rows, const float* gp, float* gd, float* gs,
                                                              int64_t n, int64_t pairs, int64_t begin, int64_t end) {
-  const int64_t d = rows.d, np = padded(n), f = rows.f;
+  const int64_t d = rows.d, f = rows.f;
   Scratch& s = scratch();
   s.fit(n, d);
-  float* __restrict gm = s.g.data();
+  // gz: the example's packed pair gradients and a trailing 0; pos[i * n + j]
+  // the position of pair (min, max) in it (the diagonal: the 0). Rows of G
+  // are read through it, so G is never built.
+  float* __restrict gz = s.g.data();
+  const int32_t* pos = s.index_of_pairs(n);
   const float** xr = s.rows.data();
   for (int64_t e = begin; e < end; ++e) {
     const float* ge = gp + e * (d + pairs);
-    const float* gpair = ge + d;
-    int64_t p = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      xr[i] = rows.row(e, i);
-      gm[i * np + i] = 0.f;
-      for (int64_t j = i + 1; j < n; ++j, ++p) gm[i * np + j] = gm[j * np + i] = gpair[p];
-    }
+    std::memcpy(gz, ge + d, sizeof(float) * pairs);
+    gz[pairs] = 0.f;
+    for (int64_t i = 0; i < n; ++i) xr[i] = rows.row(e, i);
     auto out_row = [&](int64_t i) { return i == 0 ? gd + e * d : gs + (e * f + i - 1) * d; };
     // Four rows i at a time, kLanes columns at a time: four independent
     // sums over the n rows j, each x_j loaded once for the four.
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-      const float *g0 = gm + i * np, *g1 = g0 + np, *g2 = g1 + np, *g3 = g2 + np;
+      const int32_t *g0 = pos + i * n, *g1 = g0 + n, *g2 = g1 + n, *g3 = g2 + n;
       int64_t kb = 0;
       for (; kb + kLanes <= d; kb += kLanes) {
         Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
         if (i == 0) a0 = RECMOD_LOAD(ge + kb);
         for (int64_t j = 0; j < n; ++j) {
           const Lanes x = RECMOD_LOAD(xr[j] + kb);
-          a0 += g0[j] * x;
-          a1 += g1[j] * x;
-          a2 += g2[j] * x;
-          a3 += g3[j] * x;
+          a0 += gz[g0[j]] * x;
+          a1 += gz[g1[j]] * x;
+          a2 += gz[g2[j]] * x;
+          a3 += gz[g3[j]] * x;
         }
         RECMOD_STORE(out_row(i) + kb, a0);
         RECMOD_STORE(out_row(i + 1) + kb, a1);
@@ -143,23 +158,23 @@ __attribute__((always_inline)) inline void backward_examples(const Rows& rows, c
       for (int64_t r = i; r < i + 4; ++r)
         for (int64_t k = kb; k < d; ++k) {
           float a = r == 0 ? ge[k] : 0.f;
-          for (int64_t j = 0; j < n; ++j) a += gm[r * np + j] * xr[j][k];
+          for (int64_t j = 0; j < n; ++j) a += gz[pos[r * n + j]] * xr[j][k];
           out_row(r)[k] = a;
         }
     }
     for (; i < n; ++i) {
-      const float* gi = gm + i * np;
+      const int32_t* gi = pos + i * n;
       float* out = out_row(i);
       int64_t kb = 0;
       for (; kb + kLanes <= d; kb += kLanes) {
         Lanes a = {};
         if (i == 0) a = RECMOD_LOAD(ge + kb);
-        for (int64_t j = 0; j < n; ++j) a += gi[j] * RECMOD_LOAD(xr[j] + kb);
+        for (int64_t j = 0; j < n; ++j) a += gz[gi[j]] * RECMOD_LOAD(xr[j] + kb);
         RECMOD_STORE(out + kb, a);
       }
       for (int64_t k = kb; k < d; ++k) {
         float a = i == 0 ? ge[k] : 0.f;
-        for (int64_t j = 0; j < n; ++j) a += gi[j] * xr[j][k];
+        for (int64_t j = 0; j < n; ++j) a += gz[gi[j]] * xr[j][k];
         out[k] = a;
       }
     }
