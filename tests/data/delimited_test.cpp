@@ -309,7 +309,7 @@ TEST(DelimitedReader, JoinsSideTablesByKey) {
 TEST(DataColumnsConfig, ErrorsAtTheKey) {
   const char* f = "  sparse: [u]\n";
   EXPECT_THAT(config_error(f, "  columns:\n    - {name: y, role: lable}\n", {"u"}),
-              HasSubstr("expected one of [label, dense, sparse, weight, flag, ignore], found 'lable'"));
+              HasSubstr("expected one of [label, dense, sparse, weight, flag, sample_weight, ignore], found 'lable'"));
   EXPECT_THAT(config_error(f, "  columns:\n    - {name: y, role: label}\n    - {name: v, role: sparse}\n", {"u"}),
               HasSubstr("no sparse feature 'v' in features.sparse; the features are [u]"));
   EXPECT_THAT(config_error(f, "  columns:\n    - {name: y, role: label}\n", {"u"}),

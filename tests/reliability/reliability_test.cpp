@@ -130,7 +130,7 @@ TEST(ReliabilityTest, TableThatCannotFitIsRefusedUpFront) {
   auto r = run_recmod("validate " + input("huge_table.yaml"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_THAT(r.output, HasSubstr("huge_table.yaml:3:"));
-  EXPECT_THAT(r.output, HasSubstr("the tables need 3.6 PiB of float32 weights (t 1000000000000x1024) but only "));
+  EXPECT_THAT(r.output, HasSubstr("the tables need 3.6 PiB of weights (t 1000000000000x1024) but only "));
   EXPECT_THAT(r.output, HasSubstr("of memory is available (MemAvailable in /proc/meminfo)"));
   r = run_recmod("validate " + input("negative_size.yaml"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
