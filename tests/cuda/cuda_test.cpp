@@ -224,7 +224,9 @@ TEST(Cuda, ManagedCollisionRemapAndEvictionMatchCpu) {
       EXPECT_TRUE(torch::equal(out_cpu.front().second.values(), out_gpu.front().second.values().cpu())) << step;
       const auto ev_cpu = cpu->evict(), ev_gpu = gpu->evict();
       ASSERT_EQ(ev_cpu.has_value(), ev_gpu.has_value()) << step;
-      if (ev_cpu) EXPECT_TRUE(torch::equal(*ev_cpu, ev_gpu->cpu())) << step;
+      if (ev_cpu) {
+        EXPECT_TRUE(torch::equal(*ev_cpu, ev_gpu->cpu())) << step;
+      }
     }
     const StateDict s_cpu = state_dict(*cpu), s_gpu = state_dict(*gpu);
     ASSERT_EQ(s_cpu.size(), s_gpu.size());

@@ -35,7 +35,9 @@ TEST_P(RowUpdateForms, ScalarAndTensorOpFormsAgree) {
                                    state.defined() ? state.data_ptr<float>() + r * stride : nullptr, dim);
   }
   EXPECT_TRUE(torch::allclose(table, table2, 1e-6, 1e-7)) << (table - table2).abs().max();
-  if (state.defined()) EXPECT_TRUE(torch::allclose(state, state2, 1e-6, 1e-7));
+  if (state.defined()) {
+    EXPECT_TRUE(torch::allclose(state, state2, 1e-6, 1e-7));
+  }
   // Untouched rows stay as they were.
   EXPECT_TRUE(torch::equal(table[1], table2[1]));
 }

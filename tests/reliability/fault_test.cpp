@@ -105,7 +105,7 @@ TEST(RunDirLock, SecondRunOnTheSameDirectoryIsRefusedAndAKilledRunLeavesNoStaleL
   while (!fs::exists(run + "/config.yaml") && Clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ASSERT_TRUE(fs::exists(run + "/config.yaml")) << read_all(dir + "/first.log");
-  for (const std::string& resume : {"", " --resume"}) {
+  for (const char* resume : {"", " --resume"}) {
     auto r = run_recmod("train " + config + " --data " + data + " --steps 2 --out " + run + resume);
     EXPECT_EQ(r.exit_code, 2) << r.output;
     EXPECT_THAT(r.output, HasSubstr("recmod: " + run + " is in use by another recmod run (pid " + std::to_string(first) +
@@ -187,8 +187,12 @@ TEST(RandomKills, ResumedRunsEndByteIdenticalToAnUninterruptedRun) {
         std::cout << "  kill " << kills << ": episode " << episode << ", " << delay << " ms into training"
                   << (resume ? " (a resumed run)" : "") << "\n";
         // What is on disk loads as it is.
-        if (fs::exists(run + "/model.pt")) EXPECT_NO_THROW(io::load_tensors(run + "/model.pt")) << "kill " << kills;
-        if (fs::exists(run + "/trainer_state.pt")) EXPECT_NO_THROW(io::load_tensors(run + "/trainer_state.pt"));
+        if (fs::exists(run + "/model.pt")) {
+          EXPECT_NO_THROW(io::load_tensors(run + "/model.pt")) << "kill " << kills;
+        }
+        if (fs::exists(run + "/trainer_state.pt")) {
+          EXPECT_NO_THROW(io::load_tensors(run + "/trainer_state.pt"));
+        }
         continue;
       }
       ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << read_all(dir + "/log.txt");

@@ -69,8 +69,9 @@ TEST(AdoptCheckpointTables, TablesBecomeTheLoadedTensorsAndTheModelMatchesTheSou
   auto graph = unwritten();
   EXPECT_EQ(adopt_checkpoint_tables(*graph, saved), 2);
   for (const auto& [k, v] : state_dict(*graph))
-    if (k.find("embedding_bags") != std::string::npos)
+    if (k.find("embedding_bags") != std::string::npos) {
       EXPECT_EQ(v.data_ptr(), find_tensor(saved, k)->data_ptr()) << k << " was copied, not adopted";
+    }
   recmod::load_state_dict(*graph, saved, "a.pt");  // the tables: same buffer, nothing to copy
   for (auto* g : {&graph, &source}) (*g)->eval();
   torch::NoGradGuard no_grad;

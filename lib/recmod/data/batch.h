@@ -26,7 +26,10 @@ struct Batch {
   torch::Tensor dense;        // (B, num_dense) float32; (B, 0) when none
   KeyedJaggedTensor sparse;   // keys = schema.sparse_features, stride B
   torch::Tensor labels;       // (B, num_labels) float32
-  torch::Tensor weights;      // (B) float32 sample weights; undefined unless schema.sample_weights
+  // (B) float32 sample weights; undefined unless schema.sample_weights. The
+  // default initializer lets Batch{dense, sparse, labels} leave it out
+  // without -Wmissing-field-initializers.
+  torch::Tensor weights = {};
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
   Batch to(const torch::Device& device, bool non_blocking = false) const {
     return Batch{dense.to(device, non_blocking), sparse.to(device, non_blocking), labels.to(device, non_blocking),
