@@ -145,6 +145,59 @@ class NodeTimer : public config::NodeObserver {
   std::vector<std::pair<torch::Tensor, unsigned>> hooks_;
 };
 
+/// What profile_model and profile_inference collect over the timed steps:
+/// per-node times, the step times, and the Chrome trace of both.
+class StepRecorder {
+ public:
+  StepRecorder(const config::ModelGraph& model, Clock::time_point origin)
+      : model_(model), origin_(origin), forward_ms_(model->nodes().size(), 0), backward_ms_(model->nodes().size(), 0) {}
+
+  void forward(size_t node, Clock::time_point start, Clock::time_point end) {
+    forward_ms_[node] += ms_between(start, end);
+    span(model_->nodes()[node].name, "forward", 0, start, end);
+  }
+  void backward(size_t node, Clock::time_point start, Clock::time_point end) {
+    backward_ms_[node] += ms_between(start, end);
+    span(model_->nodes()[node].name, "backward", 1, start, end);
+  }
+  void step(Clock::time_point start, Clock::time_point end, int64_t batch_size) {
+    span("step", "step", 2, start, end);
+    total_step_ms_ += ms_between(start, end);
+    examples_ += batch_size;
+    ++steps_;
+  }
+  /// The report's step and per-node figures (averages over the timed steps).
+  void summarise(ProfileReport& report) const {
+    report.batch_size = examples_ / steps_;
+    report.steps = steps_;
+    report.step_ms = total_step_ms_ / static_cast<double>(steps_);
+    report.examples_per_s = total_step_ms_ > 0 ? static_cast<double>(examples_) / (total_step_ms_ / 1000.0) : 0;
+    for (size_t i : model_->order())
+      report.nodes.push_back({model_->nodes()[i].name, model_->nodes()[i].type, forward_ms_[i] / steps_,
+                              backward_ms_[i] / steps_});
+  }
+  /// Writes the Chrome trace ("" writes nothing).
+  void write_trace(const std::string& path) const {
+    if (path.empty()) return;
+    std::ofstream out(path);
+    out << nlohmann::json{{"traceEvents", trace_}, {"displayTimeUnit", "ms"}}.dump() << "\n";
+    if (!out) throw InputError(str_cat(path, ": cannot write the trace"));
+  }
+
+ private:
+  void span(const std::string& name, const char* category, int tid, Clock::time_point start, Clock::time_point end) {
+    trace_.push_back({{"name", name}, {"cat", category}, {"ph", "X"}, {"pid", 0}, {"tid", tid},
+                      {"ts", us_since(origin_, start)}, {"dur", us_since(start, end)}});
+  }
+
+  const config::ModelGraph& model_;
+  Clock::time_point origin_;
+  std::vector<double> forward_ms_, backward_ms_;
+  nlohmann::json trace_ = nlohmann::json::array();
+  double total_step_ms_ = 0;
+  int64_t examples_ = 0, steps_ = 0;
+};
+
 }  // namespace
 
 ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpec& training_spec,
@@ -159,13 +212,8 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
   // the step time here is the one training sees.
   train::TrainingSetup training(model, training_spec, device, comm);
   const auto& order = model->order();
-  const size_t num_nodes = model->nodes().size();
   ProfileReport report;
-  std::vector<double> forward_ms(num_nodes, 0), backward_ms(num_nodes, 0);
-  nlohmann::json trace = nlohmann::json::array();
-  const auto origin = Clock::now();
-  double total_step_ms = 0;
-  int64_t examples = 0;
+  StepRecorder recorder(model, Clock::now());
 
   for (int64_t step = 0; step < warmup + steps; ++step) {
     auto batch = next_batch();
@@ -185,27 +233,13 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
     const auto step_end = Clock::now();
     if (!timed) continue;
     for (size_t i : order) {
-      forward_ms[i] += ms_between(timer.forward_start(i), timer.forward_end(i));
-      trace.push_back({{"name", model->nodes()[i].name}, {"cat", "forward"}, {"ph", "X"}, {"pid", 0}, {"tid", 0},
-                       {"ts", us_since(origin, timer.forward_start(i))},
-                       {"dur", us_since(timer.forward_start(i), timer.forward_end(i))}});
+      recorder.forward(i, timer.forward_start(i), timer.forward_end(i));
       const auto [start, end] = timer.backward_span(i, backward_start);
-      backward_ms[i] += ms_between(start, end);
-      trace.push_back({{"name", model->nodes()[i].name}, {"cat", "backward"}, {"ph", "X"}, {"pid", 0}, {"tid", 1},
-                       {"ts", us_since(origin, start)}, {"dur", us_since(start, end)}});
+      recorder.backward(i, start, end);
     }
-    trace.push_back({{"name", "step"}, {"cat", "step"}, {"ph", "X"}, {"pid", 0}, {"tid", 2},
-                     {"ts", us_since(origin, step_start)}, {"dur", us_since(step_start, step_end)}});
-    total_step_ms += ms_between(step_start, step_end);
-    examples += batch->size();
+    recorder.step(step_start, step_end, batch->size());
   }
-
-  report.batch_size = examples / steps;
-  report.steps = steps;
-  report.step_ms = total_step_ms / steps;
-  report.examples_per_s = total_step_ms > 0 ? examples / (total_step_ms / 1000.0) : 0;
-  for (size_t i : order)
-    report.nodes.push_back({model->nodes()[i].name, model->nodes()[i].type, forward_ms[i] / steps, backward_ms[i] / steps});
+  recorder.summarise(report);
 
   // Memory: each embedding table on its own line, dense parameters together.
   std::map<std::string, int64_t> optimizer_bytes;
@@ -221,12 +255,7 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
   for (const auto& [name, p] : model->dense_parameters()) dense.parameter_bytes += p.numel() * static_cast<int64_t>(p.element_size());
   report.memory.push_back(dense);
   report.peak_rss_bytes = peak_rss_bytes();
-
-  if (!trace_path.empty()) {
-    std::ofstream out(trace_path);
-    out << nlohmann::json{{"traceEvents", trace}, {"displayTimeUnit", "ms"}}.dump() << "\n";
-    if (!out) throw InputError(str_cat(trace_path, ": cannot write the trace"));
-  }
+  recorder.write_trace(trace_path);
   return report;
 }
 
@@ -237,14 +266,9 @@ ProfileReport profile_inference(config::ModelGraph& model, const NextBatch& next
   model->eval();
   c10::InferenceMode inference;  // as train::infer, what `recmod eval` runs
   const auto& order = model->order();
-  const size_t num_nodes = model->nodes().size();
   ProfileReport report;
   report.inference = true;
-  std::vector<double> forward_ms(num_nodes, 0);
-  nlohmann::json trace = nlohmann::json::array();
-  const auto origin = Clock::now();
-  double total_step_ms = 0;
-  int64_t examples = 0;
+  StepRecorder recorder(model, Clock::now());
   for (int64_t step = 0; step < warmup + steps; ++step) {
     auto batch = next_batch();
     if (!batch) throw InputError(str_cat("profile: the data ran out after ", step, " batches; use fewer --steps"));
@@ -256,22 +280,10 @@ ProfileReport profile_inference(config::ModelGraph& model, const NextBatch& next
     sync(device);
     const auto step_end = Clock::now();
     if (step < warmup) continue;
-    for (size_t i : order) {
-      forward_ms[i] += ms_between(timer.forward_start(i), timer.forward_end(i));
-      trace.push_back({{"name", model->nodes()[i].name}, {"cat", "forward"}, {"ph", "X"}, {"pid", 0}, {"tid", 0},
-                       {"ts", us_since(origin, timer.forward_start(i))},
-                       {"dur", us_since(timer.forward_start(i), timer.forward_end(i))}});
-    }
-    trace.push_back({{"name", "step"}, {"cat", "step"}, {"ph", "X"}, {"pid", 0}, {"tid", 2},
-                     {"ts", us_since(origin, step_start)}, {"dur", us_since(step_start, step_end)}});
-    total_step_ms += ms_between(step_start, step_end);
-    examples += batch->size();
+    for (size_t i : order) recorder.forward(i, timer.forward_start(i), timer.forward_end(i));
+    recorder.step(step_start, step_end, batch->size());
   }
-  report.batch_size = examples / steps;
-  report.steps = steps;
-  report.step_ms = total_step_ms / steps;
-  report.examples_per_s = total_step_ms > 0 ? examples / (total_step_ms / 1000.0) : 0;
-  for (size_t i : order) report.nodes.push_back({model->nodes()[i].name, model->nodes()[i].type, forward_ms[i] / steps, 0});
+  recorder.summarise(report);
   // Memory: each table (a quantized one's codes, scale and bias together,
   // by their state_dict keys less the suffix), then the dense parameters.
   std::map<std::string, int64_t> table_bytes;
@@ -295,11 +307,7 @@ ProfileReport profile_inference(config::ModelGraph& model, const NextBatch& next
   for (const auto& t : table_order) report.memory.push_back({t, table_bytes[t], 0});
   report.memory.push_back(dense);
   report.peak_rss_bytes = peak_rss_bytes();
-  if (!trace_path.empty()) {
-    std::ofstream out(trace_path);
-    out << nlohmann::json{{"traceEvents", trace}, {"displayTimeUnit", "ms"}}.dump() << "\n";
-    if (!out) throw InputError(str_cat(trace_path, ": cannot write the trace"));
-  }
+  recorder.write_trace(trace_path);
   return report;
 }
 
