@@ -35,6 +35,30 @@ struct ProfileArgs {
   DistArgs dist;
 };
 
+/// The batches a profile steps on: random ones shaped like the config's
+/// features (--synthetic), or the data file's.
+profile::NextBatch batches_for(const ProfileArgs& args, train::OpenedModel& opened, int64_t batch_size) {
+  if (args.synthetic) {
+    auto synthetic =
+        std::make_shared<profile::SyntheticBatches>(opened.model, batch_size, opened.config.training.seed);
+    return [synthetic] { return std::optional<data::Batch>(synthetic->next()); };
+  }
+  train::DataOptions read;
+  read.format = args.format;
+  read.batch_size = batch_size;
+  std::shared_ptr<data::BatchSource> source = train::open_batches(opened, args.data, read);
+  return [source] { return source->next(); };
+}
+
+void print_report(const ProfileArgs& args, const profile::ProfileReport& report) {
+  std::cout << report.to_table();
+  if (!args.trace.empty()) std::cout << "Chrome trace: " << args.trace << "\n";
+  if (!args.json.empty()) {
+    std::ofstream(args.json) << report.to_json().dump(2) << "\n";
+    std::cout << "JSON report: " << args.json << "\n";
+  }
+}
+
 /// --inference / --checkpoint: forward passes of the model as `recmod eval`
 /// runs it (a quantized checkpoint's tables, or the config's int data_types
 /// quantized), in one process.
@@ -45,26 +69,9 @@ int run_inference_profile(const ProfileArgs& args) {
   const auto quantized = train::quantize_as_configured(opened.model);
   if (!quantized.empty()) std::cerr << "quantized as configured: " << quantized.size() << " table(s)\n";
   const int64_t batch_size = args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size;
-  profile::NextBatch next;
-  std::shared_ptr<data::BatchSource> source;
-  std::shared_ptr<profile::SyntheticBatches> synthetic;
-  if (args.synthetic) {
-    synthetic = std::make_shared<profile::SyntheticBatches>(opened.model, batch_size, opened.config.training.seed);
-    next = [synthetic] { return std::optional<data::Batch>(synthetic->next()); };
-  } else {
-    train::DataOptions read;
-    read.format = args.format;
-    read.batch_size = batch_size;
-    source = train::open_batches(opened, args.data, read);
-    next = [source] { return source->next(); };
-  }
+  const profile::NextBatch next = batches_for(args, opened, batch_size);
   auto report = profile::profile_inference(opened.model, next, args.steps, args.warmup, parse_device(args.device), args.trace);
-  std::cout << report.to_table();
-  if (!args.trace.empty()) std::cout << "Chrome trace: " << args.trace << "\n";
-  if (!args.json.empty()) {
-    std::ofstream(args.json) << report.to_json().dump(2) << "\n";
-    std::cout << "JSON report: " << args.json << "\n";
-  }
+  print_report(args, report);
   return 0;
 }
 
@@ -79,19 +86,7 @@ int run_profile(const ProfileArgs& args) {
   auto& model = opened.model;
   // Per rank; the batches are global (world x that), each rank steps on its rows.
   const int64_t batch_size = world * (args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size);
-  profile::NextBatch next;
-  std::shared_ptr<data::BatchSource> source;
-  std::shared_ptr<profile::SyntheticBatches> synthetic;
-  if (args.synthetic) {
-    synthetic = std::make_shared<profile::SyntheticBatches>(model, batch_size, opened.config.training.seed);
-    next = [synthetic] { return std::optional<data::Batch>(synthetic->next()); };
-  } else {
-    train::DataOptions read;
-    read.format = args.format;
-    read.batch_size = batch_size;
-    source = train::open_batches(opened, args.data, read);
-    next = [source] { return source->next(); };
-  }
+  const profile::NextBatch next = batches_for(args, opened, batch_size);
   const torch::Device device = parse_device(args.device);
   if (world > 1) {
     if (!device.is_cpu()) throw UsageError("distributed profiling runs on the CPU (gloo) in this build; use --device cpu");
@@ -103,12 +98,7 @@ int run_profile(const ProfileArgs& args) {
   if (world > 1)
     std::cout << "rank 0 of " << world << " ranks; batch " << batch_size << " in all (" << batch_size / world
               << " per rank); per-node times and memory are rank 0's\n";
-  std::cout << report.to_table();
-  if (!args.trace.empty()) std::cout << "Chrome trace: " << args.trace << "\n";
-  if (!args.json.empty()) {
-    std::ofstream(args.json) << report.to_json().dump(2) << "\n";
-    std::cout << "JSON report: " << args.json << "\n";
-  }
+  print_report(args, report);
   return 0;
 }
 
