@@ -9,6 +9,7 @@
 #include "recmod/common/state_dict.h"
 #include "recmod/config/feature_hashing.h"
 #include "recmod/config/basic_nodes.h"
+#include "support/test_util.h"
 
 namespace recmod::config {
 namespace {
@@ -18,12 +19,7 @@ using ::testing::HasSubstr;
 ModelConfig parse(const std::string& yaml) { return parse_model_config(ConfigNode::load_string(yaml, "g.yaml")); }
 
 std::string build_error(const std::string& yaml) {
-  try {
-    ModelGraph graph(parse(yaml));
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "(no ConfigError)";
+  return test::error_of<ConfigError>([&] { ModelGraph graph(parse(yaml)); });
 }
 
 TEST(FeatureHashingTest, MurmurMatchesReferenceFmix64) {

@@ -10,6 +10,7 @@
 #include "recmod/config/model_config.h"
 #include "recmod/train/train_step.h"
 #include "recmod/train/training_setup.h"
+#include "support/test_util.h"
 
 namespace recmod::config {
 namespace {
@@ -20,12 +21,7 @@ using ::testing::HasSubstr;
 ModelConfig parse(const std::string& yaml) { return parse_model_config(ConfigNode::load_string(yaml, "tw.yaml")); }
 
 std::string build_error(const std::string& yaml) {
-  try {
-    ModelGraph graph(parse(yaml));
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "(no ConfigError)";
+  return test::error_of<ConfigError>([&] { ModelGraph graph(parse(yaml)); });
 }
 
 const char* kTowers = R"(features:
