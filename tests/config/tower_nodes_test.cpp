@@ -112,6 +112,9 @@ TEST(TowerNodes, TablesGoToTheEmbeddingOptimizerInteractionsToTheDenseOneAndThey
                                      "towers.towers.1.embedding.embeddings.sc.weight"));
   EXPECT_THAT(dense, ElementsAre("towers.towers.0.interaction.weight", "towers.towers.0.interaction.bias",
                                  "logit.weight", "logit.bias"));
+  // recmod validate's totals split the same way: tables 8 + 8 + 6, the
+  // interaction 4 + 1 and the logit 3 + 1.
+  EXPECT_THAT(graph->describe(), HasSubstr("parameters: 31 (dense 9, embedding 22)"));
   const StateDict before = state_dict(*graph);
   std::vector<torch::Tensor> copies;
   for (const auto& [k, v] : before) copies.push_back(v.clone());

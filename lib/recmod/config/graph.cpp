@@ -21,6 +21,20 @@ int64_t count_parameters(const torch::nn::Module& module) {
 
 namespace {
 
+bool under_any(const std::string& key, const std::vector<std::string>& prefixes) {
+  return std::any_of(prefixes.begin(), prefixes.end(),
+                     [&](const std::string& prefix) { return key.rfind(prefix + ".", 0) == 0; });
+}
+
+/// The parameters of a node's dense_submodules (counted as count_parameters does).
+int64_t dense_part_parameters(const BuiltNode& node) {
+  int64_t n = 0;
+  if (node.module)
+    for (const auto& p : node.module->named_parameters())
+      if (under_any(p.key(), node.dense_submodules)) n += p.value().numel();
+  return n;
+}
+
 bool valid_node_name(const std::string& name) {
   if (name.empty() || !(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_')) return false;
   for (char c : name)
@@ -176,9 +190,7 @@ std::vector<std::pair<std::string, torch::Tensor>> ModelGraphImpl::named_paramet
     if (!built_[i].module) continue;
     const auto& dense_parts = built_[i].dense_submodules;
     for (const auto& p : built_[i].module->named_parameters()) {
-      const bool dense_part = std::any_of(dense_parts.begin(), dense_parts.end(), [&](const std::string& prefix) {
-        return p.key().rfind(prefix + ".", 0) == 0;
-      });
+      const bool dense_part = under_any(p.key(), dense_parts);
       if ((built_[i].embedding && !dense_part) != embedding) continue;
       // Counters kept as non-trainable parameters (MC modules' iteration)
       // are not for an optimizer.
@@ -208,7 +220,11 @@ std::string ModelGraphImpl::describe() const {
        << n.num_parameters << " parameters";
     if (!n.summary.empty()) os << "; " << n.summary;
     os << "\n";
-    (n.embedding ? embedding_params : dense_params) += n.num_parameters;
+    // An embedding node's dense parts (a tower's interaction, an FP-EBC's
+    // feature processors) count as dense, as the optimizers split them.
+    const int64_t dense_part = n.embedding ? dense_part_parameters(built_[i]) : n.num_parameters;
+    dense_params += dense_part;
+    embedding_params += n.num_parameters - dense_part;
   }
   if (spec_.outputs.empty())
     os << "output: " << spec_.output << "\n";
