@@ -21,6 +21,7 @@ void register_commands(CLI::App& app) {
   add_plan(app, actions());
   add_quantize(app, actions());
   add_convert_checkpoint(app, actions());
+  add_report(app, actions());
 }
 
 int run_selected(CLI::App& app) {

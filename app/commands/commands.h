@@ -29,5 +29,6 @@ void add_inspect(CLI::App& app, Actions& actions);
 void add_plan(CLI::App& app, Actions& actions);
 void add_quantize(CLI::App& app, Actions& actions);
 void add_convert_checkpoint(CLI::App& app, Actions& actions);
+void add_report(CLI::App& app, Actions& actions);
 
 }  // namespace recmod::app

@@ -17,6 +17,7 @@
 #include "recmod/train/checkpoint_keys.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
+#include "recmod/train/report.h"
 #include "recmod/train/trainer.h"
 
 namespace recmod::app {
@@ -145,6 +146,15 @@ int run_train(const TrainArgs& args) {
   if (result.best_step >= 0)
     std::cout << "best: " << train::best_model_path(run) << " (" << t.keep_best << " " << result.best_value
               << " at step " << result.best_step << ")\n";
+  // The run's curves as a page (recmod report); a page that cannot be
+  // written does not undo the training it shows.
+  const std::string report = run.path() + "/report.html";
+  try {
+    train::write_report({run.path()}, report);
+    std::cout << "report: " << report << "\n";
+  } catch (const Error& e) {
+    std::cerr << "recmod: warning: " << report << " not written: " << e.what() << "\n";
+  }
   return result.interrupted ? 130 : 0;
 }
 
