@@ -52,7 +52,7 @@ TEST(CasesDenseTest, RejectsUnknownArgsAndMethods) {
   EXPECT_THAT(error_of([] { build("CrossNet", R"({"in_features": 4, "num_layers": 1, "low_rank": 2})"); }),
               HasSubstr("CrossNet: unknown argument 'low_rank'; expected one of [in_features, num_layers]"));
   EXPECT_THAT(error_of([] { build("Perceptron", R"({"in_size": 4, "out_size": 2, "activation": "tanh"})"); }),
-              HasSubstr("unknown activation 'tanh'"));
+              HasSubstr("Perceptron: argument 'activation': expected one of [relu, sigmoid, swish_layernorm], found 'tanh'"));
   EXPECT_THAT(error_of([] { build("DeepFM", R"({"dense_module": {"module": "torch.nn.Conv1d", "args": {}}})"); }),
               HasSubstr("DeepFM.dense_module: unsupported module 'torch.nn.Conv1d'"));
   auto net = build("VectorCrossNet", R"({"in_features": 4, "num_layers": 1})");

@@ -34,7 +34,7 @@ TEST(EmbeddingArgs, SplitsTablesByPooling) {
   EXPECT_EQ(parsed.bag_configs[0].pooling, PoolingType::MEAN);
   EXPECT_THAT(parsed.bag_configs[0].feature_names, ElementsAre("f1", "f2"));
   EXPECT_EQ(parsed.bag_configs[1].pooling, PoolingType::SUM);  // the default
-  EXPECT_TRUE(parsed.bag_configs[1].feature_names.empty());
+  EXPECT_THAT(parsed.bag_configs[1].feature_names, ElementsAre(parsed.bag_configs[1].name));  // [name], as the config
   EXPECT_EQ(parsed.configs[0].num_embeddings, 5);
   EXPECT_EQ(parsed.configs[0].data_type, DataType::FP16);
 }
@@ -45,7 +45,7 @@ TEST(EmbeddingArgs, BuildsModulesAndReportsBadFields) {
   EXPECT_TRUE(ebc->is_weighted());
   EXPECT_EQ(ebc->table_weight("t").sizes(), torch::IntArrayRef({3, 2}));
   EXPECT_THAT(error_of([] { tables_from_json(json::parse(R"([{"name": "t", "embedding_dim": 2}])")); }),
-              HasSubstr("tables[0]: missing field 'num_embeddings'"));
+              HasSubstr("tables[0]: missing argument 'num_embeddings'"));
   EXPECT_THAT(error_of([] {
                 bag_configs_from_json(
                     json::parse(R"([{"name": "t", "embedding_dim": 2, "num_embeddings": 3, "pooling": "NONE"}])"));

@@ -6,7 +6,9 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/common/memory.h"
+#include "recmod/config/yaml_args.h"
 #include "recmod/modules/embedding_modules.h"
+#include "recmod/modules/module_args.h"
 
 namespace recmod::config {
 
@@ -15,48 +17,13 @@ namespace {
 const std::vector<std::string> kTableKeys = {"name",          "num_embeddings", "embedding_dim", "feature_names",
                                              "weight_init_min", "weight_init_max", "data_type"};
 
-// A table's `data_type`: TorchRec's DataType names, either case.
-DataType read_data_type(const ConfigNode& node, const BaseEmbeddingConfig& c, bool allow_quantized) {
-  std::string name = node.as_string();
-  for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  const std::vector<std::string> plain = {"fp32", "fp16", "bf16"};
-  const std::vector<std::string> quantized = {"int8", "int4", "int2"};
-  const bool is_plain = std::find(plain.begin(), plain.end(), name) != plain.end();
-  const bool is_quantized = std::find(quantized.begin(), quantized.end(), name) != quantized.end();
-  if (!is_plain && !is_quantized)
-    node.fail(str_cat("expected one of fp32, fp16, bf16, int8, int4, int2, found '", node.as_string(), "'"));
-  if (is_quantized && !allow_quantized)
-    node.fail(str_cat("data_type ", name, " (row-wise quantized) is for EmbeddingBagCollection and EmbeddingCollection "
-                      "tables; this kind stores fp32, fp16 or bf16"));
-  std::string upper = name;
-  for (auto& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  const DataType type = data_type_from_string(upper);
-  // INT4 rows of dimension 1 (INT2 up to 2) are as wide as INT8's (INT4's):
-  // a checkpoint could not say which they are.
-  if ((type == DataType::INT4 && c.embedding_dim < 2) || (type == DataType::INT2 && c.embedding_dim <= 2))
-    node.fail(str_cat("a table of embedding_dim ", c.embedding_dim, " cannot be ", name,
-                      " (its rows would read back as a wider type); use ", c.embedding_dim < 2 ? "int8" : "int4 or int8"));
-  return type;
-}
-
-// Fields every table kind shares; `extra` are the kind's own keys.
+// Fields every table kind shares (modules/module_args.h reads them, for
+// golden cases too); `extra` are the kind's own keys.
 void read_base(const ConfigNode& t, BaseEmbeddingConfig& c, std::vector<std::string> extra, bool allow_quantized) {
   for (const auto& k : kTableKeys) extra.push_back(k);
   t.expect_map();
   t.allow_keys(extra);
-  c.name = t["name"].as_name("a table name");
-  c.num_embeddings = t.positive_int("num_embeddings");
-  c.embedding_dim = t.positive_int("embedding_dim");
-  if (t.has("feature_names")) {
-    c.feature_names.clear();
-    for (const auto& f : t["feature_names"].items()) c.feature_names.push_back(f.as_name("a feature name"));
-  } else {
-    c.feature_names = {c.name};
-  }
-  if (c.feature_names.empty()) t["feature_names"].fail("expected at least one feature name");
-  if (t.has("weight_init_min")) c.weight_init_min = t["weight_init_min"].as_double();
-  if (t.has("weight_init_max")) c.weight_init_max = t["weight_init_max"].as_double();
-  if (t.has("data_type")) c.data_type = read_data_type(t["data_type"], c, allow_quantized);
+  read_table_args(YamlArgs(t), c, allow_quantized);
 }
 
 template <typename Config>
@@ -138,7 +105,7 @@ std::vector<EmbeddingBagConfig> read_embedding_bag_configs(const ConfigNode& tab
     std::vector<std::string> keys = {"pooling"};
     keys.insert(keys.end(), extra_keys.begin(), extra_keys.end());
     read_base(t, c, keys, allow_quantized);
-    if (t.has("pooling")) c.pooling = t["pooling"].one_of({"sum", "mean"}) == "sum" ? PoolingType::SUM : PoolingType::MEAN;
+    c.pooling = read_pooling(YamlArgs(t), /*allow_none=*/false);
     configs.push_back(c);
   }
   check_unique_names(tables, configs);

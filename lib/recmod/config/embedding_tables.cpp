@@ -4,6 +4,8 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/config/yaml_args.h"
+#include "recmod/modules/module_args.h"
 
 namespace recmod::config {
 
@@ -24,18 +26,20 @@ std::vector<dist::TableShape> embedding_tables_of(const ModelSpec& spec) {
     std::set<std::string> seen;
     for (const auto& t : tables.items()) {
       t.expect_map();
+      // The node's builder reads the same fields with the same reader
+      // (allowed keys and the kind's own rules are checked there).
+      BaseEmbeddingConfig table;
+      read_table_args(YamlArgs(t), table, /*allow_quantized=*/true);
+      if (!seen.insert(table.name).second) t["name"].fail("duplicate table name '" + table.name + "'");
       dist::TableShape shape;
       shape.module = node.name;
-      shape.name = t["name"].as_name("a table name");
-      if (!seen.insert(shape.name).second) t["name"].fail("duplicate table name '" + shape.name + "'");
-      shape.num_embeddings = t.positive_int("num_embeddings");
-      shape.embedding_dim = t.positive_int("embedding_dim");
-      shape.feature_names =
-          t.has("feature_names") ? t["feature_names"].as_string_list() : std::vector<std::string>{shape.name};
+      shape.name = table.name;
+      shape.num_embeddings = table.num_embeddings;
+      shape.embedding_dim = table.embedding_dim;
+      shape.feature_names = table.feature_names;
       // fp16 / bf16 tables train in 2 bytes; the others (int types too) in float32.
-      std::string type = t.has("data_type") ? t["data_type"].as_string() : "fp32";
-      for (auto& ch : type) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      shape.bytes_per_element = type == "fp16" || type == "bf16" ? 2 : 4;
+      shape.bytes_per_element =
+          table.data_type == DataType::FP16 || table.data_type == DataType::BF16 ? 2 : 4;
       out.push_back(std::move(shape));
     }
   }

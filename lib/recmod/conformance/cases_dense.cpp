@@ -3,111 +3,71 @@
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
+#include "recmod/conformance/json_args.h"
 #include "recmod/conformance/registry.h"
 #include "recmod/modules/activation.h"
 #include "recmod/modules/crossnet.h"
 #include "recmod/modules/deepfm.h"
 #include "recmod/modules/mlp.h"
+#include "recmod/modules/module_args.h"
 
 namespace recmod::conformance {
 
 namespace {
 
-/// Throws InputError for an args key the module does not take, listing the valid ones.
-void expect_keys(const std::string& module, const json& args, const std::vector<std::string>& valid) {
-  if (!args.is_object()) throw_input_error(module, ": args must be an object, got ", args.dump());
-  for (const auto& item : args.items())
-    if (std::find(valid.begin(), valid.end(), item.key()) == valid.end())
-      throw_input_error(module, ": unknown argument '", item.key(), "'; expected one of ", join_names(valid));
-}
-
-template <typename T>
-T required(const std::string& module, const json& args, const std::string& key) {
-  if (!args.contains(key)) throw_input_error(module, ": missing argument '", key, "'");
-  try {
-    return args.at(key).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw_input_error(module, ": argument '", key, "' has the wrong type: ", args.at(key).dump());
-  }
-}
-
-template <typename T>
-T optional_arg(const std::string& module, const json& args, const std::string& key, T fallback) {
-  return args.contains(key) ? required<T>(module, args, key) : fallback;
+/// The module's args, refusing keys outside TorchRec's signature.
+JsonArgs args_of(const std::string& module, const json& args, const std::vector<std::string>& valid) {
+  JsonArgs out(args, module);
+  out.expect_keys(valid);
+  return out;
 }
 
 /// TorchRec's `input_dims: Union[int, List[int]]`.
-std::vector<int64_t> int_or_list(const std::string& module, const json& args, const std::string& key) {
-  if (args.contains(key) && args.at(key).is_number_integer()) return {args.at(key).get<int64_t>()};
-  return required<std::vector<int64_t>>(module, args, key);
+std::vector<int64_t> int_or_list(const JsonArgs& args, const json& raw, const std::string& key) {
+  if (raw.contains(key) && raw.at(key).is_number_integer()) return {raw.at(key).get<int64_t>()};
+  return args.get_int_list(key);
 }
 
-/// Perceptron's activation: "relu", "sigmoid", or "swish_layernorm" = SwishLayerNorm(out_size).
-Activation perceptron_activation(const std::string& name, int64_t out_size) {
-  return mlp_activation(name)(out_size);
+SwishLayerNorm build_swish_layernorm(const json& raw) {
+  const JsonArgs args = args_of("SwishLayerNorm", raw, {"input_dims"});
+  return SwishLayerNorm(int_or_list(args, raw, "input_dims"));
 }
 
-SwishLayerNorm build_swish_layernorm(const json& args) {
-  expect_keys("SwishLayerNorm", args, {"input_dims"});
-  return SwishLayerNorm(int_or_list("SwishLayerNorm", args, "input_dims"));
+Perceptron build_perceptron(const json& raw) {
+  const JsonArgs args = args_of("Perceptron", raw, {"in_size", "out_size", "bias", "activation"});
+  return Perceptron(perceptron_options_from(args, args.get_int("in_size")));
 }
 
-Perceptron build_perceptron(const json& args) {
-  const std::string m = "Perceptron";
-  expect_keys(m, args, {"in_size", "out_size", "bias", "activation"});
-  const auto out_size = required<int64_t>(m, args, "out_size");
-  return Perceptron(
-      PerceptronOptions(required<int64_t>(m, args, "in_size"), out_size)
-          .bias(optional_arg<bool>(m, args, "bias", true))
-          .activation(perceptron_activation(optional_arg<std::string>(m, args, "activation", "relu"), out_size)));
+MLP build_mlp(const json& raw) {
+  const JsonArgs args = args_of("MLP", raw, {"in_size", "layer_sizes", "bias", "activation"});
+  return MLP(mlp_options_from(args, args.get_int("in_size")));
 }
 
-MLP build_mlp(const json& args) {
-  const std::string m = "MLP";
-  expect_keys(m, args, {"in_size", "layer_sizes", "bias", "activation"});
-  return MLP(MLPOptions(required<int64_t>(m, args, "in_size"), required<std::vector<int64_t>>(m, args, "layer_sizes"))
-                 .bias(optional_arg<bool>(m, args, "bias", true))
-                 .activation(mlp_activation(optional_arg<std::string>(m, args, "activation", "relu"))));
+CrossNet build_crossnet(const json& raw) {
+  const JsonArgs args = args_of("CrossNet", raw, {"in_features", "num_layers"});
+  return CrossNet(crossnet_options_from(args, args.get_int("in_features")));
 }
 
-CrossNet build_crossnet(const json& args) {
-  const std::string m = "CrossNet";
-  expect_keys(m, args, {"in_features", "num_layers"});
-  return CrossNet(CrossNetOptions(required<int64_t>(m, args, "in_features"), required<int64_t>(m, args, "num_layers")));
+LowRankCrossNet build_lowrank_crossnet(const json& raw) {
+  const JsonArgs args = args_of("LowRankCrossNet", raw, {"in_features", "num_layers", "low_rank"});
+  return LowRankCrossNet(low_rank_crossnet_options_from(args, args.get_int("in_features")));
 }
 
-LowRankCrossNet build_lowrank_crossnet(const json& args) {
-  const std::string m = "LowRankCrossNet";
-  expect_keys(m, args, {"in_features", "num_layers", "low_rank"});
-  return LowRankCrossNet(
-      LowRankCrossNetOptions(required<int64_t>(m, args, "in_features"), required<int64_t>(m, args, "num_layers"))
-          .low_rank(optional_arg<int64_t>(m, args, "low_rank", 1)));
+VectorCrossNet build_vector_crossnet(const json& raw) {
+  const JsonArgs args = args_of("VectorCrossNet", raw, {"in_features", "num_layers"});
+  return VectorCrossNet(vector_crossnet_options_from(args, args.get_int("in_features")));
 }
 
-VectorCrossNet build_vector_crossnet(const json& args) {
-  const std::string m = "VectorCrossNet";
-  expect_keys(m, args, {"in_features", "num_layers"});
-  return VectorCrossNet(
-      VectorCrossNetOptions(required<int64_t>(m, args, "in_features"), required<int64_t>(m, args, "num_layers")));
+LowRankMixtureCrossNet build_mixture_crossnet(const json& raw) {
+  const JsonArgs args =
+      args_of("LowRankMixtureCrossNet", raw, {"in_features", "num_layers", "num_experts", "low_rank", "activation"});
+  return LowRankMixtureCrossNet(low_rank_mixture_crossnet_options_from(args, args.get_int("in_features")));
 }
 
-LowRankMixtureCrossNet build_mixture_crossnet(const json& args) {
-  const std::string m = "LowRankMixtureCrossNet";
-  expect_keys(m, args, {"in_features", "num_layers", "num_experts", "low_rank", "activation"});
-  return LowRankMixtureCrossNet(
-      LowRankMixtureCrossNetOptions(required<int64_t>(m, args, "in_features"),
-                                    required<int64_t>(m, args, "num_layers"))
-          .num_experts(optional_arg<int64_t>(m, args, "num_experts", 1))
-          .low_rank(optional_arg<int64_t>(m, args, "low_rank", 1))
-          .activation(activation_by_name(optional_arg<std::string>(m, args, "activation", "relu"))));
-}
-
-torch::nn::Linear build_linear(const json& args) {
-  const std::string m = "torch.nn.Linear";
-  expect_keys(m, args, {"in_features", "out_features", "bias"});
-  return torch::nn::Linear(
-      torch::nn::LinearOptions(required<int64_t>(m, args, "in_features"), required<int64_t>(m, args, "out_features"))
-          .bias(optional_arg<bool>(m, args, "bias", true)));
+torch::nn::Linear build_linear(const json& raw) {
+  const JsonArgs args = args_of("torch.nn.Linear", raw, {"in_features", "out_features", "bias"});
+  return torch::nn::Linear(torch::nn::LinearOptions(args.positive_int("in_features"), args.positive_int("out_features"))
+                               .bias(args.get_bool("bias", true)));
 }
 
 /// A nested module {"module": "<Class>", "args": {...}} with forward(Tensor) -> Tensor.
@@ -170,11 +130,11 @@ void add_dense_cases(CaseRegistry& registry) {
     return tensor_case(build_mixture_crossnet(a), "LowRankMixtureCrossNet");
   };
   registry["FactorizationMachine"] = [](const json& a) {
-    expect_keys("FactorizationMachine", a, {});
+    args_of("FactorizationMachine", a, {});
     return embeddings_case(FactorizationMachine(), "FactorizationMachine");
   };
   registry["DeepFM"] = [](const json& a) {
-    expect_keys("DeepFM", a, {"dense_module"});
+    args_of("DeepFM", a, {"dense_module"});
     if (!a.contains("dense_module")) throw_input_error("DeepFM: missing argument 'dense_module'");
     return embeddings_case(DeepFM(build_tensor_module(a.at("dense_module"), "DeepFM.dense_module")), "DeepFM");
   };

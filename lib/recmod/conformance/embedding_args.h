@@ -20,7 +20,8 @@ struct ParsedTables {
 };
 
 /// Reads [{"name","embedding_dim","num_embeddings","feature_names","pooling"}, ...]
-/// ("pooling" defaults to SUM; optional "data_type", "weight_init_min/max").
+/// with the config's table reader (modules/module_args.h: "pooling" SUM when
+/// absent, "feature_names" [name]; optional "data_type", "weight_init_min/max").
 /// Throws InputError naming the table index and field.
 ParsedTables tables_from_json(const nlohmann::ordered_json& tables);
 /// The same, requiring pooled resp. unpooled tables only.
