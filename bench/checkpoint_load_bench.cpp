@@ -2,12 +2,15 @@
 // file, in a process of its own (scripts/bench-checkpoint runs each mode and
 // torch.load beside them):
 //   checkpoint_load_bench load FILE   io::load_tensors (zip checks, CRC-32 of every record)
+//   checkpoint_load_bench map FILE    io::map_tensors (the same checks, the tensors the file's mapped
+//                                     pages); also prints the anonymous and file-backed RSS after
 //   checkpoint_load_bench read FILE      the floor: the file read into one uninitialised buffer in
 //                                        1 MiB preads, as load_tensors reads records
 //   checkpoint_load_bench read-crc FILE  the same, with io::crc32 over each piece as it lands (what
 //                                        load_tensors does): read-crc minus read is the CRC's cost
 //   checkpoint_load_bench crc FILE       io::crc32 alone over the whole file already in memory
-// Prints one JSON line: {"mode","seconds","bytes","peak_rss_bytes","rss_before_bytes"}.
+// Prints one JSON line: {"mode","seconds","bytes","peak_rss_bytes","rss_before_bytes"}
+// (map: also "rss_anon_after_bytes", "rss_file_after_bytes").
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -23,17 +26,19 @@
 #include <vector>
 
 #include "recmod/io/crc32.h"
+#include "recmod/io/mapped_tensors.h"
 #include "recmod/io/tensor_file.h"
 
 namespace {
 
-long long rss_bytes() {
+long long status_bytes(const std::string& field) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+    if (line.rfind(field, 0) == 0) return std::stoll(line.substr(field.size())) * 1024;
   return 0;
 }
+long long rss_bytes() { return status_bytes("VmRSS:"); }
 
 long long peak_rss_bytes() {
   rusage usage{};
@@ -64,7 +69,7 @@ std::unique_ptr<char[]> read_file(const std::string& path, size_t* size, uint32_
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: %s load|read|crc FILE\n", argv[0]);
+    std::fprintf(stderr, "usage: %s load|map|read|read-crc|crc FILE\n", argv[0]);
     return 2;
   }
   const std::string mode = argv[1], path = argv[2];
@@ -73,7 +78,14 @@ int main(int argc, char** argv) {
   size_t bytes = 0;
   uint32_t crc = 0;
   double seconds = 0;
-  if (mode == "load") {
+  std::string extra;
+  if (mode == "map") {
+    const recmod::StateDict state = recmod::io::map_tensors(path);
+    for (const auto& [key, tensor] : state) bytes += tensor.nbytes();
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    extra = ", \"rss_anon_after_bytes\": " + std::to_string(status_bytes("RssAnon:")) +
+            ", \"rss_file_after_bytes\": " + std::to_string(status_bytes("RssFile:"));
+  } else if (mode == "load") {
     const recmod::StateDict state = recmod::io::load_tensors(path);
     for (const auto& [key, tensor] : state) bytes += tensor.nbytes();
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -89,7 +101,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
     return 2;
   }
-  std::printf("{\"mode\": \"%s\", \"seconds\": %.3f, \"bytes\": %zu, \"peak_rss_bytes\": %lld, \"rss_before_bytes\": %lld%s}\n",
-              mode.c_str(), seconds, bytes, peak_rss_bytes(), before, crc == 1 ? " " : "");
+  std::printf("{\"mode\": \"%s\", \"seconds\": %.3f, \"bytes\": %zu, \"peak_rss_bytes\": %lld, \"rss_before_bytes\": %lld%s%s}\n",
+              mode.c_str(), seconds, bytes, peak_rss_bytes(), before, extra.c_str(), crc == 1 ? " " : "");
   return 0;
 }

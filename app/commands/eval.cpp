@@ -142,6 +142,7 @@ int run_eval(const EvalArgs& given) {
   const auto& tasks = opened.config.training.tasks;
   const train::MetricsFn metrics_of = train::metrics_of_tasks(tasks);
   const train::Predictions predicted = train::predict(opened.model, *source, device, joined.comm.get());
+  train::check_checkpoint_unchanged(opened);  // its tables are the file's pages
   const torch::Tensor& logits = predicted.logits;
   if (logits.numel() == 0) throw InputError(str_cat(data, ": no examples to evaluate (the file has no records)"));
   if (!joined.lead()) return 0;
@@ -162,6 +163,7 @@ int run_eval(const EvalArgs& given) {
     reference.model->to(device);
     auto again = train::open_batches(reference, data, read);
     const train::Predictions base_predicted = train::predict(reference.model, *again, device, nullptr);
+    train::check_checkpoint_unchanged(reference);
     auto base = metrics_of(base_predicted.logits, base_predicted.labels, base_predicted.weights);
     nlohmann::json delta;
     for (const auto& item : metrics.items())

@@ -51,6 +51,7 @@ int run_evict(const EvictArgs& args) {
   auto source = train::open_batches(opened, args.data, data);
   while (auto batch = source->next()) tracker->observe(opened.model->inputs(*batch).second.sparse);
   const std::string out = args.out.empty() ? args.checkpoint : args.out;
+  train::check_checkpoint_unchanged(opened);  // before writing what was read from it
   io::save_tensors(out, state_dict(*opened.model));
   const nlohmann::json report = tracker->to_json();
   if (args.json)

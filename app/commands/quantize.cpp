@@ -64,6 +64,7 @@ int run_quantize(const QuantizeArgs& args) {
   const auto reports = train::quantize_model(opened.model, config);
   if (reports.empty())
     throw UsageError(str_cat(args.config, " has no EmbeddingBagCollection or EmbeddingCollection node; nothing to quantize"));
+  train::check_checkpoint_unchanged(opened);  // before writing what was read from it
   io::save_tensors(args.out, state_dict(*opened.model));
   int64_t before = 0, after = 0;
   nlohmann::json tables = nlohmann::json::array();

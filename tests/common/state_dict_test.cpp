@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
@@ -52,6 +53,27 @@ TEST(StateDict, LoadCopiesIntoExistingTensors) {
   EXPECT_EQ(m->inner->weight.data_ptr(), before);
   EXPECT_TRUE(torch::equal(m->inner->counts, torch::arange(4)));
   EXPECT_FLOAT_EQ(m->bias.sum().item<float>(), 3.0f);
+}
+
+TEST(StateDict, LoadDoesNotWriteATensorThatAlreadyIsTheSourcesBytes) {
+  // A table that adopted its (memory-mapped) checkpoint tensor: copying it
+  // onto itself would write every page. Here the bytes are read-only pages,
+  // so a write would crash the test.
+  const size_t bytes = 4096;
+  void* page = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(page, MAP_FAILED);
+  const torch::Tensor source = torch::from_blob(page, {2, 3}, torch::kFloat);  // zeros
+  Outer m;
+  {
+    torch::NoGradGuard no_grad;
+    m->inner->weight.set_data(source);
+  }
+  load_state_dict(*m, {{"bias", torch::ones({3})}, {"_inner.weight", source}, {"_inner.counts", torch::arange(4)}},
+                  "ckpt.pt");
+  EXPECT_EQ(m->inner->weight.data_ptr(), page);
+  EXPECT_FLOAT_EQ(m->bias.sum().item<float>(), 3.0f);
+  m = Outer();
+  ::munmap(page, bytes);
 }
 
 template <typename F>

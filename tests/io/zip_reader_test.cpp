@@ -9,6 +9,10 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -16,6 +20,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/io/crc32.h"
+#include "recmod/io/mapped_tensors.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/io/torch_pickle.h"
 #include "support/test_util.h"
@@ -246,6 +251,109 @@ TEST(ZipArchive, NotAZipFileShowsItsFirstBytes) {
   const std::string path = scratch("text.pt");
   write_bytes(path, {'h', 'e', 'l', 'l', 'o', '\n'});
   EXPECT_EQ(load_error(path), path + ": not a readable torch.save file: expected a zip archive (bytes 50 4b 03 04), found 68 65 6c 6c 6f 0a");
+  std::remove(path.c_str());
+}
+
+
+// Mapped tensors (issue 18): the file's pages in place, the same checks.
+
+std::string map_error(const std::string& path) {
+  try {
+    map_tensors(path);
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  return "<no CheckpointError>";
+}
+
+TEST(MapTensors, GivesTheHeapLoadedTensorsInTheFilesPages) {
+  const std::string path = scratch("map.pt");
+  save_tensors(path, small_state());
+  const StateDict mapped = map_tensors(path), heap = load_tensors(path);
+  ASSERT_EQ(mapped.size(), heap.size());
+  for (size_t i = 0; i < heap.size(); ++i) {
+    EXPECT_EQ(mapped[i].first, heap[i].first);
+    EXPECT_TRUE(is_mapped(mapped[i].second)) << mapped[i].first;
+    EXPECT_FALSE(is_mapped(heap[i].second));
+    ASSERT_EQ(mapped[i].second.dtype(), heap[i].second.dtype());
+    EXPECT_TRUE(torch::equal(mapped[i].second, heap[i].second)) << mapped[i].first;
+  }
+  EXPECT_NO_THROW(check_mapped_unchanged(mapped));
+  std::remove(path.c_str());
+}
+
+TEST(MapTensors, AWriteChangesThisProcessesCopyNotTheFile) {
+  const std::string path = scratch("cow.pt");
+  save_tensors(path, small_state());
+  {
+    StateDict mapped = map_tensors(path);
+    mapped[0].second.fill_(7.0);  // copy-on-write
+    EXPECT_EQ(mapped[0].second[3][2].item<float>(), 7.0f);
+    EXPECT_NO_THROW(check_mapped_unchanged(mapped));
+  }
+  EXPECT_TRUE(torch::equal(load_tensors(path)[0].second, small_state()[0].second));
+  std::remove(path.c_str());
+}
+
+TEST(MapTensors, ReleasedPagesReadBackFromTheFile) {
+  const std::string path = scratch("release.pt");
+  const StateDict big{{"w", torch::arange(1 << 16, torch::kFloat)}};  // 64 pages
+  save_tensors(path, big);
+  const StateDict mapped = map_tensors(path);
+  release_mapped_pages(mapped);
+  EXPECT_TRUE(torch::equal(mapped[0].second, big[0].second));
+  std::remove(path.c_str());
+}
+
+TEST(MapTensors, ChangedTensorByteIsACrcError) {
+  const std::string path = scratch("map_crc.pt");
+  save_tensors(path, small_state());
+  const uint64_t at = ZipArchive(path).find("data/0")->offset + 37;
+  std::vector<char> bytes = tensors_to_bytes(small_state());
+  bytes[at] ^= 0x01;
+  write_bytes(path, bytes);
+  EXPECT_THAT(map_error(path), StartsWith(path + ": record 'data/0' is corrupt: its bytes have CRC-32 0x"));
+  std::remove(path.c_str());
+}
+
+TEST(MapTensors, FileCutWhileBeingVerifiedIsAnErrorNotASigbus) {
+  const std::string path = scratch("cut.pt");
+  const StateDict big{{"w", torch::arange(1 << 16, torch::kFloat)}};
+  save_tensors(path, big);
+  const ZipArchive archive(path);
+  const ZipArchive::Record* record = archive.find("data/0");
+  ASSERT_NE(record, nullptr);
+  archive.mapping();
+  ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(record->offset + 1000)), 0);
+  const std::string error = test::error_of<CheckpointError>([&] { archive.map_record("data/0", *record); });
+  EXPECT_THAT(error, StartsWith(path + ": the file was cut short while reading record 'data/0'"));
+  EXPECT_THAT(error, HasSubstr(", now " + std::to_string(record->offset + 1000)));
+  std::remove(path.c_str());
+}
+
+TEST(MapTensors, FileCutOrRewrittenWhileInUseIsReportedAfterwards) {
+  const std::string path = scratch("in_use.pt");
+  const StateDict big{{"w", torch::arange(1 << 16, torch::kFloat)}};
+  save_tensors(path, big);
+  {
+    const StateDict mapped = map_tensors(path);
+    release_mapped_pages(mapped);
+    ASSERT_EQ(::truncate(path.c_str(), 4096), 0);
+    EXPECT_EQ(mapped[0].second[(1 << 16) - 1].item<float>(), 0.0f);  // past the cut: zeros, not SIGBUS
+    EXPECT_THAT(test::error_of<CheckpointError>([&] { check_mapped_unchanged(mapped); }),
+                StartsWith(path + ": the checkpoint was cut short while in use ("));
+  }
+  save_tensors(path, big);
+  const timespec old[2] = {{1000000000, 0}, {1000000000, 0}};  // a modification time the write below must change
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), old, 0), 0);
+  const StateDict mapped = map_tensors(path);
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(ZipArchive(path).find("data/0")->offset));
+    f.write("\x01\x02\x03\x04", 4);
+  }
+  EXPECT_THAT(test::error_of<CheckpointError>([&] { check_mapped_unchanged(mapped); }),
+              StartsWith(path + ": the checkpoint was written in place while in use"));
   std::remove(path.c_str());
 }
 

@@ -3,14 +3,15 @@
 // readers that parse or slice files in place.
 //
 // A file cut short while mapped (truncated by another process) would kill
-// the process with SIGBUS at the first read past its new end. A SIGBUS
-// handler, installed with the first mapping, maps zero pages over the rest
-// of the mapping it hits and marks it cut; readers check cut() after reading
-// and report the file instead (check_not_cut). Faults outside recmod's
-// mappings keep their previous handling.
-#include <atomic>
+// the process with SIGBUS at the first read past its new end; the mapping
+// (common/file_mapping.h) reads zeros past the new end instead and marks
+// itself cut, and readers check cut() after reading and report the file
+// (check_not_cut).
 #include <cstddef>
+#include <memory>
 #include <string>
+
+#include "recmod/common/file_mapping.h"
 
 namespace recmod::data {
 
@@ -23,7 +24,7 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
-  const char* data() const { return data_; }
+  const char* data() const { return mapping_ ? mapping_->data() : nullptr; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
   /// Tells the kernel the file will be read front to back (read-ahead).
@@ -31,7 +32,7 @@ class MappedFile {
 
   /// Whether a read hit the end of a file that has shrunk since it was
   /// mapped (the bytes past it then read as zeros).
-  bool cut() const { return cut_ && cut_->load(std::memory_order_relaxed); }
+  bool cut() const { return mapping_ && mapping_->cut(); }
   /// Throws InputError "<path>: the file was cut short while being read ..."
   /// when cut(); `where` (e.g. ":1041") follows the path.
   void check_not_cut(const std::string& where = "") const {
@@ -42,10 +43,8 @@ class MappedFile {
   [[noreturn]] void throw_cut(const std::string& where) const;
 
   std::string path_;
-  const char* data_ = nullptr;
   size_t size_ = 0;
-  int slot_ = -1;                          // in the SIGBUS handler's table
-  const std::atomic<bool>* cut_ = nullptr;  // that slot's flag
+  std::unique_ptr<FileMapping> mapping_;  // none for an empty file
 };
 
 }  // namespace recmod::data

@@ -2,8 +2,10 @@
 
 #include <c10/core/CPUAllocator.h>
 #include <caffe2/serialize/inline_container.h>
+#include <sys/mman.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -16,6 +18,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/io/atomic_file.h"
+#include "recmod/io/mapped_tensors.h"
 #include "recmod/io/torch_pickle.h"
 #include "recmod/io/zip_reader.h"
 
@@ -34,6 +37,60 @@ torch::Tensor compact_cpu_copy(const torch::Tensor& t) {
 
 /// The first line of a c10::Error's message, without its C++ stack trace.
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
+
+/// A mapped storage's DataPtr context: a reference to its file's mapping.
+void release_mapping_reference(void* context) { delete static_cast<std::shared_ptr<MappedCheckpoint>*>(context); }
+
+/// The mapping `storage` lies in; nullptr for any other storage.
+const MappedCheckpoint* mapping_of(const c10::Storage& storage) {
+  const at::DataPtr& data = storage.data_ptr();
+  if (data.get_deleter() != &release_mapping_reference) return nullptr;
+  return static_cast<std::shared_ptr<MappedCheckpoint>*>(data.get_context())->get();
+}
+
+StateDict read_tensors(const std::string& path, bool mapped) {
+  // The zip container, checked against the file before anything is
+  // allocated; the format version is checked first.
+  const ZipArchive archive(path);
+  try {
+    if (!archive.find("data.pkl"))
+      throw CheckpointError(str_cat(path, ": not a torch.save file: the archive has no data.pkl"));
+    if (archive.find("byteorder")) {  // torch >= 2.1 records it; absent means little-endian
+      const std::string order = archive.read_text("byteorder");
+      if (order != "little")
+        throw CheckpointError(str_cat(path, ": saved with byte order '", order, "', only 'little' is supported"));
+    }
+    const std::string pickle = archive.read_text("data.pkl");
+    StateDict out = unpickle_tensor_dict(
+        pickle,
+        [&](const std::string& key) {
+          const std::string name = "data/" + key;
+          const ZipArchive::Record* record = archive.find(name);
+          if (!record)
+            throw CheckpointError(str_cat(path, ": data.pkl names storage '", key, "', but the archive has no ", name));
+          if (mapped) {
+            if (const char* bytes = archive.map_record(name, *record)) {
+              at::DataPtr data(const_cast<char*>(bytes), new std::shared_ptr<MappedCheckpoint>(archive.mapping()),
+                               &release_mapping_reference, c10::Device(c10::kCPU));
+              return c10::Storage(c10::Storage::use_byte_size_t(), record->size, std::move(data), nullptr, false);
+            }
+          }
+          // At most the file's size in all: records do not overlap (ZipArchive).
+          at::DataPtr data = c10::GetCPUAllocator()->allocate(record->size);
+          archive.read(name, *record, data.get());
+          return c10::Storage(c10::Storage::use_byte_size_t(), record->size, std::move(data), nullptr, false);
+        },
+        path);
+    if (mapped) ::madvise(archive.mapping()->data(), archive.file_size(), MADV_NORMAL);  // verified: no more read-ahead
+    return out;
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw CheckpointError(str_cat(path, ": cannot load the checkpoint: ", first_line(e.what_without_backtrace())));
+  } catch (const std::exception& e) {
+    throw CheckpointError(str_cat(path, ": cannot load the checkpoint: ", first_line(e.what())));
+  }
+}
 
 }  // namespace
 
@@ -90,38 +147,29 @@ void save_tensors(const std::string& path, const StateDict& tensors) {
   write_file_atomically(path, [&](const ByteSink& sink) { write_tensors(tensors, sink); });
 }
 
-StateDict load_tensors(const std::string& path) {
-  // The zip container, checked against the file before anything is
-  // allocated; the format version is checked first.
-  const ZipArchive archive(path);
-  try {
-    if (!archive.find("data.pkl"))
-      throw CheckpointError(str_cat(path, ": not a torch.save file: the archive has no data.pkl"));
-    if (archive.find("byteorder")) {  // torch >= 2.1 records it; absent means little-endian
-      const std::string order = archive.read_text("byteorder");
-      if (order != "little")
-        throw CheckpointError(str_cat(path, ": saved with byte order '", order, "', only 'little' is supported"));
-    }
-    const std::string pickle = archive.read_text("data.pkl");
-    return unpickle_tensor_dict(
-        pickle,
-        [&](const std::string& key) {
-          const std::string name = "data/" + key;
-          const ZipArchive::Record* record = archive.find(name);
-          if (!record)
-            throw CheckpointError(str_cat(path, ": data.pkl names storage '", key, "', but the archive has no ", name));
-          // At most the file's size in all: records do not overlap (ZipArchive).
-          at::DataPtr data = c10::GetCPUAllocator()->allocate(record->size);
-          archive.read(name, *record, data.get());
-          return c10::Storage(c10::Storage::use_byte_size_t(), record->size, std::move(data), nullptr, false);
-        },
-        path);
-  } catch (const CheckpointError&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw CheckpointError(str_cat(path, ": cannot load the checkpoint: ", first_line(e.what_without_backtrace())));
-  } catch (const std::exception& e) {
-    throw CheckpointError(str_cat(path, ": cannot load the checkpoint: ", first_line(e.what())));
+StateDict load_tensors(const std::string& path) { return read_tensors(path, /*mapped=*/false); }
+
+StateDict map_tensors(const std::string& path) { return read_tensors(path, /*mapped=*/true); }
+
+bool is_mapped(const torch::Tensor& tensor) {
+  return tensor.defined() && tensor.has_storage() && mapping_of(tensor.storage()) != nullptr;
+}
+
+void check_mapped_unchanged(const StateDict& tensors) {
+  for (const auto& [key, tensor] : tensors)
+    if (tensor.defined() && tensor.has_storage())
+      if (const MappedCheckpoint* mapping = mapping_of(tensor.storage())) mapping->check_unchanged();
+}
+
+void release_mapped_pages(const StateDict& tensors) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  for (const auto& [key, tensor] : tensors) {
+    if (!tensor.defined() || !tensor.has_storage() || !mapping_of(tensor.storage())) continue;
+    // Whole pages inside the storage only: a page it shares with a neighbour
+    // record stays.
+    const auto begin = reinterpret_cast<uintptr_t>(tensor.storage().data());
+    const uintptr_t first = (begin + page - 1) & ~(page - 1), last = (begin + tensor.storage().nbytes()) & ~(page - 1);
+    if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
   }
 }
 

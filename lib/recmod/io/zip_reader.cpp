@@ -2,6 +2,7 @@
 
 #include <caffe2/serialize/versions.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <system_error>
 
 #include "recmod/common/errors.h"
 #include "recmod/io/crc32.h"
@@ -43,6 +45,11 @@ std::string first_bytes(const unsigned char* p, size_t n) {
   return out;
 }
 
+[[noreturn]] void throw_corrupt(const std::string& path, const std::string& what, uint32_t crc, uint32_t expected) {
+  throw CheckpointError(str_cat(path, ": ", what, " is corrupt: its bytes have CRC-32 ", hex32(crc),
+                                ", the zip directory says ", hex32(expected), " (changed after it was written?)"));
+}
+
 // One piece of a record read and checksummed at a time: the CRC runs over
 // bytes still in the CPU's cache.
 constexpr size_t kReadPiece = size_t{1} << 20;
@@ -53,6 +60,41 @@ bool is_legacy_torch_save(const void* data, size_t n) {
   // PROTO 2, LONG1 of 10 bytes: 0x1950a86a20f9469cfc6c (torch/serialization.py MAGIC_NUMBER).
   static const unsigned char kMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
   return n >= sizeof kMagic && std::memcmp(data, kMagic, sizeof kMagic) == 0;
+}
+
+MappedCheckpoint::MappedCheckpoint(std::string path, int fd, uint64_t size) : path_(std::move(path)) {
+  fd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (fd_ < 0 || ::fstat(fd_, &at_open_) != 0) {
+    const int err = errno;
+    if (fd_ >= 0) ::close(fd_);
+    throw CheckpointError(str_cat(path_, ": cannot map the checkpoint (", std::strerror(err), ")"));
+  }
+  try {
+    mapping_ = std::make_unique<FileMapping>(fd_, static_cast<size_t>(size), /*writable=*/true);
+  } catch (const std::system_error& e) {
+    ::close(fd_);
+    throw CheckpointError(str_cat(path_, ": cannot map the checkpoint (", std::strerror(e.code().value()), ")"));
+  }
+}
+
+MappedCheckpoint::~MappedCheckpoint() {
+  mapping_.reset();
+  ::close(fd_);
+}
+
+void MappedCheckpoint::check_unchanged() const {
+  struct stat now {};
+  const bool stat_ok = ::fstat(fd_, &now) == 0;
+  if (cut() || (stat_ok && now.st_size < at_open_.st_size))
+    throw CheckpointError(str_cat(path_, ": the checkpoint was cut short while in use (", at_open_.st_size,
+                                  " bytes when opened", stat_ok ? str_cat(", now ", now.st_size) : std::string(),
+                                  "); was it truncated or rewritten in place by another program? (replace files "
+                                  "by renaming a new one over them)"));
+  if (stat_ok && (now.st_size != at_open_.st_size || now.st_mtim.tv_sec != at_open_.st_mtim.tv_sec ||
+                  now.st_mtim.tv_nsec != at_open_.st_mtim.tv_nsec))
+    throw CheckpointError(str_cat(path_, ": the checkpoint was written in place while in use (its size or "
+                                  "modification time changed), so the weights read from it may be mixed; replace "
+                                  "files by renaming a new one over them"));
 }
 
 ZipArchive::ZipArchive(std::string path) : path_(std::move(path)) {
@@ -251,9 +293,38 @@ void ZipArchive::read(const std::string& name, const Record& record, void* dest)
     crc = crc32(crc, out + done, piece);
     done += piece;
   }
-  if (crc != record.crc32)
-    throw CheckpointError(str_cat(path_, ": ", what, " is corrupt: its bytes have CRC-32 ", hex32(crc),
-                                  ", the zip directory says ", hex32(record.crc32), " (changed after it was written?)"));
+  if (crc != record.crc32) throw_corrupt(path_, what, crc, record.crc32);
+}
+
+std::shared_ptr<MappedCheckpoint> ZipArchive::mapping() const {
+  std::call_once(mapped_once_, [&] {
+    mapping_ = std::make_shared<MappedCheckpoint>(path_, fd_, file_size_);
+    // Records are verified front to back: read ahead.
+    ::madvise(mapping_->data(), static_cast<size_t>(file_size_), MADV_SEQUENTIAL);
+  });
+  return mapping_;
+}
+
+const char* ZipArchive::map_record(const std::string& name, const Record& record) const {
+  if (record.size == 0 || record.offset % 64 != 0) return nullptr;
+  const std::shared_ptr<MappedCheckpoint> mapped = mapping();
+  const char* bytes = mapped->data() + record.offset;
+  uint32_t crc = 0;
+  for (uint64_t done = 0; done < record.size;) {
+    const size_t piece = static_cast<size_t>(std::min<uint64_t>(kReadPiece, record.size - done));
+    crc = crc32(crc, bytes + done, piece);
+    done += piece;
+  }
+  const std::string what = str_cat("record '", name, "'");
+  if (mapped->cut()) {
+    struct stat now {};
+    throw CheckpointError(str_cat(path_, ": the file was cut short while reading ", what, " (it is ", file_size_,
+                                  " bytes when opened",
+                                  ::fstat(fd_, &now) == 0 ? str_cat(", now ", now.st_size) : std::string(),
+                                  "; truncated or rewritten in place by another program?)"));
+  }
+  if (crc != record.crc32) throw_corrupt(path_, what, crc, record.crc32);
+  return bytes;
 }
 
 std::string ZipArchive::read_text(const std::string& name) const {

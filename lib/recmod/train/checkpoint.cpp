@@ -14,6 +14,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
 #include "recmod/io/atomic_file.h"
+#include "recmod/io/mapped_tensors.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/train/checkpoint_keys.h"
 
@@ -218,9 +219,12 @@ Position load_checkpoint(config::ModelGraph& model, TrainingSetup& training, con
 }
 
 void load_model(config::ModelGraph& model, const std::string& path) {
-  const StateDict state = load_tensors(path);
+  // Copied from the file's mapped pages into the model's own tensors: no
+  // second copy of the model on the heap while loading.
+  const StateDict state = io::map_tensors(path);
   check_checkpoint_keys(state, model_keys(model), path);  // one line naming the likely cause
   recmod::load_state_dict(*model, state, path);
+  io::check_mapped_unchanged(state);  // not cut or rewritten while being copied
 }
 
 }  // namespace recmod::train

@@ -4,7 +4,7 @@
 #include "recmod/config/data_columns.h"
 #include "recmod/data/criteo_tsv.h"
 #include "recmod/data/open_reader.h"
-#include "recmod/io/tensor_file.h"
+#include "recmod/io/mapped_tensors.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/checkpoint_keys.h"
@@ -47,7 +47,10 @@ OpenedModel open_model(const std::string& config_path, const std::string& checkp
   }
   // A quantized checkpoint (recmod quantize) swaps the collections it
   // quantized before anything is allocated: their float tables never are.
-  StateDict state = io::load_tensors(checkpoint);
+  // The tensors are the file's pages (mapped, CRC-verified); the tables
+  // adopt them, so a table costs no memory of the process's own until it is
+  // written (copy-on-write), and a page read is one of the page cache's.
+  StateDict state = io::map_tensors(checkpoint);
   const bool quantized = has_quantized_tables(state);
   if (quantized) use_quantized_tables(out.model, state, checkpoint);
   materialize_deferred_tables(*out.model, /*draw=*/false);
@@ -58,7 +61,15 @@ OpenedModel open_model(const std::string& config_path, const std::string& checkp
     check_checkpoint_keys(state, model_keys(out.model), checkpoint);  // one line naming the likely cause
     recmod::load_state_dict(*out.model, state, checkpoint);
   }
+  // Verifying and loading read every page once; nothing has written the
+  // mapped tensors yet, so the pages can go back to the page cache until
+  // the model reads them (a forward pass maps only the rows it looks up).
+  io::release_mapped_pages(state);
   return out;
+}
+
+void check_checkpoint_unchanged(const OpenedModel& opened) {
+  if (opened.model) io::check_mapped_unchanged(state_dict(*opened.model));
 }
 
 OpenedModel open_model_deferred(const std::string& config_path, const std::vector<std::string>& overrides) {
@@ -76,6 +87,8 @@ std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const
   read.columns = opened.config.data.columns;
   read.bad_records = options.skip_bad_records ? data::BadRecordPolicy::kSkip : data::BadRecordPolicy::kFail;
   read.max_bad_fraction = options.max_bad_fraction;
+  read.rank = options.rank;
+  read.world_size = options.world_size;
   // JSON lines: checked against the features (weighted ones, string ids) and
   // the loss (binary cross-entropy: labels 0 or 1).
   const auto& features = opened.config.features.sparse;

@@ -22,10 +22,18 @@ struct OpenedModel {
 
 /// Loads and checks the config, seeds torch with training.seed (initial
 /// weights are reproducible), builds the graph and, when `checkpoint` is
-/// given, loads its weights (strict keys). ConfigError / CheckpointError.
+/// given, loads its weights (strict keys): the tables use the checkpoint's
+/// mapped pages as their storage (io::map_tensors, adopt_checkpoint_tables;
+/// check_checkpoint_unchanged after use). ConfigError / CheckpointError.
 /// `overrides`: the command line's `--set KEY=VALUE` flags.
 OpenedModel open_model(const std::string& config_path, const std::string& checkpoint = "",
                        const std::vector<std::string>& overrides = {});
+
+/// For a command that has used a model open_model loaded: CheckpointError
+/// when the checkpoint file its tensors are mapped from was cut short or
+/// written in place since (io::check_mapped_unchanged); what was computed
+/// from it is then not to be trusted. Call it before reporting results.
+void check_checkpoint_unchanged(const OpenedModel& opened);
 
 /// Each embedding table of `model` that is allocated but unwritten (built
 /// deferred, then materialize_deferred_tables(draw=false)) takes the
@@ -52,6 +60,10 @@ struct DataOptions {
   uint64_t seed = 0;
   bool skip_bad_records = false;  // --bad-records skip: count and skip them, within max_bad_fraction
   double max_bad_fraction = 0.01;
+  /// A rank of a distributed run (batch_size is the global batch): the
+  /// source reads only this rank's rows (data::ReadOptions::rank).
+  int64_t rank = 0;
+  int64_t world_size = 1;
 };
 
 /// The batches of `path` for `opened`; the file's features are checked
