@@ -9,6 +9,7 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/common/huge_pages.h"
 #include "recmod/modules/fused_embedding_bag.h"
 
 namespace recmod {
@@ -49,11 +50,19 @@ DeferTableAllocation::~DeferTableAllocation() {
 bool DeferTableAllocation::active() { return t_defer_tables; }
 bool DeferTableAllocation::sharded() { return t_defer_tables && !t_defer_whole; }
 
+namespace {
+/// A CPU table's rows under transparent huge pages (common/huge_pages.h), asked for before they are written.
+torch::Tensor with_huge_pages(torch::Tensor t) {
+  if (t.is_cpu()) advise_huge_pages(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+  return t;
+}
+}  // namespace
+
 EmbeddingTableImpl::EmbeddingTableImpl(int64_t num_embeddings, int64_t embedding_dim, torch::Dtype dtype,
                                        torch::Device device) {
   const torch::Device where = DeferTableAllocation::active() ? torch::Device(torch::kMeta) : device;
-  weight = register_parameter(
-      "weight", torch::empty({num_embeddings, embedding_dim}, torch::TensorOptions().dtype(dtype).device(where)));
+  weight = register_parameter("weight", with_huge_pages(torch::empty({num_embeddings, embedding_dim},
+                                                                     torch::TensorOptions().dtype(dtype).device(where))));
 }
 
 void EmbeddingTableImpl::init(const BaseEmbeddingConfig& config) {
@@ -83,7 +92,7 @@ torch::Tensor EmbeddingTableImpl::block(int64_t row_offset, int64_t rows, int64_
   at::Generator generator = at::detail::createCPUGenerator();
   generator.set_state(deferred_->generator_state);
   const int64_t dim = weight.size(1), step = chunk_rows(dim), end = row_offset + rows;
-  torch::Tensor out = torch::empty({rows, cols}, weight.options().device(torch::kCPU));
+  torch::Tensor out = with_huge_pages(torch::empty({rows, cols}, weight.options().device(torch::kCPU)));
   torch::Tensor scratch = torch::empty({std::min(end, step), dim}, out.options());
   for (int64_t r = 0; r < end; r += step) {  // rows before the block are drawn only to advance the generator
     const int64_t n = std::min(step, end - r);
@@ -97,7 +106,7 @@ torch::Tensor EmbeddingTableImpl::block(int64_t row_offset, int64_t rows, int64_
 
 void EmbeddingTableImpl::materialize(bool draw) {
   torch::Tensor full = deferred_ && draw ? block(0, weight.size(0), 0, weight.size(1))
-                                         : torch::empty(weight.sizes(), weight.options().device(torch::kCPU));
+                                         : with_huge_pages(torch::empty(weight.sizes(), weight.options().device(torch::kCPU)));
   weight = full.requires_grad_(weight.requires_grad());
   parameters_["weight"] = weight;
   deferred_.reset();

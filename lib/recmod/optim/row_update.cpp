@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
+#include "recmod/common/huge_pages.h"
 
 namespace recmod::optim {
 
@@ -40,15 +41,21 @@ int64_t state_per_row(RowUpdate rule, int64_t dim) {
 
 torch::Tensor make_row_state(RowUpdate rule, const OptimizerOptions& optimizer, torch::IntArrayRef table_shape,
                              const torch::TensorOptions& options) {
+  torch::Tensor state;
   switch (rule) {
     case RowUpdate::adagrad:
-      return torch::full(table_shape, optimizer.initial_accumulator_value(), options);
-    case RowUpdate::rowwise_adagrad:
-      return torch::full({table_shape[0]}, optimizer.initial_accumulator_value(), options);
-    case RowUpdate::sgd:
+      state = torch::empty(table_shape, options);
       break;
+    case RowUpdate::rowwise_adagrad:
+      state = torch::empty({table_shape[0]}, options);
+      break;
+    case RowUpdate::sgd:
+      return {};
   }
-  return {};
+  // The state is read and written at the touched rows, as randomly as the
+  // table: huge pages (asked for before the fill touches it) spare TLB misses.
+  if (state.is_cpu()) advise_huge_pages(state.data_ptr(), static_cast<size_t>(state.numel()) * state.element_size());
+  return state.fill_(optimizer.initial_accumulator_value());
 }
 
 void update_rows_with_tensor_ops(RowUpdate rule, const OptimizerOptions& o, torch::Tensor& table,
