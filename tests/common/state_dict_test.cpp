@@ -5,6 +5,9 @@
 #include <sys/mman.h>
 #include <torch/torch.h>
 
+#include <cmath>
+#include <limits>
+
 #include "recmod/common/errors.h"
 
 namespace recmod {
@@ -84,6 +87,25 @@ std::string checkpoint_error(F&& f) {
     return e.what();
   }
   return "<no CheckpointError>";
+}
+
+TEST(StateDict, CheckFiniteFindsAValueAnywhereInEveryLayout) {
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_NO_THROW(check_finite(torch::ones({2000, 100}), "w", "a.pt"));
+  // float32 contiguous (the one-pass check, blocks of 65536 values): either side of a block edge and the ends.
+  for (int64_t at : {int64_t{0}, int64_t{65535}, int64_t{65536}, int64_t{199999}}) {
+    torch::Tensor t = torch::ones({2000, 100});
+    t.view(-1)[at] = -inf;
+    EXPECT_THAT(checkpoint_error([&] { check_finite(t, "w", "a.pt"); }),
+                HasSubstr("a.pt: key 'w' has -inf at index [" + std::to_string(at / 100) + ", " +
+                          std::to_string(at % 100) + "] (1 of 200000 values are nan or inf)"));
+  }
+  torch::Tensor d = torch::ones({3}, torch::kDouble);
+  d[1] = std::nan("");
+  EXPECT_THAT(checkpoint_error([&] { check_finite(d, "d", "a.pt"); }), HasSubstr("key 'd' has nan at index [1]"));
+  torch::Tensor strided = torch::ones({4, 5}).t();  // not contiguous
+  strided[3][1] = inf;
+  EXPECT_THAT(checkpoint_error([&] { check_finite(strided, "s", "a.pt"); }), HasSubstr("key 's' has inf at index [3, 1]"));
 }
 
 TEST(StateDict, StrictLoadErrorsNameKeyAndOrigin) {
