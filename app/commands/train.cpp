@@ -2,7 +2,9 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <optional>
 
 #include "commands/commands.h"
@@ -15,6 +17,7 @@
 #include "recmod/io/tensor_file.h"
 #include "recmod/train/batch_memory.h"
 #include "recmod/train/checkpoint_keys.h"
+#include "recmod/train/config_history.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
 #include "recmod/train/report.h"
@@ -42,6 +45,12 @@ struct TrainArgs {
   std::vector<std::string> overrides;  // --set KEY=VALUE
   DistArgs dist;
 };
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(str_cat(path, ": cannot read it"));
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 
 int run_train(const TrainArgs& args) {
   if (!args.init_from.empty() && args.resume)
@@ -100,19 +109,26 @@ int run_train(const TrainArgs& args) {
   if (eval_factory && !eval_factory(0)->next())
     throw InputError(str_cat(eval_data, ": no examples to evaluate (the file has no records)"));
 
-  // Rank 0 creates (and checks) the run directory; the others wait for it.
+  // Rank 0 creates (and checks) the run directory and its config history
+  // (a --resume whose config changed more than docs/cli.md allows is
+  // refused); the others wait for it. With --set, the run keeps the config
+  // it ran with, not the file.
   std::optional<train::RunDir> created;
-  if (joined.lead()) created.emplace(args.out, args.resume);
-  joined.comm->barrier();
-  const train::RunDir run = created ? *created : train::RunDir::attach(args.out);
-  if (joined.lead() && !args.resume) {
-    // With --set, the run keeps the config it ran with, not the file.
-    if (opened.config.effective_yaml.empty()) {
-      run.save_config(args.config);
-    } else {
-      run.save_config_text(opened.config.effective_yaml);
+  if (joined.lead()) {
+    created.emplace(args.out, args.resume);
+    const std::string config_text =
+        opened.config.effective_yaml.empty() ? read_text_file(args.config) : opened.config.effective_yaml;
+    const int64_t global_batch = world * t.batch_size;
+    if (!args.resume) {
+      train::start_config_history(*created, config_text, global_batch);
+    } else if (const auto changes = train::check_resume_config(*created, config_text, global_batch);
+               !changes.empty()) {
+      std::cerr << "resuming with a changed config: " << train::describe_changes(changes) << "; kept as "
+                << train::config_versions(*created).back() << "\n";
     }
   }
+  joined.comm->barrier();
+  const train::RunDir run = created ? *created : train::RunDir::attach(args.out);
   if (joined.lead() && world > 1) {
     std::cerr << "distributed: " << world << " ranks (" << joined.env.source << "), global batch " << world * t.batch_size
               << " (" << t.batch_size << " per rank); sharding: " << train::describe_plan(plan) << "\n";

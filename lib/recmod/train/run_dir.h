@@ -3,7 +3,10 @@
 //   model.pt          the model's state_dict (TorchRec's keys under node names)
 //   trainer_state.pt  optimizer state + trainer position (step, epoch, batch, RNG)
 //   metrics.jsonl     one JSON object per logged step / evaluation
-//   config.yaml       the config the run was started with
+//   config.yaml       the config the run was started with; config.1.yaml, ...
+//                     each --resume that changed it (config_history.h)
+//   run.json          the run's global batch (config_history.h)
+//   report.html       its training curves (report.h), written at the end
 //   .lock             flock'ed by the run writing here, for its whole life
 #include <memory>
 #include <string>
