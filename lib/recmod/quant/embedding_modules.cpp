@@ -10,6 +10,7 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/common/huge_pages.h"
 
 namespace recmod::quant {
 
@@ -18,6 +19,14 @@ namespace {
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 int64_t scale_bias_bytes(DataType type) { return type == DataType::INT8 ? 4 : 2; }
+
+/// Unwritten table rows under transparent huge pages (common/huge_pages.h),
+/// asked for before anything touches them, as the float tables are.
+torch::Tensor empty_rows(int64_t n, int64_t width, torch::Dtype dtype) {
+  torch::Tensor t = torch::empty({n, width}, dtype);
+  advise_huge_pages(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+  return t;
+}
 
 DataType normalized(DataType type) { return type == DataType::UINT8 ? DataType::INT8 : type; }
 
@@ -65,8 +74,8 @@ QuantizedTable QuantizedTable::allocate(const BaseEmbeddingConfig& t, bool unini
     table.code_bytes = quant::code_bytes(table.type, t.embedding_dim);
     table.scale_offset = round_up(table.code_bytes, sb);
     table.row_bytes = table.scale_offset + 2 * sb;
-    table.storage = uninitialized ? torch::empty({n, table.row_bytes}, torch::kUInt8)
-                                  : torch::zeros({n, table.row_bytes}, torch::kUInt8);
+    table.storage = empty_rows(n, table.row_bytes, torch::kUInt8);
+    if (!uninitialized) table.storage.zero_();
     const auto dtype = scale_bias_dtype(table.type);
     torch::Tensor keep = table.storage;
     uint8_t* base = table.storage.data_ptr<uint8_t>();
@@ -81,7 +90,8 @@ QuantizedTable QuantizedTable::allocate(const BaseEmbeddingConfig& t, bool unini
     holder.register_buffer(kQBiasSuffix, view_at(table.scale_offset + sb));
   } else {
     const auto dtype = table.type == DataType::FP16 ? torch::kHalf : torch::kFloat;
-    table.storage = uninitialized ? torch::empty({n, t.embedding_dim}, dtype) : torch::zeros({n, t.embedding_dim}, dtype);
+    table.storage = empty_rows(n, t.embedding_dim, dtype);
+    if (!uninitialized) table.storage.zero_();
     table.row_bytes = t.embedding_dim * table.storage.element_size();
     holder.register_buffer("weight", table.storage);
   }
