@@ -8,6 +8,8 @@
 #include "recmod/config/config_node.h"
 #include "recmod/config/yaml_args.h"
 #include "recmod/conformance/json_args.h"
+#include "recmod/mc/eviction_policies.h"
+#include "recmod/mc/mc_args.h"
 #include "recmod/modules/module_args.h"
 #include "support/test_util.h"
 
@@ -98,6 +100,36 @@ TEST(ModuleArgs, TablesReadAlikeAndOnlyTheConfigHoldsNamesToItsRule) {
   const json int8 = json::parse(R"({"name": "q", "num_embeddings": 2, "embedding_dim": 4, "data_type": "int8"})");
   EXPECT_THAT(test::error_of([&] { read_table_args(JsonArgs(int8, "tables[0]"), e, false); }),
               HasSubstr("tables[0]: argument 'data_type': data_type int8 (row-wise quantized) is for"));
+}
+
+TEST(ModuleArgs, MchNumbersReadAlikeAndTheTableSizeIsChecked) {
+  auto functions = [] {
+    return MchFunctions{make_eviction_policy("LFU_EvictionPolicy", 1.0, std::nullopt), std::nullopt,
+                        hash_func_by_name("mod")};
+  };
+  const auto yaml = ConfigNode::load_string("mch_size: 4\neviction_interval: 3\ninput_hash_size: 97\n", "mc.yaml");
+  const json raw = json::parse(R"({"zch_size": 6, "mch_size": 4, "eviction_interval": 3, "input_hash_size": 97})");
+  const auto a = mch_options_from(YamlArgs(yaml), functions(), /*num_embeddings=*/10);  // zch_size = 10 - 4
+  const auto b = mch_options_from(JsonArgs(raw, "MCHManagedCollisionModule"), functions());
+  for (const auto* o : {&a, &b}) {
+    EXPECT_EQ(o->zch_size(), 6);
+    EXPECT_EQ(o->mch_size(), std::optional<int64_t>(4));
+    EXPECT_EQ(o->eviction_interval(), 3);
+    EXPECT_EQ(o->input_hash_size(), 97u);
+  }
+  const auto too_big = ConfigNode::load_string("zch_size: 8\nmch_size: 4\n", "mc.yaml");
+  EXPECT_EQ(test::error_of([&] { mch_options_from(YamlArgs(too_big), functions(), 10); }),
+            "mc.yaml:1:11: zch_size: zch_size + mch_size must equal the table's num_embeddings 10, got 8 + 4");
+  EXPECT_EQ(test::error_of([] {
+              mch_options_from(JsonArgs(json::parse(R"({"zch_size": 4, "output_global_offset": -1})"), "MCH"),
+                               MchFunctions{make_eviction_policy("LFU_EvictionPolicy", 1.0, std::nullopt)});
+            }),
+            "MCH: argument 'output_global_offset': must be >= 0, got -1");
+  EXPECT_EQ(test::error_of([] {
+              mch_options_from(JsonArgs(json::parse(R"({"zch_size": 4, "mch_size": 2})"), "MCH"),
+                               MchFunctions{make_eviction_policy("LFU_EvictionPolicy", 1.0, std::nullopt)});
+            }),
+            "MCH: argument 'mch_size': needs mch_hash_func (the residual rows' hash)");
 }
 
 }  // namespace

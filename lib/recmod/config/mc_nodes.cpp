@@ -2,6 +2,8 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/config/embedding_nodes.h"
+#include "recmod/config/yaml_args.h"
+#include "recmod/mc/mc_args.h"
 #include "recmod/mc/eviction_policies.h"
 #include "recmod/mc/mc_collection.h"
 #include "recmod/mc/mc_modules.h"
@@ -13,52 +15,35 @@ namespace {
 
 std::optional<ThresholdFilter> read_threshold(const ConfigNode& mc) {
   std::string kind = mc.has("threshold") ? mc["threshold"].one_of({"none", "average", "dynamic"}) : "none";
-  if (kind == "average") return ThresholdFilter(average_threshold_filter);
-  if (kind == "dynamic") {
-    double skew = mc.get_double("threshold_skew_multiplier", 10.0);
-    return ThresholdFilter([skew](const torch::Tensor& counts) { return dynamic_threshold_filter(counts, skew); });
-  }
+  if (kind == "average") return threshold_filter_by_name("average_threshold_filter");
+  if (kind == "dynamic")
+    return threshold_filter_by_name("dynamic_threshold_filter", mc.get_double("threshold_skew_multiplier", 10.0));
   if (mc.has("threshold_skew_multiplier")) mc["threshold_skew_multiplier"].fail("only applies with threshold: dynamic");
   return std::nullopt;
 }
 
+// `eviction: lfu | lru | distance_lfu`: TorchRec's policy classes by short name.
 std::shared_ptr<MCHEvictionPolicy> read_policy(const ConfigNode& mc) {
   std::string kind = mc.has("eviction") ? mc["eviction"].one_of({"lfu", "lru", "distance_lfu"}) : "lfu";
-  auto threshold = read_threshold(mc);
-  if (kind == "lfu") {
-    if (mc.has("decay_exponent")) mc["decay_exponent"].fail("only applies to eviction lru and distance_lfu");
-    return std::make_shared<LFU_EvictionPolicy>(threshold);
-  }
-  double decay = mc.get_double("decay_exponent", 1.0);
-  if (kind == "lru") return std::make_shared<LRU_EvictionPolicy>(decay, threshold);
-  return std::make_shared<DistanceLFU_EvictionPolicy>(decay, threshold);
+  if (kind == "lfu" && mc.has("decay_exponent")) mc["decay_exponent"].fail("only applies to eviction lru and distance_lfu");
+  const std::string type = kind == "lfu" ? "LFU_EvictionPolicy" : kind == "lru" ? "LRU_EvictionPolicy" : "DistanceLFU_EvictionPolicy";
+  return make_eviction_policy(type, mc.get_double("decay_exponent", 1.0), read_threshold(mc));
 }
 
-// The table's rows: zch_size rows with an id of their own (the last one
-// the overflow row) and, with mch_size, mch_size rows that the remaining ids
-// are hashed into (TorchRec's residual hashing).
+std::optional<HashFunc> read_hash(const ConfigNode& mc, const std::string& key) {
+  if (!mc.has(key)) return std::nullopt;
+  return hash_func_by_name(mc[key].one_of({"mod", "murmur3"}));
+}
+
 std::shared_ptr<ManagedCollisionModuleImpl> read_mc_module(const ConfigNode& table, const BaseEmbeddingConfig& config) {
   ConfigNode mc = table["managed_collision"];
   mc.allow_keys({"zch_size", "eviction", "eviction_interval", "decay_exponent", "threshold", "threshold_skew_multiplier",
                  "input_hash_size", "input_hash", "mch_size", "mch_hash_func", "output_global_offset"});
-  const int64_t mch_size = mc.has("mch_size") ? mc.positive_int("mch_size") : 0;
-  int64_t zch_size = mc.positive_int("zch_size", config.num_embeddings - mch_size);
-  if (zch_size + mch_size != config.num_embeddings)
-    mc["zch_size"].fail(mch_size ? str_cat("zch_size + mch_size must equal the table's num_embeddings ",
-                                           config.num_embeddings, ", got ", zch_size, " + ", mch_size)
-                                 : str_cat("must equal the table's num_embeddings ", config.num_embeddings, ", got ",
-                                           zch_size, " (or add mch_size: the rows that other ids are hashed into)"));
-  MCHManagedCollisionModuleOptions options(zch_size, read_policy(mc), mc.positive_int("eviction_interval", 1));
+  MchFunctions functions{read_policy(mc), read_hash(mc, "input_hash"), read_hash(mc, "mch_hash_func")};
+  // The residual rows' hash is mod unless the config names one.
+  if (mc.has("mch_size") && !functions.mch_hash_func) functions.mch_hash_func = hash_func_by_name("mod");
+  MCHManagedCollisionModuleOptions options = mch_options_from(YamlArgs(mc), std::move(functions), config.num_embeddings);
   options.name(config.name);
-  if (mc.has("input_hash_size")) options.input_hash_size(static_cast<uint64_t>(mc.positive_int("input_hash_size")));
-  if (mc.has("input_hash")) options.input_hash_func(hash_func_by_name(mc["input_hash"].one_of({"mod", "murmur3"})));
-  if (mch_size) {
-    options.mch_size(mch_size);
-    options.mch_hash_func(hash_func_by_name(mc.has("mch_hash_func") ? mc["mch_hash_func"].one_of({"mod", "murmur3"}) : "mod"));
-  } else if (mc.has("mch_hash_func")) {
-    mc["mch_hash_func"].fail("only applies with mch_size");
-  }
-  if (mc.has("output_global_offset")) options.output_global_offset(mc["output_global_offset"].as_int());
   return std::make_shared<MCHManagedCollisionModuleImpl>(options);
 }
 

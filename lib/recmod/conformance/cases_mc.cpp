@@ -4,7 +4,9 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/conformance/embedding_args.h"
+#include "recmod/conformance/json_args.h"
 #include "recmod/conformance/registry.h"
+#include "recmod/mc/mc_args.h"
 #include "recmod/mc/mc_collection.h"
 #include "recmod/mc/mc_embedding_modules.h"
 #include "recmod/mc/mc_modules.h"
@@ -39,18 +41,14 @@ std::optional<HashFunc> hash_func_from_json(const json& args, const std::string&
   return hash_func_by_name(args.at(key).at("type").get<std::string>());
 }
 
-MCHManagedCollisionModule mch_from_json(const json& args) {
+MCHManagedCollisionModule mch_from_json(const json& raw) {
   const std::string where = "MCHManagedCollisionModule";
-  MCHManagedCollisionModuleOptions o(arg(args, "zch_size", where).get<int64_t>(),
-                                     eviction_policy_from_json(arg(args, "eviction_policy", where), where),
-                                     arg(args, "eviction_interval", where).get<int64_t>());
-  if (has_arg(args, "device")) o.device(torch::Device(args.at("device").get<std::string>()));
-  if (has_arg(args, "input_hash_size")) o.input_hash_size(args.at("input_hash_size").get<uint64_t>());
-  o.input_hash_func(hash_func_from_json(args, "input_hash_func"));
-  if (has_arg(args, "mch_size")) o.mch_size(args.at("mch_size").get<int64_t>());
-  o.mch_hash_func(hash_func_from_json(args, "mch_hash_func"));
-  if (has_arg(args, "name")) o.name(args.at("name").get<std::string>());
-  if (has_arg(args, "output_global_offset")) o.output_global_offset(args.at("output_global_offset").get<int64_t>());
+  const JsonArgs args(raw, where);
+  MchFunctions functions{eviction_policy_from_json(arg(raw, "eviction_policy", where), where),
+                         hash_func_from_json(raw, "input_hash_func"), hash_func_from_json(raw, "mch_hash_func")};
+  MCHManagedCollisionModuleOptions o = mch_options_from(args, std::move(functions));
+  if (args.has("device")) o.device(torch::Device(args.get_string("device")));
+  if (args.has("name")) o.name(args.get_string("name"));
   return MCHManagedCollisionModule(o);
 }
 
