@@ -5,6 +5,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cinttypes>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
 #include "recmod/common/errors.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/optim/model_optimizer.h"
@@ -325,6 +330,62 @@ TEST(FusedEmbeddingBag, InvalidOptimizerIsAnInputError) {
   EmbeddingBagCollection ebc(tables(false), false);
   EXPECT_THROW(ebc->enable_fused_optimizer(opts("adam", 0.1)), InputError);
   EXPECT_FALSE(ebc->fused_optimizer_enabled());
+}
+
+}  // namespace
+}  // namespace recmod
+
+namespace recmod {
+namespace {
+
+/// The VmFlags line of the mapping in /proc/self/smaps that holds `address`
+/// ("" when not found).
+std::string vm_flags_at(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto a = reinterpret_cast<uintptr_t>(address);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR " ", &begin, &end) == 2 && line.find(':') > line.find('-')) {
+      inside = a >= begin && a < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+/// The first byte of a whole 2 MiB page inside the tensor's memory.
+const void* first_huge_page(const torch::Tensor& t) {
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  return reinterpret_cast<const void*>((reinterpret_cast<uintptr_t>(t.data_ptr()) + kHuge - 1) & ~(kHuge - 1));
+}
+
+// Random row updates on tables far beyond the TLB's reach of 4 KiB pages
+// spent most of their time in page walks (BENCHMARKS.md): CPU tables and
+// their optimizer state are advised huge pages (VmFlags "hg") before their
+// first write, and the state still starts at initial_accumulator_value.
+TEST(FusedEmbeddingBag, TablesAndOptimizerStateAreAdvisedHugePages) {
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode;
+  if (!std::getline(thp, mode) || mode.find("[never]") != std::string::npos)
+    GTEST_SKIP() << "transparent huge pages are off or absent here";
+  EmbeddingTable table(1 << 16, 64, torch::kFloat, torch::kCPU);  // 16 MiB
+  torch::NoGradGuard no_grad;
+  table->weight.uniform_(-0.1, 0.1);
+  EXPECT_THAT(vm_flags_at(first_huge_page(table->weight)), HasSubstr(" hg"));
+  for (const char* type : {"adagrad", "rowwise_adagrad"}) {
+    SCOPED_TRACE(type);
+    FusedEmbeddingOptimizer optimizer({table->weight},
+                                      optim::OptimizerOptions(type, 0.1).initial_accumulator_value(0.25));
+    const torch::Tensor& state = optimizer.states()[0];
+    if (state.nbytes() >= (size_t{4} << 20)) EXPECT_THAT(vm_flags_at(first_huge_page(state)), HasSubstr(" hg"));
+    EXPECT_TRUE(torch::equal(state, torch::full_like(state, 0.25)));
+  }
+  // A small table (no whole 2 MiB page) is left alone and works as before.
+  EmbeddingTable small(4, 8, torch::kFloat, torch::kCPU);
+  EXPECT_EQ(small->weight.numel(), 32);
 }
 
 }  // namespace
