@@ -53,6 +53,7 @@ TEST(Report, NamesAreEscapedAndNonFiniteValuesLeftOut) {
   const std::string d = path_data(html, "id=\"chart-auc\"", "train");
   EXPECT_EQ(std::count(d.begin(), d.end(), 'L'), 0) << d;  // one point
   EXPECT_THAT(d, HasSubstr("h0.1"));                       // drawn as a dot
+  EXPECT_THAT(html, HasSubstr("<circle class=\"train-point\""));
 }
 
 TEST(Report, NoRunsIsAUsageError) { EXPECT_THROW(report_html({}), UsageError); }

@@ -174,6 +174,12 @@ std::string svg_of(const Chart& chart, const std::vector<RunMetrics>& runs) {
       if (s.points.size() == 1)  // a lone point: a visible dot, not an empty path
         group << "h0.1";
       group << "\" stroke-linecap=\"round\"/>";
+      if (s.points.size() == 1 && !eval) {  // and a dot that can be seen
+        const auto& [step, v] = *s.points.begin();
+        group << "<circle class=\"train-point\" r=\"3\" fill=\"" << colour_of(r) << "\" cx=\""
+              << px(sx(static_cast<double>(step))) << "\" cy=\"" << px(sy(v)) << "\"><title>" << escape(runs[r].name)
+              << ": step " << step << ": " << escape(chart.y_label) << " " << number(v) << "</title></circle>";
+      }
       if (eval)
         for (const auto& [step, v] : s.points)
           group << "<circle class=\"eval-point\" r=\"3.5\" fill=\"" << colour_of(r) << "\" cx=\""
