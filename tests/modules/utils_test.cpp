@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
+#include "support/test_util.h"
 
 namespace recmod {
 namespace {
@@ -31,6 +32,31 @@ TEST(ConstructJaggedTensors, SplitsRowsPerKeyAndMergesSharedNames) {
   ASSERT_EQ(merged.size(), 1u);
   EXPECT_TRUE(torch::equal(merged[0].second.values(), torch::tensor({{0.0, 1.0, 4.0, 5.0}, {2.0, 3.0, 6.0, 7.0}})));
   EXPECT_FALSE(merged[0].second.has_weights());
+}
+
+TEST(ConstructJaggedTensors, TorchRecsFurtherArguments) {
+  // Column-wise parts of "x" arriving as (q, p): the permutation puts p first.
+  auto two = KeyedJaggedTensor::from_lengths({"q", "p"}, torch::tensor({1, 2, 3, 4}), torch::tensor({1, 1, 1, 1}));
+  ConstructJaggedTensorsOptions options;
+  options.features_to_permute_indices["x"] = {1, 0};
+  auto merged = construct_jagged_tensors(torch::arange(8.0).view({4, 2}), two, {"x", "x"}, options);
+  EXPECT_TRUE(torch::equal(merged[0].second.values(), torch::tensor({{4.0, 5.0, 0.0, 1.0}, {6.0, 7.0, 2.0, 3.0}})));
+  options.features_to_permute_indices["x"] = {1, 1};
+  EXPECT_THAT(test::error_of<InputError>([&] { construct_jagged_tensors(torch::zeros({4, 2}), two, {"x", "x"}, options); }),
+              HasSubstr("must be a permutation of 0..1, got 1 at 1"));
+
+  // A lookup over deduplicated ids (rows for ids 5, 6) expanded back by
+  // reverse_indices onto the original features (ids 5, 6, 5).
+  auto original = KeyedJaggedTensor::from_lengths({"a"}, torch::tensor({5, 6, 5}), torch::tensor({2, 1}));
+  auto unique = KeyedJaggedTensor::from_lengths({"a"}, torch::tensor({5, 6}), torch::tensor({2, 0}));
+  ConstructJaggedTensorsOptions dedup;
+  dedup.need_indices = true;
+  dedup.original_features = original;
+  dedup.reverse_indices = torch::tensor({0, 1, 0}, torch::kInt);
+  auto out = construct_jagged_tensors(torch::tensor({{1.0}, {2.0}}), unique, {"a"}, dedup);
+  EXPECT_TRUE(torch::equal(out[0].second.values(), torch::tensor({{1.0}, {2.0}, {1.0}})));
+  EXPECT_TRUE(torch::equal(out[0].second.lengths(), torch::tensor({2, 1})));
+  EXPECT_TRUE(torch::equal(out[0].second.weights(), torch::tensor({5, 6, 5})));
 }
 
 TEST(ConstructJaggedTensors, RejectsWrongShapes) {

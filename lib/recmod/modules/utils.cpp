@@ -10,6 +10,39 @@ namespace recmod {
 
 JaggedTensorDict construct_jagged_tensors(const torch::Tensor& embeddings, const KeyedJaggedTensor& features,
                                           const std::vector<std::string>& embedding_names, bool need_indices) {
+  ConstructJaggedTensorsOptions options;
+  options.need_indices = need_indices;
+  return construct_jagged_tensors(embeddings, features, embedding_names, options);
+}
+
+namespace {
+
+// TorchRec's _permute_indices: permuted[i] = keys[permute[i]].
+std::vector<int64_t> permuted_keys(const std::string& name, const std::vector<int64_t>& keys,
+                                   const std::vector<int64_t>& permute) {
+  std::vector<bool> seen(keys.size(), false);
+  if (permute.size() != keys.size())
+    throw_input_error("construct_jagged_tensors: features_to_permute_indices['", name, "'] has ", permute.size(),
+                      " entries for the name's ", keys.size(), " keys");
+  std::vector<int64_t> out;
+  for (int64_t p : permute) {
+    if (p < 0 || p >= static_cast<int64_t>(keys.size()) || seen[static_cast<size_t>(p)])
+      throw_input_error("construct_jagged_tensors: features_to_permute_indices['", name,
+                        "'] must be a permutation of 0..", keys.size() - 1, ", got ", p, " at ", out.size());
+    seen[static_cast<size_t>(p)] = true;
+    out.push_back(keys[static_cast<size_t>(p)]);
+  }
+  return out;
+}
+
+}  // namespace
+
+JaggedTensorDict construct_jagged_tensors(const torch::Tensor& embeddings_in, const KeyedJaggedTensor& features_in,
+                                          const std::vector<std::string>& embedding_names,
+                                          const ConstructJaggedTensorsOptions& options) {
+  const KeyedJaggedTensor& features = options.original_features ? *options.original_features : features_in;
+  const torch::Tensor embeddings =
+      options.reverse_indices ? embeddings_in.index_select(0, options.reverse_indices->to(torch::kLong)) : embeddings_in;
   const auto num_keys = static_cast<int64_t>(features.keys().size());
   if (static_cast<int64_t>(embedding_names.size()) != num_keys)
     throw_input_error("construct_jagged_tensors: ", embedding_names.size(), " embedding names for ", num_keys,
@@ -33,7 +66,9 @@ JaggedTensorDict construct_jagged_tensors(const torch::Tensor& embeddings, const
   }
   JaggedTensorDict out;
   for (const auto& name : order) {
-    const auto& ks = keys_of_name[name];
+    auto ks = keys_of_name[name];
+    if (auto p = options.features_to_permute_indices.find(name); p != options.features_to_permute_indices.end())
+      ks = permuted_keys(name, ks, p->second);
     const int64_t first = ks.front();
     torch::Tensor lengths = features.lengths().slice(0, first * b, (first + 1) * b);
     torch::Tensor values = rows[first];
@@ -43,7 +78,7 @@ JaggedTensorDict construct_jagged_tensors(const torch::Tensor& embeddings, const
       values = torch::cat(parts, 1);
     }
     std::optional<torch::Tensor> weights;
-    if (need_indices) weights = ids[first];
+    if (options.need_indices) weights = ids[first];
     out.emplace_back(name, JaggedTensor::unchecked(values, lengths, offsets_from_lengths(lengths), weights));
   }
   return out;
@@ -53,6 +88,18 @@ int64_t pooled_embedding_dim(const std::vector<EmbeddingBagConfig>& tables) {
   int64_t d = 0;
   for (const auto& t : tables) d += t.embedding_dim * std::max<int64_t>(1, t.num_features());
   return d;
+}
+
+bool check_module_output_dimension(std::vector<torch::nn::AnyModule>& modules, int64_t in_features,
+                                   int64_t out_features) {
+  for (auto& module : modules) {
+    torch::NoGradGuard no_grad;
+    const auto params = module.ptr()->parameters();
+    const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params.front().device();
+    const auto out = module.forward(torch::zeros({1, in_features}, torch::TensorOptions().device(device)));
+    if (out.size(-1) != out_features) return false;
+  }
+  return true;
 }
 
 void throw_output_dimension_mismatch(const std::string& what, int64_t expected, int64_t actual) {
