@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "recmod/data/batcher.h"
 #include "recmod/data/binary_format.h"
 #include "recmod/data/criteo_tsv.h"
 #include "recmod/data/delimited.h"
@@ -168,6 +169,43 @@ void BM_BinaryReadBatch(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(file.size()));
 }
 BENCHMARK(BM_BinaryReadBatch)->Arg(8192)->Unit(benchmark::kMillisecond);
+
+/// One rank's data pass, shuffled as training reads it (buffer 16384, global
+/// batch 2048). range(0) = 1: the whole file, what every rank of a 2-rank run
+/// parsed before the ranks read only their rows (and what one process
+/// reads); 2: rank 0 of 2 in rank mode (a text file's records counted first
+/// by a pass over its lines, then its rows parsed and the others' passed
+/// over). Counter "parsed": rows parsed per pass.
+template <bool kText>
+void BM_RankPass(benchmark::State& state) {
+  const int64_t world = state.range(0);
+  auto open = []() -> std::unique_ptr<ExampleReader> {
+    if (kText) return std::make_unique<CriteoTsvReader>("bench.tsv", criteo_text());
+    return std::make_unique<BinaryReader>(binary_path());
+  };
+  int64_t parsed = 0, rows = 0;
+  for (auto _ : state) {
+    BatcherOptions options;
+    options.batch_size = 2048;
+    options.shuffle_buffer = 16384;
+    options.seed = 1;
+    auto reader = open();
+    if (world > 1) {  // as open_batches: the count from the header, or a pass over the text
+      options.world_size = world;
+      options.num_records = kText ? count_records(*open()) : *reader->num_records();
+    }
+    Batcher batcher(std::move(reader), options);
+    while (auto batch = batcher.next()) {
+      rows += batch->size();
+      benchmark::DoNotOptimize(batch->labels.data_ptr());
+    }
+    parsed += batcher.report().rows_read;
+  }
+  state.counters["parsed"] = static_cast<double>(parsed) / static_cast<double>(state.iterations());
+  state.counters["rows/s"] = benchmark::Counter(static_cast<double>(rows), benchmark::Counter::kIsRate);
+}
+BENCHMARK_TEMPLATE(BM_RankPass, true)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_RankPass, false)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 /// The ceiling: copying the mapped file's bytes in chunks of the same size.
 void BM_MemcpyMappedFile(benchmark::State& state) {

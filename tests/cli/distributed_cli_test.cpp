@@ -14,6 +14,7 @@
 #include "cli/run_recmod.h"
 #include "recmod/data/binary_format.h"
 #include "recmod/data/example_columns.h"
+#include "recmod/data/jsonl.h"
 #include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
@@ -141,6 +142,29 @@ TEST(DistributedCli, WeightedFeaturesMatchOneProcess) {
   r = run_recmod("train " + many + " --data " + train + " --out " + dir + "/many --nproc 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   expect_same_tensors(dir + "/one/model.pt", dir + "/many/model.pt", 1e-5);
+}
+
+// Each rank parses only its rows of a text file and passes over the others'
+// (found by their line ends): JSON lines written from the generated rows, 2
+// ranks against one process, the shuffle over the whole file.
+TEST(DistributedCli, RanksReadingOnlyTheirRowsOfJsonLinesMatchOneProcess) {
+  const Data d = make_data("dist_jsonl", 301);
+  data::BinaryReader reader(d.train);
+  data::ExampleColumns rows(reader.schema());
+  while (auto block = reader.read(1000)) rows.append(*block);
+  const std::string train = d.dir + "/train.jsonl";
+  data::write_jsonl(train, rows);
+  const auto one = write_file(d.dir + "/one.yaml", mixed_model_yaml(16, "{type: sgd, lr: 0.2}", kAllTypes));
+  const auto many = write_file(d.dir + "/many.yaml", mixed_model_yaml(8, "{type: sgd, lr: 0.2}", kAllTypes));
+  auto r = run_recmod("train " + one + " --data " + train + " --out " + d.dir + "/one --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + many + " --data " + train + " --out " + d.dir + "/many --nproc 2 --dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_same_tensors(d.dir + "/one/model.pt", d.dir + "/many/model.pt", 1e-5);
+  // ... and the .rmb run's model: the same rows in the same batches.
+  r = run_recmod("train " + many + " --data " + d.train + " --out " + d.dir + "/many_rmb --nproc 2 --dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_same_tensors(d.dir + "/many_rmb/model.pt", d.dir + "/many/model.pt", 1e-5);
 }
 
 TEST(DistributedCli, ResumesAtAnotherWorldSize) {

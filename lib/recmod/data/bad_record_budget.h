@@ -18,6 +18,9 @@ class BadRecordBudget : public ExampleReader {
   const DataSchema& schema() const override { return reader_->schema(); }
   std::optional<ExampleColumns> read(int64_t max_rows) override;
   std::optional<Batch> read_batch(int64_t max_rows) override;
+  int64_t skip(int64_t n) override { return reader_->skip(n); }
+  // read_into: the default (through read(), which checks the budget).
+  std::optional<int64_t> num_records() const override { return reader_->num_records(); }
   ReadReport report() const override { return reader_->report(); }
 
  private:

@@ -1,5 +1,6 @@
 #include "recmod/data/batcher.h"
 
+#include <algorithm>
 #include <numeric>
 #include <random>
 
@@ -16,7 +17,82 @@ std::vector<int64_t> permutation(int64_t n, std::mt19937_64& rng) {
   for (int64_t i = n - 1; i > 0; --i) std::swap(p[i], p[rng() % static_cast<uint64_t>(i + 1)]);
   return p;
 }
+
+/// The global batches of one pass as record numbers: run_in_order's and
+/// run_shuffled's pool with record numbers in place of rows. A reader that
+/// fails on bad records returns exactly the records asked for until the data
+/// ends, so the pool sizes, hence the permutations, are those of the rows.
+class BatchPlan {
+ public:
+  BatchPlan(int64_t num_records, const BatcherOptions& options)
+      : total_(num_records), options_(options), rng_(options.seed),
+        fill_(std::max(options.shuffle_buffer, options.batch_size)) {}
+
+  /// Appends the next fill's batches (in order: the next batch); false once
+  /// the pass is over.
+  bool plan_more(std::deque<std::vector<int64_t>>& out) {
+    if (done_) return false;
+    const int64_t batch_size = options_.batch_size;
+    if (options_.shuffle_buffer <= 1) {
+      const int64_t n = std::min(batch_size, total_ - next_);
+      done_ = n <= 0 || (n < batch_size && options_.drop_last);
+      if (done_) return false;
+      out.emplace_back(static_cast<size_t>(n));
+      std::iota(out.back().begin(), out.back().end(), next_);
+      next_ += n;
+      return true;
+    }
+    bool end_of_data = false;
+    while (!end_of_data && static_cast<int64_t>(pool_.size()) < fill_) {
+      const int64_t got = std::min(options_.read_rows, total_ - next_);
+      if (got == 0) end_of_data = true;
+      for (int64_t i = 0; i < got; ++i) pool_.push_back(next_ + i);
+      next_ += got;
+    }
+    const std::vector<int64_t> order = permutation(static_cast<int64_t>(pool_.size()), rng_);
+    std::vector<int64_t> permuted(pool_.size());
+    for (size_t i = 0; i < order.size(); ++i) permuted[i] = pool_[static_cast<size_t>(order[i])];
+    const auto size = static_cast<int64_t>(permuted.size());
+    int64_t start = 0;
+    for (; size - start >= batch_size; start += batch_size)
+      out.emplace_back(permuted.begin() + start, permuted.begin() + start + batch_size);
+    if (end_of_data) {
+      if (size > start && !options_.drop_last) out.emplace_back(permuted.begin() + start, permuted.end());
+      pool_.clear();
+      done_ = true;
+      return true;
+    }
+    pool_.assign(permuted.begin() + start, permuted.end());  // the rest waits for the next fill
+    return true;
+  }
+
+  /// The lowest record in no planned batch yet (the record count when none).
+  int64_t lowest_unplanned() const {
+    return pool_.empty() ? next_ : std::min(next_, *std::min_element(pool_.begin(), pool_.end()));
+  }
+
+ private:
+  int64_t total_;
+  BatcherOptions options_;
+  std::mt19937_64 rng_;
+  int64_t fill_;
+  std::vector<int64_t> pool_;  // shuffled: records read into the pool, not yet cut into a batch
+  int64_t next_ = 0;           // the first record not yet in the pool
+  bool done_ = false;
+};
 }  // namespace
+
+std::pair<int64_t, int64_t> rank_rows(int64_t total, int64_t rank, int64_t world_size) {
+  const int64_t base = total / world_size, extra = total % world_size;
+  return {rank * base + std::min(rank, extra), base + (rank < extra ? 1 : 0)};
+}
+
+int64_t count_records(ExampleReader& reader) {
+  if (auto n = reader.num_records()) return *n;
+  int64_t total = 0;
+  for (int64_t got; (got = reader.skip(int64_t{1} << 20)) > 0;) total += got;
+  return total;
+}
 
 Batcher::Batcher(std::unique_ptr<ExampleReader> reader, BatcherOptions options)
     : reader_(std::move(reader)), options_(options) {
@@ -26,6 +102,13 @@ Batcher::Batcher(std::unique_ptr<ExampleReader> reader, BatcherOptions options)
     throw_input_error("Batcher: shuffle_buffer must be >= 0, got ", options_.shuffle_buffer);
   if (options_.prefetch <= 0) throw_input_error("Batcher: prefetch must be > 0, got ", options_.prefetch);
   if (options_.read_rows <= 0) throw_input_error("Batcher: read_rows must be > 0, got ", options_.read_rows);
+  if (options_.world_size < 1 || options_.rank < 0 || options_.rank >= options_.world_size)
+    throw_input_error("Batcher: expected 0 <= rank < world_size, got rank ", options_.rank, " of ", options_.world_size);
+  if (options_.world_size > 1 && options_.num_records < 0) {
+    const auto n = reader_->num_records();
+    TORCH_CHECK(n, "Batcher: rank mode needs the record count of a reader that cannot tell it (count_records)");
+    options_.num_records = *n;
+  }
   schema_ = reader_->schema();
   thread_ = std::thread([this] { run(); });
 }
@@ -37,17 +120,19 @@ void Batcher::stop() {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
     queue_.clear();
+    queue_global_.clear();
   }
   not_full_.notify_all();
   not_empty_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
-bool Batcher::push(Batch batch) {
+bool Batcher::push(Batch batch, int64_t global_size) {
   std::unique_lock<std::mutex> lock(mutex_);
   not_full_.wait(lock, [&] { return stopping_ || static_cast<int64_t>(queue_.size()) < options_.prefetch; });
   if (stopping_) return false;
   queue_.push_back(std::move(batch));
+  queue_global_.push_back(global_size);
   lock.unlock();
   not_empty_.notify_one();
   return true;
@@ -55,7 +140,9 @@ bool Batcher::push(Batch batch) {
 
 void Batcher::run() {
   try {
-    if (options_.shuffle_buffer > 1)
+    if (options_.world_size > 1)
+      run_rank();
+    else if (options_.shuffle_buffer > 1)
       run_shuffled();
     else
       run_in_order();
@@ -67,6 +154,7 @@ void Batcher::run() {
     std::lock_guard<std::mutex> lock(mutex_);
     done_ = true;
     report_ = reader_->report();
+    report_.rows_passed = passed_;
   }
   not_empty_.notify_all();
 }
@@ -116,12 +204,142 @@ void Batcher::run_shuffled() {
   }
 }
 
+void Batcher::pass(int64_t n, int64_t& cursor) {
+  if (n <= 0) return;
+  const int64_t got = reader_->skip(n);
+  passed_ += got;
+  cursor += got;
+  if (got < n)
+    throw_input_error("the data ended at record ", cursor, " of the ", options_.num_records,
+                      " counted when the pass began (did the file change?)");
+}
+
+void Batcher::run_rank() {
+  const int64_t rank = options_.rank, world = options_.world_size;
+  BatchPlan plan(options_.num_records, options_);
+  struct Part {
+    std::vector<int64_t> records;  // this rank's, in batch order
+    int64_t global_size = 0;
+    int64_t batch_first = 0;  // in order: the batch's first record
+  };
+  std::deque<Part> parts;  // planned, not yet handed out
+  // This rank's records in `parts` not yet read, ascending from wanted[next_wanted].
+  std::vector<int64_t> wanted;
+  size_t next_wanted = 0;
+  std::deque<std::vector<int64_t>> planned;
+  const bool in_order = options_.shuffle_buffer <= 1;
+  auto plan_more = [&] {
+    const bool more = plan.plan_more(planned);
+    wanted.erase(wanted.begin(), wanted.begin() + static_cast<std::ptrdiff_t>(next_wanted));
+    next_wanted = 0;
+    const size_t old_size = wanted.size();
+    for (auto& batch : planned) {
+      const auto size = static_cast<int64_t>(batch.size());
+      const auto [first, count] = rank_rows(size, rank, world);
+      Part part{std::vector<int64_t>(batch.begin() + first, batch.begin() + first + count), size,
+                batch.empty() ? 0 : batch.front()};
+      if (!in_order) wanted.insert(wanted.end(), part.records.begin(), part.records.end());
+      parts.push_back(std::move(part));
+    }
+    std::sort(wanted.begin() + static_cast<std::ptrdiff_t>(old_size), wanted.end());
+    std::inplace_merge(wanted.begin(), wanted.begin() + static_cast<std::ptrdiff_t>(old_size), wanted.end());
+    planned.clear();
+    return more;
+  };
+  // Rows read and not yet handed out, in record order.
+  ExampleColumns held(schema_);
+  std::vector<int64_t> held_record;
+  std::vector<char> held_done;
+  int64_t done_count = 0;
+  int64_t cursor = 0;  // the reader's next record
+  while (!stopping()) {
+    if (parts.empty() && !plan_more()) return;
+    if (parts.empty()) continue;
+    const Part part = std::move(parts.front());
+    parts.pop_front();
+    if (in_order) {
+      // One contiguous run of a contiguous batch: straight from the reader
+      // (.rmb builds the tensors itself).
+      const auto [first, count] = rank_rows(part.global_size, rank, world);
+      pass(part.batch_first + first - cursor, cursor);
+      std::optional<Batch> batch = count > 0 ? reader_->read_batch(count) : ExampleColumns(schema_).to_batch();
+      if (!batch || batch->size() != count)
+        throw_input_error("the data ended before record ", part.batch_first + first + count, " of the ",
+                          options_.num_records, " counted when the pass began (did the file change?)");
+      cursor += count;
+      pass(part.batch_first + part.global_size - cursor, cursor);  // the other ranks' rest of the batch
+      if (!push(std::move(*batch), part.global_size)) return;
+      continue;
+    }
+    // Every record up to this part's last is placed in a batch before any of
+    // them is read (placing one may take further fills), so each is parsed
+    // only when it is this rank's.
+    const int64_t need = part.records.empty() ? cursor : *std::max_element(part.records.begin(), part.records.end()) + 1;
+    while (plan.lowest_unplanned() < need && plan_more()) {
+    }
+    while (cursor < need) {
+      if (next_wanted == wanted.size() || wanted[next_wanted] >= need) {
+        pass(need - cursor, cursor);
+        break;
+      }
+      pass(wanted[next_wanted] - cursor, cursor);
+      const int64_t first = cursor;
+      int64_t end = first;
+      while (next_wanted < wanted.size() && wanted[next_wanted] == end) {
+        ++end;
+        ++next_wanted;
+      }
+      if (reader_->read_into(end - first, held) != end - first)
+        throw_input_error("the data ended before record ", end, " of the ", options_.num_records,
+                          " counted when the pass began (did the file change?)");
+      for (int64_t r = first; r < end; ++r) held_record.push_back(r);
+      held_done.resize(held_record.size(), 0);
+      cursor = end;
+    }
+    std::vector<int64_t> rows;
+    rows.reserve(part.records.size());
+    for (const int64_t record : part.records) {
+      const auto at = std::lower_bound(held_record.begin(), held_record.end(), record);
+      TORCH_CHECK(at != held_record.end() && *at == record, "Batcher: record ", record, " was not read");
+      const auto row = static_cast<int64_t>(at - held_record.begin());
+      rows.push_back(row);
+      held_done[static_cast<size_t>(row)] = 1;
+      ++done_count;
+    }
+    Batch batch = held.take(rows).to_batch();
+    if (done_count * 2 > held.num_rows()) {  // drop the rows handed out (amortized)
+      std::vector<int64_t> keep;
+      std::vector<int64_t> kept_record;
+      for (size_t i = 0; i < held_record.size(); ++i)
+        if (!held_done[i]) {
+          keep.push_back(static_cast<int64_t>(i));
+          kept_record.push_back(held_record[i]);
+        }
+      held = held.take(keep);
+      held_record = std::move(kept_record);
+      held_done.assign(held_record.size(), 0);
+      done_count = 0;
+    }
+    if (!push(std::move(batch), part.global_size)) return;
+  }
+}
+
+std::vector<int64_t> Batcher::rank_sizes() const {
+  if (options_.world_size <= 1) return {};
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<int64_t> out;
+  for (int64_t r = 0; r < options_.world_size; ++r) out.push_back(rank_rows(last_global_, r, options_.world_size).second);
+  return out;
+}
+
 std::optional<Batch> Batcher::next() {
   std::unique_lock<std::mutex> lock(mutex_);
   not_empty_.wait(lock, [&] { return stopping_ || !queue_.empty() || done_; });
   if (!queue_.empty()) {
     Batch batch = std::move(queue_.front());
     queue_.pop_front();
+    last_global_ = queue_global_.front();
+    queue_global_.pop_front();
     lock.unlock();
     not_full_.notify_one();
     return batch;

@@ -8,6 +8,8 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "recmod/data/example_reader.h"
 
@@ -22,7 +24,27 @@ struct BatcherOptions {
   bool drop_last = false;  // drop a final batch smaller than batch_size
   int64_t prefetch = 4;    // batches built ahead of the consumer (queue bound)
   int64_t read_rows = 8192;  // rows asked of the reader per call when shuffling
+  /// One rank of a data-parallel run (world_size > 1): batch_size is the
+  /// global batch, and next() returns this rank's rows (rank_rows' split) of
+  /// each global batch that one Batcher with these options would make, the
+  /// shuffle included. Only those rows are parsed: the others are passed over
+  /// with ExampleReader::skip. Needs a reader that fails on a bad record
+  /// (with skipping, which rows fill a batch depends on every rank's rows).
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  /// Records in the data (rank mode plans the pass from it); -1: the
+  /// reader's num_records().
+  int64_t num_records = -1;
 };
+
+/// The rows of a global batch of `total` rows that `rank` takes: an even
+/// split in rank order (rank r gets total / W rows, one more when r < total %
+/// W), as {first row, count}.
+std::pair<int64_t, int64_t> rank_rows(int64_t total, int64_t rank, int64_t world_size);
+
+/// The records of a text file, found by passing over them (ExampleReader::skip):
+/// what a rank needs before it can plan its part of a shuffled pass.
+int64_t count_records(ExampleReader& reader);
 
 /// One pass over the reader's examples, each exactly once (unless drop_last
 /// drops the tail). next() blocks until a batch is ready; an exception thrown
@@ -43,13 +65,21 @@ class Batcher : public BatchSource {
   /// The reader's counts (rows read, bad records skipped); final once next()
   /// has returned nullopt.
   ReadReport report() const;
+  /// Rank mode (options.world_size > 1): every rank's row count of the
+  /// global batch next() returned last (rank_rows' split; they sum to its
+  /// size). Empty otherwise.
+  std::vector<int64_t> rank_sizes() const;
+  bool rank_mode() const { return options_.world_size > 1; }
 
  private:
   void run();  // the background thread
   void run_in_order();   // batches straight from reader.read_batch
   void run_shuffled();   // buffer, permute, cut
+  void run_rank();       // rank mode: this rank's rows of each global batch
+  /// Rank mode: passes over `n` records; the data ending first is an error.
+  void pass(int64_t n, int64_t& cursor);
   bool stopping() const;
-  bool push(Batch batch);       // false when stopped
+  bool push(Batch batch, int64_t global_size = 0);  // false when stopped
 
   std::unique_ptr<ExampleReader> reader_;
   BatcherOptions options_;
@@ -58,6 +88,9 @@ class Batcher : public BatchSource {
   mutable std::mutex mutex_;
   std::condition_variable not_full_, not_empty_;
   std::deque<Batch> queue_;
+  std::deque<int64_t> queue_global_;  // rank mode: each queued batch's global size
+  int64_t last_global_ = 0;           // rank mode: that of the batch next() returned last
+  int64_t passed_ = 0;                // rank mode: records passed over unparsed
   bool done_ = false;      // producer finished (end of data or error)
   bool stopping_ = false;  // consumer asked to stop
   std::exception_ptr error_;

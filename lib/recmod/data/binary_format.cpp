@@ -315,27 +315,33 @@ void BinaryReader::reset() {
 std::optional<ExampleColumns> BinaryReader::read(int64_t max_rows) {
   TORCH_CHECK(max_rows > 0, "BinaryReader::read: expected max_rows > 0, got ", max_rows);
   if (row_ >= num_rows_) return std::nullopt;
-  const int64_t begin = row_, end = std::min(num_rows_, row_ + max_rows), n = end - begin;
   ExampleColumns out(schema_);
+  read_into(max_rows, out);
+  return out;
+}
+
+int64_t BinaryReader::read_into(int64_t max_rows, ExampleColumns& out) {
+  if (row_ >= num_rows_ || max_rows <= 0) return 0;
+  const int64_t begin = row_, end = std::min(num_rows_, row_ + max_rows), n = end - begin;
   const int64_t nl = schema_.num_labels, nd = schema_.num_dense;
   const float* labels = block<float>(labels_offset_) + begin * nl;
   const float* dense = block<float>(dense_offset_) + begin * nd;
   check_finite("label", labels, n, nl, begin);
   check_finite("dense", dense, n, nd, begin);
-  out.labels.assign(labels, labels + n * nl);
-  out.dense.assign(dense, dense + n * nd);
+  out.labels.insert(out.labels.end(), labels, labels + n * nl);
+  out.dense.insert(out.dense.end(), dense, dense + n * nd);
   for (size_t f = 0; f < features_.size(); ++f) {
     const auto& fb = features_[f];
     auto& col = out.sparse[f];
     const int32_t* lengths = block<int32_t>(fb.lengths_offset) + begin;
-    col.offsets.resize(n + 1);
-    for (int64_t r = 0; r < n; ++r) col.offsets[r + 1] = col.offsets[r] + lengths[r];
-    const uint64_t first = id_cursor_[f], count = static_cast<uint64_t>(col.offsets[n]);
+    const int64_t base = col.offsets.back();
+    for (int64_t r = 0; r < n; ++r) col.offsets.push_back(col.offsets.back() + lengths[r]);
+    const uint64_t first = id_cursor_[f], count = static_cast<uint64_t>(col.offsets.back() - base);
     const int64_t* ids = block<int64_t>(fb.ids_offset) + first;
-    col.ids.assign(ids, ids + count);
+    col.ids.insert(col.ids.end(), ids, ids + count);
     if (schema_.weighted) {
       const float* w = block<float>(fb.weights_offset) + first;
-      col.weights.assign(w, w + count);
+      col.weights.insert(col.weights.end(), w, w + count);
     }
     id_cursor_[f] += count;
   }
@@ -343,7 +349,19 @@ std::optional<ExampleColumns> BinaryReader::read(int64_t max_rows) {
   file_->check_not_cut();  // a file cut short under the mapping reads as zeros
   row_ = end;
   report_.rows_read += n;
-  return out;
+  return n;
+}
+
+int64_t BinaryReader::skip(int64_t n) {
+  const int64_t begin = row_, end = std::min(num_rows_, row_ + std::max<int64_t>(n, 0));
+  for (size_t f = 0; f < features_.size(); ++f) {
+    const int32_t* lengths = block<int32_t>(features_[f].lengths_offset);
+    uint64_t count = 0;
+    for (int64_t r = begin; r < end; ++r) count += static_cast<uint64_t>(lengths[r]);
+    id_cursor_[f] += count;
+  }
+  row_ = end;
+  return end - begin;
 }
 
 std::optional<Batch> BinaryReader::read_batch(int64_t max_rows) {

@@ -69,9 +69,13 @@ class BinaryReader : public ExampleReader {
 
   const DataSchema& schema() const override { return schema_; }
   std::optional<ExampleColumns> read(int64_t max_rows) override;
+  int64_t read_into(int64_t max_rows, ExampleColumns& out) override;
   /// Copies the rows' column slices straight from the mapping into the
   /// Batch's tensors (one copy; lengths widened to int64).
   std::optional<Batch> read_batch(int64_t max_rows) override;
+  /// Moves the cursor: sums the passed rows' bag lengths, copies nothing.
+  int64_t skip(int64_t n) override;
+  std::optional<int64_t> num_records() const override { return num_rows_; }
   ReadReport report() const override { return report_; }
   int64_t num_rows() const { return num_rows_; }
   /// Rewinds to the first row (for another epoch).

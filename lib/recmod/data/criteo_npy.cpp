@@ -168,12 +168,16 @@ CriteoNpyReader::CriteoNpyReader(const std::string& path) {
 
 std::optional<ExampleColumns> CriteoNpyReader::read(int64_t max_rows) {
   TORCH_CHECK(max_rows > 0, "CriteoNpyReader::read: expected max_rows > 0, got ", max_rows);
-  const int64_t n = std::min(max_rows, num_rows_ - next_row_);
-  if (n <= 0) return std::nullopt;
+  if (next_row_ >= num_rows_) return std::nullopt;
   ExampleColumns out(schema_);
+  read_into(max_rows, out);
+  return out;
+}
+
+int64_t CriteoNpyReader::read_into(int64_t max_rows, ExampleColumns& out) {
+  const int64_t n = std::min(max_rows, num_rows_ - next_row_);
+  if (n <= 0) return 0;
   const int64_t nd = schema_.num_dense, ns = sparse_.columns;
-  out.dense.resize(static_cast<size_t>(n * nd));
-  out.labels.resize(static_cast<size_t>(n));
   const bool dense32 = dense_.header.descr == "<f4", sparse32 = sparse_.header.descr == "<i4";
   const char* d = dense_.at(next_row_);
   for (int64_t i = 0; i < n * nd; ++i) {
@@ -181,7 +185,7 @@ std::optional<ExampleColumns> CriteoNpyReader::read(int64_t max_rows) {
     if (!std::isfinite(x))
       throw_input_error(dense_.file->path(), ": row ", next_row_ + i / nd, " (0-based), column ", i % nd,
                         ": expected a finite dense value, found ", x);
-    out.dense[static_cast<size_t>(i)] = x;
+    out.dense.push_back(x);
   }
   const char* l = labels_.at(next_row_);
   for (int64_t r = 0; r < n; ++r) {
@@ -191,24 +195,28 @@ std::optional<ExampleColumns> CriteoNpyReader::read(int64_t max_rows) {
     if (y != 0.0 && y != 1.0)
       throw_input_error(labels_.file->path(), ": row ", next_row_ + r, " (0-based): expected label 0 or 1 (the loss "
                         "is binary cross-entropy), found ", y);
-    out.labels[static_cast<size_t>(r)] = static_cast<float>(y);
+    out.labels.push_back(static_cast<float>(y));
   }
   const char* s = sparse_.at(next_row_);
   for (int64_t f = 0; f < ns; ++f) {
     auto& col = out.sparse[static_cast<size_t>(f)];
-    col.ids.resize(static_cast<size_t>(n));
-    col.offsets.resize(static_cast<size_t>(n + 1));
     for (int64_t r = 0; r < n; ++r) {
       const int64_t k = r * ns + f;
-      col.ids[static_cast<size_t>(r)] = sparse32 ? load<int32_t>(s + 4 * k) : load<int64_t>(s + 8 * k);
-      col.offsets[static_cast<size_t>(r + 1)] = r + 1;
+      col.ids.push_back(sparse32 ? load<int32_t>(s + 4 * k) : load<int64_t>(s + 8 * k));
+      col.offsets.push_back(static_cast<int64_t>(col.ids.size()));
     }
   }
   for (int64_t r = 0; r < n; ++r) out.finish_row();
   for (const Array* a : {&dense_, &sparse_, &labels_}) a->file->check_not_cut();
   next_row_ += n;
   report_.rows_read += n;
-  return out;
+  return n;
+}
+
+int64_t CriteoNpyReader::skip(int64_t n) {
+  const int64_t passed = std::min(num_rows_ - next_row_, std::max<int64_t>(n, 0));
+  next_row_ += passed;
+  return passed;
 }
 
 namespace {

@@ -42,6 +42,10 @@ class CriteoNpyReader : public ExampleReader {
   explicit CriteoNpyReader(const std::string& path);
   const DataSchema& schema() const override { return schema_; }
   std::optional<ExampleColumns> read(int64_t max_rows) override;
+  int64_t read_into(int64_t max_rows, ExampleColumns& out) override;
+  /// Moves the cursor (rows have a fixed size).
+  int64_t skip(int64_t n) override;
+  std::optional<int64_t> num_records() const override { return num_rows_; }
   ReadReport report() const override { return report_; }
 
  private:

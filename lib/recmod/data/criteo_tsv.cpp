@@ -98,8 +98,14 @@ std::optional<ExampleColumns> CriteoTsvReader::read(int64_t max_rows) {
   TORCH_CHECK(max_rows > 0, "CriteoTsvReader::read: expected max_rows > 0, got ", max_rows);
   ExampleColumns out(schema_);
   out.reserve(max_rows);
+  if (read_into(max_rows, out) == 0) return std::nullopt;  // only bad records were left
+  return out;
+}
+
+int64_t CriteoTsvReader::read_into(int64_t max_rows, ExampleColumns& out) {
+  const int64_t start = out.num_rows();
   std::string_view line;
-  while (out.num_rows() < max_rows && lines_.next(line)) {
+  while (out.num_rows() - start < max_rows && lines_.next(line)) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // CRLF files
     if (line.empty()) continue;                                     // blank lines are not records
     const int64_t rows_before = out.num_rows();
@@ -109,14 +115,23 @@ std::optional<ExampleColumns> CriteoTsvReader::read(int64_t max_rows) {
     out.truncate(rows_before);
     std::string message = str_cat(lines_.name(), ":", lines_.line_number(), ": ", error);
     // The first record is not Criteo-shaped: most likely the file is not Criteo TSV.
-    if (misshapen && rows_before == 0 && report_.rows_read == 0 && report_.rows_skipped == 0)
+    if (misshapen && rows_before == start && report_.rows_read == 0 && report_.rows_skipped == 0)
       message += kReadAsCriteoHint;
     if (policy_ == BadRecordPolicy::kFail) throw InputError(message);
     report_.skip(std::move(message));
   }
-  report_.rows_read += out.num_rows();
-  if (out.empty()) return std::nullopt;  // only bad records were left
-  return out;
+  report_.rows_read += out.num_rows() - start;
+  return out.num_rows() - start;
+}
+
+int64_t CriteoTsvReader::skip(int64_t n) {
+  int64_t passed = 0;
+  std::string_view line;
+  while (passed < n && lines_.next(line)) {
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (!line.empty()) ++passed;  // blank lines are not records (as in read)
+  }
+  return passed;
 }
 
 }  // namespace recmod::data

@@ -423,8 +423,14 @@ std::optional<ExampleColumns> DelimitedReader::read(int64_t max_rows) {
   TORCH_CHECK(max_rows > 0, "DelimitedReader::read: expected max_rows > 0, got ", max_rows);
   ExampleColumns out(spec_->schema);
   out.reserve(max_rows);
+  if (read_into(max_rows, out) == 0) return std::nullopt;
+  return out;
+}
+
+int64_t DelimitedReader::read_into(int64_t max_rows, ExampleColumns& out) {
+  const int64_t start = out.num_rows();
   std::string_view line;
-  while (out.num_rows() < max_rows && lines_.next(line)) {
+  while (out.num_rows() - start < max_rows && lines_.next(line)) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // CRLF files
     if (line.empty()) continue;                                     // blank lines are not records
     const int64_t line_number = lines_.line_number();
@@ -443,9 +449,31 @@ std::optional<ExampleColumns> DelimitedReader::read(int64_t max_rows) {
     if (policy_ == BadRecordPolicy::kFail) throw InputError(message);
     report_.skip(std::move(message));
   }
-  report_.rows_read += out.num_rows();
-  if (out.empty()) return std::nullopt;
-  return out;
+  report_.rows_read += out.num_rows() - start;
+  return out.num_rows() - start;
+}
+
+int64_t DelimitedReader::skip(int64_t n) {
+  const char quote = spec_->quote;
+  int64_t passed = 0;
+  std::string_view line;
+  while (passed < n && lines_.next(line)) {
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) continue;  // as read: blank lines are not records
+    const bool quoted = quote && std::memchr(line.data(), quote, line.size()) != nullptr;
+    if (!header_read_ || quoted) {
+      const int64_t line_number = lines_.line_number();
+      const std::string error = split_record(line, lines_, spec_->delimiter, quote, fields_, scratch_);
+      if (error.empty() && !header_read_) {
+        field_of_column_ = columns_by_name(spec_->columns, fields_, str_cat(lines_.name(), ":", line_number), "data.columns");
+        num_fields_ = static_cast<int64_t>(fields_.size());
+        header_read_ = true;
+        continue;
+      }
+    }
+    ++passed;
+  }
+  return passed;
 }
 
 }  // namespace recmod::data

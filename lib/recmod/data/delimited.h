@@ -126,6 +126,11 @@ class DelimitedReader : public ExampleReader {
 
   const DataSchema& schema() const override { return spec_->schema; }
   std::optional<ExampleColumns> read(int64_t max_rows) override;
+  int64_t read_into(int64_t max_rows, ExampleColumns& out) override;
+  /// Finds the next `n` records' ends (the header first, if not read yet);
+  /// a line with the quote character is split, as its record may go on over
+  /// line breaks, but no cell is parsed.
+  int64_t skip(int64_t n) override;
   ReadReport report() const override { return report_; }
 
   struct SideTable;

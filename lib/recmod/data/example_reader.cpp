@@ -1,5 +1,7 @@
 #include "recmod/data/example_reader.h"
 
+#include <algorithm>
+
 #include "recmod/common/errors.h"
 
 namespace recmod::data {
@@ -17,6 +19,23 @@ std::optional<Batch> ExampleReader::read_batch(int64_t max_rows) {
   auto block = read(max_rows);
   if (!block) return std::nullopt;
   return block->to_batch();
+}
+
+int64_t ExampleReader::read_into(int64_t max_rows, ExampleColumns& out) {
+  auto block = read(max_rows);
+  if (!block) return 0;
+  out.append(*block);
+  return block->num_rows();
+}
+
+int64_t ExampleReader::skip(int64_t n) {
+  int64_t passed = 0;
+  while (passed < n) {
+    auto block = read(std::min<int64_t>(n - passed, 8192));
+    if (!block) break;
+    passed += block->num_rows();
+  }
+  return passed;
 }
 
 void ReadReport::skip(std::string message) {

@@ -229,8 +229,14 @@ JsonlReader::JsonlReader(std::string name, std::string_view text, DataSchema sch
 std::optional<ExampleColumns> JsonlReader::read(int64_t max_rows) {
   TORCH_CHECK(max_rows > 0, "JsonlReader::read: expected max_rows > 0, got ", max_rows);
   ExampleColumns out(schema_);
+  if (read_into(max_rows, out) == 0) return std::nullopt;
+  return out;
+}
+
+int64_t JsonlReader::read_into(int64_t max_rows, ExampleColumns& out) {
+  const int64_t start = out.num_rows();
   std::string_view line;
-  while (out.num_rows() < max_rows && lines_.next(line)) {
+  while (out.num_rows() - start < max_rows && lines_.next(line)) {
     if (is_blank(line)) continue;
     const int64_t rows_before = out.num_rows();
     try {
@@ -242,9 +248,16 @@ std::optional<ExampleColumns> JsonlReader::read(int64_t max_rows) {
       report_.skip(std::move(message));
     }
   }
-  report_.rows_read += out.num_rows();
-  if (out.empty()) return std::nullopt;
-  return out;
+  report_.rows_read += out.num_rows() - start;
+  return out.num_rows() - start;
+}
+
+int64_t JsonlReader::skip(int64_t n) {
+  int64_t passed = 0;
+  std::string_view line;
+  while (passed < n && lines_.next(line))
+    if (!is_blank(line)) ++passed;  // as read: blank lines are not records
+  return passed;
 }
 
 // ---------------------------------------------------------------- writer

@@ -52,6 +52,9 @@ class JsonlReader : public ExampleReader {
 
   const DataSchema& schema() const override { return schema_; }
   std::optional<ExampleColumns> read(int64_t max_rows) override;
+  int64_t read_into(int64_t max_rows, ExampleColumns& out) override;
+  /// Finds the next `n` non-blank lines' ends; no JSON is parsed.
+  int64_t skip(int64_t n) override;
   ReadReport report() const override { return report_; }
 
  private:

@@ -137,6 +137,13 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOpt
   batcher.seed = options.seed;
   batcher.seed += static_cast<uint64_t>(epoch);
   auto reader = open_reader(path, format, given, options.bad_records, options.columns, options.jsonl);
+  if (options.world_size > 1 && options.bad_records == BadRecordPolicy::kFail) {
+    batcher.rank = options.rank;
+    batcher.world_size = options.world_size;
+    auto known = reader->num_records();
+    batcher.num_records =
+        known ? *known : count_records(*open_reader(path, format, given, options.bad_records, options.columns, options.jsonl));
+  }
   if (options.bad_records == BadRecordPolicy::kSkip)
     reader = std::make_unique<BadRecordBudget>(std::move(reader), options.max_bad_fraction);
   return std::make_unique<Batcher>(std::move(reader), batcher);

@@ -56,6 +56,14 @@ struct ReadOptions {
   int64_t batch_size = 256;
   bool shuffle = false;      // rows mixed in a buffer of max(16384, batch_size) rows
   uint64_t seed = 0;         // the shuffle's seed; epoch e shuffles with seed + e
+  /// A rank of a data-parallel run (world_size > 1; batch_size is then the
+  /// global batch): with bad_records kFail the Batcher reads only this rank's
+  /// rows of each global batch (BatcherOptions::rank), a text file being
+  /// counted first by a pass over its lines; with kSkip every rank reads the
+  /// whole file (which rows fill a batch depends on which are bad) and the
+  /// caller takes its slice.
+  int64_t rank = 0;
+  int64_t world_size = 1;
 };
 
 /// The batches of `path` for a model whose features are `model_schema`: the

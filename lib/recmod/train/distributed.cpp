@@ -8,6 +8,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/config/value.h"
+#include "recmod/data/batcher.h"
 #include "recmod/dist/planner.h"
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
 #include "recmod/dist/sharded_mc_embedding_bag.h"
@@ -252,15 +253,12 @@ ShardedCollections sharded_collections(const config::ModelGraph& model) {
 
 std::vector<int64_t> rank_batch_sizes(int64_t total, int64_t world_size) {
   std::vector<int64_t> out;
-  for (int64_t r = 0; r < world_size; ++r) out.push_back(total / world_size + (r < total % world_size ? 1 : 0));
+  for (int64_t r = 0; r < world_size; ++r) out.push_back(data::rank_rows(total, r, world_size).second);
   return out;
 }
 
 data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_size) {
-  const int64_t total = global.size();
-  const int64_t base = total / world_size, extra = total % world_size;
-  const int64_t start = rank * base + std::min(rank, extra);
-  const int64_t n = base + (rank < extra ? 1 : 0);
+  const auto [start, n] = data::rank_rows(global.size(), rank, world_size);
   return data::Batch{global.dense.narrow(0, start, n), slice_rows(global.sparse, start, n),
                      global.labels.narrow(0, start, n),
                      global.weights.defined() ? global.weights.narrow(0, start, n) : torch::Tensor()};

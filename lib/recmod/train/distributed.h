@@ -53,8 +53,10 @@ using ShardedCollections = std::vector<std::pair<std::string, std::shared_ptr<di
 ShardedCollections sharded_collections(const config::ModelGraph& model);
 
 /// The rows of a global batch that `rank` takes: an even split in rank order
-/// (rank r gets B / W rows, plus one when r < B % W), so the ranks together
-/// see exactly the batch one process would.
+/// (data::rank_rows: rank r gets B / W rows, plus one when r < B % W), so the
+/// ranks together see exactly the batch one process would. For a source that
+/// reads the whole file (--bad-records skip); a Batcher in rank mode reads
+/// only its rank's rows of the same split.
 data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_size);
 /// The rows each rank takes of a global batch of `total` rows (rank_slice's split).
 std::vector<int64_t> rank_batch_sizes(int64_t total, int64_t world_size);

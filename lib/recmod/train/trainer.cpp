@@ -6,6 +6,7 @@
 #include <chrono>
 #include <csignal>
 #include <iomanip>
+#include <numeric>
 #include <tuple>
 
 #include "recmod/common/errors.h"
@@ -380,6 +381,10 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
                              cfg.keep_best, " ", pos.best_value, " at step ", pos.best_step));
   while (!finished()) {
     auto source = train_data(pos.epoch);
+    // A Batcher in rank mode hands out this rank's rows of each global batch
+    // (it read only those); any other source the whole global batch.
+    const auto* own_rows = dynamic_cast<const data::Batcher*>(source.get());
+    if (own_rows && !own_rows->rank_mode()) own_rows = nullptr;
     for (int64_t i = 0; i < pos.batch_in_epoch; ++i)  // resume: skip what the run already consumed
       if (!source->next()) break;
     int64_t batches_this_pass = 0;
@@ -395,15 +400,19 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       auto batch = source->next();
       if (!batch) break;
       ++batches_this_pass;
-      auto b = (distributed ? rank_slice(*batch, comm->rank(), comm->world_size()) : *batch).to(options_.device);
+      const std::vector<int64_t> rank_sizes =
+          own_rows ? own_rows->rank_sizes() : rank_batch_sizes(batch->size(), comm->world_size());
+      const int64_t global_size = std::accumulate(rank_sizes.begin(), rank_sizes.end(), int64_t{0});
+      auto b = (distributed && !own_rows ? rank_slice(*batch, comm->rank(), comm->world_size()) : *batch)
+                   .to(options_.device);
       StepHooks checks;
       checks.before_backward = [&](const torch::Tensor& loss) { check_loss_finite(loss, pos.step + 1); };
       checks.after_backward = [&] { check_gradients_finite(all_parameters, pos.step + 1); };
-      checks.global_batch_size = batch->size();
+      checks.global_batch_size = global_size;
       checks.stop_requested = g_stop_requested;
       checks.stop_agreed = &stop_agreed;
-      // The sharded modules need every rank's rows: the split is rank_slice's.
-      if (distributed) comm->expect_batch_sizes(rank_batch_sizes(batch->size(), comm->world_size()));
+      // The sharded modules need every rank's row count: the split is rank_rows'.
+      if (distributed) comm->expect_batch_sizes(rank_sizes);
       if (window_metrics)
         checks.after_forward = [&](const torch::Tensor& logits) {
           window.logits.push_back(logits.to(torch::kCPU, torch::kFloat));
@@ -420,7 +429,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       ++window.steps;
       nlohmann::json line;
       if (cfg.log_interval > 0 && pos.step % cfg.log_interval == 0) line = close_window();
-      progress.step(pos.step, pos.epoch, result.last_loss, batch->size(), line.is_null() ? nullptr : &line);
+      progress.step(pos.step, pos.epoch, result.last_loss, global_size, line.is_null() ? nullptr : &line);
       if (!line.is_null()) append_metrics(line);
       if (can_eval && cfg.eval_interval > 0 && pos.step % cfg.eval_interval == 0) {
         result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step, *comm);

@@ -1,0 +1,293 @@
+// Each rank of a distributed run reads only its own rows: ExampleReader::skip
+// passes over records without parsing them (every format gives the rows that
+// reading all and dropping gives, with the same line numbers), and a Batcher
+// in rank mode hands each rank its rows of exactly the global batches one
+// Batcher makes, shuffle included, parsing only those rows.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <numeric>
+
+#include "recmod/common/errors.h"
+#include "recmod/config/model_config.h"
+#include "recmod/data/batcher.h"
+#include "recmod/data/binary_format.h"
+#include "recmod/data/criteo_npy.h"
+#include "recmod/data/criteo_tsv.h"
+#include "recmod/data/delimited.h"
+#include "recmod/data/jsonl.h"
+#include "support/test_util.h"
+
+namespace recmod::data {
+namespace {
+
+using ::testing::HasSubstr;
+using test::error_of;
+
+constexpr int64_t kRows = 103;
+
+std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "recmod_rank_" + std::to_string(::getpid()) + "_" + name;
+}
+
+std::string file_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// Row r: label r % 2, dense [r, r / 2], one id per feature (npy holds no more).
+ExampleColumns sample(int64_t rows) {
+  DataSchema schema;
+  schema.num_dense = 2;
+  schema.sparse_features = {"a", "b"};
+  ExampleColumns c(schema);
+  for (int64_t r = 0; r < rows; ++r) {
+    c.labels.push_back(static_cast<float>(r % 2));
+    c.dense.push_back(static_cast<float>(r));
+    c.dense.push_back(static_cast<float>(r) / 2);
+    c.sparse[0].ids.push_back(r * 7 % 31);
+    c.close_bag(0);
+    c.sparse[1].ids.push_back(1000 + r);
+    c.close_bag(1);
+    c.finish_row();
+  }
+  return c;
+}
+
+/// Criteo TSV of `rows` rows (I1 = the row number), with blank and CRLF lines.
+std::string criteo_text(int64_t rows) {
+  std::string text;
+  for (int64_t r = 0; r < rows; ++r) {
+    text += std::to_string(r % 2) + "\t" + std::to_string(r);
+    for (int i = 1; i < 13; ++i) text += "\t" + std::to_string(i);
+    for (int k = 0; k < 26; ++k) text += "\t" + std::to_string(r * 31 + k);  // hex digits
+    text += r % 10 == 3 ? "\r\n" : "\n";
+    if (r % 17 == 5) text += "\n";  // blank lines are not records
+  }
+  return text;
+}
+
+/// CSV with a header, quoted cells (one across a line break) and blank lines.
+std::string csv_text(int64_t rows) {
+  std::string text = "click,price,site\n";
+  for (int64_t r = 0; r < rows; ++r) {
+    text += std::to_string(r % 2) + "," + std::to_string(r) + ",";
+    text += r % 9 == 4 ? "\"s" + std::to_string(r) + "\nnext, line\"\n" : "s" + std::to_string(r) + "\n";
+    if (r % 13 == 2) text += "\r\n";
+  }
+  return text;
+}
+
+std::shared_ptr<const DelimitedSpec> csv_columns() {
+  static const auto config = config::parse_model_config(config::ConfigNode::load_string(
+      "features:\n  dense: {count: 1}\n  sparse: [site]\nnodes:\n  ebc:\n    type: EmbeddingBagCollection\n"
+      "    input: features.sparse\n    tables:\n      - {name: t, num_embeddings: 100, embedding_dim: 4, "
+      "feature_names: [site]}\n  logit: {type: Linear, input: ebc, out_features: 1}\noutput: logit\n"
+      "data:\n  header: true\n  columns:\n    - {name: click, role: label}\n    - {name: price, role: dense}\n"
+      "    - {name: site, role: sparse, range: 1000}\n",
+      "m.yaml"));
+  return config.data.columns;
+}
+
+struct Format {
+  std::string name;
+  std::function<std::unique_ptr<ExampleReader>()> open;
+};
+
+/// Every format, over kRows rows each (text kept alive by the lambdas).
+std::vector<Format> formats() {
+  const ExampleColumns rows = sample(kRows);
+  const std::string rmb = temp_path("data.rmb");
+  write_binary(rmb, rows);
+  const std::string npy = temp_path("day");
+  write_criteo_npy(npy, rows);
+  auto tsv = std::make_shared<std::string>(criteo_text(kRows));
+  auto csv = std::make_shared<std::string>(csv_text(kRows));
+  const std::string jsonl_path = temp_path("data.jsonl");
+  write_jsonl(jsonl_path, rows);
+  auto jsonl = std::make_shared<std::string>(file_text(jsonl_path));
+  // Blank lines between records.
+  for (size_t at = jsonl->find('\n', 100); at != std::string::npos; at = jsonl->find('\n', at + 400))
+    jsonl->insert(at + 1, "  \n");
+  const DataSchema schema = rows.schema();
+  return {
+      {"binary", [rmb] { return std::make_unique<BinaryReader>(rmb); }},
+      {"criteo_npy", [npy] { return std::make_unique<CriteoNpyReader>(npy); }},
+      {"criteo_tsv", [tsv] { return std::make_unique<CriteoTsvReader>("d.tsv", *tsv); }},
+      {"jsonl", [jsonl, schema] { return std::make_unique<JsonlReader>("d.jsonl", *jsonl, schema); }},
+      {"delimited", [csv] { return std::make_unique<DelimitedReader>("d.csv", *csv, csv_columns()); }},
+  };
+}
+
+ExampleColumns read_all(ExampleReader& reader) {
+  ExampleColumns all(reader.schema());
+  while (auto block = reader.read(10)) all.append(*block);
+  return all;
+}
+
+void expect_same_rows(const ExampleColumns& a, const ExampleColumns& b, const std::string& where) {
+  ASSERT_EQ(a.num_rows(), b.num_rows()) << where;
+  EXPECT_EQ(a.labels, b.labels) << where;
+  EXPECT_EQ(a.dense, b.dense) << where;
+  ASSERT_EQ(a.sparse.size(), b.sparse.size()) << where;
+  for (size_t f = 0; f < a.sparse.size(); ++f) {
+    EXPECT_EQ(a.sparse[f].ids, b.sparse[f].ids) << where << " feature " << f;
+    EXPECT_EQ(a.sparse[f].offsets, b.sparse[f].offsets) << where << " feature " << f;
+    EXPECT_EQ(a.sparse[f].weights, b.sparse[f].weights) << where << " feature " << f;
+  }
+}
+
+TEST(ReaderSkip, PassesOverTheSameRowsThatReadingAllAndDroppingWould) {
+  for (const auto& format : formats()) {
+    auto all_reader = format.open();
+    const ExampleColumns all = read_all(*all_reader);
+    ASSERT_EQ(all.num_rows(), kRows) << format.name;
+    auto reader = format.open();
+    ExampleColumns kept(reader->schema());
+    std::vector<int64_t> expected;
+    int64_t row = 0;
+    for (int64_t i = 0; row < kRows; ++i) {
+      const int64_t skip = (i * 5) % 4, read = 1 + (i * 3) % 4;  // 0-3 passed, 1-4 read
+      const int64_t passed = reader->skip(skip);
+      EXPECT_EQ(passed, std::min(skip, kRows - row)) << format.name;
+      row += passed;
+      if (auto block = reader->read(read)) {
+        for (int64_t r = 0; r < block->num_rows(); ++r) expected.push_back(row + r);
+        row += block->num_rows();
+        kept.append(*block);
+      }
+    }
+    EXPECT_EQ(reader->skip(5), 0) << format.name;  // at the end
+    EXPECT_FALSE(reader->read(1)) << format.name;
+    expect_same_rows(kept, all.take(expected), format.name);
+    EXPECT_EQ(reader->report().rows_read, static_cast<int64_t>(expected.size())) << format.name << ": only read rows parse";
+    auto counted = format.open();
+    EXPECT_EQ(count_records(*counted), kRows) << format.name;
+  }
+}
+
+TEST(ReaderSkip, ABadRecordAfterPassedLinesKeepsItsLineNumber) {
+  std::string text = criteo_text(20);
+  // Record 12 (0-based): lines 1-6, a blank line 7, then records 6.. on lines 8..: record 12 is line 14.
+  size_t at = 0;
+  for (int line = 1; line < 14; ++line) at = text.find('\n', at) + 1;
+  text.insert(at, "1\tnot" + std::string(38, '\t') + "\n");
+  CriteoTsvReader reader("d.tsv", text);
+  EXPECT_EQ(reader.skip(12), 12);
+  EXPECT_THAT(error_of<InputError>([&] { reader.read(2); }), HasSubstr("d.tsv:14: expected an integer for I1, found 'not'"));
+  // Passing over it does not look at it.
+  CriteoTsvReader passing("d.tsv", text);
+  EXPECT_EQ(passing.skip(100), 21);
+}
+
+struct Pass {
+  int64_t batch_size, shuffle_buffer, read_rows;
+  bool drop_last;
+};
+
+/// Every batch of one pass as rows.
+std::vector<ExampleColumns> batches_of(Batcher& batcher, std::vector<std::vector<int64_t>>* rank_sizes = nullptr) {
+  std::vector<ExampleColumns> out;
+  while (auto batch = batcher.next()) {
+    out.push_back(ExampleColumns::from_batch(*batch, batcher.schema()));
+    if (rank_sizes) rank_sizes->push_back(batcher.rank_sizes());
+  }
+  return out;
+}
+
+TEST(RankBatcher, EveryRanksRowsMakeTheGlobalBatchesOfOneProcess) {
+  const std::vector<Pass> passes = {
+      {10, 0, 8192, false},  // in order, last batch of 3
+      {10, 0, 8192, true},   // ... dropped
+      {7, 16, 5, false},     // shuffled over many fills, leftovers carried
+      {7, 16, 5, true},
+      {9, 40, 8, false},
+      {2, 30, 7, false},     // global batches smaller than 3 ranks
+  };
+  for (const auto& format : formats()) {
+    for (const Pass& pass : passes) {
+      BatcherOptions options;
+      options.batch_size = pass.batch_size;
+      options.shuffle_buffer = pass.shuffle_buffer;
+      options.read_rows = pass.read_rows;
+      options.drop_last = pass.drop_last;
+      options.seed = 11;
+      Batcher one(format.open(), options);
+      const auto global = batches_of(one);
+      for (int64_t world : {2, 3}) {
+        const std::string where = format.name + " batch " + std::to_string(pass.batch_size) + " shuffle " +
+                                  std::to_string(pass.shuffle_buffer) + (pass.drop_last ? " drop_last" : "") +
+                                  ", " + std::to_string(world) + " ranks";
+        std::vector<std::vector<ExampleColumns>> parts;
+        std::vector<double> seen;  // every row's dense[0] (its row number), over all ranks
+        for (int64_t rank = 0; rank < world; ++rank) {
+          BatcherOptions mine = options;
+          mine.rank = rank;
+          mine.world_size = world;
+          auto counter = format.open();
+          mine.num_records = count_records(*counter);
+          Batcher batcher(format.open(), mine);
+          std::vector<std::vector<int64_t>> sizes;
+          parts.push_back(batches_of(batcher, &sizes));
+          ASSERT_EQ(parts.back().size(), global.size()) << where;
+          int64_t own = 0;
+          for (size_t k = 0; k < global.size(); ++k) {
+            const auto [first, count] = rank_rows(global[k].num_rows(), rank, world);
+            EXPECT_EQ(parts.back()[k].num_rows(), count) << where << " batch " << k;
+            EXPECT_EQ(sizes[k][static_cast<size_t>(rank)], count) << where;
+            EXPECT_EQ(std::accumulate(sizes[k].begin(), sizes[k].end(), int64_t{0}), global[k].num_rows()) << where;
+            expect_same_rows(parts.back()[k], global[k].slice(first, first + count), where);
+            own += count;
+            const int64_t width = parts.back()[k].schema().num_dense;
+            for (int64_t r = 0; r < count; ++r) seen.push_back(parts.back()[k].dense[static_cast<size_t>(width * r)]);
+          }
+          const ReadReport report = batcher.report();
+          EXPECT_EQ(report.rows_read, own) << where << ": a rank parses its rows only";
+          // The others' rows before its last one are passed over; those after it are not even passed.
+          EXPECT_LE(report.rows_read + report.rows_passed, kRows) << where;
+        }
+        // Disjoint, and (without drop_last) every row once.
+        std::sort(seen.begin(), seen.end());
+        EXPECT_TRUE(std::adjacent_find(seen.begin(), seen.end()) == seen.end()) << where;
+        if (!pass.drop_last) EXPECT_EQ(static_cast<int64_t>(seen.size()), kRows) << where;
+      }
+    }
+  }
+}
+
+TEST(RankBatcher, ABadRecordFailsTheRankWhoseRowItIsWithItsLine) {
+  std::string text = criteo_text(16);
+  // Record 5 (line 6): in order with global batch 4, batch 1 = records 4..7, rank 0 takes 4 and 5.
+  size_t at = 0;
+  for (int line = 1; line < 6; ++line) at = text.find('\n', at) + 1;
+  text.replace(at, text.find('\n', at) - at, "1\tx");
+  BatcherOptions options;
+  options.batch_size = 4;
+  options.world_size = 2;
+  options.num_records = 16;
+  options.rank = 0;
+  Batcher owner(std::make_unique<CriteoTsvReader>("d.tsv", text), options);
+  EXPECT_THAT(error_of<InputError>([&] { batches_of(owner); }), HasSubstr("d.tsv:6: expected"));
+  options.rank = 1;
+  Batcher other(std::make_unique<CriteoTsvReader>("d.tsv", text), options);
+  EXPECT_EQ(batches_of(other).size(), 4u);  // passed over, not parsed
+}
+
+TEST(RankBatcher, AFileShorterThanCountedIsAnError) {
+  BatcherOptions options;
+  options.batch_size = 4;
+  options.world_size = 2;
+  options.num_records = 20;
+  const std::string text = criteo_text(10);
+  Batcher batcher(std::make_unique<CriteoTsvReader>("d.tsv", text), options);
+  EXPECT_THAT(error_of<InputError>([&] { batches_of(batcher); }), HasSubstr("counted when the pass began"));
+}
+
+}  // namespace
+}  // namespace recmod::data
