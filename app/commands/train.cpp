@@ -91,6 +91,8 @@ int run_train(const TrainArgs& args) {
   read.seed = t.seed;
   read.skip_bad_records = args.bad_records == "skip";
   read.max_bad_fraction = args.max_bad_fraction;
+  read.rank = joined.comm->rank();  // each rank reads only its rows (not with --bad-records skip)
+  read.world_size = world;
   train::DataFactory train_data = [=](int64_t epoch) { return train::open_batches(opened, data, read, epoch); };
   train::DataFactory eval_factory;
   if (!eval_data.empty()) {
