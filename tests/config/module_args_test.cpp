@@ -122,12 +122,12 @@ TEST(ModuleArgs, MchNumbersReadAlikeAndTheTableSizeIsChecked) {
             "mc.yaml:1:11: zch_size: zch_size + mch_size must equal the table's num_embeddings 10, got 8 + 4");
   EXPECT_EQ(test::error_of([] {
               mch_options_from(JsonArgs(json::parse(R"({"zch_size": 4, "output_global_offset": -1})"), "MCH"),
-                               MchFunctions{make_eviction_policy("LFU_EvictionPolicy", 1.0, std::nullopt)});
+                               MchFunctions{make_eviction_policy("LFU_EvictionPolicy", 1.0, std::nullopt), std::nullopt, std::nullopt});
             }),
             "MCH: argument 'output_global_offset': must be >= 0, got -1");
   EXPECT_EQ(test::error_of([] {
               mch_options_from(JsonArgs(json::parse(R"({"zch_size": 4, "mch_size": 2})"), "MCH"),
-                               MchFunctions{make_eviction_policy("LFU_EvictionPolicy", 1.0, std::nullopt)});
+                               MchFunctions{make_eviction_policy("LFU_EvictionPolicy", 1.0, std::nullopt), std::nullopt, std::nullopt});
             }),
             "MCH: argument 'mch_size': needs mch_hash_func (the residual rows' hash)");
 }

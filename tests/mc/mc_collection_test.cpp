@@ -86,5 +86,57 @@ TEST(ManagedCollisionCollection, RejectsInputMissingAManagedFeature) {
               HasSubstr("feature 'f1' of its tables is missing from the input [f2]"));
 }
 
+TEST(ManagedCollisionCollection, BuiltFromTorchRecsEmbeddingConfigs) {
+  // An EmbeddingBagConfig without feature names reads the feature of its name.
+  ManagedCollisionCollection from_bags(ManagedCollisionModules{{"t1", lfu_module(4)}},
+                                       std::vector<EmbeddingBagConfig>{EmbeddingBagConfig(4, 8, "t1")});
+  ASSERT_EQ(from_bags->embedding_configs().size(), 1u);
+  EXPECT_EQ(from_bags->embedding_configs()[0].feature_names, (std::vector<std::string>{"t1"}));
+  ManagedCollisionCollection from_seq(ManagedCollisionModules{{"t1", lfu_module(4)}},
+                                      std::vector<EmbeddingConfig>{EmbeddingConfig(4, 8, "t1", {"a", "b"})});
+  EXPECT_EQ(from_seq->table_to_features()[0].second, (std::vector<std::string>{"a", "b"}));
+  EXPECT_THAT(error_of([] {
+                ManagedCollisionCollection(ManagedCollisionModules{{"t1", lfu_module(4)}},
+                                           std::vector<EmbeddingBagConfig>{EmbeddingBagConfig(5, 8, "t1")});
+              }),
+              HasSubstr("expected the table's num_embeddings 5"));
+}
+
+TEST(ManagedCollisionCollection, ApplyMcMethodToJtDictCallsTheNamedMethod) {
+  auto module = lfu_module(4);
+  module->train();
+  const JtDict features = {{"f", JaggedTensor::from_lengths(longs({7, 7, 9}), longs({3}))}};
+  // remap before any profile: every id goes to the overflow slot (the last).
+  const JtDict remapped = apply_mc_method_to_jt_dict(*module, "remap", features);
+  ASSERT_EQ(remapped.size(), 1u);
+  EXPECT_EQ(remapped[0].first, "f");
+  EXPECT_TRUE(torch::equal(remapped[0].second.values(), longs({3, 3, 3})));
+  // profile, then remap: 7 (twice) and 9 now own slots.
+  apply_mc_method_to_jt_dict(*module, "profile", features);
+  const JtDict after = apply_mc_method_to_jt_dict(*module, "remap", features);
+  EXPECT_NE(after[0].second.values()[0].item<int64_t>(), 3);
+  EXPECT_THAT(error_of([&] { apply_mc_method_to_jt_dict(*module, "evict", features); }),
+              HasSubstr("unknown method 'evict'; expected one of [preprocess, profile, remap, forward]"));
+}
+
+TEST(EvictionPolicies, AdditionalIdsCountAsSeenNow) {
+  // History: ids 5 (iter 2) and 6 (iter 3); additional id 5 at current_iter 9.
+  // torch::unique(cat(history, additional)) = [5, 6], inverse [0, 1, 0].
+  const MetadataDict history = {{"last_access_iter", longs({2, 3})}};
+  const torch::Tensor counts = longs({2, 1});
+  const torch::Tensor inverse = longs({0, 1, 0});
+  for (const std::shared_ptr<MCHEvictionPolicy>& policy :
+       {std::shared_ptr<MCHEvictionPolicy>(std::make_shared<LRU_EvictionPolicy>(1.0)),
+        std::shared_ptr<MCHEvictionPolicy>(std::make_shared<DistanceLFU_EvictionPolicy>(1.0))}) {
+    const MetadataDict with = policy->coalesce_history_metadata(9, history, counts, inverse, longs({5}), std::nullopt);
+    EXPECT_TRUE(torch::equal(with.at("last_access_iter"), longs({9, 3}))) << policy->name();
+    const MetadataDict without =
+        policy->coalesce_history_metadata(9, history, counts, longs({0, 1}), std::nullopt, std::nullopt);
+    EXPECT_TRUE(torch::equal(without.at("last_access_iter"), longs({2, 3}))) << policy->name();
+    EXPECT_THAT(error_of([&] { policy->coalesce_history_metadata(9, history, counts, longs({0, 1}), longs({5}), std::nullopt); }),
+                HasSubstr("unique_inverse_mapping has 2 entries for 3 history entries"));
+  }
+}
+
 }  // namespace
 }  // namespace recmod

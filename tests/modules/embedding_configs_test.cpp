@@ -37,6 +37,10 @@ TEST(EmbeddingConfigs, DataTypeConversions) {
   EXPECT_EQ(data_type_to_dtype(DataType::INT4), torch::kQUInt4x2);
   EXPECT_EQ(dtype_to_data_type(torch::kBFloat16), DataType::BF16);
   EXPECT_EQ(dtype_to_data_type(torch::kQUInt2x4), DataType::INT2);
+  // As TorchRec: quint8 and qint8 are INT8 (only uint8 is UINT8).
+  EXPECT_EQ(dtype_to_data_type(torch::kQUInt8), DataType::INT8);
+  EXPECT_EQ(dtype_to_data_type(torch::kQInt8), DataType::INT8);
+  EXPECT_EQ(dtype_to_data_type(torch::kUInt8), DataType::UINT8);
   for (auto d : {DataType::FP32, DataType::FP16, DataType::BF16, DataType::INT8, DataType::UINT8, DataType::INT4,
                  DataType::INT2}) {
     EXPECT_EQ(dtype_to_data_type(data_type_to_dtype(d)), d) << to_string(d);

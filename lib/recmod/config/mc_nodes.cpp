@@ -50,12 +50,9 @@ std::shared_ptr<ManagedCollisionModuleImpl> read_mc_module(const ConfigNode& tab
 template <typename Config>
 ManagedCollisionCollection read_mc_collection(const ConfigNode& tables_yaml, const std::vector<Config>& tables) {
   ManagedCollisionModules modules;
-  std::vector<ManagedTableConfig> managed;
-  for (size_t i = 0; i < tables.size(); ++i) {
+  for (size_t i = 0; i < tables.size(); ++i)
     modules.emplace_back(tables[i].name, read_mc_module(tables_yaml.at(i), tables[i]));
-    managed.push_back({tables[i].name, tables[i].num_embeddings, tables[i].feature_names});
-  }
-  return ManagedCollisionCollection(modules, managed);
+  return ManagedCollisionCollection(modules, tables);
 }
 
 }  // namespace

@@ -29,10 +29,16 @@ void record_access_iter(int64_t current_iter, MetadataDict& history_metadata) {
 /// prints "scatter_reduce() is in beta" on every run that evicts. Sorting
 /// the keys (id slot, iteration) puts each slot's latest iteration at the
 /// end of its group; slots without history entries stay 0.
-MetadataDict coalesce_access_iter(const MetadataDict& history_metadata, const torch::Tensor& unique_ids_counts,
-                                  const torch::Tensor& unique_inverse_mapping,
+MetadataDict coalesce_access_iter(int64_t current_iter, const MetadataDict& history_metadata,
+                                  const torch::Tensor& unique_ids_counts, const torch::Tensor& unique_inverse_mapping,
+                                  const std::optional<torch::Tensor>& additional_ids,
                                   const std::optional<torch::Tensor>& threshold_mask) {
-  const torch::Tensor iters = history_metadata.at(kLastAccessIter).to(torch::kLong);
+  torch::Tensor iters = history_metadata.at(kLastAccessIter).to(torch::kLong);
+  // Additional ids count as seen now.
+  if (additional_ids) iters = torch::cat({iters, torch::full({additional_ids->numel()}, current_iter, iters.options())});
+  if (unique_inverse_mapping.numel() != iters.numel())
+    throw_input_error("coalesce_history_metadata: unique_inverse_mapping has ", unique_inverse_mapping.numel(),
+                      " entries for ", iters.numel(), " history entries (with additional_ids)");
   const torch::Tensor slots = unique_inverse_mapping.to(torch::kLong);
   torch::Tensor last = torch::zeros_like(unique_ids_counts);
   if (iters.numel() > 0) {
@@ -92,6 +98,7 @@ MetadataDict LFU_EvictionPolicy::coalesce_history_metadata(int64_t /*current_ite
                                                            const MetadataDict& /*history_metadata*/,
                                                            const torch::Tensor& /*unique_ids_counts*/,
                                                            const torch::Tensor& /*unique_inverse_mapping*/,
+                                                           const std::optional<torch::Tensor>& /*additional_ids*/,
                                                            const std::optional<torch::Tensor>& /*mask*/) const {
   return {};
 }
@@ -123,12 +130,14 @@ void LRU_EvictionPolicy::record_history_metadata(int64_t current_iter, const tor
   record_access_iter(current_iter, history_metadata);
 }
 
-MetadataDict LRU_EvictionPolicy::coalesce_history_metadata(int64_t /*current_iter*/,
+MetadataDict LRU_EvictionPolicy::coalesce_history_metadata(int64_t current_iter,
                                                            const MetadataDict& history_metadata,
                                                            const torch::Tensor& unique_ids_counts,
                                                            const torch::Tensor& unique_inverse_mapping,
+                                                           const std::optional<torch::Tensor>& additional_ids,
                                                            const std::optional<torch::Tensor>& threshold_mask) const {
-  return coalesce_access_iter(history_metadata, unique_ids_counts, unique_inverse_mapping, threshold_mask);
+  return coalesce_access_iter(current_iter, history_metadata, unique_ids_counts, unique_inverse_mapping, additional_ids,
+                              threshold_mask);
 }
 
 EvictionDecision LRU_EvictionPolicy::update_metadata_and_generate_eviction_scores(
@@ -161,9 +170,11 @@ void DistanceLFU_EvictionPolicy::record_history_metadata(int64_t current_iter, c
 }
 
 MetadataDict DistanceLFU_EvictionPolicy::coalesce_history_metadata(
-    int64_t /*current_iter*/, const MetadataDict& history_metadata, const torch::Tensor& unique_ids_counts,
-    const torch::Tensor& unique_inverse_mapping, const std::optional<torch::Tensor>& threshold_mask) const {
-  return coalesce_access_iter(history_metadata, unique_ids_counts, unique_inverse_mapping, threshold_mask);
+    int64_t current_iter, const MetadataDict& history_metadata, const torch::Tensor& unique_ids_counts,
+    const torch::Tensor& unique_inverse_mapping, const std::optional<torch::Tensor>& additional_ids,
+    const std::optional<torch::Tensor>& threshold_mask) const {
+  return coalesce_access_iter(current_iter, history_metadata, unique_ids_counts, unique_inverse_mapping, additional_ids,
+                              threshold_mask);
 }
 
 EvictionDecision DistanceLFU_EvictionPolicy::update_metadata_and_generate_eviction_scores(

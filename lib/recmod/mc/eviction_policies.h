@@ -50,9 +50,13 @@ class MCHEvictionPolicy {
                                        MetadataDict& history_metadata) const = 0;
   /// Per unique id (torch::unique of the history) metadata, reduced from
   /// the per-entry history; restricted to threshold_mask when given.
+  /// additional_ids (TorchRec's argument): ids taken as part of the history,
+  /// seen at current_iter; unique_inverse_mapping then covers
+  /// cat(history, additional_ids).
   virtual MetadataDict coalesce_history_metadata(int64_t current_iter, const MetadataDict& history_metadata,
                                                  const torch::Tensor& unique_ids_counts,
                                                  const torch::Tensor& unique_inverse_mapping,
+                                                 const std::optional<torch::Tensor>& additional_ids,
                                                  const std::optional<torch::Tensor>& threshold_mask) const = 0;
   /// Updates the slots' metadata in place (matching ids, then the evicted
   /// slots with their new ids) and returns the eviction decision.
@@ -85,6 +89,7 @@ class LFU_EvictionPolicy : public MCHEvictionPolicy {
   MetadataDict coalesce_history_metadata(int64_t current_iter, const MetadataDict& history_metadata,
                                          const torch::Tensor& unique_ids_counts,
                                          const torch::Tensor& unique_inverse_mapping,
+                                         const std::optional<torch::Tensor>& additional_ids,
                                          const std::optional<torch::Tensor>& threshold_mask) const override;
   EvictionDecision update_metadata_and_generate_eviction_scores(
       int64_t current_iter, int64_t zch_size, const torch::Tensor& argsort_mapping,
@@ -105,6 +110,7 @@ class LRU_EvictionPolicy : public MCHEvictionPolicy {
   MetadataDict coalesce_history_metadata(int64_t current_iter, const MetadataDict& history_metadata,
                                          const torch::Tensor& unique_ids_counts,
                                          const torch::Tensor& unique_inverse_mapping,
+                                         const std::optional<torch::Tensor>& additional_ids,
                                          const std::optional<torch::Tensor>& threshold_mask) const override;
   EvictionDecision update_metadata_and_generate_eviction_scores(
       int64_t current_iter, int64_t zch_size, const torch::Tensor& argsort_mapping,
@@ -129,6 +135,7 @@ class DistanceLFU_EvictionPolicy : public MCHEvictionPolicy {
   MetadataDict coalesce_history_metadata(int64_t current_iter, const MetadataDict& history_metadata,
                                          const torch::Tensor& unique_ids_counts,
                                          const torch::Tensor& unique_inverse_mapping,
+                                         const std::optional<torch::Tensor>& additional_ids,
                                          const std::optional<torch::Tensor>& threshold_mask) const override;
   EvictionDecision update_metadata_and_generate_eviction_scores(
       int64_t current_iter, int64_t zch_size, const torch::Tensor& argsort_mapping,

@@ -35,7 +35,23 @@ std::vector<std::pair<std::string, std::vector<std::string>>> group_features_by_
   return out;
 }
 
+template <typename Config>
+std::vector<ManagedTableConfig> managed_tables_of(const std::vector<Config>& configs) {
+  std::vector<ManagedTableConfig> out;
+  for (const auto& c : configs)
+    out.push_back({c.name, c.num_embeddings, c.feature_names.empty() ? std::vector<std::string>{c.name} : c.feature_names});
+  return out;
+}
+
 }  // namespace
+
+ManagedCollisionCollectionImpl::ManagedCollisionCollectionImpl(ManagedCollisionModules managed_collision_modules,
+                                                               const std::vector<EmbeddingBagConfig>& embedding_configs)
+    : ManagedCollisionCollectionImpl(std::move(managed_collision_modules), managed_tables_of(embedding_configs)) {}
+
+ManagedCollisionCollectionImpl::ManagedCollisionCollectionImpl(ManagedCollisionModules managed_collision_modules,
+                                                               const std::vector<EmbeddingConfig>& embedding_configs)
+    : ManagedCollisionCollectionImpl(std::move(managed_collision_modules), managed_tables_of(embedding_configs)) {}
 
 ManagedCollisionCollectionImpl::ManagedCollisionCollectionImpl(ManagedCollisionModules managed_collision_modules,
                                                                std::vector<ManagedTableConfig> embedding_configs)
@@ -67,7 +83,7 @@ std::shared_ptr<ManagedCollisionModuleImpl> ManagedCollisionCollectionImpl::modu
   return nullptr;
 }
 
-JtDict ManagedCollisionCollectionImpl::apply_to_tables(Step step, JtDict features) const {
+JtDict ManagedCollisionCollectionImpl::apply_to_tables(const std::string& method, JtDict features) const {
   auto position = [&](const std::string& feature) -> size_t {
     for (size_t i = 0; i < features.size(); ++i)
       if (features[i].first == feature) return i;
@@ -79,7 +95,7 @@ JtDict ManagedCollisionCollectionImpl::apply_to_tables(Step step, JtDict feature
   for (const auto& [table, table_features] : table_to_features_) {
     JtDict input;
     for (const auto& feature : table_features) input.emplace_back(feature, features[position(feature)].second);
-    const JtDict output = ((*module_for(table)).*step)(input);
+    const JtDict output = apply_mc_method_to_jt_dict(*module_for(table), method, input);
     for (const auto& [feature, jt] : output) features[position(feature)].second = jt;
   }
   return features;
@@ -87,9 +103,9 @@ JtDict ManagedCollisionCollectionImpl::apply_to_tables(Step step, JtDict feature
 
 KeyedJaggedTensor ManagedCollisionCollectionImpl::forward(const KeyedJaggedTensor& features) {
   JtDict dict = features.to_dict();
-  dict = apply_to_tables(&ManagedCollisionModuleImpl::preprocess, std::move(dict));
-  dict = apply_to_tables(&ManagedCollisionModuleImpl::profile, std::move(dict));
-  dict = apply_to_tables(&ManagedCollisionModuleImpl::remap, std::move(dict));
+  dict = apply_to_tables("preprocess", std::move(dict));
+  dict = apply_to_tables("profile", std::move(dict));
+  dict = apply_to_tables("remap", std::move(dict));
   if (dict.empty()) return features;
   return KeyedJaggedTensor::from_jt_dict(dict);
 }

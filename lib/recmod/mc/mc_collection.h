@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "recmod/mc/mc_modules.h"
+#include "recmod/modules/embedding_configs.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
 
 namespace recmod {
@@ -43,6 +44,12 @@ class ManagedCollisionCollectionImpl : public torch::nn::Module {
  public:
   ManagedCollisionCollectionImpl(ManagedCollisionModules managed_collision_modules,
                                  std::vector<ManagedTableConfig> embedding_configs);
+  /// From TorchRec's embedding configs, as its constructor takes them (a
+  /// table without feature names reads the feature of its own name).
+  ManagedCollisionCollectionImpl(ManagedCollisionModules managed_collision_modules,
+                                 const std::vector<EmbeddingBagConfig>& embedding_configs);
+  ManagedCollisionCollectionImpl(ManagedCollisionModules managed_collision_modules,
+                                 const std::vector<EmbeddingConfig>& embedding_configs);
 
   KeyedJaggedTensor forward(const KeyedJaggedTensor& features);
   TableEvictions evict();
@@ -55,9 +62,9 @@ class ManagedCollisionCollectionImpl : public torch::nn::Module {
   }
 
  private:
-  using Step = JtDict (ManagedCollisionModuleImpl::*)(const JtDict&);
-  /// One step over all tables; features not of a table are kept as they are.
-  JtDict apply_to_tables(Step step, JtDict features) const;
+  /// One step (apply_mc_method_to_jt_dict's method) over all tables;
+  /// features not of a table are kept as they are.
+  JtDict apply_to_tables(const std::string& method, JtDict features) const;
 
   torch::nn::ModuleDict managed_collision_modules_;
   ManagedCollisionModules modules_;

@@ -141,7 +141,7 @@ void MCHManagedCollisionModuleImpl::coalesce_history() {
   MetadataDict history_slices;
   for (const auto& [name, buffer] : history_metadata_)
     history_slices[name] = buffer.slice(0, 0, current_history_buffer_offset_);
-  MetadataDict coalesced = policy.coalesce_history_metadata(current_iter_, history_slices, counts, inverse, mask);
+  MetadataDict coalesced = policy.coalesce_history_metadata(current_iter_, history_slices, counts, inverse, std::nullopt, mask);
   if (mask) {
     uniq_ids = uniq_ids.index({*mask});
     counts = counts.index({*mask});
@@ -238,6 +238,16 @@ std::shared_ptr<ManagedCollisionModuleImpl> MCHManagedCollisionModuleImpl::rebui
       .mch_size(new_mch_size > 0 ? std::optional<int64_t>(new_mch_size) : std::nullopt)
       .output_global_offset(output_id_range.first);
   return std::make_shared<MCHManagedCollisionModuleImpl>(o);
+}
+
+JtDict apply_mc_method_to_jt_dict(ManagedCollisionModuleImpl& mc_module, const std::string& method,
+                                  const JtDict& features_dict) {
+  if (method == "preprocess") return mc_module.preprocess(features_dict);
+  if (method == "profile") return mc_module.profile(features_dict);
+  if (method == "remap") return mc_module.remap(features_dict);
+  if (method == "forward") return mc_module.forward(features_dict);
+  throw_input_error("apply_mc_method_to_jt_dict: unknown method '", method, "'; expected one of ",
+                    join_names({"preprocess", "profile", "remap", "forward"}));
 }
 
 }  // namespace recmod

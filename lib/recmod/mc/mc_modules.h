@@ -65,6 +65,12 @@ class ManagedCollisionModuleImpl : public torch::nn::Module {
   virtual torch::Device device() const = 0;
 };
 
+/// TorchRec's apply_mc_method_to_jt_dict: calls `method` (preprocess,
+/// profile, remap or forward) of `mc_module` on `features_dict`; the result
+/// keeps its ordering. Another method name is an InputError listing these.
+JtDict apply_mc_method_to_jt_dict(ManagedCollisionModuleImpl& mc_module, const std::string& method,
+                                  const JtDict& features_dict);
+
 /// Options of MCHManagedCollisionModule; names and defaults as TorchRec's
 /// constructor arguments.
 struct MCHManagedCollisionModuleOptions {

@@ -110,11 +110,12 @@ DataType dtype_to_data_type(torch::Dtype dtype) {
       return DataType::INT64;
     case torch::kInt32:
       return DataType::INT32;
+    // TorchRec: {quint8, qint8, int8} -> INT8; only uint8 is UINT8.
     case torch::kInt8:
     case torch::kQInt8:
+    case torch::kQUInt8:
       return DataType::INT8;
     case torch::kUInt8:
-    case torch::kQUInt8:
       return DataType::UINT8;
     case torch::kQUInt4x2:
       return DataType::INT4;
