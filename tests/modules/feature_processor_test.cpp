@@ -55,6 +55,46 @@ TEST(PositionWeightedModule, GradientSumsOverPositions) {
   EXPECT_TRUE(torch::equal(pw->position_weight.grad(), torch::tensor({2.0f, 1.0f, 0.0f})));
 }
 
+TEST(PositionWeightedModule, TheReferencesDictSignature) {
+  PositionWeightedModule pw(FeatureLengths{{"f1", 2}, {"f2", 3}});
+  std::vector<std::string> keys;
+  for (const auto& kv : state_dict(*pw)) keys.push_back(kv.first);
+  EXPECT_THAT(keys, ElementsAre("position_weights.f1", "position_weights.f2"));  // TorchRec v0.6's keys
+  assign(state_dict(*pw).at(1).second, torch::tensor({0.5f, 2.0f, 4.0f}));
+  const JaggedTensorDict in = {
+      {"other", JaggedTensor::from_lengths(torch::tensor({5}), torch::tensor({1}))},
+      {"f2", JaggedTensor::from_lengths(torch::tensor({7, 8, 9}), torch::tensor({3}))},
+      {"f1", JaggedTensor::from_lengths(torch::tensor({1, 2}), torch::tensor({1, 1}))}};
+  const JaggedTensorDict out = pw->forward(in);
+  ASSERT_EQ(out.size(), 3u);  // the input's order; a feature without weights passes through
+  EXPECT_EQ(out[0].first, "other");
+  EXPECT_FALSE(out[0].second.has_weights());
+  EXPECT_EQ(out[1].first, "f2");
+  EXPECT_TRUE(torch::equal(out[1].second.weights(), torch::tensor({0.5f, 2.0f, 4.0f})));
+  EXPECT_TRUE(torch::equal(out[2].second.weights(), torch::tensor({1.0f, 1.0f})));
+  EXPECT_THAT(error_of([&] { pw->forward(JaggedTensorDict{in[0]}); }),
+              HasSubstr("feature 'f1' is missing from the input [other]"));
+  EXPECT_THAT(error_of([&] { pw->forward(in[2].second); }), HasSubstr("takes a dict of JaggedTensors"));
+  EXPECT_THAT(error_of([] { PositionWeightedModule(3)->forward(JaggedTensorDict{}); }),
+              HasSubstr("built for one feature, it takes a JaggedTensor"));
+  // Through the base classes, as a custom processor would plug in.
+  BaseFeatureProcessor& base = *pw;
+  EXPECT_EQ(base.forward(in).size(), 3u);
+  PositionWeightedModuleCollection collection(FeatureLengths{{"f1", 2}});
+  BaseGroupedFeatureProcessor& grouped = *collection;
+  EXPECT_TRUE(torch::equal(grouped.forward(kjt({"f1"}, {1, 2}, {2})).weights(), torch::ones({2})));
+}
+
+TEST(PositionWeightedModule, UpdateFeaturesReplacesInPlaceAndAppendsNewKeys) {
+  const auto a = JaggedTensor::from_lengths(torch::tensor({1}), torch::tensor({1}));
+  const auto b = JaggedTensor::from_lengths(torch::tensor({2, 3}), torch::tensor({2}));
+  const JaggedTensorDict out = position_weighted_module_update_features({{"x", a}, {"y", a}}, {{"y", b}, {"z", b}});
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[1].first, "y");
+  EXPECT_EQ(out[1].second.values().numel(), 2);
+  EXPECT_EQ(out[2].first, "z");
+}
+
 TEST(PositionWeightedModuleCollection, OtherFeaturesGetOne) {
   PositionWeightedModuleCollection pw(FeatureLengths{{"b", 2}, {"a", 3}});
   assign(pw->position_weight("a"), torch::tensor({3.0f, 4.0f, 5.0f}));

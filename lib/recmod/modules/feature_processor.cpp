@@ -79,15 +79,70 @@ PositionWeightedModuleImpl::PositionWeightedModuleImpl(int64_t max_feature_lengt
   reset_parameters();
 }
 
+PositionWeightedModuleImpl::PositionWeightedModuleImpl(FeatureLengths max_feature_lengths, torch::Device device)
+    : max_feature_lengths_(std::move(max_feature_lengths)) {
+  check_lengths_positive(max_feature_lengths_, "PositionWeightedModule");
+  position_weights_ = register_module("position_weights", make_position_weights(max_feature_lengths_, device));
+}
+
+int64_t PositionWeightedModuleImpl::max_feature_length() const {
+  if (!position_weight.defined())
+    throw_input_error("PositionWeightedModule: built with max_feature_lengths per feature; see max_feature_lengths()");
+  return position_weight.size(0);
+}
+
 void PositionWeightedModuleImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
-  position_weight.fill_(1.0);
+  if (position_weight.defined()) position_weight.fill_(1.0);
+  if (!position_weights_.is_empty())
+    for (auto& p : position_weights_->values()) p.fill_(1.0);
 }
 
 JaggedTensor PositionWeightedModuleImpl::forward(const JaggedTensor& features) {
+  if (!position_weight.defined())
+    throw_input_error("PositionWeightedModule: built with max_feature_lengths per feature, it takes a dict of "
+                      "JaggedTensors (forward(JaggedTensorDict))");
   const torch::Tensor positions = offsets_range(features.offsets(), features.values().size(0));
   return JaggedTensor::unchecked(features.values(), features.lengths(), features.offsets(),
                                  gather_position_weights(position_weight, positions, "PositionWeightedModule"));
+}
+
+JaggedTensorDict PositionWeightedModuleImpl::forward(const JaggedTensorDict& features) {
+  if (position_weights_.is_empty())
+    throw_input_error("PositionWeightedModule: built for one feature, it takes a JaggedTensor; build it with "
+                      "max_feature_lengths per feature for a dict");
+  JaggedTensorDict weighted;
+  for (const auto& [feature, length] : max_feature_lengths_) {
+    const JaggedTensor* jt = nullptr;
+    for (const auto& [key, value] : features)
+      if (key == feature) jt = &value;
+    if (!jt) {
+      std::vector<std::string> present;
+      for (const auto& kv : features) present.push_back(kv.first);
+      throw_input_error("PositionWeightedModule: feature '", feature, "' is missing from the input ",
+                        join_names(present));
+    }
+    const torch::Tensor positions = offsets_range(jt->offsets(), jt->values().size(0));
+    weighted.emplace_back(
+        feature, JaggedTensor::unchecked(jt->values(), jt->lengths(), jt->offsets(),
+                                         gather_position_weights(position_weights_->get(feature), positions,
+                                                                 feature_what("PositionWeightedModule", feature))));
+  }
+  return position_weighted_module_update_features(features, weighted);
+}
+
+JaggedTensorDict position_weighted_module_update_features(JaggedTensorDict features,
+                                                          const JaggedTensorDict& weighted_features) {
+  for (const auto& [key, value] : weighted_features) {
+    bool replaced = false;
+    for (auto& [k, v] : features)
+      if (k == key) {
+        v = value;
+        replaced = true;
+      }
+    if (!replaced) features.emplace_back(key, value);
+  }
+  return features;
 }
 
 // ---------------------------------------------------------------------------

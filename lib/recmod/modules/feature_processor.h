@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "recmod/modules/embedding_modules.h"
 #include "recmod/sparse/jagged_tensor.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
 
@@ -33,27 +34,60 @@ torch::Tensor offsets_range(const torch::Tensor& offsets, int64_t num_values);
 torch::Tensor gather_position_weights(const torch::Tensor& position_weight, const torch::Tensor& positions,
                                       const std::string& what);
 
-/// One feature: JaggedTensor in, the same values/lengths with
-/// weights = position_weight[position within bag] out (input weights are
-/// replaced). Parameter: position_weight (max_feature_length).
-class PositionWeightedModuleImpl : public torch::nn::Module {
+/// TorchRec's BaseFeatureProcessor: Dict[str, JaggedTensor] in and out.
+class BaseFeatureProcessor : public torch::nn::Module {
+ public:
+  virtual JaggedTensorDict forward(const JaggedTensorDict& features) = 0;
+};
+
+/// TorchRec's BaseGroupedFeatureProcessor: KeyedJaggedTensor in and out.
+class BaseGroupedFeatureProcessor : public torch::nn::Module {
+ public:
+  virtual KeyedJaggedTensor forward(const KeyedJaggedTensor& features) = 0;
+};
+
+/// TorchRec's position_weighted_module_update_features: `features` with each
+/// key of `weighted_features` replaced by its weighted version (a key not in
+/// `features` is added at the end); the order of `features` is kept.
+JaggedTensorDict position_weighted_module_update_features(JaggedTensorDict features,
+                                                          const JaggedTensorDict& weighted_features);
+
+/// Two signatures, as TorchRec has had both:
+/// - one feature (feature_processor_'s): JaggedTensor in, the same
+///   values/lengths with weights = position_weight[position within bag] out
+///   (input weights are replaced). Parameter: position_weight (max_feature_length).
+/// - the reference's (feature_processor's, v0.6): max_feature_lengths per
+///   feature; Dict[str, JaggedTensor] in, the same dict out with each of
+///   those features weighted by its position_weights.<feature> (others pass
+///   through; position_weighted_module_update_features). Parameters:
+///   position_weights.<feature>.
+class PositionWeightedModuleImpl : public BaseFeatureProcessor {
  public:
   explicit PositionWeightedModuleImpl(int64_t max_feature_length, torch::Device device = torch::kCPU);
+  explicit PositionWeightedModuleImpl(FeatureLengths max_feature_lengths, torch::Device device = torch::kCPU);
   JaggedTensor forward(const JaggedTensor& features);
+  JaggedTensorDict forward(const JaggedTensorDict& features) override;
   void reset_parameters();
-  int64_t max_feature_length() const { return position_weight.size(0); }
-  torch::Tensor position_weight;
+  /// The one feature's length (the single-feature form).
+  int64_t max_feature_length() const;
+  /// The per-feature lengths (the reference's form); empty for the single-feature form.
+  const FeatureLengths& max_feature_lengths() const { return max_feature_lengths_; }
+  torch::Tensor position_weight;  // the single-feature form's parameter
+
+ private:
+  FeatureLengths max_feature_lengths_;
+  torch::nn::ParameterDict position_weights_{nullptr};
 };
 TORCH_MODULE(PositionWeightedModule);
 
 /// Several features of a KJT: keys, values and lengths are kept; weights
 /// become position weights for the features in max_feature_lengths and 1
 /// for the others. Parameters: position_weights.<feature>.
-class PositionWeightedModuleCollectionImpl : public torch::nn::Module {
+class PositionWeightedModuleCollectionImpl : public BaseGroupedFeatureProcessor {
  public:
   explicit PositionWeightedModuleCollectionImpl(FeatureLengths max_feature_lengths,
                                                 torch::Device device = torch::kCPU);
-  KeyedJaggedTensor forward(const KeyedJaggedTensor& features);
+  KeyedJaggedTensor forward(const KeyedJaggedTensor& features) override;
   void reset_parameters();
   const FeatureLengths& max_feature_lengths() const { return max_feature_lengths_; }
   /// nullptr when `feature` has no position weights.
@@ -74,11 +108,11 @@ TORCH_MODULE(PositionWeightedModuleCollection);
 /// Input weights are ignored (TorchRec reads them as precomputed positions,
 /// a detail of its row-wise sharding that recmod does not have).
 /// Parameters: position_weights.<feature>.
-class PositionWeightedProcessorImpl : public torch::nn::Module {
+class PositionWeightedProcessorImpl : public BaseGroupedFeatureProcessor {
  public:
   explicit PositionWeightedProcessorImpl(FeatureLengths max_feature_lengths,
                                          torch::Device device = torch::kCPU);
-  KeyedJaggedTensor forward(const KeyedJaggedTensor& features);
+  KeyedJaggedTensor forward(const KeyedJaggedTensor& features) override;
   const FeatureLengths& max_feature_lengths() const { return max_feature_lengths_; }
   /// nullptr when `feature` has no position weights.
   const torch::Tensor* find_position_weight(const std::string& feature) const;
