@@ -57,15 +57,16 @@ int run_train(const TrainArgs& args) {
     throw UsageError("--init-from starts a new run from another checkpoint's values, --resume continues this run from "
                      "its own checkpoint: drop one");
   if (!args.init_only.empty() && args.init_from.empty()) throw UsageError("--init-only needs --init-from CHECKPOINT");
-  if (!args.init_from.empty() && args.dist.nproc > 1)
-    throw UsageError("--init-from runs in one process in this build; drop --nproc (a run started with --init-from "
-                     "can be resumed with --nproc)");
   if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
-  // A rank of a distributed run builds its tables deferred and draws only its shards.
-  auto opened = world > 1 ? train::open_model_deferred(args.config, args.overrides)
-                          : train::open_model(args.config, "", args.overrides);
+  // A rank of a distributed run builds its tables deferred and draws only its
+  // shards; a warm start (--init-from) builds the full model on every rank,
+  // loads the checkpoint's selected keys into it as one process does, and
+  // the trainer's shard_model then copies each rank's rows/columns of it.
+  const bool deferred = world > 1 && args.init_from.empty();
+  auto opened = deferred ? train::open_model_deferred(args.config, args.overrides)
+                         : train::open_model(args.config, "", args.overrides);
   const auto& t = opened.config.training;
   const std::string data = !args.data.empty() ? args.data : opened.config.data.train;
   const std::string eval_data = !args.eval_data.empty() ? args.eval_data : opened.config.data.eval;
@@ -78,9 +79,8 @@ int run_train(const TrainArgs& args) {
     throw UsageError("distributed training runs on the CPU (gloo) in this build; use --device cpu");
   if (device.is_cpu()) train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
   if (!args.init_from.empty()) {
-    if (world > 1) throw UsageError("--init-from runs in one process in this build; start the run in one process");
     const auto report = train::warm_start(opened.model, io::load_tensors(args.init_from), args.init_only, args.init_from);
-    std::cerr << report.describe(args.init_from);
+    if (joined.lead()) std::cerr << report.describe(args.init_from);
   }
   dist::ShardingPlan plan;
   if (world > 1) plan = train::plan_model(opened.model, opened.config, world, memory_per_rank(joined));

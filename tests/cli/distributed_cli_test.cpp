@@ -214,6 +214,48 @@ std::string rank_env(int rank, int port) {
 
 RunResult run_shell(const std::string& script) { return run_command("sh -c '" + script + "' 2>&1"); }
 
+// --init-from at 2 ranks: each rank loads its rows/columns of every table
+// (all four sharding types) and the dense parameters from a one-process
+// checkpoint; N steps later model.pt is the one-process run's, warm-started
+// the same way with the global batch. --init-only restricts it as in one process.
+TEST(DistributedCli, InitFromWarmStartsEveryRanksShards) {
+  const Data d = make_data("dist_init_from", 300);
+  const auto one = write_file(d.dir + "/one.yaml", mixed_model_yaml(16, "{type: sgd, lr: 0.2}", kAllTypes));
+  const auto many = write_file(d.dir + "/many.yaml", mixed_model_yaml(8, "{type: sgd, lr: 0.2}", kAllTypes));
+  auto r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/source --threads 1 --steps 10");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string from = " --init-from " + d.dir + "/source/model.pt --steps 6";
+  for (const std::string only : {"", " --init-only sparse_arch"}) {
+    const std::string tag = only.empty() ? "all" : "sparse";
+    r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one_" + tag + " --threads 1" + from + only);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = run_recmod("train " + many + " --data " + d.train + " --out " + d.dir + "/many_" + tag + " --nproc 2 --dist-timeout 60" +
+                   from + only);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_THAT(r.output, HasSubstr("2 ranks"));
+    const size_t first = r.output.find("init-from " + d.dir + "/source/model.pt: ");
+    ASSERT_NE(first, std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("init-from " + d.dir + "/source/model.pt: ", first + 1), std::string::npos)
+        << "reported once, by rank 0: " << r.output;
+    EXPECT_THAT(r.output, HasSubstr(only.empty() ? "dense_arch: 2 of 2 keys loaded"
+                                                 : "dense_arch: not selected (--init-only), kept its initialisation"));
+    EXPECT_THAT(r.output, HasSubstr("sparse_arch: 4 of 4 keys loaded"));
+    expect_same_tensors(d.dir + "/one_" + tag + "/model.pt", d.dir + "/many_" + tag + "/model.pt", 1e-5);
+  }
+  // --init-only kept dense_arch's initialisation: its values differ from the full warm start's
+  const StateDict all = io::load_tensors(d.dir + "/many_all/model.pt");
+  const StateDict sparse = io::load_tensors(d.dir + "/many_sparse/model.pt");
+  for (size_t i = 0; i < all.size(); ++i)
+    if (all[i].first.rfind("dense_arch.", 0) == 0) EXPECT_FALSE(all[i].second.allclose(sparse[i].second)) << all[i].first;
+  // a key whose shape does not match is still an error naming it
+  std::string wider = mixed_model_yaml(8, "{type: sgd, lr: 0.2}", kAllTypes);
+  wider.replace(wider.find("name: t_b, num_embeddings: 40"), 29, "name: t_b, num_embeddings: 48");
+  r = run_recmod("train " + write_file(d.dir + "/wider.yaml", wider) + " --data " + d.train + " --out " + d.dir +
+                 "/wider --nproc 2 --dist-timeout 60" + from);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("key 'sparse_arch.embedding_bags.t_b.weight' has shape [40, 4], the model expects [48, 4]"));
+}
+
 TEST(DistributedCli, RanksStartedWithDifferentArgumentsAreRefused) {
   const Data d = make_data("dist_mismatch");
   const auto cfg = write_file(d.dir + "/m.yaml", mixed_model_yaml(8, "{type: sgd, lr: 0.1}", kAllTypes));

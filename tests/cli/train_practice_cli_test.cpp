@@ -257,9 +257,6 @@ TEST(TrainPracticeCli, InitFromWarmStartsSelectedNodes) {
   auto both = run_recmod(train + " --resume --out " + d.dir + "/warm");
   EXPECT_EQ(both.exit_code, 2);
   EXPECT_THAT(both.output, HasSubstr("drop one"));
-  auto ranks = run_recmod(train + " --nproc 2 --out " + d.dir + "/ranks");
-  EXPECT_EQ(ranks.exit_code, 2);
-  EXPECT_THAT(ranks.output, HasSubstr("--init-from runs in one process"));
 }
 
 }  // namespace
