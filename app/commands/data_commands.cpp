@@ -1,4 +1,4 @@
-// recmod generate / recmod convert: the data library's file tools.
+// recmod generate / recmod convert / recmod vocab: the data library's file tools.
 #include <algorithm>
 #include <iostream>
 
@@ -9,6 +9,7 @@
 #include "recmod/data/convert.h"
 #include "recmod/data/generate.h"
 #include "recmod/data/open_reader.h"
+#include "recmod/data/vocab.h"
 
 namespace recmod::app {
 
@@ -87,6 +88,26 @@ int run_convert(const ConvertArgs& a) {
   return 0;
 }
 
+struct VocabArgs {
+  std::string config, data, out;
+  int64_t min_count = 1;
+  int64_t top_k = 0;
+};
+
+int run_vocab(const VocabArgs& a) {
+  const auto columns = config::load_model_config(a.config).data.columns;
+  if (!columns) throw UsageError("vocab: " + a.config + " has no data.columns; a vocabulary is built for delimited text");
+  const auto vocab = data::build_vocabulary(a.data, *columns, {a.min_count, a.top_k});
+  data::save_vocabulary(vocab, a.out);
+  for (const auto& c : vocab.columns)
+    std::cout << c.column << ": " << c.distinct << " distinct, " << c.ids.size() << " kept (table rows "
+              << c.num_rows() << " with the OOV bucket " << c.oov_id() << "), OOV share "
+              << (c.total ? 100.0 * static_cast<double>(c.oov) / static_cast<double>(c.total) : 0.0) << "% of "
+              << c.total << " ids\n";
+  std::cout << "wrote " << a.out << "\n";
+  return 0;
+}
+
 }  // namespace
 
 void add_data_commands(CLI::App& app, Actions& actions) {
@@ -120,6 +141,17 @@ void add_data_commands(CLI::App& app, Actions& actions) {
                    "delimited text)");
   conv->add_flag("--skip-bad", c->skip_bad, "Skip bad records (and report them) instead of failing");
   actions["convert"] = [c] { return run_convert(*c); };
+
+  auto* voc = app.add_subcommand("vocab", "Build a vocabulary of each string-id column of delimited text (data.columns)");
+  auto v = std::make_shared<VocabArgs>();
+  voc->add_option("config", v->config, "Model config whose data.columns describe the file")->required();
+  voc->add_option("--data", v->data, "Delimited data file to count ids in")->required();
+  voc->add_option("--min-count", v->min_count, "Keep ids seen at least this often")->check(CLI::PositiveNumber)->capture_default_str();
+  voc->add_option("--top-k", v->top_k, "Keep at most this many ids per column, most frequent first (0: all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  voc->add_option("--out", v->out, "Vocabulary file to write")->required();
+  actions["vocab"] = [v] { return run_vocab(*v); };
 }
 
 }  // namespace recmod::app
