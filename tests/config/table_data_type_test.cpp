@@ -119,5 +119,28 @@ TEST(TableDataType, BadValuesAndPlacesAreConfigErrorsAtTheKey) {
                         "tables; this kind stores fp32, fp16 or bf16"));
 }
 
+TEST(TableDataType, StochasticRoundingReachesTheFusedUpdateAndOnlyForFp16Bf16) {
+  // The same model and batches, bf16 tables rounded to nearest or
+  // stochastically: the key reaches the fused EBC's update (the EC's
+  // row-sparse optimizer rounds to nearest either way).
+  std::vector<torch::Tensor> trained;
+  for (const std::string t1 : {"bf16", "bf16, stochastic_rounding: false", "bf16, stochastic_rounding: true"}) {
+    const ModelConfig config = parse(model(t1, "fp32"));
+    torch::manual_seed(0);
+    ModelGraph graph(static_cast<const ModelSpec&>(config));
+    train::TrainingSetup setup(graph, config.training, torch::kCPU);
+    graph->train();
+    for (int step = 0; step < 5; ++step) train::train_step(graph, setup, batch(1 + step));
+    trained.push_back(weight_of(graph, "bags.embedding_bags.t1.weight").clone());
+  }
+  EXPECT_TRUE(torch::equal(trained[0], trained[1]));
+  EXPECT_FALSE(torch::equal(trained[0], trained[2]));
+  EXPECT_EQ(build_error(model("fp16, stochastic_rounding: true", "fp32")), "no error");
+  EXPECT_THAT(build_error(model("fp32, stochastic_rounding: true", "fp32")),
+              HasSubstr("t.yaml:9:117: nodes.bags.tables[0].stochastic_rounding: stochastic_rounding is for tables "
+                        "of data_type fp16 or bf16; this table is fp32"));
+  EXPECT_THAT(build_error(model("bf16, stochastic_rounding: 3", "fp32")), HasSubstr("stochastic_rounding"));
+}
+
 }  // namespace
 }  // namespace recmod::config

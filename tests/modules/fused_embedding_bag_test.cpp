@@ -390,3 +390,72 @@ TEST(FusedEmbeddingBag, TablesAndOptimizerStateAreAdvisedHugePages) {
 
 }  // namespace
 }  // namespace recmod
+
+// Stochastic rounding of fp16 / bf16 tables (issue 16): the fused update's
+// write-back through apply_row_update (CPU kernel) and the tensor-op path.
+namespace recmod {
+namespace {
+
+/// A (4, 64) table of ones in `dtype`, each row looked up once per step with
+/// gradient 1: `steps` SGD steps of `lr` each, every element should end at
+/// 1 - steps * lr.
+torch::Tensor tiny_updates(torch::Dtype dtype, bool stochastic, double lr, int steps, bool generic = false,
+                           uint64_t seed = 5) {
+  FusedLookupPlan plan;
+  plan.tables = {torch::ones({4, 64}, dtype)};
+  plan.pooling = {PoolingType::SUM};
+  plan.slots = {{0, 0, 0}};
+  plan.output_dim = 64;
+  FusedLookupInput input{torch::arange(4, torch::kLong), torch::arange(5, torch::kLong), torch::Tensor(), 4, {0, 4}};
+  torch::manual_seed(seed);
+  FusedEmbeddingOptimizer opt(plan.tables, opts("sgd", lr), {stochastic});
+  const torch::Tensor grad = torch::ones({4, 64});
+  for (int s = 0; s < steps; ++s) fused_backward_update(plan, input, grad, opt, false, generic);
+  return plan.tables[0];
+}
+
+TEST(FusedEmbeddingBag, StochasticRoundingAveragesTinyUpdatesThatNearestDrops) {
+  // Each update is under half a unit in the last place below 1.0 (bf16 2^-9,
+  // fp16 2^-12): rounding to nearest drops every one.
+  for (auto [dtype, lr] : {std::pair{torch::kBFloat16, 1e-3}, std::pair{torch::kHalf, 1e-4}}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    const int steps = 100;
+    const double expected = tiny_updates(torch::kFloat, false, lr, steps).mean().item<double>();
+    EXPECT_NEAR(expected, 1.0 - steps * lr, 1e-5);
+    EXPECT_TRUE(torch::equal(tiny_updates(dtype, false, lr, steps), torch::ones({4, 64}, dtype)));
+    for (bool generic : {false, true}) {
+      const torch::Tensor w = tiny_updates(dtype, true, lr, steps, generic);
+      EXPECT_EQ(w.scalar_type(), dtype);
+      // The mean of 256 elements: within 5% of the total move (its standard
+      // deviation is under 1%).
+      EXPECT_NEAR(w.to(torch::kFloat).mean().item<double>(), expected, 0.05 * steps * lr) << (generic ? "tensor ops" : "cpu");
+      EXPECT_GT(w.to(torch::kFloat).std().item<double>(), 0.0);  // elements round independently
+    }
+  }
+}
+
+TEST(FusedEmbeddingBag, StochasticRoundingIsDeterministicUnderItsSeed) {
+  const int threads = at::get_num_threads();
+  std::vector<torch::Tensor> results;
+  for (int n : {1, 2, 3}) {
+    at::set_num_threads(n);
+    results.push_back(tiny_updates(torch::kBFloat16, true, 1e-3, 20));
+  }
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(results[0], results[1]));
+  EXPECT_TRUE(torch::equal(results[0], results[2]));
+  // The tensor-op path uses the same bits: the same table.
+  EXPECT_TRUE(torch::equal(results[0], tiny_updates(torch::kBFloat16, true, 1e-3, 20, /*generic=*/true)));
+  // Another seed, other bits.
+  EXPECT_FALSE(torch::equal(results[0], tiny_updates(torch::kBFloat16, true, 1e-3, 20, false, /*seed=*/6)));
+}
+
+TEST(FusedEmbeddingBag, StochasticRoundingFlagsMustMatchTheTables) {
+  const std::vector<torch::Tensor> two = {torch::ones({2, 4}, torch::kBFloat16), torch::ones({2, 4}, torch::kBFloat16)};
+  EXPECT_THROW(FusedEmbeddingOptimizer(two, opts("sgd", 0.1), {true}), c10::Error);
+  EXPECT_FALSE(FusedEmbeddingOptimizer(two, opts("sgd", 0.1)).rounding(1).stochastic);
+  EXPECT_TRUE(FusedEmbeddingOptimizer(two, opts("sgd", 0.1), {false, true}).rounding(1).stochastic);
+}
+
+}  // namespace
+}  // namespace recmod

@@ -15,7 +15,8 @@ namespace recmod::config {
 namespace {
 
 const std::vector<std::string> kTableKeys = {"name",          "num_embeddings", "embedding_dim", "feature_names",
-                                             "weight_init_min", "weight_init_max", "data_type"};
+                                             "weight_init_min", "weight_init_max", "data_type",
+                                             "stochastic_rounding"};
 
 // Fields every table kind shares (modules/module_args.h reads them, for
 // golden cases too); `extra` are the kind's own keys.

@@ -69,6 +69,10 @@ struct BaseEmbeddingConfig {
   int64_t embedding_dim = 0;
   std::string name;
   DataType data_type = DataType::FP32;
+  /// fp16 / bf16 tables: the optimizer writes updated rows back rounded
+  /// stochastically (optim/stochastic_rounding.h) rather than to nearest
+  /// (TorchRec/FBGEMM's stochastic_rounding). Only with those data types.
+  bool stochastic_rounding = false;
   /// Empty means [name] (the modules fill it in, as TorchRec does).
   std::vector<std::string> feature_names;
   std::optional<double> weight_init_max;  // default  sqrt(1 / num_embeddings)

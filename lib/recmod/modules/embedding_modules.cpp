@@ -256,8 +256,12 @@ void EmbeddingBagCollectionImpl::to(torch::Device device, bool non_blocking) {
 
 void EmbeddingBagCollectionImpl::enable_fused_optimizer(const optim::OptimizerOptions& options) {
   std::vector<torch::Tensor> weights;
-  for (const auto& t : tables_) weights.push_back(t->weight);
-  fused_ = std::make_shared<FusedEmbeddingOptimizer>(weights, options);
+  std::vector<bool> stochastic_rounding;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    weights.push_back(tables_[t]->weight);
+    stochastic_rounding.push_back(options_.tables()[t].stochastic_rounding);
+  }
+  fused_ = std::make_shared<FusedEmbeddingOptimizer>(weights, options, stochastic_rounding);
 }
 
 void EmbeddingBagCollectionImpl::disable_fused_optimizer() { fused_.reset(); }

@@ -424,6 +424,7 @@ void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, co
       // entries in input order: deterministic, whatever the thread count.
       at::parallel_for(0, num_rows, 16, [&](int64_t begin, int64_t end) {
         std::vector<float> g(dim);
+        optim::RowRounding rounding = optimizer.rounding(t);
         for (int64_t r = begin; r < end; ++r) {
           if (r + kUpdatePrefetchDistance < end) {
             const int64_t ahead = static_cast<int64_t>(keys[segments[r + kUpdatePrefetchDistance]] >> 32);
@@ -438,8 +439,9 @@ void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, co
             const float* __restrict__ x = go + out_off[entry];
             for (int64_t j = 0; j < dim; ++j) g[j] += a * x[j];
           }
+          rounding.row = static_cast<uint64_t>(row);
           optim::apply_row_update<scalar_t, float>(rule, scalars, g.data(), w_all + row * dim,
-                                 state != nullptr ? state + row * state_stride : nullptr, dim);
+                                 state != nullptr ? state + row * state_stride : nullptr, dim, rounding);
         }
       });
     });
@@ -479,7 +481,8 @@ void backward_generic(const FusedLookupPlan& plan, const FusedLookupInput& input
     const torch::Tensor& rows = std::get<0>(unique);
     torch::Tensor g = torch::zeros({rows.numel(), dim}, grad_out.options()).index_add_(0, std::get<1>(unique),
                                                                                         torch::cat(grads));
-    optim::update_rows_with_tensor_ops(optimizer.rule(), optimizer.options(), table, optimizer.states()[t], rows, g);
+    optim::update_rows_with_tensor_ops(optimizer.rule(), optimizer.options(), table, optimizer.states()[t], rows, g,
+                                       optimizer.rounding(t));
   }
 }
 
@@ -700,8 +703,14 @@ class FusedEmbeddingBagBackward : public torch::autograd::Node {
 // ---------------------------------------------------------------------------
 
 FusedEmbeddingOptimizer::FusedEmbeddingOptimizer(const std::vector<torch::Tensor>& tables,
-                                                 optim::OptimizerOptions options)
-    : options_(std::move(options)) {
+                                                 optim::OptimizerOptions options,
+                                                 std::vector<bool> stochastic_rounding)
+    : options_(std::move(options)), stochastic_rounding_(std::move(stochastic_rounding)) {
+  TORCH_CHECK(stochastic_rounding_.empty() || stochastic_rounding_.size() == tables.size(),
+              "fused embedding optimizer: ", stochastic_rounding_.size(), " stochastic_rounding flags for ",
+              tables.size(), " tables");
+  if (any_stochastic_rounding())
+    seed_ = static_cast<uint64_t>(torch::randint(0, int64_t{1} << 62, {1}, torch::kLong).item<int64_t>());
   optim::validate(options_, optim::OptimizerRole::embedding);
   rule_ = optim::row_update_of(options_.type(), "fused embedding optimizer");
   for (const auto& w : tables) {
@@ -709,6 +718,10 @@ FusedEmbeddingOptimizer::FusedEmbeddingOptimizer(const std::vector<torch::Tensor
                 w.defined() ? w.sizes() : torch::IntArrayRef{});
     states_.push_back(optim::make_row_state(rule_, options_, w.sizes(), w.options().dtype(torch::kFloat)));
   }
+}
+
+bool FusedEmbeddingOptimizer::any_stochastic_rounding() const {
+  return std::find(stochastic_rounding_.begin(), stochastic_rounding_.end(), true) != stochastic_rounding_.end();
 }
 
 std::string FusedEmbeddingOptimizer::state_name() const { return optim::state_name(rule_); }
@@ -763,12 +776,15 @@ torch::Tensor fused_backward_update(const FusedLookupPlan& plan, const FusedLook
   const torch::Tensor g = grad_out.to(torch::kFloat).contiguous();
   torch::Tensor weights_grad;
   if (need_weights_grad) weights_grad = torch::zeros({input.ids.numel()}, g.options());
-  if (!generic && cuda_kernel_applies(plan, input)) {
+  // The CUDA kernels round to nearest: stochastic rounding takes the tensor-op path there.
+  if (!generic && !optimizer.any_stochastic_rounding() && cuda_kernel_applies(plan, input)) {
     backward_cuda(plan, input, g, optimizer, weights_grad);
+    optimizer.advance_step();
     return weights_grad;
   }
   if (generic || !cpu_kernel_applies(plan, input)) {
     backward_generic(plan, input, g, optimizer, weights_grad);
+    optimizer.advance_step();
     return weights_grad;
   }
   FusedLookupInput in = input;
@@ -779,6 +795,7 @@ torch::Tensor fused_backward_update(const FusedLookupPlan& plan, const FusedLook
     backward_cpu<int64_t>(plan, in, offsets, g, optimizer, weights_grad);
   else
     backward_cpu<int32_t>(plan, in, offsets, g, optimizer, weights_grad);
+  optimizer.advance_step();
   return weights_grad;
 }
 

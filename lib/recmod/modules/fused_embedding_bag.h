@@ -57,7 +57,12 @@ struct FusedLookupInput {
 class FusedEmbeddingOptimizer {
  public:
   /// Throws InputError for invalid options (validate_optimizer_options).
-  FusedEmbeddingOptimizer(const std::vector<torch::Tensor>& tables, optim::OptimizerOptions options);
+  /// `stochastic_rounding` (empty: all false) per table: its fp16 / bf16
+  /// rows are written back rounded stochastically; when any is set, the
+  /// seed is drawn from torch's default generator (so torch::manual_seed
+  /// fixes it), and each backward pass is one step of the random bits.
+  FusedEmbeddingOptimizer(const std::vector<torch::Tensor>& tables, optim::OptimizerOptions options,
+                          std::vector<bool> stochastic_rounding = {});
   const optim::OptimizerOptions& options() const { return options_; }
   /// The learning rate of the next backward passes (a schedule sets it before each step).
   void set_lr(double lr) { options_.lr(lr); }
@@ -69,11 +74,22 @@ class FusedEmbeddingOptimizer {
   std::string state_name() const;
   /// Moves the state to `device` (the tables moved there).
   void to(torch::Device device);
+  /// How table t's updated rows are written back at the current step
+  /// (RowRounding::row left 0 for the caller).
+  optim::RowRounding rounding(size_t t) const {
+    return {t < stochastic_rounding_.size() && stochastic_rounding_[t], seed_, step_, 0};
+  }
+  bool any_stochastic_rounding() const;
+  /// Called once per backward update (the next step's random bits).
+  void advance_step() { ++step_; }
 
  private:
   optim::OptimizerOptions options_;
   optim::RowUpdate rule_;
   std::vector<torch::Tensor> states_;
+  std::vector<bool> stochastic_rounding_;
+  uint64_t seed_ = 0;
+  uint64_t step_ = 0;
 };
 
 /// True when fused lookups on `device` run a kernel of their own (the CPU

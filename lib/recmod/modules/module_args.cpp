@@ -60,6 +60,12 @@ void read_table_args(const ModuleArgs& args, BaseEmbeddingConfig& c, bool allow_
   if (args.has("weight_init_min")) c.weight_init_min = args.get_double("weight_init_min");
   if (args.has("weight_init_max")) c.weight_init_max = args.get_double("weight_init_max");
   if (args.has("data_type")) c.data_type = read_data_type(args, c, allow_quantized);
+  if (args.has("stochastic_rounding")) {
+    c.stochastic_rounding = args.get_bool("stochastic_rounding");
+    if (c.stochastic_rounding && c.data_type != DataType::FP16 && c.data_type != DataType::BF16)
+      args.fail("stochastic_rounding", str_cat("stochastic_rounding is for tables of data_type fp16 or bf16; this "
+                                               "table is ", lower(to_string(c.data_type))));
+  }
 }
 
 PoolingType read_pooling(const ModuleArgs& args, bool allow_none) {

@@ -1,5 +1,6 @@
 #include "recmod/optim/row_update.h"
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
@@ -59,7 +60,8 @@ torch::Tensor make_row_state(RowUpdate rule, const OptimizerOptions& optimizer, 
 }
 
 void update_rows_with_tensor_ops(RowUpdate rule, const OptimizerOptions& o, torch::Tensor& table,
-                                 torch::Tensor& state, const torch::Tensor& rows, torch::Tensor g) {
+                                 torch::Tensor& state, const torch::Tensor& rows, torch::Tensor g,
+                                 const RowRounding& rounding) {
   torch::Tensor w = table.index_select(0, rows).to(g.scalar_type());
   if (o.weight_decay() != 0) g = g.add(w, o.weight_decay());
   switch (rule) {
@@ -79,7 +81,31 @@ void update_rows_with_tensor_ops(RowUpdate rule, const OptimizerOptions& o, torc
       break;
     }
   }
-  table.index_copy_(0, rows, w.to(table.scalar_type()));
+  const bool low = table.scalar_type() == torch::kHalf || table.scalar_type() == torch::kBFloat16;
+  if (!rounding.stochastic || !low) {
+    table.index_copy_(0, rows, w.to(table.scalar_type()));
+    return;
+  }
+  // Stochastic rounding: element (row, j) with the bits of (seed, step, row, j).
+  const torch::Tensor wf = w.to(torch::kCPU, torch::kFloat).contiguous();
+  const torch::Tensor r = rows.to(torch::kCPU, torch::kLong).contiguous();
+  torch::Tensor out = torch::empty(wf.sizes(), wf.options().dtype(table.scalar_type()));
+  const int64_t n = wf.size(0), dim = wf.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(torch::kHalf, torch::kBFloat16, out.scalar_type(), "round_rows_stochastic", [&] {
+    if constexpr (sizeof(scalar_t) == 2) {
+      const float* src = wf.data_ptr<float>();
+      const int64_t* row = r.data_ptr<int64_t>();
+      scalar_t* dst = out.data_ptr<scalar_t>();
+      at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          RowRounding ri = rounding;
+          ri.row = static_cast<uint64_t>(row[i]);
+          for (int64_t j = 0; j < dim; ++j) dst[i * dim + j] = store_row_value<scalar_t>(src[i * dim + j], ri, j);
+        }
+      });
+    }
+  });
+  table.index_copy_(0, rows, out.to(table.device()));
 }
 
 }  // namespace recmod::optim

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "recmod/optim/optimizer_options.h"
+#include "recmod/optim/stochastic_rounding.h"
 
 namespace recmod::optim {
 
@@ -39,6 +40,29 @@ struct RowUpdateScalars {
         weight_decay(static_cast<math_t>(o.weight_decay())) {}
 };
 
+/// How a row of an fp16 / bf16 table is written back: to nearest, or
+/// (stochastic) element j of row `row` with round_stochastic and the bits
+/// stochastic_rounding_bits(seed, step, row, j) (stochastic_rounding.h), so
+/// the result depends on the seed, not on the thread count. Ignored for
+/// fp32 / fp64 tables.
+struct RowRounding {
+  bool stochastic = false;
+  uint64_t seed = 0;
+  uint64_t step = 0;
+  uint64_t row = 0;
+};
+
+/// `v` stored as weight_t under `r` (element j of the row).
+template <typename weight_t, typename math_t>
+inline weight_t store_row_value(math_t v, const RowRounding& r, int64_t j) {
+  if constexpr (sizeof(weight_t) == 2) {
+    if (r.stochastic)
+      return round_stochastic<weight_t>(static_cast<float>(v),
+                                        stochastic_rounding_bits(r.seed, r.step, r.row, static_cast<uint64_t>(j)));
+  }
+  return static_cast<weight_t>(v);
+}
+
 /// Updates one row `w` (D values, stored as weight_t) from its summed
 /// gradient `g` and its state `s` (D values for adagrad, 1 for
 /// rowwise_adagrad, unused for sgd), computing in math_t (float, or double
@@ -48,16 +72,18 @@ struct RowUpdateScalars {
 ///   rowwise_adagrad: s += mean(g'^2);  w -= lr * g' / (sqrt(s) + eps)
 /// rowwise_adagrad sums the squares in double, in 8 interleaved partial sums
 /// (one chain of dependent additions per row stalls the next rows' cache
-/// misses); the squares of floats are exact in double.
+/// misses); the squares of floats are exact in double. fp16 / bf16 rows
+/// are written back as `rounding` says (to nearest by default).
 template <typename weight_t, typename math_t>
 inline void apply_row_update(RowUpdate rule, const RowUpdateScalars<math_t>& k, const math_t* __restrict__ g,
-                             weight_t* __restrict__ w, math_t* __restrict__ s, int64_t dim) {
+                             weight_t* __restrict__ w, math_t* __restrict__ s, int64_t dim,
+                             const RowRounding& rounding = {}) {
   const math_t lr = k.lr, eps = k.eps, wd = k.weight_decay;
   switch (rule) {
     case RowUpdate::sgd:
       for (int64_t j = 0; j < dim; ++j) {
         const auto wj = static_cast<math_t>(w[j]);
-        w[j] = static_cast<weight_t>(wj - lr * (g[j] + wd * wj));
+        w[j] = store_row_value<weight_t>(wj - lr * (g[j] + wd * wj), rounding, j);
       }
       break;
     case RowUpdate::adagrad:
@@ -65,7 +91,7 @@ inline void apply_row_update(RowUpdate rule, const RowUpdateScalars<math_t>& k, 
         const auto wj = static_cast<math_t>(w[j]);
         const math_t gj = g[j] + wd * wj;
         s[j] += gj * gj;
-        w[j] = static_cast<weight_t>(wj - lr * gj / (std::sqrt(s[j]) + eps));
+        w[j] = store_row_value<weight_t>(wj - lr * gj / (std::sqrt(s[j]) + eps), rounding, j);
       }
       break;
     case RowUpdate::rowwise_adagrad: {
@@ -85,7 +111,7 @@ inline void apply_row_update(RowUpdate rule, const RowUpdateScalars<math_t>& k, 
       const math_t multiplier = lr / (std::sqrt(s[0]) + eps);
       for (int64_t c = 0; c < dim; ++c) {
         const auto wc = static_cast<math_t>(w[c]);
-        w[c] = static_cast<weight_t>(wc - multiplier * (g[c] + wd * wc));
+        w[c] = store_row_value<weight_t>(wc - multiplier * (g[c] + wd * wc), rounding, c);
       }
       break;
     }
@@ -95,8 +121,11 @@ inline void apply_row_update(RowUpdate rule, const RowUpdateScalars<math_t>& k, 
 /// The same rule with tensor ops, on any device and dtype: `rows` (int64, n,
 /// unique) of `table` (N, D) get the update from `grad` (n, D, the state's
 /// dtype); the rows are computed in grad's dtype and written back rounded to
-/// the table's.
+/// the table's: to nearest, or, when rounding.stochastic and the table is
+/// fp16 / bf16, with the CPU kernel's rule and bits (rounding.row unused;
+/// the rows are rounded on the host, so bit-identical to apply_row_update).
 void update_rows_with_tensor_ops(RowUpdate rule, const OptimizerOptions& options, torch::Tensor& table,
-                                 torch::Tensor& state, const torch::Tensor& rows, torch::Tensor grad);
+                                 torch::Tensor& state, const torch::Tensor& rows, torch::Tensor grad,
+                                 const RowRounding& rounding = {});
 
 }  // namespace recmod::optim
