@@ -14,6 +14,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/common/memory.h"
 #include "recmod/metrics/binary_metrics.h"
+#include "recmod/io/mapped_tensors.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/train/batch_memory.h"
 #include "recmod/train/checkpoint_keys.h"
@@ -79,7 +80,9 @@ int run_train(const TrainArgs& args) {
     throw UsageError("distributed training runs on the CPU (gloo) in this build; use --device cpu");
   if (device.is_cpu()) train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
   if (!args.init_from.empty()) {
-    const auto report = train::warm_start(opened.model, io::load_tensors(args.init_from), args.init_only, args.init_from);
+    const StateDict checkpoint = io::map_tensors(args.init_from);  // mapped: the ranks of a host share its pages
+    const auto report = train::warm_start(opened.model, checkpoint, args.init_only, args.init_from);
+    io::check_mapped_unchanged(checkpoint);
     if (joined.lead()) std::cerr << report.describe(args.init_from);
   }
   dist::ShardingPlan plan;
