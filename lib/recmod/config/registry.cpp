@@ -16,7 +16,8 @@ namespace {
 const char* kTables =
     "list of {name, num_embeddings, embedding_dim, feature_names (default [name]), pooling: sum | mean (default sum), "
     "weight_init_min, weight_init_max (default +-sqrt(1/num_embeddings)), data_type: fp32 | fp16 | bf16 (the stored "
-    "rows, trained and evaluated so) | int8 | int4 | int2 (trained in fp32, row-wise quantized by eval and profile "
+    "rows, trained and evaluated so; stochastic_rounding: true rounds their updates stochastically, default false) | "
+    "int8 | int4 | int2 (trained in fp32, row-wise quantized by eval and profile "
     "--inference) (default fp32)}, or for_each_feature templates";
 const char* kEcTables = "as EmbeddingBagCollection's, without pooling; all share one embedding_dim";
 const char* kManagedCollision =

@@ -7,7 +7,8 @@
 // rounding to nearest drops every time, then move the row on average.
 // The random bits are a function of (seed, step, row, element) only, so a
 // run is deterministic under its seed whatever the thread count.
-// Header-only; not yet wired to a table option (docs/quantization.md).
+// Header-only; a table's `stochastic_rounding: true` uses it through
+// row_update.h's RowRounding (docs/quantization.md).
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
