@@ -95,6 +95,7 @@ struct VocabArgs {
 };
 
 int run_vocab(const VocabArgs& a) {
+  data::set_read_vocab_files(false);  // the file this writes may not exist yet, or be stale
   const auto columns = config::load_model_config(a.config).data.columns;
   if (!columns) throw UsageError("vocab: " + a.config + " has no data.columns; a vocabulary is built for delimited text");
   const auto vocab = data::build_vocabulary(a.data, *columns, {a.min_count, a.top_k});

@@ -6,6 +6,9 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/config/embedding_tables.h"
+#include "recmod/data/vocab.h"
+
+#include <unistd.h>
 
 namespace recmod::config {
 
@@ -67,6 +70,40 @@ int64_t feature_index(const ModelSpec& spec, const std::string& name, const Conf
   return it - names.begin();
 }
 
+/// An `ids: vocab` column: its ids from the `vocab:` file (relative to the
+/// config file), checked against the rows of the table that reads them. A
+/// file that does not exist yet is left for recmod vocab to write (a reader
+/// refuses the column until then).
+void attach_vocab(ColumnSpec& c, const std::string& feature, const ConfigNode& item, Ranges& ranges) {
+  const ConfigNode at = item["vocab"];
+  std::string path = at.as_string();
+  const std::string& config_file = item.file();
+  const auto slash = config_file.rfind('/');
+  if (!path.empty() && path[0] != '/' && slash != std::string::npos) path = config_file.substr(0, slash + 1) + path;
+  c.vocab_path = path;
+  if (!data::read_vocab_files() || ::access(path.c_str(), F_OK) != 0) return;
+  std::shared_ptr<const data::Vocabulary> vocab;
+  try {
+    vocab = std::make_shared<const data::Vocabulary>(data::load_vocabulary(path));
+  } catch (const InputError& e) {
+    at.fail(e.what());
+  }
+  const data::ColumnVocab* column = vocab->find(c.name);
+  if (!column) {
+    std::vector<std::string> names;
+    for (const auto& v : vocab->columns) names.push_back(v.column);
+    at.fail(str_cat(path, " has no vocabulary of column '", c.name, "'; it has ", join_names(names),
+                    " (rebuild it with recmod vocab)"));
+  }
+  const uint64_t rows = ranges.of(feature, item);
+  if (static_cast<uint64_t>(column->num_rows()) > rows)
+    at.fail(str_cat("the vocabulary of column '", c.name, "' has ", column->ids.size(), " ids and the OOV bucket ",
+                    column->oov_id(), ", ", column->num_rows(), " rows, but feature '", feature, "' has ", rows,
+                    " (its table's num_embeddings or range); make the table >= ", column->num_rows(),
+                    " rows or rebuild the vocabulary with --top-k ", rows - 1));
+  c.vocab = std::shared_ptr<const data::ColumnVocab>(vocab, column);
+}
+
 /// A `columns:` list. `side`: a side table's (sparse, flag and ignore only).
 Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& ranges, bool side) {
   Parsed out;
@@ -84,7 +121,7 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
     } else {
       item.expect_map();
       item.allow_keys({"name", "names", "role", "feature", "ids", "separator", "weight_separator", "range", "of", "id",
-                       "transform", "threshold", "default", "join", "source", "mask"});
+                       "transform", "threshold", "default", "join", "source", "mask", "vocab"});
       if (item.has("name") == item.has("names")) item.fail("give the column a 'name' (or 'names: [...]' for several)");
       if (item.has("name"))
         names.push_back(item["name"].as_string());
@@ -124,8 +161,14 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
       }
       if (c.role == ColumnRole::kFlag && !item.has("feature")) item.fail("a flag column needs 'feature: NAME'");
       if (c.role == ColumnRole::kWeight && !item.has("of")) item.fail("a weight column needs 'of: COLUMN'");
-      if (c.role == ColumnRole::kSparse)
-        c.ids = item.has("ids") && item["ids"].one_of({"hash", "int"}) == "int" ? data::IdKind::kInt : data::IdKind::kHash;
+      if (c.role == ColumnRole::kSparse && item.has("ids")) {
+        const std::string ids = item["ids"].one_of(side ? std::vector<std::string>{"hash", "int"}
+                                                        : std::vector<std::string>{"hash", "int", "vocab"});
+        c.ids = ids == "int" ? data::IdKind::kInt : ids == "vocab" ? data::IdKind::kVocab : data::IdKind::kHash;
+      }
+      if (c.ids == data::IdKind::kVocab && !item.has("vocab"))
+        item["ids"].fail("'ids: vocab' needs 'vocab: FILE' (written by recmod vocab; relative to the config file)");
+      if (item.has("vocab") && c.ids != data::IdKind::kVocab) item["vocab"].fail("'vocab' applies to columns with 'ids: vocab'");
       if (auto n = item.find("separator")) c.separator = parse_char(*n, false);
       if (auto n = item.find("weight_separator")) c.weight_separator = parse_char(*n, false);
       if (c.separator && c.separator == c.weight_separator)
@@ -155,6 +198,7 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
         const std::string feature = item.is_map() && item.has("feature") ? item["feature"].as_string() : one.name;
         one.target = feature_index(spec, feature, item.is_map() && item.has("feature") ? item["feature"] : item);
         if (one.role == ColumnRole::kSparse && one.ids == data::IdKind::kHash) one.range = ranges.of(feature, item);
+        if (one.role == ColumnRole::kSparse && one.ids == data::IdKind::kVocab) attach_vocab(one, feature, item, ranges);
         if (one.role == ColumnRole::kFlag && names.size() > 1) one.flag_id = static_cast<int64_t>(k);
       }
       out.columns.push_back(one);

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "recmod/common/errors.h"
+#include "recmod/data/vocab.h"
 
 namespace recmod::data {
 
@@ -79,6 +80,8 @@ std::string read_sparse_cell(const ColumnSpec& c, std::string_view cell, uint64_
     int64_t id = 0;
     if (c.ids == IdKind::kHash) {
       id = hash_string_id(item, seed, c.range);
+    } else if (c.ids == IdKind::kVocab) {
+      id = c.vocab->lookup(item);
     } else if (!parse_int(item, id)) {
       return column_error(c, "expected an integer id (int64; or declare the column 'ids: hash'), found ", cell_text(item));
     }
@@ -282,6 +285,10 @@ DelimitedReader::~DelimitedReader() = default;
 
 void DelimitedReader::start(const std::string& dir) {
   TORCH_CHECK(spec_, "DelimitedReader: no column spec");
+  for (const auto& c : spec_->columns)
+    if (c.ids == IdKind::kVocab && !c.vocab)
+      throw_input_error(c.vocab_path, ": no such vocabulary file (column '", c.name,
+                        "' has 'ids: vocab'); build it with recmod vocab CONFIG --data FILE --out ", c.vocab_path);
   for (const auto& t : spec_->side_tables) side_.push_back(load_side_table(t, dir, spec_->hash_seed));
   if (!spec_->header) {
     int64_t position = 0;

@@ -17,6 +17,8 @@
 
 namespace recmod::data {
 
+struct ColumnVocab;  // data/vocab.h
+
 /// What a column of the file is for.
 enum class ColumnRole {
   kLabel,   // the example's label (0/1, or a number compared with `threshold`)
@@ -32,6 +34,7 @@ enum class ColumnRole {
 enum class IdKind {
   kHash,  // XXH3_64bits_withSeed(text, seed) mod range (unsigned), any text
   kInt,   // a decimal int64, used as it is (the feature's `hash:` applies later, in the model)
+  kVocab, // the text's id in a vocabulary (recmod vocab), or its out-of-vocabulary bucket
 };
 
 /// One column of a delimited file.
@@ -44,6 +47,11 @@ struct ColumnSpec {
   char separator = 0;         // between the values of a multi-valued cell; 0: one value
   char weight_separator = 0;  // "key<sep>weight" items; 0: no inline weights
   uint64_t range = 0;         // kHash: ids are hash mod range
+  // kVocab: the vocabulary file (as the config resolved it) and its ids for
+  // this column; null when the file does not exist yet (a reader then
+  // refuses the column, saying to run recmod vocab).
+  std::string vocab_path;
+  std::shared_ptr<const ColumnVocab> vocab;
   // kWeight: the index (in its ColumnSpec list) of the sparse column it weighs.
   int64_t weight_of = -1;
   // kFlag: the id added when the cell is 1.

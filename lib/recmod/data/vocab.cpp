@@ -1,6 +1,7 @@
 #include "recmod/data/vocab.h"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <fstream>
 #include <memory>
@@ -25,12 +26,14 @@ bool parse_count(std::string_view text, int64_t& out) {
   return ec == std::errc() && end == text.data() + text.size();
 }
 
-// The columns whose string ids are counted: sparse, hashed, read from the file.
+// The columns whose string ids are counted: sparse with string ids (hashed or
+// looked up in a vocabulary).
 std::vector<size_t> vocab_columns(const DelimitedSpec& spec) {
   std::vector<size_t> out;
   for (size_t i = 0; i < spec.columns.size(); ++i) {
     const auto& c = spec.columns[i];
-    if (c.role == ColumnRole::kSparse && c.ids == IdKind::kHash) out.push_back(i);
+    if (c.role == ColumnRole::kSparse && (c.ids == IdKind::kHash || c.ids == IdKind::kVocab) && c.source < 0)
+      out.push_back(i);
   }
   return out;
 }
@@ -64,7 +67,7 @@ Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions
   if (options.top_k < 0) throw_input_error("vocab: expected top_k >= 0 (0: no limit), found ", options.top_k);
   const auto counted = vocab_columns(spec);
   if (counted.empty())
-    throw_input_error("vocab: data.columns has no sparse column with string ids ('ids: hash'); nothing to count");
+    throw_input_error("vocab: data.columns has no sparse column with string ids ('ids: hash' or 'ids: vocab'); nothing to count");
   std::vector<std::unordered_map<std::string, int64_t>> counts(counted.size());
   std::vector<int64_t> totals(counted.size(), 0);
   std::vector<int64_t> field_of;  // per spec column: its field in a record
@@ -138,7 +141,12 @@ Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions
   return out;
 }
 
+std::atomic<bool> g_read_vocab_files{true};
+
 }  // namespace
+
+void set_read_vocab_files(bool read) { g_read_vocab_files = read; }
+bool read_vocab_files() { return g_read_vocab_files; }
 
 int64_t ColumnVocab::lookup(std::string_view text) const {
   const auto it = index_.find(std::string(text));

@@ -49,7 +49,7 @@ struct VocabOptions {
   int64_t top_k = 0;      // keep at most this many per column (0: no limit)
 };
 
-/// Counts the string ids of every sparse, hashed (`ids: hash`) column of
+/// Counts the string ids of every sparse column (`ids: hash` or `ids: vocab`) of
 /// `spec` (cells split by the column's separator, inline weights dropped,
 /// empty cells read as the column's default) in the delimited file `path`
 /// and keeps them as `options` says. Side tables are not read. Bad records
@@ -71,5 +71,11 @@ void save_vocabulary(const Vocabulary& vocab, const std::string& path);
 Vocabulary load_vocabulary(const std::string& path);
 /// The same from `text` (`name` for messages).
 Vocabulary parse_vocabulary(const std::string& name, std::string_view text);
+
+/// Whether configs read the files of their `ids: vocab` columns (default
+/// true). recmod vocab turns it off before loading its config: it writes the
+/// file the config names, which may be missing, stale or too large yet.
+void set_read_vocab_files(bool read);
+bool read_vocab_files();
 
 }  // namespace recmod::data
