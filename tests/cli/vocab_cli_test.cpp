@@ -65,13 +65,17 @@ TEST(VocabCliTest, BuildsAVocabularyAndTrainsOnItsIds) {
   // Before the vocabulary exists a reader says how to build it.
   auto r = run_recmod("train " + config + " --data " + data + " --out " + dir + "/run --steps 3 --threads 1");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.output, HasSubstr("no such vocabulary file (column 'user' has 'ids: vocab'); build it with recmod vocab"));
+  EXPECT_THAT(r.output,
+              HasSubstr("no such vocabulary file (column 'user' has 'ids: vocab'); build it with recmod vocab"));
 
   r = run_recmod("vocab " + config + " --data " + data + " --min-count 2 --out " + dir + "/vocab.txt");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // 6 users kept of 6 + 37 rare ones; the rare ones (37 of 300 rows) go to the OOV bucket 6.
-  EXPECT_THAT(r.output, HasSubstr("user: 43 distinct, 6 kept (table rows 7 with the OOV bucket 6), OOV share 12.3333% of 300 ids"));
-  EXPECT_THAT(r.output, HasSubstr("genres: 4 distinct, 4 kept (table rows 5 with the OOV bucket 4), OOV share 0% of 600 ids"));
+  EXPECT_THAT(
+      r.output,
+      HasSubstr("user: 43 distinct, 6 kept (table rows 7 with the OOV bucket 6), OOV share 12.3333% of 300 ids"));
+  EXPECT_THAT(r.output,
+              HasSubstr("genres: 4 distinct, 4 kept (table rows 5 with the OOV bucket 4), OOV share 0% of 600 ids"));
 
   r = run_recmod("validate " + config);
   EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -88,8 +92,9 @@ TEST(VocabCliTest, BuildsAVocabularyAndTrainsOnItsIds) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = run_recmod("validate " + config);
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.output, HasSubstr("data.columns[1].vocab: the vocabulary of column 'user' has 43 ids and the OOV bucket 43, "
-                                  "44 rows, but feature 'user' has 7"));
+  EXPECT_THAT(r.output,
+              HasSubstr("data.columns[1].vocab: the vocabulary of column 'user' has 43 ids and the OOV bucket 43, "
+                        "44 rows, but feature 'user' has 7"));
   // --top-k fits it again.
   r = run_recmod("vocab " + config + " --data " + data + " --top-k 6 --out " + dir + "/vocab.txt");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -156,14 +156,17 @@ TEST(Vocab, BadFilesNameTheLine) {
   EXPECT_THAT(error_of(""), HasSubstr("v.txt:1: expected 'recmod-vocab 1'"));
   EXPECT_THAT(error_of("vocab\n"), HasSubstr("v.txt:1: expected 'recmod-vocab 1'"));
   EXPECT_THAT(error_of("recmod-vocab 1\n"), HasSubstr("v.txt:2: expected a 'column' line"));
-  EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\tx\n"), HasSubstr("v.txt:2: expected 'column<TAB><name><TAB><number of ids>'"));
+  EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\tx\n"),
+              HasSubstr("v.txt:2: expected 'column<TAB><name><TAB><number of ids>'"));
   EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\t2\n3\ta\nb\n"),
               HasSubstr("v.txt:4: expected '<count><TAB><id>' (1 more id(s) of column 'u'), found 'b'"));
   EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\t3\n3\ta\n2\tb\n"),
               HasSubstr("v.txt:5: expected 1 more id(s) of column 'u', found end of file"));
-  EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\t2\n3\ta\n2\ta\n"), HasSubstr("v.txt:4: id 'a' of column 'u' appears twice"));
+  EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\t2\n3\ta\n2\ta\n"),
+              HasSubstr("v.txt:4: id 'a' of column 'u' appears twice"));
   EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\t0\ncolumn\tu\t0\n"), HasSubstr("v.txt:3: column 'u' appears twice"));
-  EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\t1\n3\ta"), HasSubstr("v.txt:3: expected a line ending in a line break"));
+  EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\t1\n3\ta"),
+              HasSubstr("v.txt:3: expected a line ending in a line break"));
   EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\t1\n-3\ta\n"), HasSubstr("v.txt:3: expected '<count><TAB><id>'"));
 }
 

@@ -67,7 +67,8 @@ Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions
   if (options.top_k < 0) throw_input_error("vocab: expected top_k >= 0 (0: no limit), found ", options.top_k);
   const auto counted = vocab_columns(spec);
   if (counted.empty())
-    throw_input_error("vocab: data.columns has no sparse column with string ids ('ids: hash' or 'ids: vocab'); nothing to count");
+    throw_input_error(
+        "vocab: data.columns has no sparse column with string ids ('ids: hash' or 'ids: vocab'); nothing to count");
   std::vector<std::unordered_map<std::string, int64_t>> counts(counted.size());
   std::vector<int64_t> totals(counted.size(), 0);
   std::vector<int64_t> field_of;  // per spec column: its field in a record
@@ -108,8 +109,8 @@ Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions
       continue;
     }
     if (fields.size() != num_fields)
-      throw_input_error(where, ": expected ", num_fields, " fields (", spec.header ? "as the header has" : "as data.columns lists",
-                        "), found ", fields.size());
+      throw_input_error(where, ": expected ", num_fields, " fields (",
+                        spec.header ? "as the header has" : "as data.columns lists", "), found ", fields.size());
     for (size_t k = 0; k < counted.size(); ++k) {
       const size_t i = counted[k];
       count_cell(spec.columns[i], fields[static_cast<size_t>(field_of[i])], counts[k], totals[k]);
@@ -123,7 +124,8 @@ Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions
     std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
       return a.second != b.second ? a.second > b.second : a.first < b.first;
     });
-    if (options.top_k > 0 && static_cast<int64_t>(kept.size()) > options.top_k) kept.resize(static_cast<size_t>(options.top_k));
+    if (options.top_k > 0 && static_cast<int64_t>(kept.size()) > options.top_k)
+      kept.resize(static_cast<size_t>(options.top_k));
     ColumnVocab v;
     v.column = spec.columns[counted[k]].name;
     v.distinct = static_cast<int64_t>(counts[k].size());
@@ -145,8 +147,12 @@ std::atomic<bool> g_read_vocab_files{true};
 
 }  // namespace
 
-void set_read_vocab_files(bool read) { g_read_vocab_files = read; }
-bool read_vocab_files() { return g_read_vocab_files; }
+void set_read_vocab_files(bool read) {
+  g_read_vocab_files = read;
+}
+bool read_vocab_files() {
+  return g_read_vocab_files;
+}
 
 int64_t ColumnVocab::lookup(std::string_view text) const {
   const auto it = index_.find(std::string(text));
@@ -221,7 +227,7 @@ Vocabulary parse_vocabulary(const std::string& name, std::string_view text) {
   if (!next(line) || line != "recmod-vocab 1")
     throw_input_error(name, ":1: expected 'recmod-vocab 1' (a vocabulary written by recmod vocab), found ",
                       line_number ? shown(line) : "an empty file");
-  int64_t left = 0;  // ids still expected for the current column
+  int64_t left = 0;                      // ids still expected for the current column
   std::unordered_set<std::string> seen;  // the current column's ids
   while (next(line)) {
     if (left > 0) {
@@ -232,7 +238,8 @@ Vocabulary parse_vocabulary(const std::string& name, std::string_view text) {
                           out.columns.back().column, "'), found ", shown(line));
       auto& c = out.columns.back();
       std::string id(line.substr(tab + 1));
-      if (!seen.insert(id).second) throw_input_error(name, ":", line_number, ": id ", shown(id), " of column '", c.column, "' appears twice");
+      if (!seen.insert(id).second)
+        throw_input_error(name, ":", line_number, ": id ", shown(id), " of column '", c.column, "' appears twice");
       c.ids.push_back(std::move(id));
       c.counts.push_back(count);
       --left;
@@ -243,7 +250,8 @@ Vocabulary parse_vocabulary(const std::string& name, std::string_view text) {
     int64_t n = 0;
     if (line.substr(0, t1) != "column" || t2 == std::string_view::npos || t2 == t1 + 1 ||
         !parse_count(line.substr(t2 + 1), n))
-      throw_input_error(name, ":", line_number, ": expected 'column<TAB><name><TAB><number of ids>', found ", shown(line));
+      throw_input_error(name, ":", line_number, ": expected 'column<TAB><name><TAB><number of ids>', found ",
+                        shown(line));
     const std::string column(line.substr(t1 + 1, t2 - t1 - 1));
     if (out.find(column)) throw_input_error(name, ":", line_number, ": column '", column, "' appears twice");
     if (!out.columns.empty()) out.columns.back().index();
@@ -254,8 +262,8 @@ Vocabulary parse_vocabulary(const std::string& name, std::string_view text) {
     left = n;
   }
   if (left > 0)
-    throw_input_error(name, ":", line_number + 1, ": expected ", left, " more id(s) of column '", out.columns.back().column,
-                      "', found end of file");
+    throw_input_error(name, ":", line_number + 1, ": expected ", left, " more id(s) of column '",
+                      out.columns.back().column, "', found end of file");
   if (out.columns.empty()) throw_input_error(name, ":2: expected a 'column' line, found end of file");
   out.columns.back().index();
   return out;

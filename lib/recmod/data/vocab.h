@@ -16,9 +16,9 @@ namespace recmod::data {
 
 /// One column's vocabulary: ids[i] is the text of id i.
 struct ColumnVocab {
-  std::string column;                // the column's name in data.columns
-  std::vector<std::string> ids;      // kept texts, in id order
-  std::vector<int64_t> counts;       // their counts in the data it was built from
+  std::string column;            // the column's name in data.columns
+  std::vector<std::string> ids;  // kept texts, in id order
+  std::vector<int64_t> counts;   // their counts in the data it was built from
   // Statistics of the build (not saved): distinct texts, values seen, and
   // values that fell in the OOV bucket.
   int64_t distinct = 0;
