@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -170,6 +171,12 @@ int run_train(const TrainArgs& args) {
   // The run's curves as a page (recmod report); a page that cannot be
   // written does not undo the training it shows.
   const std::string report = run.path() + "/report.html";
+  // A run shorter than training.log_interval with no evaluation logged no
+  // line: there is no curve to draw.
+  if (!std::filesystem::exists(run.path() + "/metrics.jsonl")) {
+    std::cout << "report: none (nothing logged: the run was shorter than training.log_interval)\n";
+    return result.interrupted ? 130 : 0;
+  }
   try {
     train::write_report({run.path()}, report);
     std::cout << "report: " << report << "\n";

@@ -17,6 +17,7 @@ namespace recmod::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const std::string kShared = RECMOD_SOURCE_DIR "/../shared/data/";
 const std::string kMovieLens = RECMOD_SOURCE_DIR "/configs/movielens_100k.yaml";
@@ -172,6 +173,29 @@ TEST(DelimitedCliTest, AvazuSampleTrains) {
   auto r = run_recmod("train " + kAvazu + " --data " + data + " --out " + dir + "/run --steps 3 --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(eval_json(kAvazu, dir + "/run", data).value("count", int64_t{0}), 100);
+}
+
+TEST(DelimitedCliTest, TaobaoAndAlimamaSamplesTrainFromTheirShippedConfigs) {
+  const std::string taobao = kShared + "taobao_ad_fuxictr/";
+  const std::string alimama = kShared + "alimama_dmr/alimama_sampled_train.txt";
+  if (!exists(taobao + "train_sample.csv") || !exists(alimama)) GTEST_SKIP() << "no Taobao or Alimama sample";
+  const auto dir = fresh_dir("delimited_taobao_alimama");
+  const std::string taobao_config = RECMOD_SOURCE_DIR "/configs/taobao_ad.yaml";
+  auto t = run_recmod("train " + taobao_config + " --data " + taobao + "train_sample.csv --out " + dir +
+                      "/taobao --threads 1");
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  // A run shorter than log_interval logs no line: no page, and no warning.
+  EXPECT_THAT(t.output, HasSubstr("report: none (nothing logged"));
+  EXPECT_THAT(t.output, Not(HasSubstr("warning")));
+  EXPECT_EQ(eval_json(taobao_config, dir + "/taobao", taobao + "test_sample.csv").value("count", int64_t{0}), 100);
+
+  // 267 columns: three masked 50-cell histories; trained on its 500 rows it fits them.
+  const std::string alimama_config = RECMOD_SOURCE_DIR "/configs/alimama_dmr.yaml";
+  auto a = run_recmod("train " + alimama_config + " --data " + alimama + " --out " + dir + "/alimama --threads 1");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const auto m = eval_json(alimama_config, dir + "/alimama", alimama);
+  EXPECT_EQ(m.value("count", int64_t{0}), 500) << m.dump();
+  EXPECT_GT(m.value("auc", 0.0), 0.9) << m.dump();
 }
 
 TEST(DelimitedCliTest, CsvWithoutColumnsSaysHowToDescribeIt) {

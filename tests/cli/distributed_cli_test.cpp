@@ -245,8 +245,11 @@ TEST(DistributedCli, InitFromWarmStartsEveryRanksShards) {
   // --init-only kept dense_arch's initialisation: its values differ from the full warm start's
   const StateDict all = io::load_tensors(d.dir + "/many_all/model.pt");
   const StateDict sparse = io::load_tensors(d.dir + "/many_sparse/model.pt");
-  for (size_t i = 0; i < all.size(); ++i)
-    if (all[i].first.rfind("dense_arch.", 0) == 0) EXPECT_FALSE(all[i].second.allclose(sparse[i].second)) << all[i].first;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (all[i].first.rfind("dense_arch.", 0) == 0) {
+      EXPECT_FALSE(all[i].second.allclose(sparse[i].second)) << all[i].first;
+    }
+  }
   // a key whose shape does not match is still an error naming it
   std::string wider = mixed_model_yaml(8, "{type: sgd, lr: 0.2}", kAllTypes);
   wider.replace(wider.find("name: t_b, num_embeddings: 40"), 29, "name: t_b, num_embeddings: 48");

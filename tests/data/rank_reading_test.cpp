@@ -255,7 +255,9 @@ TEST(RankBatcher, EveryRanksRowsMakeTheGlobalBatchesOfOneProcess) {
         // Disjoint, and (without drop_last) every row once.
         std::sort(seen.begin(), seen.end());
         EXPECT_TRUE(std::adjacent_find(seen.begin(), seen.end()) == seen.end()) << where;
-        if (!pass.drop_last) EXPECT_EQ(static_cast<int64_t>(seen.size()), kRows) << where;
+        if (!pass.drop_last) {
+          EXPECT_EQ(static_cast<int64_t>(seen.size()), kRows) << where;
+        }
       }
     }
   }
