@@ -380,7 +380,9 @@ TEST(FusedEmbeddingBag, TablesAndOptimizerStateAreAdvisedHugePages) {
     FusedEmbeddingOptimizer optimizer({table->weight},
                                       optim::OptimizerOptions(type, 0.1).initial_accumulator_value(0.25));
     const torch::Tensor& state = optimizer.states()[0];
-    if (state.nbytes() >= (size_t{4} << 20)) EXPECT_THAT(vm_flags_at(first_huge_page(state)), HasSubstr(" hg"));
+    if (state.nbytes() >= (size_t{4} << 20)) {
+      EXPECT_THAT(vm_flags_at(first_huge_page(state)), HasSubstr(" hg"));
+    }
     EXPECT_TRUE(torch::equal(state, torch::full_like(state, 0.25)));
   }
   // A small table (no whole 2 MiB page) is left alone and works as before.
