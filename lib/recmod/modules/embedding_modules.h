@@ -14,6 +14,7 @@
 
 #include "recmod/common/state_dict.h"
 #include "recmod/modules/embedding_configs.h"
+#include "recmod/modules/embedding_interfaces.h"
 #include "recmod/sparse/jagged_tensor.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
 #include "recmod/sparse/keyed_tensor.h"
@@ -22,9 +23,6 @@
 namespace recmod {
 
 class FusedEmbeddingOptimizer;
-
-/// Dict[str, JaggedTensor] with its key order (EmbeddingCollection's output).
-using JaggedTensorDict = std::vector<std::pair<std::string, JaggedTensor>>;
 
 /// TorchRec's get_embedding_names_by_table: per table, the output name of
 /// each of its features: the feature name, or "feature@table" when several
@@ -133,17 +131,20 @@ struct EmbeddingBagCollectionOptions {
 /// (process_pooled_embeddings), else all S_k must be equal. Gradients flow
 /// back through the gather (a sample shown in n rows gets n times the
 /// gradient). The fused training path takes one batch size only.
-class EmbeddingBagCollectionImpl : public torch::nn::Module {
+///
+/// Implements EmbeddingBagCollectionInterface; forward is virtual, and a
+/// subclass (dist::ShardedEmbeddingBagCollectionImpl) keeps this forward.
+class EmbeddingBagCollectionImpl : public EmbeddingBagCollectionInterface {
  public:
   explicit EmbeddingBagCollectionImpl(EmbeddingBagCollectionOptions options);
   EmbeddingBagCollectionImpl(std::vector<EmbeddingBagConfig> tables, bool is_weighted,
                              torch::Device device = torch::kCPU);
 
-  KeyedTensor forward(const KeyedJaggedTensor& features);
+  KeyedTensor forward(const KeyedJaggedTensor& features) override;
 
   /// The table configs, with empty feature_names filled in as [name].
-  const std::vector<EmbeddingBagConfig>& embedding_bag_configs() const { return options_.tables(); }
-  bool is_weighted() const { return options_.is_weighted(); }
+  const std::vector<EmbeddingBagConfig>& embedding_bag_configs() const override { return options_.tables(); }
+  bool is_weighted() const override { return options_.is_weighted(); }
   bool sparse() const { return options_.sparse(); }
   void set_sparse(bool sparse) { options_.sparse(sparse); }
   torch::Device device() const { return options_.device(); }
@@ -224,25 +225,27 @@ struct EmbeddingCollectionOptions {
 /// in EmbeddingBagCollection). Each output has values (n_f, D) float32 with
 /// values[i] = W_t[id_i], the lengths of the input feature, and, with
 /// need_indices, the ids as weights. All tables share one embedding_dim.
-/// Parameters: embeddings.<table>.weight.
-class EmbeddingCollectionImpl : public torch::nn::Module {
+/// Parameters: embeddings.<table>.weight. Implements EmbeddingCollectionInterface.
+class EmbeddingCollectionImpl : public EmbeddingCollectionInterface {
  public:
   explicit EmbeddingCollectionImpl(EmbeddingCollectionOptions options);
   EmbeddingCollectionImpl(std::vector<EmbeddingConfig> tables, bool need_indices,
                           torch::Device device = torch::kCPU);
 
-  JaggedTensorDict forward(const KeyedJaggedTensor& features);
+  JaggedTensorDict forward(const KeyedJaggedTensor& features) override;
 
-  const std::vector<EmbeddingConfig>& embedding_configs() const { return options_.tables(); }
-  bool need_indices() const { return options_.need_indices(); }
+  const std::vector<EmbeddingConfig>& embedding_configs() const override { return options_.tables(); }
+  bool need_indices() const override { return options_.need_indices(); }
   bool sparse() const { return options_.sparse(); }
   void set_sparse(bool sparse) { options_.sparse(sparse); }
   torch::Device device() const { return options_.device(); }
   /// The shared embedding_dim (-1 when there are no tables).
-  int64_t embedding_dim() const { return embedding_dim_; }
+  int64_t embedding_dim() const override { return embedding_dim_; }
   void reset_parameters();
   /// Output keys per table (embedding_names_by_table) and flattened.
-  const std::vector<std::vector<std::string>>& embedding_names_by_table() const { return embedding_names_by_table_; }
+  const std::vector<std::vector<std::string>>& embedding_names_by_table() const override {
+    return embedding_names_by_table_;
+  }
   std::vector<std::string> embedding_names() const;
   const torch::Tensor& table_weight(const std::string& table) const;
   /// A block of one table's values (EmbeddingTableImpl::block), allocated or not.

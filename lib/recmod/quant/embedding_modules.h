@@ -93,7 +93,8 @@ struct EmbeddingBagCollectionOptions {
 /// and for FP16 / FP32 tables only embedding_bags.<t>.weight (N, D) in that
 /// dtype. Internally a table's row is one block [codes | pad | scale | bias]
 /// (a lookup touches one row); the three keys are views into it.
-class EmbeddingBagCollectionImpl : public torch::nn::Module {
+/// Implements recmod::EmbeddingBagCollectionInterface.
+class EmbeddingBagCollectionImpl : public recmod::EmbeddingBagCollectionInterface {
  public:
   /// Tables allocated, codes zero and scales one (load or from_float fills
   /// them), or unwritten with options.uninitialized.
@@ -105,10 +106,10 @@ class EmbeddingBagCollectionImpl : public torch::nn::Module {
   static std::shared_ptr<EmbeddingBagCollectionImpl> from_float(const recmod::EmbeddingBagCollectionImpl& module,
                                                                 const QuantConfig& config);
 
-  KeyedTensor forward(const KeyedJaggedTensor& features);
+  KeyedTensor forward(const KeyedJaggedTensor& features) override;
 
-  const std::vector<EmbeddingBagConfig>& embedding_bag_configs() const { return options_.tables(); }
-  bool is_weighted() const { return options_.is_weighted(); }
+  const std::vector<EmbeddingBagConfig>& embedding_bag_configs() const override { return options_.tables(); }
+  bool is_weighted() const override { return options_.is_weighted(); }
   torch::Dtype output_dtype() const { return options_.output_dtype(); }
   const std::vector<std::string>& embedding_names() const { return embedding_names_; }
   const std::vector<int64_t>& length_per_embedding() const { return length_per_embedding_; }
@@ -161,19 +162,22 @@ struct EmbeddingCollectionOptions {
 ///
 /// state_dict: embeddings.<t>.weight, embeddings.<t>.weight_qscale,
 /// embeddings.<t>.weight_qbias, laid out as the quantized
-/// EmbeddingBagCollection's.
-class EmbeddingCollectionImpl : public torch::nn::Module {
+/// EmbeddingBagCollection's. Implements recmod::EmbeddingCollectionInterface.
+class EmbeddingCollectionImpl : public recmod::EmbeddingCollectionInterface {
  public:
   explicit EmbeddingCollectionImpl(EmbeddingCollectionOptions options);
   /// Quantizes a float EmbeddingCollection, each table to config.data_type_of(name).
   static std::shared_ptr<EmbeddingCollectionImpl> from_float(const recmod::EmbeddingCollectionImpl& module,
                                                              const QuantConfig& config);
 
-  JaggedTensorDict forward(const KeyedJaggedTensor& features);
+  JaggedTensorDict forward(const KeyedJaggedTensor& features) override;
 
-  const std::vector<EmbeddingConfig>& embedding_configs() const { return options_.tables(); }
-  bool need_indices() const { return options_.need_indices(); }
-  int64_t embedding_dim() const { return options_.tables().front().embedding_dim; }
+  const std::vector<EmbeddingConfig>& embedding_configs() const override { return options_.tables(); }
+  bool need_indices() const override { return options_.need_indices(); }
+  int64_t embedding_dim() const override { return options_.tables().front().embedding_dim; }
+  const std::vector<std::vector<std::string>>& embedding_names_by_table() const override {
+    return embedding_names_by_table_;
+  }
   std::vector<std::string> embedding_names() const;
   const QuantizedTable& table(size_t index) const { return tables_.at(index); }
 
