@@ -6,6 +6,8 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
+#include "support/custom_embedding_modules.h"
+#include "support/test_util.h"
 
 namespace recmod {
 namespace {
@@ -149,6 +151,87 @@ TEST(ManagedCollisionEmbeddingCollection, LooksUpRemappedIdsAndResetsEvictedRows
   const torch::Tensor w = ec->table_weight("t1");
   EXPECT_TRUE(((w[2] >= -1.0) & (w[2] <= -0.5)).all().item<bool>());
   EXPECT_TRUE(torch::equal(w.index({longs({0, 1, 3})}), torch::full({3, 2}, 3.0)));
+}
+
+// ---- custom embedding modules (EmbeddingBagCollectionInterface / EmbeddingCollectionInterface)
+
+/// make_mc_ebc's table (row r = 10 + r) inside a module that doubles the output.
+std::shared_ptr<test::ScaledEmbeddingBagCollectionImpl> doubled_table() {
+  EmbeddingBagCollection ebc(std::vector<EmbeddingBagConfig>{EmbeddingBagConfig(4, 2, "t1", {"f1"})}, false);
+  {
+    torch::NoGradGuard no_grad;
+    ebc->table_weight("t1").copy_(torch::arange(10.0, 14.0).unsqueeze(1).expand({4, 2}));
+  }
+  return std::make_shared<test::ScaledEmbeddingBagCollectionImpl>(ebc, 2.0);
+}
+
+TEST(ManagedCollisionEmbeddingBagCollection, TakesAnyEmbeddingBagCollectionInterface) {
+  auto custom = doubled_table();
+  ManagedCollisionEmbeddingBagCollection m(custom, lfu_mcc(managed_table_configs(custom->embedding_bag_configs())),
+                                           /*return_remapped_features=*/true);
+  m->train();
+  auto [pooled, remapped] = m->forward(one_sample({7, 7, 8}));
+  // The remapped ids reach the custom module: 2 * (2 * 11 + 12).
+  EXPECT_TRUE(torch::allclose(pooled.values(), torch::full({1, 2}, 68.0)));
+  ASSERT_TRUE(remapped.has_value());
+  EXPECT_TRUE(torch::equal(remapped->values(), longs({1, 1, 2})));
+  EXPECT_EQ(m->embedding_module().get(), custom.get());
+  const auto keys = test::state_dict_keys(*m);
+  EXPECT_EQ(keys.front(), "_embedding_bag_collection.ebc.embedding_bags.t1.weight");
+  EXPECT_EQ(keys.back(), "_managed_collision_collection._managed_collision_modules.t1._mch_counts");
+  // Through the base class too.
+  BaseManagedCollisionEmbeddingCollection<EmbeddingBagCollectionInterface>& base = *m;
+  EXPECT_TRUE(torch::allclose(base.forward(one_sample({7})).first.values(), torch::full({1, 2}, 22.0)));
+  EXPECT_TRUE(base.return_remapped_features());
+}
+
+TEST(ManagedCollisionEmbeddingBagCollection, WhatNeedsTheConcreteCollectionSaysSo) {
+  auto custom = doubled_table();
+  auto mcc = lfu_mcc(managed_table_configs(custom->embedding_bag_configs()));
+  ManagedCollisionEmbeddingBagCollection m(custom, mcc);
+  EXPECT_THAT(test::error_of<InputError>([&] { m->embedding_bag_collection(); }),
+              HasSubstr("not an EmbeddingBagCollection; use embedding_module()"));
+  EXPECT_THAT(test::error_of<InputError>([&] { m->set_reset_evicted_rows(true); }),
+              HasSubstr("reset_evicted_rows re-draws the evicted rows of the tables, which needs an "
+                        "EmbeddingBagCollection (its table_weight); "));
+  EXPECT_FALSE(m->reset_evicted_rows());
+  EXPECT_THROW(ManagedCollisionEmbeddingBagCollection(custom, mcc, false, /*reset_evicted_rows=*/true), InputError);
+  EXPECT_THAT(test::error_of<InputError>([&] { evict({{"t1", longs({0})}}, *custom, /*reset_evicted_rows=*/true); }),
+              HasSubstr("resetting evicted rows needs an EmbeddingBagCollection"));
+  evict({{"t1", longs({0})}}, *custom);  // TorchRec's no-op
+  // The table check reads the interface's configs.
+  EXPECT_THAT(test::error_of<InputError>([&] { ManagedCollisionEmbeddingBagCollection(custom, lfu_mcc({{"t1", 4, {"f2"}}})); }),
+              HasSubstr("must have the same tables; got [t1(4 rows, [f1])] and [t1(4 rows, [f2])]"));
+  // The concrete collection is its own embedding_module().
+  auto plain = make_mc_ebc(false);
+  EXPECT_EQ(plain->embedding_module().get(), plain->embedding_bag_collection().get());
+}
+
+TEST(ManagedCollisionEmbeddingCollection, TakesAnyEmbeddingCollectionInterface) {
+  EmbeddingCollection ec(std::vector<EmbeddingConfig>{EmbeddingConfig(4, 2, "t1", {"f1"})}, false);
+  {
+    torch::NoGradGuard no_grad;
+    ec->table_weight("t1").copy_(torch::arange(10.0, 14.0).unsqueeze(1).expand({4, 2}));
+  }
+  auto custom = std::make_shared<test::ScaledEmbeddingCollectionImpl>(ec, -1.0);
+  ManagedCollisionEmbeddingCollection m(custom, lfu_mcc(managed_table_configs(custom->embedding_configs())),
+                                        /*return_remapped_features=*/true);
+  m->train();
+  auto [embeddings, remapped] = m->forward(one_sample({7, 8}));
+  ASSERT_TRUE(remapped.has_value());
+  ASSERT_EQ(embeddings.size(), 1u);
+  // The custom module looked up the remapped slots (row r = 10 + r), negated.
+  const torch::Tensor slots = remapped->values().to(torch::kFloat).unsqueeze(1).expand({2, 2});
+  EXPECT_TRUE(torch::equal(embeddings[0].second.values(), -(slots + 10.0)));
+  EXPECT_FALSE(torch::equal(remapped->values(), longs({7, 8})));
+  const auto keys = test::state_dict_keys(*m);
+  EXPECT_THAT(keys, ::testing::Contains("_embedding_module.ec.embeddings.t1.weight"));
+  EXPECT_THAT(keys, ::testing::Contains("_embedding_collection.ec.embeddings.t1.weight"));
+  EXPECT_EQ(keys.front().rfind("_managed_collision_collection.", 0), 0u);
+  EXPECT_EQ(m->unique_parameters().size(), 2u);
+  EXPECT_THAT(test::error_of<InputError>([&] { m->embedding_collection(); }),
+              HasSubstr("not an EmbeddingCollection"));
+  EXPECT_THROW(m->set_reset_evicted_rows(true), InputError);
 }
 
 }  // namespace

@@ -131,21 +131,84 @@ std::vector<EmbeddingConfig> read_embedding_configs(const ConfigNode& tables_yam
   return tables;
 }
 
+ValueShape embedding_output_shape(const EmbeddingBagCollectionInterface& module) {
+  const auto& tables = module.embedding_bag_configs();
+  const auto names = get_embedding_names_by_table(tables);
+  std::vector<std::string> keys;
+  std::vector<int64_t> dims;
+  for (size_t t = 0; t < tables.size(); ++t)
+    for (const auto& name : names[t]) {
+      keys.push_back(name);
+      dims.push_back(tables[t].embedding_dim);
+    }
+  return ValueShape::pooled(keys, dims);
+}
+
+ValueShape embedding_output_shape(const EmbeddingCollectionInterface& module) {
+  std::vector<std::string> keys;
+  for (const auto& names : module.embedding_names_by_table()) keys.insert(keys.end(), names.begin(), names.end());
+  return ValueShape::sequence(keys, std::vector<int64_t>(keys.size(), module.embedding_dim()));
+}
+
+BuiltNode embedding_bag_collection_node(std::shared_ptr<EmbeddingBagCollectionInterface> module,
+                                        const std::string& node_name) {
+  if (!module) throw_input_error("nodes.", node_name, ": no embedding module given");
+  BuiltNode node;
+  node.module = module;
+  node.embedding = true;
+  node.shape = embedding_output_shape(*module);
+  // The built-in module gives these keys by construction; another one is checked.
+  const bool check_output = dynamic_cast<EmbeddingBagCollectionImpl*>(module.get()) == nullptr;
+  node.forward = [module, tables = module->embedding_bag_configs(), name = node_name, shape = node.shape,
+                  check_output](const std::vector<Value>& values) {
+    check_ids_in_range(name, tables, values[0].sparse);
+    KeyedTensor out = module->forward(values[0].sparse);
+    if (check_output && (out.keys() != shape.keys || out.length_per_key() != shape.dims))
+      throw_input_error("nodes.", name, ": the embedding module (", module->name(), ") gave ",
+                        ValueShape::pooled(out.keys(), out.length_per_key()).str(),
+                        ", but its embedding_bag_configs() promise ", shape.str());
+    return Value::of_pooled(std::move(out));
+  };
+  node.summary = tables_summary(module->embedding_bag_configs());
+  return node;
+}
+
+BuiltNode embedding_collection_node(std::shared_ptr<EmbeddingCollectionInterface> module,
+                                    const std::string& node_name) {
+  if (!module) throw_input_error("nodes.", node_name, ": no embedding module given");
+  BuiltNode node;
+  node.module = module;
+  node.embedding = true;
+  node.shape = embedding_output_shape(*module);
+  const bool check_output = dynamic_cast<EmbeddingCollectionImpl*>(module.get()) == nullptr;
+  node.forward = [module, tables = module->embedding_configs(), name = node_name, shape = node.shape,
+                  check_output](const std::vector<Value>& values) {
+    check_ids_in_range(name, tables, values[0].sparse);
+    JaggedTensorDict out = module->forward(values[0].sparse);
+    if (check_output) {
+      std::vector<std::string> keys;
+      std::vector<int64_t> dims;
+      for (const auto& [key, jt] : out) {
+        keys.push_back(key);
+        dims.push_back(jt.values().dim() == 2 ? jt.values().size(1) : -1);
+      }
+      if (keys != shape.keys || dims != shape.dims)
+        throw_input_error("nodes.", name, ": the embedding module (", module->name(), ") gave ",
+                          ValueShape::sequence(keys, dims).str(), ", but its embedding configs promise ",
+                          shape.str());
+    }
+    return Value::of_sequence(std::move(out));
+  };
+  node.summary = tables_summary(module->embedding_configs());
+  return node;
+}
+
 BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
   expect_num_inputs(spec, inputs, 1);
   auto tables = read_embedding_bag_configs(spec.yaml["tables"]);
   expect_sparse_input(spec, inputs[0], features_of(tables), "EmbeddingBagCollection");
   EmbeddingBagCollection ebc(EmbeddingBagCollectionOptions(tables).is_weighted(spec.yaml.get_bool("is_weighted", false)));
-  BuiltNode node;
-  node.module = ebc.ptr();
-  node.embedding = true;
-  node.shape = ValueShape::pooled(ebc->embedding_names(), ebc->length_per_embedding());
-  node.forward = [ebc, tables, name = spec.name](const std::vector<Value>& values) mutable {
-    check_ids_in_range(name, tables, values[0].sparse);
-    return Value::of_pooled(ebc->forward(values[0].sparse));
-  };
-  node.summary = tables_summary(tables);
-  return node;
+  return embedding_bag_collection_node(ebc.ptr(), spec.name);
 }
 
 BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
@@ -153,17 +216,7 @@ BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Por
   auto tables = read_embedding_configs(spec.yaml["tables"]);
   expect_sparse_input(spec, inputs[0], features_of(tables), "EmbeddingCollection");
   EmbeddingCollection ec{EmbeddingCollectionOptions(tables)};
-  auto names = ec->embedding_names();
-  BuiltNode node;
-  node.module = ec.ptr();
-  node.embedding = true;
-  node.shape = ValueShape::sequence(names, std::vector<int64_t>(names.size(), ec->embedding_dim()));
-  node.forward = [ec, tables, name = spec.name](const std::vector<Value>& values) mutable {
-    check_ids_in_range(name, tables, values[0].sparse);
-    return Value::of_sequence(ec->forward(values[0].sparse));
-  };
-  node.summary = tables_summary(tables);
-  return node;
+  return embedding_collection_node(ec.ptr(), spec.name);
 }
 
 }  // namespace recmod::config

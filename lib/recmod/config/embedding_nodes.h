@@ -1,10 +1,13 @@
 #pragma once
 // Builders of the embedding node types: EmbeddingBagCollection (pooled,
 // KeyedTensor out) and EmbeddingCollection (sequence, JaggedTensors out).
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "recmod/config/node_builder.h"
 #include "recmod/modules/embedding_configs.h"
+#include "recmod/modules/embedding_interfaces.h"
 
 namespace recmod::config {
 
@@ -23,6 +26,21 @@ std::vector<EmbeddingConfig> read_embedding_configs(const ConfigNode& tables,
                                                    bool allow_quantized = true);
 BuiltNode build_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs);
 BuiltNode build_embedding_collection(const NodeSpec& spec, const std::vector<Port>& inputs);
+
+/// The graph node of any EmbeddingBagCollectionInterface (the built-in
+/// EmbeddingBagCollection's too): its shape is pooled with the configs'
+/// embedding names and each table's embedding_dim; forward checks the ids
+/// against the configs' num_embeddings and, for a module other than the
+/// built-in one, that its output has those keys and widths (InputError
+/// naming nodes.<node>). One sparse input.
+BuiltNode embedding_bag_collection_node(std::shared_ptr<EmbeddingBagCollectionInterface> module,
+                                        const std::string& node);
+/// The same for any EmbeddingCollectionInterface: sequence of
+/// embedding_names_by_table(), each embedding_dim() wide.
+BuiltNode embedding_collection_node(std::shared_ptr<EmbeddingCollectionInterface> module, const std::string& node);
+/// The output shape a module implementing the interface promises.
+ValueShape embedding_output_shape(const EmbeddingBagCollectionInterface& module);
+ValueShape embedding_output_shape(const EmbeddingCollectionInterface& module);
 
 /// The features a list of tables reads (for the input check).
 template <typename Config>

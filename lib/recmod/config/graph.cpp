@@ -9,6 +9,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/config/feature_hashing.h"
+#include "recmod/config/embedding_nodes.h"
 #include "recmod/config/registry.h"
 
 namespace recmod::config {
@@ -161,6 +162,54 @@ void ModelGraphImpl::replace_node(size_t index, std::shared_ptr<torch::nn::Modul
   replace_module(infos_[index].name, module);
   built_[index].module = std::move(module);
   built_[index].forward = std::move(forward);
+}
+
+void ModelGraphImpl::replace_embedding_node(const std::string& node, BuiltNode replacement,
+                                            const std::vector<std::string>& features) {
+  size_t index = infos_.size();
+  for (size_t i = 0; i < infos_.size(); ++i)
+    if (infos_[i].name == node) index = i;
+  if (index == infos_.size()) {
+    std::vector<std::string> names;
+    for (const auto& n : infos_) names.push_back(n.name);
+    throw_input_error("replace_embedding_module: no node '", node, "'; the nodes are ", join_names(names));
+  }
+  const NodeInfo& info = infos_[index];
+  const ValueShape& shape = built_[index].shape;
+  const std::vector<int64_t>& ids = input_ids_[index];
+  if (!built_[index].module || ids.size() != 1 || (ids[0] >= 0 && built_[ids[0]].shape.kind != ValueKind::Sparse) ||
+      (ids[0] < 0 && ids[0] != kSparseInput) || shape.kind != replacement.shape.kind)
+    throw_input_error("replace_embedding_module: node '", node, "' (", info.type, ") takes ", join_names(info.inputs),
+                      " and gives ", shape.kind_name(), "; a module giving ", replacement.shape.kind_name(),
+                      " replaces a node with one sparse input and the same kind of output");
+  if (shape.keys != replacement.shape.keys || shape.dims != replacement.shape.dims)
+    throw_input_error("replace_embedding_module: node '", node, "' gives ", shape.str(), ", the module gives ",
+                      replacement.shape.str());
+  const std::vector<std::string> available =
+      ids[0] == kSparseInput ? spec_.features.sparse_names() : built_[ids[0]].shape.keys;
+  for (const auto& f : features)
+    if (std::find(available.begin(), available.end(), f) == available.end())
+      throw_input_error("replace_embedding_module: the module reads feature '", f, "', which node '", node,
+                        "''s input (", info.inputs[0], ") does not have; it has ", join_names(available));
+  replace_node(index, replacement.module, replacement.forward);
+  built_[index].embedding = true;
+  built_[index].dense_submodules.clear();
+  built_[index].summary = replacement.summary;
+  infos_[index].num_parameters = count_parameters(*replacement.module);
+  infos_[index].embedding = true;
+  infos_[index].summary = replacement.summary;
+}
+
+void ModelGraphImpl::replace_embedding_module(const std::string& node,
+                                              std::shared_ptr<EmbeddingBagCollectionInterface> module) {
+  if (!module) throw_input_error("replace_embedding_module: no module given for node '", node, "'");
+  replace_embedding_node(node, embedding_bag_collection_node(module, node), features_of(module->embedding_bag_configs()));
+}
+
+void ModelGraphImpl::replace_embedding_module(const std::string& node,
+                                              std::shared_ptr<EmbeddingCollectionInterface> module) {
+  if (!module) throw_input_error("replace_embedding_module: no module given for node '", node, "'");
+  replace_embedding_node(node, embedding_collection_node(module, node), features_of(module->embedding_configs()));
 }
 
 data::DataSchema ModelGraphImpl::schema() const {

@@ -11,6 +11,7 @@
 #include "recmod/config/model_config.h"
 #include "recmod/config/node_builder.h"
 #include "recmod/data/batch.h"
+#include "recmod/modules/embedding_interfaces.h"
 
 namespace recmod::config {
 
@@ -73,6 +74,17 @@ class ModelGraphImpl : public torch::nn::Module {
   /// EmbeddingBagCollection (TorchRec's module swap in DistributedModelParallel).
   void replace_node(size_t index, std::shared_ptr<torch::nn::Module> module,
                     std::function<Value(const std::vector<Value>&)> forward);
+  /// The graph hook for custom embedding modules: swaps the module of node
+  /// `node` (one whose only input is sparse features and whose output is
+  /// pooled, e.g. an EmbeddingBagCollection node) for any
+  /// EmbeddingBagCollectionInterface whose promised output (its configs'
+  /// embedding names and dims) is the node's, and whose features the input
+  /// carries; the forward is embedding_bag_collection_node's. Its parameters
+  /// go to the embedding optimizer. InputError naming the node and what
+  /// differs otherwise.
+  void replace_embedding_module(const std::string& node, std::shared_ptr<EmbeddingBagCollectionInterface> module);
+  /// The same for a sequence-output node and any EmbeddingCollectionInterface.
+  void replace_embedding_module(const std::string& node, std::shared_ptr<EmbeddingCollectionInterface> module);
 
   /// Parameters by state_dict key, split by optimizer.
   std::vector<std::pair<std::string, torch::Tensor>> dense_parameters() const;
@@ -82,6 +94,7 @@ class ModelGraphImpl : public torch::nn::Module {
 
  private:
   std::vector<std::pair<std::string, torch::Tensor>> named_parameters_of(bool embedding) const;
+  void replace_embedding_node(const std::string& node, BuiltNode replacement, const std::vector<std::string>& features);
   ModelSpec spec_;
   std::vector<BuiltNode> built_;
   std::vector<NodeInfo> infos_;

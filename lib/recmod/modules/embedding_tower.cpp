@@ -6,15 +6,23 @@
 
 namespace recmod {
 
+TowerEmbeddingModule tower_embedding(std::shared_ptr<EmbeddingBagCollectionInterface> ebc) {
+  if (!ebc) throw_input_error("EmbeddingTower: no embedding module given");
+  const bool weighted = ebc->is_weighted();
+  return {ebc, [ebc](const KeyedJaggedTensor& f) -> EmbeddingOutput { return ebc->forward(f); }, weighted};
+}
+
+TowerEmbeddingModule tower_embedding(std::shared_ptr<EmbeddingCollectionInterface> ec) {
+  if (!ec) throw_input_error("EmbeddingTower: no embedding module given");
+  return {ec, [ec](const KeyedJaggedTensor& f) -> EmbeddingOutput { return ec->forward(f); }, false};
+}
+
 TowerEmbeddingModule tower_embedding(EmbeddingBagCollection ebc) {
-  auto impl = ebc.ptr();
-  return {impl, [impl](const KeyedJaggedTensor& f) -> EmbeddingOutput { return impl->forward(f); },
-          impl->is_weighted()};
+  return tower_embedding(std::shared_ptr<EmbeddingBagCollectionInterface>(ebc.ptr()));
 }
 
 TowerEmbeddingModule tower_embedding(EmbeddingCollection ec) {
-  auto impl = ec.ptr();
-  return {impl, [impl](const KeyedJaggedTensor& f) -> EmbeddingOutput { return impl->forward(f); }, false};
+  return tower_embedding(std::shared_ptr<EmbeddingCollectionInterface>(ec.ptr()));
 }
 
 TowerEmbeddingModule tower_embedding(FeatureProcessedEmbeddingBagCollection fp_ebc) {

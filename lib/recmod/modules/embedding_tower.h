@@ -15,6 +15,7 @@
 #include <variant>
 #include <vector>
 
+#include "recmod/modules/embedding_interfaces.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/modules/fp_embedding_modules.h"
 #include "recmod/sparse/keyed_jagged_tensor.h"
@@ -37,6 +38,10 @@ struct TowerEmbeddingModule {
 };
 TowerEmbeddingModule tower_embedding(EmbeddingBagCollection ebc);
 TowerEmbeddingModule tower_embedding(EmbeddingCollection ec);
+/// Any implementation of the interfaces (a custom embedding module, the
+/// quantized collections): an EBC takes weighted_features when is_weighted().
+TowerEmbeddingModule tower_embedding(std::shared_ptr<EmbeddingBagCollectionInterface> ebc);
+TowerEmbeddingModule tower_embedding(std::shared_ptr<EmbeddingCollectionInterface> ec);
 /// An FP-EBC adds the weights itself, so it takes the plain `features`.
 TowerEmbeddingModule tower_embedding(FeatureProcessedEmbeddingBagCollection fp_ebc);
 
