@@ -1,6 +1,7 @@
 // recmod generate / recmod convert / recmod vocab: the data library's file tools.
 #include <algorithm>
 #include <iostream>
+#include <map>
 
 #include "commands/commands.h"
 #include "recmod/common/errors.h"
@@ -10,6 +11,7 @@
 #include "recmod/data/generate.h"
 #include "recmod/data/open_reader.h"
 #include "recmod/data/vocab.h"
+#include "recmod/train/open_model.h"
 
 namespace recmod::app {
 
@@ -78,8 +80,15 @@ int run_convert(const ConvertArgs& a) {
     options.input_format = data::parse_data_format(f);
   }
   if (!a.config.empty()) {
+    const auto config = config::load_model_config(a.config);
     options.schema = config::build_model(a.config)->schema();
-    options.columns = config::load_model_config(a.config).data.columns;  // delimited text as the config describes it
+    options.columns = config.data.columns;  // delimited text as the config describes it
+    // JSON lines as train reads them: string ids hashed or through the
+    // features' vocabularies, weighted features, labels checked (also .rmb's).
+    auto jsonl = train::jsonl_reading(config, *options.schema);
+    options.jsonl = std::move(jsonl.options);
+    const auto format = options.input_format == data::DataFormat::kAuto ? data::detect_format(a.input) : options.input_format;
+    if (format == data::DataFormat::kJsonl) options.schema = jsonl.schema;
   }
   options.on_bad_record = a.skip_bad ? data::BadRecordPolicy::kSkip : data::BadRecordPolicy::kFail;
   auto report = a.to == "npy" ? data::convert_to_criteo_npy(a.input, a.output, options)
@@ -95,16 +104,40 @@ struct VocabArgs {
 };
 
 int run_vocab(const VocabArgs& a) {
-  data::set_read_vocab_files(false);  // the file this writes may not exist yet, or be stale
-  const auto columns = config::load_model_config(a.config).data.columns;
-  if (!columns) throw UsageError("vocab: " + a.config + " has no data.columns; a vocabulary is built for delimited text");
-  const auto vocab = data::build_vocabulary(a.data, *columns, {a.min_count, a.top_k});
+  config::LoadOptions load;
+  load.read_vocab_files = false;  // the file this writes may not exist yet, or be stale
+  const auto config = config::load_model_config(a.config, {}, load);
+  std::map<std::string, int64_t> buckets;  // per vocabulary column: its OOV buckets
+  data::Vocabulary vocab;
+  if (config.data.columns) {
+    for (const auto& c : config.data.columns->columns)
+      if (c.ids == data::IdKind::kVocab) buckets[c.name] = c.oov_buckets;
+    vocab = data::build_vocabulary(a.data, *config.data.columns, {a.min_count, a.top_k});
+  } else {
+    std::vector<std::string> features;
+    for (const auto& f : config.features.sparse)
+      if (!f.vocab_path.empty()) {
+        features.push_back(f.name);
+        buckets[f.name] = f.oov_buckets;
+      }
+    if (features.empty())
+      throw UsageError("vocab: " + a.config +
+                       " has no data.columns and no feature with 'vocab: FILE'; a vocabulary is built for delimited "
+                       "text's string-id columns or for JSON lines' features that name one");
+    vocab = data::build_jsonl_vocabulary(a.data, features, {a.min_count, a.top_k});
+  }
   data::save_vocabulary(vocab, a.out);
-  for (const auto& c : vocab.columns)
+  for (const auto& c : vocab.columns) {
+    const auto it = buckets.find(c.column);
+    const int64_t k = it == buckets.end() ? 1 : it->second;
     std::cout << c.column << ": " << c.distinct << " distinct, " << c.ids.size() << " kept (table rows "
-              << c.num_rows() << " with the OOV bucket " << c.oov_id() << "), OOV share "
+              << c.num_rows(k) << " with "
+              << (k == 1 ? str_cat("the OOV bucket ", c.oov_id())
+                         : str_cat(k, " OOV buckets ", c.oov_id(), "..", c.num_rows(k) - 1))
+              << "), OOV share "
               << (c.total ? 100.0 * static_cast<double>(c.oov) / static_cast<double>(c.total) : 0.0) << "% of "
               << c.total << " ids\n";
+  }
   std::cout << "wrote " << a.out << "\n";
   return 0;
 }
@@ -143,10 +176,11 @@ void add_data_commands(CLI::App& app, Actions& actions) {
   conv->add_flag("--skip-bad", c->skip_bad, "Skip bad records (and report them) instead of failing");
   actions["convert"] = [c] { return run_convert(*c); };
 
-  auto* voc = app.add_subcommand("vocab", "Build a vocabulary of each string-id column of delimited text (data.columns)");
+  auto* voc = app.add_subcommand("vocab", "Build a vocabulary of each string-id column of delimited text (data.columns), or of JSON lines' features "
+      "that name a vocab");
   auto v = std::make_shared<VocabArgs>();
-  voc->add_option("config", v->config, "Model config whose data.columns describe the file")->required();
-  voc->add_option("--data", v->data, "Delimited data file to count ids in")->required();
+  voc->add_option("config", v->config, "Model config whose data.columns (or, for JSON lines, features with vocab:) describe the file")->required();
+  voc->add_option("--data", v->data, "Data file (delimited text or JSON lines) to count ids in")->required();
   voc->add_option("--min-count", v->min_count, "Keep ids seen at least this often")->check(CLI::PositiveNumber)->capture_default_str();
   voc->add_option("--top-k", v->top_k, "Keep at most this many ids per column, most frequent first (0: all)")
       ->check(CLI::NonNegativeNumber)

@@ -112,8 +112,11 @@ int run_eval(const EvalArgs& given) {
   if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config);
   const int64_t world = joined.comm->world_size();
-  auto opened = world > 1 ? train::open_model_deferred(args.config, args.overrides)
-                          : train::open_model(args.config, args.checkpoint, args.overrides);
+  // The checkpoint's run keeps the vocabularies it was trained with (RUN/vocab/).
+  config::LoadOptions load;
+  load.vocab_dir = train::run_vocab_dir(args.config, args.checkpoint);
+  auto opened = world > 1 ? train::open_model_deferred(args.config, args.overrides, load)
+                          : train::open_model(args.config, args.checkpoint, args.overrides, load);
   // Tables the config declares int8 / int4 / int2 are evaluated quantized
   // (from a float checkpoint: quantized here, as `recmod quantize` would).
   if (world == 1) {

@@ -55,12 +55,14 @@ int run_inspect(const InspectArgs& a) {
       const auto& spec = cfg->features.sparse[f];
       s.weighted = s.weighted || spec.weighted;
       jsonl.weighted.push_back(spec.weighted);
+      jsonl.vocab.push_back(spec.vocab);
+      jsonl.oov_buckets.push_back(spec.oov_buckets);
       table_rows.push_back(spec.hash == "none" ? ranges[f] : 0);
     }
     jsonl.string_id_range = ranges;
     jsonl.hash_seed = cfg->data.hash_seed;
     jsonl.strict = cfg->data.strict_features;
-    jsonl.binary_labels = true;
+    jsonl.binary_labels = format == data::DataFormat::kJsonl;  // a .rmb's labels are shown, not refused
     if (format == data::DataFormat::kJsonl) schema = s;
   } else if (format == data::DataFormat::kJsonl) {
     throw UsageError("inspect: JSON lines need --config CONFIG (its features: section is their schema)");

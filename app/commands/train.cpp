@@ -67,8 +67,12 @@ int run_train(const TrainArgs& args) {
   // loads the checkpoint's selected keys into it as one process does, and
   // the trainer's shard_model then copies each rank's rows/columns of it.
   const bool deferred = world > 1 && args.init_from.empty();
-  auto opened = deferred ? train::open_model_deferred(args.config, args.overrides)
-                         : train::open_model(args.config, "", args.overrides);
+  // A resumed run reads its vocabularies from its own copies (the ids its
+  // tables were trained with), not the files the config names now.
+  config::LoadOptions load;
+  if (args.resume) load.vocab_dir = train::run_vocab_dir(args.out + "/config.yaml", "");
+  auto opened = deferred ? train::open_model_deferred(args.config, args.overrides, load)
+                         : train::open_model(args.config, "", args.overrides, load);
   const auto& t = opened.config.training;
   const std::string data = !args.data.empty() ? args.data : opened.config.data.train;
   const std::string eval_data = !args.eval_data.empty() ? args.eval_data : opened.config.data.eval;
@@ -125,6 +129,7 @@ int run_train(const TrainArgs& args) {
     const std::string config_text =
         opened.config.effective_yaml.empty() ? read_text_file(args.config) : opened.config.effective_yaml;
     const int64_t global_batch = world * t.batch_size;
+    created->save_vocabularies(opened.config.data.vocab_files);  // RUN/vocab/: eval and predict read these
     if (!args.resume) {
       train::start_config_history(*created, config_text, global_batch);
     } else if (const auto changes = train::check_resume_config(*created, config_text, global_batch);

@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "cli/run_recmod.h"
@@ -110,6 +112,92 @@ TEST(VocabCliTest, BadVocabularyFileIsAConfigErrorAtTheKey) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("data.columns[1].vocab: "));
   EXPECT_THAT(r.output, HasSubstr("vocab.txt:4: expected 1 more id(s) of column 'user', found end of file"));
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// 200 JSON lines: string user ids (u0..u4, and a rare one every 10th row), integer items.
+std::string users_jsonl() {
+  std::ostringstream out;
+  for (int i = 0; i < 200; ++i) {
+    out << "{\"label\": " << (i % 3 == 0) << ", \"sparse\": {\"user\": [\"";
+    if (i % 10 == 9)
+      out << "rare" << i;
+    else
+      out << "u" << i % 5;
+    out << "\"], \"item\": [" << i % 7 << "]}}\n";
+  }
+  return out.str();
+}
+
+const char* kJsonlModel = R"(features:
+  sparse:
+    - {name: user, vocab: users.vocab, oov_buckets: 2}
+    - item
+nodes:
+  ebc:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    tables:
+      - {name: t_user, num_embeddings: 7, embedding_dim: 4, feature_names: [user]}
+      - {name: t_item, num_embeddings: 7, embedding_dim: 4, feature_names: [item]}
+  logit: {type: Linear, input: ebc, out_features: 1}
+output: logit
+training:
+  batch_size: 32
+  seed: 0
+data:
+  format: jsonl
+)";
+
+// JSON lines' string ids through a vocabulary with two OOV buckets, and the
+// run keeping its copy: eval of the run's checkpoint reads the copy after
+// the config's file has changed.
+TEST(VocabCliTest, JsonLinesVocabularyTrainsAndTheRunKeepsIt) {
+  const auto dir = fresh_dir("vocab_cli_jsonl");
+  const auto data = write_file(dir + "/d.jsonl", users_jsonl());
+  const auto config = write_file(dir + "/m.yaml", kJsonlModel);
+  auto r = run_recmod("train " + config + " --data " + data + " --out " + dir + "/run --steps 2 --threads 1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("no such vocabulary file (feature 'user' has 'vocab:'); build it with recmod vocab"));
+
+  r = run_recmod("vocab " + config + " --data " + data + " --min-count 2 --out " + dir + "/users.vocab");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output,
+              HasSubstr("user: 25 distinct, 5 kept (table rows 7 with 2 OOV buckets 5..6), OOV share 10% of 200 ids"));
+  // Every id the model reads is a vocabulary row or one of the two buckets.
+  r = run_recmod("inspect " + data + " --config " + config);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("user +0.000 +1.000 +7 +0 +6 +0"));
+
+  // convert --config reads JSON lines as train does: the .rmb holds the same ids.
+  r = run_recmod("convert " + data + " " + dir + "/d.rmb --config " + config);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("inspect " + dir + "/d.rmb --format binary --config " + config);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("user +0.000 +1.000 +7 +0 +6 +0"));
+
+  r = run_recmod("train " + config + " --data " + data + " --out " + dir + "/run --steps 2 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_file(dir + "/run/vocab/users.vocab"), read_file(dir + "/users.vocab"));
+
+  // The config's file rebuilt with every user (25 ids + 2 buckets > 7 rows):
+  // the config no longer validates, but the run evaluates with its copy.
+  r = run_recmod("vocab " + config + " --data " + data + " --out " + dir + "/users.vocab");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("validate " + config);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("features.sparse[0].vocab: the vocabulary of feature 'user' has 25 ids"));
+  r = run_recmod("eval --checkpoint " + dir + "/run/model.pt --data " + data + " --threads 1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("eval " + config + " --checkpoint " + dir + "/run/model.pt --data " + data + " --threads 1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  // --resume reads the run's copy too.
+  r = run_recmod("train " + config + " --data " + data + " --out " + dir + "/run --steps 4 --threads 1 --resume");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 }  // namespace

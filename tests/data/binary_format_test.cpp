@@ -79,6 +79,57 @@ std::string open_error(const std::string& path) {
   return "<no InputError>";
 }
 
+// Labels are checked against the loss as JSON lines' are: 0/1 where a
+// binary cross-entropy task reads them, any finite number elsewhere.
+TEST(BinaryFormat, LabelsAreCheckedAgainstTheLoss) {
+  const auto path = temp_path("labels.rmb");
+  ExampleColumns data = small_columns(false);
+  data.labels = {1, 0, 4};  // record 3 is not a 0/1 label
+  write_binary(path, data);
+  JsonlOptions bce;
+  bce.binary_labels = true;
+  for (const int64_t chunk : {1, 3}) {
+    auto reader = open_reader(path, DataFormat::kBinary, std::nullopt, BadRecordPolicy::kFail, nullptr, bce);
+    try {
+      read_all(*reader, chunk);
+      FAIL() << "no error";
+    } catch (const InputError& e) {
+      EXPECT_THAT(e.what(), HasSubstr(path + ": record 3 (row 2): label is 4 (expected 0 or 1: the loss is binary "
+                                             "cross-entropy)"));
+    }
+  }
+  // The batch path (read_batch) checks it too.
+  {
+    auto reader = open_reader(path, DataFormat::kBinary, std::nullopt, BadRecordPolicy::kFail, nullptr, bce);
+    EXPECT_NO_THROW(reader->read_batch(2));
+    EXPECT_THROW(reader->read_batch(2), InputError);
+  }
+  // A regression label (no requirement) reads as it is.
+  auto plain = open_reader(path, DataFormat::kBinary);
+  EXPECT_EQ(read_all(*plain, 2).labels, (std::vector<float>{1, 0, 4}));
+  // Per label: a second label column that a regression task reads may hold 4.
+  DataSchema two{2, {"a", "b"}, 2, false};
+  ExampleColumns multi(two);
+  multi.labels = {1, 2.5f, 0, 4, 1, 0};
+  multi.dense = data.dense;
+  multi.sparse = data.sparse;
+  for (int i = 0; i < 3; ++i) multi.finish_row();
+  write_binary(path, multi);
+  JsonlOptions first_only;
+  first_only.binary_per_label = {true, false};
+  auto reader = open_reader(path, DataFormat::kBinary, std::nullopt, BadRecordPolicy::kFail, nullptr, first_only);
+  EXPECT_EQ(read_all(*reader, 3).num_rows(), 3);
+  first_only.binary_per_label = {false, true};
+  reader = open_reader(path, DataFormat::kBinary, std::nullopt, BadRecordPolicy::kFail, nullptr, first_only);
+  try {
+    read_all(*reader, 3);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(": record 1 (row 0): label[1] is 2.5"));
+  }
+  ::unlink(path.c_str());
+}
+
 TEST(BinaryFormat, RoundTripUnweighted) {
   const auto path = temp_path("rt.rmb");
   const auto data = small_columns(false);

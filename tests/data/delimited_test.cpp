@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
 
 #include "recmod/common/errors.h"
@@ -302,6 +303,57 @@ TEST(DelimitedReader, JoinsSideTablesByKey) {
   EXPECT_EQ(read_error("10\t1\n30\t1\n", with_missing("bad").data.columns),
             "d.csv:2: column 'item': key '30' is not in side table 'items' (" + items + ")");
   ::unlink(items.c_str());
+}
+
+// Dense features looked up by key: the file's dense columns first, then the
+// side table's in order; a missing key takes the columns' defaults, or is a
+// bad record when one has none.
+TEST(DelimitedReader, SideTablesFeedDenseFeatures) {
+  const std::string users = write(temp_path("users.csv"), "id,age,income,city\nu1,30,0,ny\nu2,45,,sf\n");
+  const std::string data = "  header: true\n"
+                           "  side_tables:\n"
+                           "    users:\n"
+                           "      file: " + users + "\n"
+                           "      header: true\n"
+                           "      key: id\n"
+                           "      columns:\n"
+                           "        - id\n"
+                           "        - {name: age, role: dense AGE_DEFAULT}\n"
+                           "        - {name: income, role: dense, transform: log1p, default: '1'}\n"
+                           "        - {name: city, role: sparse}\n"
+                           "  columns:\n"
+                           "    - {name: y, role: label}\n"
+                           "    - {name: user, role: sparse, join: users}\n"
+                           "    - {name: price, role: dense}\n";
+  auto with_age_default = [&](const std::string& d) {
+    std::string text = data;
+    text.replace(text.find("AGE_DEFAULT"), 11, d);
+    return config_with("  dense: 3\n  sparse: [user, city]\n", text, {"user", "city"});
+  };
+  const auto config = with_age_default(", default: '-1'");
+  DelimitedReader reader("d.csv", "y,user,price\n1,u2,2.5\n0,u1,7\n1,u9,3\n", config.data.columns);
+  const auto rows = read_all(reader);
+  ASSERT_EQ(rows.num_rows(), 3);
+  const auto log2 = static_cast<float>(std::log1p(1.0));  // u2's empty income reads as its default 1, then log1p
+  EXPECT_THAT(rows.dense, ElementsAre(2.5f, 45, log2, 7, 30, 0, 3, -1, log2));  // u9: not in the table, defaults
+  EXPECT_THAT(rows.sparse[1].offsets, ElementsAre(0, 1, 2, 2));
+  // Without a default for age a missing key is a bad record naming it.
+  EXPECT_EQ(read_error("y,user,price\n1,u1,2\n1,u9,3\n", with_age_default("").data.columns),
+            "d.csv:3: column 'user': key 'u9' is not in side table 'users' (" + users +
+                ") and its dense column 'age' has no 'default:' for a missing key");
+  // The count includes the side table's dense columns.
+  EXPECT_THAT(config_error("  dense: 2\n  sparse: [user, city]\n", std::string(data).replace(data.find("AGE_DEFAULT"), 11, ""),
+                           {"user", "city"}),
+              HasSubstr("3 column(s) have role dense, but features.dense is 2"));
+  // A bad cell of the side table is an error at its file and line.
+  write(users, "id,age,income,city\nu1,old,0,ny\n");
+  try {
+    DelimitedReader bad("d.csv", "y,user,price\n1,u1,2\n", config.data.columns);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(users + ":2: column 'age' of side table 'users': expected a finite number, found 'old'"));
+  }
+  ::unlink(users.c_str());
 }
 
 // ------------------------------------------------------------ config errors

@@ -9,7 +9,16 @@
 
 #include <fstream>
 
+#define XXH_INLINE_ALL  // the documented hash itself, not recmod's wrapper of it
+#include <xxhash.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
 #include "recmod/common/errors.h"
+#include "recmod/config/model_config.h"
+#include "recmod/data/jsonl.h"
 
 namespace recmod::data {
 namespace {
@@ -168,6 +177,164 @@ TEST(Vocab, BadFilesNameTheLine) {
   EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\t1\n3\ta"),
               HasSubstr("v.txt:3: expected a line ending in a line break"));
   EXPECT_THAT(error_of("recmod-vocab 1\ncolumn\tu\t1\n-3\ta\n"), HasSubstr("v.txt:3: expected '<count><TAB><id>'"));
+}
+
+// docs/data.md: an id not in the vocabulary goes to row n + (XXH3_64bits_withSeed(text, hash_seed) mod K).
+int64_t oov_row(const std::string& text, uint64_t seed, int64_t n, int64_t k) {
+  return n + static_cast<int64_t>(XXH3_64bits_withSeed(text.data(), text.size(), seed) % static_cast<uint64_t>(k));
+}
+
+TEST(Vocab, SeveralOovBucketsHashAfterTheVocabulary) {
+  const auto v = build_vocabulary("d.csv", kData, spec(), {});
+  const auto& user = *v.find("user");  // alice, bob, carol: n = 3
+  EXPECT_EQ(user.id("bob", 4, 7), 1);
+  EXPECT_EQ(user.num_rows(4), 7);
+  std::set<int64_t> rows;
+  for (int i = 0; i < 64; ++i) {
+    const std::string text = "new" + std::to_string(i);
+    const int64_t row = user.id(text, 4, 7);
+    EXPECT_EQ(row, oov_row(text, 7, 3, 4)) << text;
+    EXPECT_EQ(user.id(text, 1, 7), 3) << text;  // one bucket: n, as before
+    rows.insert(row);
+  }
+  EXPECT_EQ(rows, (std::set<int64_t>{3, 4, 5, 6}));  // every bucket used, none outside n..n+K-1
+}
+
+/// A directory with `files` written in it; returns its path.
+std::string dir_with(const std::string& name, const std::vector<std::pair<std::string, std::string>>& files) {
+  const std::string dir = temp_path(name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  for (const auto& [file, text] : files) std::ofstream(dir + "/" + file, std::ios::binary) << text;
+  return dir;
+}
+
+std::string model_yaml(const std::string& features, int user_rows, const std::string& data) {
+  return "features:\n" + features +
+         "nodes:\n  ebc:\n    type: EmbeddingBagCollection\n    input: features.sparse\n    tables:\n"
+         "      - {name: t_user, num_embeddings: " +
+         std::to_string(user_rows) +
+         ", embedding_dim: 4, feature_names: [user]}\n"
+         "      - {name: t_item, num_embeddings: 50, embedding_dim: 4, feature_names: [item]}\n"
+         "  logit: {type: Linear, input: ebc, out_features: 1}\noutput: logit\n" +
+         data;
+}
+
+template <typename F>
+std::string config_error_of(F&& f) {
+  try {
+    f();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "<no ConfigError>";
+}
+
+TEST(Vocab, DelimitedColumnReadsTextsOutsideItThroughTheOovBuckets) {
+  const std::string vocab = "recmod-vocab 1\ncolumn\tuser\t2\n5\tann\n3\tbob\n";
+  const std::string columns =
+      "data:\n  hash_seed: 11\n  columns:\n    - {name: label, role: label}\n"
+      "    - {name: user, role: sparse, ids: vocab, vocab: v.txt, oov_buckets: 3}\n"
+      "    - {name: item, role: sparse, ids: int}\n";
+  const auto dir = dir_with("oov_columns", {{"v.txt", vocab},
+                                            {"m.yaml", model_yaml("  sparse: [user, item]\n", 5, columns)},
+                                            {"small.yaml", model_yaml("  sparse: [user, item]\n", 4, columns)}});
+  const auto config = config::load_model_config(dir + "/m.yaml");
+  const std::vector<std::string> users = {"bob", "zoe", "ann", "max", "kim", "x"};
+  std::string text;
+  for (const auto& u : users) text += "1," + u + ",3\n";
+  DelimitedReader reader("d.csv", text, config.data.columns);
+  const auto block = reader.read(100);
+  ASSERT_TRUE(block);
+  std::vector<int64_t> expected;
+  for (const auto& u : users) expected.push_back(u == "ann" ? 0 : u == "bob" ? 1 : oov_row(u, 11, 2, 3));
+  EXPECT_EQ(block->sparse[0].ids, expected);
+  // 2 ids + 3 buckets = 5 rows: a 4-row table is refused at the key.
+  EXPECT_THAT(config_error_of([&] { config::load_model_config(dir + "/small.yaml"); }),
+              HasSubstr("data.columns[1].vocab: the vocabulary of column 'user' has 2 ids and 3 OOV buckets 2..4, 5 "
+                        "rows, but feature 'user' has 4"));
+  // ... unless the files are not read (recmod vocab, about to rewrite them).
+  config::LoadOptions no_files;
+  no_files.read_vocab_files = false;
+  EXPECT_EQ(config::load_model_config(dir + "/small.yaml", {}, no_files).data.columns->columns[1].vocab, nullptr);
+  const auto bad = dir_with(
+      "oov_columns_bad",
+      {{"m.yaml", model_yaml("  sparse: [user, item]\n", 5,
+                             "data:\n  columns:\n    - {name: label, role: label}\n    - {name: user, role: sparse}\n"
+                             "    - {name: item, role: sparse, ids: int, oov_buckets: 2}\n")}});
+  EXPECT_THAT(config_error_of([&] { config::load_model_config(bad + "/m.yaml"); }),
+              HasSubstr("data.columns[2].oov_buckets: 'oov_buckets' applies to columns with 'ids: vocab'"));
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(bad);
+}
+
+TEST(Vocab, CountsJsonLinesFeatures) {
+  const std::string text =
+      R"({"label": 1, "sparse": {"user": ["bob", "ann"], "item": {"ids": [3, "x"], "weights": [1, 2]}}})"
+      "\n\n"
+      R"({"label": 0, "sparse": {"user": ["bob"], "other": ["q"]}})"
+      "\n"
+      R"({"label": 0})"
+      "\n"
+      R"({"label": 1, "sparse": {"item": [3, 18446744073709551615]}})"
+      "\n";
+  const auto v = build_jsonl_vocabulary("d.jsonl", text, {"user", "item"}, {});
+  ASSERT_EQ(v.columns.size(), 2u);
+  EXPECT_EQ(v.columns[0].column, "user");
+  EXPECT_THAT(v.columns[0].ids, ElementsAre("bob", "ann"));
+  EXPECT_THAT(v.columns[0].counts, ElementsAre(2, 1));
+  EXPECT_THAT(v.columns[1].ids, ElementsAre("3", "18446744073709551615", "x"));  // integers by their text
+  EXPECT_THAT(v.columns[1].counts, ElementsAre(2, 1, 1));
+  EXPECT_EQ(v.columns[1].total, 4);
+  EXPECT_THAT(build_jsonl_vocabulary("d.jsonl", text, {"user"}, {2, 0}).columns[0].ids, ElementsAre("bob"));
+  auto error = [](const std::string& bad) {
+    try {
+      build_jsonl_vocabulary("d.jsonl", bad, {"user"}, {});
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("<no InputError>");
+  };
+  EXPECT_THAT(error("{}\n{\"sparse\": \n"), HasSubstr("d.jsonl:2: expected a JSON object"));
+  EXPECT_THAT(error("{\"sparse\": {\"user\": [1.5]}}\n"),
+              HasSubstr("d.jsonl:1: expected string or integer ids for \"user\", found '1.5'"));
+  EXPECT_THAT(error("{\"sparse\": {\"user\": 3}}\n"), HasSubstr("d.jsonl:1: expected the ids of \"user\" to be a list"));
+}
+
+TEST(Vocab, JsonLinesFeaturesMapThroughTheirVocabulary) {
+  const std::string vocab = "recmod-vocab 1\ncolumn\tuser\t2\n5\tann\n3\t42\n";
+  const std::string features = "  sparse:\n    - {name: user, vocab: v.txt, oov_buckets: 2}\n    - item\n";
+  const auto dir = dir_with("jsonl_vocab", {{"v.txt", vocab}, {"m.yaml", model_yaml(features, 4, "")},
+                                            {"small.yaml", model_yaml(features, 3, "")}});
+  const auto config = config::load_model_config(dir + "/m.yaml");
+  ASSERT_NE(config.features.sparse[0].vocab, nullptr);
+  EXPECT_EQ(config.features.sparse[0].oov_buckets, 2);
+  EXPECT_EQ(config.features.sparse[1].vocab, nullptr);
+  EXPECT_EQ(config.data.vocab_files, (std::vector<std::string>{dir + "/v.txt"}));
+  JsonlOptions options;
+  options.vocab = {config.features.sparse[0].vocab, nullptr};
+  options.oov_buckets = {2, 1};
+  options.hash_seed = 5;
+  DataSchema schema{0, {"user", "item"}, 1, false};
+  const std::string text = R"({"label": 1, "sparse": {"user": ["ann", 42, "42", "zoe", 7], "item": [9]}})"
+                           "\n";
+  JsonlReader reader("d.jsonl", text, schema, BadRecordPolicy::kFail, options);
+  const auto block = reader.read(10);
+  ASSERT_TRUE(block);
+  EXPECT_EQ(block->sparse[0].ids, (std::vector<int64_t>{0, 1, 1, oov_row("zoe", 5, 2, 2), oov_row("7", 5, 2, 2)}));
+  EXPECT_EQ(block->sparse[1].ids, (std::vector<int64_t>{9}));  // no vocabulary: the integer as it is
+  EXPECT_THAT(config_error_of([&] { config::load_model_config(dir + "/small.yaml"); }),
+              HasSubstr("features.sparse[0].vocab: the vocabulary of feature 'user' has 2 ids and 2 OOV buckets "
+                        "2..3, 4 rows, but feature 'user' has 3"));
+  // A run directory's copy (by base name) is read instead of the config's file.
+  const auto run = dir_with("jsonl_vocab_run", {{"v.txt", "recmod-vocab 1\ncolumn\tuser\t1\n1\tzoe\n"}});
+  config::LoadOptions from_run;
+  from_run.vocab_dir = run;
+  const auto copied = config::load_model_config(dir + "/m.yaml", {}, from_run);
+  EXPECT_EQ(copied.features.sparse[0].vocab_path, run + "/v.txt");
+  EXPECT_EQ(copied.features.sparse[0].vocab->lookup("zoe"), 0);
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(run);
 }
 
 }  // namespace

@@ -74,43 +74,24 @@ int64_t feature_index(const ModelSpec& spec, const std::string& name, const Conf
 /// config file), checked against the rows of the table that reads them. A
 /// file that does not exist yet is left for recmod vocab to write (a reader
 /// refuses the column until then).
-void attach_vocab(ColumnSpec& c, const std::string& feature, const ConfigNode& item, Ranges& ranges) {
+void attach_vocab(ColumnSpec& c, const std::string& feature, const ConfigNode& item, Ranges& ranges,
+                  const LoadOptions& options) {
   const ConfigNode at = item["vocab"];
-  std::string path = at.as_string();
-  const std::string& config_file = item.file();
-  const auto slash = config_file.rfind('/');
-  if (!path.empty() && path[0] != '/' && slash != std::string::npos) path = config_file.substr(0, slash + 1) + path;
-  c.vocab_path = path;
-  if (!data::read_vocab_files() || ::access(path.c_str(), F_OK) != 0) return;
-  std::shared_ptr<const data::Vocabulary> vocab;
-  try {
-    vocab = std::make_shared<const data::Vocabulary>(data::load_vocabulary(path));
-  } catch (const InputError& e) {
-    at.fail(e.what());
-  }
-  const data::ColumnVocab* column = vocab->find(c.name);
-  if (!column) {
-    std::vector<std::string> names;
-    for (const auto& v : vocab->columns) names.push_back(v.column);
-    at.fail(str_cat(path, " has no vocabulary of column '", c.name, "'; it has ", join_names(names),
-                    " (rebuild it with recmod vocab)"));
-  }
-  const uint64_t rows = ranges.of(feature, item);
-  if (static_cast<uint64_t>(column->num_rows()) > rows)
-    at.fail(str_cat("the vocabulary of column '", c.name, "' has ", column->ids.size(), " ids and the OOV bucket ",
-                    column->oov_id(), ", ", column->num_rows(), " rows, but feature '", feature, "' has ", rows,
-                    " (its table's num_embeddings or range); make the table >= ", column->num_rows(),
-                    " rows or rebuild the vocabulary with --top-k ", rows - 1));
-  c.vocab = std::shared_ptr<const data::ColumnVocab>(vocab, column);
+  c.vocab_path = resolve_vocab_path(at, options);
+  if (item.has("oov_buckets")) c.oov_buckets = item.positive_int("oov_buckets");
+  const bool exists = options.read_vocab_files && ::access(c.vocab_path.c_str(), F_OK) == 0;
+  const uint64_t rows = exists ? ranges.of(feature, item) : 0;
+  c.vocab = load_vocab_of(c.vocab_path, c.name, "column '" + c.name + "'", feature, rows, c.oov_buckets, at, options);
 }
 
-/// A `columns:` list. `side`: a side table's (sparse, flag and ignore only).
-Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& ranges, bool side) {
+/// A `columns:` list. `side`: a side table's (sparse, flag, dense and ignore only).
+Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& ranges, bool side,
+                     const LoadOptions& options) {
   Parsed out;
   if (!list.is_list() || list.size() == 0) list.fail("expected a list of columns, found " + list.describe());
   std::set<std::string> seen;
   const std::vector<std::string> roles =
-      side ? std::vector<std::string>{"sparse", "flag", "ignore"}
+      side ? std::vector<std::string>{"sparse", "flag", "dense", "ignore"}
            : std::vector<std::string>{"label", "dense", "sparse", "weight", "flag", "sample_weight", "ignore"};
   for (const auto& item : list.items()) {
     std::vector<std::string> names;
@@ -121,7 +102,7 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
     } else {
       item.expect_map();
       item.allow_keys({"name", "names", "role", "feature", "ids", "separator", "weight_separator", "range", "of", "id",
-                       "transform", "threshold", "default", "join", "source", "mask", "vocab"});
+                       "transform", "threshold", "default", "join", "source", "mask", "vocab", "oov_buckets"});
       if (item.has("name") == item.has("names")) item.fail("give the column a 'name' (or 'names: [...]' for several)");
       if (item.has("name"))
         names.push_back(item["name"].as_string());
@@ -150,7 +131,9 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
       only_for("transform", {ColumnRole::kDense}, "dense");
       only_for("threshold", {ColumnRole::kLabel}, "label");
       only_for("mask", {ColumnRole::kSparse}, "sparse");
-      if (side && item.has("mask")) item["mask"].fail("'mask' is for columns of the data file, not of a side table");
+      for (const char* key : {"mask", "source"})
+        if (side && item.has(key))
+          item[key].fail(str_cat("'", key, "' is for columns of the data file, not of a side table"));
       only_for("source", {ColumnRole::kLabel, ColumnRole::kDense, ColumnRole::kSampleWeight}, "label, dense or sample_weight");
       if (auto n = item.find("source")) {
         if (names.size() > 1) n->fail("'source' is for one column, not 'names'");
@@ -168,7 +151,9 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
       }
       if (c.ids == data::IdKind::kVocab && !item.has("vocab"))
         item["ids"].fail("'ids: vocab' needs 'vocab: FILE' (written by recmod vocab; relative to the config file)");
-      if (item.has("vocab") && c.ids != data::IdKind::kVocab) item["vocab"].fail("'vocab' applies to columns with 'ids: vocab'");
+      for (const char* key : {"vocab", "oov_buckets"})
+        if (item.has(key) && c.ids != data::IdKind::kVocab)
+          item[key].fail(str_cat("'", key, "' applies to columns with 'ids: vocab'"));
       if (auto n = item.find("separator")) c.separator = parse_char(*n, false);
       if (auto n = item.find("weight_separator")) c.weight_separator = parse_char(*n, false);
       if (c.separator && c.separator == c.weight_separator)
@@ -198,7 +183,7 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
         const std::string feature = item.is_map() && item.has("feature") ? item["feature"].as_string() : one.name;
         one.target = feature_index(spec, feature, item.is_map() && item.has("feature") ? item["feature"] : item);
         if (one.role == ColumnRole::kSparse && one.ids == data::IdKind::kHash) one.range = ranges.of(feature, item);
-        if (one.role == ColumnRole::kSparse && one.ids == data::IdKind::kVocab) attach_vocab(one, feature, item, ranges);
+        if (one.role == ColumnRole::kSparse && one.ids == data::IdKind::kVocab) attach_vocab(one, feature, item, ranges, options);
         if (one.role == ColumnRole::kFlag && names.size() > 1) one.flag_id = static_cast<int64_t>(k);
       }
       out.columns.push_back(one);
@@ -219,7 +204,7 @@ data::SideTableSpec parse_side_table(const std::string& name, const ConfigNode& 
   if (auto n = node.find("quote")) t.quote = parse_char(*n, true);
   t.header = node.get_bool("header", false);
   if (auto n = node.find("missing")) t.missing_is_bad = n->one_of({"empty", "bad"}) == "bad";
-  const Parsed parsed = parse_columns(node["columns"], spec, ranges, /*side=*/true);
+  const Parsed parsed = parse_columns(node["columns"], spec, ranges, /*side=*/true, LoadOptions{});
   t.columns = parsed.columns;
   const std::string key = node["key"].as_string();
   for (size_t i = 0; i < t.columns.size(); ++i)
@@ -289,7 +274,53 @@ std::vector<uint64_t> string_id_ranges(const ModelSpec& spec) {
   return out;
 }
 
-std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& node, const ModelSpec& spec) {
+std::string resolve_vocab_path(const ConfigNode& at, const LoadOptions& options) {
+  std::string path = at.as_string();
+  if (path.empty()) at.fail("expected a vocabulary file's path, found ''");
+  if (!options.vocab_dir.empty()) {
+    const auto base = path.rfind('/');
+    const std::string copy = options.vocab_dir + "/" + (base == std::string::npos ? path : path.substr(base + 1));
+    if (::access(copy.c_str(), F_OK) == 0) return copy;
+  }
+  const std::string& config_file = at.file();
+  const auto slash = config_file.rfind('/');
+  if (path[0] != '/' && slash != std::string::npos) path = config_file.substr(0, slash + 1) + path;
+  return path;
+}
+
+std::shared_ptr<const data::ColumnVocab> load_vocab_of(const std::string& path, const std::string& column,
+                                                       const std::string& what, const std::string& feature,
+                                                       uint64_t rows,
+                                                       int64_t oov_buckets, const ConfigNode& at,
+                                                       const LoadOptions& options) {
+  if (!options.read_vocab_files || ::access(path.c_str(), F_OK) != 0) return nullptr;
+  std::shared_ptr<const data::Vocabulary> vocab;
+  try {
+    vocab = std::make_shared<const data::Vocabulary>(data::load_vocabulary(path));
+  } catch (const InputError& e) {
+    at.fail(e.what());
+  }
+  const data::ColumnVocab* found = vocab->find(column);
+  if (!found) {
+    std::vector<std::string> names;
+    for (const auto& v : vocab->columns) names.push_back(v.column);
+    at.fail(str_cat(path, " has no vocabulary of ", what, "; it has ", join_names(names),
+                    " (rebuild it with recmod vocab)"));
+  }
+  const int64_t need = found->num_rows(oov_buckets);
+  const int64_t n = found->oov_id();
+  const std::string buckets = oov_buckets == 1 ? str_cat("the OOV bucket ", n)
+                                               : str_cat(oov_buckets, " OOV buckets ", n, "..", need - 1);
+  if (rows > 0 && static_cast<uint64_t>(need) > rows)
+    at.fail(str_cat("the vocabulary of ", what, " has ", n, " ids and ", buckets, ", ", need, " rows, but feature '",
+                    feature, "' has ", rows, " (its table's num_embeddings or range); make the table >= ", need,
+                    " rows or rebuild the vocabulary with --top-k ",
+                    std::max<int64_t>(static_cast<int64_t>(rows) - oov_buckets, 0)));
+  return std::shared_ptr<const data::ColumnVocab>(vocab, found);
+}
+
+std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& node, const ModelSpec& spec,
+                                                              const LoadOptions& options) {
   auto out = std::make_shared<data::DelimitedSpec>();
   if (auto n = node.find("delimiter")) out->delimiter = parse_char(*n, false);
   if (auto n = node.find("quote")) out->quote = parse_char(*n, true);
@@ -310,7 +341,7 @@ std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& 
     }
   }
   const ConfigNode list = node["columns"];
-  const Parsed parsed = parse_columns(list, spec, ranges, /*side=*/false);
+  const Parsed parsed = parse_columns(list, spec, ranges, /*side=*/false, options);
   out->columns = parsed.columns;
   for (auto& c : out->columns) {  // masks may name columns listed later
     if (c.mask_name.empty()) continue;
@@ -360,6 +391,10 @@ std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& 
     if (!c.join.empty() && std::find(table_names.begin(), table_names.end(), c.join) == table_names.end())
       at["join"].fail("no side table '" + c.join + "'; data.side_tables has " + join_names(table_names));
   }
+  // A side table's dense columns come after the file's, in table order.
+  for (auto& t : out->side_tables)
+    for (auto& c : t.columns)
+      if (c.role == ColumnRole::kDense) c.target = dense++;
   for (const auto& t : out->side_tables)
     for (const auto& c : t.columns) {
       if (c.role == ColumnRole::kSparse || c.role == ColumnRole::kFlag) fed[c.target] = true;

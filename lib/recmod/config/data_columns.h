@@ -21,7 +21,23 @@ const std::vector<std::string>& delimited_data_keys();
 /// features.dense, a hashed column without a range, ...). Hashed ids take the
 /// column's `range`, else the feature's `range`, else the num_embeddings of
 /// the table that reads the feature.
-std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& data_node, const ModelSpec& spec);
+/// `options`: whether (and from where) `ids: vocab` columns' files are read.
+std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& data_node, const ModelSpec& spec,
+                                                              const LoadOptions& options = {});
+
+/// A `vocab: FILE` key (`at`): FILE resolved against the config file's
+/// directory, or its copy in options.vocab_dir when one is there.
+std::string resolve_vocab_path(const ConfigNode& at, const LoadOptions& options);
+/// The vocabulary of `column` in `path` (the file of the `vocab:` key `at`;
+/// `what` names it in messages: "column 'x'", "feature 'x'"), checked to fit
+/// in `rows` table rows (0: unchecked) with `oov_buckets` OOV rows (else a
+/// ConfigError at `at` saying how to fix it); null when the file does not
+/// exist (recmod vocab has not written it yet) or options say not to read it.
+std::shared_ptr<const data::ColumnVocab> load_vocab_of(const std::string& path, const std::string& column,
+                                                       const std::string& what, const std::string& feature,
+                                                       uint64_t rows,
+                                                       int64_t oov_buckets, const ConfigNode& at,
+                                                       const LoadOptions& options);
 
 /// A hashed feature whose range is larger than a plain table that reads it
 /// (EmbeddingBagCollection, EmbeddingCollection, FeatureProcessed...; not the

@@ -44,11 +44,15 @@ SparseFeatureSpec parse_sparse_feature(const ConfigNode& node, const std::string
     f.range = default_range;
   } else {
     if (!node.is_map()) node.fail("expected a feature name or {name, hash, range}, found " + node.describe());
-    node.allow_keys({"name", "hash", "range", "weighted"});
+    node.allow_keys({"name", "hash", "range", "weighted", "vocab", "oov_buckets"});
     f.name = node["name"].as_name("a feature name");
     f.hash = node.has("hash") ? node["hash"].one_of({"none", "mod", "murmur"}) : default_hash;
     f.range = node.has("range") ? node.positive_int("range") : default_range;
     f.weighted = node.get_bool("weighted", false);
+    if (node.has("oov_buckets")) {
+      if (!node.has("vocab")) node["oov_buckets"].fail("'oov_buckets' applies to a feature with 'vocab: FILE'");
+      f.oov_buckets = node.positive_int("oov_buckets");
+    }
   }
   if (f.hash != "none" && f.range <= 0) node.fail("hash '" + f.hash + "' needs a range > 0 (add 'range: N')");
   return f;
@@ -189,7 +193,7 @@ TrainingSpec parse_training(const ConfigNode& node, const std::vector<std::strin
   return t;
 }
 
-DataSpec parse_data(const ConfigNode& node, const ModelSpec& spec) {
+DataSpec parse_data(const ConfigNode& node, const ModelSpec& spec, const LoadOptions& options) {
   std::vector<std::string> keys{"format", "train", "eval", "strict_features", "labels", "sample_weights"};
   for (const auto& k : delimited_data_keys()) keys.push_back(k);
   node.allow_keys(keys);
@@ -217,7 +221,7 @@ DataSpec parse_data(const ConfigNode& node, const ModelSpec& spec) {
       if (node.has(key))
         node[key].fail(str_cat("'", key, "' is for JSON lines; with data.columns give the columns roles ",
                                std::string(key) == "labels" ? "label" : "sample_weight"));
-    d.columns = parse_data_columns(node, spec);
+    d.columns = parse_data_columns(node, spec, options);
     d.labels = d.columns->label_names;
     d.sample_weights = d.columns->schema.sample_weights;
   } else {
@@ -361,7 +365,33 @@ std::vector<std::string> parse_inputs(const ConfigNode& node) {
 
 }  // namespace
 
-ModelConfig parse_model_config(const ConfigNode& root) {
+namespace {
+
+/// features.sparse's `vocab:` keys (JSON lines' string ids): each file read
+/// and checked against the rows the feature's ids index (its range or table).
+void attach_feature_vocabs(const ConfigNode& features_node, ModelConfig& config, const LoadOptions& options) {
+  const auto sparse = features_node.find("sparse");
+  if (!sparse) return;
+  std::vector<uint64_t> rows;
+  for (size_t i = 0; i < config.features.sparse.size(); ++i) {
+    const ConfigNode item = sparse->at(i);
+    if (!item.is_map() || !item.has("vocab")) continue;
+    auto& f = config.features.sparse[i];
+    if (config.data.columns)
+      item["vocab"].fail("a feature's 'vocab' is for JSON lines; with data.columns give the column 'ids: vocab' "
+                         "and 'vocab: FILE'");
+    if (rows.empty()) rows = string_id_ranges(config);
+    f.vocab_path = resolve_vocab_path(item["vocab"], options);
+    if (rows[i] == 0)
+      item["vocab"].fail("feature '" + f.name + "' is read by no table and has no range; its vocabulary ids need one");
+    f.vocab = load_vocab_of(f.vocab_path, f.name, "feature '" + f.name + "'", f.name, rows[i], f.oov_buckets,
+                            item["vocab"], options);
+  }
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const ConfigNode& root, const LoadOptions& options) {
   if (root.is_null()) root.fail("the config is empty; expected a map with features, nodes and output");
   root.allow_keys({"features", "nodes", "output", "tasks", "training", "data", "sharding"});
   ModelConfig config;
@@ -378,7 +408,15 @@ ModelConfig parse_model_config(const ConfigNode& root) {
   }
   if (config.nodes.empty()) nodes.fail("expected at least one node");
   check_feature_ranges(root["features"], config);
-  if (auto d = root.find("data")) config.data = parse_data(*d, config);
+  if (auto d = root.find("data")) config.data = parse_data(*d, config, options);
+  attach_feature_vocabs(root["features"], config, options);
+  auto add_vocab_file = [&config](const std::string& path) {
+    auto& files = config.data.vocab_files;
+    if (!path.empty() && std::find(files.begin(), files.end(), path) == files.end()) files.push_back(path);
+  };
+  if (config.data.columns)
+    for (const auto& c : config.data.columns->columns) add_vocab_file(c.vocab_path);
+  for (const auto& f : config.features.sparse) add_vocab_file(f.vocab_path);
   config.num_labels = static_cast<int64_t>(config.data.labels.size());
   std::vector<std::string> metrics = eval_metric_names();
   if (auto tasks = root.find("tasks")) {
@@ -407,10 +445,11 @@ ModelConfig parse_model_config(const ConfigNode& root) {
   return config;
 }
 
-ModelConfig load_model_config(const std::string& path, const std::vector<std::string>& overrides) {
-  if (overrides.empty()) return parse_model_config(ConfigNode::load_file(path));
+ModelConfig load_model_config(const std::string& path, const std::vector<std::string>& overrides,
+                              const LoadOptions& options) {
+  if (overrides.empty()) return parse_model_config(ConfigNode::load_file(path), options);
   const ConfigNode root = ConfigNode::load_file(path).with_overrides(overrides);
-  ModelConfig config = parse_model_config(root);
+  ModelConfig config = parse_model_config(root, options);
   config.overrides = overrides;
   config.effective_yaml = str_cat("# ", path, " with --set ", join_names(overrides), "\n", root.emit(), "\n");
   return config;

@@ -21,6 +21,14 @@ struct SparseFeatureSpec {
   std::string hash = "none";  // none | mod | murmur
   int64_t range = 0;          // > 0 when hash != none
   bool weighted = false;      // JSON lines may give it {"ids", "weights"}
+  // `vocab: FILE` (JSON lines' string ids through a vocabulary of recmod
+  // vocab; relative to the config): the file as resolved, and its ids for
+  // this feature (null while the file does not exist yet, or when the config
+  // was loaded with LoadOptions::read_vocab_files false). `oov_buckets`: ids
+  // not in it hash into this many rows after the vocabulary's.
+  std::string vocab_path{};
+  std::shared_ptr<const data::ColumnVocab> vocab{};
+  int64_t oov_buckets = 1;
 };
 
 struct FeaturesSpec {
@@ -95,6 +103,9 @@ struct DataSpec {
   std::vector<std::string> labels{"label"};
   bool sample_weights = false;  // JSON lines carry "weight" (delimited text: a sample_weight column)
   uint64_t hash_seed = 0;        // XXH3 seed of string ids (delimited text and JSON lines)
+  /// Every vocabulary file the config names (data.columns' and features'
+  /// `vocab:`), as resolved, each once, in config order.
+  std::vector<std::string> vocab_files;
 };
 
 /// A node as written: its name, type, input names and its YAML.
@@ -136,10 +147,23 @@ struct ModelConfig : ModelSpec {
   std::string effective_yaml;
 };
 
+/// How a config is loaded, beyond its text.
+struct LoadOptions {
+  /// Read the vocabulary files the config names (`vocab:`) and check them
+  /// against the tables. recmod vocab turns it off: it writes those files,
+  /// which may be missing, stale or too large yet.
+  bool read_vocab_files = true;
+  /// A run directory's copies of its vocabularies (train::RunDir::vocab_dir):
+  /// a `vocab: FILE` is read from here by FILE's base name when a copy is
+  /// there (else from FILE). "" = none.
+  std::string vocab_dir;
+};
+
 /// Reads and checks everything but the node options (builders check those).
-ModelConfig parse_model_config(const ConfigNode& root);
+ModelConfig parse_model_config(const ConfigNode& root, const LoadOptions& options = {});
 /// `overrides`: "KEY=VALUE" each (ConfigNode::with_overrides).
-ModelConfig load_model_config(const std::string& path, const std::vector<std::string>& overrides = {});
+ModelConfig load_model_config(const std::string& path, const std::vector<std::string>& overrides = {},
+                              const LoadOptions& options = {});
 
 /// Names a node may take as input besides other nodes.
 inline constexpr char kDenseFeatures[] = "features.dense";

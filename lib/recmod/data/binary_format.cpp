@@ -307,6 +307,20 @@ void BinaryReader::check_finite(const char* what, const float* values, int64_t r
                         values[i], " (expected finite numbers)");
 }
 
+void BinaryReader::check_binary_labels(const float* labels, int64_t rows, int64_t width, int64_t first_row) const {
+  if (binary_labels_.empty()) return;
+  for (int64_t l = 0; l < width; ++l) {
+    if (static_cast<size_t>(l) >= binary_labels_.size() || !binary_labels_[static_cast<size_t>(l)]) continue;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float y = labels[r * width + l];
+      if (y != 0.0f && y != 1.0f)
+        throw_input_error(file_->path(), ": record ", first_row + r + 1, " (row ", first_row + r, "): label",
+                          width > 1 ? str_cat("[", l, "]") : std::string(), " is ", y,
+                          " (expected 0 or 1: the loss is binary cross-entropy)");
+    }
+  }
+}
+
 void BinaryReader::reset() {
   row_ = 0;
   id_cursor_.assign(features_.size(), 0);
@@ -327,6 +341,7 @@ int64_t BinaryReader::read_into(int64_t max_rows, ExampleColumns& out) {
   const float* labels = block<float>(labels_offset_) + begin * nl;
   const float* dense = block<float>(dense_offset_) + begin * nd;
   check_finite("label", labels, n, nl, begin);
+  check_binary_labels(labels, n, nl, begin);
   check_finite("dense", dense, n, nd, begin);
   out.labels.insert(out.labels.end(), labels, labels + n * nl);
   out.dense.insert(out.dense.end(), dense, dense + n * nd);
@@ -372,6 +387,7 @@ std::optional<Batch> BinaryReader::read_batch(int64_t max_rows) {
   const auto num_features = static_cast<int64_t>(features_.size());
 
   check_finite("label", block<float>(labels_offset_) + begin * nl, n, nl, begin);
+  check_binary_labels(block<float>(labels_offset_) + begin * nl, n, nl, begin);
   check_finite("dense", block<float>(dense_offset_) + begin * nd, n, nd, begin);
   Batch batch;
   batch.labels = torch::empty({n, nl}, torch::kFloat);

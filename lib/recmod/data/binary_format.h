@@ -80,6 +80,10 @@ class BinaryReader : public ExampleReader {
   int64_t num_rows() const { return num_rows_; }
   /// Rewinds to the first row (for another epoch).
   void reset();
+  /// Per label column: whether its values must be 0 or 1 (a binary
+  /// cross-entropy task reads it); checked per block read, a violation an
+  /// InputError naming the file, the record and the label.
+  void require_binary_labels(std::vector<bool> per_label) { binary_labels_ = std::move(per_label); }
 
  private:
   struct FeatureBlock {
@@ -88,6 +92,7 @@ class BinaryReader : public ExampleReader {
   void parse_header();
   /// InputError naming the row and column of the first NaN/inf.
   void check_finite(const char* what, const float* values, int64_t rows, int64_t width, int64_t first_row) const;
+  void check_binary_labels(const float* labels, int64_t rows, int64_t width, int64_t first_row) const;
   template <typename T>
   const T* block(uint64_t offset) const {
     return reinterpret_cast<const T*>(file_->data() + offset);
@@ -96,6 +101,7 @@ class BinaryReader : public ExampleReader {
   DataSchema schema_;
   int64_t num_rows_ = 0;
   uint64_t labels_offset_ = 0, dense_offset_ = 0;
+  std::vector<bool> binary_labels_;
   std::vector<FeatureBlock> features_;
   int64_t row_ = 0;
   std::vector<uint64_t> id_cursor_;  // per feature: first id of row_

@@ -81,7 +81,7 @@ std::string read_sparse_cell(const ColumnSpec& c, std::string_view cell, uint64_
     if (c.ids == IdKind::kHash) {
       id = hash_string_id(item, seed, c.range);
     } else if (c.ids == IdKind::kVocab) {
-      id = c.vocab->lookup(item);
+      id = c.vocab->id(item, c.oov_buckets, seed);
     } else if (!parse_int(item, id)) {
       return column_error(c, "expected an integer id (int64; or declare the column 'ids: hash'), found ", cell_text(item));
     }
@@ -210,8 +210,16 @@ struct DelimitedReader::SideTable {
     int64_t id;
     float weight;
   };
-  std::unordered_map<std::string, std::vector<Id>> rows;
+  struct Row {
+    std::vector<Id> ids;
+    std::vector<std::pair<int64_t, float>> dense;  // (dense index, value)
+  };
+  std::unordered_map<std::string, Row> rows;
   std::string file;
+  // A key not in the table: each dense column's default (its `default:`),
+  // or, when one has none, the index of that column (the row is bad).
+  std::vector<std::pair<int64_t, float>> missing_dense;
+  int64_t dense_without_default = -1;
 };
 
 namespace {
@@ -243,12 +251,22 @@ std::unique_ptr<DelimitedReader::SideTable> load_side_table(const SideTableSpec&
     if (expected && fields.size() != expected)
       throw_input_error(where, ": expected ", expected, " fields separated by ", delimiter_name(spec.delimiter),
                         " (side table '", spec.name, "' lists ", expected, " columns), found ", fields.size());
-    std::vector<DelimitedReader::SideTable::Id> row;
+    DelimitedReader::SideTable::Row row;
     for (size_t i = 0; i < spec.columns.size(); ++i) {
       const auto& c = spec.columns[i];
       if (static_cast<size_t>(field_of[i]) >= fields.size())
         throw_input_error(where, ": column '", c.name, "': expected a value, found only ", fields.size(), " fields");
       const std::string_view cell = fields[field_of[i]];
+      if (c.role == ColumnRole::kDense) {
+        const std::string_view text = with_default(c, cell);
+        double x = 0;
+        if (!parse_double(text, x))
+          throw_input_error(where, ": column '", c.name, "' of side table '", spec.name, "': expected a finite number",
+                            text.empty() ? " (the cell is empty; give the column a 'default:')" : "", ", found ",
+                            cell_text(text));
+        row.dense.emplace_back(c.target, static_cast<float>(c.log1p ? std::log1p(std::max(x, 0.0)) : x));
+        continue;
+      }
       ids.clear();
       weights.clear();
       if (c.role == ColumnRole::kSparse)
@@ -256,11 +274,20 @@ std::unique_ptr<DelimitedReader::SideTable> load_side_table(const SideTableSpec&
       else if (c.role == ColumnRole::kFlag)
         error = read_flag_cell(c, cell, ids, &weights);
       if (!error.empty()) throw_input_error(where, ": ", error);
-      for (size_t k = 0; k < ids.size(); ++k) row.push_back({c.target, ids[k], weights[k]});
+      for (size_t k = 0; k < ids.size(); ++k) row.ids.push_back({c.target, ids[k], weights[k]});
     }
     std::string key(fields[field_of[spec.key_column]]);
     if (!table->rows.emplace(key, std::move(row)).second)
       throw_input_error(where, ": key ", cell_text(key), " of side table '", spec.name, "' is in the file twice");
+  }
+  for (size_t i = 0; i < spec.columns.size(); ++i) {
+    const auto& c = spec.columns[i];
+    if (c.role != ColumnRole::kDense) continue;
+    double x = 0;
+    if (c.default_value && parse_double(*c.default_value, x))
+      table->missing_dense.emplace_back(c.target, static_cast<float>(c.log1p ? std::log1p(std::max(x, 0.0)) : x));
+    else if (table->dense_without_default < 0)
+      table->dense_without_default = static_cast<int64_t>(i);
   }
   return table;
 }
@@ -384,13 +411,21 @@ std::string DelimitedReader::parse_row(const std::vector<std::string_view>& fiel
     size_t t = 0;
     while (spec.side_tables[t].name != c.join) ++t;
     const std::string key(with_default(c, fields[field_of_column_[i]]));
-    const auto it = side_[t]->rows.find(key);
-    if (it == side_[t]->rows.end()) {
+    const auto& side = *side_[t];
+    const auto it = side.rows.find(key);
+    if (it == side.rows.end()) {
       if (spec.side_tables[t].missing_is_bad)
-        return column_error(c, "key ", cell_text(key), " is not in side table '", c.join, "' (", side_[t]->file, ")");
+        return column_error(c, "key ", cell_text(key), " is not in side table '", c.join, "' (", side.file, ")");
+      if (side.dense_without_default >= 0)
+        return column_error(c, "key ", cell_text(key), " is not in side table '", c.join, "' (", side.file,
+                            ") and its dense column '",
+                            spec.side_tables[t].columns[static_cast<size_t>(side.dense_without_default)].name,
+                            "' has no 'default:' for a missing key");
+      for (const auto& [index, value] : side.missing_dense) out.dense[dense_base + index] = value;
       continue;
     }
-    for (const auto& id : it->second) {
+    for (const auto& [index, value] : it->second.dense) out.dense[dense_base + index] = value;
+    for (const auto& id : it->second.ids) {
       out.sparse[id.feature].ids.push_back(id.id);
       if (weighted) out.sparse[id.feature].weights.push_back(id.weight);
     }

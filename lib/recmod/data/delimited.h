@@ -52,6 +52,9 @@ struct ColumnSpec {
   // refuses the column, saying to run recmod vocab).
   std::string vocab_path;
   std::shared_ptr<const ColumnVocab> vocab;
+  // kVocab: texts not in the vocabulary hash into this many out-of-vocabulary
+  // rows after its n ids: n + hash_string_id(text, hash_seed, oov_buckets).
+  int64_t oov_buckets = 1;
   // kWeight: the index (in its ColumnSpec list) of the sparse column it weighs.
   int64_t weight_of = -1;
   // kFlag: the id added when the cell is 1.

@@ -14,6 +14,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/data/delimited.h"
+#include "recmod/data/vocab.h"
 
 namespace recmod::data {
 
@@ -67,9 +68,32 @@ void read_labels(const json& v, int64_t num_labels, const JsonlOptions& options,
   }
 }
 
-void read_ids(const json& v, const std::string& feature, uint64_t string_range, uint64_t seed, int64_t limit,
-              std::vector<int64_t>& out) {
+/// How one feature's ids are read.
+struct IdRules {
+  uint64_t string_range = 0;  // hash strings mod this (0: strings are bad)
+  uint64_t seed = 0;
+  int64_t limit = 0;          // integer ids in [0, limit) (0: any)
+  const ColumnVocab* vocab = nullptr;  // strings and integers (by their text) through it
+  int64_t oov_buckets = 1;
+};
+
+void read_ids(const json& v, const std::string& feature, const IdRules& rules, std::vector<int64_t>& out) {
+  const uint64_t string_range = rules.string_range, seed = rules.seed;
+  const int64_t limit = rules.limit;
   if (!v.is_array()) bad("expected the ids of \"", feature, "\" to be a list of integers, found ", shown(v));
+  if (rules.vocab) {
+    for (const auto& x : v) {
+      if (x.is_string()) {
+        out.push_back(rules.vocab->id(x.get_ref<const std::string&>(), rules.oov_buckets, seed));
+      } else if (x.is_number_integer()) {
+        const std::string text = x.is_number_unsigned() ? std::to_string(x.get<uint64_t>()) : std::to_string(x.get<int64_t>());
+        out.push_back(rules.vocab->id(text, rules.oov_buckets, seed));
+      } else {
+        bad("expected string or integer ids for \"", feature, "\" (it has a vocabulary), found ", shown(x));
+      }
+    }
+    return;
+  }
   for (const auto& x : v) {
     if (x.is_string()) {
       if (string_range == 0)
@@ -90,15 +114,15 @@ void read_ids(const json& v, const std::string& feature, uint64_t string_range, 
   }
 }
 
-void read_bag(const json& v, const std::string& feature, bool weighted, bool may_weigh, uint64_t string_range,
-              uint64_t seed, int64_t limit, SparseColumn& col) {
+void read_bag(const json& v, const std::string& feature, bool weighted, bool may_weigh, const IdRules& rules,
+              SparseColumn& col) {
   const size_t first = col.ids.size();
   if (v.is_object()) {
     for (const auto& [key, _] : v.items())
       if (key != "ids" && key != "weights")
         bad("expected keys \"ids\" and \"weights\" in \"", feature, "\", found \"", key, "\"");
     if (!v.contains("ids")) bad("expected \"ids\" in \"", feature, "\", found ", shown(v));
-    read_ids(v["ids"], feature, string_range, seed, limit, col.ids);
+    read_ids(v["ids"], feature, rules, col.ids);
     if (v.contains("weights")) {
       if (!weighted) bad("expected no weights for \"", feature, "\" (the schema is unweighted), found ", shown(v));
       if (!may_weigh)
@@ -119,7 +143,7 @@ void read_bag(const json& v, const std::string& feature, bool weighted, bool may
       col.weights.resize(col.ids.size(), 1.0f);
     }
   } else {
-    read_ids(v, feature, string_range, seed, limit, col.ids);
+    read_ids(v, feature, rules, col.ids);
     if (weighted) col.weights.resize(col.ids.size(), 1.0f);
   }
 }
@@ -204,9 +228,13 @@ void parse_record(std::string_view line, const DataSchema& schema, const JsonlOp
     const auto& name = schema.sparse_features[f];
     if (sparse.contains(name)) {
       const bool may_weigh = options.weighted.empty() || options.weighted[f];
-      const uint64_t range = f < options.string_id_range.size() ? options.string_id_range[f] : 0;
-      const int64_t limit = f < options.id_limit.size() ? options.id_limit[f] : 0;
-      read_bag(sparse[name], name, schema.weighted, may_weigh, range, options.hash_seed, limit, out.sparse[f]);
+      IdRules rules;
+      rules.string_range = f < options.string_id_range.size() ? options.string_id_range[f] : 0;
+      rules.seed = options.hash_seed;
+      rules.limit = f < options.id_limit.size() ? options.id_limit[f] : 0;
+      rules.vocab = f < options.vocab.size() ? options.vocab[f].get() : nullptr;
+      rules.oov_buckets = f < options.oov_buckets.size() ? options.oov_buckets[f] : 1;
+      read_bag(sparse[name], name, schema.weighted, may_weigh, rules, out.sparse[f]);
     }
     out.close_bag(f);
   }

@@ -22,6 +22,8 @@
 
 namespace recmod::data {
 
+struct ColumnVocab;  // data/vocab.h
+
 /// What a model asks of its JSON lines beyond the schema (a config's
 /// features and data sections; train::open_batches fills it).
 struct JsonlOptions {
@@ -37,6 +39,12 @@ struct JsonlOptions {
   /// mod this (hash_string_id); 0 or empty: string ids are bad records.
   std::vector<uint64_t> string_id_range;
   uint64_t hash_seed = 0;
+  /// Per schema feature: a vocabulary (a feature's `vocab:`): its string ids,
+  /// and integer ids by their decimal text, map through it (ColumnVocab::id
+  /// with oov_buckets[f] and hash_seed) instead of being hashed or taken as
+  /// they are. null or empty: none.
+  std::vector<std::shared_ptr<const ColumnVocab>> vocab;
+  std::vector<int64_t> oov_buckets;
   /// Per schema feature: integer ids must be in [0, limit) (the table of an
   /// unhashed feature), else a bad record naming the line; 0 or empty: any id.
   std::vector<int64_t> id_limit;

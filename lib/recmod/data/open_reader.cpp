@@ -89,9 +89,19 @@ std::unique_ptr<ExampleReader> open_reader(const std::string& path, DataFormat f
     case DataFormat::kCriteoTsv:
       reader = std::make_unique<CriteoTsvReader>(path, policy);
       break;
-    case DataFormat::kBinary:
-      reader = std::make_unique<BinaryReader>(path);
+    case DataFormat::kBinary: {
+      auto binary = std::make_unique<BinaryReader>(path);
+      // Labels checked against the loss, as JSON lines' are (jsonl carries
+      // what the model's tasks ask: 0/1 for binary cross-entropy).
+      std::vector<bool> binary_labels;
+      for (int64_t l = 0; l < binary->schema().num_labels; ++l) {
+        const auto k = static_cast<size_t>(l);
+        binary_labels.push_back(k < jsonl.binary_per_label.size() ? jsonl.binary_per_label[k] : jsonl.binary_labels);
+      }
+      binary->require_binary_labels(std::move(binary_labels));
+      reader = std::move(binary);
       break;
+    }
     case DataFormat::kCriteoNpy:
       reader = std::make_unique<CriteoNpyReader>(path);
       break;

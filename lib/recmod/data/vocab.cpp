@@ -1,7 +1,8 @@
 #include "recmod/data/vocab.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
-#include <atomic>
 #include <charconv>
 #include <fstream>
 #include <memory>
@@ -62,9 +63,44 @@ void count_cell(const ColumnSpec& c, std::string_view cell, std::unordered_map<s
   }
 }
 
-Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions& options) {
+void check_options(const VocabOptions& options) {
   if (options.min_count < 1) throw_input_error("vocab: expected min_count >= 1, found ", options.min_count);
   if (options.top_k < 0) throw_input_error("vocab: expected top_k >= 0 (0: no limit), found ", options.top_k);
+}
+
+// Each column's texts with count >= min_count, at most top_k, most frequent
+// first (ties by the text).
+Vocabulary keep(const std::vector<std::string>& names, std::vector<std::unordered_map<std::string, int64_t>>& counts,
+                const std::vector<int64_t>& totals, const VocabOptions& options) {
+  Vocabulary out;
+  for (size_t k = 0; k < names.size(); ++k) {
+    std::vector<std::pair<std::string, int64_t>> kept;
+    for (auto& [text, n] : counts[k])
+      if (n >= options.min_count) kept.emplace_back(text, n);
+    std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
+      return a.second != b.second ? a.second > b.second : a.first < b.first;
+    });
+    if (options.top_k > 0 && static_cast<int64_t>(kept.size()) > options.top_k)
+      kept.resize(static_cast<size_t>(options.top_k));
+    ColumnVocab v;
+    v.column = names[k];
+    v.distinct = static_cast<int64_t>(counts[k].size());
+    v.total = totals[k];
+    int64_t in_vocab = 0;
+    for (auto& [text, n] : kept) {
+      v.ids.push_back(text);
+      v.counts.push_back(n);
+      in_vocab += n;
+    }
+    v.oov = v.total - in_vocab;
+    v.index();
+    out.columns.push_back(std::move(v));
+  }
+  return out;
+}
+
+Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions& options) {
+  check_options(options);
   const auto counted = vocab_columns(spec);
   if (counted.empty())
     throw_input_error(
@@ -116,47 +152,64 @@ Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions
       count_cell(spec.columns[i], fields[static_cast<size_t>(field_of[i])], counts[k], totals[k]);
     }
   }
-  Vocabulary out;
-  for (size_t k = 0; k < counted.size(); ++k) {
-    std::vector<std::pair<std::string, int64_t>> kept;
-    for (auto& [text, n] : counts[k])
-      if (n >= options.min_count) kept.emplace_back(text, n);
-    std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
-      return a.second != b.second ? a.second > b.second : a.first < b.first;
-    });
-    if (options.top_k > 0 && static_cast<int64_t>(kept.size()) > options.top_k)
-      kept.resize(static_cast<size_t>(options.top_k));
-    ColumnVocab v;
-    v.column = spec.columns[counted[k]].name;
-    v.distinct = static_cast<int64_t>(counts[k].size());
-    v.total = totals[k];
-    int64_t in_vocab = 0;
-    for (auto& [text, n] : kept) {
-      v.ids.push_back(text);
-      v.counts.push_back(n);
-      in_vocab += n;
-    }
-    v.oov = v.total - in_vocab;
-    v.index();
-    out.columns.push_back(std::move(v));
-  }
-  return out;
+  std::vector<std::string> names;
+  for (const size_t i : counted) names.push_back(spec.columns[i].name);
+  return keep(names, counts, totals, options);
 }
 
-std::atomic<bool> g_read_vocab_files{true};
+Vocabulary build_jsonl(TextLines& lines, const std::vector<std::string>& features, const VocabOptions& options) {
+  check_options(options);
+  if (features.empty()) throw_input_error("vocab: no feature to count");
+  std::vector<std::unordered_map<std::string, int64_t>> counts(features.size());
+  std::vector<int64_t> totals(features.size(), 0);
+  std::string_view line;
+  while (lines.next(line)) {
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
+    const std::string where = str_cat(lines.name(), ":", lines.line_number());
+    const nlohmann::json j = nlohmann::json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) throw_input_error(where, ": expected a JSON object");
+    const auto sparse = j.find("sparse");
+    if (sparse == j.end()) continue;
+    if (!sparse->is_object()) throw_input_error(where, ": expected \"sparse\" to be an object of features");
+    for (size_t k = 0; k < features.size(); ++k) {
+      const auto f = sparse->find(features[k]);
+      if (f == sparse->end()) continue;
+      const nlohmann::json* ids = &*f;
+      if (f->is_object()) {
+        const auto inner = f->find("ids");
+        if (inner == f->end()) throw_input_error(where, ": expected \"ids\" in \"", features[k], "\"");
+        ids = &*inner;
+      }
+      if (!ids->is_array()) throw_input_error(where, ": expected the ids of \"", features[k], "\" to be a list");
+      for (const auto& x : *ids) {
+        if (x.is_string()) {
+          ++counts[k][x.get<std::string>()];
+        } else if (x.is_number_integer()) {
+          ++counts[k][x.is_number_unsigned() ? std::to_string(x.get<uint64_t>()) : std::to_string(x.get<int64_t>())];
+        } else {
+          throw_input_error(where, ": expected string or integer ids for \"", features[k], "\", found ",
+                            shown(x.dump()));
+        }
+        ++totals[k];
+      }
+    }
+  }
+  return keep(features, counts, totals, options);
+}
 
 }  // namespace
-
-void set_read_vocab_files(bool read) {
-  g_read_vocab_files = read;
-}
-bool read_vocab_files() {
-  return g_read_vocab_files;
-}
 
 int64_t ColumnVocab::lookup(std::string_view text) const {
   const auto it = index_.find(std::string(text));
   return it == index_.end() ? oov_id() : it->second;
+}
+
+int64_t ColumnVocab::id(std::string_view text, int64_t oov_buckets, uint64_t seed) const {
+  const auto it = index_.find(std::string(text));
+  if (it != index_.end()) return it->second;
+  if (oov_buckets <= 1) return oov_id();
+  return oov_id() + hash_string_id(text, seed, static_cast<uint64_t>(oov_buckets));
 }
 
 void ColumnVocab::index() {
@@ -180,6 +233,18 @@ Vocabulary build_vocabulary(const std::string& name, std::string_view text, cons
                             const VocabOptions& options) {
   TextLines lines(name, text);
   return build(lines, spec, options);
+}
+
+Vocabulary build_jsonl_vocabulary(const std::string& path, const std::vector<std::string>& features,
+                                  const VocabOptions& options) {
+  TextLines lines(path);
+  return build_jsonl(lines, features, options);
+}
+
+Vocabulary build_jsonl_vocabulary(const std::string& name, std::string_view text,
+                                  const std::vector<std::string>& features, const VocabOptions& options) {
+  TextLines lines(name, text);
+  return build_jsonl(lines, features, options);
 }
 
 void save_vocabulary(const Vocabulary& vocab, const std::string& path) {

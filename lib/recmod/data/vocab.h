@@ -27,10 +27,14 @@ struct ColumnVocab {
 
   /// The id of `text`: its index, or oov_id() when not kept.
   int64_t lookup(std::string_view text) const;
-  /// The out-of-vocabulary bucket: ids.size().
+  /// The row of `text` with `oov_buckets` (>= 1) out-of-vocabulary rows: its
+  /// index, or n + hash_string_id(text, seed, oov_buckets) when not kept
+  /// (n = ids.size(); one bucket: always n).
+  int64_t id(std::string_view text, int64_t oov_buckets, uint64_t seed) const;
+  /// The (first) out-of-vocabulary bucket: ids.size().
   int64_t oov_id() const { return static_cast<int64_t>(ids.size()); }
-  /// Rows a table needs for this column: the kept ids and the OOV bucket.
-  int64_t num_rows() const { return oov_id() + 1; }
+  /// Rows a table needs for this column: the kept ids and the OOV buckets.
+  int64_t num_rows(int64_t oov_buckets = 1) const { return oov_id() + oov_buckets; }
   /// Builds the text -> id index (after ids changed).
   void index();
 
@@ -72,10 +76,16 @@ Vocabulary load_vocabulary(const std::string& path);
 /// The same from `text` (`name` for messages).
 Vocabulary parse_vocabulary(const std::string& name, std::string_view text);
 
-/// Whether configs read the files of their `ids: vocab` columns (default
-/// true). recmod vocab turns it off before loading its config: it writes the
-/// file the config names, which may be missing, stale or too large yet.
-void set_read_vocab_files(bool read);
-bool read_vocab_files();
+/// Counts the string ids of the named `features` of a JSON lines file (the
+/// lists under "sparse", or their "ids"; an integer id counts as its decimal
+/// text, as a vocabulary feature reads it) and keeps them as `options` says;
+/// each feature's vocabulary is named after it. Records that are not JSON
+/// objects, or whose features are not lists of ids, are InputErrors
+/// "<path>:<line>: ...".
+Vocabulary build_jsonl_vocabulary(const std::string& path, const std::vector<std::string>& features,
+                                  const VocabOptions& options);
+/// The same over `text` (`name` for messages).
+Vocabulary build_jsonl_vocabulary(const std::string& name, std::string_view text,
+                                  const std::vector<std::string>& features, const VocabOptions& options);
 
 }  // namespace recmod::data

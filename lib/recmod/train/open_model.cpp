@@ -1,5 +1,7 @@
 #include "recmod/train/open_model.h"
 
+#include <filesystem>
+
 #include "recmod/common/errors.h"
 #include "recmod/config/data_columns.h"
 #include "recmod/data/criteo_tsv.h"
@@ -29,10 +31,23 @@ int64_t adopt_checkpoint_tables(torch::nn::Module& model, const StateDict& state
   return adopted;
 }
 
+std::string run_vocab_dir(const std::string& config_path, const std::string& checkpoint) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::path(checkpoint.empty() ? config_path : checkpoint).parent_path();
+  if (!checkpoint.empty() && dir.filename() == "best") dir = dir.parent_path();  // RUN/best/model.pt
+  if (dir.empty()) dir = ".";
+  std::error_code ec;
+  if (fs::is_directory(dir / "vocab", ec) && fs::is_regular_file(dir / "config.yaml", ec))
+    return (dir / "vocab").string();
+  return "";
+}
+
 OpenedModel open_model(const std::string& config_path, const std::string& checkpoint,
-                       const std::vector<std::string>& overrides) {
+                       const std::vector<std::string>& overrides, const config::LoadOptions& load) {
   OpenedModel out;
-  out.config = config::load_model_config(config_path, overrides);
+  config::LoadOptions options = load;
+  if (options.vocab_dir.empty()) options.vocab_dir = run_vocab_dir(config_path, checkpoint);
+  out.config = config::load_model_config(config_path, overrides, options);
   seed_everything(out.config.training.seed);
   if (checkpoint.empty()) {
     out.model = config::ModelGraph(static_cast<const config::ModelSpec&>(out.config));
@@ -72,9 +87,52 @@ void check_checkpoint_unchanged(const OpenedModel& opened) {
   if (opened.model) io::check_mapped_unchanged(state_dict(*opened.model));
 }
 
-OpenedModel open_model_deferred(const std::string& config_path, const std::vector<std::string>& overrides) {
+OpenedModel open_model_deferred(const std::string& config_path, const std::vector<std::string>& overrides,
+                                const config::LoadOptions& load) {
   DeferTableAllocation defer;
-  return open_model(config_path, "", overrides);
+  return open_model(config_path, "", overrides, load);
+}
+
+JsonlReading jsonl_reading(const config::ModelConfig& config, const data::DataSchema& model_schema) {
+  // JSON lines: checked against the features (weighted ones, string ids,
+  // vocabularies) and the loss (binary cross-entropy: labels 0 or 1).
+  JsonlReading out;
+  data::DataSchema& schema = out.schema;
+  data::JsonlOptions& jsonl = out.options;
+  const auto& features = config.features.sparse;
+  schema = model_schema;
+  jsonl.strict = config.data.strict_features;
+  jsonl.binary_labels = true;
+  // Several labels (data.labels); those only regression (mse) tasks learn may
+  // hold any number, the others are checked against binary cross-entropy.
+  schema.num_labels = static_cast<int64_t>(config.data.labels.size());
+  schema.sample_weights = config.data.sample_weights;
+  const auto& tasks = config.training.tasks;
+  if (!tasks.empty()) {
+    jsonl.binary_per_label.assign(static_cast<size_t>(schema.num_labels), true);
+    for (int64_t l = 0; l < schema.num_labels; ++l) {
+      bool bce = false, used = false;
+      for (const auto& t : tasks)
+        if (t.label == l) {
+          used = true;
+          bce = bce || t.loss == "bce";
+        }
+      jsonl.binary_per_label[static_cast<size_t>(l)] = bce || !used;
+    }
+  }
+  jsonl.hash_seed = config.data.hash_seed;
+  jsonl.string_id_range = config::string_id_ranges(config);
+  jsonl.id_limit = config::unhashed_id_limits(config);
+  for (const auto& f : features) {
+    jsonl.vocab.push_back(f.vocab);
+    jsonl.oov_buckets.push_back(f.oov_buckets);
+    if (!f.vocab_path.empty() && !f.vocab)
+      throw_input_error(f.vocab_path, ": no such vocabulary file (feature '", f.name,
+                        "' has 'vocab:'); build it with recmod vocab CONFIG --data FILE --out ", f.vocab_path);
+    jsonl.weighted.push_back(f.weighted);
+    schema.weighted = schema.weighted || f.weighted;
+  }
+  return out;
 }
 
 std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const std::string& path,
@@ -89,36 +147,10 @@ std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const
   read.max_bad_fraction = options.max_bad_fraction;
   read.rank = options.rank;
   read.world_size = options.world_size;
-  // JSON lines: checked against the features (weighted ones, string ids) and
-  // the loss (binary cross-entropy: labels 0 or 1).
-  const auto& features = opened.config.features.sparse;
-  data::DataSchema schema = opened.model->schema();
-  read.jsonl.strict = opened.config.data.strict_features;
-  read.jsonl.binary_labels = true;
-  // Several labels (data.labels); those only regression (mse) tasks learn may
-  // hold any number, the others are checked against binary cross-entropy.
-  schema.num_labels = static_cast<int64_t>(opened.config.data.labels.size());
-  schema.sample_weights = opened.config.data.sample_weights;
   const auto& tasks = opened.config.training.tasks;
-  if (!tasks.empty()) {
-    read.jsonl.binary_per_label.assign(static_cast<size_t>(schema.num_labels), true);
-    for (int64_t l = 0; l < schema.num_labels; ++l) {
-      bool bce = false, used = false;
-      for (const auto& t : tasks)
-        if (t.label == l) {
-          used = true;
-          bce = bce || t.loss == "bce";
-        }
-      read.jsonl.binary_per_label[static_cast<size_t>(l)] = bce || !used;
-    }
-  }
-  read.jsonl.hash_seed = opened.config.data.hash_seed;
-  read.jsonl.string_id_range = config::string_id_ranges(opened.config);
-  read.jsonl.id_limit = config::unhashed_id_limits(opened.config);
-  for (const auto& f : features) {
-    read.jsonl.weighted.push_back(f.weighted);
-    schema.weighted = schema.weighted || f.weighted;
-  }
+  auto jsonl = jsonl_reading(opened.config, opened.model->schema());
+  read.jsonl = std::move(jsonl.options);
+  const data::DataSchema& schema = jsonl.schema;
   auto source = data::open_batches(path, read, schema, epoch);
   try {
     opened.model->check_schema(source->schema(), path);

@@ -10,6 +10,7 @@
 #include "recmod/config/graph.h"
 #include "recmod/config/model_config.h"
 #include "recmod/data/batch.h"
+#include "recmod/data/jsonl.h"
 
 namespace recmod::train {
 
@@ -25,9 +26,17 @@ struct OpenedModel {
 /// given, loads its weights (strict keys): the tables use the checkpoint's
 /// mapped pages as their storage (io::map_tensors, adopt_checkpoint_tables;
 /// check_checkpoint_unchanged after use). ConfigError / CheckpointError.
-/// `overrides`: the command line's `--set KEY=VALUE` flags.
+/// `overrides`: the command line's `--set KEY=VALUE` flags. Vocabularies
+/// (`vocab:` keys) are read from the run directory's copies (RunDir::vocab_dir,
+/// by base name) when `load.vocab_dir` says so, else when the checkpoint
+/// (model.pt or best/model.pt), or without one the config file, lies in a
+/// run directory that has copies (run_vocab_dir).
 OpenedModel open_model(const std::string& config_path, const std::string& checkpoint = "",
-                       const std::vector<std::string>& overrides = {});
+                       const std::vector<std::string>& overrides = {}, const config::LoadOptions& load = {});
+/// The vocab/ directory of the run `checkpoint` (or, when empty, the config
+/// file `config_path`) belongs to, when that run directory (it has a
+/// config.yaml) holds one; else "".
+std::string run_vocab_dir(const std::string& config_path, const std::string& checkpoint);
 
 /// For a command that has used a model open_model loaded: CheckpointError
 /// when the checkpoint file its tensors are mapped from was cut short or
@@ -49,7 +58,20 @@ int64_t adopt_checkpoint_tables(torch::nn::Module& model, const StateDict& state
 /// built deferred (DeferTableAllocation: no memory, the same initial values
 /// when drawn), for shard_model to draw this rank's shards from; no
 /// checkpoint (load_full_state loads one after sharding).
-OpenedModel open_model_deferred(const std::string& config_path, const std::vector<std::string>& overrides = {});
+OpenedModel open_model_deferred(const std::string& config_path, const std::vector<std::string>& overrides = {},
+                                const config::LoadOptions& load = {});
+
+/// How JSON lines are read for a model (`config`'s features, data and
+/// tasks): the schema (`model_schema` with the data's labels, sample weights
+/// and weighted features) and the reader's checks and id mappings (string
+/// ids' ranges, vocabularies, id limits, labels 0/1 for binary cross-entropy
+/// tasks; the last also applies to .rmb). A feature whose vocabulary file does
+/// not exist yet is an InputError naming recmod vocab.
+struct JsonlReading {
+  data::DataSchema schema;
+  data::JsonlOptions options;
+};
+JsonlReading jsonl_reading(const config::ModelConfig& config, const data::DataSchema& model_schema);
 
 /// How a command reads data for a model; empty or zero fields fall back to
 /// the config (data.format, training.batch_size).

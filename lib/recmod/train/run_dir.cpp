@@ -100,4 +100,29 @@ void RunDir::save_config(const std::string& config_file) const {
 
 void RunDir::save_config_text(const std::string& text) const { io::write_file_atomically(config_path(), text); }
 
+void RunDir::save_vocabularies(const std::vector<std::string>& files) const {
+  std::vector<std::string> names;
+  for (const auto& file : files) {
+    const std::string name = fs::path(file).filename().string();
+    for (size_t i = 0; i < names.size(); ++i)
+      if (names[i] == name)
+        throw UsageError(str_cat("the config's vocabulary files ", files[i], " and ", file, " share the name '",
+                                 name, "'; the run keeps its copies by name in ", vocab_dir(),
+                                 ": give them different file names"));
+    names.push_back(name);
+  }
+  std::error_code ec;
+  for (const auto& file : files) {
+    const fs::path copy = fs::path(vocab_dir()) / fs::path(file).filename();
+    if (fs::exists(copy, ec) && fs::equivalent(copy, file, ec)) continue;  // resuming: already the run's copy
+    std::ifstream in(file, std::ios::binary);
+    if (!in) throw InputError(str_cat(file, ": cannot read the vocabulary file to keep it in the run"));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) throw InputError(str_cat(file, ": read failed"));
+    fs::create_directories(vocab_dir(), ec);
+    if (ec) throw InputError(str_cat(vocab_dir(), ": cannot create: ", ec.message()));
+    io::write_file_atomically(copy.string(), text);
+  }
+}
+
 }  // namespace recmod::train

@@ -7,9 +7,12 @@
 //                     each --resume that changed it (config_history.h)
 //   run.json          the run's global batch (config_history.h)
 //   report.html       its training curves (report.h), written at the end
+//   vocab/            copies of the vocabulary files the config names, by
+//                     base name (read back by eval/predict: config::LoadOptions)
 //   .lock             flock'ed by the run writing here, for its whole life
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace recmod::train {
 
@@ -33,6 +36,8 @@ class RunDir {
   std::string metrics_path() const { return path_ + "/metrics.jsonl"; }
   std::string config_path() const { return path_ + "/config.yaml"; }
   std::string lock_path() const { return path_ + "/.lock"; }
+  /// Where the run keeps its copies of the config's vocabulary files.
+  std::string vocab_dir() const { return path_ + "/vocab"; }
   bool has_checkpoint() const;
 
   /// Appends one line to metrics.jsonl (flushed, so a crash keeps it).
@@ -45,6 +50,10 @@ class RunDir {
   /// Writes `text` as the run's config.yaml (the effective config of a run
   /// started with --set overrides), atomically.
   void save_config_text(const std::string& text) const;
+  /// Copies each of `files` (the config's vocabulary files) into vocab_dir()
+  /// under its base name, each atomically (a temporary renamed over it). Two
+  /// files with one base name are a UsageError; a missing file an InputError.
+  void save_vocabularies(const std::vector<std::string>& files) const;
 
  private:
   RunDir() = default;
