@@ -87,7 +87,8 @@ int run_convert(const ConvertArgs& a) {
     // features' vocabularies, weighted features, labels checked (also .rmb's).
     auto jsonl = train::jsonl_reading(config, *options.schema);
     options.jsonl = std::move(jsonl.options);
-    const auto format = options.input_format == data::DataFormat::kAuto ? data::detect_format(a.input) : options.input_format;
+    const auto format =
+        options.input_format == data::DataFormat::kAuto ? data::detect_format(a.input) : options.input_format;
     if (format == data::DataFormat::kJsonl) options.schema = jsonl.schema;
   }
   options.on_bad_record = a.skip_bad ? data::BadRecordPolicy::kSkip : data::BadRecordPolicy::kFail;
@@ -134,9 +135,8 @@ int run_vocab(const VocabArgs& a) {
               << c.num_rows(k) << " with "
               << (k == 1 ? str_cat("the OOV bucket ", c.oov_id())
                          : str_cat(k, " OOV buckets ", c.oov_id(), "..", c.num_rows(k) - 1))
-              << "), OOV share "
-              << (c.total ? 100.0 * static_cast<double>(c.oov) / static_cast<double>(c.total) : 0.0) << "% of "
-              << c.total << " ids\n";
+              << "), OOV share " << (c.total ? 100.0 * static_cast<double>(c.oov) / static_cast<double>(c.total) : 0.0)
+              << "% of " << c.total << " ids\n";
   }
   std::cout << "wrote " << a.out << "\n";
   return 0;
@@ -176,10 +176,14 @@ void add_data_commands(CLI::App& app, Actions& actions) {
   conv->add_flag("--skip-bad", c->skip_bad, "Skip bad records (and report them) instead of failing");
   actions["convert"] = [c] { return run_convert(*c); };
 
-  auto* voc = app.add_subcommand("vocab", "Build a vocabulary of each string-id column of delimited text (data.columns), or of JSON lines' features "
+  auto* voc = app.add_subcommand(
+      "vocab",
+      "Build a vocabulary of each string-id column of delimited text (data.columns), or of JSON lines' features "
       "that name a vocab");
   auto v = std::make_shared<VocabArgs>();
-  voc->add_option("config", v->config, "Model config whose data.columns (or, for JSON lines, features with vocab:) describe the file")->required();
+  voc->add_option("config", v->config,
+                  "Model config whose data.columns (or, for JSON lines, features with vocab:) describe the file")
+      ->required();
   voc->add_option("--data", v->data, "Data file (delimited text or JSON lines) to count ids in")->required();
   voc->add_option("--min-count", v->min_count, "Keep ids seen at least this often")->check(CLI::PositiveNumber)->capture_default_str();
   voc->add_option("--top-k", v->top_k, "Keep at most this many ids per column, most frequent first (0: all)")

@@ -310,21 +310,24 @@ TEST(DelimitedReader, JoinsSideTablesByKey) {
 // bad record when one has none.
 TEST(DelimitedReader, SideTablesFeedDenseFeatures) {
   const std::string users = write(temp_path("users.csv"), "id,age,income,city\nu1,30,0,ny\nu2,45,,sf\n");
-  const std::string data = "  header: true\n"
-                           "  side_tables:\n"
-                           "    users:\n"
-                           "      file: " + users + "\n"
-                           "      header: true\n"
-                           "      key: id\n"
-                           "      columns:\n"
-                           "        - id\n"
-                           "        - {name: age, role: dense AGE_DEFAULT}\n"
-                           "        - {name: income, role: dense, transform: log1p, default: '1'}\n"
-                           "        - {name: city, role: sparse}\n"
-                           "  columns:\n"
-                           "    - {name: y, role: label}\n"
-                           "    - {name: user, role: sparse, join: users}\n"
-                           "    - {name: price, role: dense}\n";
+  const std::string data =
+      "  header: true\n"
+      "  side_tables:\n"
+      "    users:\n"
+      "      file: " +
+      users +
+      "\n"
+      "      header: true\n"
+      "      key: id\n"
+      "      columns:\n"
+      "        - id\n"
+      "        - {name: age, role: dense AGE_DEFAULT}\n"
+      "        - {name: income, role: dense, transform: log1p, default: '1'}\n"
+      "        - {name: city, role: sparse}\n"
+      "  columns:\n"
+      "    - {name: y, role: label}\n"
+      "    - {name: user, role: sparse, join: users}\n"
+      "    - {name: price, role: dense}\n";
   auto with_age_default = [&](const std::string& d) {
     std::string text = data;
     text.replace(text.find("AGE_DEFAULT"), 11, d);
@@ -342,8 +345,8 @@ TEST(DelimitedReader, SideTablesFeedDenseFeatures) {
             "d.csv:3: column 'user': key 'u9' is not in side table 'users' (" + users +
                 ") and its dense column 'age' has no 'default:' for a missing key");
   // The count includes the side table's dense columns.
-  EXPECT_THAT(config_error("  dense: 2\n  sparse: [user, city]\n", std::string(data).replace(data.find("AGE_DEFAULT"), 11, ""),
-                           {"user", "city"}),
+  EXPECT_THAT(config_error("  dense: 2\n  sparse: [user, city]\n",
+                           std::string(data).replace(data.find("AGE_DEFAULT"), 11, ""), {"user", "city"}),
               HasSubstr("3 column(s) have role dense, but features.dense is 2"));
   // A bad cell of the side table is an error at its file and line.
   write(users, "id,age,income,city\nu1,old,0,ny\n");
@@ -351,7 +354,8 @@ TEST(DelimitedReader, SideTablesFeedDenseFeatures) {
     DelimitedReader bad("d.csv", "y,user,price\n1,u1,2\n", config.data.columns);
     FAIL() << "no error";
   } catch (const InputError& e) {
-    EXPECT_THAT(e.what(), HasSubstr(users + ":2: column 'age' of side table 'users': expected a finite number, found 'old'"));
+    EXPECT_THAT(e.what(),
+                HasSubstr(users + ":2: column 'age' of side table 'users': expected a finite number, found 'old'"));
   }
   ::unlink(users.c_str());
 }

@@ -298,14 +298,16 @@ TEST(Vocab, CountsJsonLinesFeatures) {
   EXPECT_THAT(error("{}\n{\"sparse\": \n"), HasSubstr("d.jsonl:2: expected a JSON object"));
   EXPECT_THAT(error("{\"sparse\": {\"user\": [1.5]}}\n"),
               HasSubstr("d.jsonl:1: expected string or integer ids for \"user\", found '1.5'"));
-  EXPECT_THAT(error("{\"sparse\": {\"user\": 3}}\n"), HasSubstr("d.jsonl:1: expected the ids of \"user\" to be a list"));
+  EXPECT_THAT(error("{\"sparse\": {\"user\": 3}}\n"),
+              HasSubstr("d.jsonl:1: expected the ids of \"user\" to be a list"));
 }
 
 TEST(Vocab, JsonLinesFeaturesMapThroughTheirVocabulary) {
   const std::string vocab = "recmod-vocab 1\ncolumn\tuser\t2\n5\tann\n3\t42\n";
   const std::string features = "  sparse:\n    - {name: user, vocab: v.txt, oov_buckets: 2}\n    - item\n";
-  const auto dir = dir_with("jsonl_vocab", {{"v.txt", vocab}, {"m.yaml", model_yaml(features, 4, "")},
-                                            {"small.yaml", model_yaml(features, 3, "")}});
+  const auto dir = dir_with(
+      "jsonl_vocab",
+      {{"v.txt", vocab}, {"m.yaml", model_yaml(features, 4, "")}, {"small.yaml", model_yaml(features, 3, "")}});
   const auto config = config::load_model_config(dir + "/m.yaml");
   ASSERT_NE(config.features.sparse[0].vocab, nullptr);
   EXPECT_EQ(config.features.sparse[0].oov_buckets, 2);

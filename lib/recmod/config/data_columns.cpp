@@ -183,7 +183,8 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
         const std::string feature = item.is_map() && item.has("feature") ? item["feature"].as_string() : one.name;
         one.target = feature_index(spec, feature, item.is_map() && item.has("feature") ? item["feature"] : item);
         if (one.role == ColumnRole::kSparse && one.ids == data::IdKind::kHash) one.range = ranges.of(feature, item);
-        if (one.role == ColumnRole::kSparse && one.ids == data::IdKind::kVocab) attach_vocab(one, feature, item, ranges, options);
+        if (one.role == ColumnRole::kSparse && one.ids == data::IdKind::kVocab)
+          attach_vocab(one, feature, item, ranges, options);
         if (one.role == ColumnRole::kFlag && names.size() > 1) one.flag_id = static_cast<int64_t>(k);
       }
       out.columns.push_back(one);
@@ -290,8 +291,7 @@ std::string resolve_vocab_path(const ConfigNode& at, const LoadOptions& options)
 
 std::shared_ptr<const data::ColumnVocab> load_vocab_of(const std::string& path, const std::string& column,
                                                        const std::string& what, const std::string& feature,
-                                                       uint64_t rows,
-                                                       int64_t oov_buckets, const ConfigNode& at,
+                                                       uint64_t rows, int64_t oov_buckets, const ConfigNode& at,
                                                        const LoadOptions& options) {
   if (!options.read_vocab_files || ::access(path.c_str(), F_OK) != 0) return nullptr;
   std::shared_ptr<const data::Vocabulary> vocab;
@@ -309,8 +309,8 @@ std::shared_ptr<const data::ColumnVocab> load_vocab_of(const std::string& path, 
   }
   const int64_t need = found->num_rows(oov_buckets);
   const int64_t n = found->oov_id();
-  const std::string buckets = oov_buckets == 1 ? str_cat("the OOV bucket ", n)
-                                               : str_cat(oov_buckets, " OOV buckets ", n, "..", need - 1);
+  const std::string buckets =
+      oov_buckets == 1 ? str_cat("the OOV bucket ", n) : str_cat(oov_buckets, " OOV buckets ", n, "..", need - 1);
   if (rows > 0 && static_cast<uint64_t>(need) > rows)
     at.fail(str_cat("the vocabulary of ", what, " has ", n, " ids and ", buckets, ", ", need, " rows, but feature '",
                     feature, "' has ", rows, " (its table's num_embeddings or range); make the table >= ", need,

@@ -72,7 +72,7 @@ void read_labels(const json& v, int64_t num_labels, const JsonlOptions& options,
 struct IdRules {
   uint64_t string_range = 0;  // hash strings mod this (0: strings are bad)
   uint64_t seed = 0;
-  int64_t limit = 0;          // integer ids in [0, limit) (0: any)
+  int64_t limit = 0;                   // integer ids in [0, limit) (0: any)
   const ColumnVocab* vocab = nullptr;  // strings and integers (by their text) through it
   int64_t oov_buckets = 1;
 };
@@ -86,7 +86,8 @@ void read_ids(const json& v, const std::string& feature, const IdRules& rules, s
       if (x.is_string()) {
         out.push_back(rules.vocab->id(x.get_ref<const std::string&>(), rules.oov_buckets, seed));
       } else if (x.is_number_integer()) {
-        const std::string text = x.is_number_unsigned() ? std::to_string(x.get<uint64_t>()) : std::to_string(x.get<int64_t>());
+        const std::string text =
+            x.is_number_unsigned() ? std::to_string(x.get<uint64_t>()) : std::to_string(x.get<int64_t>());
         out.push_back(rules.vocab->id(text, rules.oov_buckets, seed));
       } else {
         bad("expected string or integer ids for \"", feature, "\" (it has a vocabulary), found ", shown(x));

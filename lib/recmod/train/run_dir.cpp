@@ -106,8 +106,8 @@ void RunDir::save_vocabularies(const std::vector<std::string>& files) const {
     const std::string name = fs::path(file).filename().string();
     for (size_t i = 0; i < names.size(); ++i)
       if (names[i] == name)
-        throw UsageError(str_cat("the config's vocabulary files ", files[i], " and ", file, " share the name '",
-                                 name, "'; the run keeps its copies by name in ", vocab_dir(),
+        throw UsageError(str_cat("the config's vocabulary files ", files[i], " and ", file, " share the name '", name,
+                                 "'; the run keeps its copies by name in ", vocab_dir(),
                                  ": give them different file names"));
     names.push_back(name);
   }
