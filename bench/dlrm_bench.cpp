@@ -22,6 +22,10 @@
 //                   training step is this time over BM_RecmodDlrm's.
 //   BM_SgemmRoofForward the forward products alone (X W^T per Linear): the
 //                   roof of a forward pass, 0.949 MFLOP per example.
+//   BM_DenseOptimizerStep the dense optimizer's step alone over the 7 Linear
+//                   layers' weights and biases (0.48 M floats), {type: 0 sgd,
+//                   1 adagrad, 2 adam; path: 0 fused loop, 1 libtorch ops},
+//                   1 thread: the per-step cost it adds at any batch size.
 //   BM_SgemmRoof    the model's matrix products alone (each Linear's forward
 //                   X W^T and its two backward products, at the same batch and
 //                   thread count), reported as the examples/s a model made of
@@ -39,6 +43,7 @@
 #include "recmod/config/graph.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/modules/interaction.h"
+#include "recmod/optim/dense_optimizer.h"
 #include "recmod/train/train_step.h"
 #include "recmod/train/trainer.h"
 #include "recmod/train/training_setup.h"
@@ -301,6 +306,22 @@ void BM_DotInteraction(benchmark::State& state) {
   finish(state, b);
 }
 
+void BM_DenseOptimizerStep(benchmark::State& state) {
+  set_threads(1);
+  const char* types[] = {"sgd", "adagrad", "adam"};
+  std::vector<std::pair<std::string, torch::Tensor>> params;
+  for (const auto& [in, out] : layer_shapes()) {
+    const std::string name = "l" + std::to_string(params.size() / 2);
+    params.emplace_back(name + ".weight", torch::randn({out, in}).requires_grad_(true));
+    params.emplace_back(name + ".bias", torch::randn({out}).requires_grad_(true));
+  }
+  for (auto& [_, p] : params) p.mutable_grad() = torch::randn(p.sizes()) * 1e-3;
+  recmod::optim::DenseOptimizer opt(params, recmod::optim::OptimizerOptions(types[state.range(0)], 1e-6));
+  opt.use_tensor_ops(state.range(1) != 0);
+  for (auto _ : state) opt.step();
+  state.SetLabel(std::string(types[state.range(0)]) + (state.range(1) ? " libtorch ops" : " fused"));
+}
+
 void shapes(benchmark::internal::Benchmark* bench) {
   for (int64_t b : {2048, 128})
     for (int64_t threads : {1, 2}) bench->Args({b, threads});
@@ -314,6 +335,11 @@ BENCHMARK(BM_DotInteraction)->Apply(shapes);
 BENCHMARK(BM_SgemmRoofForward)->Apply(shapes);
 BENCHMARK(BM_RecmodDlrmInference)->Apply(shapes);
 BENCHMARK(BM_LibtorchDlrmInference)->Apply(shapes);
+BENCHMARK(BM_DenseOptimizerStep)
+    ->ArgsProduct({{0, 1, 2}, {0, 1}})
+    ->ArgNames({"type", "ops"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 
