@@ -131,3 +131,62 @@ TEST(MLPTest, GradientsMatchFiniteDifferences) {
 
 }  // namespace
 }  // namespace recmod
+
+// training.dense_precision: bf16 (issue 17). While autograd records, each
+// layer multiplies bf16 copies of its input and fp32 weights; the output
+// and the weights' gradients are fp32 and within bf16's rounding of the
+// fp32 ones; without autograd the layers compute in fp32 as before.
+namespace recmod {
+namespace {
+
+TEST(MLPTest, Bf16ComputeKeepsFp32WeightsAndGradientsNearFp32) {
+  torch::manual_seed(3);
+  MLP fp32(MLPOptions(13, {64, 32, 1}));
+  MLP bf16(MLPOptions(13, {64, 32, 1}));
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < fp32->parameters().size(); ++i) bf16->parameters()[i].copy_(fp32->parameters()[i]);
+  }
+  EXPECT_EQ(set_dense_compute_dtype(*bf16, torch::kBFloat16), 3);
+  EXPECT_EQ(bf16->options.compute_dtype(), torch::kBFloat16);
+  const torch::Tensor x = torch::randn({256, 13});
+  const torch::Tensor y32 = fp32->forward(x), y16 = bf16->forward(x);
+  ASSERT_EQ(y16.scalar_type(), torch::kFloat);
+  EXPECT_FALSE(torch::equal(y32, y16));  // the products did run in bf16
+  const double scale = y32.abs().max().item<double>();
+  EXPECT_LT((y32 - y16).abs().max().item<double>(), 0.05 * scale);
+  y32.square().sum().backward();
+  y16.square().sum().backward();
+  const auto params32 = fp32->parameters(), params16 = bf16->parameters();
+  for (size_t i = 0; i < params32.size(); ++i) {
+    const torch::Tensor& a = params32[i];
+    const torch::Tensor& b = params16[i];
+    ASSERT_EQ(b.scalar_type(), torch::kFloat);
+    ASSERT_EQ(b.grad().scalar_type(), torch::kFloat);
+    EXPECT_LT((a.grad() - b.grad()).norm().item<double>(), 0.05 * a.grad().norm().item<double>()) << i;
+  }
+  EXPECT_EQ(keys(*bf16), keys(*fp32));
+  {
+    torch::NoGradGuard no_grad;  // eval: fp32 as before
+    EXPECT_TRUE(torch::equal(bf16->forward(x), fp32->forward(x)));
+  }
+  set_dense_compute_dtype(*bf16, std::nullopt);
+  EXPECT_TRUE(torch::equal(bf16->forward(x), fp32->forward(x)));
+}
+
+// A layer whose activation is not plain ReLU (here a module with fp32
+// parameters of its own) gets its product's output back in fp32.
+TEST(PerceptronTest, Bf16ComputeWithAModuleActivation) {
+  torch::manual_seed(4);
+  Perceptron p(
+      PerceptronOptions(8, 4).activation(mlp_activation("swish_layernorm")(4)).compute_dtype(torch::kBFloat16));
+  const torch::Tensor x = torch::randn({16, 8}, torch::requires_grad());
+  const torch::Tensor y = p->forward(x);
+  EXPECT_EQ(y.scalar_type(), torch::kFloat);
+  y.sum().backward();
+  EXPECT_EQ(x.grad().scalar_type(), torch::kFloat);
+  EXPECT_EQ(p->linear()->weight.grad().scalar_type(), torch::kFloat);
+}
+
+}  // namespace
+}  // namespace recmod

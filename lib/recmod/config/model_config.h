@@ -81,6 +81,9 @@ struct TrainingSpec {
   // EmbeddingBagCollections on CPU train through the fused path (the update
   // runs inside backward, only touched rows; same math as the optimizer).
   bool fused_embeddings = true;
+  // fp32 | bf16: the dtype of the MLPs' matrix products in training steps
+  // (master weights, optimizer state and checkpoints stay fp32).
+  std::string dense_precision = "fp32";
   std::optional<EarlyStoppingSpec> early_stopping;
   // An eval metric: the run keeps best/model.pt, the model at the best
   // evaluation by it. "" = none; defaults to early_stopping's metric.

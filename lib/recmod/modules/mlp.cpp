@@ -63,24 +63,47 @@ void PerceptronImpl::initialize_parameters(int64_t in_size, const torch::Tensor&
 }
 
 torch::Tensor PerceptronImpl::forward(const torch::Tensor& input) {
+  const torch::Tensor out = forward_in_compute_dtype(input);
+  return out.scalar_type() == input.scalar_type() ? out : out.to(input.scalar_type());
+}
+
+torch::Tensor PerceptronImpl::forward_in_compute_dtype(const torch::Tensor& input) {
   if (!is_initialized()) initialize_parameters(infer_in_size(input, "Perceptron"), input);
   RECMOD_CHECK_INPUT(input.dim() >= 1 && input.size(-1) == *options.in_size(),
                      "Perceptron: expected input of shape (*, ", *options.in_size(), "), got ", input.sizes());
   const auto& act = options.activation();
+  const torch::Tensor& weight = linear_->weight;
+  const torch::Tensor& bias = linear_->bias;
   const bool relu = !act.is_module() && act.name() == "relu";
-  const bool fused = relu && input.dim() == 2 && linear_->bias.defined() &&
-                     input.device().is_cpu() && input.scalar_type() == torch::kFloat &&
-                     linear_->weight.scalar_type() == torch::kFloat;
-  // Without autograd (eval, predictions): one GEMM and one bias + ReLU pass.
-  // Training keeps linear + relu under autograd: a fused backward (mask and
-  // bias gradient in one pass, then the two GEMMs) measured 4-5 ms slower
-  // per MLP at batch 2048 than autograd's addmm + threshold backward
-  // (BENCHMARKS.md, issue 17).
-  const torch::Tensor out =
-      fused && !(torch::autograd::GradMode::is_enabled() &&
-                 (input.requires_grad() || linear_->weight.requires_grad() || linear_->bias.requires_grad()))
-          ? linear_activation_forward(input.contiguous(), linear_->weight, linear_->bias, relu)
-          : act(linear_->forward(input));
+  const bool recording = torch::autograd::GradMode::is_enabled() &&
+                         (input.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
+  const auto compute = options.compute_dtype();
+  torch::Tensor out;
+  if (recording && compute && *compute != weight.scalar_type()) {
+    // Training in a lower precision (training.dense_precision): the product
+    // and the bias in `compute` on copies of the master weights; autograd
+    // casts their gradients back to the weights' dtype. ReLU stays in
+    // `compute` (the next layer reads it as is); any other activation sees
+    // the weights' dtype (an activation module has parameters of its own).
+    const torch::Tensor y = torch::linear(input.to(*compute), weight.to(*compute),
+                                          bias.defined() ? bias.to(*compute) : torch::Tensor());
+    out = relu ? act(y) : act(y.to(weight.scalar_type()));
+  } else {
+    // An input in the compute dtype (the previous layer's) while not recording
+    // returns to the weights' dtype; any other dtype goes to linear as given.
+    const torch::Tensor x =
+        compute && input.scalar_type() == *compute && *compute != weight.scalar_type() ? input.to(weight.scalar_type())
+                                                                                       : input;
+    const bool fused = relu && x.dim() == 2 && bias.defined() && x.device().is_cpu() &&
+                       x.scalar_type() == torch::kFloat;
+    // Without autograd (eval, predictions): one GEMM and one bias + ReLU pass.
+    // Training keeps linear + relu under autograd: a fused backward (mask and
+    // bias gradient in one pass, then the two GEMMs) measured 4-5 ms slower
+    // per MLP at batch 2048 than autograd's addmm + threshold backward
+    // (BENCHMARKS.md, issue 17).
+    out = fused && !recording ? linear_activation_forward(x.contiguous(), weight, bias, relu)
+                              : act(linear_->forward(x));
+  }
   finish_forward(*this);
   return out;
 }
@@ -99,7 +122,8 @@ MLPImpl::MLPImpl(MLPOptions options_) : options(std::move(options_)) {
                          .bias(options.bias())
                          .activation(options.activation()(out_size))
                          .device(options.device())
-                         .dtype(options.dtype()));
+                         .dtype(options.dtype())
+                         .compute_dtype(options.compute_dtype()));
     mlp_->push_back(layer);
     layers_.push_back(layer);
     in_size = out_size;
@@ -123,11 +147,27 @@ torch::Tensor MLPImpl::forward(const torch::Tensor& input) {
   torch::Tensor x = input;
   const bool drop = options.dropout() > 0 && is_training();
   for (auto& layer : layers_) {
-    x = layer->forward(x);
+    x = layer->forward_in_compute_dtype(x);
     if (drop) x = torch::dropout(x, options.dropout(), /*train=*/true);
   }
+  if (x.scalar_type() != input.scalar_type()) x = x.to(input.scalar_type());
   finish_forward(*this);
   return x;
+}
+
+int64_t set_dense_compute_dtype(torch::nn::Module& root, std::optional<torch::Dtype> compute_dtype) {
+  int64_t perceptrons = 0;
+  auto visit = [&](torch::nn::Module& m) {
+    if (auto* p = dynamic_cast<PerceptronImpl*>(&m)) {
+      p->options.compute_dtype(compute_dtype);
+      ++perceptrons;
+    } else if (auto* mlp = dynamic_cast<MLPImpl*>(&m)) {
+      mlp->options.compute_dtype(compute_dtype);
+    }
+  };
+  visit(root);
+  for (const auto& item : root.named_modules(/*name_prefix=*/"", /*include_self=*/false)) visit(*item.value());
+  return perceptrons;
 }
 
 }  // namespace recmod

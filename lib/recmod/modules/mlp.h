@@ -23,6 +23,12 @@ struct PerceptronOptions {
   TORCH_ARG(Activation, activation) = Activation();  // torch.relu
   TORCH_ARG(std::optional<torch::Device>, device) = std::nullopt;
   TORCH_ARG(std::optional<torch::Dtype>, dtype) = std::nullopt;
+  /// The dtype of x W^T + b while autograd records (training steps):
+  /// kBFloat16 multiplies bf16 copies of the input and of the fp32 weights
+  /// (master weights stay fp32; their gradients arrive in fp32), and the
+  /// output returns to the input's dtype. nullopt: the parameters' dtype.
+  /// Without autograd (eval, predictions) the parameters' dtype is used.
+  TORCH_ARG(std::optional<torch::Dtype>, compute_dtype) = std::nullopt;
 };
 
 /// y = activation(x W^T + b): (*, I) -> (*, O).
@@ -36,6 +42,8 @@ class PerceptronImpl : public torch::nn::Module, public LazyModule {
   void initialize_parameters(int64_t in_size, const torch::Tensor& like) override;
   std::string in_size_key() const override { return "_linear.weight"; }
   int64_t in_size_dim() const override { return 1; }
+  /// forward() that may return the compute dtype (an MLP converts back once, after its last layer).
+  torch::Tensor forward_in_compute_dtype(const torch::Tensor& input);
   /// The linear layer; empty until the input size is known.
   torch::nn::Linear& linear() { return linear_; }
 
@@ -59,6 +67,9 @@ struct MLPOptions {
   TORCH_ARG(ActivationFactory, activation) = same_activation(Activation());  // torch.relu
   TORCH_ARG(std::optional<torch::Device>, device) = std::nullopt;
   TORCH_ARG(std::optional<torch::Dtype>, dtype) = std::nullopt;
+  /// Each layer's PerceptronOptions::compute_dtype; between layers the
+  /// activations stay in it, the output is in the input's dtype.
+  TORCH_ARG(std::optional<torch::Dtype>, compute_dtype) = std::nullopt;
   /// In [0, 1): in training mode, torch::dropout after each layer's
   /// activation (an extension: TorchRec's MLP has none); off in eval mode.
   TORCH_ARG(double, dropout) = 0.0;
@@ -87,5 +98,9 @@ class MLPImpl : public torch::nn::Module, public LazyModule {
   std::vector<Perceptron> layers_;
 };
 TORCH_MODULE(MLP);
+
+/// Sets compute_dtype on every Perceptron and MLP under `root` (itself
+/// included): training.dense_precision. Returns how many Perceptrons.
+int64_t set_dense_compute_dtype(torch::nn::Module& root, std::optional<torch::Dtype> compute_dtype);
 
 }  // namespace recmod

@@ -9,6 +9,7 @@
 #include "recmod/dist/sharded_embedding_bag.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/modules/fused_embedding_bag.h"
+#include "recmod/modules/mlp.h"
 
 namespace recmod::train {
 
@@ -63,6 +64,9 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
       embedding_lr_(training.embedding_optimizer.lr()),
       comm_(std::move(comm)),
       tasks_(training.tasks) {
+  // training.dense_precision: bf16 products in the MLPs' training steps.
+  set_dense_compute_dtype(*model, training.dense_precision == "bf16" ? std::optional<torch::Dtype>(torch::kBFloat16)
+                                                                     : std::nullopt);
   if (!distributed()) return;
   std::set<const void*> sharded;
   for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
