@@ -121,8 +121,8 @@ TEST(TableDataType, BadValuesAndPlacesAreConfigErrorsAtTheKey) {
 
 TEST(TableDataType, StochasticRoundingReachesTheFusedUpdateAndOnlyForFp16Bf16) {
   // The same model and batches, bf16 tables rounded to nearest or
-  // stochastically: the key reaches the fused EBC's update (the EC's
-  // row-sparse optimizer rounds to nearest either way).
+  // stochastically: the key reaches the fused EBC's update (the row-sparse
+  // optimizer's: TrainerTest.StochasticRoundingResumesBitwiseOnBothEmbeddingPaths).
   std::vector<torch::Tensor> trained;
   for (const std::string t1 : {"bf16", "bf16, stochastic_rounding: false", "bf16, stochastic_rounding: true"}) {
     const ModelConfig config = parse(model(t1, "fp32"));

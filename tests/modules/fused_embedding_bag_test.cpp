@@ -13,6 +13,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/optim/model_optimizer.h"
+#include "recmod/optim/sparse_optimizer.h"
 #include "support/embedding_batches.h"
 
 namespace recmod {
@@ -457,6 +458,68 @@ TEST(FusedEmbeddingBag, StochasticRoundingFlagsMustMatchTheTables) {
   EXPECT_THROW(FusedEmbeddingOptimizer(two, opts("sgd", 0.1), {true}), c10::Error);
   EXPECT_FALSE(FusedEmbeddingOptimizer(two, opts("sgd", 0.1)).rounding(1).stochastic);
   EXPECT_TRUE(FusedEmbeddingOptimizer(two, opts("sgd", 0.1), {false, true}).rounding(1).stochastic);
+}
+
+// The row-sparse optimizer (EmbeddingCollection, unfused collections)
+// rounds with the same rule and bits: for the same row gradients, seed and
+// steps, its rows are bit-identical to the fused backward's, on the CPU
+// kernel and the tensor-op path, for every rule and both 16-bit types.
+TEST(FusedEmbeddingBag, StochasticRoundingOnTheRowSparsePathIsBitIdenticalToTheFusedPath) {
+  const int64_t rows = 16, dim = 24, batch = 4, per_bag = 3;
+  for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    for (const char* rule : {"sgd", "adagrad", "rowwise_adagrad"}) {
+      for (bool tensor_ops : {false, true}) {
+        SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + rule + (tensor_ops ? " tensor ops" : " cpu"));
+        torch::manual_seed(3);
+        const torch::Tensor init = torch::randn({rows, dim}).to(dtype);
+        FusedLookupPlan plan;
+        plan.tables = {init.clone()};
+        plan.pooling = {PoolingType::SUM};
+        plan.slots = {{0, 0, 0}};
+        plan.output_dim = dim;
+        torch::manual_seed(11);
+        FusedEmbeddingOptimizer fused(plan.tables, opts(rule, 0.05), {true});
+        torch::Tensor table = init.clone();
+        torch::manual_seed(11);
+        optim::SparseOptimizer sparse({{"t", table}}, opts(rule, 0.05), {true});
+        ASSERT_EQ(fused.rounding_state().seed(), sparse.rounding_state().seed());
+        optim::RoundingState given = optim::RoundingState::given(sparse.rounding_state().seed(), 0);
+        torch::Tensor state = optim::make_row_state(optim::row_update_of(rule, "test"), opts(rule, 0.05), {rows, dim},
+                                                    torch::TensorOptions().dtype(torch::kFloat));
+        torch::Tensor nearest = init.clone();
+        optim::SparseOptimizer to_nearest({{"t", nearest}}, opts(rule, 0.05));
+        const torch::Tensor bag = torch::arange(batch).repeat_interleave(per_bag);
+        for (int step = 0; step < 3; ++step) {
+          // Duplicate ids; gradients in 1/64ths, so every sum is exact in
+          // any order and the 16-bit gradient holds it.
+          const torch::Tensor ids = torch::randint(0, rows, {batch * per_bag}, torch::kLong);
+          const torch::Tensor grad_out = torch::randint(-8, 9, {batch, dim}).to(torch::kFloat) / 64;
+          FusedLookupInput input{ids,
+                                 torch::arange(0, batch * per_bag + 1, per_bag, torch::kLong),
+                                 torch::Tensor(),
+                                 batch,
+                                 {0, batch * per_bag}};
+          fused_backward_update(plan, input, grad_out, fused, false, /*generic=*/tensor_ops);
+          const torch::Tensor g = torch::zeros({rows, dim}).index_add_(0, ids, grad_out.index_select(0, bag));
+          if (tensor_ops) {  // update_rows' device-generic path, by hand
+            optim::update_rows(opts(rule, 0.05), table, state, optim::touched_rows(g.to(dtype)),
+                               /*use_tensor_ops=*/true, given.rounding(true));
+            given.advance();
+          } else {
+            table.mutable_grad() = g.to(dtype);
+            sparse.step();
+          }
+          nearest.mutable_grad() = g.to(dtype);
+          to_nearest.step();
+          EXPECT_TRUE(torch::equal(plan.tables[0], table)) << "step " << step;
+        }
+        EXPECT_EQ((tensor_ops ? given : sparse.rounding_state()).step(), 3u);
+        EXPECT_EQ(fused.rounding_state().step(), 3u);
+        // The bits did something: rounding to nearest gives other rows.
+        EXPECT_FALSE(torch::equal(table, nearest));
+      }
+    }
+  }
 }
 
 }  // namespace

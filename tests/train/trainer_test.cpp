@@ -145,6 +145,60 @@ TEST(TrainerTest, InterruptedThenResumedEqualsUninterrupted) {
   expect_same_state(load_tensors(whole_dir + "/trainer_state.pt"), load_tensors(split_dir + "/trainer_state.pt"));
 }
 
+// kModel with its table stored in 16 bits, rounded stochastically or to
+// nearest: bf16 on the fused path, fp16 on the row-sparse optimizer
+// (libtorch 1.13's CPU embedding_bag, which the unfused path runs, takes no bf16).
+config::ModelConfig low_precision_config(bool stochastic, bool fused) {
+  std::string text = kModel;
+  const std::string table_end = "feature_names: [a]}";
+  text.replace(text.find(table_end), table_end.size(),
+               std::string("feature_names: [a], data_type: ") + (fused ? "bf16" : "fp16") +
+                   (stochastic ? ", stochastic_rounding: true}" : "}"));
+  if (!fused) text += "  fused_embeddings: false\n";
+  return config::parse_model_config(config::ConfigNode::load_string(text, "t.yaml"));
+}
+
+// Stochastic rounding's seed and step are saved with the optimizer state
+// (recmod's own keys), so an interrupted and resumed run draws the
+// uninterrupted run's bits: the same bytes, on both embedding paths.
+TEST(TrainerTest, StochasticRoundingResumesBitwiseOnBothEmbeddingPaths) {
+  for (bool fused : {true, false}) {
+    SCOPED_TRACE(fused ? "fused" : "row-sparse");
+    const std::string tag = fused ? "fused" : "sparse";
+    auto make = [&](bool stochastic) {
+      seed_everything(7);
+      return config::ModelGraph(low_precision_config(stochastic, fused));
+    };
+    const config::TrainingSpec training = low_precision_config(true, fused).training;
+    auto whole_dir = run_dir("sr_whole_" + tag);
+    auto model_whole = make(true);
+    Trainer(model_whole, training, RunDir(whole_dir, false), {}).fit(source(), {}, {});
+
+    auto split_dir = run_dir("sr_split_" + tag);
+    EXPECT_TRUE(Trainer(make(true), training, RunDir(split_dir, false), {}).fit(source(-1, 4), {}, {}).interrupted);
+    TrainerOptions resume;
+    resume.resume = true;
+    auto model_resumed = make(true);
+    EXPECT_EQ(Trainer(model_resumed, training, RunDir(split_dir, true), resume).fit(source(), {}, {}).steps, 18);
+    expect_same_state(state_dict(*model_whole), state_dict(*model_resumed));
+    const StateDict trainer_state = load_tensors(whole_dir + "/trainer_state.pt");
+    expect_same_state(trainer_state, load_tensors(split_dir + "/trainer_state.pt"));
+    const torch::Tensor* rounding = find_tensor(
+        trainer_state, fused ? "optimizer.stochastic_rounding.sparse_arch" : "optimizer.stochastic_rounding");
+    ASSERT_NE(rounding, nullptr);
+    EXPECT_EQ((*rounding)[1].item<int64_t>(), 18);  // one step of random bits per optimizer step
+
+    // The rounding mattered: rounding to nearest ends with another table.
+    auto model_nearest = make(false);
+    Trainer(model_nearest, low_precision_config(false, fused).training, RunDir(run_dir("sr_nearest_" + tag), false), {})
+        .fit(source(), {}, {});
+    const char* table = "sparse_arch.embedding_bags.t_a.weight";
+    EXPECT_EQ(find_tensor(state_dict(*model_whole), table)->scalar_type(), fused ? torch::kBFloat16 : torch::kHalf);
+    EXPECT_FALSE(
+        torch::equal(*find_tensor(state_dict(*model_whole), table), *find_tensor(state_dict(*model_nearest), table)));
+  }
+}
+
 TEST(TrainerTest, NanLossNamesTheStepAndKeepsTheLastCheckpoint) {
   auto dir = run_dir("nan");
   Trainer(make_model(), kTraining, RunDir(dir, false), {}).fit(source(-1, 2), {}, {});  // checkpoint at step 2

@@ -278,6 +278,8 @@ StateDict EmbeddingBagCollectionImpl::fused_optimizer_state_dict() const {
   for (size_t t = 0; t < tables_.size(); ++t)
     if (fused_->states()[t].defined())
       out.emplace_back("embedding_bags." + options_.tables()[t].name + suffix, fused_->states()[t]);
+  // recmod's own: the stochastic rounding's int64 [seed, step], when a table rounds so.
+  if (fused_->rounding_state().defined()) out.emplace_back("stochastic_rounding", fused_->rounding_state().tensor());
   return out;
 }
 

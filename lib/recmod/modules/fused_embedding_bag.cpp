@@ -709,8 +709,7 @@ FusedEmbeddingOptimizer::FusedEmbeddingOptimizer(const std::vector<torch::Tensor
   TORCH_CHECK(stochastic_rounding_.empty() || stochastic_rounding_.size() == tables.size(),
               "fused embedding optimizer: ", stochastic_rounding_.size(), " stochastic_rounding flags for ",
               tables.size(), " tables");
-  if (any_stochastic_rounding())
-    seed_ = static_cast<uint64_t>(torch::randint(0, int64_t{1} << 62, {1}, torch::kLong).item<int64_t>());
+  if (any_stochastic_rounding()) rounding_ = optim::RoundingState::drawn();
   optim::validate(options_, optim::OptimizerRole::embedding);
   rule_ = optim::row_update_of(options_.type(), "fused embedding optimizer");
   for (const auto& w : tables) {

@@ -77,19 +77,22 @@ class FusedEmbeddingOptimizer {
   /// How table t's updated rows are written back at the current step
   /// (RowRounding::row left 0 for the caller).
   optim::RowRounding rounding(size_t t) const {
-    return {t < stochastic_rounding_.size() && stochastic_rounding_[t], seed_, step_, 0};
+    return rounding_.rounding(t < stochastic_rounding_.size() && stochastic_rounding_[t]);
   }
   bool any_stochastic_rounding() const;
   /// Called once per backward update (the next step's random bits).
-  void advance_step() { ++step_; }
+  void advance_step() { rounding_.advance(); }
+  /// The rounding's seed and step (optim::RoundingState; undefined tensor
+  /// when no table rounds stochastically), saved with the optimizer state.
+  optim::RoundingState& rounding_state() { return rounding_; }
+  const optim::RoundingState& rounding_state() const { return rounding_; }
 
  private:
   optim::OptimizerOptions options_;
   optim::RowUpdate rule_;
   std::vector<torch::Tensor> states_;
   std::vector<bool> stochastic_rounding_;
-  uint64_t seed_ = 0;
-  uint64_t step_ = 0;
+  optim::RoundingState rounding_;
 };
 
 /// True when fused lookups on `device` run a kernel of their own (the CPU

@@ -11,12 +11,12 @@
 
 namespace recmod::optim {
 
-ModelOptimizer::ModelOptimizer(std::vector<std::pair<std::string, torch::Tensor>> dense,
-                               OptimizerOptions dense_options,
+ModelOptimizer::ModelOptimizer(std::vector<std::pair<std::string, torch::Tensor>> dense, OptimizerOptions dense_options,
                                std::vector<std::pair<std::string, torch::Tensor>> embeddings,
-                               OptimizerOptions embedding_options)
+                               OptimizerOptions embedding_options, std::vector<bool> embedding_stochastic_rounding)
     : dense_(std::make_unique<DenseOptimizer>(std::move(dense), std::move(dense_options))),
-      sparse_(std::make_unique<SparseOptimizer>(std::move(embeddings), std::move(embedding_options))) {}
+      sparse_(std::make_unique<SparseOptimizer>(std::move(embeddings), std::move(embedding_options),
+                                                std::move(embedding_stochastic_rounding))) {}
 
 ModelOptimizer::~ModelOptimizer() = default;
 ModelOptimizer::ModelOptimizer(ModelOptimizer&&) noexcept = default;

@@ -28,11 +28,16 @@ class SparseOptimizer;
 ///   dense.<param>.step, dense.<param>.exp_avg, .exp_avg_sq (adam)
 ///   embedding.<param>.sum         (adagrad, shape of the table)
 ///   embedding.<param>.momentum1   (rowwise_adagrad, one value per row; TorchRec/FBGEMM's name)
+///   stochastic_rounding           (int64 [seed, step]; only when a table rounds stochastically)
 /// sgd has no state.
 class ModelOptimizer {
  public:
+  /// `embedding_stochastic_rounding` (empty: all false): per embedding
+  /// table, whether its fp16 / bf16 rows are rounded stochastically
+  /// (SparseOptimizer; its state then has the key "stochastic_rounding").
   ModelOptimizer(std::vector<std::pair<std::string, torch::Tensor>> dense, OptimizerOptions dense_options,
-                 std::vector<std::pair<std::string, torch::Tensor>> embeddings, OptimizerOptions embedding_options);
+                 std::vector<std::pair<std::string, torch::Tensor>> embeddings, OptimizerOptions embedding_options,
+                 std::vector<bool> embedding_stochastic_rounding = {});
   ~ModelOptimizer();
   ModelOptimizer(ModelOptimizer&&) noexcept;
   ModelOptimizer& operator=(ModelOptimizer&&) noexcept;

@@ -59,6 +59,32 @@ torch::Tensor make_row_state(RowUpdate rule, const OptimizerOptions& optimizer, 
   return state.fill_(optimizer.initial_accumulator_value());
 }
 
+RoundingState RoundingState::drawn() {
+  return given(static_cast<uint64_t>(torch::randint(0, int64_t{1} << 62, {1}, torch::kLong).item<int64_t>()), 0);
+}
+
+RoundingState RoundingState::given(uint64_t seed, uint64_t step) {
+  RoundingState out;
+  out.state_ = torch::tensor({static_cast<int64_t>(seed), static_cast<int64_t>(step)}, torch::kLong);
+  return out;
+}
+
+uint64_t RoundingState::seed() const {
+  return defined() ? static_cast<uint64_t>(state_.data_ptr<int64_t>()[0]) : 0;
+}
+uint64_t RoundingState::step() const {
+  return defined() ? static_cast<uint64_t>(state_.data_ptr<int64_t>()[1]) : 0;
+}
+
+RowRounding RoundingState::rounding(bool stochastic) const {
+  if (!stochastic || !defined()) return {};
+  return {true, seed(), step(), 0};
+}
+
+void RoundingState::advance() {
+  if (defined()) ++state_.data_ptr<int64_t>()[1];
+}
+
 void update_rows_with_tensor_ops(RowUpdate rule, const OptimizerOptions& o, torch::Tensor& table,
                                  torch::Tensor& state, const torch::Tensor& rows, torch::Tensor g,
                                  const RowRounding& rounding) {

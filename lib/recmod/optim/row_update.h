@@ -52,6 +52,34 @@ struct RowRounding {
   uint64_t row = 0;
 };
 
+/// The seed and step of a group of tables' stochastic rounding, held in an
+/// int64 tensor [seed, step] so that a checkpoint saves it with the
+/// optimizer state (key "stochastic_rounding...", see TrainingSetup) and a
+/// resumed run continues the same random bits. Copies share the tensor.
+/// Undefined (no table rounds stochastically) unless drawn() or given.
+class RoundingState {
+ public:
+  RoundingState() = default;
+  /// A seed drawn from torch's default generator (so torch::manual_seed
+  /// fixes it), step 0.
+  static RoundingState drawn();
+  /// A given seed and step.
+  static RoundingState given(uint64_t seed, uint64_t step);
+  bool defined() const { return state_.defined(); }
+  uint64_t seed() const;
+  uint64_t step() const;
+  /// How a table's rows are written at the current step: stochastically
+  /// when `stochastic` and defined() (RowRounding::row left 0 for the caller).
+  RowRounding rounding(bool stochastic) const;
+  /// The next step's random bits.
+  void advance();
+  /// The int64 tensor [seed, step] (shared: load a checkpoint by copy_).
+  const torch::Tensor& tensor() const { return state_; }
+
+ private:
+  torch::Tensor state_;
+};
+
 /// `v` stored as weight_t under `r` (element j of the row).
 template <typename weight_t, typename math_t>
 inline weight_t store_row_value(math_t v, const RowRounding& r, int64_t j) {

@@ -1,9 +1,9 @@
 #include "recmod/optim/sparse_optimizer.h"
 
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "recmod/common/errors.h"
@@ -23,24 +23,29 @@ RowGradients touched_rows(const torch::Tensor& grad) {
 
 namespace {
 
-/// Each row is read and written by exactly one thread.
-template <typename scalar_t>
+/// Each row is read and written by exactly one thread. weight_t: the
+/// table's dtype; math_t: its state's and the gradients' (float for fp16 /
+/// bf16 tables).
+template <typename weight_t, typename math_t>
 void update_rows_cpu_kernel(RowUpdate rule, const OptimizerOptions& o, torch::Tensor& weight, torch::Tensor& state,
-                            const RowGradients& grad) {
-  const int64_t n = grad.rows.numel();
+                            const torch::Tensor& rows_tensor, const torch::Tensor& values,
+                            const RowRounding& rounding) {
+  const int64_t n = rows_tensor.numel();
   const int64_t dim = weight.size(1);
   const int64_t state_stride = state_per_row(rule, dim);
-  const int64_t* rows = grad.rows.data_ptr<int64_t>();
-  const scalar_t* g_all = grad.values.data_ptr<scalar_t>();
-  scalar_t* w_all = weight.data_ptr<scalar_t>();
-  scalar_t* s_all = state.defined() ? state.data_ptr<scalar_t>() : nullptr;
-  const RowUpdateScalars<scalar_t> scalars(o);
+  const int64_t* rows = rows_tensor.data_ptr<int64_t>();
+  const math_t* g_all = values.data_ptr<math_t>();
+  weight_t* w_all = weight.data_ptr<weight_t>();
+  math_t* s_all = state.defined() ? state.data_ptr<math_t>() : nullptr;
+  const RowUpdateScalars<math_t> scalars(o);
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(dim, 1));
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+    RowRounding row_rounding = rounding;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t r = rows[i];
-      apply_row_update<scalar_t, scalar_t>(rule, scalars, g_all + i * dim, w_all + r * dim,
-                                           s_all != nullptr ? s_all + r * state_stride : nullptr, dim);
+      row_rounding.row = static_cast<uint64_t>(r);
+      apply_row_update<weight_t, math_t>(rule, scalars, g_all + i * dim, w_all + r * dim,
+                                         s_all != nullptr ? s_all + r * state_stride : nullptr, dim, row_rounding);
     }
   });
 }
@@ -54,8 +59,8 @@ void check_rows_in_range(const torch::Tensor& rows, int64_t num_rows) {
 
 }  // namespace
 
-void update_rows(const OptimizerOptions& options, torch::Tensor& weight, torch::Tensor& state,
-                 const RowGradients& grad, bool use_tensor_ops) {
+void update_rows(const OptimizerOptions& options, torch::Tensor& weight, torch::Tensor& state, const RowGradients& grad,
+                 bool use_tensor_ops, const RowRounding& rounding) {
   const RowUpdate rule = row_update_of(options.type(), "embedding optimizer");
   TORCH_CHECK(weight.dim() == 2, "embedding optimizer: expected a table of shape (N, D), got ", weight.sizes());
   TORCH_CHECK(grad.values.dim() == 2 && grad.values.size(1) == weight.size(1) &&
@@ -64,29 +69,42 @@ void update_rows(const OptimizerOptions& options, torch::Tensor& weight, torch::
               "), got ", grad.values.sizes());
   if (grad.rows.numel() == 0) return;
   torch::NoGradGuard no_grad;
-  const bool cpu_kernel = !use_tensor_ops && weight.is_cpu() && weight.is_contiguous() &&
-                          (!state.defined() || state.is_contiguous()) &&
-                          grad.values.scalar_type() == weight.scalar_type() &&
-                          (weight.scalar_type() == torch::kFloat || weight.scalar_type() == torch::kDouble);
+  const auto wt = weight.scalar_type();
+  const bool low = wt == torch::kHalf || wt == torch::kBFloat16;
+  // fp16 / bf16 tables: the update in float32 (the state's dtype).
+  const auto math_type = low ? torch::kFloat : wt;
+  const bool cpu_kernel = !use_tensor_ops && weight.is_cpu() && grad.values.is_cpu() && weight.is_contiguous() &&
+                          (!state.defined() || (state.is_contiguous() && state.scalar_type() == math_type)) &&
+                          (low || ((wt == torch::kFloat || wt == torch::kDouble) && grad.values.scalar_type() == wt));
   if (!cpu_kernel) {
-    // fp16 / bf16 tables: the update in float32 (the state's dtype), the
-    // rows written back rounded to nearest.
-    const bool low = grad.values.scalar_type() == torch::kHalf || grad.values.scalar_type() == torch::kBFloat16;
+    const bool low_grad = grad.values.scalar_type() == torch::kHalf || grad.values.scalar_type() == torch::kBFloat16;
     update_rows_with_tensor_ops(rule, options, weight, state, grad.rows,
-                                low ? grad.values.to(torch::kFloat) : grad.values);
+                                low_grad ? grad.values.to(torch::kFloat) : grad.values, rounding);
     return;
   }
   const torch::Tensor rows = grad.rows.to(torch::kLong).contiguous();
   check_rows_in_range(rows, weight.size(0));
-  const RowGradients contiguous{rows, grad.values.contiguous()};
-  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "update_rows_cpu", [&] {
-    update_rows_cpu_kernel<scalar_t>(rule, options, weight, state, contiguous);
-  });
+  const torch::Tensor values = grad.values.to(math_type).contiguous();
+  if (wt == torch::kHalf) {
+    update_rows_cpu_kernel<c10::Half, float>(rule, options, weight, state, rows, values, rounding);
+  } else if (wt == torch::kBFloat16) {
+    update_rows_cpu_kernel<c10::BFloat16, float>(rule, options, weight, state, rows, values, rounding);
+  } else if (wt == torch::kDouble) {
+    update_rows_cpu_kernel<double, double>(rule, options, weight, state, rows, values, rounding);
+  } else {
+    update_rows_cpu_kernel<float, float>(rule, options, weight, state, rows, values, rounding);
+  }
 }
 
-SparseOptimizer::SparseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> tables, OptimizerOptions options)
-    : tables_(std::move(tables)), options_(std::move(options)) {
+SparseOptimizer::SparseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> tables, OptimizerOptions options,
+                                 std::vector<bool> stochastic_rounding)
+    : tables_(std::move(tables)), options_(std::move(options)), stochastic_rounding_(std::move(stochastic_rounding)) {
   validate(options_, OptimizerRole::embedding);
+  TORCH_CHECK(stochastic_rounding_.empty() || stochastic_rounding_.size() == tables_.size(),
+              "embedding optimizer: ", stochastic_rounding_.size(), " stochastic_rounding flags for ", tables_.size(),
+              " tables");
+  if (std::find(stochastic_rounding_.begin(), stochastic_rounding_.end(), true) != stochastic_rounding_.end())
+    rounding_ = RoundingState::drawn();
   const RowUpdate rule = row_update_of(options_.type(), "embedding optimizer");
   states_.reserve(tables_.size());
   for (const auto& [name, w] : tables_) {
@@ -102,8 +120,11 @@ void SparseOptimizer::step() {
   for (size_t i = 0; i < tables_.size(); ++i) {
     torch::Tensor& w = tables_[i].second;
     if (!w.grad().defined()) continue;
-    update_rows(options_, w, states_[i], touched_rows(w.grad()));
+    const bool stochastic = i < stochastic_rounding_.size() && stochastic_rounding_[i];
+    update_rows(options_, w, states_[i], touched_rows(w.grad()), /*use_tensor_ops=*/false,
+                rounding_.rounding(stochastic));
   }
+  rounding_.advance();
 }
 
 StateDict SparseOptimizer::state_dict() const {
@@ -111,6 +132,7 @@ StateDict SparseOptimizer::state_dict() const {
   StateDict out;
   for (size_t i = 0; i < tables_.size(); ++i)
     if (states_[i].defined()) out.emplace_back("embedding." + tables_[i].first + suffix, states_[i]);
+  if (rounding_.defined()) out.emplace_back("stochastic_rounding", rounding_.tensor());
   return out;
 }
 

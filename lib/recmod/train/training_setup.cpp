@@ -45,7 +45,38 @@ std::vector<std::pair<std::string, torch::Tensor>> unfused_embedding_parameters(
   return out;
 }
 
+/// Per parameter of `params`: whether its table rounds stochastically (a
+/// table of an EmbeddingBagCollection or EmbeddingCollection anywhere in the
+/// model, FP / MC / tower wrappers included, with `stochastic_rounding: true`).
+std::vector<bool> stochastic_rounding_of(config::ModelGraph& model,
+                                         const std::vector<std::pair<std::string, torch::Tensor>>& params) {
+  std::set<const void*> stochastic;
+  for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+    if (auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(item.value())) {
+      if (std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(ebc)) continue;
+      for (const auto& c : ebc->embedding_bag_configs())
+        if (c.stochastic_rounding) stochastic.insert(ebc->table_weight(c.name).unsafeGetTensorImpl());
+    } else if (auto ec = std::dynamic_pointer_cast<EmbeddingCollectionImpl>(item.value())) {
+      if (std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(ec)) continue;
+      for (const auto& c : ec->embedding_configs())
+        if (c.stochastic_rounding) stochastic.insert(ec->table_weight(c.name).unsafeGetTensorImpl());
+    }
+  }
+  std::vector<bool> out;
+  out.reserve(params.size());
+  for (const auto& [_, p] : params) out.push_back(stochastic.count(p.unsafeGetTensorImpl()) > 0);
+  return out;
+}
+
 std::string fused_state_prefix(const std::string& path) { return "embedding." + path + "."; }
+
+/// A fused collection's stochastic-rounding state (its own key
+/// "stochastic_rounding") is saved as "stochastic_rounding.<path>": outside
+/// "embedding.<path>.", whose keys a distributed run gathers as table rows.
+constexpr char kRoundingKey[] = "stochastic_rounding";
+std::string fused_rounding_key(const std::string& path) {
+  return std::string(kRoundingKey) + "." + path;
+}
 
 }  // namespace
 
@@ -57,7 +88,8 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
                              const torch::Device& device, std::shared_ptr<dist::Communicator> comm)
     : fused_(enable_fused_collections(model, training, device, comm->world_size() > 1)),
       optimizer_(model->dense_parameters(), training.dense_optimizer, unfused_embedding_parameters(model, fused_),
-                 training.embedding_optimizer),
+                 training.embedding_optimizer,
+                 stochastic_rounding_of(model, unfused_embedding_parameters(model, fused_))),
       dense_options_(training.dense_optimizer),
       embedding_options_(training.embedding_optimizer),
       dense_lr_(training.dense_optimizer.lr()),
@@ -65,8 +97,8 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
       comm_(std::move(comm)),
       tasks_(training.tasks) {
   // training.dense_precision: bf16 products in the MLPs' training steps.
-  set_dense_compute_dtype(*model, training.dense_precision == "bf16" ? std::optional<torch::Dtype>(torch::kBFloat16)
-                                                                     : std::nullopt);
+  set_dense_compute_dtype(
+      *model, training.dense_precision == "bf16" ? std::optional<torch::Dtype>(torch::kBFloat16) : std::nullopt);
   if (!distributed()) return;
   std::set<const void*> sharded;
   for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
@@ -117,7 +149,7 @@ StateDict TrainingSetup::state_dict() const {
   StateDict out = optimizer_.state_dict();
   for (const auto& [path, ebc] : fused_)
     for (const auto& [key, value] : ebc->fused_optimizer_state_dict())
-      out.emplace_back(fused_state_prefix(path) + key, value);
+      out.emplace_back(key == kRoundingKey ? fused_rounding_key(path) : fused_state_prefix(path) + key, value);
   return out;
 }
 
@@ -127,6 +159,11 @@ void TrainingSetup::load_state_dict(const StateDict& state, const std::string& o
   for (const auto& [name, value] : state) {
     bool taken = false;
     for (size_t i = 0; i < fused_.size() && !taken; ++i) {
+      if (name == fused_rounding_key(fused_[i].first)) {
+        fused_state[i].emplace_back(kRoundingKey, value);
+        taken = true;
+        continue;
+      }
       const std::string prefix = fused_state_prefix(fused_[i].first);
       if (name.rfind(prefix, 0) == 0) {
         fused_state[i].emplace_back(name.substr(prefix.size()), value);

@@ -54,6 +54,10 @@ class TrainingSetup {
   /// collections' state under the keys the ModelOptimizer would give it
   /// ("embedding.<path>.embedding_bags.<t>.weight.momentum1"), so a
   /// checkpoint does not depend on which path trained it. Tensors shared.
+  /// When a table rounds stochastically, recmod's own int64 [seed, step]
+  /// of the rounding: "stochastic_rounding" (the row-sparse optimizer) and
+  /// "stochastic_rounding.<path>" (a fused collection), so that a resumed
+  /// run continues the same random bits.
   StateDict state_dict() const;
   /// Strict: exactly state_dict()'s keys and shapes; else CheckpointError naming `origin`.
   void load_state_dict(const StateDict& state, const std::string& origin);
