@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -14,19 +15,39 @@
 
 namespace recmod::test {
 
+namespace detail {
+template <typename Base, typename Derived, typename = void>
+struct can_static_downcast : std::false_type {};
+template <typename Base, typename Derived>
+struct can_static_downcast<Base, Derived, std::void_t<decltype(static_cast<Derived*>(std::declval<Base*>()))>>
+    : std::true_type {};
+struct CloneableProbe : torch::nn::Cloneable<CloneableProbe> {
+  void reset() override {}
+};
+struct NotCloneable {};
+}  // namespace detail
+
+/// Whether libtorch's Cloneable derives from Module virtually (before
+/// PyTorch 2.2), so that a module can be both an interface and Cloneable:
+/// a static_cast down from a virtual base is ill-formed.
+inline constexpr bool kCloneableSharesModule =
+    !detail::can_static_downcast<torch::nn::Module, detail::CloneableProbe>::value;
+
 /// Each bag pooled by max over its rows (an empty bag gives zeros), one
-/// table per config, parameters weight_<table> (N, D). Cloneable, as the
-/// C++ frontend's user modules are: the interface's virtual Module base is
-/// the one Cloneable shares.
-class MaxPooledEmbeddingBagCollectionImpl : public EmbeddingBagCollectionInterface,
-                                            public torch::nn::Cloneable<MaxPooledEmbeddingBagCollectionImpl> {
+/// table per config, parameters weight_<table> (N, D). Also Cloneable, as
+/// the C++ frontend's user modules are, where libtorch's Cloneable shares
+/// the interface's virtual Module base (kCloneableSharesModule).
+class MaxPooledEmbeddingBagCollectionImpl
+    : public EmbeddingBagCollectionInterface,
+      public std::conditional_t<kCloneableSharesModule, torch::nn::Cloneable<MaxPooledEmbeddingBagCollectionImpl>,
+                                detail::NotCloneable> {
  public:
   explicit MaxPooledEmbeddingBagCollectionImpl(std::vector<EmbeddingBagConfig> tables) : tables_(std::move(tables)) {
     for (auto& t : tables_)
       if (t.feature_names.empty()) t.feature_names = {t.name};
     reset();
   }
-  void reset() override {
+  void reset() {  // Cloneable's reset where it is a base
     weights_.clear();
     for (const auto& t : tables_)
       weights_.push_back(register_parameter("weight_" + t.name, torch::randn({t.num_embeddings, t.embedding_dim})));

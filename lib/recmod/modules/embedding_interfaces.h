@@ -28,8 +28,10 @@ using JaggedTensorDict = std::vector<std::pair<std::string, JaggedTensor>>;
 /// embedding_dim of its table wide; is_weighted() says the module reads the
 /// KJT's weights (a tower then feeds it weighted_features).
 ///
-/// Module is a virtual base, as in torch::nn::Cloneable, so that a custom
-/// module may derive from both this and Cloneable<Self>.
+/// Module is a virtual base, so that one Module is shared with other bases
+/// that derive from it virtually: libtorch's torch::nn::Cloneable did before
+/// PyTorch 2.2 (Debian's 1.13: a custom module may be Cloneable<Self> too);
+/// from 2.2 Cloneable derives non-virtually and cannot be combined with it.
 class EmbeddingBagCollectionInterface : public virtual torch::nn::Module {
  public:
   ~EmbeddingBagCollectionInterface() override = default;
