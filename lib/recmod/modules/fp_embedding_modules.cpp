@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "recmod/common/errors.h"
 
 namespace recmod {
@@ -32,9 +34,8 @@ void FeatureProcessedEmbeddingBagCollectionImpl::check_ebc() const {
         "to take the feature processors' weights");
 }
 
-KeyedJaggedTensor FeatureProcessedEmbeddingBagCollectionImpl::process(const KeyedJaggedTensor& features) {
-  if (processor_collection_) return processor_collection_->forward(features);
-  // TorchRec's apply_feature_processors_to_kjt.
+KeyedJaggedTensor apply_feature_processors_to_kjt(const KeyedJaggedTensor& features,
+                                                  const FeatureProcessorDict& processors) {
   if (features.keys().empty()) return features;
   const int64_t b = features.stride();
   const auto& opk = features.offset_per_key();
@@ -42,19 +43,23 @@ KeyedJaggedTensor FeatureProcessedEmbeddingBagCollectionImpl::process(const Keye
   for (size_t k = 0; k < features.keys().size(); ++k) {
     const auto& key = features.keys()[k];
     const int64_t n = opk[k + 1] - opk[k];
-    auto it = std::find_if(processor_dict_.begin(), processor_dict_.end(),
-                           [&](const auto& kv) { return kv.first == key; });
-    if (it == processor_dict_.end()) {
+    auto it = std::find_if(processors.begin(), processors.end(), [&](const auto& kv) { return kv.first == key; });
+    if (it == processors.end()) {
       weights.push_back(torch::ones({n}, torch::TensorOptions().device(features.device())));
       continue;
     }
     const auto lengths = features.lengths().slice(0, static_cast<int64_t>(k) * b, static_cast<int64_t>(k + 1) * b);
     const auto jt = JaggedTensor::unchecked(features.values().slice(0, opk[k], opk[k + 1]), lengths,
                                             offsets_from_lengths(lengths));
-    weights.push_back(it->second->forward(jt).weights());
+    weights.push_back(it->second.ptr()->forward(jt).weights());
   }
   return KeyedJaggedTensor::unchecked(features.keys(), features.values(), features.lengths(), torch::cat(weights),
                                       b);
+}
+
+KeyedJaggedTensor FeatureProcessedEmbeddingBagCollectionImpl::process(const KeyedJaggedTensor& features) {
+  if (processor_collection_) return processor_collection_->forward(features);
+  return apply_feature_processors_to_kjt(features, processor_dict_);
 }
 
 KeyedTensor FeatureProcessedEmbeddingBagCollectionImpl::forward(const KeyedJaggedTensor& features) {

@@ -18,6 +18,11 @@ namespace recmod {
 /// Per-feature processors (TorchRec's Dict[str, FeatureProcessor]), in order.
 using FeatureProcessorDict = std::vector<std::pair<std::string, PositionWeightedModule>>;
 
+/// TorchRec's apply_feature_processors_to_kjt: every key of `features` gets
+/// weights: its processor's, or 1 for keys without a processor.
+KeyedJaggedTensor apply_feature_processors_to_kjt(const KeyedJaggedTensor& features,
+                                                  const FeatureProcessorDict& processors);
+
 /// out = ebc(fp(features)), where fp gives every key of `features` weights:
 /// its processor's weights, or 1 for keys without a processor (dict form),
 /// or what the PositionWeightedModuleCollection gives (collection form).
@@ -36,6 +41,10 @@ class FeatureProcessedEmbeddingBagCollectionImpl : public torch::nn::Module {
   KeyedJaggedTensor process(const KeyedJaggedTensor& features);
 
   EmbeddingBagCollection& embedding_bag_collection() { return ebc_; }
+  /// The processors: the dict form's (empty in the collection form), or the
+  /// collection form's module (null in the dict form).
+  const FeatureProcessorDict& feature_processor_dict() const { return processor_dict_; }
+  const PositionWeightedModuleCollection& feature_processor_collection() const { return processor_collection_; }
   const std::vector<EmbeddingBagConfig>& embedding_bag_configs() const { return ebc_->embedding_bag_configs(); }
 
  private:

@@ -5,8 +5,12 @@
 #include <typeinfo>
 
 #include "recmod/common/errors.h"
+#include "recmod/mc/mc_embedding_modules.h"
 #include "recmod/modules/embedding_modules.h"
+#include "recmod/modules/fp_embedding_modules.h"
 #include "recmod/quant/embedding_modules.h"
+#include "recmod/quant/fp_embedding_modules.h"
+#include "recmod/quant/mc_embedding_modules.h"
 
 namespace recmod::train {
 
@@ -24,6 +28,57 @@ std::shared_ptr<EmbeddingCollectionImpl> plain_ec(const config::ModelGraph& mode
   auto module = model->node_module(i);
   if (!module || typeid(*module) != typeid(EmbeddingCollectionImpl)) return nullptr;
   return std::dynamic_pointer_cast<EmbeddingCollectionImpl>(module);
+}
+
+/// Node i's module when it is exactly a `Module` (not a sharded or other
+/// subclass), or null.
+template <typename Module>
+std::shared_ptr<Module> exactly(const config::ModelGraph& model, size_t i) {
+  auto module = model->node_module(i);
+  if (!module || typeid(*module) != typeid(Module)) return nullptr;
+  return std::dynamic_pointer_cast<Module>(module);
+}
+
+/// A node's float collection and the collection wrapping it, when the node
+/// is a FeatureProcessed / ManagedCollision one: the EBC or EC that holds
+/// its tables (null when the node is neither kind).
+struct WrappedCollection {
+  std::shared_ptr<FeatureProcessedEmbeddingBagCollectionImpl> fp;
+  std::shared_ptr<ManagedCollisionEmbeddingBagCollectionImpl> mc_ebc;
+  std::shared_ptr<ManagedCollisionEmbeddingCollectionImpl> mc_ec;
+  const recmod::EmbeddingBagCollectionImpl* ebc = nullptr;
+  const recmod::EmbeddingCollectionImpl* ec = nullptr;
+};
+
+WrappedCollection wrapped_collection(const config::ModelGraph& model, size_t i) {
+  WrappedCollection w;
+  if ((w.fp = exactly<FeatureProcessedEmbeddingBagCollectionImpl>(model, i))) {
+    w.ebc = w.fp->embedding_bag_collection().get();
+  } else if ((w.mc_ebc = exactly<ManagedCollisionEmbeddingBagCollectionImpl>(model, i))) {
+    w.ebc = w.mc_ebc->embedding_bag_collection().get();
+  } else if ((w.mc_ec = exactly<ManagedCollisionEmbeddingCollectionImpl>(model, i))) {
+    w.ec = w.mc_ec->embedding_collection().get();
+  }
+  return w;
+}
+
+void swap_in(config::ModelGraph& model, size_t i,
+             std::shared_ptr<quant::FeatureProcessedEmbeddingBagCollectionImpl> q) {
+  model->replace_node(
+      i, q, [q](const std::vector<config::Value>& in) { return config::Value::of_pooled(q->forward(in[0].sparse)); });
+}
+
+void swap_in(config::ModelGraph& model, size_t i,
+             std::shared_ptr<quant::ManagedCollisionEmbeddingBagCollectionImpl> q) {
+  model->replace_node(i, q, [q](const std::vector<config::Value>& in) {
+    return config::Value::of_pooled(q->forward(in[0].sparse).first);
+  });
+}
+
+void swap_in(config::ModelGraph& model, size_t i, std::shared_ptr<quant::ManagedCollisionEmbeddingCollectionImpl> q) {
+  model->replace_node(i, q, [q](const std::vector<config::Value>& in) {
+    return config::Value::of_sequence(q->forward(in[0].sparse).first);
+  });
 }
 
 void swap_in(config::ModelGraph& model, size_t i, std::shared_ptr<quant::EmbeddingBagCollectionImpl> q) {
@@ -110,6 +165,61 @@ bool quantize_node(config::ModelGraph& model, size_t i, const quant::QuantConfig
     swap_in(model, i, q);
     return true;
   }
+  // Feature-processed and managed-collision collections: their tables
+  // quantized, their processors / MCC kept (TorchRec's quant modules).
+  const WrappedCollection w = wrapped_collection(model, i);
+  if (w.fp) {
+    auto q = quant::FeatureProcessedEmbeddingBagCollectionImpl::from_float(*w.fp, config);
+    const auto& qebc = q->embedding_bag_collection();
+    report_tables(
+        node, *w.ebc, *q, qebc.embedding_bag_configs(), "embedding_bags",
+        [&](size_t t) -> const quant::QuantizedTable& { return qebc.table(t); }, reports);
+    swap_in(model, i, q);
+    return true;
+  }
+  if (w.mc_ebc) {
+    auto q = quant::ManagedCollisionEmbeddingBagCollectionImpl::from_float(*w.mc_ebc, config);
+    const auto& qebc = q->embedding_bag_collection();
+    report_tables(
+        node, *w.ebc, *q, qebc.embedding_bag_configs(), "embedding_bags",
+        [&](size_t t) -> const quant::QuantizedTable& { return qebc.table(t); }, reports);
+    swap_in(model, i, q);
+    return true;
+  }
+  if (w.mc_ec) {
+    auto q = quant::ManagedCollisionEmbeddingCollectionImpl::from_float(*w.mc_ec, config);
+    const auto& qec = q->embedding_collection();
+    report_tables(
+        node, *w.ec, *q, qec.embedding_configs(), "embeddings",
+        [&](size_t t) -> const quant::QuantizedTable& { return qec.table(t); }, reports);
+    swap_in(model, i, q);
+    return true;
+  }
+  return false;
+}
+
+/// Calls f(tables) with the EmbeddingBagConfigs / EmbeddingConfigs of node
+/// i's collection (plain, feature-processed or managed-collision); returns
+/// whether it has one.
+template <typename F>
+bool with_node_tables(const config::ModelGraph& model, size_t i, F&& f) {
+  if (auto ebc = plain_ebc(model, i)) {
+    f(ebc->embedding_bag_configs());
+    return true;
+  }
+  if (auto ec = plain_ec(model, i)) {
+    f(ec->embedding_configs());
+    return true;
+  }
+  const WrappedCollection w = wrapped_collection(model, i);
+  if (w.ebc) {
+    f(w.ebc->embedding_bag_configs());
+    return true;
+  }
+  if (w.ec) {
+    f(w.ec->embedding_configs());
+    return true;
+  }
   return false;
 }
 
@@ -156,12 +266,10 @@ bool checkpoint_types(Configs& tables, const StateDict& state, const std::string
 std::vector<QuantizedTableReport> quantize_model(config::ModelGraph& model, const quant::QuantConfig& config) {
   config.validate();
   std::set<std::string> known;
-  for (size_t i = 0; i < model->nodes().size(); ++i) {
-    if (auto ebc = plain_ebc(model, i))
-      for (const auto& t : ebc->embedding_bag_configs()) known.insert(t.name);
-    if (auto ec = plain_ec(model, i))
-      for (const auto& t : ec->embedding_configs()) known.insert(t.name);
-  }
+  for (size_t i = 0; i < model->nodes().size(); ++i)
+    with_node_tables(model, i, [&](const auto& tables) {
+      for (const auto& t : tables) known.insert(t.name);
+    });
   for (const auto& [table, _] : config.per_table_weight_dtype)
     if (!known.count(table)) {
       std::vector<std::string> names(known.begin(), known.end());
@@ -180,10 +288,7 @@ quant::QuantConfig configured_quant_config(const config::ModelGraph& model, torc
     for (const auto& t : tables)
       if (quant::is_rowwise_quantized(t.data_type)) config.per_table_weight_dtype[t.name] = quant_weight_dtype(t.data_type);
   };
-  for (size_t i = 0; i < model->nodes().size(); ++i) {
-    if (auto ebc = plain_ebc(model, i)) add(ebc->embedding_bag_configs());
-    if (auto ec = plain_ec(model, i)) add(ec->embedding_configs());
-  }
+  for (size_t i = 0; i < model->nodes().size(); ++i) with_node_tables(model, i, add);
   return config;
 }
 
@@ -198,8 +303,7 @@ std::vector<QuantizedTableReport> quantize_as_configured(config::ModelGraph& mod
       return true;
     };
     bool quantize = false;
-    if (auto ebc = plain_ebc(model, i)) quantize = add(ebc->embedding_bag_configs());
-    if (auto ec = plain_ec(model, i)) quantize = add(ec->embedding_configs());
+    with_node_tables(model, i, [&](const auto& tables) { quantize = add(tables); });
     if (quantize) quantize_node(model, i, config, reports);
   }
   return reports;
@@ -231,6 +335,18 @@ void use_quantized_tables(config::ModelGraph& model, const StateDict& state, con
       swap_in(model, i,
               std::make_shared<quant::EmbeddingCollectionImpl>(
                   quant::EmbeddingCollectionOptions(tables).need_indices(ec->need_indices()).uninitialized(true)));
+    } else if (const WrappedCollection w = wrapped_collection(model, i); w.ebc) {
+      // TorchRec's quantized FP-EBC / MC keys: the tables at the node's top level.
+      std::vector<EmbeddingBagConfig> tables = w.ebc->embedding_bag_configs();
+      if (!checkpoint_types(tables, state, node, "embedding_bags", origin)) continue;
+      if (w.fp)
+        swap_in(model, i, quant::FeatureProcessedEmbeddingBagCollectionImpl::uninitialized_like(*w.fp, tables));
+      else
+        swap_in(model, i, quant::ManagedCollisionEmbeddingBagCollectionImpl::uninitialized_like(*w.mc_ebc, tables));
+    } else if (w.ec) {
+      std::vector<EmbeddingConfig> tables = w.ec->embedding_configs();
+      if (!checkpoint_types(tables, state, node, "embeddings", origin)) continue;
+      swap_in(model, i, quant::ManagedCollisionEmbeddingCollectionImpl::uninitialized_like(*w.mc_ec, tables));
     }
   }
 }
@@ -249,6 +365,12 @@ void load_model_state(config::ModelGraph& model, StateDict state, const std::str
       q->load_quantized_state_dict(std::move(mine), str_cat(origin, " (node '", child.key(), "')"));
     else if (auto qec = std::dynamic_pointer_cast<quant::EmbeddingCollectionImpl>(child.value()))
       qec->load_quantized_state_dict(std::move(mine), str_cat(origin, " (node '", child.key(), "')"));
+    else if (auto qfp = std::dynamic_pointer_cast<quant::FeatureProcessedEmbeddingBagCollectionImpl>(child.value()))
+      qfp->load_quantized_state_dict(std::move(mine), str_cat(origin, " (node '", child.key(), "')"));
+    else if (auto qmb = std::dynamic_pointer_cast<quant::ManagedCollisionEmbeddingBagCollectionImpl>(child.value()))
+      qmb->load_quantized_state_dict(std::move(mine), str_cat(origin, " (node '", child.key(), "')"));
+    else if (auto qme = std::dynamic_pointer_cast<quant::ManagedCollisionEmbeddingCollectionImpl>(child.value()))
+      qme->load_quantized_state_dict(std::move(mine), str_cat(origin, " (node '", child.key(), "')"));
     else
       recmod::load_state_dict(*child.value(), mine, str_cat(origin, " (", child.key(), ")"));
   }

@@ -24,12 +24,14 @@ struct QuantizedTableReport {
   double max_abs_error = 0;
 };
 
-/// Swaps every EmbeddingBagCollection and EmbeddingCollection node of
-/// `model` (not sharded, not managed-collision or feature-processed ones)
-/// for a quantized one (quant::*Impl::from_float with `config`), keeping
-/// the node's name, place and output. Returns one report per table, in node
-/// then table order. InputError for a per-table dtype naming a table no
-/// collection has, or an invalid config.
+/// Swaps every EmbeddingBagCollection, EmbeddingCollection,
+/// FeatureProcessedEmbeddingBagCollection, ManagedCollisionEmbeddingBagCollection
+/// and ManagedCollisionEmbeddingCollection node of `model` (not sharded
+/// ones) for a quantized one (quant::*Impl::from_float with `config`; the
+/// FP / MC ones keep the float node's processors / MCC), keeping the node's
+/// name, place and output. Returns one report per table, in node then table
+/// order. InputError for a per-table dtype naming a table no collection
+/// has, or an invalid config.
 std::vector<QuantizedTableReport> quantize_model(config::ModelGraph& model, const quant::QuantConfig& config);
 
 /// The config's own quantization: every plain EBC / EC node with a table
@@ -51,7 +53,9 @@ bool has_quantized_tables(const StateDict& state);
 
 /// Prepares `model` (built from its config, tables possibly deferred) for a
 /// quantized checkpoint: every EmbeddingBagCollection / EmbeddingCollection
-/// node whose tables the checkpoint stores quantized (types read from the
+/// node (plain, feature-processed or managed-collision; the latter two with
+/// TorchRec's quantized keys <node>.embedding_bags.* / <node>.embeddings.*)
+/// whose tables the checkpoint stores quantized (types read from the
 /// keys: quant::data_type_of_checkpoint) becomes a quantized collection of
 /// those types. CheckpointError naming `origin`, the node and the table when
 /// a table's codes width or scale/bias dtype fits no type of its dimension,
