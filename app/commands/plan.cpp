@@ -45,9 +45,11 @@ int run_plan(const PlanArgs& args) {
   const auto config = config::load_model_config(args.config, args.overrides);
   options.batch_size_per_rank = args.batch_size > 0 ? args.batch_size : config.training.batch_size;
   options.optimizer = config.training.embedding_optimizer;
-  const auto tables = config::embedding_tables_of(config);
+  // Towers' tables are replicated on every rank (data_parallel), as training keeps them.
+  auto tables = config::embedding_tables_of(config);
+  for (auto& t : config::tower_tables_of(config)) tables.push_back(std::move(t));
   if (tables.empty()) throw UsageError(args.config + " has no embedding tables; nothing to shard");
-  const auto plan = dist::plan_sharding(tables, config.sharding, options);
+  const auto plan = dist::plan_sharding(tables, config::towers_sharding_request(config, config.sharding), options);
   if (args.json) {
     auto out = dist::plan_to_json(plan, tables, options);
     out["config"] = args.config;

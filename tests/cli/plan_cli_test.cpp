@@ -111,6 +111,63 @@ TEST(PlanCliTest, ConfigShardingSectionIsHonoured) {
   EXPECT_THAT(r.output, HasSubstr("sharding.t9: no embedding table 't9'"));
 }
 
+// Towers' tables (EmbeddingTower, EmbeddingTowerCollection) are planned as
+// a distributed run keeps them: data_parallel, whole on every rank.
+TEST(PlanCliTest, TowersTablesArePlannedReplicatedOnEveryRank) {
+  const auto dir = fresh_dir("plan_towers");
+  const std::string yaml = R"(features:
+  dense: {count: 1}
+  sparse: [a, b, c]
+nodes:
+  bags:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    tables: [{name: t_a, num_embeddings: 1000, embedding_dim: 8, feature_names: [a]}]
+  tower:
+    type: EmbeddingTower
+    input: features.sparse
+    embedding:
+      type: EmbeddingBagCollection
+      tables: [{name: t_b, num_embeddings: 500, embedding_dim: 4, feature_names: [b]}]
+    interaction: {type: Linear, out_features: 1}
+  towers:
+    type: EmbeddingTowerCollection
+    input: features.sparse
+    towers:
+      - embedding:
+          type: EmbeddingCollection
+          tables: [{name: t_c, num_embeddings: 300, embedding_dim: 2, feature_names: [c]}]
+        interaction: {type: SequencePool, mode: sum}
+  x: {type: Concat, inputs: [features.dense, bags, tower, towers]}
+  logit: {type: Linear, input: x, out_features: 1}
+output: logit
+training:
+  embedding_optimizer: {type: sgd, lr: 0.1}
+sharding:
+  t_a: {type: table_wise, ranks: [0]}
+)";
+  auto r = run_recmod("plan " + write_file(dir + "/model.yaml", yaml) + " --world-size 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto plan = nlohmann::json::parse(r.output);
+  ASSERT_EQ(plan["tables"].size(), 3u) << plan.dump();
+  EXPECT_EQ(plan["tables"][0]["table"], "t_a");
+  EXPECT_EQ(plan["tables"][0]["type"], "table_wise");
+  EXPECT_EQ(plan["tables"][1]["module"], "tower.embedding");
+  EXPECT_EQ(plan["tables"][1]["table"], "t_b");
+  EXPECT_EQ(plan["tables"][1]["type"], "data_parallel");
+  EXPECT_EQ(plan["tables"][2]["module"], "towers.towers.0.embedding");
+  EXPECT_EQ(plan["tables"][2]["table"], "t_c");
+  EXPECT_EQ(plan["tables"][2]["type"], "data_parallel");
+  // Each rank holds both tower tables whole; t_a (1000 x 8 x 4 bytes) on rank 0.
+  const int64_t towers_bytes = 500 * 4 * 4 + 300 * 2 * 4;
+  EXPECT_EQ(plan["ranks"][0]["parameter_bytes"].get<int64_t>(), towers_bytes + 1000 * 8 * 4);
+  EXPECT_EQ(plan["ranks"][1]["parameter_bytes"].get<int64_t>(), towers_bytes);
+
+  r = run_recmod("plan " + dir + "/model.yaml --world-size 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, ContainsRegex("tower.embedding.t_b +data_parallel"));
+}
+
 TEST(PlanCliTest, BadFlagsAreUsageErrors) {
   auto r = run_recmod("plan " + kMlperf + " --world-size 8 --memory-per-rank 12Q");
   EXPECT_EQ(r.exit_code, 2);

@@ -21,4 +21,16 @@ const std::vector<std::string>& embedding_node_types();
 /// duplicate name within a node.
 std::vector<dist::TableShape> embedding_tables_of(const ModelSpec& spec);
 
+/// The tables inside EmbeddingTower and EmbeddingTowerCollection nodes (each
+/// tower's `embedding:` node map), read as embedding_tables_of reads a
+/// node's, with module "<node>.embedding" / "<node>.towers.<i>.embedding"
+/// (the module paths of the built model). A distributed run keeps towers
+/// replicated on every rank (their gradients all-reduced as dense), so
+/// `recmod plan` places these tables data_parallel (towers_sharding_request).
+std::vector<dist::TableShape> tower_tables_of(const ModelSpec& spec);
+
+/// `request` with every tower table (tower_tables_of) fixed to
+/// data_parallel, what a distributed run does with them.
+dist::ShardingRequest towers_sharding_request(const ModelSpec& spec, dist::ShardingRequest request);
+
 }  // namespace recmod::config
