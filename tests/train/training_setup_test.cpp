@@ -39,6 +39,12 @@ config::ModelConfig parse(const std::string& text) {
   return config::parse_model_config(config::ConfigNode::load_string(text, "t.yaml"));
 }
 
+StateDict clone_state(const StateDict& s) {
+  StateDict out;
+  for (const auto& [k, v] : s) out.emplace_back(k, v.detach().clone());
+  return out;
+}
+
 data::Batch batch_of(int64_t n) {
   auto ids = torch::randint(0, 20, {2 * n}, torch::kLong);
   return {torch::randn({n, 4}), KeyedJaggedTensor::from_lengths({"a", "b"}, ids, torch::ones({2 * n}, torch::kInt)),
@@ -88,6 +94,40 @@ TEST(TrainingSetupTest, DensePrecisionBf16ComputesTheMlpsInBf16AndKeepsFp32State
     EXPECT_EQ(oa[i].first, ob[i].first);
     EXPECT_EQ(ob[i].second.scalar_type(), oa[i].second.scalar_type()) << ob[i].first;
   }
+}
+
+// Exact resume under bf16: two steps, the model and optimizer state loaded
+// into a fresh model and setup, two more steps, give the bytes of four
+// uninterrupted steps (bf16 products are deterministic; the state is fp32).
+TEST(TrainingSetupTest, DensePrecisionBf16ResumesExactly) {
+  const auto c16 = parse(dlrm_yaml("  dense_precision: bf16\n"));
+  torch::manual_seed(8);
+  std::vector<data::Batch> batches;
+  for (int i = 0; i < 4; ++i) batches.push_back(batch_of(32));
+  torch::manual_seed(9);
+  config::ModelGraph whole(c16);
+  const StateDict init = clone_state(state_dict(*whole));
+  TrainingSetup whole_setup(whole, c16.training, torch::kCPU);
+  for (const auto& b : batches) train_step(whole, whole_setup, b);
+
+  config::ModelGraph first(c16);
+  load_state_dict(*first, init, "init");
+  TrainingSetup first_setup(first, c16.training, torch::kCPU);
+  for (int i = 0; i < 2; ++i) train_step(first, first_setup, batches[i]);
+  const StateDict model_state = clone_state(state_dict(*first));
+  const StateDict optimizer_state = clone_state(first_setup.state_dict());
+  config::ModelGraph resumed(c16);
+  load_state_dict(*resumed, model_state, "checkpoint");
+  TrainingSetup resumed_setup(resumed, c16.training, torch::kCPU);
+  resumed_setup.load_state_dict(optimizer_state, "checkpoint");
+  for (int i = 2; i < 4; ++i) train_step(resumed, resumed_setup, batches[i]);
+
+  const StateDict a = state_dict(*whole), b = state_dict(*resumed);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+  const StateDict oa = whole_setup.state_dict(), ob = resumed_setup.state_dict();
+  ASSERT_EQ(oa.size(), ob.size());
+  for (size_t i = 0; i < oa.size(); ++i) EXPECT_TRUE(torch::equal(oa[i].second, ob[i].second)) << oa[i].first;
 }
 
 TEST(TrainingSetupTest, DensePrecisionIsCheckedAtItsKey) {
