@@ -2,7 +2,7 @@
 // SequencePool -> Concat -> Linear) with sharded EmbeddingCollection tables
 // (table_wise, row_wise, data_parallel in one collection): N local ranks
 // against one process with the same global batch, resuming at another world
-// size, distributed eval, and the refusal of column_wise.
+// size, distributed eval, and column_wise tables.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -165,14 +165,79 @@ TEST(DistributedEcCli, ResumesAtAnotherWorldSizeAndEvalsDistributed) {
   EXPECT_NEAR(m1["log_loss"].get<double>(), m2["log_loss"].get<double>(), 1e-6);
 }
 
-TEST(DistributedEcCli, ColumnWiseIsRefusedNamingTheTable) {
-  const Data d = make_data("dist_ec_cw");
-  const auto cfg = write_file(d.dir + "/c.yaml", sequence_model_yaml(8, kAdagrad, "{t_a: table_wise, t_b: column_wise}"));
-  const auto r = run_recmod("train " + cfg + " --data " + d.train + " --out " + d.dir + "/r --nproc 2 --dist-timeout 30");
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.output, HasSubstr("seq_arch.t_b"));
-  EXPECT_THAT(r.output, HasSubstr("column_wise"));
-  EXPECT_FALSE(std::filesystem::exists(d.dir + "/r/model.pt"));
+// column_wise (TorchRec's semantics: each rank holds a block of columns of
+// every row; every id goes to every block's holder and the blocks come back
+// concatenated): SGD is exact against one process. 3 ranks split t_b's 4
+// columns 2 + 1 + 1.
+TEST(DistributedEcCli, ColumnWiseWithSgdMatchesOneProcess) {
+  expect_ranks_match_one_process("dist_ec_cw_sgd2", 2, "{type: sgd, lr: 0.2}",
+                                 "{t_a: table_wise, t_b: column_wise, t_c: row_wise}");
+  expect_ranks_match_one_process("dist_ec_cw_sgd3", 3, "{type: sgd, lr: 0.2}",
+                                 "{t_a: column_wise, t_b: {type: column_wise, ranks: [2, 0]}, t_c: data_parallel}");
+}
+
+// Row-wise Adagrad keeps one momentum per column block (each block is a table
+// of its own for the optimizer, as in TorchRec), which one process cannot
+// reproduce; the same blocks at two world sizes with the same global batch
+// train the same model, and the checkpoint holds the blocks' mean momentum
+// under the unsharded key and shape.
+TEST(DistributedEcCli, ColumnWiseWithRowwiseAdagradIsTheSameAtEveryWorldSize) {
+  const Data d = make_data("dist_ec_cw_rowwise");
+  const std::string sharding = "{t_a: table_wise, t_b: {type: column_wise, ranks: [0, 1]}, t_c: row_wise}";
+  const auto two = write_file(d.dir + "/two.yaml", sequence_model_yaml(12, kRowwiseAdagrad, sharding));
+  const auto three = write_file(d.dir + "/three.yaml", sequence_model_yaml(8, kRowwiseAdagrad, sharding));
+  auto r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/two --nproc 2 --dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + three + " --data " + d.train + " --out " + d.dir + "/three --nproc 3 --dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_same_tensors(d.dir + "/two/model.pt", d.dir + "/three/model.pt", 1e-5);
+  expect_same_tensors(d.dir + "/two/trainer_state.pt", d.dir + "/three/trainer_state.pt", 1e-5, "optimizer.");
+  const StateDict state = io::load_tensors(d.dir + "/two/trainer_state.pt");
+  const torch::Tensor* momentum = nullptr;
+  for (const auto& [key, value] : state)
+    if (key.find("embedding.seq_arch.embeddings.t_b.weight") != std::string::npos) momentum = &value;
+  ASSERT_NE(momentum, nullptr);
+  EXPECT_EQ(momentum->sizes(), torch::IntArrayRef({40}));
+  EXPECT_GT(momentum->abs().max().item<double>(), 0.0);
+  // and one process differs (the per-block momentum is not the row's)
+  const auto one = write_file(d.dir + "/one.yaml", sequence_model_yaml(24, kRowwiseAdagrad, sharding));
+  r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const StateDict a = io::load_tensors(d.dir + "/one/model.pt"), b = io::load_tensors(d.dir + "/two/model.pt");
+  EXPECT_GT((*find_tensor(a, "seq_arch.embeddings.t_b.weight") - *find_tensor(b, "seq_arch.embeddings.t_b.weight"))
+                .abs()
+                .max()
+                .item<double>(),
+            1e-4);
+}
+
+// A column_wise checkpoint resumed at another world size reshards its
+// columns (2 blocks of 2 -> 3 blocks of 2 + 1 + 1) and, with SGD, ends where
+// one process does; a one-process eval of it equals a 3-rank eval.
+TEST(DistributedEcCli, ColumnWiseResumesAtAnotherWorldSize) {
+  const Data d = make_data("dist_ec_cw_resume");
+  const std::string sgd = "{type: sgd, lr: 0.2}";
+  const std::string sharding = "{t_a: row_wise, t_b: column_wise, t_c: column_wise}";
+  const auto one = write_file(d.dir + "/one.yaml", sequence_model_yaml(24, sgd, sharding));
+  const auto two = write_file(d.dir + "/two.yaml", sequence_model_yaml(12, sgd, sharding));
+  const auto three = write_file(d.dir + "/three.yaml", sequence_model_yaml(8, sgd, sharding));
+  auto r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/run --nproc 2 --steps 7");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + three + " --data " + d.train + " --out " + d.dir + "/run --nproc 3 --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("resuming"));
+  expect_same_tensors(d.dir + "/one/model.pt", d.dir + "/run/model.pt", 1e-5);
+  auto e1 = run_recmod("eval " + one + " --checkpoint " + d.dir + "/run/model.pt --data " + d.eval + " --json");
+  auto e3 = run_recmod("eval " + three + " --checkpoint " + d.dir + "/run/model.pt --data " + d.eval + " --json --nproc 3");
+  ASSERT_EQ(e1.exit_code, 0) << e1.output;
+  ASSERT_EQ(e3.exit_code, 0) << e3.output;
+  const auto m1 = nlohmann::json::parse(e1.output.substr(e1.output.rfind('{')));
+  const auto m3 = nlohmann::json::parse(e3.output.substr(e3.output.rfind('{')));
+  EXPECT_EQ(m1["count"], m3["count"]);
+  EXPECT_NEAR(m1["auc"].get<double>(), m3["auc"].get<double>(), 1e-6);
+  EXPECT_NEAR(m1["log_loss"].get<double>(), m3["log_loss"].get<double>(), 1e-6);
 }
 
 }  // namespace

@@ -15,32 +15,36 @@ std::vector<TablePlan> plans_of(const EmbeddingCollectionImpl& full, const std::
                                 const ShardingPlan& plan) {
   std::vector<std::string> names;
   for (const auto& t : full.embedding_configs()) names.push_back(t.name);
-  std::vector<TablePlan> out = plans_of_tables(plan, module, names);
-  for (const auto& p : out)
-    if (p.type == ShardingType::column_wise)
-      throw InputError(str_cat("table '", module, ".", p.table,
-                               "' of an EmbeddingCollection is planned column_wise, which sequence embeddings do not "
-                               "support; use table_wise, row_wise or data_parallel for it in `sharding:`"));
-  return out;
+  return plans_of_tables(plan, module, names);
 }
 
 bool holds(const Shard& s) { return holds_rows(s); }
 
-/// The local tables of `rank`: the data_parallel tables whole, and one per
-/// table it holds a non-empty shard of.
+/// `rank`'s shard of table `t` that holds something, or nullptr.
+const Shard* shard_of(const TablePlan& plan, int64_t rank) {
+  for (const auto& s : plan.shards)
+    if (s.rank == rank && holds(s)) return &s;
+  return nullptr;
+}
+
+/// The local tables of `rank` that keep the collection's embedding_dim: the
+/// data_parallel tables whole, and one per table it holds a full-width shard
+/// of. A column block narrower than the table is a table of its own
+/// (ShardedEmbeddingCollectionImpl::narrow_), since an EmbeddingCollection's
+/// tables share one embedding_dim.
 std::vector<EmbeddingConfig> local_tables(const EmbeddingCollectionImpl& full, const std::string& module,
                                           const ShardingPlan& plan, int64_t rank) {
   const auto plans = plans_of(full, module, plan);
   std::vector<EmbeddingConfig> out;
-  for (size_t t = 0; t < plans.size(); ++t)
-    for (const auto& s : plans[t].shards) {
-      if (s.rank != rank || !holds(s)) continue;
-      EmbeddingConfig c = full.embedding_configs()[t];
-      c.num_embeddings = s.rows;
-      c.init_fn = [](torch::Tensor&) {};  // the weights are copied from the full table
-      out.push_back(std::move(c));
-      break;
-    }
+  for (size_t t = 0; t < plans.size(); ++t) {
+    const Shard* s = shard_of(plans[t], rank);
+    const EmbeddingConfig& config = full.embedding_configs()[t];
+    if (s == nullptr || s->cols != config.embedding_dim) continue;
+    EmbeddingConfig c = config;
+    c.num_embeddings = s->rows;
+    c.init_fn = [](torch::Tensor&) {};  // the weights are copied from the full table
+    out.push_back(std::move(c));
+  }
   return out;
 }
 
@@ -63,8 +67,9 @@ torch::Tensor cat_or_empty(const std::vector<torch::Tensor>& parts, const torch:
 }  // namespace
 
 /// The output dist as an autograd function: forward returns every id's row
-/// to the rank that sent the id, backward sends the rows' gradients back to
-/// the holders.
+/// (flattened: a column block's rows are narrower than the table's) to the
+/// rank that sent the id, backward sends the rows' gradients back to the
+/// holders. Sizes count elements.
 struct RowExchange : public torch::autograd::Function<RowExchange> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& rows,
                                const torch::Tensor& /*anchor*/, ShardedEmbeddingCollectionImpl* module,
@@ -81,7 +86,7 @@ struct RowExchange : public torch::autograd::Function<RowExchange> {
     const auto send_rows = ctx->saved_data["send_rows"].toIntVector();
     const auto recv_rows = ctx->saved_data["recv_rows"].toIntVector();
     const int64_t received = std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0});
-    const torch::Tensor grad = grads[0].defined() ? grads[0].contiguous() : torch::zeros({received, module->dim_});
+    const torch::Tensor grad = grads[0].defined() ? grads[0].contiguous() : torch::zeros({received});
     torch::Tensor rows_grad = module->exchange(grad, recv_rows, send_rows);
     if (!ctx->saved_data["rows_need_grad"].toBool()) rows_grad = torch::Tensor();
     return {rows_grad, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
@@ -98,7 +103,6 @@ ShardedEmbeddingCollectionImpl::ShardedEmbeddingCollectionImpl(const EmbeddingCo
       comm_(std::move(comm)),
       rank_(comm_->rank()),
       world_(comm_->world_size()),
-      dim_(full.embedding_dim()),
       module_(module),
       full_tables_(full.embedding_configs()),
       full_names_(full.embedding_names_by_table()),
@@ -109,21 +113,46 @@ ShardedEmbeddingCollectionImpl::ShardedEmbeddingCollectionImpl(const EmbeddingCo
     torch::NoGradGuard no_grad;
     for (const auto& t : embedding_configs()) {
       const auto& p = *std::find_if(table_plans_.begin(), table_plans_.end(), [&](const TablePlan& tp) { return tp.table == t.name; });
-      const auto& s = *std::find_if(p.shards.begin(), p.shards.end(), [&](const Shard& x) { return x.rank == rank_ && holds(x); });
+      const Shard& s = *shard_of(p, rank_);
       // table_block: copied, or drawn when the full table was never allocated
       const_cast<torch::Tensor&>(table_weight(t.name))
-          .copy_(full.table_block(t.name, s.row_offset, s.rows, 0, t.embedding_dim));
+          .copy_(full.table_block(t.name, s.row_offset, s.rows, s.col_offset, s.cols));
+    }
+    // Column blocks narrower than the table: tables of their own, under the
+    // same "embeddings.<table>.weight" keys (shape (N, cols)).
+    auto dict = std::dynamic_pointer_cast<torch::nn::ModuleDictImpl>(named_children()["embeddings"]);
+    TORCH_CHECK(dict != nullptr, "sharded EC: no embeddings ModuleDict");
+    for (size_t t = 0; t < table_plans_.size(); ++t) {
+      const Shard* s = shard_of(table_plans_[t], rank_);
+      const EmbeddingConfig& config = full_tables_[t];
+      if (s == nullptr || s->cols == config.embedding_dim) continue;
+      EmbeddingConfig c = config;
+      c.num_embeddings = s->rows;
+      c.embedding_dim = s->cols;
+      c.init_fn = [](torch::Tensor&) {};  // allocates a deferred table; the values are copied below
+      EmbeddingTable table(s->rows, s->cols, weight_storage_dtype(config.data_type), full.device());
+      table->init(c);
+      table->weight.copy_(full.table_block(config.name, s->row_offset, s->rows, s->col_offset, s->cols));
+      dict->update({{config.name, table.ptr()}});
+      narrow_.emplace_back(config.name, table);
     }
   }
   held_.assign(full_tables_.size(), {});
   slots_.assign(static_cast<size_t>(world_), {});
+  slot_cols_.assign(static_cast<size_t>(world_), {});
   for (size_t t = 0; t < full_tables_.size(); ++t) {
     if (table_plans_[t].type == ShardingType::data_parallel) continue;
     for (const auto& s : table_plans_[t].shards)
       if (holds(s)) held_[t].push_back(s);
-    std::sort(held_[t].begin(), held_[t].end(), [](const Shard& a, const Shard& b) { return a.row_offset < b.row_offset; });
+    // row blocks in row order, column blocks in column order
+    std::sort(held_[t].begin(), held_[t].end(), [](const Shard& a, const Shard& b) {
+      return std::make_pair(a.row_offset, a.col_offset) < std::make_pair(b.row_offset, b.col_offset);
+    });
     TORCH_CHECK(!held_[t].empty(), "sharded EC: table ", full_tables_[t].name, " has no shard");
-    for (const auto& s : held_[t]) slots_[static_cast<size_t>(s.rank)].push_back(static_cast<int64_t>(t));
+    for (const auto& s : held_[t]) {
+      slots_[static_cast<size_t>(s.rank)].push_back(static_cast<int64_t>(t));
+      slot_cols_[static_cast<size_t>(s.rank)].push_back(s.cols);
+    }
   }
   for (size_t t = 0; t < full_tables_.size(); ++t)
     table_states_.push_back(ShardedTableState{full_tables_[t].name, full_tables_[t].num_embeddings,
@@ -138,7 +167,14 @@ std::vector<torch::Tensor> ShardedEmbeddingCollectionImpl::sharded_parameters() 
     const auto& p = *std::find_if(table_plans_.begin(), table_plans_.end(), [&](const TablePlan& tp) { return tp.table == t.name; });
     if (p.type != ShardingType::data_parallel) out.push_back(table_weight(t.name));
   }
+  for (const auto& [_, table] : narrow_) out.push_back(table->weight);
   return out;
+}
+
+const torch::Tensor& ShardedEmbeddingCollectionImpl::local_weight(const std::string& table) const {
+  for (const auto& [name, t] : narrow_)
+    if (name == table) return t->weight;
+  return table_weight(table);
 }
 
 void ShardedEmbeddingCollectionImpl::check_ids(const KeyedJaggedTensor& features) const {
@@ -197,6 +233,15 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
     in.ids = cat_or_empty(parts, no_ids).to(torch::kLong);
     const auto& shards = held_[t];
     if (shards.empty()) continue;  // data_parallel: looked up here
+    if (table_plans_[t].type == ShardingType::column_wise) {  // every column block gets every id
+      in.counts.assign(shards.size(), in.ids.size(0));
+      for (const auto& shard : shards) {
+        const auto o = static_cast<size_t>(shard.rank);
+        to[o].push_back(in.ids);
+        counts_to[o].push_back(in.ids.size(0));
+      }
+      continue;
+    }
     if (shards.size() == 1) {
       const auto o = static_cast<size_t>(shards[0].rank);
       to[o].push_back(shards[0].row_offset == 0 ? in.ids : in.ids - shards[0].row_offset);
@@ -237,9 +282,11 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
   const torch::Tensor received_ids = comm_->all_to_all(torch::cat(ids_out), ids_sent, ids_recv);
 
   // Lookup: one embedding call per local table over every rank's ids, then
-  // the rows back in the order they came (rank, then slot).
+  // the rows back in the order they came (rank, then slot), flattened.
   const auto ids_start = starts_of(ids_recv);
+  const auto& my_cols = slot_cols_[static_cast<size_t>(rank_)];
   std::vector<std::vector<torch::Tensor>> part(world);  // [r]: rows for rank r, per slot
+  std::vector<int64_t> elems_to(world, 0), elems_from(world, 0);
   for (int64_t s = 0; s < n_slots; ++s) {
     const auto& config = full_tables_[static_cast<size_t>(my_slots[static_cast<size_t>(s)])];
     std::vector<torch::Tensor> pieces;
@@ -251,23 +298,27 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
       pieces.push_back(received_ids.narrow(0, offset, n));
       sizes.push_back(n);
     }
-    const torch::Tensor rows = torch::embedding(table_weight(config.name), cat_or_empty(pieces, no_ids),
+    const torch::Tensor rows = torch::embedding(local_weight(config.name), cat_or_empty(pieces, no_ids),
                                                 /*padding_idx=*/-1, /*scale_grad_by_freq=*/false, sparse())
                                    .to(torch::kFloat32);
+    const int64_t w = my_cols[static_cast<size_t>(s)];
     int64_t at = 0;
     for (size_t r = 0; r < world; ++r) {
-      part[r].push_back(rows.narrow(0, at, sizes[r]));
+      part[r].push_back(rows.narrow(0, at, sizes[r]).reshape(-1));
+      elems_to[r] += sizes[r] * w;
       at += sizes[r];
     }
   }
   std::vector<torch::Tensor> owned_parts;
   for (size_t r = 0; r < world; ++r)
     for (auto& p : part[r]) owned_parts.push_back(p);
-  const torch::Tensor owned = owned_parts.empty() ? torch::zeros({0, dim_}) : torch::cat(owned_parts);
+  const torch::Tensor owned = owned_parts.empty() ? torch::zeros({0}) : torch::cat(owned_parts);
+  for (size_t o = 0; o < world; ++o)
+    for (size_t q = 0; q < counts_to[o].size(); ++q) elems_from[o] += counts_to[o][q] * slot_cols_[o][q];
 
   // Output dist: my ids' rows, per holder in the order I sent them.
-  const torch::Tensor got = RowExchange::apply(owned, anchor_, this, ids_recv, ids_sent);
-  const auto got_start = starts_of(ids_sent);
+  const torch::Tensor got = RowExchange::apply(owned, anchor_, this, elems_to, elems_from);
+  const auto got_start = starts_of(elems_from);
   std::vector<int64_t> cursor(got_start.begin(), got_start.end() - 1);
   JaggedTensorDict out;
   for (size_t t = 0; t < full_tables_.size(); ++t) {
@@ -275,17 +326,22 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
     const auto& shards = held_[t];
     torch::Tensor rows;
     if (shards.empty()) {
-      rows = torch::embedding(table_weight(full_tables_[t].name), in.ids, /*padding_idx=*/-1,
+      rows = torch::embedding(local_weight(full_tables_[t].name), in.ids, /*padding_idx=*/-1,
                               /*scale_grad_by_freq=*/false, sparse())
                  .to(torch::kFloat32);
     } else {
       std::vector<torch::Tensor> pieces;
       for (size_t j = 0; j < shards.size(); ++j) {
         auto& c = cursor[static_cast<size_t>(shards[j].rank)];
-        pieces.push_back(got.narrow(0, c, in.counts[j]));
-        c += in.counts[j];
+        pieces.push_back(got.narrow(0, c, in.counts[j] * shards[j].cols).view({in.counts[j], shards[j].cols}));
+        c += in.counts[j] * shards[j].cols;
       }
-      rows = pieces.size() == 1 ? pieces[0] : torch::cat(pieces).index_select(0, in.inverse);
+      if (pieces.size() == 1)
+        rows = pieces[0];
+      else if (table_plans_[t].type == ShardingType::column_wise)
+        rows = torch::cat(pieces, 1);  // column blocks in column order
+      else
+        rows = torch::cat(pieces).index_select(0, in.inverse);
     }
     int64_t start = 0;
     for (size_t j = 0; j < in.keys.size(); ++j) {

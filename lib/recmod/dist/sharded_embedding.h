@@ -1,8 +1,8 @@
 #pragma once
 // EmbeddingCollection (sequence embeddings) sharded over the ranks of a
-// distributed run (TorchRec's ShardedEmbeddingCollection), for table_wise
-// and row_wise tables; data_parallel tables stay replicas (see below);
-// column_wise is refused.
+// distributed run (TorchRec's ShardedEmbeddingCollection), for table_wise,
+// row_wise and column_wise tables; data_parallel tables stay replicas (see
+// below).
 //
 // Each rank holds only its shards, as an EmbeddingCollection of local
 // tables (this class is one, so its parameters read
@@ -11,12 +11,15 @@
 //   input dist   every rank sends each holder the ids of its local batch
 //                that the holder's shards need, per (table, holder) in the
 //                table's feature order (row_wise: the ids in the holder's
-//                rows, rebased); one all-to-all of counts, one of ids;
+//                rows, rebased; column_wise: every id to every column
+//                block's holder); one all-to-all of counts, one of ids;
 //   lookup       each holder looks the received ids up in its shards;
-//   output dist  one all-to-all of (n, D) rows returns every id's row to the
-//                rank that sent it, in the order it was sent; that rank
-//                un-permutes row_wise rows back to the input's id order and
-//                splits the rows per feature (the unsharded output);
+//   output dist  one all-to-all of rows (n x the shard's columns each,
+//                flattened) returns every id's row to the rank that sent
+//                it, in the order it was sent; that rank un-permutes
+//                row_wise rows back to the input's id order, concatenates
+//                column_wise blocks in column order, and splits the rows
+//                per feature (the unsharded output);
 //   backward     the same all-to-all in reverse (RowExchange), so each
 //                holder gets the gradient of the rows it looked up, and so
 //                the gradient of its shard (summed over every rank's ids).
@@ -30,6 +33,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "recmod/common/state_dict.h"
@@ -44,8 +48,11 @@ class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
  public:
   /// Takes this rank's shards of `full`'s tables (copies), placed by `plan`
   /// (which must place every table of `full` under module name `module`).
-  /// InputError for a column_wise table (not supported for sequence
-  /// embeddings) naming it.
+  /// A column block narrower than the table is kept as a table of its own
+  /// (an EmbeddingCollection's tables share one embedding_dim) under the
+  /// same key, "embeddings.<table>.weight", shape (N, cols); so the
+  /// optimizer keeps its state per block, as TorchRec does (row-wise
+  /// Adagrad: one momentum per block, averaged when gathered).
   ShardedEmbeddingCollectionImpl(const EmbeddingCollectionImpl& full, const std::string& module,
                                  const ShardingPlan& plan, std::shared_ptr<Communicator> comm);
 
@@ -71,15 +78,16 @@ class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
  private:
   friend struct RowExchange;
   void check_ids(const KeyedJaggedTensor& features) const;
+  /// This rank's tensor of `table` (a narrow column block or a base table).
+  const torch::Tensor& local_weight(const std::string& table) const;
   // The output dist (RowExchange's forward) and its reverse: send_rows[r]
-  // rows of `rows` go to rank r, recv_rows[r] come from r.
+  // elements of the flat `rows` go to rank r, recv_rows[r] come from r.
   torch::Tensor exchange(const torch::Tensor& rows, const std::vector<int64_t>& send_rows,
                          const std::vector<int64_t>& recv_rows);
 
   std::shared_ptr<Communicator> comm_;
   int64_t rank_ = 0;
   int64_t world_ = 1;
-  int64_t dim_ = 0;
   std::string module_;
   std::vector<EmbeddingConfig> full_tables_;
   std::vector<std::vector<std::string>> full_names_;  // per table, per feature
@@ -88,8 +96,12 @@ class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
   // Per full table: its non-empty shards in row order (empty for data_parallel).
   std::vector<std::vector<Shard>> held_;
   // Per rank: the full tables it holds a (non data_parallel) shard of, in
-  // table order: the order of its slots in every exchange.
+  // table order: the order of its slots in every exchange; and the columns
+  // of each slot's shard.
   std::vector<std::vector<int64_t>> slots_;
+  std::vector<std::vector<int64_t>> slot_cols_;
+  // This rank's column blocks narrower than the table, by table name.
+  std::vector<std::pair<std::string, EmbeddingTable>> narrow_;
   // A leaf that requires grad, fed to every exchange so that each rank's
   // backward runs the reverse exchange even when it holds no rows used.
   torch::Tensor anchor_;
