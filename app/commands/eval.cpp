@@ -140,6 +140,10 @@ int run_eval(const EvalArgs& given) {
   read.batch_size = world * (args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size);
   read.skip_bad_records = args.bad_records == "skip";
   read.max_bad_fraction = args.max_bad_fraction;
+  // Each rank parses only its rows of each global batch (the Batcher's rank
+  // mode; with --bad-records skip every rank reads the whole file).
+  read.rank = joined.comm->rank();
+  read.world_size = world;
   const auto start = std::chrono::steady_clock::now();
   auto source = train::open_batches(opened, data, read);
   const auto& tasks = opened.config.training.tasks;

@@ -109,6 +109,8 @@ int run_train(const TrainArgs& args) {
     in_order.format = args.eval_format.empty() ? args.format : args.eval_format;
     in_order.skip_bad_records = read.skip_bad_records;
     in_order.max_bad_fraction = read.max_bad_fraction;
+    in_order.rank = read.rank;  // each rank parses only its rows; predict() gathers the predictions
+    in_order.world_size = world;
     eval_factory = [=](int64_t) { return train::open_batches(opened, eval_data, in_order); };
   }
   // Data that does not fit the model, or evaluation data with no records,

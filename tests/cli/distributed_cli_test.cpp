@@ -167,6 +167,36 @@ TEST(DistributedCli, RanksReadingOnlyTheirRowsOfJsonLinesMatchOneProcess) {
   expect_same_tensors(d.dir + "/many_rmb/model.pt", d.dir + "/many/model.pt", 1e-5);
 }
 
+// recmod eval --nproc N: each rank parses only its rows of each global batch
+// (JSON lines: the others' lines are passed over) and the predictions,
+// labels and weights are gathered in the global order: the metrics are one
+// process's, over every row (201 rows: short last batches split unevenly).
+TEST(DistributedCli, EvalOfRanksReadingOnlyTheirRowsMatchesOneProcess) {
+  const Data d = make_data("dist_eval_rows", 201);
+  data::BinaryReader reader(d.train);
+  data::ExampleColumns rows(reader.schema());
+  while (auto block = reader.read(1000)) rows.append(*block);
+  const std::string jsonl = d.dir + "/eval.jsonl";
+  data::write_jsonl(jsonl, rows);
+  const auto cfg = write_file(d.dir + "/m.yaml", mixed_model_yaml(8, "{type: sgd, lr: 0.2}", kAllTypes));
+  auto r = run_recmod("train " + cfg + " --data " + d.train + " --out " + d.dir + "/run --threads 1 --steps 10");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto metrics_of = [&](const std::string& data, const std::string& extra) {
+    auto e = run_recmod("eval " + cfg + " --checkpoint " + d.dir + "/run/model.pt --data " + data + " --json" + extra);
+    EXPECT_EQ(e.exit_code, 0) << e.output;
+    return nlohmann::json::parse(e.output.substr(e.output.rfind('{')));
+  };
+  const auto one = metrics_of(jsonl, " --threads 1");
+  EXPECT_EQ(one["count"], 201);
+  for (const std::string ranks : {"2", "3"})
+    for (const std::string& data : {jsonl, d.train}) {
+      const auto many = metrics_of(data, " --nproc " + ranks + " --dist-timeout 60");
+      EXPECT_EQ(many["count"], one["count"]) << ranks << " ranks, " << data;
+      for (const std::string key : {"auc", "log_loss", "ne", "accuracy"})
+        EXPECT_NEAR(many[key].get<double>(), one[key].get<double>(), 1e-6) << key << ", " << ranks << " ranks, " << data;
+    }
+}
+
 TEST(DistributedCli, ResumesAtAnotherWorldSize) {
   const Data d = make_data("dist_resume");
   const std::string opt = "{type: adagrad, lr: 0.2}";

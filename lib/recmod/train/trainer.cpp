@@ -206,11 +206,26 @@ Predictions predict(config::ModelGraph& model, data::BatchSource& source, const 
     // Sharded: autograd off, but not InferenceMode (the tensors that go
     // through the collectives stay ordinary ones).
     torch::NoGradGuard no_grad;
+    // A Batcher in rank mode returns this rank's rows only (it parsed only
+    // those): the labels and weights are gathered with the predictions, in
+    // rank order, which is the global batch's order. Any other source gives
+    // every rank the whole global batch.
+    const auto* own_rows = dynamic_cast<const data::Batcher*>(&source);
+    if (own_rows && !own_rows->rank_mode()) own_rows = nullptr;
     while (auto batch = source.next()) {
-      keep_labels(*batch);
-      const torch::Tensor mine =
-          model->forward(rank_slice(*batch, comm->rank(), comm->world_size()).to(device)).to(torch::kCPU);
+      if (!own_rows) {
+        keep_labels(*batch);
+        const torch::Tensor mine =
+            model->forward(rank_slice(*batch, comm->rank(), comm->world_size()).to(device)).to(torch::kCPU);
+        logits.push_back(gather_rows(*comm, mine));
+        continue;
+      }
+      comm->expect_batch_sizes(own_rows->rank_sizes());
+      const torch::Tensor mine = model->forward(batch->to(device)).to(torch::kCPU);
+      comm->expect_batch_sizes({});
       logits.push_back(gather_rows(*comm, mine));
+      labels.push_back(gather_rows(*comm, batch->labels.to(torch::kCPU).contiguous()));
+      if (batch->weights.defined()) weights.push_back(gather_rows(*comm, batch->weights.to(torch::kCPU).contiguous()));
     }
   }
   if (logits.empty()) return {torch::zeros({0}), torch::zeros({0, 1}), torch::Tensor()};
