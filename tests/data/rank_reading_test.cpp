@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -22,6 +23,7 @@
 #include "recmod/data/criteo_tsv.h"
 #include "recmod/data/delimited.h"
 #include "recmod/data/jsonl.h"
+#include "recmod/data/open_reader.h"
 #include "support/test_util.h"
 
 namespace recmod::data {
@@ -289,6 +291,39 @@ TEST(RankBatcher, AFileShorterThanCountedIsAnError) {
   const std::string text = criteo_text(10);
   Batcher batcher(std::make_unique<CriteoTsvReader>("d.tsv", text), options);
   EXPECT_THAT(error_of<InputError>([&] { batches_of(batcher); }), HasSubstr("counted when the pass began"));
+}
+
+// A text file's records are counted (one pass over its line ends) once per
+// file: later epochs of the unchanged file reuse the count; a file rewritten
+// (another size or mtime) is counted again, and its new rows are read.
+TEST(RankBatcher, ATextFileIsCountedOnceUntilItChanges) {
+  const std::string path = temp_path("counted.jsonl");
+  write_jsonl(path, sample(kRows));
+  ReadOptions options;
+  options.format = "jsonl";
+  options.batch_size = 10;
+  options.shuffle = true;
+  options.world_size = 2;
+  options.rank = 1;
+  auto rows_of_pass = [&](int64_t epoch) {
+    auto source = open_batches(path, options, sample(1).schema(), epoch);
+    int64_t rows = 0;
+    while (auto batch = source->next()) rows += batch->size();
+    return rows;
+  };
+  const int64_t before = record_count_scans();
+  EXPECT_EQ(rows_of_pass(0), kRows / 2);  // rank 1 of 2: 5 rows of each batch of 10, 1 of the last 3
+  EXPECT_EQ(record_count_scans(), before + 1);
+  EXPECT_EQ(rows_of_pass(1), kRows / 2);
+  EXPECT_EQ(rows_of_pass(2), kRows / 2);
+  EXPECT_EQ(record_count_scans(), before + 1);  // epochs 1 and 2 reused the count
+  options.rank = 0;
+  EXPECT_EQ(rows_of_pass(0), kRows - kRows / 2);
+  EXPECT_EQ(record_count_scans(), before + 1);  // so does the other rank's view
+  write_jsonl(path, sample(kRows + 20));
+  EXPECT_EQ(rows_of_pass(0), (kRows + 20 + 1) / 2);
+  EXPECT_EQ(record_count_scans(), before + 2);
+  std::remove(path.c_str());
 }
 
 }  // namespace

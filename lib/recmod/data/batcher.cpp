@@ -1,6 +1,9 @@
 #include "recmod/data/batcher.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <map>
 #include <numeric>
 #include <random>
 
@@ -92,6 +95,35 @@ int64_t count_records(ExampleReader& reader) {
   int64_t total = 0;
   for (int64_t got; (got = reader.skip(int64_t{1} << 20)) > 0;) total += got;
   return total;
+}
+
+namespace {
+std::mutex g_counts_mutex;
+std::map<std::string, int64_t> g_counts;  // key: path, how, size, mtime
+int64_t g_count_scans = 0;
+}  // namespace
+
+int64_t count_records_cached(const std::string& path, const std::string& how,
+                             const std::function<std::unique_ptr<ExampleReader>()>& open) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return count_records(*open());
+  const std::string key = path + "\n" + how + "\n" + std::to_string(static_cast<int64_t>(st.st_size)) + "\n" +
+                          std::to_string(static_cast<int64_t>(st.st_mtim.tv_sec)) + "." +
+                          std::to_string(static_cast<int64_t>(st.st_mtim.tv_nsec));
+  {
+    std::lock_guard<std::mutex> lock(g_counts_mutex);
+    if (auto it = g_counts.find(key); it != g_counts.end()) return it->second;
+  }
+  const int64_t n = count_records(*open());
+  std::lock_guard<std::mutex> lock(g_counts_mutex);
+  ++g_count_scans;
+  g_counts[key] = n;
+  return n;
+}
+
+int64_t record_count_scans() {
+  std::lock_guard<std::mutex> lock(g_counts_mutex);
+  return g_count_scans;
 }
 
 Batcher::Batcher(std::unique_ptr<ExampleReader> reader, BatcherOptions options)

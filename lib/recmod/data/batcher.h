@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -45,6 +47,16 @@ std::pair<int64_t, int64_t> rank_rows(int64_t total, int64_t rank, int64_t world
 /// The records of a text file, found by passing over them (ExampleReader::skip):
 /// what a rank needs before it can plan its part of a shuffled pass.
 int64_t count_records(ExampleReader& reader);
+
+/// count_records of the file at `path`, remembered for this process by
+/// (path, `how` it is read, its size and mtime), so that later epochs and
+/// evaluations of an unchanged file do not pass over it again; `open` opens
+/// the reader when the count is not known yet. A file that cannot be stat'ed
+/// is counted every time.
+int64_t count_records_cached(const std::string& path, const std::string& how,
+                             const std::function<std::unique_ptr<ExampleReader>()>& open);
+/// How many files count_records_cached counted (rather than remembered).
+int64_t record_count_scans();
 
 /// One pass over the reader's examples, each exactly once (unless drop_last
 /// drops the tail). next() blocks until a batch is ready; an exception thrown

@@ -151,8 +151,15 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOpt
     batcher.rank = options.rank;
     batcher.world_size = options.world_size;
     auto known = reader->num_records();
-    batcher.num_records =
-        known ? *known : count_records(*open_reader(path, format, given, options.bad_records, options.columns, options.jsonl));
+    // Text: counted by a pass over its line ends, once per file and process
+    // (later epochs and evaluations of the unchanged file reuse the count).
+    std::string how = std::to_string(static_cast<int>(format));
+    if (options.columns)
+      how += str_cat(" delimiter ", static_cast<int>(options.columns->delimiter), " quote ",
+                     static_cast<int>(options.columns->quote), " header ", options.columns->header);
+    batcher.num_records = known ? *known : count_records_cached(path, how, [&] {
+      return open_reader(path, format, given, options.bad_records, options.columns, options.jsonl);
+    });
   }
   if (options.bad_records == BadRecordPolicy::kSkip)
     reader = std::make_unique<BadRecordBudget>(std::move(reader), options.max_bad_fraction);
