@@ -90,6 +90,34 @@ TEST(QuantizeFpMcCliTest, FeatureProcessedAndManagedCollisionTablesQuantizeAndEv
     EXPECT_NE(m["log_loss"].get<double>(), m["baseline"]["log_loss"].get<double>()) << m.dump();
     EXPECT_LT(std::abs(m["change"]["auc"].get<double>()), dtype == "int2" ? 0.05 : 0.01) << m.dump();
   }
+  // A config may declare the types of these nodes' tables: quantize without
+  // --dtype gives t_mcb its INT4 (the others INT8), eval of the float
+  // checkpoint quantizes it as declared, and a checkpoint of other types is
+  // refused naming the table.
+  std::string text = kYaml;
+  const std::string mcb_table = "feature_names: [C2],";
+  ASSERT_NE(text.find(mcb_table), std::string::npos);
+  text.replace(text.find(mcb_table), mcb_table.size(), "feature_names: [C2], data_type: int4,");
+  const std::string declared = write_file(dir + "/declared.yaml", text);
+  r = run_recmod("quantize " + declared + " --checkpoint " + model + " --out " + dir + "/declared.pt --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto types = last_json(r)["tables"];
+  EXPECT_EQ(types[0]["type"], "INT8");
+  EXPECT_EQ(types[1]["type"], "INT4");
+  EXPECT_EQ(types[2]["type"], "INT8");
+  r = run_recmod("eval " + declared + " --checkpoint " + dir + "/declared.pt --data " + eval + " --json");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("eval " + config + " --checkpoint " + model + " --data " + eval + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const double float_loss = last_json(r)["log_loss"].get<double>();
+  r = run_recmod("eval " + declared + " --checkpoint " + model + " --data " + eval + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(last_json(r)["log_loss"].get<double>(), float_loss);
+  r = run_recmod("eval " + declared + " --checkpoint " + dir + "/int8.pt --data " + eval);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("table 't_mcb' of node 'mcb_arch'"));
+  EXPECT_THAT(r.output, HasSubstr("the config says data_type INT4, the checkpoint holds INT8 rows"));
+
   // The quantized checkpoint is not a float one to train from or to quantize again.
   r = run_recmod("quantize " + config + " --checkpoint " + dir + "/int8.pt --out " + dir + "/x.pt");
   EXPECT_NE(r.exit_code, 0);

@@ -30,7 +30,7 @@ FeatureProcessorDict read_feature_processors(const ConfigNode& processors, const
 BuiltNode build_feature_processed_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
   expect_num_inputs(spec, inputs, 1);
   ConfigNode tables_yaml = spec.yaml["tables"];
-  auto tables = read_embedding_bag_configs(tables_yaml, {}, /*allow_quantized=*/false);
+  auto tables = read_embedding_bag_configs(tables_yaml, {}, /*allow_quantized=*/true);
   for (size_t i = 0; i < tables.size(); ++i)
     if (tables[i].pooling != PoolingType::SUM)
       tables_yaml.at(i)["pooling"].fail("a feature-processed collection weights its ids, which needs pooling: sum");

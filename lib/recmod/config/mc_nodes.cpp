@@ -60,7 +60,7 @@ ManagedCollisionCollection read_mc_collection(const ConfigNode& tables_yaml, con
 BuiltNode build_mc_embedding_bag_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
   expect_num_inputs(spec, inputs, 1);
   ConfigNode tables_yaml = spec.yaml["tables"];
-  auto tables = read_embedding_bag_configs(tables_yaml, {"managed_collision"}, /*allow_quantized=*/false);
+  auto tables = read_embedding_bag_configs(tables_yaml, {"managed_collision"}, /*allow_quantized=*/true);
   expect_sparse_input(spec, inputs[0], features_of(tables), spec.type);
   const bool reset = spec.yaml.get_bool("reset_evicted_rows", true);
   EmbeddingBagCollection ebc{
@@ -81,7 +81,7 @@ BuiltNode build_mc_embedding_bag_collection(const NodeSpec& spec, const std::vec
 BuiltNode build_mc_embedding_collection(const NodeSpec& spec, const std::vector<Port>& inputs) {
   expect_num_inputs(spec, inputs, 1);
   ConfigNode tables_yaml = spec.yaml["tables"];
-  auto tables = read_embedding_configs(tables_yaml, {"managed_collision"}, /*allow_quantized=*/false);
+  auto tables = read_embedding_configs(tables_yaml, {"managed_collision"}, /*allow_quantized=*/true);
   expect_sparse_input(spec, inputs[0], features_of(tables), spec.type);
   const bool reset = spec.yaml.get_bool("reset_evicted_rows", true);
   EmbeddingCollection ec{EmbeddingCollectionOptions(tables)};

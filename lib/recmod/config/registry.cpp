@@ -44,7 +44,7 @@ const std::vector<NodeType>& node_types() {
       {"ManagedCollisionEmbeddingBagCollection",
        "torchrec.modules.mc_embedding_modules.ManagedCollisionEmbeddingBagCollection", "features.sparse",
        "pooled KeyedTensor; keys _embedding_bag_collection.*, _managed_collision_collection.*",
-       {{"tables", std::string("as EmbeddingBagCollection's (data_type fp32 | fp16 | bf16), each with ") +
+       {{"tables", std::string("as EmbeddingBagCollection's (data_type too: int8 | int4 | int2 quantized by eval), each with ") +
                        kManagedCollision},
         {"reset_evicted_rows", "re-initialise evicted rows (default true)"},
         {"is_weighted", "as EmbeddingBagCollection (default false)"}},
@@ -53,7 +53,7 @@ const std::vector<NodeType>& node_types() {
        "torchrec.modules.mc_embedding_modules.ManagedCollisionEmbeddingCollection", "features.sparse",
        "sequence embeddings; keys _embedding_collection.* and _embedding_module.* (the same tensors, as TorchRec "
        "registers them), _managed_collision_collection.*",
-       {{"tables", std::string("as EmbeddingCollection's (data_type fp32 | fp16 | bf16), each with ") +
+       {{"tables", std::string("as EmbeddingCollection's (data_type too: int8 | int4 | int2 quantized by eval), each with ") +
                        kManagedCollision},
         {"reset_evicted_rows", "re-initialise evicted rows (default true)"}},
        build_mc_embedding_collection},
@@ -61,7 +61,7 @@ const std::vector<NodeType>& node_types() {
        "torchrec.modules.fp_embedding_modules.FeatureProcessedEmbeddingBagCollection", "features.sparse",
        "pooled KeyedTensor; keys _embedding_bag_collection.embedding_bags.* (embedding optimizer), "
        "_feature_processors.<feature>.position_weight (dense optimizer)",
-       {{"tables", "as EmbeddingBagCollection's (pooling sum; data_type fp32 | fp16 | bf16)"},
+       {{"tables", "as EmbeddingBagCollection's (pooling sum; data_type too: int8 | int4 | int2 quantized by eval)"},
         {"feature_processors",
          "{feature: {max_feature_length: N}}: a PositionWeightedModule per listed feature, the others weighted 1"}},
        build_feature_processed_embedding_bag_collection},
