@@ -14,6 +14,7 @@
 #include "recmod/config/data_columns.h"
 #include "recmod/config/model_config.h"
 #include "recmod/data/open_reader.h"
+#include "recmod/train/open_model.h"
 
 namespace recmod::app {
 
@@ -35,7 +36,11 @@ constexpr size_t kDistinctCap = size_t{1} << 22;
 
 int run_inspect(const InspectArgs& a) {
   std::optional<config::ModelConfig> cfg;
-  if (!a.config.empty()) cfg = config::load_model_config(a.config);
+  if (!a.config.empty()) {
+    config::LoadOptions load;  // a run's config.yaml reads the run's vocabularies (RUN/vocab/)
+    load.vocab_dir = train::run_vocab_dir(a.config, "");
+    cfg = config::load_model_config(a.config, {}, load);
+  }
   std::string format_name = !a.format.empty() ? a.format : cfg && !cfg->data.format.empty() ? cfg->data.format : "auto";
   data::DataFormat format = data::parse_data_format(format_name);
   std::shared_ptr<const data::DelimitedSpec> columns = cfg ? cfg->data.columns : nullptr;

@@ -195,6 +195,10 @@ TEST(VocabCliTest, JsonLinesVocabularyTrainsAndTheRunKeepsIt) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   r = run_recmod("eval " + config + " --checkpoint " + dir + "/run/model.pt --data " + data + " --threads 1");
   EXPECT_EQ(r.exit_code, 0) << r.output;
+  // inspect with the run's config.yaml reads the run's copy: the ids are still 0..6.
+  r = run_recmod("inspect " + data + " --config " + dir + "/run/config.yaml");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("user +0.000 +1.000 +7 +0 +6 +0"));
   // --resume reads the run's copy too.
   r = run_recmod("train " + config + " --data " + data + " --out " + dir + "/run --steps 4 --threads 1 --resume");
   EXPECT_EQ(r.exit_code, 0) << r.output;

@@ -19,6 +19,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/config/model_config.h"
 #include "recmod/data/jsonl.h"
+#include "recmod/data/delimited.h"
 
 namespace recmod::data {
 namespace {
@@ -266,6 +267,41 @@ TEST(Vocab, DelimitedColumnReadsTextsOutsideItThroughTheOovBuckets) {
               HasSubstr("data.columns[2].oov_buckets: 'oov_buckets' applies to columns with 'ids: vocab'"));
   std::filesystem::remove_all(dir);
   std::filesystem::remove_all(bad);
+}
+
+// A side table's string-id column: counted from the side table's file (each
+// of its rows once) and read through the vocabulary when joined.
+TEST(Vocab, SideTableColumnsAreCountedAndReadThroughTheVocabulary) {
+  const std::string data =
+      "data:\n  header: true\n  side_tables:\n    users:\n      file: users.csv\n      header: true\n"
+      "      key: id\n      columns:\n        - id\n"
+      "        - {name: city, role: sparse, feature: item, ids: vocab, vocab: v.txt}\n"
+      "  columns:\n    - {name: label, role: label}\n    - {name: user, role: sparse, join: users}\n";
+  const auto dir = dir_with("side_vocab", {{"users.csv", "id,city\nu1,ny\nu2,sf\nu3,ny\n"},
+                                           {"d.csv", "label,user\n1,u2\n0,u1\n1,u4\n"},
+                                           {"m.yaml", model_yaml("  sparse: [user, item]\n", 100, data)}});
+  config::LoadOptions no_files;
+  no_files.read_vocab_files = false;
+  const auto spec = config::load_model_config(dir + "/m.yaml", {}, no_files).data.columns;
+  const auto v = build_vocabulary(dir + "/d.csv", *spec, {});
+  ASSERT_EQ(v.columns.size(), 2u);
+  EXPECT_EQ(v.columns[0].column, "user");  // the data file's hashed column
+  EXPECT_THAT(v.columns[0].ids, ElementsAre("u1", "u2", "u4"));
+  EXPECT_EQ(v.columns[1].column, "city");  // the side table's rows, once each
+  EXPECT_THAT(v.columns[1].ids, ElementsAre("ny", "sf"));
+  EXPECT_THAT(v.columns[1].counts, ElementsAre(2, 1));
+  save_vocabulary(v, dir + "/v.txt");
+  const auto config = config::load_model_config(dir + "/m.yaml");
+  EXPECT_EQ(config.data.vocab_files, (std::vector<std::string>{dir + "/v.txt"}));
+  DelimitedReader reader(dir + "/d.csv", config.data.columns);
+  const auto block = reader.read(10);
+  ASSERT_TRUE(block);
+  EXPECT_THAT(block->sparse[1].ids, ElementsAre(1, 0));  // u2: sf, u1: ny; u4 is not in the table
+  EXPECT_THAT(block->sparse[1].offsets, ElementsAre(0, 1, 2, 2));
+  // A missing side-table file is named.
+  std::filesystem::remove(dir + "/users.csv");
+  EXPECT_THROW(build_vocabulary(dir + "/d.csv", *spec, {}), InputError);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Vocab, CountsJsonLinesFeatures) {

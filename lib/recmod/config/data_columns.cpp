@@ -145,8 +145,7 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
       if (c.role == ColumnRole::kFlag && !item.has("feature")) item.fail("a flag column needs 'feature: NAME'");
       if (c.role == ColumnRole::kWeight && !item.has("of")) item.fail("a weight column needs 'of: COLUMN'");
       if (c.role == ColumnRole::kSparse && item.has("ids")) {
-        const std::string ids = item["ids"].one_of(side ? std::vector<std::string>{"hash", "int"}
-                                                        : std::vector<std::string>{"hash", "int", "vocab"});
+        const std::string ids = item["ids"].one_of({"hash", "int", "vocab"});
         c.ids = ids == "int" ? data::IdKind::kInt : ids == "vocab" ? data::IdKind::kVocab : data::IdKind::kHash;
       }
       if (c.ids == data::IdKind::kVocab && !item.has("vocab"))
@@ -195,7 +194,7 @@ Parsed parse_columns(const ConfigNode& list, const ModelSpec& spec, Ranges& rang
 }
 
 data::SideTableSpec parse_side_table(const std::string& name, const ConfigNode& node, const ModelSpec& spec,
-                                     Ranges& ranges) {
+                                     Ranges& ranges, const LoadOptions& options) {
   node.expect_map();
   node.allow_keys({"file", "delimiter", "quote", "header", "key", "missing", "columns"});
   data::SideTableSpec t;
@@ -205,7 +204,7 @@ data::SideTableSpec parse_side_table(const std::string& name, const ConfigNode& 
   if (auto n = node.find("quote")) t.quote = parse_char(*n, true);
   t.header = node.get_bool("header", false);
   if (auto n = node.find("missing")) t.missing_is_bad = n->one_of({"empty", "bad"}) == "bad";
-  const Parsed parsed = parse_columns(node["columns"], spec, ranges, /*side=*/true, LoadOptions{});
+  const Parsed parsed = parse_columns(node["columns"], spec, ranges, /*side=*/true, options);
   t.columns = parsed.columns;
   const std::string key = node["key"].as_string();
   for (size_t i = 0; i < t.columns.size(); ++i)
@@ -336,7 +335,7 @@ std::shared_ptr<const data::DelimitedSpec> parse_data_columns(const ConfigNode& 
   if (auto tables = node.find("side_tables")) {
     tables->expect_map();
     for (const auto& name : tables->keys()) {
-      out->side_tables.push_back(parse_side_table(name, (*tables)[name], spec, ranges));
+      out->side_tables.push_back(parse_side_table(name, (*tables)[name], spec, ranges, options));
       table_names.push_back(name);
     }
   }

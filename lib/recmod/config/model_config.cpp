@@ -415,8 +415,11 @@ ModelConfig parse_model_config(const ConfigNode& root, const LoadOptions& option
     auto& files = config.data.vocab_files;
     if (!path.empty() && std::find(files.begin(), files.end(), path) == files.end()) files.push_back(path);
   };
-  if (config.data.columns)
+  if (config.data.columns) {
     for (const auto& c : config.data.columns->columns) add_vocab_file(c.vocab_path);
+    for (const auto& t : config.data.columns->side_tables)
+      for (const auto& c : t.columns) add_vocab_file(c.vocab_path);
+  }
   for (const auto& f : config.features.sparse) add_vocab_file(f.vocab_path);
   config.num_labels = static_cast<int64_t>(config.data.labels.size());
   std::vector<std::string> metrics = eval_metric_names();

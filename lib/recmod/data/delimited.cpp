@@ -312,10 +312,14 @@ DelimitedReader::~DelimitedReader() = default;
 
 void DelimitedReader::start(const std::string& dir) {
   TORCH_CHECK(spec_, "DelimitedReader: no column spec");
-  for (const auto& c : spec_->columns)
+  auto check_vocab = [](const ColumnSpec& c) {
     if (c.ids == IdKind::kVocab && !c.vocab)
       throw_input_error(c.vocab_path, ": no such vocabulary file (column '", c.name,
                         "' has 'ids: vocab'); build it with recmod vocab CONFIG --data FILE --out ", c.vocab_path);
+  };
+  for (const auto& c : spec_->columns) check_vocab(c);
+  for (const auto& t : spec_->side_tables)
+    for (const auto& c : t.columns) check_vocab(c);
   for (const auto& t : spec_->side_tables) side_.push_back(load_side_table(t, dir, spec_->hash_seed));
   if (!spec_->header) {
     int64_t position = 0;

@@ -29,10 +29,10 @@ bool parse_count(std::string_view text, int64_t& out) {
 
 // The columns whose string ids are counted: sparse with string ids (hashed or
 // looked up in a vocabulary).
-std::vector<size_t> vocab_columns(const DelimitedSpec& spec) {
+std::vector<size_t> vocab_columns(const std::vector<ColumnSpec>& columns) {
   std::vector<size_t> out;
-  for (size_t i = 0; i < spec.columns.size(); ++i) {
-    const auto& c = spec.columns[i];
+  for (size_t i = 0; i < columns.size(); ++i) {
+    const auto& c = columns[i];
     if (c.role == ColumnRole::kSparse && (c.ids == IdKind::kHash || c.ids == IdKind::kVocab) && c.source < 0)
       out.push_back(i);
   }
@@ -99,19 +99,18 @@ Vocabulary keep(const std::vector<std::string>& names, std::vector<std::unordere
   return out;
 }
 
-Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions& options) {
-  check_options(options);
-  const auto counted = vocab_columns(spec);
-  if (counted.empty())
-    throw_input_error(
-        "vocab: data.columns has no sparse column with string ids ('ids: hash' or 'ids: vocab'); nothing to count");
-  std::vector<std::unordered_map<std::string, int64_t>> counts(counted.size());
-  std::vector<int64_t> totals(counted.size(), 0);
-  std::vector<int64_t> field_of;  // per spec column: its field in a record
+// Counts the columns `counted` (indices into `columns`) of one delimited
+// file into counts[base + k] / totals[base + k]; `what` names the column
+// list in messages ("data.columns", "side table 'users'").
+void count_file(TextLines& lines, const std::vector<ColumnSpec>& columns, bool header, char delimiter, char quote,
+                const std::vector<size_t>& counted, const std::string& what,
+                std::vector<std::unordered_map<std::string, int64_t>>& counts, std::vector<int64_t>& totals,
+                size_t base) {
+  std::vector<int64_t> field_of;  // per column: its field in a record
   size_t num_fields = 0;
-  if (!spec.header) {
+  if (!header) {
     int64_t position = 0;
-    for (const auto& c : spec.columns)
+    for (const auto& c : columns)
       field_of.push_back(c.source >= 0 ? field_of[static_cast<size_t>(c.source)] : position++);
     num_fields = static_cast<size_t>(position);
   }
@@ -123,10 +122,10 @@ Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions
     if (line.empty()) continue;
     const int64_t line_number = lines.line_number();
     const std::string where = str_cat(lines.name(), ":", line_number);
-    const std::string error = split_record(line, lines, spec.delimiter, spec.quote, fields, scratch);
+    const std::string error = split_record(line, lines, delimiter, quote, fields, scratch);
     if (!error.empty()) throw_input_error(where, ": ", error);
     if (field_of.empty()) {  // the header
-      for (const auto& c : spec.columns) {
+      for (const auto& c : columns) {
         if (c.source >= 0) {
           field_of.push_back(field_of[static_cast<size_t>(c.source)]);
           continue;
@@ -136,7 +135,7 @@ Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions
           if (fields[i] == c.name) found = static_cast<int64_t>(i);
         if (found < 0) {
           std::vector<std::string> names(fields.begin(), fields.end());
-          throw_input_error(where, ": column '", c.name, "' of data.columns is not in the header; the header has ",
+          throw_input_error(where, ": column '", c.name, "' of ", what, " is not in the header; the header has ",
                             join_names(names));
         }
         field_of.push_back(found);
@@ -146,14 +145,51 @@ Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const VocabOptions
     }
     if (fields.size() != num_fields)
       throw_input_error(where, ": expected ", num_fields, " fields (",
-                        spec.header ? "as the header has" : "as data.columns lists", "), found ", fields.size());
+                        header ? "as the header has" : str_cat("as ", what, " lists"), "), found ", fields.size());
     for (size_t k = 0; k < counted.size(); ++k) {
       const size_t i = counted[k];
-      count_cell(spec.columns[i], fields[static_cast<size_t>(field_of[i])], counts[k], totals[k]);
+      count_cell(columns[i], fields[static_cast<size_t>(field_of[i])], counts[base + k], totals[base + k]);
     }
   }
+}
+
+// The data file's string-id columns, then each side table's (read from its
+// file: relative to `dir`, as the reader finds it).
+Vocabulary build(TextLines& lines, const DelimitedSpec& spec, const std::string& dir, const VocabOptions& options) {
+  check_options(options);
+  const auto counted = vocab_columns(spec.columns);
+  std::vector<std::vector<size_t>> side_counted;
   std::vector<std::string> names;
   for (const size_t i : counted) names.push_back(spec.columns[i].name);
+  for (const auto& t : spec.side_tables) {
+    side_counted.push_back(vocab_columns(t.columns));
+    for (const size_t i : side_counted.back()) {
+      const std::string& name = t.columns[i].name;
+      if (std::find(names.begin(), names.end(), name) != names.end())
+        throw_input_error("vocab: column '", name, "' of side table '", t.name,
+                          "' has the name of another string-id column; a vocabulary file names each column once "
+                          "(rename one of them)");
+      names.push_back(name);
+    }
+  }
+  if (names.empty())
+    throw_input_error(
+        "vocab: data.columns (and its side tables) has no sparse column with string ids ('ids: hash' or 'ids: "
+        "vocab'); nothing to count");
+  std::vector<std::unordered_map<std::string, int64_t>> counts(names.size());
+  std::vector<int64_t> totals(names.size(), 0);
+  count_file(lines, spec.columns, spec.header, spec.delimiter, spec.quote, counted, "data.columns", counts, totals, 0);
+  size_t base = counted.size();
+  for (size_t t = 0; t < spec.side_tables.size(); ++t) {
+    const auto& table = spec.side_tables[t];
+    if (side_counted[t].empty()) continue;
+    const std::string file =
+        table.path.empty() || table.path[0] == '/' || dir.empty() ? table.path : dir + "/" + table.path;
+    TextLines side(file);
+    count_file(side, table.columns, table.header, table.delimiter, table.quote, side_counted[t],
+               "side table '" + table.name + "'", counts, totals, base);
+    base += side_counted[t].size();
+  }
   return keep(names, counts, totals, options);
 }
 
@@ -226,13 +262,14 @@ const ColumnVocab* Vocabulary::find(std::string_view name) const {
 
 Vocabulary build_vocabulary(const std::string& path, const DelimitedSpec& spec, const VocabOptions& options) {
   TextLines lines(path);
-  return build(lines, spec, options);
+  const auto slash = path.rfind('/');
+  return build(lines, spec, slash == std::string::npos ? std::string() : path.substr(0, slash), options);
 }
 
 Vocabulary build_vocabulary(const std::string& name, std::string_view text, const DelimitedSpec& spec,
                             const VocabOptions& options) {
   TextLines lines(name, text);
-  return build(lines, spec, options);
+  return build(lines, spec, "", options);
 }
 
 Vocabulary build_jsonl_vocabulary(const std::string& path, const std::vector<std::string>& features,

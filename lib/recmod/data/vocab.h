@@ -55,12 +55,14 @@ struct VocabOptions {
 
 /// Counts the string ids of every sparse column (`ids: hash` or `ids: vocab`) of
 /// `spec` (cells split by the column's separator, inline weights dropped,
-/// empty cells read as the column's default) in the delimited file `path`
-/// and keeps them as `options` says. Side tables are not read. Bad records
-/// (a wrong field count, an unterminated quote) are InputErrors
-/// "<path>:<line>: ...".
+/// empty cells read as the column's default) in the delimited file `path`,
+/// and of its side tables' such columns in their files (relative to `path`'s
+/// directory, as the reader finds them), and keeps them as `options` says.
+/// Bad records (a wrong field count, an unterminated quote) are InputErrors
+/// "<file>:<line>: ...".
 Vocabulary build_vocabulary(const std::string& path, const DelimitedSpec& spec, const VocabOptions& options);
-/// The same over `text` (`name` for messages).
+/// The same over `text` (`name` for messages; side tables relative to the
+/// current directory).
 Vocabulary build_vocabulary(const std::string& name, std::string_view text, const DelimitedSpec& spec,
                             const VocabOptions& options);
 
