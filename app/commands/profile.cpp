@@ -8,6 +8,7 @@
 #include "commands/distributed_run.h"
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
+#include "recmod/data/batcher.h"
 #include "recmod/profile/profiler.h"
 #include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
@@ -37,7 +38,10 @@ struct ProfileArgs {
 
 /// The batches a profile steps on: random ones shaped like the config's
 /// features (--synthetic), or the data file's.
-profile::NextBatch batches_for(const ProfileArgs& args, train::OpenedModel& opened, int64_t batch_size) {
+/// With `world` > 1 each rank parses only its rows of each global batch
+/// (the Batcher's rank mode) and `rank_sizes` is set to tell every rank's share.
+profile::NextBatch batches_for(const ProfileArgs& args, train::OpenedModel& opened, int64_t batch_size,
+                               int64_t rank = 0, int64_t world = 1, profile::RankSizes* rank_sizes = nullptr) {
   if (args.synthetic) {
     auto synthetic =
         std::make_shared<profile::SyntheticBatches>(opened.model, batch_size, opened.config.training.seed);
@@ -46,7 +50,12 @@ profile::NextBatch batches_for(const ProfileArgs& args, train::OpenedModel& open
   train::DataOptions read;
   read.format = args.format;
   read.batch_size = batch_size;
+  read.rank = rank;
+  read.world_size = world;
   std::shared_ptr<data::BatchSource> source = train::open_batches(opened, args.data, read);
+  const auto* own_rows = dynamic_cast<const data::Batcher*>(source.get());
+  if (rank_sizes != nullptr && own_rows != nullptr && own_rows->rank_mode())
+    *rank_sizes = [source, own_rows] { return own_rows->rank_sizes(); };
   return [source] { return source->next(); };
 }
 
@@ -86,14 +95,15 @@ int run_profile(const ProfileArgs& args) {
   auto& model = opened.model;
   // Per rank; the batches are global (world x that), each rank steps on its rows.
   const int64_t batch_size = world * (args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size);
-  const profile::NextBatch next = batches_for(args, opened, batch_size);
+  profile::RankSizes rank_sizes;
+  const profile::NextBatch next = batches_for(args, opened, batch_size, joined.comm->rank(), world, &rank_sizes);
   const torch::Device device = parse_device(args.device);
   if (world > 1) {
     if (!device.is_cpu()) throw UsageError("distributed profiling runs on the CPU (gloo) in this build; use --device cpu");
     train::shard_model(model, train::plan_model(model, opened.config, world, memory_per_rank(joined)), joined.comm);
   }
   auto report = profile::profile_model(model, opened.config.training, next, args.steps, args.warmup, device,
-                                       joined.lead() ? args.trace : "", joined.comm);
+                                       joined.lead() ? args.trace : "", joined.comm, rank_sizes);
   if (!joined.lead()) return 0;
   if (world > 1)
     std::cout << "rank 0 of " << world << " ranks; batch " << batch_size << " in all (" << batch_size / world

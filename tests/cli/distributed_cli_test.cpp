@@ -350,6 +350,15 @@ TEST(DistributedCli, ProfileRunsSharded) {
   // rank 0 holds t_a, half of t_b and a replica of t_d, not t_c
   EXPECT_THAT(r.output, HasSubstr("sparse_arch.embedding_bags.t_a.weight"));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("sparse_arch.embedding_bags.t_c.weight")));
+  // on a data file each rank parses only its rows (rank mode); a text file
+  // whose rows run out names the step, as in one process
+  const Data d = make_data("dist_profile_data", 100);
+  auto p = run_recmod("profile " + cfg + " --data " + d.train + " --steps 3 --warmup 1 --trace '' --nproc 2");
+  ASSERT_EQ(p.exit_code, 0) << p.output;
+  EXPECT_THAT(p.output, HasSubstr("rank 0 of 2 ranks; batch 16 in all (8 per rank)"));
+  p = run_recmod("profile " + cfg + " --data " + d.train + " --steps 7 --warmup 1 --trace '' --nproc 2");
+  EXPECT_NE(p.exit_code, 0);
+  EXPECT_THAT(p.output, HasSubstr("the data ran out after 7 batches"));
 }
 
 TEST(DistributedCli, ABadLaunchEnvironmentIsAUsageError) {

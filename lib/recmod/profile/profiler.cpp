@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iomanip>
 #include <map>
+#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -202,7 +203,8 @@ class StepRecorder {
 
 ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpec& training_spec,
                             const NextBatch& next_batch, int64_t steps, int64_t warmup, const torch::Device& device,
-                            const std::string& trace_path, std::shared_ptr<dist::Communicator> comm) {
+                            const std::string& trace_path, std::shared_ptr<dist::Communicator> comm,
+                            const RankSizes& rank_sizes) {
   if (!comm) comm = dist::single_process();
   const bool distributed = comm->world_size() > 1;
   TORCH_CHECK(steps > 0, "profile: steps must be > 0, got ", steps);
@@ -219,7 +221,14 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
     auto batch = next_batch();
     if (!batch) throw InputError(str_cat("profile: the data ran out after ", step, " batches; use fewer --steps"));
     const bool timed = step >= warmup;
-    auto b = (distributed ? train::rank_slice(*batch, comm->rank(), comm->world_size()) : *batch).to(device);
+    const bool own_rows = distributed && rank_sizes;
+    int64_t global_size = batch->size();
+    if (own_rows) {  // this rank's rows only; the sharded modules are told every rank's count
+      const std::vector<int64_t> sizes = rank_sizes();
+      global_size = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+      comm->expect_batch_sizes(sizes);
+    }
+    auto b = (distributed && !own_rows ? train::rank_slice(*batch, comm->rank(), comm->world_size()) : *batch).to(device);
     sync(device);
     const auto step_start = Clock::now();
     NodeTimer timer(model, device, step_start);
@@ -227,8 +236,9 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
     train::StepHooks hooks;
     hooks.observer = &timer;
     hooks.before_backward = [&](const torch::Tensor&) { backward_start = Clock::now(); };
-    hooks.global_batch_size = batch->size();
+    hooks.global_batch_size = global_size;
     train::train_step(model, training, b, hooks);
+    if (own_rows) comm->expect_batch_sizes({});
     sync(device);
     const auto step_end = Clock::now();
     if (!timed) continue;
@@ -237,7 +247,7 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
       const auto [start, end] = timer.backward_span(i, backward_start);
       recorder.backward(i, start, end);
     }
-    recorder.step(step_start, step_end, batch->size());
+    recorder.step(step_start, step_end, global_size);
   }
   recorder.summarise(report);
 

@@ -58,16 +58,22 @@ class SyntheticBatches {
 };
 
 using NextBatch = std::function<std::optional<data::Batch>()>;
+/// With a source that yields only this rank's rows of each global batch (a
+/// Batcher in rank mode): every rank's row count of the batch last returned.
+using RankSizes = std::function<std::vector<int64_t>()>;
 
 /// Runs `warmup` untimed then `steps` timed training steps on `device`.
 /// Writes the Chrome trace of the timed steps to `trace_path` ("" = none).
 /// `training` is the config's training section (optimizers, fused path).
 /// With a distributed `comm` the model must be sharded (train::shard_model)
 /// and `next_batch` yield global batches: each rank steps on its rows, and
-/// the report is this rank's (examples/s counts the global batch).
+/// the report is this rank's (examples/s counts the global batch). With
+/// `rank_sizes`, `next_batch` yields this rank's rows only (it parsed only
+/// those) and rank_sizes() says every rank's share.
 ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpec& training,
                             const NextBatch& next_batch, int64_t steps, int64_t warmup, const torch::Device& device,
-                            const std::string& trace_path, std::shared_ptr<dist::Communicator> comm = nullptr);
+                            const std::string& trace_path, std::shared_ptr<dist::Communicator> comm = nullptr,
+                            const RankSizes& rank_sizes = {});
 
 /// Runs `warmup` untimed then `steps` timed forward passes in eval mode
 /// without grad (what `recmod eval` does per batch): per-node forward times,
