@@ -8,6 +8,7 @@
 
 #include <random>
 
+#include "recmod/optim/row_update.h"
 #include "recmod/optim/sparse_optimizer.h"
 
 namespace {
@@ -102,6 +103,46 @@ void BM_TorchAdagrad(benchmark::State& state) {
   }
   set_counters(state, updated_rows);
 }
+
+/// The row-sparse update alone of a bf16 table (issue 16): each batch's
+/// distinct rows with bf16 gradients, rowwise_adagrad with fp32 state, by
+/// update_rows' CPU kernel (the fused path's apply_row_update; what bf16
+/// tables take since 85147da) or its tensor-op path (what they took
+/// before), rounded to nearest or stochastically. (libtorch 1.13's CPU
+/// embedding_bag takes no bf16, so no forward / backward here.)
+void BM_RowSparseUpdateBf16(benchmark::State& state, bool tensor_ops, bool stochastic) {
+  torch::manual_seed(0);
+  torch::Tensor table = torch::empty({kRows, kDim}).uniform_(-0.01, 0.01).to(torch::kBFloat16);
+  recmod::optim::OptimizerOptions options;
+  options.type("rowwise_adagrad");
+  options.lr(0.01);
+  torch::Tensor row_state = recmod::optim::make_row_state(recmod::optim::RowUpdate::rowwise_adagrad, options,
+                                                          table.sizes(), torch::TensorOptions().dtype(torch::kFloat));
+  std::vector<recmod::optim::RowGradients> grads;
+  for (const auto& b : batches()) {
+    const torch::Tensor rows = std::get<0>(torch::_unique(b.ids));
+    grads.push_back({rows, torch::randn({rows.numel(), kDim}).mul_(0.01).to(torch::kBFloat16)});
+  }
+  auto rounding = recmod::optim::RoundingState::given(7, 0);
+  int64_t step = 0, updated_rows = 0;
+  for (auto _ : state) {
+    const auto& g = grads[step++ % kBatches];
+    recmod::optim::update_rows(options, table, row_state, g, tensor_ops, rounding.rounding(stochastic));
+    rounding.advance();
+    updated_rows += g.rows.numel();
+  }
+  state.counters["updated_rows_per_s"] =
+      benchmark::Counter(static_cast<double>(updated_rows), benchmark::Counter::kIsRate);
+}
+
+BENCHMARK_CAPTURE(BM_RowSparseUpdateBf16, kernel_nearest, false, false)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_RowSparseUpdateBf16, tensor_ops_nearest, true, false)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_RowSparseUpdateBf16, kernel_stochastic, false, true)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_RowSparseUpdateBf16, tensor_ops_stochastic, true, true)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 BENCHMARK_CAPTURE(BM_Recmod, rowwise_adagrad, std::string("rowwise_adagrad"))->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Recmod, adagrad, std::string("adagrad"))->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -23,6 +23,9 @@ RowGradients touched_rows(const torch::Tensor& grad) {
 
 namespace {
 
+/// Rows ahead whose lines update_rows_cpu_kernel prefetches.
+constexpr int64_t kPrefetchDistance = 6;
+
 /// Each row is read and written by exactly one thread. weight_t: the
 /// table's dtype; math_t: its state's and the gradients' (float for fp16 /
 /// bf16 tables).
@@ -39,9 +42,18 @@ void update_rows_cpu_kernel(RowUpdate rule, const OptimizerOptions& o, torch::Te
   math_t* s_all = state.defined() ? state.data_ptr<math_t>() : nullptr;
   const RowUpdateScalars<math_t> scalars(o);
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(dim, 1));
+  const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(weight_t));
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
     RowRounding row_rounding = rounding;
     for (int64_t i = begin; i < end; ++i) {
+      // The rows are scattered over the table: ask for a later row (and its
+      // state) while this one is updated, as the fused backward does.
+      if (i + kPrefetchDistance < end) {
+        const int64_t ahead = rows[i + kPrefetchDistance];
+        const char* w_ahead = reinterpret_cast<const char*>(w_all + ahead * dim);
+        for (int64_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(w_ahead + o, 1, 3);
+        if (s_all != nullptr) __builtin_prefetch(s_all + ahead * state_stride, 1, 3);
+      }
       const int64_t r = rows[i];
       row_rounding.row = static_cast<uint64_t>(r);
       apply_row_update<weight_t, math_t>(rule, scalars, g_all + i * dim, w_all + r * dim,
