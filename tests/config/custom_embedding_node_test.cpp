@@ -63,7 +63,7 @@ TEST(CustomEmbeddingNode, ReplacesEmbeddingNodesWithAnyImplementationOfTheInterf
   auto graph = build(kModel);
   const size_t bags = index_of(graph, "sparse_arch"), seq = index_of(graph, "seq");
   Outputs before;
-  const torch::Tensor logits_before = graph->forward(batch(), &before);
+  graph->forward(batch(), &before);
 
   auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(graph->node_module(bags));
   auto ec = std::dynamic_pointer_cast<EmbeddingCollectionImpl>(graph->node_module(seq));
@@ -81,7 +81,10 @@ TEST(CustomEmbeddingNode, ReplacesEmbeddingNodesWithAnyImplementationOfTheInterf
   ASSERT_EQ(after.values[seq].sequence.size(), 1u);
   EXPECT_TRUE(torch::equal(after.values[seq].sequence[0].second.values(),
                            -before.values[seq].sequence[0].second.values()));
-  EXPECT_FALSE(torch::allclose(logits_after, logits_before));
+  // What the head reads changes (the logits themselves may be 0 before and after:
+  // the last MLP layer ends in a ReLU, and the tables are drawn unseeded).
+  const size_t cat = index_of(graph, "cat");
+  EXPECT_FALSE(torch::allclose(after.values[cat].as_dense(), before.values[cat].as_dense()));
 
   // The modules' keys under the node names; their tables go to the embedding optimizer.
   const auto keys = test::state_dict_keys(*graph);
