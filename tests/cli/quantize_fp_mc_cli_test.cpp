@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "cli/run_recmod.h"
@@ -89,6 +90,20 @@ TEST(QuantizeFpMcCliTest, FeatureProcessedAndManagedCollisionTablesQuantizeAndEv
     // Evaluated quantized (not the float model again), and close to it.
     EXPECT_NE(m["log_loss"].get<double>(), m["baseline"]["log_loss"].get<double>()) << m.dump();
     EXPECT_LT(std::abs(m["change"]["auc"].get<double>()), dtype == "int2" ? 0.05 : 0.01) << m.dump();
+  }
+  // torch.load reads the quantized FP and MC nodes' tables under TorchRec's
+  // quantized keys (packed uint8 rows, fp32 scale and bias for INT8).
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0) {
+    r = run_command("/usr/bin/python3 -c \"import torch; s = torch.load('" + dir +
+                    "/int8.pt', weights_only=True); "
+                    "print(*[(k, str(s[k].dtype), tuple(s[k].shape)) for k in ["
+                    "'fp_arch.embedding_bags.t_fp.weight', 'fp_arch.embedding_bags.t_fp.weight_qscale', "
+                    "'mcb_arch.embedding_bags.t_mcb.weight_qbias', 'mce_arch.embeddings.t_mce.weight']])\" 2>&1");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_THAT(r.output, HasSubstr("('fp_arch.embedding_bags.t_fp.weight', 'torch.uint8', (60, 8))"));
+    EXPECT_THAT(r.output, HasSubstr("('fp_arch.embedding_bags.t_fp.weight_qscale', 'torch.float32', (60, 1))"));
+    EXPECT_THAT(r.output, HasSubstr("('mcb_arch.embedding_bags.t_mcb.weight_qbias', 'torch.float32', (40, 1))"));
+    EXPECT_THAT(r.output, HasSubstr("('mce_arch.embeddings.t_mce.weight', 'torch.uint8', (40, 8))"));
   }
   // A config may declare the types of these nodes' tables: quantize without
   // --dtype gives t_mcb its INT4 (the others INT8), eval of the float
