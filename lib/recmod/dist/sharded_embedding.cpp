@@ -159,6 +159,22 @@ ShardedEmbeddingCollectionImpl::ShardedEmbeddingCollectionImpl(const EmbeddingCo
                                               full_tables_[t].embedding_dim,
                                               weight_storage_dtype(full_tables_[t].data_type), table_plans_[t]});
   anchor_ = torch::zeros({}, torch::requires_grad());
+  managed_.resize(full_tables_.size());
+}
+
+void ShardedEmbeddingCollectionImpl::manage_table(int64_t table, const ManagedRouting& routing) {
+  TORCH_CHECK(table >= 0 && table < static_cast<int64_t>(full_tables_.size()), "manage_table: no table ", table);
+  const auto t = static_cast<size_t>(table);
+  if (need_indices())
+    throw UsageError(str_cat("nodes.", module_, ": managed-collision table '", full_tables_[t].name,
+                             "' with need_indices is not sharded (the ids would be the remapped slots)"));
+  if (table_plans_[t].type != ShardingType::row_wise && table_plans_[t].type != ShardingType::table_wise)
+    throw UsageError(str_cat("managed-collision table '", full_tables_[t].name, "' is planned ",
+                             name_of(table_plans_[t].type), "; managed-collision tables shard row_wise or table_wise only"));
+  for (size_t j = 0; j < held_[t].size(); ++j)  // held_ in row order: block j is the j-th shard's
+    TORCH_CHECK(routing.block_of_rank[static_cast<size_t>(held_[t][j].rank)] == static_cast<int64_t>(j),
+                "manage_table: the input blocks of ", full_tables_[t].name, " are not in row order");
+  managed_[t] = routing;
 }
 
 std::vector<torch::Tensor> ShardedEmbeddingCollectionImpl::sharded_parameters() const {
@@ -180,14 +196,19 @@ const torch::Tensor& ShardedEmbeddingCollectionImpl::local_weight(const std::str
 void ShardedEmbeddingCollectionImpl::check_ids(const KeyedJaggedTensor& features) const {
   const auto index = features.index_per_key();
   const auto& opk = features.offset_per_key();
-  for (const auto& t : full_tables_)
-    for (const auto& f : t.feature_names) {
+  for (size_t ti = 0; ti < full_tables_.size(); ++ti)
+    for (const auto& f : full_tables_[ti].feature_names) {
+      const auto& t = full_tables_[ti];
       const auto it = index.find(f);
       if (it == index.end())
         throw InputError(str_cat("EmbeddingCollection: feature '", f, "' of table '", t.name,
                                  "' is missing from the input, which has ", join_names(features.keys())));
       const auto k = static_cast<size_t>(it->second);
       if (opk[k + 1] == opk[k]) continue;
+      if (const auto& m = managed_[ti]) {  // raw ids: the managed module's input space
+        m->check_ids(features.values().slice(0, opk[k], opk[k + 1]), "ManagedCollisionEmbeddingCollection", f, t.name);
+        continue;
+      }
       const auto [lo, hi] = torch::aminmax(features.values().slice(0, opk[k], opk[k + 1]));
       const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
       if (min >= 0 && max < t.num_embeddings) continue;
@@ -205,6 +226,15 @@ torch::Tensor ShardedEmbeddingCollectionImpl::exchange(const torch::Tensor& rows
 
 JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJaggedTensor& features) {
   check_ids(features);  // here, not on the holder: a bad id must fail on the rank that read it
+  if (is_training() && !histories_sized_) {
+    histories_sized_ = true;
+    std::vector<int64_t> counts(full_tables_.size(), 0);
+    const auto lengths = features.length_per_key();
+    const auto keys = features.index_per_key();
+    for (size_t t = 0; t < full_tables_.size(); ++t)
+      for (const auto& f : full_tables_[t].feature_names) counts[t] += lengths[static_cast<size_t>(keys.at(f))];
+    size_managed_histories(*comm_, managed_, counts);
+  }
   const int64_t b = features.stride();
   const auto index = features.index_per_key();
   const auto& opk = features.offset_per_key();
@@ -231,6 +261,8 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
       parts.push_back(features.values().slice(0, opk[static_cast<size_t>(k)], opk[static_cast<size_t>(k) + 1]));
     }
     in.ids = cat_or_empty(parts, no_ids).to(torch::kLong);
+    const auto& managed = managed_[t];  // sent by input block, hashed and not rebased
+    if (managed) in.ids = managed->hashed(in.ids);
     const auto& shards = held_[t];
     if (shards.empty()) continue;  // data_parallel: looked up here
     if (table_plans_[t].type == ShardingType::column_wise) {  // every column block gets every id
@@ -244,13 +276,15 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
     }
     if (shards.size() == 1) {
       const auto o = static_cast<size_t>(shards[0].rank);
-      to[o].push_back(shards[0].row_offset == 0 ? in.ids : in.ids - shards[0].row_offset);
+      to[o].push_back(shards[0].row_offset == 0 || managed ? in.ids : in.ids - shards[0].row_offset);
       in.counts = {in.ids.size(0)};
       counts_to[o].push_back(in.ids.size(0));
       continue;
     }
     std::vector<int64_t> ends;
-    for (size_t j = 0; j + 1 < shards.size(); ++j) ends.push_back(shards[j].row_offset + shards[j].rows);
+    for (size_t j = 0; j + 1 < shards.size(); ++j)
+      ends.push_back(managed ? static_cast<int64_t>(managed->input_block(static_cast<int64_t>(j)).second)
+                             : shards[j].row_offset + shards[j].rows);
     const torch::Tensor bucket = torch::bucketize(in.ids, torch::tensor(ends, torch::kLong), /*out_int32=*/false,
                                                   /*right=*/true);
     const torch::Tensor perm = std::get<1>(torch::sort(bucket, c10::optional<bool>(true), /*dim=*/0, /*descending=*/false));
@@ -260,7 +294,7 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
     int64_t start = 0;
     for (size_t j = 0; j < shards.size(); ++j) {
       const auto o = static_cast<size_t>(shards[j].rank);
-      to[o].push_back(sorted.narrow(0, start, in.counts[j]) - shards[j].row_offset);
+      to[o].push_back(sorted.narrow(0, start, in.counts[j]) - (managed ? 0 : shards[j].row_offset));
       counts_to[o].push_back(in.counts[j]);
       start += in.counts[j];
     }
@@ -298,7 +332,13 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
       pieces.push_back(received_ids.narrow(0, offset, n));
       sizes.push_back(n);
     }
-    const torch::Tensor rows = torch::embedding(local_weight(config.name), cat_or_empty(pieces, no_ids),
+    torch::Tensor ids = cat_or_empty(pieces, no_ids);
+    if (const auto& m = managed_[static_cast<size_t>(my_slots[static_cast<size_t>(s)])]; m && m->local) {
+      // The holder remaps its block's ids (every rank's, in rank order) to its rows.
+      const JtDict input{{config.feature_names[0], JaggedTensor::from_lengths(ids, torch::tensor({ids.size(0)}))}};
+      ids = m->local->remap(m->local->profile(input))[0].second.values();
+    }
+    const torch::Tensor rows = torch::embedding(local_weight(config.name), ids,
                                                 /*padding_idx=*/-1, /*scale_grad_by_freq=*/false, sparse())
                                    .to(torch::kFloat32);
     const int64_t w = my_cols[static_cast<size_t>(s)];

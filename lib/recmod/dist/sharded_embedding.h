@@ -38,6 +38,7 @@
 
 #include "recmod/common/state_dict.h"
 #include "recmod/dist/communicator.h"
+#include "recmod/dist/managed_shards.h"
 #include "recmod/dist/table_state.h"
 #include "recmod/dist/sharding_plan.h"
 #include "recmod/modules/embedding_modules.h"
@@ -62,6 +63,15 @@ class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
   JaggedTensorDict forward_sharded(const KeyedJaggedTensor& local_features);
 
   const std::vector<EmbeddingConfig>& full_configs() const { return full_tables_; }
+  /// Routes the ids of table `table` (index in the unsharded collection;
+  /// row_wise or table_wise) by `routing` inside this collection's input
+  /// dist, as ShardedEmbeddingBagCollectionImpl::manage_table does: hashed
+  /// ids go to the shard whose input block holds them, the holder remaps
+  /// them to its rows (the global batch's, in rank order) before the lookup;
+  /// the first training step sizes the holders' histories (one all-reduce).
+  /// UsageError with need_indices (the output's ids would be the holders'
+  /// remapped slots).
+  void manage_table(int64_t table, const ManagedRouting& routing);
   /// The weights of the sharded (not data_parallel) local tables: the
   /// parameters whose gradients must not be summed over the ranks.
   std::vector<torch::Tensor> sharded_parameters() const;
@@ -85,6 +95,8 @@ class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
   torch::Tensor exchange(const torch::Tensor& rows, const std::vector<int64_t>& send_rows,
                          const std::vector<int64_t>& recv_rows);
 
+  std::vector<std::optional<ManagedRouting>> managed_;  // per full table
+  bool histories_sized_ = false;
   std::shared_ptr<Communicator> comm_;
   int64_t rank_ = 0;
   int64_t world_ = 1;

@@ -27,8 +27,6 @@ std::vector<TablePlan> plans_of(const EmbeddingBagCollectionImpl& full, const st
 
 bool holds(const Shard& s) { return holds_rows(s); }
 
-constexpr uint64_t kMaxId = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-
 /// The local tables of `rank`: one per table it holds a shard of.
 std::vector<EmbeddingBagConfig> local_tables(const EmbeddingBagCollectionImpl& full, const std::string& module,
                                              const ShardingPlan& plan, int64_t rank) {
@@ -208,12 +206,7 @@ KeyedJaggedTensor ShardedEmbeddingBagCollectionImpl::distribute_input(const Keye
         auto cached = routed.find(key);
         if (cached == routed.end()) cached = routed.emplace(key, routed_ids(slot, ids)).first;
         ids = cached->second;
-        const auto [first, last] = input_block(slot.table, m->block_of_rank[static_cast<size_t>(o)]);
-        auto keep = torch::zeros_like(ids, torch::kBool);
-        if (first < last) {  // first < 2**63 here
-          keep = ids.ge(static_cast<int64_t>(first));
-          if (last <= kMaxId) keep = keep.logical_and(ids.lt(static_cast<int64_t>(last)));
-        }
+        const auto keep = m->in_block_of(ids, o);
         const auto bag = torch::repeat_interleave(torch::arange(b, len.options()), len);
         len = torch::bincount(bag.masked_select(keep), {}, b);
         ids = ids.masked_select(keep);
@@ -373,14 +366,8 @@ void ShardedEmbeddingBagCollectionImpl::check_ids(const KeyedJaggedTensor& featu
       if (opk[k + 1] == opk[k]) continue;
       if (const auto& m = managed_[ti]) {
         // Raw ids are the managed module's to map; they must fall in its input space.
-        if (m->hash) continue;  // hashed into [0, input_hash_size)
-        const auto [lo, hi] = torch::aminmax(features.values().slice(0, opk[k], opk[k + 1]).to(torch::kLong));
-        const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
-        if (min >= 0 && (m->input_size > kMaxId || static_cast<uint64_t>(max) < m->input_size)) continue;
-        throw InputError(str_cat("ManagedCollisionEmbeddingBagCollection: feature '", f, "' has id ", min < 0 ? min : max,
-                                 ", outside [0, ", m->input_size, "), the input space of managed table '", t.name,
-                                 "' that row-wise sharding splits; set managed_collision.input_hash (mod or murmur3) ",
-                                 "or an input_hash_size above the largest id"));
+        m->check_ids(features.values().slice(0, opk[k], opk[k + 1]), "ManagedCollisionEmbeddingBagCollection", f, t.name);
+        continue;
       }
       const auto [lo, hi] = torch::aminmax(features.values().slice(0, opk[k], opk[k + 1]));
       const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
@@ -427,60 +414,32 @@ KeyedTensor ShardedEmbeddingBagCollectionImpl::forward_sharded(const KeyedJagged
 void ShardedEmbeddingBagCollectionImpl::manage_table(int64_t table, const MCHManagedCollisionModuleOptions& options,
                                                      std::shared_ptr<MCHManagedCollisionModuleImpl> local) {
   TORCH_CHECK(table >= 0 && table < static_cast<int64_t>(full_tables_.size()), "manage_table: no table ", table);
-  const TablePlan& plan = table_plans_[static_cast<size_t>(table)];
-  if (plan.type != ShardingType::row_wise && plan.type != ShardingType::table_wise)
-    throw UsageError(str_cat("managed-collision table '", plan.table, "' is planned ", name_of(plan.type),
-                             "; managed-collision tables shard row_wise or table_wise only (TorchRec's too)"));
-  ManagedTable m;
-  m.input_size = options.input_hash_size();
-  m.hash = options.input_hash_func();
-  m.block_of_rank.assign(static_cast<size_t>(world_), -1);
-  int64_t shards = 0;
-  for (const auto& s : plan.shards)
-    if (holds(s)) m.block_of_rank[static_cast<size_t>(s.rank)] = shards++;
-  TORCH_CHECK(shards > 0, "manage_table: table ", plan.table, " has no rows");
-  const auto n = static_cast<uint64_t>(shards);
-  m.block = m.input_size / n + (m.input_size % n != 0 ? 1 : 0);  // ceil, without overflow
-  m.local = std::move(local);
-  TORCH_CHECK(!m.local == (m.block_of_rank[static_cast<size_t>(rank_)] < 0), "manage_table: the local module of ",
-              plan.table, " does not match this rank's rows");
-  managed_[static_cast<size_t>(table)] = std::move(m);
+  managed_[static_cast<size_t>(table)] =
+      ManagedRouting::make(table_plans_[static_cast<size_t>(table)], options, world_, rank_, std::move(local));
 }
 
 std::pair<uint64_t, uint64_t> ShardedEmbeddingBagCollectionImpl::input_block(int64_t table, int64_t shard) const {
-  const auto& m = *managed_[static_cast<size_t>(table)];
-  if (shard < 0) return {0, 0};
-  const uint64_t first = std::min(m.input_size, static_cast<uint64_t>(shard) * m.block);
-  return {first, std::min(m.input_size, first + m.block)};
+  return managed_[static_cast<size_t>(table)]->input_block(shard);
 }
 
 torch::Tensor ShardedEmbeddingBagCollectionImpl::routed_ids(const SlotPlacement& slot, const torch::Tensor& ids) const {
-  const auto& m = *managed_[static_cast<size_t>(slot.table)];
-  torch::NoGradGuard no_grad;
-  const torch::Tensor long_ids = ids.to(torch::kLong);
-  return m.hash ? (*m.hash)(long_ids, m.input_size) : long_ids;
+  return managed_[static_cast<size_t>(slot.table)]->hashed(ids);
 }
 
 void ShardedEmbeddingBagCollectionImpl::size_managed_histories(const KeyedJaggedTensor& features) {
   histories_sized_ = true;
-  std::vector<size_t> tables;
-  for (size_t t = 0; t < managed_.size(); ++t)
-    if (managed_[t]) tables.push_back(t);
-  if (tables.empty()) return;
-  // The ids of each managed table in the global batch: what its unsharded
+  // The ids of each managed table in my batch; summed, what its unsharded
   // module would size its history from.
   const auto lengths = features.length_per_key();
   const auto index = features.index_per_key();
-  torch::Tensor numel = torch::zeros({static_cast<int64_t>(tables.size())}, torch::kLong);
-  for (size_t i = 0; i < tables.size(); ++i)
-    for (const auto& f : full_tables_[tables[i]].feature_names) {
-      const auto it = index.find(f);
-      if (it != index.end()) numel[static_cast<int64_t>(i)] += lengths[static_cast<size_t>(it->second)];
-    }
-  std::vector<torch::Tensor> buffer{numel};
-  comm_->all_reduce_sum(buffer);
-  for (size_t i = 0; i < tables.size(); ++i)
-    if (const auto& local = managed_[tables[i]]->local) local->size_history(buffer[0][static_cast<int64_t>(i)].item<int64_t>());
+  std::vector<int64_t> counts(managed_.size(), 0);
+  for (size_t t = 0; t < managed_.size(); ++t)
+    if (managed_[t])
+      for (const auto& f : full_tables_[t].feature_names) {
+        const auto it = index.find(f);
+        if (it != index.end()) counts[t] += lengths[static_cast<size_t>(it->second)];
+      }
+  recmod::dist::size_managed_histories(*comm_, managed_, counts);
 }
 
 StateDict ShardedEmbeddingBagCollectionImpl::gather(const StateDict& local, const std::vector<TableTensorKind>& kinds) {

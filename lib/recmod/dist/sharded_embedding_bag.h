@@ -38,6 +38,7 @@
 #include "recmod/dist/communicator.h"
 #include "recmod/dist/sharding_plan.h"
 #include "recmod/dist/table_state.h"
+#include "recmod/dist/managed_shards.h"
 #include "recmod/mc/mc_modules.h"
 #include "recmod/modules/embedding_modules.h"
 
@@ -109,14 +110,7 @@ class ShardedEmbeddingBagCollectionImpl : public EmbeddingBagCollectionImpl {
   torch::Tensor routed_ids(const SlotPlacement& slot, const torch::Tensor& ids) const;
   void size_managed_histories(const KeyedJaggedTensor& features);
 
-  struct ManagedTable {
-    uint64_t input_size = 0;
-    std::optional<HashFunc> hash;
-    uint64_t block = 0;                  // ceil(input_size / shards with rows)
-    std::vector<int64_t> block_of_rank;  // per rank: its block (index among the shards with rows), or -1
-    std::shared_ptr<MCHManagedCollisionModuleImpl> local;
-  };
-  std::vector<std::optional<ManagedTable>> managed_;  // per full table
+  std::vector<std::optional<ManagedRouting>> managed_;  // per full table
   bool histories_sized_ = false;
 
   std::shared_ptr<Communicator> comm_;

@@ -48,6 +48,7 @@
 
 #include "recmod/common/state_dict.h"
 #include "recmod/dist/communicator.h"
+#include "recmod/dist/managed_shards.h"
 #include "recmod/dist/sharded_embedding_bag.h"
 #include "recmod/dist/sharding_plan.h"
 #include "recmod/dist/table_state.h"
@@ -83,21 +84,11 @@ class ShardedManagedCollisionEmbeddingBagCollectionImpl : public torch::nn::Modu
   StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin) const;
 
  private:
-  struct McKey {
-    std::string key;    // under _managed_collision_collection.
-    size_t table = 0;   // index in the unsharded collection
-    std::string buffer; // _current_iter_tensor, _mch_sorted_raw_ids, ...
-    torch::Dtype dtype = torch::kLong;
-  };
-  bool per_slot(const McKey& k) const { return k.buffer != "_current_iter_tensor"; }
-  void reset_evicted(const TableEvictions& evictions);
-
   std::shared_ptr<Communicator> comm_;
+  ManagedCollisionShards shards_;  // before the EBC: refuses what is not sharded
   std::shared_ptr<ShardedEmbeddingBagCollectionImpl> ebc_;
   ManagedCollisionCollection mcc_{nullptr};
   bool reset_evicted_rows_ = true;
-  std::vector<TablePlan> plans_;  // per unsharded table
-  std::vector<McKey> mc_keys_;    // the unsharded collection's, in order
 };
 TORCH_MODULE(ShardedManagedCollisionEmbeddingBagCollection);
 

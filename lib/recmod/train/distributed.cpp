@@ -11,6 +11,7 @@
 #include "recmod/data/batcher.h"
 #include "recmod/dist/planner.h"
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
+#include "recmod/dist/sharded_mc_embedding.h"
 #include "recmod/dist/sharded_mc_embedding_bag.h"
 #include "recmod/mc/mc_collection.h"
 #include "recmod/mc/mc_embedding_modules.h"
@@ -55,12 +56,21 @@ struct AnySharded {
   std::shared_ptr<dist::ShardedEmbeddingBagCollectionImpl> ebc;
   std::shared_ptr<dist::ShardedEmbeddingCollectionImpl> ec;
   std::shared_ptr<dist::ShardedManagedCollisionEmbeddingBagCollectionImpl> mc;
-  StateDict local_state() const { return ebc ? state_dict(*ebc) : mc ? state_dict(*mc) : state_dict(*ec); }
+  std::shared_ptr<dist::ShardedManagedCollisionEmbeddingCollectionImpl> mc_ec;
+  StateDict local_state() const {
+    return ebc ? state_dict(*ebc) : mc ? state_dict(*mc) : mc_ec ? state_dict(*mc_ec) : state_dict(*ec);
+  }
   StateDict gather(const StateDict& local, const std::vector<dist::TableTensorKind>& kinds) const {
-    return ebc ? ebc->gather(local, kinds) : mc ? mc->gather(local, kinds) : ec->gather(local, kinds);
+    return ebc  ? ebc->gather(local, kinds)
+           : mc ? mc->gather(local, kinds)
+           : mc_ec ? mc_ec->gather(local, kinds)
+                   : ec->gather(local, kinds);
   }
   StateDict slice(const StateDict& full, const std::vector<dist::TableTensorKind>& kinds, const std::string& origin) const {
-    return ebc ? ebc->slice(full, kinds, origin) : mc ? mc->slice(full, kinds, origin) : ec->slice(full, kinds, origin);
+    return ebc  ? ebc->slice(full, kinds, origin)
+           : mc ? mc->slice(full, kinds, origin)
+           : mc_ec ? mc_ec->slice(full, kinds, origin)
+                   : ec->slice(full, kinds, origin);
   }
 };
 
@@ -72,14 +82,21 @@ std::vector<std::pair<std::string, std::shared_ptr<AnySharded>>> all_sharded(con
     any->ebc = std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(model->node_module(i));
     any->ec = std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(model->node_module(i));
     any->mc = std::dynamic_pointer_cast<dist::ShardedManagedCollisionEmbeddingBagCollectionImpl>(model->node_module(i));
-    if (any->ebc || any->ec || any->mc) out.emplace_back(model->nodes()[i].name, any);
+    any->mc_ec = std::dynamic_pointer_cast<dist::ShardedManagedCollisionEmbeddingCollectionImpl>(model->node_module(i));
+    if (any->ebc || any->ec || any->mc || any->mc_ec) out.emplace_back(model->nodes()[i].name, any);
   }
   return out;
 }
 
-/// The tables of node `i` when it is an EmbeddingCollection, as the planner sees them.
+/// The tables of node `i` when it is an EmbeddingCollection (or a
+/// managed-collision one, sharded or not), as the planner sees them.
 void add_embedding_collection_tables(const config::ModelGraph& model, size_t i, std::vector<dist::TableShape>& out) {
-  const auto ec = std::dynamic_pointer_cast<EmbeddingCollectionImpl>(model->node_module(i));
+  const auto module = model->node_module(i);
+  auto ec = std::dynamic_pointer_cast<EmbeddingCollectionImpl>(module);
+  if (auto mc = std::dynamic_pointer_cast<ManagedCollisionEmbeddingCollectionImpl>(module))
+    ec = mc->embedding_collection().ptr();
+  if (auto mc = std::dynamic_pointer_cast<dist::ShardedManagedCollisionEmbeddingCollectionImpl>(module))
+    ec = std::shared_ptr<EmbeddingCollectionImpl>(module, &mc->embedding_collection());
   if (!ec) return;
   const auto full = std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(ec);
   for (const auto& t : full ? full->full_configs() : ec->embedding_configs())
@@ -146,6 +163,16 @@ bool is_managed_bag_collection(const config::ModelGraph& model, size_t i) {
          std::dynamic_pointer_cast<dist::ShardedManagedCollisionEmbeddingBagCollectionImpl>(module);
 }
 
+namespace {
+/// Node `i` is a managed-collision collection that shard_model shards.
+bool is_sharded_mc_kind(const config::ModelGraph& model, size_t i) {
+  const auto module = model->node_module(i);
+  return is_managed_bag_collection(model, i) ||
+         std::dynamic_pointer_cast<ManagedCollisionEmbeddingCollectionImpl>(module) ||
+         std::dynamic_pointer_cast<dist::ShardedManagedCollisionEmbeddingCollectionImpl>(module);
+}
+}  // namespace
+
 std::vector<dist::TableShape> shardable_tables(const config::ModelGraph& model) {
   std::vector<dist::TableShape> out;
   for (size_t i = 0; i < model->nodes().size(); ++i) {
@@ -190,10 +217,10 @@ void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
   comm->expect_same("the sharding plan", static_cast<int64_t>(std::hash<std::string>{}(describe_plan(plan))));
   // Managed-collision modules remap ids with state of their own, which each
   // rank would update from its rows only: the replicas would drift apart.
-  // The MC-EBC is sharded (each rank remaps the ids of its slot range);
-  // any other module holding one is refused.
+  // The MC-EBC and MC-EC are sharded (each rank remaps the ids of its slot
+  // range); any other module holding one is refused.
   for (size_t i = 0; i < model->nodes().size(); ++i)
-    if (auto module = model->node_module(i); module && !is_managed_bag_collection(model, i))
+    if (auto module = model->node_module(i); module && !is_sharded_mc_kind(model, i))
       for (const auto& m : module->modules())
         if (std::dynamic_pointer_cast<ManagedCollisionModuleImpl>(m) || std::dynamic_pointer_cast<ManagedCollisionCollectionImpl>(m))
           throw UsageError(str_cat("node '", model->nodes()[i].name, "' (", model->nodes()[i].type,
@@ -206,6 +233,15 @@ void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
         *mc, model->nodes()[i].name, plan, comm);
     model->replace_node(i, sharded, [sharded](const std::vector<config::Value>& in) {
       return config::Value::of_pooled(sharded->forward_sharded(in[0].sparse));
+    });
+  }
+  for (size_t i = 0; i < model->nodes().size(); ++i) {
+    auto mc = std::dynamic_pointer_cast<ManagedCollisionEmbeddingCollectionImpl>(model->node_module(i));
+    if (!mc) continue;
+    auto sharded = std::make_shared<dist::ShardedManagedCollisionEmbeddingCollectionImpl>(
+        *mc, model->nodes()[i].name, plan, comm);
+    model->replace_node(i, sharded, [sharded](const std::vector<config::Value>& in) {
+      return config::Value::of_sequence(sharded->forward_sharded(in[0].sparse));
     });
   }
   for (size_t i = 0; i < model->nodes().size(); ++i) {

@@ -1,0 +1,114 @@
+#pragma once
+// What the sharded managed-collision collections (bag and sequence:
+// sharded_mc_embedding_bag.h, sharded_mc_embedding.h) share: how a managed
+// table's ids are routed to its shards (ManagedRouting, used inside the
+// sharded EBC's and EC's input dists) and the shards' managed-collision
+// modules with their state (ManagedCollisionShards: built with TorchRec's
+// rebuild_with_output_id_range, evicted rows re-drawn per shard, the MC
+// state gathered into and sliced from the unsharded keys). See
+// sharded_mc_embedding_bag.h for the layout and what it is the same as.
+#include <torch/types.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "recmod/common/state_dict.h"
+#include "recmod/dist/communicator.h"
+#include "recmod/dist/sharding_plan.h"
+#include "recmod/mc/mc_collection.h"
+#include "recmod/mc/mc_modules.h"
+#include "recmod/modules/embedding_configs.h"
+
+namespace recmod::dist {
+
+/// How the ids of one managed table (row_wise or table_wise) reach its
+/// shards, as TorchRec's sharded ManagedCollisionCollection routes them:
+/// the sender applies the input hash, each id goes to the shard whose block
+/// of [0, input_hash_size) holds it (blocks of ceil(input_hash_size /
+/// shards), the i-th for the i-th shard with rows in the plan), and the
+/// holder profiles and remaps it with `local` (its module for its rows;
+/// null on a rank without rows of the table).
+struct ManagedRouting {
+  uint64_t input_size = 0;
+  std::optional<HashFunc> hash;
+  uint64_t block = 0;                  // ceil(input_size / shards with rows)
+  std::vector<int64_t> block_of_rank;  // per rank: its block (index among the shards with rows), or -1
+  std::shared_ptr<MCHManagedCollisionModuleImpl> local;
+
+  /// UsageError for a table planned otherwise than row_wise / table_wise.
+  static ManagedRouting make(const TablePlan& plan, const MCHManagedCollisionModuleOptions& options, int64_t world,
+                             int64_t rank, std::shared_ptr<MCHManagedCollisionModuleImpl> local);
+  /// Ids [first, last) of block `shard`; last is 2**63 at most; {0, 0} for -1.
+  std::pair<uint64_t, uint64_t> input_block(int64_t shard) const;
+  /// The ids as the holders see them (input hash applied), int64.
+  torch::Tensor hashed(const torch::Tensor& ids) const;
+  /// Which of `hashed_ids` belong to rank `rank`'s block.
+  torch::Tensor in_block_of(const torch::Tensor& hashed_ids, int64_t rank) const;
+  /// InputError unless the raw `ids` of `feature` fall in the input space
+  /// (any id does with an input hash); `what` names the module.
+  void check_ids(const torch::Tensor& ids, const std::string& what, const std::string& feature,
+                 const std::string& table) const;
+};
+
+/// Sizes every local module's id history from the number of ids of its
+/// table in the global batch (what the unsharded module sizes it from):
+/// `local_counts[t]` is this rank's count of managed table t (0 for
+/// unmanaged). One all-reduce; collective.
+void size_managed_histories(Communicator& comm, const std::vector<std::optional<ManagedRouting>>& routing,
+                            const std::vector<int64_t>& local_counts);
+
+/// This rank's managed-collision modules of a sharded MC collection, one
+/// per table it holds rows of, and their state.
+class ManagedCollisionShards {
+ public:
+  /// From the unsharded collection `full` over `tables` (the embedding
+  /// module's tables, in order), placed by `plan` under node `module`.
+  /// UsageError for a module that is not an MCH module, for mch_size and for
+  /// a table planned otherwise than row_wise / table_wise.
+  ManagedCollisionShards(ManagedCollisionCollectionImpl& full, const std::vector<std::string>& tables,
+                         const std::string& module, const ShardingPlan& plan, int64_t world, int64_t rank);
+
+  const std::vector<TablePlan>& plans() const { return plans_; }
+  /// The unsharded module of table `t`.
+  const MCHManagedCollisionModuleImpl& full_module(size_t t) const { return *full_[t]; }
+  /// Per table: its routing (this rank's module for its rows, if any).
+  const std::vector<std::optional<ManagedRouting>>& routing() const { return routing_; }
+  /// The local modules as a collection (registered by the owner).
+  ManagedCollisionCollection collection() const { return mcc_; }
+
+  /// Re-draws this rank's evicted rows with their table's init
+  /// (`configs[t]`, the unsharded table's), from a generator seeded by
+  /// (iteration, table, shard); `weight_of(table)` is the local table.
+  void reset_evicted(const TableEvictions& evictions, const std::vector<const BaseEmbeddingConfig*>& configs,
+                     const std::function<const torch::Tensor&(const std::string&)>& weight_of) const;
+  /// Collective: on rank 0, the unsharded MC state (keys under
+  /// _managed_collision_collection.) from this rank's `local` (same keys):
+  /// global slots, sorted by raw id; empty elsewhere.
+  StateDict gather(Communicator& comm, const StateDict& local) const;
+  /// This rank's part of the unsharded MC state `full` (keys as gather's);
+  /// CheckpointError naming `origin`, also for ids placed outside this
+  /// rank's input block (a checkpoint of another world size).
+  StateDict slice(const StateDict& full, const std::string& origin) const;
+
+ private:
+  struct McKey {
+    std::string key;    // under _managed_collision_collection.
+    size_t table = 0;   // index in the unsharded collection
+    std::string buffer; // _current_iter_tensor, _mch_sorted_raw_ids, ...
+    torch::Dtype dtype = torch::kLong;
+  };
+  static bool per_slot(const McKey& k) { return k.buffer != "_current_iter_tensor"; }
+
+  int64_t rank_ = 0;
+  std::vector<TablePlan> plans_;  // per unsharded table
+  std::vector<std::shared_ptr<MCHManagedCollisionModuleImpl>> full_;
+  std::vector<std::optional<ManagedRouting>> routing_;
+  ManagedCollisionCollection mcc_{nullptr};
+  std::vector<McKey> mc_keys_;  // the unsharded collection's, in order
+};
+
+}  // namespace recmod::dist

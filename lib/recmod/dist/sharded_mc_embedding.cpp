@@ -1,0 +1,99 @@
+#include "recmod/dist/sharded_mc_embedding.h"
+
+#include <torch/torch.h>
+
+#include "recmod/common/errors.h"
+
+namespace recmod::dist {
+
+namespace {
+
+const std::string kMcc = "_managed_collision_collection.";
+// TorchRec v0.7.0 registers the embedding module under both names.
+const std::string kModule = "_embedding_module.";
+const std::string kCollection = "_embedding_collection.";
+
+/// Keys under `prefix` with it removed.
+StateDict under(const StateDict& state, const std::string& prefix) {
+  StateDict out;
+  for (const auto& [key, value] : state)
+    if (key.rfind(prefix, 0) == 0) out.emplace_back(key.substr(prefix.size()), value);
+  return out;
+}
+
+bool has_weight_kind(const std::vector<TableTensorKind>& kinds) {
+  for (const auto& k : kinds)
+    if (k.weight && k.suffix.empty()) return true;
+  return false;
+}
+
+EmbeddingCollection concrete(const ManagedCollisionEmbeddingCollectionImpl& full) { return full.embedding_collection(); }
+
+std::vector<std::string> table_names(const ManagedCollisionEmbeddingCollectionImpl& full) {
+  std::vector<std::string> names;
+  for (const auto& t : concrete(full)->embedding_configs()) names.push_back(t.name);
+  return names;
+}
+
+}  // namespace
+
+ShardedManagedCollisionEmbeddingCollectionImpl::ShardedManagedCollisionEmbeddingCollectionImpl(
+    ManagedCollisionEmbeddingCollectionImpl& full, const std::string& module, const ShardingPlan& plan,
+    std::shared_ptr<Communicator> comm)
+    : comm_(std::move(comm)),
+      shards_(*full.managed_collision_collection(), table_names(full), module, plan, comm_->world_size(),
+              comm_->rank()),
+      reset_evicted_rows_(full.reset_evicted_rows()) {
+  const EmbeddingCollection full_ec = concrete(full);
+  if (full.return_remapped_features())
+    throw UsageError(str_cat("node '", module, "': return_remapped_features is not sharded"));
+  ec_ = std::make_shared<ShardedEmbeddingCollectionImpl>(*full_ec, module, plan, comm_);
+  for (size_t t = 0; t < shards_.routing().size(); ++t) ec_->manage_table(static_cast<int64_t>(t), *shards_.routing()[t]);
+  mcc_ = shards_.collection();
+  register_module("_managed_collision_collection", mcc_);  // v0.7.0's registration order
+  register_module("_embedding_module", ec_);
+  register_module("_embedding_collection", ec_);
+}
+
+JaggedTensorDict ShardedManagedCollisionEmbeddingCollectionImpl::forward_sharded(const KeyedJaggedTensor& features) {
+  JaggedTensorDict out = ec_->forward_sharded(features);
+  if (reset_evicted_rows_) {
+    std::vector<const BaseEmbeddingConfig*> configs;
+    for (const auto& c : ec_->full_configs()) configs.push_back(&c);
+    shards_.reset_evicted(mcc_->evict(), configs,
+                          [this](const std::string& table) -> const torch::Tensor& { return ec_->table_weight(table); });
+  } else {
+    mcc_->evict();
+  }
+  return out;
+}
+
+StateDict ShardedManagedCollisionEmbeddingCollectionImpl::gather(const StateDict& local,
+                                                                  const std::vector<TableTensorKind>& kinds) {
+  StateDict out;
+  const bool weights = has_weight_kind(kinds);
+  if (weights)
+    for (auto& [key, value] : shards_.gather(*comm_, under(local, kMcc))) out.emplace_back(kMcc + key, value);
+  // The optimizer keeps its state under the first name only.
+  const StateDict tables = ec_->gather(under(local, kModule), kinds);
+  for (const auto& [key, value] : tables) out.emplace_back(kModule + key, value);
+  if (weights)
+    for (const auto& [key, value] : tables) out.emplace_back(kCollection + key, value);
+  return out;
+}
+
+StateDict ShardedManagedCollisionEmbeddingCollectionImpl::slice(const StateDict& full,
+                                                                 const std::vector<TableTensorKind>& kinds,
+                                                                 const std::string& origin) const {
+  StateDict out;
+  const bool weights = has_weight_kind(kinds);
+  if (weights)
+    for (auto& [key, value] : shards_.slice(under(full, kMcc), origin)) out.emplace_back(kMcc + key, value);
+  const StateDict tables = ec_->slice(under(full, kModule), kinds, origin);
+  for (const auto& [key, value] : tables) out.emplace_back(kModule + key, value);
+  if (weights)
+    for (const auto& [key, value] : tables) out.emplace_back(kCollection + key, value);
+  return out;
+}
+
+}  // namespace recmod::dist

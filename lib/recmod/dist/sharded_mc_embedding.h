@@ -1,0 +1,65 @@
+#pragma once
+// ManagedCollisionEmbeddingCollection sharded over the ranks of a
+// distributed run (TorchRec's ShardedManagedCollisionEmbeddingCollection),
+// for row_wise (and table_wise) managed tables: the sequence counterpart of
+// sharded_mc_embedding_bag.h, with the same layout, routing, eviction and
+// state (shared in managed_shards.h). Each rank holding rows [o, o + n) of
+// a table holds its MCH module rebuilt with
+// rebuild_with_output_id_range((o, o + n)) and owns one block of the input
+// ids; the ids travel to their block's holder inside the sharded
+// EmbeddingCollection's own input all-to-all, the holder remaps and looks
+// them up, and every id's row returns to the rank that read it.
+//
+// State keys and shapes are the unsharded module's (TorchRec v0.7.0's):
+// `_managed_collision_collection.*`, then the tables twice, under
+// `_embedding_module.embeddings.<t>.weight` and
+// `_embedding_collection.embeddings.<t>.weight`.
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "recmod/common/state_dict.h"
+#include "recmod/dist/communicator.h"
+#include "recmod/dist/managed_shards.h"
+#include "recmod/dist/sharded_embedding.h"
+#include "recmod/dist/sharding_plan.h"
+#include "recmod/dist/table_state.h"
+#include "recmod/mc/mc_embedding_modules.h"
+
+namespace recmod::dist {
+
+class ShardedManagedCollisionEmbeddingCollectionImpl : public torch::nn::Module {
+ public:
+  /// This rank's shards of `full`'s tables and its managed-collision modules
+  /// for them, placed by `plan` (module name `module`). UsageError as the
+  /// sharded MC-EBC's, and for need_indices.
+  ShardedManagedCollisionEmbeddingCollectionImpl(ManagedCollisionEmbeddingCollectionImpl& full,
+                                                 const std::string& module, const ShardingPlan& plan,
+                                                 std::shared_ptr<Communicator> comm);
+
+  /// The unsharded module's output on this rank's batch; evicted rows reset
+  /// afterwards. Collective.
+  JaggedTensorDict forward_sharded(const KeyedJaggedTensor& features);
+
+  ShardedEmbeddingCollectionImpl& embedding_collection() { return *ec_; }
+  ManagedCollisionCollection& managed_collision_collection() { return mcc_; }
+
+  /// Collective, as ShardedEmbeddingCollectionImpl::gather, on this
+  /// module's keys: with the weight kind, also the managed-collision state
+  /// (global slots, sorted by raw id).
+  StateDict gather(const StateDict& local, const std::vector<TableTensorKind>& kinds);
+  /// This rank's part of full state; CheckpointError naming `origin`.
+  StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin) const;
+
+ private:
+  std::shared_ptr<Communicator> comm_;
+  ManagedCollisionShards shards_;  // before the EC: refuses what is not sharded
+  std::shared_ptr<ShardedEmbeddingCollectionImpl> ec_;
+  ManagedCollisionCollection mcc_{nullptr};
+  bool reset_evicted_rows_ = true;
+};
+TORCH_MODULE(ShardedManagedCollisionEmbeddingCollection);
+
+}  // namespace recmod::dist
