@@ -522,5 +522,76 @@ TEST(FusedEmbeddingBag, StochasticRoundingOnTheRowSparsePathIsBitIdenticalToTheF
   }
 }
 
+// A shard rounds each value with the bits of its global row and column
+// (optim::ShardOffsets): row_wise and column_wise blocks updated on their
+// own, on the fused path and on the row-sparse path, hold bit for bit the
+// block of the whole table updated in one piece. This is what lets N ranks
+// round as one process (DistributedCli.StochasticRoundingMatchesOneProcess).
+TEST(FusedEmbeddingBag, StochasticRoundingOfAShardMatchesTheWholeTableBitwise) {
+  const int64_t rows = 16, dim = 24;
+  struct Block {
+    int64_t row, rows, col, cols;
+  };
+  // column blocks of 10 and 14: not on a multiple of 4 columns
+  const std::vector<Block> blocks = {{0, 6, 0, dim}, {6, 10, 0, dim}, {0, rows, 0, 10}, {0, rows, 10, 14}};
+  const uint64_t seed = 1234;
+  for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    for (const char* rule : {"sgd", "adagrad", "rowwise_adagrad"}) {
+      SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + rule);
+      torch::manual_seed(3);
+      const torch::Tensor init = torch::randn({rows, dim}).to(dtype);
+      std::vector<torch::Tensor> grads;  // per step, one bag per row; 1/64ths, exact in 16 bits
+      for (int s = 0; s < 3; ++s) grads.push_back(torch::randint(-8, 9, {rows, dim}).to(torch::kFloat) / 64);
+      // Each row looked up once per step: its gradient is grads[s]'s row.
+      const auto fused = [&](torch::Tensor table, const std::vector<torch::Tensor>& g, optim::ShardOffsets at,
+                             bool generic = false) {
+        FusedLookupPlan plan;
+        plan.tables = {table};
+        plan.pooling = {PoolingType::SUM};
+        plan.slots = {{0, 0, 0}};
+        plan.output_dim = table.size(1);
+        FusedEmbeddingOptimizer opt(plan.tables, opts(rule, 0.05), {true}, {at});
+        opt.rounding_state() = optim::RoundingState::given(seed, 0);
+        const int64_t n = table.size(0);
+        FusedLookupInput input{torch::arange(n, torch::kLong), torch::arange(n + 1, torch::kLong), torch::Tensor(), n,
+                               {0, n}};
+        for (const auto& gs : g) fused_backward_update(plan, input, gs, opt, false, generic);
+        return plan.tables[0];
+      };
+      const auto row_sparse = [&](torch::Tensor table, const std::vector<torch::Tensor>& g, optim::ShardOffsets at) {
+        optim::SparseOptimizer opt({{"t", table}}, opts(rule, 0.05), {true}, {at});
+        opt.rounding_state() = optim::RoundingState::given(seed, 0);
+        for (const auto& gs : g) {
+          table.mutable_grad() = gs.to(dtype);
+          opt.step();
+        }
+        return table;
+      };
+      const torch::Tensor whole = fused(init.clone(), grads, {});
+      ASSERT_TRUE(torch::equal(row_sparse(init.clone(), grads, {}), whole));
+      for (const auto& b : blocks) {
+        // rowwise_adagrad keeps one momentum per column block (TorchRec's):
+        // another update, not a rounding question
+        if (std::string(rule) == "rowwise_adagrad" && b.cols != dim) continue;
+        SCOPED_TRACE("rows " + std::to_string(b.row) + "+" + std::to_string(b.rows) + ", columns " +
+                     std::to_string(b.col) + "+" + std::to_string(b.cols));
+        const auto block = [&](const torch::Tensor& t) {
+          return t.narrow(0, b.row, b.rows).narrow(1, b.col, b.cols).clone();  // not a view of `init`
+        };
+        std::vector<torch::Tensor> g;
+        for (const auto& gs : grads) g.push_back(block(gs));
+        const optim::ShardOffsets at{static_cast<uint64_t>(b.row), static_cast<uint64_t>(b.col)};
+        EXPECT_TRUE(torch::equal(fused(block(init), g, at), block(whole))) << "fused";
+        EXPECT_TRUE(torch::equal(fused(block(init), g, at, /*generic=*/true), block(whole))) << "fused, tensor ops";
+        EXPECT_TRUE(torch::equal(row_sparse(block(init), g, at), block(whole))) << "row-sparse";
+        // Local row and column numbers would give other bits.
+        if (b.row != 0 || b.col != 0) {
+          EXPECT_FALSE(torch::equal(fused(block(init), g, {}), block(whole)));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace recmod

@@ -254,14 +254,15 @@ void EmbeddingBagCollectionImpl::to(torch::Device device, bool non_blocking) {
   if (fused_) fused_->to(device);
 }
 
-void EmbeddingBagCollectionImpl::enable_fused_optimizer(const optim::OptimizerOptions& options) {
+void EmbeddingBagCollectionImpl::enable_fused_optimizer(const optim::OptimizerOptions& options,
+                                                        std::vector<optim::ShardOffsets> offsets) {
   std::vector<torch::Tensor> weights;
   std::vector<bool> stochastic_rounding;
   for (size_t t = 0; t < tables_.size(); ++t) {
     weights.push_back(tables_[t]->weight);
     stochastic_rounding.push_back(options_.tables()[t].stochastic_rounding);
   }
-  fused_ = std::make_shared<FusedEmbeddingOptimizer>(weights, options, stochastic_rounding);
+  fused_ = std::make_shared<FusedEmbeddingOptimizer>(weights, options, stochastic_rounding, std::move(offsets));
 }
 
 void EmbeddingBagCollectionImpl::disable_fused_optimizer() { fused_.reset(); }

@@ -19,6 +19,7 @@
 #include "recmod/sparse/keyed_jagged_tensor.h"
 #include "recmod/sparse/keyed_tensor.h"
 #include "recmod/optim/optimizer_options.h"
+#include "recmod/optim/row_update.h"
 
 namespace recmod {
 
@@ -172,8 +173,10 @@ class EmbeddingBagCollectionImpl : public EmbeddingBagCollectionInterface {
   /// given to another optimizer. Without grad mode, forward is only the
   /// lookup. On other devices the same semantics run with tensor ops
   /// (correct, not fast). Re-enabling resets the optimizer state.
-  /// Throws InputError for invalid options.
-  void enable_fused_optimizer(const optim::OptimizerOptions& options);
+  /// Throws InputError for invalid options. `offsets` (empty: all (0, 0))
+  /// per table: where a sharded collection's local table sits in its full
+  /// table, for stochastic rounding's random bits (optim::ShardOffsets).
+  void enable_fused_optimizer(const optim::OptimizerOptions& options, std::vector<optim::ShardOffsets> offsets = {});
   /// Back to the default (autograd) path; drops the fused optimizer state.
   void disable_fused_optimizer();
   bool fused_optimizer_enabled() const { return fused_ != nullptr; }

@@ -704,11 +704,16 @@ class FusedEmbeddingBagBackward : public torch::autograd::Node {
 
 FusedEmbeddingOptimizer::FusedEmbeddingOptimizer(const std::vector<torch::Tensor>& tables,
                                                  optim::OptimizerOptions options,
-                                                 std::vector<bool> stochastic_rounding)
-    : options_(std::move(options)), stochastic_rounding_(std::move(stochastic_rounding)) {
+                                                 std::vector<bool> stochastic_rounding,
+                                                 std::vector<optim::ShardOffsets> offsets)
+    : options_(std::move(options)),
+      stochastic_rounding_(std::move(stochastic_rounding)),
+      offsets_(std::move(offsets)) {
   TORCH_CHECK(stochastic_rounding_.empty() || stochastic_rounding_.size() == tables.size(),
               "fused embedding optimizer: ", stochastic_rounding_.size(), " stochastic_rounding flags for ",
               tables.size(), " tables");
+  TORCH_CHECK(offsets_.empty() || offsets_.size() == tables.size(), "fused embedding optimizer: ", offsets_.size(),
+              " shard offsets for ", tables.size(), " tables");
   if (any_stochastic_rounding()) rounding_ = optim::RoundingState::drawn();
   optim::validate(options_, optim::OptimizerRole::embedding);
   rule_ = optim::row_update_of(options_.type(), "fused embedding optimizer");

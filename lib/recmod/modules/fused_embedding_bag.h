@@ -61,8 +61,11 @@ class FusedEmbeddingOptimizer {
   /// rows are written back rounded stochastically; when any is set, the
   /// seed is drawn from torch's default generator (so torch::manual_seed
   /// fixes it), and each backward pass is one step of the random bits.
+  /// `offsets` (empty: all (0, 0)) per table: where a shard's values sit in
+  /// its full table, so that it rounds with the full table's random bits
+  /// (optim::ShardOffsets; a sharded collection's local tables).
   FusedEmbeddingOptimizer(const std::vector<torch::Tensor>& tables, optim::OptimizerOptions options,
-                          std::vector<bool> stochastic_rounding = {});
+                          std::vector<bool> stochastic_rounding = {}, std::vector<optim::ShardOffsets> offsets = {});
   const optim::OptimizerOptions& options() const { return options_; }
   /// The learning rate of the next backward passes (a schedule sets it before each step).
   void set_lr(double lr) { options_.lr(lr); }
@@ -77,7 +80,8 @@ class FusedEmbeddingOptimizer {
   /// How table t's updated rows are written back at the current step
   /// (RowRounding::row left 0 for the caller).
   optim::RowRounding rounding(size_t t) const {
-    return rounding_.rounding(t < stochastic_rounding_.size() && stochastic_rounding_[t]);
+    return rounding_.rounding(t < stochastic_rounding_.size() && stochastic_rounding_[t],
+                              t < offsets_.size() ? offsets_[t] : optim::ShardOffsets{});
   }
   bool any_stochastic_rounding() const;
   /// Called once per backward update (the next step's random bits).
@@ -92,6 +96,7 @@ class FusedEmbeddingOptimizer {
   optim::RowUpdate rule_;
   std::vector<torch::Tensor> states_;
   std::vector<bool> stochastic_rounding_;
+  std::vector<optim::ShardOffsets> offsets_;
   optim::RoundingState rounding_;
 };
 

@@ -13,10 +13,12 @@ namespace recmod::optim {
 
 ModelOptimizer::ModelOptimizer(std::vector<std::pair<std::string, torch::Tensor>> dense, OptimizerOptions dense_options,
                                std::vector<std::pair<std::string, torch::Tensor>> embeddings,
-                               OptimizerOptions embedding_options, std::vector<bool> embedding_stochastic_rounding)
+                               OptimizerOptions embedding_options, std::vector<bool> embedding_stochastic_rounding,
+                               std::vector<ShardOffsets> embedding_offsets)
     : dense_(std::make_unique<DenseOptimizer>(std::move(dense), std::move(dense_options))),
       sparse_(std::make_unique<SparseOptimizer>(std::move(embeddings), std::move(embedding_options),
-                                                std::move(embedding_stochastic_rounding))) {}
+                                                std::move(embedding_stochastic_rounding),
+                                                std::move(embedding_offsets))) {}
 
 ModelOptimizer::~ModelOptimizer() = default;
 ModelOptimizer::ModelOptimizer(ModelOptimizer&&) noexcept = default;

@@ -10,6 +10,7 @@
 
 #include "recmod/common/state_dict.h"
 #include "recmod/optim/optimizer_options.h"
+#include "recmod/optim/row_update.h"
 
 namespace recmod::optim {
 
@@ -34,10 +35,13 @@ class ModelOptimizer {
  public:
   /// `embedding_stochastic_rounding` (empty: all false): per embedding
   /// table, whether its fp16 / bf16 rows are rounded stochastically
-  /// (SparseOptimizer; its state then has the key "stochastic_rounding").
+  /// (SparseOptimizer; its state then has the key "stochastic_rounding"),
+  /// and `embedding_offsets` (empty: all (0, 0)) where a sharded table's
+  /// values sit in its full table.
   ModelOptimizer(std::vector<std::pair<std::string, torch::Tensor>> dense, OptimizerOptions dense_options,
                  std::vector<std::pair<std::string, torch::Tensor>> embeddings, OptimizerOptions embedding_options,
-                 std::vector<bool> embedding_stochastic_rounding = {});
+                 std::vector<bool> embedding_stochastic_rounding = {},
+                 std::vector<ShardOffsets> embedding_offsets = {});
   ~ModelOptimizer();
   ModelOptimizer(ModelOptimizer&&) noexcept;
   ModelOptimizer& operator=(ModelOptimizer&&) noexcept;

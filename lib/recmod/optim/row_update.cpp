@@ -76,9 +76,9 @@ uint64_t RoundingState::step() const {
   return defined() ? static_cast<uint64_t>(state_.data_ptr<int64_t>()[1]) : 0;
 }
 
-RowRounding RoundingState::rounding(bool stochastic) const {
+RowRounding RoundingState::rounding(bool stochastic, ShardOffsets offsets) const {
   if (!stochastic || !defined()) return {};
-  return {true, seed(), step(), 0};
+  return {true, seed(), step(), 0, offsets};
 }
 
 void RoundingState::advance() {

@@ -40,16 +40,28 @@ struct RowUpdateScalars {
         weight_decay(static_cast<math_t>(o.weight_decay())) {}
 };
 
+/// Where a table's values sit in the full table whose random stream its
+/// stochastic rounding follows: a shard's first row and first column
+/// ((0, 0) for a whole table). With them N ranks holding row_wise or
+/// column_wise shards round every element as one process holding the whole
+/// table does (docs/distributed.md).
+struct ShardOffsets {
+  uint64_t row = 0;
+  uint64_t column = 0;
+};
+
 /// How a row of an fp16 / bf16 table is written back: to nearest, or
-/// (stochastic) element j of row `row` with round_stochastic and the bits
-/// stochastic_rounding_bits(seed, step, row, j) (stochastic_rounding.h), so
-/// the result depends on the seed, not on the thread count. Ignored for
-/// fp32 / fp64 tables.
+/// (stochastic) element j of local row `row` with round_stochastic and the
+/// bits stochastic_rounding_bits(seed, step, offsets.row + row,
+/// offsets.column + j) (stochastic_rounding.h): a function of the global
+/// element, so the result depends on the seed, not on the thread count or
+/// the sharding. Ignored for fp32 / fp64 tables.
 struct RowRounding {
   bool stochastic = false;
   uint64_t seed = 0;
   uint64_t step = 0;
-  uint64_t row = 0;
+  uint64_t row = 0;  // in the local table; the caller sets it per row
+  ShardOffsets offsets;
 };
 
 /// The seed and step of a group of tables' stochastic rounding, held in an
@@ -69,8 +81,9 @@ class RoundingState {
   uint64_t seed() const;
   uint64_t step() const;
   /// How a table's rows are written at the current step: stochastically
-  /// when `stochastic` and defined() (RowRounding::row left 0 for the caller).
-  RowRounding rounding(bool stochastic) const;
+  /// when `stochastic` and defined(), for a table at `offsets` in its full
+  /// table (RowRounding::row left 0 for the caller).
+  RowRounding rounding(bool stochastic, ShardOffsets offsets = {}) const;
   /// The next step's random bits.
   void advance();
   /// The int64 tensor [seed, step] (shared: load a checkpoint by copy_).
@@ -86,7 +99,8 @@ inline weight_t store_row_value(math_t v, const RowRounding& r, int64_t j) {
   if constexpr (sizeof(weight_t) == 2) {
     if (r.stochastic)
       return round_stochastic<weight_t>(static_cast<float>(v),
-                                        stochastic_rounding_bits(r.seed, r.step, r.row, static_cast<uint64_t>(j)));
+                                        stochastic_rounding_bits(r.seed, r.step, r.offsets.row + r.row,
+                                                                 r.offsets.column + static_cast<uint64_t>(j)));
   }
   return static_cast<weight_t>(v);
 }

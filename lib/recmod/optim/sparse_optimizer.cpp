@@ -109,12 +109,17 @@ void update_rows(const OptimizerOptions& options, torch::Tensor& weight, torch::
 }
 
 SparseOptimizer::SparseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> tables, OptimizerOptions options,
-                                 std::vector<bool> stochastic_rounding)
-    : tables_(std::move(tables)), options_(std::move(options)), stochastic_rounding_(std::move(stochastic_rounding)) {
+                                 std::vector<bool> stochastic_rounding, std::vector<ShardOffsets> offsets)
+    : tables_(std::move(tables)),
+      options_(std::move(options)),
+      stochastic_rounding_(std::move(stochastic_rounding)),
+      offsets_(std::move(offsets)) {
   validate(options_, OptimizerRole::embedding);
   TORCH_CHECK(stochastic_rounding_.empty() || stochastic_rounding_.size() == tables_.size(),
               "embedding optimizer: ", stochastic_rounding_.size(), " stochastic_rounding flags for ", tables_.size(),
               " tables");
+  TORCH_CHECK(offsets_.empty() || offsets_.size() == tables_.size(), "embedding optimizer: ", offsets_.size(),
+              " shard offsets for ", tables_.size(), " tables");
   if (std::find(stochastic_rounding_.begin(), stochastic_rounding_.end(), true) != stochastic_rounding_.end())
     rounding_ = RoundingState::drawn();
   const RowUpdate rule = row_update_of(options_.type(), "embedding optimizer");
@@ -134,7 +139,7 @@ void SparseOptimizer::step() {
     if (!w.grad().defined()) continue;
     const bool stochastic = i < stochastic_rounding_.size() && stochastic_rounding_[i];
     update_rows(options_, w, states_[i], touched_rows(w.grad()), /*use_tensor_ops=*/false,
-                rounding_.rounding(stochastic));
+                rounding_.rounding(stochastic, i < offsets_.size() ? offsets_[i] : ShardOffsets{}));
   }
   rounding_.advance();
 }

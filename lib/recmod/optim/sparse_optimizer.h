@@ -45,9 +45,11 @@ class SparseOptimizer {
   /// `stochastic_rounding` (empty: all false) per table: its fp16 / bf16
   /// rows are written back rounded stochastically, with a seed drawn from
   /// torch's default generator when any is set (RoundingState::drawn) and
-  /// one step of the random bits per step().
+  /// one step of the random bits per step(). `offsets` (empty: all (0, 0))
+  /// per table: where a shard's values sit in its full table, so that its
+  /// random bits are the full table's (ShardOffsets).
   SparseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> tables, OptimizerOptions options,
-                  std::vector<bool> stochastic_rounding = {});
+                  std::vector<bool> stochastic_rounding = {}, std::vector<ShardOffsets> offsets = {});
   void step();
   /// The learning rate of the next steps (a schedule sets it before each step).
   void set_lr(double lr) { options_.lr(lr); }
@@ -63,6 +65,7 @@ class SparseOptimizer {
   OptimizerOptions options_;
   std::vector<torch::Tensor> states_;  // undefined for sgd
   std::vector<bool> stochastic_rounding_;
+  std::vector<ShardOffsets> offsets_;
   RoundingState rounding_;
 };
 

@@ -268,7 +268,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     resumed = read_trainer_state(run_);
     load_full_state(model_, load_tensors(run_.model_path()), run_.model_path());
   }
-  TrainingSetup training(model_, cfg, options_.device, comm);
+  TrainingSetup training(model_, cfg, options_.device, comm, options_.plan);
   if (options_.resume && distributed) {
     training.load_state_dict(local_optimizer_state(model_, resumed.optimizer, cfg, run_.trainer_state_path()),
                              run_.trainer_state_path());

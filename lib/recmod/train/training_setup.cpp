@@ -2,11 +2,13 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <set>
 
 #include "recmod/common/errors.h"
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
 #include "recmod/dist/sharded_embedding_bag.h"
+#include "recmod/dist/table_state.h"  // holds_rows
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/modules/fused_embedding_bag.h"
 #include "recmod/modules/mlp.h"
@@ -15,8 +17,46 @@ namespace recmod::train {
 
 namespace {
 
+/// Per table tensor of a sharded collection (by TensorImpl): where this
+/// rank's shard sits in its full table, from `plan` (the shard of `rank`
+/// under the collection's node name). Parameters "<node>.[...]
+/// .embedding_bags|embeddings.<table>.weight" of tables the plan places;
+/// every other table is whole ((0, 0)). Stochastic rounding draws its
+/// random bits by global row and column with these.
+std::map<const void*, optim::ShardOffsets> shard_offsets_of(config::ModelGraph& model,
+                                                            const dist::ShardingPlan& plan, int64_t rank) {
+  std::map<const void*, optim::ShardOffsets> out;
+  if (plan.tables.empty()) return out;
+  const std::string suffix = ".weight";
+  for (const auto& item : model->named_parameters(/*recurse=*/true)) {
+    const std::string& key = item.key();
+    if (key.size() <= suffix.size() || key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    const std::string path = key.substr(0, key.size() - suffix.size());  // <node>...<dict>.<table>
+    const auto table_dot = path.rfind('.');
+    if (table_dot == std::string::npos) continue;
+    const std::string table = path.substr(table_dot + 1);
+    const std::string head = path.substr(0, table_dot);
+    const auto dict_dot = head.rfind('.');
+    const std::string dict = dict_dot == std::string::npos ? head : head.substr(dict_dot + 1);
+    if (dict != "embedding_bags" && dict != "embeddings") continue;
+    const dist::TablePlan* p = plan.find(key.substr(0, key.find('.')), table);
+    if (p == nullptr) continue;
+    for (const auto& s : p->shards)
+      if (s.rank == rank && dist::holds_rows(s))
+        out[item.value().unsafeGetTensorImpl()] = {static_cast<uint64_t>(s.row_offset),
+                                                   static_cast<uint64_t>(s.col_offset)};
+  }
+  return out;
+}
+
+optim::ShardOffsets offsets_of(const std::map<const void*, optim::ShardOffsets>& offsets, const torch::Tensor& t) {
+  const auto it = offsets.find(t.unsafeGetTensorImpl());
+  return it == offsets.end() ? optim::ShardOffsets{} : it->second;
+}
+
 FusedCollections enable_fused_collections(config::ModelGraph& model, const config::TrainingSpec& cfg,
-                                          const torch::Device& device, bool distributed) {
+                                          const torch::Device& device, bool distributed,
+                                          const std::map<const void*, optim::ShardOffsets>& offsets) {
   FusedCollections out;
   // The fused path needs a lookup kernel on the device: the CPU's, or the
   // CUDA kernels of a CUDA build (elsewhere its tensor-op fallback would be
@@ -27,7 +67,10 @@ FusedCollections enable_fused_collections(config::ModelGraph& model, const confi
       // In a distributed run an unsharded collection is replicated: its
       // gradients must be all-reduced before the update, so no fused update.
       if (distributed && !std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(ebc)) continue;
-      ebc->enable_fused_optimizer(cfg.embedding_optimizer);
+      std::vector<optim::ShardOffsets> table_offsets;
+      for (const auto& c : ebc->embedding_bag_configs())
+        table_offsets.push_back(offsets_of(offsets, ebc->table_weight(c.name)));
+      ebc->enable_fused_optimizer(cfg.embedding_optimizer, std::move(table_offsets));
       out.emplace_back(item.key(), ebc);
     }
   return out;
@@ -47,24 +90,35 @@ std::vector<std::pair<std::string, torch::Tensor>> unfused_embedding_parameters(
 
 /// Per parameter of `params`: whether its table rounds stochastically (a
 /// table of an EmbeddingBagCollection or EmbeddingCollection anywhere in the
-/// model, FP / MC / tower wrappers included, with `stochastic_rounding: true`).
+/// model, FP / MC / tower wrappers and sharded collections included, with
+/// `stochastic_rounding: true`).
 std::vector<bool> stochastic_rounding_of(config::ModelGraph& model,
                                          const std::vector<std::pair<std::string, torch::Tensor>>& params) {
   std::set<const void*> stochastic;
   for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
     if (auto ebc = std::dynamic_pointer_cast<EmbeddingBagCollectionImpl>(item.value())) {
-      if (std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(ebc)) continue;
+      // a sharded collection's local tables keep their full table's config
       for (const auto& c : ebc->embedding_bag_configs())
         if (c.stochastic_rounding) stochastic.insert(ebc->table_weight(c.name).unsafeGetTensorImpl());
     } else if (auto ec = std::dynamic_pointer_cast<EmbeddingCollectionImpl>(item.value())) {
-      if (std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(ec)) continue;
-      for (const auto& c : ec->embedding_configs())
-        if (c.stochastic_rounding) stochastic.insert(ec->table_weight(c.name).unsafeGetTensorImpl());
+      // a sharded one: every block this rank holds, narrow column blocks included
+      auto sharded = std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(ec);
+      const auto weights = ec->named_parameters(/*recurse=*/true);
+      for (const auto& c : sharded ? sharded->full_configs() : ec->embedding_configs())
+        if (const torch::Tensor* w = weights.find("embeddings." + c.name + ".weight"); w && c.stochastic_rounding)
+          stochastic.insert(w->unsafeGetTensorImpl());
     }
   }
   std::vector<bool> out;
   out.reserve(params.size());
   for (const auto& [_, p] : params) out.push_back(stochastic.count(p.unsafeGetTensorImpl()) > 0);
+  return out;
+}
+
+std::vector<optim::ShardOffsets> offsets_of(const std::map<const void*, optim::ShardOffsets>& offsets,
+                                            const std::vector<std::pair<std::string, torch::Tensor>>& params) {
+  std::vector<optim::ShardOffsets> out;
+  for (const auto& [_, p] : params) out.push_back(offsets_of(offsets, p));
   return out;
 }
 
@@ -85,11 +139,18 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
     : TrainingSetup(model, training, device, dist::single_process()) {}
 
 TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSpec& training,
-                             const torch::Device& device, std::shared_ptr<dist::Communicator> comm)
-    : fused_(enable_fused_collections(model, training, device, comm->world_size() > 1)),
+                             const torch::Device& device, std::shared_ptr<dist::Communicator> comm,
+                             const dist::ShardingPlan& plan)
+    : TrainingSetup(model, training, device, comm, shard_offsets_of(model, plan, comm->rank())) {}
+
+TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSpec& training,
+                             const torch::Device& device, std::shared_ptr<dist::Communicator> comm,
+                             const std::map<const void*, optim::ShardOffsets>& offsets)
+    : fused_(enable_fused_collections(model, training, device, comm->world_size() > 1, offsets)),
       optimizer_(model->dense_parameters(), training.dense_optimizer, unfused_embedding_parameters(model, fused_),
                  training.embedding_optimizer,
-                 stochastic_rounding_of(model, unfused_embedding_parameters(model, fused_))),
+                 stochastic_rounding_of(model, unfused_embedding_parameters(model, fused_)),
+                 offsets_of(offsets, unfused_embedding_parameters(model, fused_))),
       dense_options_(training.dense_optimizer),
       embedding_options_(training.embedding_optimizer),
       dense_lr_(training.dense_optimizer.lr()),

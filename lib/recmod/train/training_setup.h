@@ -6,6 +6,7 @@
 // embedding optimizer); every other parameter goes to a ModelOptimizer.
 #include <torch/types.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -14,6 +15,7 @@
 #include "recmod/common/state_dict.h"
 #include "recmod/config/graph.h"
 #include "recmod/dist/communicator.h"
+#include "recmod/dist/sharding_plan.h"
 #include "recmod/optim/model_optimizer.h"
 
 namespace recmod {
@@ -35,8 +37,12 @@ class TrainingSetup {
   /// the ranks before each step (DDP's all-reduce; each rank's loss is
   /// weighted by its share of the global batch, so the sum is the gradient
   /// of the global mean).
+  /// `plan` (the one shard_model applied; empty: none known) places each
+  /// sharded table in its full table, so that stochastic rounding draws
+  /// the random bits of the global row and column and N ranks round as one
+  /// process (optim::ShardOffsets); without it shards round by local row.
   TrainingSetup(config::ModelGraph& model, const config::TrainingSpec& training, const torch::Device& device,
-                std::shared_ptr<dist::Communicator> comm);
+                std::shared_ptr<dist::Communicator> comm, const dist::ShardingPlan& plan = {});
 
   /// Before forward / after backward, as for any optimizer.
   void zero_grad() { optimizer_.zero_grad(); }
@@ -77,6 +83,9 @@ class TrainingSetup {
   std::vector<double> all_reduce_gradients(const std::vector<double>& extras = {});
 
  private:
+  TrainingSetup(config::ModelGraph& model, const config::TrainingSpec& training, const torch::Device& device,
+                std::shared_ptr<dist::Communicator> comm, const std::map<const void*, optim::ShardOffsets>& offsets);
+
   FusedCollections fused_;
   optim::ModelOptimizer optimizer_;
   optim::OptimizerOptions dense_options_, embedding_options_;  // as configured (base lr, schedule)
