@@ -104,7 +104,8 @@ TEST(DistributedRoundingCli, StochasticRoundingOfShardedBf16TablesMatchesOneProc
   // one near a midpoint does under rounding to nearest: this model with
   // nearest rounding differs as much, 0-5 of 1360 elements over 4-19
   // steps). Measured: 1 of 1360 after 4 and after 12 steps (this test), 7
-  // after 19. Rounding by the
+  // after 19; 2 after 12 steps with the cheaper random stream of the
+  // commit after fb91b8b. Rounding by the
   // shard's local row and column instead would redraw about half of every
   // updated element of the row_wise and column_wise shards.
   const int64_t elements = 4 * 40 * 4 + 40 * 6 + 3 * 40 * 6;  // 1360

@@ -29,16 +29,21 @@ TEST(StochasticRounding, RoundsUpWithTheValuesShareOfTheGap) {
   EXPECT_NEAR(fraction_rounded_up<c10::Half>(0.25f * tiny), 0.25, 0.015);   // between 0 and the first subnormal
   EXPECT_NEAR(fraction_rounded_up<c10::Half>(-0.25f * tiny), 0.75, 0.015);  // between -2^-24 and -0
   // Exact values, infinities, NaN and overflow keep rounding to nearest.
-  for (uint32_t r : {0u, 0x80000000u, 0xffffffffu}) {
+  for (uint16_t r : {uint16_t{0}, uint16_t{0x8000}, uint16_t{0xffff}}) {
     EXPECT_EQ(static_cast<float>(round_stochastic<c10::BFloat16>(1.5f, r)), 1.5f);
     EXPECT_EQ(static_cast<float>(round_stochastic<c10::Half>(-0.0f, r)), 0.0f);
     EXPECT_TRUE(std::isinf(static_cast<float>(round_stochastic<c10::Half>(INFINITY, r))));
     EXPECT_TRUE(std::isnan(static_cast<float>(round_stochastic<c10::BFloat16>(NAN, r))));
     EXPECT_EQ(static_cast<float>(round_stochastic<c10::Half>(65519.0f, r)), 65504.0f);  // the next one up is inf
   }
-  // The two extremes of the random word pick the two neighbours.
-  EXPECT_EQ(static_cast<float>(round_stochastic<c10::BFloat16>(1.0f + 0.5f * bf16_ulp, 0u)), 1.0f + bf16_ulp);
-  EXPECT_EQ(static_cast<float>(round_stochastic<c10::BFloat16>(1.0f + 0.5f * bf16_ulp, 0xffffffffu)), 1.0f);
+  // The two extremes of the random bits pick the two neighbours: 0 never
+  // carries into the kept bits, 0xffff always does (the dropped part is > 0).
+  EXPECT_EQ(static_cast<float>(round_stochastic<c10::BFloat16>(1.0f + 0.5f * bf16_ulp, 0)), 1.0f);
+  EXPECT_EQ(static_cast<float>(round_stochastic<c10::BFloat16>(1.0f + 0.5f * bf16_ulp, 0xffff)), 1.0f + bf16_ulp);
+  EXPECT_EQ(static_cast<float>(round_stochastic<c10::Half>(-(1.0f + 0.5f * fp16_ulp), 0xffff)), -(1.0f + fp16_ulp));
+  // fp16 subnormals: up when the random bits are below the share (2^15 here)
+  EXPECT_EQ(static_cast<float>(round_stochastic<c10::Half>(0.5f * tiny, 0x7fff)), tiny);
+  EXPECT_EQ(static_cast<float>(round_stochastic<c10::Half>(0.5f * tiny, 0x8000)), 0.0f);
 }
 
 /// Rows of a 16-bit table starting at 1, each given `steps` updates of
@@ -82,12 +87,31 @@ TEST(StochasticRounding, ManyTinyUpdatesAverageTheFp32UpdateWhereNearestRounding
 TEST(StochasticRounding, DeterministicUnderTheSeed) {
   EXPECT_EQ(updated_rows<c10::BFloat16>(64, 200, 1e-4f, true, 42), updated_rows<c10::BFloat16>(64, 200, 1e-4f, true, 42));
   EXPECT_NE(updated_rows<c10::BFloat16>(64, 200, 1e-4f, true, 42), updated_rows<c10::BFloat16>(64, 200, 1e-4f, true, 43));
-  // The bits depend on each of seed, step, row and element.
-  const uint32_t base = stochastic_rounding_bits(1, 2, 3, 4);
+  // The bits depend on each of seed, step, row and column.
+  const uint16_t base = stochastic_rounding_bits(1, 2, 3, 4);
   EXPECT_NE(base, stochastic_rounding_bits(9, 2, 3, 4));
   EXPECT_NE(base, stochastic_rounding_bits(1, 9, 3, 4));
   EXPECT_NE(base, stochastic_rounding_bits(1, 2, 9, 4));
   EXPECT_NE(base, stochastic_rounding_bits(1, 2, 3, 9));
+  EXPECT_NE(base, stochastic_rounding_bits(1, 2, 3, 5));  // another lane of the same 64-bit group
+}
+
+// store_row_stochastic (what the row kernels call: one hash per 4 columns,
+// from any first column) gives each element stochastic_rounding_bits' bits
+// for its global column, whatever the row's first column and length.
+TEST(StochasticRounding, ARowStoresWithEachGlobalColumnsBits) {
+  std::vector<float> v(37);
+  for (size_t j = 0; j < v.size(); ++j) v[j] = 1.0f + 0.37f * static_cast<float>(j) / 64.0f;
+  const uint64_t seed = 5, step = 3, row = 11;
+  for (uint64_t first : {0, 1, 2, 3, 4, 10}) {
+    std::vector<c10::BFloat16> w(v.size());
+    store_row_stochastic<c10::BFloat16>(v.data(), w.data(), static_cast<int64_t>(v.size()),
+                                        stochastic_rounding_row(stochastic_rounding_stream(seed, step), row), first);
+    for (size_t j = 0; j < v.size(); ++j)
+      EXPECT_EQ(static_cast<float>(w[j]),
+                static_cast<float>(round_stochastic<c10::BFloat16>(v[j], stochastic_rounding_bits(seed, step, row, first + j))))
+          << "first column " << first << ", element " << j;
+  }
 }
 
 }  // namespace

@@ -78,12 +78,26 @@ uint64_t RoundingState::step() const {
 
 RowRounding RoundingState::rounding(bool stochastic, ShardOffsets offsets) const {
   if (!stochastic || !defined()) return {};
-  return {true, seed(), step(), 0, offsets};
+  return {true, stochastic_rounding_stream(seed(), step()), 0, offsets};
 }
 
 void RoundingState::advance() {
   if (defined()) ++state_.data_ptr<int64_t>()[1];
 }
+
+namespace {
+
+/// One row of an fp16 / bf16 table rounded stochastically (a template, so
+/// that the dispatch's other types never instantiate it).
+template <typename weight_t>
+void store_rounded_row(const float* v, weight_t* w, int64_t dim, const RowRounding& rounding, int64_t row) {
+  if constexpr (sizeof(weight_t) == 2)
+    store_row_stochastic<weight_t>(v, w, dim,
+                                   stochastic_rounding_row(rounding.stream, rounding.offsets.row + static_cast<uint64_t>(row)),
+                                   rounding.offsets.column);
+}
+
+}  // namespace
 
 void update_rows_with_tensor_ops(RowUpdate rule, const OptimizerOptions& o, torch::Tensor& table,
                                  torch::Tensor& state, const torch::Tensor& rows, torch::Tensor g,
@@ -112,7 +126,7 @@ void update_rows_with_tensor_ops(RowUpdate rule, const OptimizerOptions& o, torc
     table.index_copy_(0, rows, w.to(table.scalar_type()));
     return;
   }
-  // Stochastic rounding: element (row, j) with the bits of (seed, step, row, j).
+  // Stochastic rounding: element (row, j) with the bits of (seed, step, global row, global column).
   const torch::Tensor wf = w.to(torch::kCPU, torch::kFloat).contiguous();
   const torch::Tensor r = rows.to(torch::kCPU, torch::kLong).contiguous();
   torch::Tensor out = torch::empty(wf.sizes(), wf.options().dtype(table.scalar_type()));
@@ -123,11 +137,7 @@ void update_rows_with_tensor_ops(RowUpdate rule, const OptimizerOptions& o, torc
       const int64_t* row = r.data_ptr<int64_t>();
       scalar_t* dst = out.data_ptr<scalar_t>();
       at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          RowRounding ri = rounding;
-          ri.row = static_cast<uint64_t>(row[i]);
-          for (int64_t j = 0; j < dim; ++j) dst[i * dim + j] = store_row_value<scalar_t>(src[i * dim + j], ri, j);
-        }
+        for (int64_t i = begin; i < end; ++i) store_rounded_row(src + i * dim, dst + i * dim, dim, rounding, row[i]);
       });
     }
   });

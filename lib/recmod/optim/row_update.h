@@ -52,14 +52,14 @@ struct ShardOffsets {
 
 /// How a row of an fp16 / bf16 table is written back: to nearest, or
 /// (stochastic) element j of local row `row` with round_stochastic and the
-/// bits stochastic_rounding_bits(seed, step, offsets.row + row,
-/// offsets.column + j) (stochastic_rounding.h): a function of the global
+/// 16 bits stochastic_rounding_bits(seed, step, offsets.row + row,
+/// offsets.column + j) (stochastic_rounding.h; `stream` is
+/// stochastic_rounding_stream(seed, step)): a function of the global
 /// element, so the result depends on the seed, not on the thread count or
 /// the sharding. Ignored for fp32 / fp64 tables.
 struct RowRounding {
   bool stochastic = false;
-  uint64_t seed = 0;
-  uint64_t step = 0;
+  uint64_t stream = 0;
   uint64_t row = 0;  // in the local table; the caller sets it per row
   ShardOffsets offsets;
 };
@@ -93,39 +93,50 @@ class RoundingState {
   torch::Tensor state_;
 };
 
-/// `v` stored as weight_t under `r` (element j of the row).
-template <typename weight_t, typename math_t>
-inline weight_t store_row_value(math_t v, const RowRounding& r, int64_t j) {
-  if constexpr (sizeof(weight_t) == 2) {
-    if (r.stochastic)
-      return round_stochastic<weight_t>(static_cast<float>(v),
-                                        stochastic_rounding_bits(r.seed, r.step, r.offsets.row + r.row,
-                                                                 r.offsets.column + static_cast<uint64_t>(j)));
-  }
-  return static_cast<weight_t>(v);
-}
+namespace detail {
 
-/// Updates one row `w` (D values, stored as weight_t) from its summed
-/// gradient `g` and its state `s` (D values for adagrad, 1 for
-/// rowwise_adagrad, unused for sgd), computing in math_t (float, or double
-/// for double tables). With g' = g + weight_decay * w:
-///   sgd:             w -= lr * g'
-///   adagrad:         s += g'^2;  w -= lr * g' / (sqrt(s) + eps)
-///   rowwise_adagrad: s += mean(g'^2);  w -= lr * g' / (sqrt(s) + eps)
-/// rowwise_adagrad sums the squares in double, in 8 interleaved partial sums
-/// (one chain of dependent additions per row stalls the next rows' cache
-/// misses); the squares of floats are exact in double. fp16 / bf16 rows
-/// are written back as `rounding` says (to nearest by default).
-template <typename weight_t, typename math_t>
+/// Writes the values of one row as they are computed (element by element,
+/// j = 0 .. dim - 1 in order): to nearest, or (kStochastic) through a
+/// buffer of kChunk floats rounded by store_row_stochastic (one hash per
+/// 4 elements).
+template <typename weight_t, typename math_t, bool kStochastic>
+class RowStore {
+ public:
+  RowStore(weight_t* w, int64_t dim, const RowRounding& r)
+      : w_(w), dim_(dim), row_stream_(kStochastic ? stochastic_rounding_row(r.stream, r.offsets.row + r.row) : 0),
+        first_column_(r.offsets.column) {}
+  void operator()(int64_t j, math_t v) {
+    if constexpr (kStochastic) {
+      const int64_t k = j % kChunk;
+      buffer_[k] = static_cast<float>(v);
+      if (k == kChunk - 1 || j == dim_ - 1)
+        store_row_stochastic<weight_t>(buffer_, w_ + (j - k), k + 1, row_stream_,
+                                       first_column_ + static_cast<uint64_t>(j - k));
+    } else {
+      w_[j] = static_cast<weight_t>(v);
+    }
+  }
+
+ private:
+  static constexpr int64_t kChunk = 64;
+  weight_t* w_;
+  int64_t dim_;
+  uint64_t row_stream_;
+  uint64_t first_column_;
+  float buffer_[kStochastic ? kChunk : 1];
+};
+
+template <typename weight_t, typename math_t, bool kStochastic>
 inline void apply_row_update(RowUpdate rule, const RowUpdateScalars<math_t>& k, const math_t* __restrict__ g,
                              weight_t* __restrict__ w, math_t* __restrict__ s, int64_t dim,
-                             const RowRounding& rounding = {}) {
+                             const RowRounding& rounding) {
   const math_t lr = k.lr, eps = k.eps, wd = k.weight_decay;
+  RowStore<weight_t, math_t, kStochastic> store(w, dim, rounding);
   switch (rule) {
     case RowUpdate::sgd:
       for (int64_t j = 0; j < dim; ++j) {
         const auto wj = static_cast<math_t>(w[j]);
-        w[j] = store_row_value<weight_t>(wj - lr * (g[j] + wd * wj), rounding, j);
+        store(j, wj - lr * (g[j] + wd * wj));
       }
       break;
     case RowUpdate::adagrad:
@@ -133,7 +144,7 @@ inline void apply_row_update(RowUpdate rule, const RowUpdateScalars<math_t>& k, 
         const auto wj = static_cast<math_t>(w[j]);
         const math_t gj = g[j] + wd * wj;
         s[j] += gj * gj;
-        w[j] = store_row_value<weight_t>(wj - lr * gj / (std::sqrt(s[j]) + eps), rounding, j);
+        store(j, wj - lr * gj / (std::sqrt(s[j]) + eps));
       }
       break;
     case RowUpdate::rowwise_adagrad: {
@@ -153,11 +164,34 @@ inline void apply_row_update(RowUpdate rule, const RowUpdateScalars<math_t>& k, 
       const math_t multiplier = lr / (std::sqrt(s[0]) + eps);
       for (int64_t c = 0; c < dim; ++c) {
         const auto wc = static_cast<math_t>(w[c]);
-        w[c] = store_row_value<weight_t>(wc - multiplier * (g[c] + wd * wc), rounding, c);
+        store(c, wc - multiplier * (g[c] + wd * wc));
       }
       break;
     }
   }
+}
+
+}  // namespace detail
+
+/// Updates one row `w` (D values, stored as weight_t) from its summed
+/// gradient `g` and its state `s` (D values for adagrad, 1 for
+/// rowwise_adagrad, unused for sgd), computing in math_t (float, or double
+/// for double tables). With g' = g + weight_decay * w:
+///   sgd:             w -= lr * g'
+///   adagrad:         s += g'^2;  w -= lr * g' / (sqrt(s) + eps)
+///   rowwise_adagrad: s += mean(g'^2);  w -= lr * g' / (sqrt(s) + eps)
+/// rowwise_adagrad sums the squares in double, in 8 interleaved partial sums
+/// (one chain of dependent additions per row stalls the next rows' cache
+/// misses); the squares of floats are exact in double. fp16 / bf16 rows
+/// are written back as `rounding` says (to nearest by default).
+template <typename weight_t, typename math_t>
+inline void apply_row_update(RowUpdate rule, const RowUpdateScalars<math_t>& k, const math_t* __restrict__ g,
+                             weight_t* __restrict__ w, math_t* __restrict__ s, int64_t dim,
+                             const RowRounding& rounding = {}) {
+  if constexpr (sizeof(weight_t) == 2) {
+    if (rounding.stochastic) return detail::apply_row_update<weight_t, math_t, true>(rule, k, g, w, s, dim, rounding);
+  }
+  detail::apply_row_update<weight_t, math_t, false>(rule, k, g, w, s, dim, rounding);
 }
 
 /// The same rule with tensor ops, on any device and dtype: `rows` (int64, n,
