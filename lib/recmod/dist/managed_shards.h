@@ -85,6 +85,18 @@ class ManagedCollisionShards {
   /// (iteration, table, shard); `weight_of(table)` is the local table.
   void reset_evicted(const TableEvictions& evictions, const std::vector<const BaseEmbeddingConfig*>& configs,
                      const std::function<const torch::Tensor&(const std::string&)>& weight_of) const;
+  /// One step's evictions: the local modules evict, and with `reset` the
+  /// evicted rows are re-drawn (reset_evicted) over the unsharded tables
+  /// `configs`.
+  template <typename Config>
+  void evict(bool reset, const std::vector<Config>& configs,
+             const std::function<const torch::Tensor&(const std::string&)>& weight_of) {
+    const TableEvictions evictions = mcc_->evict();
+    if (!reset) return;
+    std::vector<const BaseEmbeddingConfig*> tables;
+    for (const auto& c : configs) tables.push_back(&c);
+    reset_evicted(evictions, tables, weight_of);
+  }
   /// Collective: on rank 0, the unsharded MC state (keys under
   /// _managed_collision_collection.) from this rank's `local` (same keys):
   /// global slots, sorted by raw id; empty elsewhere.

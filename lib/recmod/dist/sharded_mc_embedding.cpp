@@ -57,14 +57,8 @@ ShardedManagedCollisionEmbeddingCollectionImpl::ShardedManagedCollisionEmbedding
 
 JaggedTensorDict ShardedManagedCollisionEmbeddingCollectionImpl::forward_sharded(const KeyedJaggedTensor& features) {
   JaggedTensorDict out = ec_->forward_sharded(features);
-  if (reset_evicted_rows_) {
-    std::vector<const BaseEmbeddingConfig*> configs;
-    for (const auto& c : ec_->full_configs()) configs.push_back(&c);
-    shards_.reset_evicted(mcc_->evict(), configs,
-                          [this](const std::string& table) -> const torch::Tensor& { return ec_->table_weight(table); });
-  } else {
-    mcc_->evict();
-  }
+  shards_.evict(reset_evicted_rows_, ec_->full_configs(),
+                [this](const std::string& table) -> const torch::Tensor& { return ec_->table_weight(table); });
   return out;
 }
 

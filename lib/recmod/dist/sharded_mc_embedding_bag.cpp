@@ -53,14 +53,8 @@ ShardedManagedCollisionEmbeddingBagCollectionImpl::ShardedManagedCollisionEmbedd
 
 KeyedTensor ShardedManagedCollisionEmbeddingBagCollectionImpl::forward_sharded(const KeyedJaggedTensor& features) {
   KeyedTensor pooled = ebc_->forward_sharded(features);
-  if (reset_evicted_rows_) {
-    std::vector<const BaseEmbeddingConfig*> configs;
-    for (const auto& c : ebc_->full_configs()) configs.push_back(&c);
-    shards_.reset_evicted(mcc_->evict(), configs,
-                          [this](const std::string& table) -> const torch::Tensor& { return ebc_->table_weight(table); });
-  } else {
-    mcc_->evict();
-  }
+  shards_.evict(reset_evicted_rows_, ebc_->full_configs(),
+                [this](const std::string& table) -> const torch::Tensor& { return ebc_->table_weight(table); });
   return pooled;
 }
 

@@ -168,24 +168,17 @@ bool quantize_node(config::ModelGraph& model, size_t i, const quant::QuantConfig
   // Feature-processed and managed-collision collections: their tables
   // quantized, their processors / MCC kept (TorchRec's quant modules).
   const WrappedCollection w = wrapped_collection(model, i);
-  if (w.fp) {
-    auto q = quant::FeatureProcessedEmbeddingBagCollectionImpl::from_float(*w.fp, config);
+  // Both pooled wrappers hold a quantized EBC: report its tables, swap the node.
+  const auto swap_in_pooled = [&](auto q) {
     const auto& qebc = q->embedding_bag_collection();
     report_tables(
         node, *w.ebc, *q, qebc.embedding_bag_configs(), "embedding_bags",
         [&](size_t t) -> const quant::QuantizedTable& { return qebc.table(t); }, reports);
     swap_in(model, i, q);
     return true;
-  }
-  if (w.mc_ebc) {
-    auto q = quant::ManagedCollisionEmbeddingBagCollectionImpl::from_float(*w.mc_ebc, config);
-    const auto& qebc = q->embedding_bag_collection();
-    report_tables(
-        node, *w.ebc, *q, qebc.embedding_bag_configs(), "embedding_bags",
-        [&](size_t t) -> const quant::QuantizedTable& { return qebc.table(t); }, reports);
-    swap_in(model, i, q);
-    return true;
-  }
+  };
+  if (w.fp) return swap_in_pooled(quant::FeatureProcessedEmbeddingBagCollectionImpl::from_float(*w.fp, config));
+  if (w.mc_ebc) return swap_in_pooled(quant::ManagedCollisionEmbeddingBagCollectionImpl::from_float(*w.mc_ebc, config));
   if (w.mc_ec) {
     auto q = quant::ManagedCollisionEmbeddingCollectionImpl::from_float(*w.mc_ec, config);
     const auto& qec = q->embedding_collection();
