@@ -273,4 +273,17 @@ StateDict ManagedCollisionShards::slice(const StateDict& mc, const std::string& 
   return out;
 }
 
+StateDict keys_under(const StateDict& state, const std::string& prefix) {
+  StateDict out;
+  for (const auto& [key, value] : state)
+    if (key.rfind(prefix, 0) == 0) out.emplace_back(key.substr(prefix.size()), value);
+  return out;
+}
+
+bool has_weight_kind(const std::vector<TableTensorKind>& kinds) {
+  for (const auto& k : kinds)
+    if (k.weight && k.suffix.empty()) return true;
+  return false;
+}
+
 }  // namespace recmod::dist

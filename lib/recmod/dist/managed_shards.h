@@ -19,6 +19,7 @@
 #include "recmod/common/state_dict.h"
 #include "recmod/dist/communicator.h"
 #include "recmod/dist/sharding_plan.h"
+#include "recmod/dist/table_state.h"
 #include "recmod/mc/mc_collection.h"
 #include "recmod/mc/mc_modules.h"
 #include "recmod/modules/embedding_configs.h"
@@ -60,6 +61,12 @@ struct ManagedRouting {
 /// unmanaged). One all-reduce; collective.
 void size_managed_histories(Communicator& comm, const std::vector<std::optional<ManagedRouting>>& routing,
                             const std::vector<int64_t>& local_counts);
+
+/// The entries of `state` whose keys start with `prefix`, the prefix removed
+/// (an MC collection's state split by submodule).
+StateDict keys_under(const StateDict& state, const std::string& prefix);
+/// Whether `kinds` asks for the tables' weights (the MC state goes with them).
+bool has_weight_kind(const std::vector<TableTensorKind>& kinds);
 
 /// This rank's managed-collision modules of a sharded MC collection, one
 /// per table it holds rows of, and their state.

@@ -13,20 +13,6 @@ const std::string kMcc = "_managed_collision_collection.";
 const std::string kModule = "_embedding_module.";
 const std::string kCollection = "_embedding_collection.";
 
-/// Keys under `prefix` with it removed.
-StateDict under(const StateDict& state, const std::string& prefix) {
-  StateDict out;
-  for (const auto& [key, value] : state)
-    if (key.rfind(prefix, 0) == 0) out.emplace_back(key.substr(prefix.size()), value);
-  return out;
-}
-
-bool has_weight_kind(const std::vector<TableTensorKind>& kinds) {
-  for (const auto& k : kinds)
-    if (k.weight && k.suffix.empty()) return true;
-  return false;
-}
-
 EmbeddingCollection concrete(const ManagedCollisionEmbeddingCollectionImpl& full) { return full.embedding_collection(); }
 
 std::vector<std::string> table_names(const ManagedCollisionEmbeddingCollectionImpl& full) {
@@ -67,9 +53,9 @@ StateDict ShardedManagedCollisionEmbeddingCollectionImpl::gather(const StateDict
   StateDict out;
   const bool weights = has_weight_kind(kinds);
   if (weights)
-    for (auto& [key, value] : shards_.gather(*comm_, under(local, kMcc))) out.emplace_back(kMcc + key, value);
+    for (auto& [key, value] : shards_.gather(*comm_, keys_under(local, kMcc))) out.emplace_back(kMcc + key, value);
   // The optimizer keeps its state under the first name only.
-  const StateDict tables = ec_->gather(under(local, kModule), kinds);
+  const StateDict tables = ec_->gather(keys_under(local, kModule), kinds);
   for (const auto& [key, value] : tables) out.emplace_back(kModule + key, value);
   if (weights)
     for (const auto& [key, value] : tables) out.emplace_back(kCollection + key, value);
@@ -82,8 +68,8 @@ StateDict ShardedManagedCollisionEmbeddingCollectionImpl::slice(const StateDict&
   StateDict out;
   const bool weights = has_weight_kind(kinds);
   if (weights)
-    for (auto& [key, value] : shards_.slice(under(full, kMcc), origin)) out.emplace_back(kMcc + key, value);
-  const StateDict tables = ec_->slice(under(full, kModule), kinds, origin);
+    for (auto& [key, value] : shards_.slice(keys_under(full, kMcc), origin)) out.emplace_back(kMcc + key, value);
+  const StateDict tables = ec_->slice(keys_under(full, kModule), kinds, origin);
   for (const auto& [key, value] : tables) out.emplace_back(kModule + key, value);
   if (weights)
     for (const auto& [key, value] : tables) out.emplace_back(kCollection + key, value);

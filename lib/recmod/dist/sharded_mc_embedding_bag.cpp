@@ -13,20 +13,6 @@ namespace {
 const std::string kEbc = "_embedding_bag_collection.";
 const std::string kMcc = "_managed_collision_collection.";
 
-/// Keys under `prefix` with it removed.
-StateDict under(const StateDict& state, const std::string& prefix) {
-  StateDict out;
-  for (const auto& [key, value] : state)
-    if (key.rfind(prefix, 0) == 0) out.emplace_back(key.substr(prefix.size()), value);
-  return out;
-}
-
-bool has_weight_kind(const std::vector<TableTensorKind>& kinds) {
-  for (const auto& k : kinds)
-    if (k.weight && k.suffix.empty()) return true;
-  return false;
-}
-
 std::vector<std::string> table_names(const EmbeddingBagCollectionImpl& ebc) {
   std::vector<std::string> names;
   for (const auto& t : ebc.embedding_bag_configs()) names.push_back(t.name);
@@ -61,9 +47,9 @@ KeyedTensor ShardedManagedCollisionEmbeddingBagCollectionImpl::forward_sharded(c
 StateDict ShardedManagedCollisionEmbeddingBagCollectionImpl::gather(const StateDict& local,
                                                                      const std::vector<TableTensorKind>& kinds) {
   StateDict out;
-  for (auto& [key, value] : ebc_->gather(under(local, kEbc), kinds)) out.emplace_back(kEbc + key, value);
+  for (auto& [key, value] : ebc_->gather(keys_under(local, kEbc), kinds)) out.emplace_back(kEbc + key, value);
   if (!has_weight_kind(kinds)) return out;
-  for (auto& [key, value] : shards_.gather(*comm_, under(local, kMcc))) out.emplace_back(kMcc + key, value);
+  for (auto& [key, value] : shards_.gather(*comm_, keys_under(local, kMcc))) out.emplace_back(kMcc + key, value);
   return out;
 }
 
@@ -71,9 +57,9 @@ StateDict ShardedManagedCollisionEmbeddingBagCollectionImpl::slice(const StateDi
                                                                     const std::vector<TableTensorKind>& kinds,
                                                                     const std::string& origin) const {
   StateDict out;
-  for (auto& [key, value] : ebc_->slice(under(full, kEbc), kinds, origin)) out.emplace_back(kEbc + key, value);
+  for (auto& [key, value] : ebc_->slice(keys_under(full, kEbc), kinds, origin)) out.emplace_back(kEbc + key, value);
   if (!has_weight_kind(kinds)) return out;
-  for (auto& [key, value] : shards_.slice(under(full, kMcc), origin)) out.emplace_back(kMcc + key, value);
+  for (auto& [key, value] : shards_.slice(keys_under(full, kMcc), origin)) out.emplace_back(kMcc + key, value);
   return out;
 }
 
