@@ -16,8 +16,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr int64_t kEmpty = std::numeric_limits<int64_t>::max();
-const std::string kMc = "mc_arch._managed_collision_collection._managed_collision_modules.";
 const std::string kWeights = "mc_arch._embedding_bag_collection.embedding_bags.";
 
 // Two managed tables (t_m2 read by two features) over ids in [0, 40)
@@ -62,79 +60,17 @@ training:
 // small tables table_wise, which is the unsharded module on one rank).
 const std::string kRowWise = "{t_m1: row_wise, t_m2: row_wise}";
 
-// 300 rows, one id per bag (every batch has as many ids as rows, so the
-// managed modules' history, sized from the first batch, never overflows).
-GeneratedData make_mc_data(const std::string& name) {
-  GeneratedData d;
-  d.dir = fresh_dir(name);
-  const std::string shape = " --dense 3 --sparse 3 --cardinality 40 --max-ids 1 --seed 2";
-  d.train = d.dir + "/train.rmb";
-  auto r = run_recmod("generate --rows 300" + shape + " --out " + d.train);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  d.eval = d.dir + "/eval.rmb";
-  r = run_recmod("generate --rows 200 --skip 300" + shape + " --out " + d.eval);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  return d;
-}
-
-const torch::Tensor& tensor_of(const StateDict& state, const std::string& key) {
-  const torch::Tensor* t = find_tensor(state, key);
-  if (t == nullptr) throw std::runtime_error("missing key " + key);
-  return *t;
-}
-
-// raw id -> its slot, for the ids a managed table has placed.
-std::map<int64_t, int64_t> slots_of(const StateDict& model, const std::string& table) {
-  const auto ids = tensor_of(model, kMc + table + "._mch_sorted_raw_ids");
-  const auto slots = tensor_of(model, kMc + table + "._mch_remapped_ids_mapping");
-  std::map<int64_t, int64_t> out;
-  for (int64_t i = 0; i < ids.size(0); ++i)
-    if (ids[i].item<int64_t>() != kEmpty) out[ids[i].item<int64_t>()] = slots[i].item<int64_t>();
-  return out;
-}
-
-// One process with the global batch vs `ranks` ranks: the same losses, the
-// same dense and plain-table tensors, and every raw id's embedding row and
-// row-wise Adagrad state equal (the ids sit in other slots: rows are
-// compared id by id; every row starts equal, so slots do not matter).
+// One process with the global batch vs `ranks` ranks, id by id
+// (expect_mc_ranks_match_one_process).
 void expect_ranks_match_one_process(const std::string& name, int ranks, int64_t per_rank) {
-  const GeneratedData d = make_mc_data(name);
-  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(per_rank * ranks, 48, 1, false, "0.05", kRowWise));
-  const auto many = write_file(d.dir + "/many.yaml", mc_model_yaml(per_rank, 48, 1, false, "0.05", kRowWise));
-  auto r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one --threads 1");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto single = r.output;
-  r = run_recmod("train " + many + " --data " + d.train + " --out " + d.dir + "/many --nproc " +
-                 std::to_string(ranks) + " --dist-timeout 60");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("t_m1=row_wise@"));
-  const auto last = [](const std::string& out) { return out.substr(out.rfind("last loss")); };
-  EXPECT_EQ(last(single).substr(0, 15), last(r.output).substr(0, 15));
-  // same keys and shapes; dense layers and the plain table within 1e-5
-  expect_same_tensors(d.dir + "/one/model.pt", d.dir + "/many/model.pt", 1e-5, "logit.");
-  expect_same_tensors(d.dir + "/one/model.pt", d.dir + "/many/model.pt", 1e-5, "bag_arch.");
-  const StateDict a = io::load_tensors(d.dir + "/one/model.pt"), b = io::load_tensors(d.dir + "/many/model.pt");
-  const StateDict sa = io::load_tensors(d.dir + "/one/trainer_state.pt");
-  const StateDict sb = io::load_tensors(d.dir + "/many/trainer_state.pt");
-  const int64_t block = (40 + ranks - 1) / ranks, rows_per_rank = 48 / ranks;
-  for (const std::string table : {"t_m1", "t_m2"}) {
-    const auto ids_a = slots_of(a, table), ids_b = slots_of(b, table);
-    ASSERT_EQ(ids_a.size(), 40u) << table;  // every id of the data has a slot of its own
-    ASSERT_EQ(ids_b.size(), 40u) << table;
-    const auto& wa = tensor_of(a, kWeights + table + ".weight");
-    const auto& wb = tensor_of(b, kWeights + table + ".weight");
-    const std::string state = "optimizer.embedding.mc_arch._embedding_bag_collection.embedding_bags." + table + ".weight.momentum1";
-    const auto& ma = tensor_of(sa, state);
-    const auto& mb = tensor_of(sb, state);
-    for (const auto& [id, slot] : ids_b) {
-      EXPECT_EQ(slot / rows_per_rank, id / block) << table << " id " << id << ": slot of another rank's block";
-      const int64_t slot_a = ids_a.at(id);
-      EXPECT_LE((wa[slot_a] - wb[slot]).abs().max().item<double>(), 1e-5) << table << " id " << id;
-      EXPECT_LE((ma[slot_a] - mb[slot]).abs().item<double>(), 1e-5) << table << " id " << id;
-    }
-    // the rows trained (the comparison is not of untouched rows)
-    EXPECT_GT((wb - 0.05).abs().max().item<double>(), 1e-3) << table;
-  }
+  McLayout layout;
+  layout.weights = kWeights;
+  layout.momentum_key = [](const StateDict&, const std::string& table) {
+    return "optimizer.embedding.mc_arch._embedding_bag_collection.embedding_bags." + table + ".weight.momentum1";
+  };
+  expect_mc_ranks_match_one_process(
+      name, ranks, per_rank, [](int64_t batch) { return mc_model_yaml(batch, 48, 1, false, "0.05", kRowWise); },
+      layout);
 }
 
 TEST(DistributedMcCli, TwoRanksMatchOneProcessIdById) { expect_ranks_match_one_process("dist_mc_two", 2, 16); }
@@ -145,7 +81,7 @@ TEST(DistributedMcCli, TableWiseManagedTablesMatchOneProcessUnderEviction) {
   // A table_wise managed table is the unsharded module on one rank: even
   // with evictions (12 slots for 40 ids) 2 ranks equal one process, every
   // tensor of model.pt (slot buffers included) and the optimizer state.
-  const GeneratedData d = make_mc_data("dist_mc_table_wise");
+  const GeneratedData d = generate_mc_data("dist_mc_table_wise");
   const std::string sharding = "{t_m1: table_wise, t_m2: {type: table_wise, ranks: [1]}}";
   const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 12, 2, false, "", sharding));
   const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, false, "", sharding));
@@ -160,7 +96,7 @@ TEST(DistributedMcCli, TableWiseManagedTablesMatchOneProcessUnderEviction) {
 }
 
 TEST(DistributedMcCli, EvictionRunsPerShardAndResumesExactly) {
-  const GeneratedData d = make_mc_data("dist_mc_evict");
+  const GeneratedData d = generate_mc_data("dist_mc_evict");
   // 12 slots for 40 ids: 6 per rank, ids [0, 20) on rank 0, [20, 40) on rank 1
   const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, true, "", kRowWise));
   auto r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/full --nproc 2 --dist-timeout 60");
@@ -202,7 +138,7 @@ TEST(DistributedMcCli, EvictionRunsPerShardAndResumesExactly) {
 }
 
 TEST(DistributedMcCli, ColumnWiseManagedTableIsRefusedNamingIt) {
-  const GeneratedData d = make_mc_data("dist_mc_cw");
+  const GeneratedData d = generate_mc_data("dist_mc_cw");
   const auto cfg = write_file(d.dir + "/c.yaml", mc_model_yaml(16, 12, 2, true, "", "{t_m2: column_wise}"));
   const auto r = run_recmod("train " + cfg + " --data " + d.train + " --out " + d.dir + "/r --nproc 2 --dist-timeout 30");
   EXPECT_NE(r.exit_code, 0);
