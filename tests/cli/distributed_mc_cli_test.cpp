@@ -96,45 +96,19 @@ TEST(DistributedMcCli, TableWiseManagedTablesMatchOneProcessUnderEviction) {
 }
 
 TEST(DistributedMcCli, EvictionRunsPerShardAndResumesExactly) {
-  const GeneratedData d = generate_mc_data("dist_mc_evict");
-  // 12 slots for 40 ids: 6 per rank, ids [0, 20) on rank 0, [20, 40) on rank 1
-  const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, true, "", kRowWise));
-  auto r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/full --nproc 2 --dist-timeout 60");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part --nproc 2 --steps 10 --dist-timeout 60");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::filesystem::copy(d.dir + "/part", d.dir + "/part3", std::filesystem::copy_options::recursive);
-  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part --nproc 2 --resume --dist-timeout 60");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  // exactly the uninterrupted run (evicted rows re-drawn alike)
-  expect_same_tensors(d.dir + "/full/model.pt", d.dir + "/part/model.pt", 0.0);
-  expect_same_tensors(d.dir + "/full/trainer_state.pt", d.dir + "/part/trainer_state.pt", 0.0, "optimizer.");
-  const StateDict model = io::load_tensors(d.dir + "/full/model.pt");
-  for (const std::string table : {"t_m1", "t_m2"}) {
-    const auto placed = slots_of(model, table);
-    EXPECT_GE(placed.size(), 8u) << table;  // both shards placed ids
-    EXPECT_LE(placed.size(), 10u) << table;  // at most 5 per shard (its last slot is the overflow)
-    for (const auto& [id, slot] : placed) EXPECT_EQ(slot / 6, id / 20) << table << " id " << id;
-  }
+  const GeneratedData d = expect_mc_eviction_resumes_exactly(
+      "dist_mc_evict", [](int64_t batch) { return mc_model_yaml(batch, 12, 2, true, "", kRowWise); });
   // the checkpoint has the one-process keys and shapes
-  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 12, 2, true, "", kRowWise));
-  r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one --steps 2 --threads 1");
+  const auto r = run_recmod("train " + d.dir + "/one.yaml --data " + d.train + " --out " + d.dir +
+                            "/one --steps 2 --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const StateDict single = io::load_tensors(d.dir + "/one/model.pt");
+  const StateDict model = io::load_tensors(d.dir + "/full/model.pt");
   ASSERT_EQ(single.size(), model.size());
   for (size_t i = 0; i < single.size(); ++i) {
     EXPECT_EQ(single[i].first, model[i].first);
     EXPECT_EQ(single[i].second.sizes(), model[i].second.sizes()) << model[i].first;
   }
-  // evaluation in one process and on 2 ranks reads it
-  r = run_recmod("eval " + one + " --checkpoint " + d.dir + "/full/model.pt --data " + d.eval + " --json");
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = run_recmod("eval " + two + " --checkpoint " + d.dir + "/full/model.pt --data " + d.eval + " --json --nproc 2");
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  // 3 ranks would need other rows for the placed ids: refused with the reason
-  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part3 --nproc 3 --resume --dist-timeout 30");
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.output, HasSubstr("resume it with the number of ranks that wrote it"));
 }
 
 TEST(DistributedMcCli, ColumnWiseManagedTableIsRefusedNamingIt) {

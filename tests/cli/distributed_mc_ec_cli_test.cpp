@@ -85,36 +85,9 @@ TEST(DistributedMcEcCli, TwoRanksMatchOneProcessIdById) { expect_ranks_match_one
 TEST(DistributedMcEcCli, ThreeRanksMatchOneProcessIdById) { expect_ranks_match_one_process("dist_mc_ec_three", 3, 11); }
 
 TEST(DistributedMcEcCli, EvictionRunsPerShardAndResumesExactly) {
-  const GeneratedData d = generate_mc_data("dist_mc_ec_evict");
-  // 12 slots for 40 ids: 6 per rank, ids [0, 20) on rank 0, [20, 40) on rank 1
-  const auto two = write_file(d.dir + "/two.yaml", mc_ec_model_yaml(16, 12, 2, true, "", kRowWise));
-  auto r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/full --nproc 2 --dist-timeout 60");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part --nproc 2 --steps 10 --dist-timeout 60");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::filesystem::copy(d.dir + "/part", d.dir + "/part3", std::filesystem::copy_options::recursive);
-  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part --nproc 2 --resume --dist-timeout 60");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  // exactly the uninterrupted run (evicted rows re-drawn alike)
-  expect_same_tensors(d.dir + "/full/model.pt", d.dir + "/part/model.pt", 0.0);
-  expect_same_tensors(d.dir + "/full/trainer_state.pt", d.dir + "/part/trainer_state.pt", 0.0, "optimizer.");
-  const StateDict model = io::load_tensors(d.dir + "/full/model.pt");
-  for (const std::string table : {"t_m1", "t_m2"}) {
-    const auto placed = slots_of(model, table);
-    EXPECT_GE(placed.size(), 8u) << table;   // both shards placed ids
-    EXPECT_LE(placed.size(), 10u) << table;  // at most 5 per shard (its last slot is the overflow)
-    for (const auto& [id, slot] : placed) EXPECT_EQ(slot / 6, id / 20) << table << " id " << id;
-  }
-  // one process evaluates the checkpoint; so do 2 ranks
-  const auto one = write_file(d.dir + "/one.yaml", mc_ec_model_yaml(32, 12, 2, true, "", kRowWise));
-  r = run_recmod("eval " + one + " --checkpoint " + d.dir + "/full/model.pt --data " + d.eval + " --json");
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = run_recmod("eval " + two + " --checkpoint " + d.dir + "/full/model.pt --data " + d.eval + " --json --nproc 2");
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  // 3 ranks would need other rows for the placed ids: refused with the reason
-  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part3 --nproc 3 --resume --dist-timeout 30");
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.output, HasSubstr("resume it with the number of ranks that wrote it"));
+  expect_mc_eviction_resumes_exactly("dist_mc_ec_evict", [](int64_t batch) {
+    return mc_ec_model_yaml(batch, 12, 2, true, "", kRowWise);
+  });
 }
 
 }  // namespace

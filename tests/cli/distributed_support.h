@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <map>
@@ -140,6 +141,47 @@ inline void expect_mc_ranks_match_one_process(const std::string& name, int ranks
     }
     EXPECT_GT((wb - 0.05).abs().max().item<double>(), 1e-3) << table;  // the rows trained
   }
+}
+
+/// Eviction per shard and exact resume on 2 ranks: `yaml(batch_size)` with
+/// t_m1, t_m2 row_wise, 12 slots for 40 ids (6 per rank: ids [0, 20) on rank
+/// 0, [20, 40) on rank 1), eviction every 2 steps, reset_evicted_rows. A run
+/// of the whole data (d.dir/full) equals, exactly, one stopped after 10 steps
+/// and resumed; both shards placed ids, each in its own block; one process
+/// (d.dir/one.yaml, the global batch) and 2 ranks evaluate the checkpoint; a
+/// resume on 3 ranks is refused with the reason. Returns the data.
+inline GeneratedData expect_mc_eviction_resumes_exactly(const std::string& name,
+                                                        const std::function<std::string(int64_t)>& yaml) {
+  const GeneratedData d = generate_mc_data(name);
+  const auto two = write_file(d.dir + "/two.yaml", yaml(16));
+  auto r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/full --nproc 2 --dist-timeout 60");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part --nproc 2 --steps 10 --dist-timeout 60");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::filesystem::copy(d.dir + "/part", d.dir + "/part3", std::filesystem::copy_options::recursive);
+  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part --nproc 2 --resume --dist-timeout 60");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  // exactly the uninterrupted run (evicted rows re-drawn alike)
+  expect_same_tensors(d.dir + "/full/model.pt", d.dir + "/part/model.pt", 0.0);
+  expect_same_tensors(d.dir + "/full/trainer_state.pt", d.dir + "/part/trainer_state.pt", 0.0, "optimizer.");
+  const StateDict model = io::load_tensors(d.dir + "/full/model.pt");
+  for (const std::string table : {"t_m1", "t_m2"}) {
+    const auto placed = slots_of(model, table);
+    EXPECT_GE(placed.size(), 8u) << table;   // both shards placed ids
+    EXPECT_LE(placed.size(), 10u) << table;  // at most 5 per shard (its last slot is the overflow)
+    for (const auto& [id, slot] : placed) EXPECT_EQ(slot / 6, id / 20) << table << " id " << id;
+  }
+  // evaluation in one process and on 2 ranks reads it
+  const auto one = write_file(d.dir + "/one.yaml", yaml(32));
+  r = run_recmod("eval " + one + " --checkpoint " + d.dir + "/full/model.pt --data " + d.eval + " --json");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run_recmod("eval " + two + " --checkpoint " + d.dir + "/full/model.pt --data " + d.eval + " --json --nproc 2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  // 3 ranks would need other rows for the placed ids: refused with the reason
+  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part3 --nproc 3 --resume --dist-timeout 30");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("resume it with the number of ranks that wrote it"), std::string::npos) << r.output;
+  return d;
 }
 
 }  // namespace recmod::testing
