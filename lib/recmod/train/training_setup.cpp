@@ -187,11 +187,12 @@ std::vector<double> TrainingSetup::all_reduce_gradients(const std::vector<double
   std::vector<torch::Tensor> flat;
   for (auto& p : replicated_) flat.push_back(p.grad().defined() ? p.grad().reshape(-1) : torch::zeros({p.numel()}, p.options()));
   const auto dtype = flat.empty() ? torch::kFloat : flat[0].scalar_type();
-  flat.push_back(torch::tensor(extras, torch::kDouble).to(dtype));
+  // On the gradients' device (a rank's GPU under --device cuda); read back on the host.
+  flat.push_back(torch::tensor(extras, torch::kDouble).to(flat.empty() ? torch::Device(torch::kCPU) : flat[0].device(), dtype));
   std::vector<torch::Tensor> buffer{torch::cat(flat)};
   comm_->all_reduce_sum(buffer);
   const torch::Tensor summed = buffer[0].narrow(0, buffer[0].numel() - static_cast<int64_t>(extras.size()),
-                                                static_cast<int64_t>(extras.size())).to(torch::kDouble);
+                                                static_cast<int64_t>(extras.size())).to(torch::kCPU, torch::kDouble);
   std::vector<double> out(summed.data_ptr<double>(), summed.data_ptr<double>() + summed.numel());
   int64_t at = 0;
   for (auto& p : replicated_) {
