@@ -16,6 +16,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <climits>
 #include <stdexcept>
 #include <string>
@@ -136,6 +137,90 @@ __device__ __forceinline__ void store_row(void* w, TbeDtype dt, int64_t idx, con
   }
 }
 
+// ---------------------------------------------------------------------------
+// Stochastic rounding: optim/stochastic_rounding.h's bits and rules, on the
+// device (that header is host code over c10's types). The CPU kernel's
+// results are the reference: tests/cuda/tbe_test.cpp compares them bit for bit.
+
+/// splitmix64's finalizer (detail::mix64).
+__host__ __device__ __forceinline__ uint64_t sr_mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+/// round_stochastic<c10::BFloat16>, as bits; the top gap, infinities and NaN
+/// round to nearest as c10::BFloat16(float) does (NaN: 0x7fc0).
+__device__ __forceinline__ uint16_t bf16_stochastic_bits(float x, uint32_t random) {
+  const uint32_t b = __float_as_uint(x);
+  const uint32_t magnitude = b & 0x7fffffffu;
+  if (magnitude >= 0x7f7f0000u) {
+    if (magnitude > 0x7f800000u) return 0x7fc0u;
+    return static_cast<uint16_t>((b + (((b >> 16) & 1u) + 0x7fffu)) >> 16);
+  }
+  return static_cast<uint16_t>((b + random) >> 16);
+}
+
+/// round_stochastic<c10::Half>; |x| >= 65504, infinities and NaN round to
+/// nearest as c10::Half(float) does (NaN: sign | 0x7e00).
+__device__ __forceinline__ __half half_stochastic(float x, uint32_t random) {
+  const uint32_t b = __float_as_uint(x);
+  const uint32_t magnitude = b & 0x7fffffffu;
+  if (magnitude >= 0x477fe000u) {
+    if (magnitude > 0x7f800000u) return __ushort_as_half(static_cast<unsigned short>(((b >> 16) & 0x8000u) | 0x7e00u));
+    return __float2half_rn(x);
+  }
+  if (magnitude >= 0x38800000u)  // a normal half keeps 10 of the 23 bits: exact
+    return __float2half_rn(__uint_as_float((b + (random >> 3)) & ~0x1fffu));
+  // Subnormal halves: multiples of 2^-24 (every operation below is exact).
+  const float q = __fmul_rn(fabsf(x), 16777216.0f);
+  const float whole = floorf(q);
+  const auto share = static_cast<uint32_t>(__fmul_rn(__fsub_rn(q, whole), 65536.0f));
+  const float up = __fadd_rn(whole, random < share ? 1.0f : 0.0f);
+  return __float2half_rn(copysignf(__fmul_rn(up, 1.0f / 16777216.0f), x));
+}
+
+/// Stores VEC values of one row of a 16-bit table rounded stochastically:
+/// v[k] is global column `column` + k of the row whose stream is
+/// `row_stream`; column c takes the 16-bit lane c % 4 of mix64(row_stream ^ c / 4).
+template <int VEC>
+__device__ __forceinline__ void store_row_stochastic(void* w, TbeDtype dt, int64_t idx, const float* v,
+                                                     uint64_t row_stream, uint64_t column) {
+  uint64_t bits = sr_mix64(row_stream ^ (column / 4));
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) {
+    const uint64_t c = column + static_cast<uint64_t>(k);
+    if (k > 0 && c % 4 == 0) bits = sr_mix64(row_stream ^ (c / 4));
+    const uint32_t random = static_cast<uint16_t>(bits >> (16 * (c % 4)));
+    if (dt == TbeDtype::f16)
+      static_cast<__half*>(w)[idx + k] = half_stochastic(v[k], random);
+    else
+      static_cast<__nv_bfloat16*>(w)[idx + k] = __ushort_as_bfloat16(bf16_stochastic_bits(v[k], random));
+  }
+}
+
+/// row-wise Adagrad's sum of squares in the CPU kernel's order
+/// (apply_row_update: column j into partial sum j % 8, in column order; the
+/// 8 partials added as a fixed tree). Every lane of the warp calls it (group,
+/// CH and VEC are the launch's); each lane returns its group's sum.
+template <int VEC, int CH>
+__device__ __forceinline__ double sum_squares_in_cpu_order(const float (&g)[CH][VEC], int dim, int group) {
+  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+  for (int ch = 0; ch < CH; ++ch)
+    for (int m = 0; m < group; ++m)
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const double x = static_cast<double>(g[ch][k]);
+        const double sq = __shfl_sync(0xffffffffu, __dmul_rn(x, x), m, group);
+        const int col = (m + group * ch) * VEC + k;
+        if (col < dim) part[col % 8] = __dadd_rn(part[col % 8], sq);
+      }
+  return __dadd_rn(__dadd_rn(__dadd_rn(part[0], part[1]), __dadd_rn(part[2], part[3])),
+                   __dadd_rn(__dadd_rn(part[4], part[5]), __dadd_rn(part[6], part[7])));
+}
+
 template <typename index_t>
 __device__ __forceinline__ int64_t id_at(const TbeLaunch& l, int64_t p) {
   return static_cast<int64_t>(static_cast<const index_t*>(l.ids)[p]);
@@ -243,6 +328,126 @@ __global__ void forward_kernel(const TbeLaunch l, float* __restrict__ out, int g
   }
 }
 
+/// The bag ids [lo, hi) of one slot pooled into acc (columns c .. c + VEC
+/// of the table), U rows in flight: the U ids are read, their U row loads
+/// issued, then the rows added in id order, each product and sum rounded on
+/// its own as the CPU kernel does (w * x, then +; no fused multiply-add).
+/// Out-of-range ids contribute nothing (reported when `report`).
+template <typename index_t, int VEC, int U>
+__device__ __forceinline__ void pool_ids(const TbeLaunch& l, const TbeTable& t, const TbeSlot& slot, int64_t lo,
+                                         int64_t hi, int c, bool report, float (&acc)[VEC]) {
+  for (int64_t p = lo; p < hi; p += U) {
+    const int64_t n = hi - p < U ? hi - p : U;
+    int64_t id[U];
+    float wgt[U];
+    float v[U][VEC];
+#pragma unroll
+    for (int u = 0; u < U; ++u) id[u] = u < n ? id_at<index_t>(l, p + u) : 0;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const bool ok = u < n && id[u] >= 0 && id[u] < t.rows;
+      wgt[u] = ok ? (l.per_sample_weights != nullptr ? l.per_sample_weights[p + u] : 1.f) : 0.f;
+      if (ok) {
+        load_row<VEC>(t.weights, t.dtype, id[u] * t.dim + c, v[u]);
+      } else {
+        for (int k = 0; k < VEC; ++k) v[u][k] = 0.f;
+        if (u < n && report) report_bad_id(l, p + u, id[u], slot);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (u >= n) break;
+      if (l.per_sample_weights != nullptr) {
+        for (int k = 0; k < VEC; ++k) acc[k] = __fadd_rn(acc[k], __fmul_rn(wgt[u], v[u][k]));
+      } else if (wgt[u] != 0.f) {  // the CPU kernel skips a bad id (and then throws)
+        for (int k = 0; k < VEC; ++k) acc[k] = __fadd_rn(acc[k], v[u][k]);
+      }
+    }
+  }
+}
+
+/// The unrolled and split forward: a team of group * split lanes (a power
+/// of two <= 32, inside one warp) per (slot, sample) bag. Sub-group s of
+/// the team pools the s-th of `split` contiguous parts of the bag's ids
+/// (pool_ids, kRows rows in flight); the parts' sums are added by a fixed
+/// butterfly over the team (deterministic), so with split == 1 the sum is
+/// the CPU kernel's, operation for operation. MEAN divides by the length.
+constexpr int kRows = 8;
+
+// At most 85 registers (3 blocks of kBlock threads an SM): 8 rows of 4
+// floats in flight per thread with more threads resident than without.
+template <typename index_t, int VEC>
+__global__ void __launch_bounds__(kBlock, 3)
+    forward_team_kernel(const TbeLaunch l, float* __restrict__ out, int group, int split) {
+  const int team = group * split;
+  const int64_t g = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / team;
+  if (g >= static_cast<int64_t>(l.n_slots) * l.batch) return;  // the whole team leaves
+  const int in_team = static_cast<int>(threadIdx.x % team);
+  const int sub = in_team / group;
+  const int lane = in_team % group;
+  const int s = static_cast<int>(g / l.batch);
+  const int64_t b = g % l.batch;
+  const TbeSlot slot = l.slots[s];
+  const TbeTable t = l.tables[slot.table];
+  const int64_t bag = static_cast<int64_t>(slot.key) * l.batch + b;
+  const int64_t start = l.offsets[bag], end = l.offsets[bag + 1];
+  const int64_t per = (end - start + split - 1) / split;
+  const int64_t lo = start + sub * per < end ? start + sub * per : end;
+  const int64_t hi = lo + per < end ? lo + per : end;
+  // The team's lanes: `team` consecutive lanes of the warp, aligned.
+  const unsigned mask =
+      team == 32 ? 0xffffffffu : ((1u << team) - 1u) << ((threadIdx.x % 32) & ~static_cast<unsigned>(team - 1));
+  float* o = out + b * l.out_dim + slot.column;
+  // The same number of passes on every lane of the team (one table), so
+  // that all of them reach the shuffles.
+  const int passes = (t.dim + group * VEC - 1) / (group * VEC);
+  for (int pass = 0; pass < passes; ++pass) {
+    const int c = (lane + group * pass) * VEC;
+    const bool valid = c < t.dim;
+    float acc[VEC];
+    for (int k = 0; k < VEC; ++k) acc[k] = 0.f;
+    if (valid) pool_ids<index_t, VEC, kRows>(l, t, slot, lo, hi, c, lane == 0 && pass == 0, acc);
+    for (int off = group; off < team; off <<= 1)
+      for (int k = 0; k < VEC; ++k) acc[k] = __fadd_rn(acc[k], __shfl_xor_sync(mask, acc[k], off));
+    if (!valid || sub != 0) continue;
+    if (t.mean && end > start) {
+      const float len = static_cast<float>(end - start);
+      for (int k = 0; k < VEC; ++k) acc[k] = __fdiv_rn(acc[k], len);
+    }
+    if constexpr (VEC == 4) {
+      *reinterpret_cast<float4*>(o + c) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    } else {
+      o[c] = acc[0];
+    }
+  }
+}
+
+/// Threads a device holds at once (SMs x threads per SM), read once per device.
+int64_t resident_threads() {
+  static std::atomic<int64_t> cache[64];
+  int device = 0;
+  check(cudaGetDevice(&device), "device query");
+  if (device < 0 || device >= 64) device = 0;
+  int64_t v = cache[device].load(std::memory_order_relaxed);
+  if (v > 0) return v;
+  int sms = 0, per_sm = 0;
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "device query");
+  check(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device), "device query");
+  v = static_cast<int64_t>(sms) * per_sm;
+  if (v <= 0) v = 1;
+  cache[device].store(v, std::memory_order_relaxed);
+  return v;
+}
+
+/// split: parts per bag so that the bags' threads fill two waves of the
+/// device, at most a warp per bag.
+int split_of(int64_t bags, int group) {
+  const int64_t want = 2 * resident_threads();
+  int split = 1;
+  while (group * split * 2 <= 32 && bags * group * split < want) split *= 2;
+  return split;
+}
+
 // ---------------------------------------------------------------------------
 // Backward
 
@@ -300,6 +505,8 @@ __global__ void update_kernel(const TbeLaunch l, int64_t contributions, const in
   const int64_t key = active ? keys[i] : LLONG_MAX;
   if (active && (key == LLONG_MAX || (i > 0 && keys[i - 1] == key))) active = false;
 
+  // Every float operation below is rounded on its own (__f*_rn: never
+  // contracted into a fused multiply-add), in the CPU kernel's order.
   float g[CH][VEC];
   float w[CH][VEC];
   for (int ch = 0; ch < CH; ++ch)
@@ -318,15 +525,16 @@ __global__ void update_kernel(const TbeLaunch l, int64_t contributions, const in
       if (l.per_sample_weights != nullptr) {
         scale = l.per_sample_weights[p];
       } else if (t.mean) {
+        // As the CPU kernel (and torch's embedding_bag backward): (float)(1.0 / len).
         const int64_t bag = static_cast<int64_t>(slot.key) * l.batch + b;
-        scale = 1.f / static_cast<float>(l.offsets[bag + 1] - l.offsets[bag]);
+        scale = static_cast<float>(1.0 / static_cast<double>(l.offsets[bag + 1] - l.offsets[bag]));
       }
       const float* go = grad_out + b * l.out_dim + slot.column;
 #pragma unroll
       for (int ch = 0; ch < CH; ++ch) {
         const int col = (lane + group * ch) * VEC;
         if (col >= t.dim) break;
-        for (int k = 0; k < VEC; ++k) g[ch][k] += scale * go[col + k];
+        for (int k = 0; k < VEC; ++k) g[ch][k] = __fadd_rn(g[ch][k], __fmul_rn(scale, go[col + k]));
       }
     }
     // g' = g + weight_decay * w
@@ -335,22 +543,34 @@ __global__ void update_kernel(const TbeLaunch l, int64_t contributions, const in
       const int col = (lane + group * ch) * VEC;
       if (col >= t.dim) break;
       load_row_rw<VEC>(t.weights, t.dtype, row * t.dim + col, w[ch]);
-      for (int k = 0; k < VEC; ++k) g[ch][k] += u.weight_decay * w[ch][k];
+      for (int k = 0; k < VEC; ++k) g[ch][k] = __fadd_rn(g[ch][k], __fmul_rn(u.weight_decay, w[ch][k]));
     }
   }
+  // Stochastic rounding of this row (fp16 / bf16 tables that ask for it):
+  // its stream within the step's, from its global row.
+  const bool stochastic = active && t.stochastic_rounding != 0 && t.dtype != TbeDtype::f32;
+  const uint64_t row_stream =
+      stochastic ? sr_mix64(sr_mix64(sr_mix64(u.sr_seed) ^ u.sr_step) ^ (t.sr_row_offset + static_cast<uint64_t>(row)))
+                 : 0;
 
   if (u.rule == TbeRule::rowwise_adagrad) {
     // s += mean(g'^2) over the row (squares summed in double, as on the CPU);
     // lane 0 alone reads and writes the row's state and broadcasts the step.
+    // u.stochastic_rounding is the launch's, so every lane of the warp takes
+    // the same branch (both have shuffles).
     double sq = 0;
-    for (int ch = 0; ch < CH; ++ch)
-      for (int k = 0; k < VEC; ++k) sq += static_cast<double>(g[ch][k]) * g[ch][k];
-    sq = group_sum(sq, group);
+    if (u.stochastic_rounding) {
+      sq = sum_squares_in_cpu_order<VEC, CH>(g, t.dim, group);
+    } else {
+      for (int ch = 0; ch < CH; ++ch)
+        for (int k = 0; k < VEC; ++k) sq += static_cast<double>(g[ch][k]) * g[ch][k];
+      sq = group_sum(sq, group);
+    }
     float multiplier = 0.f;
     if (active && lane == 0) {
-      const float s = t.state[row] + static_cast<float>(sq / static_cast<double>(t.dim));
+      const float s = __fadd_rn(t.state[row], static_cast<float>(sq / static_cast<double>(t.dim)));
       t.state[row] = s;
-      multiplier = u.lr / (sqrtf(s) + u.eps);
+      multiplier = __fdiv_rn(u.lr, __fadd_rn(__fsqrt_rn(s), u.eps));
     }
     const int leader = static_cast<int>(threadIdx.x % 32) & ~(group - 1);
     multiplier = __shfl_sync(0xffffffffu, multiplier, leader);
@@ -359,8 +579,12 @@ __global__ void update_kernel(const TbeLaunch l, int64_t contributions, const in
     for (int ch = 0; ch < CH; ++ch) {
       const int col = (lane + group * ch) * VEC;
       if (col >= t.dim) break;
-      for (int k = 0; k < VEC; ++k) w[ch][k] = w[ch][k] - multiplier * g[ch][k];
-      store_row<VEC>(t.weights, t.dtype, row * t.dim + col, w[ch]);
+      for (int k = 0; k < VEC; ++k) w[ch][k] = __fsub_rn(w[ch][k], __fmul_rn(multiplier, g[ch][k]));
+      if (stochastic)
+        store_row_stochastic<VEC>(t.weights, t.dtype, row * t.dim + col, w[ch], row_stream,
+                                  t.sr_column_offset + static_cast<uint64_t>(col));
+      else
+        store_row<VEC>(t.weights, t.dtype, row * t.dim + col, w[ch]);
     }
     return;
   }
@@ -370,15 +594,20 @@ __global__ void update_kernel(const TbeLaunch l, int64_t contributions, const in
     const int col = (lane + group * ch) * VEC;
     if (col >= t.dim) break;
     if (u.rule == TbeRule::sgd) {
-      for (int k = 0; k < VEC; ++k) w[ch][k] = w[ch][k] - u.lr * g[ch][k];
-    } else {  // adagrad
+      for (int k = 0; k < VEC; ++k) w[ch][k] = __fsub_rn(w[ch][k], __fmul_rn(u.lr, g[ch][k]));
+    } else {  // adagrad: s += g'^2; w -= lr * g' / (sqrt(s) + eps)
       float* s = t.state + row * t.dim + col;
       for (int k = 0; k < VEC; ++k) {
-        s[k] += g[ch][k] * g[ch][k];
-        w[ch][k] = w[ch][k] - u.lr * g[ch][k] / (sqrtf(s[k]) + u.eps);
+        const float sk = __fadd_rn(s[k], __fmul_rn(g[ch][k], g[ch][k]));
+        s[k] = sk;
+        w[ch][k] = __fsub_rn(w[ch][k], __fdiv_rn(__fmul_rn(u.lr, g[ch][k]), __fadd_rn(__fsqrt_rn(sk), u.eps)));
       }
     }
-    store_row<VEC>(t.weights, t.dtype, row * t.dim + col, w[ch]);
+    if (stochastic)
+      store_row_stochastic<VEC>(t.weights, t.dtype, row * t.dim + col, w[ch], row_stream,
+                                t.sr_column_offset + static_cast<uint64_t>(col));
+    else
+      store_row<VEC>(t.weights, t.dtype, row * t.dim + col, w[ch]);
   }
 }
 
@@ -415,6 +644,24 @@ void tbe_forward(const TbeLaunch& l, float* out) {
   if (bags == 0) return;
   const int group = group_size(l);
   const cudaStream_t stream = stream_of(l);
+  const TbeForward variant = tbe_forward_variant();
+  if (variant != TbeForward::baseline) {
+    const int split = variant == TbeForward::split ? split_of(bags, group) : 1;
+    const unsigned blocks = blocks_for(bags, group * split);
+    if (l.vec4) {
+      if (l.ids_int32)
+        forward_team_kernel<int32_t, 4><<<blocks, kBlock, 0, stream>>>(l, out, group, split);
+      else
+        forward_team_kernel<int64_t, 4><<<blocks, kBlock, 0, stream>>>(l, out, group, split);
+    } else {
+      if (l.ids_int32)
+        forward_team_kernel<int32_t, 1><<<blocks, kBlock, 0, stream>>>(l, out, group, split);
+      else
+        forward_team_kernel<int64_t, 1><<<blocks, kBlock, 0, stream>>>(l, out, group, split);
+    }
+    check(cudaGetLastError(), "forward");
+    return;
+  }
   const unsigned blocks = blocks_for(bags, group);
   if (l.vec4) {
     if (l.ids_int32)

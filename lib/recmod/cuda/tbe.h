@@ -29,7 +29,13 @@ struct TbeTable {
   int32_t dim = 0;
   TbeDtype dtype = TbeDtype::f32;
   int32_t mean = 0;  // pooling MEAN (else SUM)
-  int32_t pad = 0;
+  /// fp16 / bf16 rows written back by tbe_backward_update with stochastic
+  /// rounding (optim/stochastic_rounding.h; ignored for f32): element
+  /// (row, j) takes the bits of global row sr_row_offset + row and global
+  /// column sr_column_offset + j (optim::ShardOffsets), as the CPU kernel.
+  int32_t stochastic_rounding = 0;
+  uint64_t sr_row_offset = 0;
+  uint64_t sr_column_offset = 0;
 };
 
 /// One (table, key) pair: the key's ids pooled with the table into output
@@ -65,6 +71,23 @@ struct TbeLaunch {
   void* stream = nullptr;  // cudaStream_t; null: the current stream of libtorch
 };
 
+/// The forward kernel's work mapping. baseline: one group of threads per
+/// bag, 4 rows in flight per thread (fused multiply-adds). unrolled: the
+/// same mapping, 8 rows in flight (a bag's last rows too), each product and
+/// sum rounded on its own and MEAN a division, so the pooled values are the
+/// CPU kernel's to the bit. split: when the bags alone fill less than two
+/// waves of the GPU, each bag's ids are split over up to 32 / group groups of
+/// one warp, whose partial sums are added in a fixed tree (deterministic,
+/// within float tolerance of the CPU); else as unrolled.
+enum class TbeForward : int32_t { baseline = 0, unrolled = 1, split = 2 };
+/// The variant tbe_forward runs (process-wide): the last
+/// tbe_set_forward_variant, else RECMOD_TBE_FORWARD (baseline | unrolled |
+/// split; read once, a UsageError for another value), else baseline.
+TbeForward tbe_forward_variant();
+void tbe_set_forward_variant(TbeForward variant);
+/// "baseline", "unrolled", "split".
+const char* tbe_forward_variant_name(TbeForward variant);
+
 /// True when this build has the kernels (and so a CUDA libtorch).
 bool tbe_available();
 /// The widest row the kernels take (wider tables use the tensor-op path).
@@ -86,9 +109,21 @@ void tbe_weights_grad(const TbeLaunch& launch, int64_t contributions, const floa
 /// (the contributions sorted stably by key) group the contributions of a
 /// row; each row's gradient is summed in contribution order (deterministic)
 /// and the rule applied once, as optim::apply_row_update does on the CPU.
+///
+/// The arithmetic is the CPU kernel's (optim::apply_row_update) operation
+/// for operation, every float operation rounded on its own (no fused
+/// multiply-add), so the stored rows match it to the last bit whenever the
+/// summed gradients do. With `stochastic_rounding` set (some table of the
+/// launch has TbeTable::stochastic_rounding), the rows of those tables are
+/// rounded with the bits of (sr_seed, sr_step, global row, global column)
+/// (optim::stochastic_rounding_bits) and row-wise Adagrad sums a row's
+/// squares in the CPU kernel's order, so the result is bit-identical to
+/// the CPU kernel's.
 struct TbeUpdate {
   TbeRule rule = TbeRule::sgd;
   float lr = 0, eps = 0, weight_decay = 0;
+  int32_t stochastic_rounding = 0;
+  uint64_t sr_seed = 0, sr_step = 0;  // optim::RoundingState's seed and step
 };
 void tbe_backward_update(const TbeLaunch& launch, int64_t contributions, const int64_t* sorted_keys,
                          const int64_t* order, const float* grad_out, const TbeUpdate& update);

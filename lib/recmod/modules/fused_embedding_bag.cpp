@@ -569,6 +569,13 @@ CudaLookup make_cuda_lookup(const FusedLookupPlan& plan, const FusedLookupInput&
               : w.scalar_type() == torch::kHalf ? cuda::TbeDtype::f16
                                                 : cuda::TbeDtype::bf16;
     e.mean = plan.pooling[t] == PoolingType::MEAN ? 1 : 0;
+    if (optimizer != nullptr) {
+      // The kernel rounds as the CPU kernel: the same bits of the global row and column.
+      const optim::RowRounding rounding = optimizer->rounding(t);
+      e.stochastic_rounding = rounding.stochastic && e.dtype != cuda::TbeDtype::f32 ? 1 : 0;
+      e.sr_row_offset = rounding.offsets.row;
+      e.sr_column_offset = rounding.offsets.column;
+    }
     row_base += e.rows;
     max_dim = std::max(max_dim, w.size(1));
     vec4 = vec4 && w.size(1) % 4 == 0 && reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 == 0;
@@ -656,6 +663,11 @@ void backward_cuda(const FusedLookupPlan& plan, const FusedLookupInput& input, c
   update.lr = static_cast<float>(optimizer.options().lr());
   update.eps = static_cast<float>(optimizer.options().eps());
   update.weight_decay = static_cast<float>(optimizer.options().weight_decay());
+  if (optimizer.any_stochastic_rounding() && optimizer.rounding_state().defined()) {
+    update.stochastic_rounding = 1;
+    update.sr_seed = optimizer.rounding_state().seed();
+    update.sr_step = optimizer.rounding_state().step();
+  }
   cuda::tbe_backward_update(c.launch, c.contributions, std::get<0>(sorted).data_ptr<int64_t>(),
                             std::get<1>(sorted).data_ptr<int64_t>(), grad_out.data_ptr<float>(), update);
 }
@@ -780,8 +792,8 @@ torch::Tensor fused_backward_update(const FusedLookupPlan& plan, const FusedLook
   const torch::Tensor g = grad_out.to(torch::kFloat).contiguous();
   torch::Tensor weights_grad;
   if (need_weights_grad) weights_grad = torch::zeros({input.ids.numel()}, g.options());
-  // The CUDA kernels round to nearest: stochastic rounding takes the tensor-op path there.
-  if (!generic && !optimizer.any_stochastic_rounding() && cuda_kernel_applies(plan, input)) {
+  // The CUDA kernels round stochastically as the CPU kernel does (same bits).
+  if (!generic && cuda_kernel_applies(plan, input)) {
     backward_cuda(plan, input, g, optimizer, weights_grad);
     optimizer.advance_step();
     return weights_grad;
