@@ -11,6 +11,12 @@
 //   BM_CudaEbcForward    EmbeddingBagCollection forward (no grad)
 //   BM_CudaEbc26Forward  the 26-table EBC forward (one kernel launch for all tables)
 //   BM_CudaEmbeddingBag26 libtorch's embedding_bag on each of the 26 tables
+//   BM_CudaEbcForwardUnrolled, BM_CudaEbcForwardSplit, BM_CudaEbc26ForwardUnrolled,
+//   BM_CudaEbc26ForwardSplit  the same forwards with the kernel variant named
+//                        (recmod/cuda/tbe.h TbeForward; the plain ones run the
+//                        default: RECMOD_TBE_FORWARD, else baseline)
+//   BM_CudaEbcForwardPipelined  the 1-table forward 16 times, one synchronize:
+//                        the per-call host work and copies overlap the kernels
 //   BM_CudaEbcTrainStep  forward + backward + fused row-wise Adagrad
 //   BM_CudaSparseAdagrad embedding_bag(sparse) + backward + torch::optim::Adagrad
 // Bytes of a lookup: the rows read (ids x D x 4), the ids and offsets read
@@ -24,6 +30,7 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "recmod/cuda/tbe.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/optim/model_optimizer.h"
 
@@ -144,6 +151,38 @@ void BM_CudaEbcForward(benchmark::State& state) {
       lookup_bytes(1), kBatch * kBagSize);
 }
 
+/// Runs a benchmark with one forward kernel variant, then restores the setting.
+template <typename F>
+void with_variant(recmod::cuda::TbeForward variant, benchmark::State& state, F&& f) {
+  if (!have_cuda(state)) return;
+  const recmod::cuda::TbeForward saved = recmod::cuda::tbe_forward_variant();
+  recmod::cuda::tbe_set_forward_variant(variant);
+  f(state);
+  recmod::cuda::tbe_set_forward_variant(saved);
+}
+
+void BM_CudaEbcForwardUnrolled(benchmark::State& state) {
+  with_variant(recmod::cuda::TbeForward::unrolled, state, BM_CudaEbcForward);
+}
+
+void BM_CudaEbcForwardSplit(benchmark::State& state) {
+  with_variant(recmod::cuda::TbeForward::split, state, BM_CudaEbcForward);
+}
+
+void BM_CudaEbcForwardPipelined(benchmark::State& state) {
+  if (!have_cuda(state)) return;
+  torch::NoGradGuard no_grad;
+  const auto& lookups = one_table_lookups();
+  constexpr int kCalls = 16;
+  timed(
+      state,
+      [&](int64_t i) {
+        for (int c = 0; c < kCalls; ++c)
+          benchmark::DoNotOptimize(one_table()->forward(lookups[(i + c) % kBatches].kjt).values().data_ptr());
+      },
+      kCalls * lookup_bytes(1), kCalls * kBatch * kBagSize);
+}
+
 constexpr int64_t kTables = 26, kRows26 = int64_t{1} << 20;
 
 /// The DLRM-like collection: 26 tables of 1M x 64, one feature each.
@@ -177,6 +216,14 @@ void BM_CudaEbc26Forward(benchmark::State& state) {
       state,
       [&](int64_t i) { benchmark::DoNotOptimize(m.ebc->forward(m.lookups[i % kBatches].kjt).values().data_ptr()); },
       lookup_bytes(kTables), static_cast<double>(kTables) * kBatch * kBagSize);
+}
+
+void BM_CudaEbc26ForwardUnrolled(benchmark::State& state) {
+  with_variant(recmod::cuda::TbeForward::unrolled, state, BM_CudaEbc26Forward);
+}
+
+void BM_CudaEbc26ForwardSplit(benchmark::State& state) {
+  with_variant(recmod::cuda::TbeForward::split, state, BM_CudaEbc26Forward);
 }
 
 void BM_CudaEmbeddingBag26(benchmark::State& state) {
@@ -234,7 +281,12 @@ void BM_CudaSparseAdagrad(benchmark::State& state) {
 BENCHMARK(BM_CudaCopy)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaEmbeddingBag)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaEbcForward)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CudaEbcForwardUnrolled)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CudaEbcForwardSplit)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CudaEbcForwardPipelined)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaEbc26Forward)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CudaEbc26ForwardUnrolled)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CudaEbc26ForwardSplit)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaEmbeddingBag26)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaEbcTrainStep)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaSparseAdagrad)->UseManualTime()->Unit(benchmark::kMicrosecond);
