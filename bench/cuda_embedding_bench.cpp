@@ -291,6 +291,54 @@ BENCHMARK(BM_CudaEmbeddingBag26)->UseManualTime()->Unit(benchmark::kMicrosecond)
 BENCHMARK(BM_CudaEbcTrainStep)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaSparseAdagrad)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
+// EmbeddingCollection (unpooled) forward, no grad: one sequence-lookup
+// launch (recmod/cuda/tbe_sequence.h) against libtorch's embedding on the
+// same ids; one table of 4M x 64 float32 (1 GiB), 16384 x 20 ids. Bytes:
+// the rows read, the output rows written and the ids read, each once.
+constexpr int64_t kEcRows = int64_t{4} << 20;
+
+recmod::EmbeddingCollection& ec_table() {
+  static recmod::EmbeddingCollection m = [] {
+    torch::manual_seed(0);
+    return recmod::EmbeddingCollection(
+        recmod::EmbeddingCollectionOptions({recmod::EmbeddingConfig(kEcRows, kDim, "t", {"f"})}).device(kCuda));
+  }();
+  return m;
+}
+
+const std::vector<Lookup>& ec_lookups() {
+  static const std::vector<Lookup> l = make_lookups({"f"}, kEcRows);
+  return l;
+}
+
+double sequence_bytes() { return static_cast<double>(kBatch * kBagSize) * (2.0 * kDim * 4 + 8); }
+
+void BM_CudaEcForward(benchmark::State& state) {
+  if (!have_cuda(state)) return;
+  torch::NoGradGuard no_grad;
+  const auto& lookups = ec_lookups();
+  timed(
+      state,
+      [&](int64_t i) {
+        const auto out = ec_table()->forward(lookups[i % kBatches].kjt);
+        benchmark::DoNotOptimize(out.front().second.values().data_ptr());
+      },
+      sequence_bytes(), kBatch * kBagSize);
+}
+
+void BM_CudaEmbeddingSequence(benchmark::State& state) {
+  if (!have_cuda(state)) return;
+  torch::NoGradGuard no_grad;
+  const torch::Tensor& w = ec_table()->table_weight("t");
+  const auto& lookups = ec_lookups();
+  timed(
+      state, [&](int64_t i) { benchmark::DoNotOptimize(torch::embedding(w, lookups[i % kBatches].ids).data_ptr()); },
+      sequence_bytes(), kBatch * kBagSize);
+}
+
+BENCHMARK(BM_CudaEcForward)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CudaEmbeddingSequence)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 
 BENCHMARK_MAIN();
