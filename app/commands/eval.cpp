@@ -109,8 +109,8 @@ int run_eval(const EvalArgs& given) {
     args.config = train::config_of_checkpoint(args.checkpoint);
     std::cerr << "config: " << args.config << " (the checkpoint's run)\n";
   }
-  if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides)) return *code;
-  const Joined joined = join_run(args.dist, args.threads, args.config);
+  if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides, args.device)) return *code;
+  const Joined joined = join_run(args.dist, args.threads, args.config, args.device);
   const int64_t world = joined.comm->world_size();
   // The checkpoint's run keeps the vocabularies it was trained with (RUN/vocab/).
   config::LoadOptions load;
@@ -127,7 +127,7 @@ int run_eval(const EvalArgs& given) {
   if (data.empty()) throw UsageError("no data: pass --data FILE (or set data.eval in the config)");
   auto device = parse_device(args.device);
   if (world > 1 && !device.is_cpu())
-    throw UsageError("distributed evaluation runs on the CPU (gloo) in this build; use --device cpu");
+    throw UsageError("distributed evaluation runs on the CPU in this version; use --device cpu");
   // Each rank holds its shards of the checkpoint and predicts its rows of
   // each global batch; every rank ends with all predictions, rank 0 prints.
   if (world > 1) {

@@ -87,8 +87,8 @@ int run_inference_profile(const ProfileArgs& args) {
 int run_profile(const ProfileArgs& args) {
   if (args.synthetic == !args.data.empty()) throw UsageError("give exactly one of --data FILE and --synthetic");
   if (!args.checkpoint.empty() || args.inference) return run_inference_profile(args);
-  if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides)) return *code;
-  const Joined joined = join_run(args.dist, args.threads, args.config);
+  if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides, args.device)) return *code;
+  const Joined joined = join_run(args.dist, args.threads, args.config, args.device);
   const int64_t world = joined.comm->world_size();
   auto opened = world > 1 ? train::open_model_deferred(args.config, args.overrides)
                           : train::open_model(args.config, "", args.overrides);
@@ -99,7 +99,7 @@ int run_profile(const ProfileArgs& args) {
   const profile::NextBatch next = batches_for(args, opened, batch_size, joined.comm->rank(), world, &rank_sizes);
   const torch::Device device = parse_device(args.device);
   if (world > 1) {
-    if (!device.is_cpu()) throw UsageError("distributed profiling runs on the CPU (gloo) in this build; use --device cpu");
+    if (!device.is_cpu()) throw UsageError("distributed profiling runs on the CPU in this version; use --device cpu");
     train::shard_model(model, train::plan_model(model, opened.config, world, memory_per_rank(joined)), joined.comm);
   }
   auto report = profile::profile_model(model, opened.config.training, next, args.steps, args.warmup, device,

@@ -59,8 +59,8 @@ int run_train(const TrainArgs& args) {
     throw UsageError("--init-from starts a new run from another checkpoint's values, --resume continues this run from "
                      "its own checkpoint: drop one");
   if (!args.init_only.empty() && args.init_from.empty()) throw UsageError("--init-only needs --init-from CHECKPOINT");
-  if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides)) return *code;
-  const Joined joined = join_run(args.dist, args.threads, args.config);
+  if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides, args.device)) return *code;
+  const Joined joined = join_run(args.dist, args.threads, args.config, args.device);
   const int64_t world = joined.comm->world_size();
   // A rank of a distributed run builds its tables deferred and draws only its
   // shards; a warm start (--init-from) builds the full model on every rank,
@@ -80,9 +80,7 @@ int run_train(const TrainArgs& args) {
   if (!t.keep_best.empty() && eval_data.empty())
     throw UsageError(str_cat("training.", t.early_stopping ? "early_stopping" : "keep_best",
                              " needs evaluation data: pass --eval-data FILE (or set data.eval in the config)"));
-  const torch::Device device = parse_device(args.device);
-  if (world > 1 && !device.is_cpu())
-    throw UsageError("distributed training runs on the CPU (gloo) in this build; use --device cpu");
+  const torch::Device device = joined.device;  // a rank's own GPU under --nproc with --device cuda
   if (device.is_cpu()) train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
   if (!args.init_from.empty()) {
     const StateDict checkpoint = io::map_tensors(args.init_from);  // mapped: the ranks of a host share its pages

@@ -1,7 +1,9 @@
 #pragma once
 // The ranks of a distributed run talking to each other, over PyTorch's own
 // c10d (torch/csrc/distributed/c10d): a TCPStore at MASTER_ADDR:MASTER_PORT
-// for the rendezvous and ProcessGroupGloo for the collectives (CPU tensors).
+// for the rendezvous and ProcessGroupGloo for the collectives (CPU tensors),
+// or ProcessGroupNCCL (CUDA tensors on this rank's GPU) in a build with NCCL.
+// Tensors given on another device are copied to the backend's and back.
 // Every collective is called by every rank in the same order; a peer that
 // dies or a collective that outlives `timeout` becomes a DistributedError on
 // every surviving rank (no hang).
@@ -20,9 +22,21 @@ namespace recmod::dist {
 struct CommunicatorOptions {
   /// Rendezvous and every collective: how long a rank waits for the others.
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
-  /// "gloo" (CPU tensors; the only backend of a CPU libtorch).
+  /// "gloo" (CPU tensors) or "nccl" (CUDA tensors; only where nccl_built()).
+  /// dist::choose_backend picks it from --dist-backend and --device.
   std::string backend = "gloo";
+  /// nccl: this rank's GPU (set as the current CUDA device before the group
+  /// forms).
+  int device_index = 0;
+  /// One process (WORLD_SIZE 1): a real process group of one rank over an
+  /// in-memory store instead of the identity, so that the backend's own
+  /// collectives run (recmod ... --dist-backend nccl without --nproc).
+  bool group_of_one = false;
 };
+
+/// Whether this build has the NCCL backend (a CUDA libtorch whose
+/// ProcessGroupNCCL compiled in CMake's configure-time check).
+bool nccl_built();
 
 /// Bytes this rank exchanged with the other ranks (sent + received; its
 /// traffic with itself is not counted), to compare with the planner's
@@ -82,9 +96,11 @@ class Communicator {
 std::shared_ptr<Communicator> single_process();
 
 /// Rendezvous at env.master_addr:env.master_port (rank 0 hosts the store)
-/// and a Gloo process group over it. DistributedError (with the address and
+/// and a Gloo or NCCL process group over it (options.backend). DistributedError (with the address and
 /// what to check) when the port is taken, the master is unreachable, or the
-/// other ranks do not arrive within the timeout.
+/// other ranks do not arrive within the timeout. UsageError for a backend
+/// this build does not have. One process: single_process(), unless
+/// options.group_of_one.
 std::shared_ptr<Communicator> connect(const LaunchEnv& env, const CommunicatorOptions& options = {});
 
 }  // namespace recmod::dist

@@ -55,7 +55,7 @@ std::vector<int64_t> starts_of(const std::vector<int64_t>& sizes) {
 }
 
 std::vector<int64_t> host_vector(const torch::Tensor& t) {
-  const torch::Tensor c = t.to(torch::kLong).contiguous();
+  const torch::Tensor c = t.to(torch::kCPU, torch::kLong).contiguous();  // read on the host
   return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
@@ -239,7 +239,7 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
   const auto index = features.index_per_key();
   const auto& opk = features.offset_per_key();
   const auto world = static_cast<size_t>(world_);
-  const torch::Tensor no_ids = torch::empty({0}, torch::kLong);
+  const torch::Tensor no_ids = torch::empty({0}, features.values().options().dtype(torch::kLong));
 
   // Input dist: per table, its ids in feature order; per holder, the pieces
   // for its slots (table order) and their counts.
@@ -285,7 +285,7 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
     for (size_t j = 0; j + 1 < shards.size(); ++j)
       ends.push_back(managed ? static_cast<int64_t>(managed->input_block(static_cast<int64_t>(j)).second)
                              : shards[j].row_offset + shards[j].rows);
-    const torch::Tensor bucket = torch::bucketize(in.ids, torch::tensor(ends, torch::kLong), /*out_int32=*/false,
+    const torch::Tensor bucket = torch::bucketize(in.ids, torch::tensor(ends, torch::kLong).to(in.ids.device()), /*out_int32=*/false,
                                                   /*right=*/true);
     const torch::Tensor perm = std::get<1>(torch::sort(bucket, c10::optional<bool>(true), /*dim=*/0, /*descending=*/false));
     in.inverse = torch::empty_like(perm).scatter_(0, perm, torch::arange(perm.size(0), perm.options()));

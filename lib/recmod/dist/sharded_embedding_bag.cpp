@@ -53,7 +53,11 @@ std::vector<int64_t> starts_of(const std::vector<int64_t>& sizes) {
   return out;
 }
 
-torch::Tensor as_index(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
+// Column numbers as an index tensor on `device` (the tensor they index).
+torch::Tensor as_index(const std::vector<int64_t>& v, const torch::Device& device) {
+  const torch::Tensor index = torch::tensor(v, torch::kLong);
+  return device.is_cpu() ? index : index.to(device);
+}
 
 }  // namespace
 
@@ -223,11 +227,12 @@ KeyedJaggedTensor ShardedEmbeddingBagCollectionImpl::distribute_input(const Keye
       if (weighted) weights.push_back(w.to(torch::kFloat));
     }
     length_rows[static_cast<size_t>(o)] = static_cast<int64_t>(lengths.size()) * b;
-    torch::Tensor v = values.empty() ? torch::empty({0}, torch::kLong) : torch::cat(values);
+    const auto on = torch::TensorOptions().device(features.values().device());
+    torch::Tensor v = values.empty() ? torch::empty({0}, on.dtype(torch::kLong)) : torch::cat(values);
     value_rows[static_cast<size_t>(o)] = v.size(0);
-    lengths_out.push_back(lengths.empty() ? torch::empty({0}, torch::kLong) : torch::cat(lengths));
+    lengths_out.push_back(lengths.empty() ? torch::empty({0}, on.dtype(torch::kLong)) : torch::cat(lengths));
     values_out.push_back(v);
-    if (weighted) weights_out.push_back(weights.empty() ? torch::empty({0}, torch::kFloat) : torch::cat(weights));
+    if (weighted) weights_out.push_back(weights.empty() ? torch::empty({0}, on.dtype(torch::kFloat)) : torch::cat(weights));
   }
   const auto& mine = slots_[static_cast<size_t>(rank_)];
   const auto slots = static_cast<int64_t>(mine.size());
@@ -241,7 +246,7 @@ KeyedJaggedTensor ShardedEmbeddingBagCollectionImpl::distribute_input(const Keye
   for (int64_t r = 0; r < world_; ++r) {
     const int64_t br = batch_sizes[static_cast<size_t>(r)];
     const torch::Tensor counts = slots == 0 ? torch::zeros({0}, torch::kLong)
-                                            : lengths.narrow(0, length_start[static_cast<size_t>(r)], slots * br).view({slots, br}).sum(1);
+                                            : lengths.narrow(0, length_start[static_cast<size_t>(r)], slots * br).view({slots, br}).sum(1).cpu();
     ids_per[static_cast<size_t>(r)] = std::vector<int64_t>(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
     for (int64_t c : ids_per[static_cast<size_t>(r)]) value_recv[static_cast<size_t>(r)] += c;
   }
@@ -308,7 +313,7 @@ torch::Tensor ShardedEmbeddingBagCollectionImpl::exchange_forward(const torch::T
   for (int64_t r = 0; r < world_; ++r) {
     const auto& cols = sent_columns_[static_cast<size_t>(r)];
     const int64_t br = batch_sizes[static_cast<size_t>(r)];
-    send.push_back(pooled.narrow(0, row_start[static_cast<size_t>(r)], br).index_select(1, as_index(cols)).reshape(-1));
+    send.push_back(pooled.narrow(0, row_start[static_cast<size_t>(r)], br).index_select(1, as_index(cols, pooled.device())).reshape(-1));
     send_rows.push_back(br * static_cast<int64_t>(cols.size()));
     recv_rows.push_back(my_batch * received_width_[static_cast<size_t>(r)][static_cast<size_t>(rank_)]);
   }
@@ -321,11 +326,12 @@ torch::Tensor ShardedEmbeddingBagCollectionImpl::exchange_backward(const torch::
   std::vector<int64_t> block_size(static_cast<size_t>(world_));
   for (int64_t o = 0; o < world_; ++o) block_size[static_cast<size_t>(o)] = my_batch * received_width_[static_cast<size_t>(o)][static_cast<size_t>(rank_)];
   const auto block_start = starts_of(block_size);
-  const torch::Tensor grad = grad_in.defined() ? grad_in.contiguous() : torch::zeros({block_start.back()});
+  const torch::Tensor grad =
+      grad_in.defined() ? grad_in.contiguous() : torch::zeros({block_start.back()}, torch::TensorOptions().device(device_));
   // My samples' gradients of the data_parallel tables, for every holder.
   const torch::Tensor own = grad.narrow(0, block_start[static_cast<size_t>(rank_)], block_size[static_cast<size_t>(rank_)])
                                 .view({my_batch, local_width_[static_cast<size_t>(rank_)]});
-  const torch::Tensor dp = own.index_select(1, as_index(dp_columns_)).reshape(-1);
+  const torch::Tensor dp = own.index_select(1, as_index(dp_columns_, grad.device())).reshape(-1);
   std::vector<torch::Tensor> send;
   std::vector<int64_t> send_rows, recv_rows;
   for (int64_t o = 0; o < world_; ++o) {
@@ -338,16 +344,16 @@ torch::Tensor ShardedEmbeddingBagCollectionImpl::exchange_backward(const torch::
   const torch::Tensor got = comm_->all_to_all(torch::cat(send), send_rows, recv_rows);
   const auto row_start = starts_of(batch_sizes);
   const auto recv_start = starts_of(recv_rows);
-  torch::Tensor pooled_grad = torch::zeros({row_start.back(), local_width_[static_cast<size_t>(rank_)]});
+  torch::Tensor pooled_grad = torch::zeros({row_start.back(), local_width_[static_cast<size_t>(rank_)]}, got.options());
   for (int64_t r = 0; r < world_; ++r) {
     const int64_t br = batch_sizes[static_cast<size_t>(r)];
     const auto& cols = sent_columns_[static_cast<size_t>(r)];
     const auto w = static_cast<int64_t>(cols.size());
     torch::Tensor rows = pooled_grad.narrow(0, row_start[static_cast<size_t>(r)], br);
     const int64_t at = recv_start[static_cast<size_t>(r)];
-    rows.index_copy_(1, as_index(cols), got.narrow(0, at, br * w).view({br, w}));
+    rows.index_copy_(1, as_index(cols, rows.device()), got.narrow(0, at, br * w).view({br, w}));
     if (r != rank_ && dp_width() > 0)
-      rows.index_add_(1, as_index(dp_columns_), got.narrow(0, at + br * w, br * dp_width()).view({br, dp_width()}));
+      rows.index_add_(1, as_index(dp_columns_, rows.device()), got.narrow(0, at + br * w, br * dp_width()).view({br, dp_width()}));
   }
   return pooled_grad;
 }
@@ -382,10 +388,11 @@ KeyedTensor ShardedEmbeddingBagCollectionImpl::forward_sharded(const KeyedJagged
   check_ids(features);  // here, not on the holder: a bad id must fail on the rank that read it
   if (is_training() && !histories_sized_) size_managed_histories(features);
   const std::vector<int64_t> batch_sizes = comm_->batch_sizes(features.stride());
+  device_ = features.values().device();
   const KeyedJaggedTensor global = distribute_input(features, batch_sizes);
   const int64_t global_batch = global.stride();
   torch::Tensor pooled = output_dim() > 0 ? EmbeddingBagCollectionImpl::forward(global).values()
-                                          : torch::zeros({global_batch, 0});
+                                          : torch::zeros({global_batch, 0}, torch::TensorOptions().device(device_));
   const torch::Tensor received = PooledExchange::apply(pooled, anchor_, this, batch_sizes);
   const int64_t b = features.stride();
   std::vector<int64_t> block_size(static_cast<size_t>(world_));

@@ -112,6 +112,8 @@ class ShardedEmbeddingBagCollectionImpl : public EmbeddingBagCollectionImpl {
 
   std::vector<std::optional<ManagedRouting>> managed_;  // per full table
   bool histories_sized_ = false;
+  // The device of the last input (CPU or a rank's GPU), for tensors made here.
+  torch::Device device_{torch::kCPU};
 
   std::shared_ptr<Communicator> comm_;
   int64_t rank_ = 0;
