@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "cli/distributed_support.h"
@@ -24,8 +25,13 @@ using ::testing::HasSubstr;
 #define REQUIRE_NCCL() \
   if (!dist::nccl_built()) GTEST_SKIP() << "this build has no NCCL backend"
 
-// Every command of these tests ends within 60 s, whatever happens.
-RunResult bounded(const std::string& args) { return run_command("timeout -k 5 60 " + std::string(RECMOD_BIN) + " " + args + " 2>&1"); }
+// Every command of these tests ends within 60 s, whatever happens. NCCL's
+// bootstrap (even for one rank) listens on a network interface: the
+// loopback, unless the machine says otherwise.
+RunResult bounded(const std::string& args) {
+  return run_command("NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo} timeout -k 5 60 " + std::string(RECMOD_BIN) + " " +
+                     args + " 2>&1");
+}
 
 // Four tables, one per sharding type (as tests/cli/distributed_cli_test.cpp).
 std::string sharded_yaml(int64_t batch_size) {
@@ -67,6 +73,7 @@ sharding:
 TEST(CudaDistributed, NcclGroupOfOneRunsEveryCollective) {
   REQUIRE_CUDA();
   REQUIRE_NCCL();
+  setenv("NCCL_SOCKET_IFNAME", "lo", /*overwrite=*/0);
   dist::LaunchEnv env;
   dist::CommunicatorOptions options;
   options.backend = "nccl";
