@@ -150,6 +150,10 @@ torch::Tensor ModelGraphImpl::forward(const data::Batch& batch, NodeObserver* ob
     values[i] = built_[i].forward(in);
     if (observer) observer->after_node(i, values[i]);
   }
+  return logits_of(values);
+}
+
+torch::Tensor ModelGraphImpl::logits_of(const std::vector<Value>& values) const {
   if (spec_.outputs.empty()) return values[output_ids_[0]].dense.reshape({-1});
   std::vector<torch::Tensor> columns;
   for (size_t id : output_ids_) columns.push_back(values[id].dense.reshape({-1, 1}));

@@ -66,6 +66,11 @@ class ModelGraphImpl : public torch::nn::Module {
   void check_schema(const data::DataSchema& schema, const std::string& origin) const;
   /// Hashes the batch's ids into range and returns the graph's two inputs.
   std::pair<Value, Value> inputs(const data::Batch& batch) const;
+  /// Runs node `index` alone on its inputs' values (one step of forward;
+  /// a split step runs the nodes in two parts, train/graph_step.h).
+  Value run_node(size_t index, const std::vector<Value>& inputs) const { return built_[index].forward(inputs); }
+  /// The logits from the nodes' values, indexed as nodes() (forward's last step).
+  torch::Tensor logits_of(const std::vector<Value>& values) const;
 
   /// The module of node `index` (null for parameter-free nodes).
   std::shared_ptr<torch::nn::Module> node_module(size_t index) const { return built_[index].module; }

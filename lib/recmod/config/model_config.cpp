@@ -155,7 +155,7 @@ EarlyStoppingSpec parse_early_stopping(const ConfigNode& node, const std::vector
 TrainingSpec parse_training(const ConfigNode& node, const std::vector<std::string>& metrics) {
   node.allow_keys({"dense_optimizer", "embedding_optimizer", "batch_size", "epochs", "steps", "seed",
                    "eval_interval", "checkpoint_interval", "shuffle", "log_interval", "fused_embeddings",
-                   "dense_precision", "early_stopping", "keep_best"});
+                   "dense_precision", "cuda_graphs", "early_stopping", "keep_best"});
   TrainingSpec t;
   if (auto n = node.find("dense_optimizer"))
     t.dense_optimizer = parse_optimizer(*n, t.dense_optimizer, optim::OptimizerRole::dense);
@@ -179,6 +179,7 @@ TrainingSpec parse_training(const ConfigNode& node, const std::vector<std::strin
   t.shuffle = node.get_bool("shuffle", t.shuffle);
   t.fused_embeddings = node.get_bool("fused_embeddings", t.fused_embeddings);
   if (auto n = node.find("dense_precision")) t.dense_precision = n->one_of({"fp32", "bf16"});
+  if (auto n = node.find("cuda_graphs")) t.cuda_graphs = n->one_of({"off", "auto"});
   if (auto n = node.find("early_stopping")) {
     t.early_stopping = parse_early_stopping(*n, metrics);
     if (t.eval_interval == 0)

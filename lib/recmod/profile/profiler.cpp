@@ -264,6 +264,7 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
   ParameterMemory dense{"dense parameters", 0, optimizer_bytes["dense parameters"]};
   for (const auto& [name, p] : model->dense_parameters()) dense.parameter_bytes += p.numel() * static_cast<int64_t>(p.element_size());
   report.memory.push_back(dense);
+  if (device.is_cuda()) report.cuda_graphs = training.cuda_graphs_status();
   report.peak_rss_bytes = peak_rss_bytes();
   recorder.write_trace(trace_path);
   return report;
@@ -360,6 +361,7 @@ std::string ProfileReport::to_table() const {
   os << std::left << std::setw(52) << "total" << std::right << std::setw(14) << human_bytes(params) << std::setw(14)
      << human_bytes(opt) << "\n";
   os << "peak RSS " << human_bytes(peak_rss_bytes) << "\n";
+  if (!cuda_graphs.empty()) os << "cuda graphs: " << cuda_graphs << "\n";
   return os.str();
 }
 

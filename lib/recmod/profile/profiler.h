@@ -37,6 +37,9 @@ struct ProfileReport {
   std::vector<NodeTiming> nodes;
   std::vector<ParameterMemory> memory;
   int64_t peak_rss_bytes = 0;
+  /// Training on a CUDA device: training.cuda_graphs' outcome after the
+  /// steps ("captured (dense part: ...)", "eager: <reason>"); "" otherwise.
+  std::string cuda_graphs;
 
   nlohmann::json to_json() const;
   std::string to_table() const;

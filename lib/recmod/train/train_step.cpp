@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "recmod/common/errors.h"
+#include "recmod/train/graph_step.h"
 
 namespace recmod::train {
 
@@ -37,6 +38,12 @@ torch::Tensor loss_of(const torch::Tensor& logits, const data::Batch& batch, con
 
 torch::Tensor train_step(config::ModelGraph& model, TrainingSetup& training, const data::Batch& batch,
                          const StepHooks& hooks) {
+  if (GraphStep* split = training.graph_step()) return split->step(training, batch, hooks);
+  return train_step_eager(model, training, batch, hooks);
+}
+
+torch::Tensor train_step_eager(config::ModelGraph& model, TrainingSetup& training, const data::Batch& batch,
+                               const StepHooks& hooks) {
   training.zero_grad();
   const torch::Tensor logits = model->forward(batch, hooks.observer);
   if (hooks.after_forward) hooks.after_forward(logits.detach());

@@ -40,8 +40,13 @@ struct StepHooks {
 
 /// zero_grad, forward (the graph's executor), loss, backward, optimizer step
 /// (fused embedding tables were updated inside backward). `batch` must be on
-/// the model's device. Returns the loss (a scalar tensor).
+/// the model's device. Returns the loss (a scalar tensor). With
+/// training.cuda_graphs on a CUDA device (training.graph_step()), the split
+/// step of train/graph_step.h, else train_step_eager.
 torch::Tensor train_step(config::ModelGraph& model, TrainingSetup& training, const data::Batch& batch,
                          const StepHooks& hooks = {});
+/// The step as autograd runs it: the whole graph forward, loss.backward().
+torch::Tensor train_step_eager(config::ModelGraph& model, TrainingSetup& training, const data::Batch& batch,
+                               const StepHooks& hooks = {});
 
 }  // namespace recmod::train

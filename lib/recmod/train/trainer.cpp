@@ -436,6 +436,8 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
         };
       training.schedule_lr(pos.step);  // from the step count alone: a resumed run gets the same rates
       const torch::Tensor loss = train_step(model_, training, b, checks);
+      // training.cuda_graphs: the capture, or why a step or the run is eager (once each).
+      if (const std::string note = training.take_cuda_graphs_notes(); !note.empty()) progress.message(note);
       if (distributed) comm->expect_batch_sizes({});
       ++pos.step;
       ++pos.batch_in_epoch;

@@ -6,12 +6,14 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/cuda/cuda_graph.h"
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
 #include "recmod/dist/sharded_embedding_bag.h"
 #include "recmod/dist/table_state.h"  // holds_rows
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/modules/fused_embedding_bag.h"
 #include "recmod/modules/mlp.h"
+#include "recmod/train/graph_step.h"
 
 namespace recmod::train {
 
@@ -160,6 +162,15 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
   // training.dense_precision: bf16 products in the MLPs' training steps.
   set_dense_compute_dtype(
       *model, training.dense_precision == "bf16" ? std::optional<torch::Dtype>(torch::kBFloat16) : std::nullopt);
+  // training.cuda_graphs: decided once, before the first step.
+  {
+    const GraphPlan plan = plan_graph_split(*model);
+    graph_refusal_ =
+        graph_step_refusal(training.cuda_graphs, device, cuda::cuda_graphs_available(), distributed(), plan);
+    if (graph_refusal_.empty()) graph_step_ = std::make_shared<GraphStep>(model, plan, GraphStep::Mode::capture);
+    // Asked for and refused: say why once (the mode being off needs no word).
+    refusal_noted_ = training.cuda_graphs == "off" || !device.is_cuda();
+  }
   if (!distributed()) return;
   std::set<const void*> sharded;
   for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
@@ -173,6 +184,23 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
   // iteration) are not all-reduced.
   for (const auto& p : model->parameters())
     if (!sharded.count(p.unsafeGetTensorImpl()) && p.requires_grad()) replicated_.push_back(p);
+}
+
+std::string TrainingSetup::cuda_graphs_status() const {
+  return graph_step_ ? graph_step_->status() : "eager: " + graph_refusal_;
+}
+
+std::string TrainingSetup::take_cuda_graphs_notes() {
+  if (graph_step_) return graph_step_->take_notes();
+  if (refusal_noted_) return "";
+  refusal_noted_ = true;
+  return "cuda graphs: eager: " + graph_refusal_;
+}
+
+void TrainingSetup::use_uncaptured_split_step(const config::ModelGraph& model) {
+  GraphPlan plan = plan_graph_split(*model);
+  if (!plan.ok()) throw_input_error("the model cannot be split for CUDA graphs: ", plan.reason);
+  graph_step_ = std::make_shared<GraphStep>(model, std::move(plan), GraphStep::Mode::split);
 }
 
 void TrainingSetup::schedule_lr(int64_t step) {

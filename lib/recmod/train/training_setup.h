@@ -24,6 +24,8 @@ class EmbeddingBagCollectionImpl;
 
 namespace recmod::train {
 
+class GraphStep;
+
 /// EmbeddingBagCollections on the fused path, by module path.
 using FusedCollections = std::vector<std::pair<std::string, std::shared_ptr<EmbeddingBagCollectionImpl>>>;
 
@@ -68,6 +70,19 @@ class TrainingSetup {
   /// Strict: exactly state_dict()'s keys and shapes; else CheckpointError naming `origin`.
   void load_state_dict(const StateDict& state, const std::string& origin);
 
+  /// training.cuda_graphs: the split step with its dense part captured
+  /// (train/graph_step.h); null when every step runs train_step_eager.
+  GraphStep* graph_step() const { return graph_step_.get(); }
+  /// What recmod profile reports: "captured (...)", "warming up (...)",
+  /// "eager: <reason>".
+  std::string cuda_graphs_status() const;
+  /// Log lines about the graph decision not yet taken (each reason once;
+  /// "" when none), for the trainer to print after a step.
+  std::string take_cuda_graphs_notes();
+  /// Tests: run the split step without capturing it, on any device (the
+  /// same math as a captured step); throws when the model cannot be split.
+  void use_uncaptured_split_step(const config::ModelGraph& model);
+
   const FusedCollections& fused() const { return fused_; }
   /// The config's tasks (empty: one BCE task), for loss_of.
   const std::vector<config::TaskSpec>& tasks() const { return tasks_; }
@@ -93,6 +108,9 @@ class TrainingSetup {
   std::shared_ptr<dist::Communicator> comm_;
   std::vector<torch::Tensor> replicated_;  // parameters every rank holds whole
   std::vector<config::TaskSpec> tasks_;
+  std::shared_ptr<GraphStep> graph_step_;
+  std::string graph_refusal_;  // why graph_step_ is null
+  bool refusal_noted_ = false;
 };
 
 }  // namespace recmod::train
