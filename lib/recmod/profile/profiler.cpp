@@ -1,6 +1,7 @@
 #include "recmod/profile/profiler.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <sys/resource.h>
 #include <torch/torch.h>
 
@@ -47,6 +48,29 @@ void sync(const torch::Device& device) {
   // Only CPU timing is synchronous by itself; on CUDA, a .item() on a tiny
   // tensor drains the stream without needing CUDA headers here.
   if (device.is_cuda()) torch::zeros({1}, torch::TensorOptions().device(device)).sum().item<float>();
+}
+
+// Waits for the device's current stream without launching work on it (the
+// CUDA activity steps count every kernel).
+void sync_stream(const torch::Device& device) {
+  if (device.is_cpu()) return;
+  c10::impl::VirtualGuardImpl(device.type()).getStream(device).synchronize();
+}
+
+/// The CUDA activity of up to kGpuActivitySteps more steps: each takes a
+/// batch, copies it to `device` and runs `run` on it, timed until the GPU
+/// is done.
+GpuActivity gpu_activity_steps(int64_t steps, const NextBatch& next_batch, const torch::Device& device,
+                               const std::function<void(const data::Batch&, int64_t)>& run) {
+  sync_stream(device);
+  return measure_gpu_activity(std::min(steps, kGpuActivitySteps), [&]() -> std::optional<double> {
+    auto batch = next_batch();
+    if (!batch) return std::nullopt;
+    const auto start = Clock::now();
+    run(batch->to(device), batch->size());
+    sync_stream(device);
+    return ms_between(start, Clock::now());
+  });
 }
 
 std::string human_bytes(int64_t bytes) {
@@ -250,6 +274,12 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
     recorder.step(step_start, step_end, global_size);
   }
   recorder.summarise(report);
+  if (device.is_cuda() && !distributed)
+    report.gpu = gpu_activity_steps(steps, next_batch, device, [&](const data::Batch& b, int64_t size) {
+      train::StepHooks hooks;
+      hooks.global_batch_size = size;
+      train::train_step(model, training, b, hooks);
+    });
 
   // Memory: each embedding table on its own line, dense parameters together.
   std::map<std::string, int64_t> optimizer_bytes;
@@ -295,6 +325,9 @@ ProfileReport profile_inference(config::ModelGraph& model, const NextBatch& next
     recorder.step(step_start, step_end, batch->size());
   }
   recorder.summarise(report);
+  if (device.is_cuda())
+    report.gpu = gpu_activity_steps(steps, next_batch, device,
+                                    [&](const data::Batch& b, int64_t) { model->forward(b); });
   // Memory: each table (a quantized one's codes, scale and bias together,
   // by their state_dict keys less the suffix), then the dense parameters.
   std::map<std::string, int64_t> table_bytes;
@@ -332,10 +365,12 @@ nlohmann::json ProfileReport::to_json() const {
     params += m.parameter_bytes;
     opt += m.optimizer_bytes;
   }
-  return {{"mode", inference ? "inference" : "train"}, {"batch_size", batch_size}, {"steps", steps}, {"step_ms", step_ms},
-          {"examples_per_s", examples_per_s},
-          {"nodes", nodes_json}, {"memory", memory_json}, {"total_parameter_bytes", params},
-          {"total_optimizer_bytes", opt}, {"peak_rss_bytes", peak_rss_bytes}};
+  nlohmann::json out = {{"mode", inference ? "inference" : "train"}, {"batch_size", batch_size}, {"steps", steps},
+                        {"step_ms", step_ms}, {"examples_per_s", examples_per_s},
+                        {"nodes", nodes_json}, {"memory", memory_json}, {"total_parameter_bytes", params},
+                        {"total_optimizer_bytes", opt}, {"peak_rss_bytes", peak_rss_bytes}};
+  if (gpu) out["cuda"] = gpu->to_json();
+  return out;
 }
 
 std::string ProfileReport::to_table() const {
@@ -362,6 +397,7 @@ std::string ProfileReport::to_table() const {
      << human_bytes(opt) << "\n";
   os << "peak RSS " << human_bytes(peak_rss_bytes) << "\n";
   if (!cuda_graphs.empty()) os << "cuda graphs: " << cuda_graphs << "\n";
+  if (gpu) os << gpu->to_line();
   return os.str();
 }
 

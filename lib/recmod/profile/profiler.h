@@ -12,6 +12,7 @@
 #include "recmod/config/graph.h"
 #include "recmod/dist/communicator.h"
 #include "recmod/data/batch.h"
+#include "recmod/profile/gpu_activity.h"
 
 namespace recmod::profile {
 
@@ -40,6 +41,9 @@ struct ProfileReport {
   /// Training on a CUDA device: training.cuda_graphs' outcome after the
   /// steps ("captured (dense part: ...)", "eager: <reason>"); "" otherwise.
   std::string cuda_graphs;
+  /// On a CUDA device: kernels per step and GPU busy/idle time, measured
+  /// over extra steps after the timed ones (gpu_activity.h).
+  std::optional<GpuActivity> gpu;
 
   nlohmann::json to_json() const;
   std::string to_table() const;
@@ -60,6 +64,9 @@ class SyntheticBatches {
   torch::Generator generator_;
 };
 
+/// The most extra steps whose CUDA activity a profile records.
+constexpr int64_t kGpuActivitySteps = 10;
+
 using NextBatch = std::function<std::optional<data::Batch>()>;
 /// With a source that yields only this rank's rows of each global batch (a
 /// Batcher in rank mode): every rank's row count of the batch last returned.
@@ -67,6 +74,9 @@ using RankSizes = std::function<std::vector<int64_t>()>;
 
 /// Runs `warmup` untimed then `steps` timed training steps on `device`.
 /// Writes the Chrome trace of the timed steps to `trace_path` ("" = none).
+/// On a CUDA device (one process), then up to kGpuActivitySteps more steps
+/// with the profiler recording CUDA activity and no per-node timing (which
+/// synchronises after every node): the report's `gpu`.
 /// `training` is the config's training section (optimizers, fused path).
 /// With a distributed `comm` the model must be sharded (train::shard_model)
 /// and `next_batch` yield global batches: each rank steps on its rows, and
@@ -82,6 +92,7 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
 /// without grad (what `recmod eval` does per batch): per-node forward times,
 /// examples/s, and memory per table from the state_dict (a quantized table's
 /// codes, scale and bias together), no optimizer. For quantized models.
+/// On a CUDA device, `gpu` as for profile_model, over forward passes.
 ProfileReport profile_inference(config::ModelGraph& model, const NextBatch& next_batch, int64_t steps, int64_t warmup,
                                 const torch::Device& device, const std::string& trace_path);
 
