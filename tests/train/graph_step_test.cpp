@@ -57,7 +57,7 @@ data::Batch batch_of(int64_t n, bool weights = false) {
   return b;
 }
 
-TEST(CudaGraphsConfig, TakesOffOrAutoAndDefaultsToOff) {
+TEST(GraphStepConfig, TakesOffOrAutoAndDefaultsToOff) {
   EXPECT_EQ(parse(dlrm_yaml()).training.cuda_graphs, "off");
   EXPECT_EQ(parse(dlrm_yaml("  cuda_graphs: auto\n")).training.cuda_graphs, "auto");
   EXPECT_EQ(parse(dlrm_yaml("  cuda_graphs: off\n")).training.cuda_graphs, "off");
@@ -65,7 +65,7 @@ TEST(CudaGraphsConfig, TakesOffOrAutoAndDefaultsToOff) {
     parse(dlrm_yaml("  cuda_graphs: always\n"));
     FAIL() << "expected a ConfigError";
   } catch (const ConfigError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("t.yaml:17:"));
+    EXPECT_THAT(e.what(), HasSubstr("t.yaml:16:16: training.cuda_graphs: expected one of [off, auto]"));
     EXPECT_THAT(e.what(), HasSubstr("cuda_graphs"));
     EXPECT_THAT(e.what(), HasSubstr("auto"));
   }
