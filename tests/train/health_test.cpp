@@ -48,6 +48,21 @@ TEST(Health, NamesTheFirstParameterWithANonFiniteGradient) {
   EXPECT_NO_THROW(check_gradients_finite(params, 14));
 }
 
+// The loss and the gradients in one read: the loss's message first (as the
+// separate checks give it when the loss is checked before backward), then
+// the gradients'.
+TEST(Health, StepCheckReportsTheLossFirstThenTheGradients) {
+  torch::Tensor a = torch::zeros({3}, torch::requires_grad());
+  a.mutable_grad() = torch::tensor({1.0f, kNan, 2.0f});
+  const std::vector<std::pair<std::string, torch::Tensor>> params{{"a", a}};
+  EXPECT_EQ(health_error([&] { check_step_finite(torch::tensor(kNan), params, 5); }), "step 5: loss is nan");
+  EXPECT_EQ(health_error([&] { check_step_finite(torch::tensor(kInf), {}, 6); }), "step 6: loss is inf");
+  EXPECT_EQ(health_error([&] { check_step_finite(torch::tensor(0.5f), params, 7); }),
+            "step 7: gradient of 'a' has 1 non-finite value (first nan at index [1])");
+  a.mutable_grad() = torch::ones({3});
+  EXPECT_NO_THROW(check_step_finite(torch::tensor(0.5f), params, 8));
+}
+
 TEST(Health, SparseGradientReportsTheTableRow) {
   torch::Tensor table = torch::zeros({100, 4}, torch::requires_grad());
   table.mutable_grad() = torch::sparse_coo_tensor(torch::tensor({{42, 7, 42}}, torch::kLong),

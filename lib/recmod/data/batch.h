@@ -3,6 +3,8 @@
 // with dense float features and jagged sparse id features.
 #include <torch/types.h>
 
+#include <algorithm>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,8 +34,22 @@ struct Batch {
   torch::Tensor weights = {};
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
   Batch to(const torch::Device& device, bool non_blocking = false) const {
-    return Batch{dense.to(device, non_blocking), sparse.to(device, non_blocking), labels.to(device, non_blocking),
-                 weights.defined() ? weights.to(device, non_blocking) : torch::Tensor()};
+    return map_tensors([&](const torch::Tensor& t) { return t.to(device, non_blocking); });
+  }
+  /// The same batch with `f` applied to each defined tensor (the KJT's
+  /// included: KeyedJaggedTensor::map_tensors); `f` keeps shapes and dtypes.
+  Batch map_tensors(const std::function<torch::Tensor(const torch::Tensor&)>& f) const {
+    auto g = [&](const torch::Tensor& t) { return t.defined() ? f(t) : t; };
+    return Batch{g(dense), sparse.map_tensors(f), g(labels), g(weights)};
+  }
+  /// Every defined tensor of the batch, the KJT's included.
+  std::vector<torch::Tensor> tensors() const {
+    std::vector<torch::Tensor> out{dense, labels, sparse.values(), sparse.lengths(), sparse.offsets()};
+    if (weights.defined()) out.push_back(weights);
+    if (sparse.has_weights()) out.push_back(sparse.weights());
+    if (sparse.inverse_indices_or_none()) out.push_back(sparse.inverse_indices_or_none()->indices);
+    out.erase(std::remove_if(out.begin(), out.end(), [](const torch::Tensor& t) { return !t.defined(); }), out.end());
+    return out;
   }
 };
 

@@ -358,12 +358,17 @@ KeyedJaggedTensor KeyedJaggedTensor::select(const std::vector<std::string>& keys
 }
 
 KeyedJaggedTensor KeyedJaggedTensor::to(const torch::Device& device, bool non_blocking) const {
+  return map_tensors([&](const torch::Tensor& t) { return t.to(device, non_blocking); });
+}
+
+KeyedJaggedTensor KeyedJaggedTensor::map_tensors(const std::function<torch::Tensor(const torch::Tensor&)>& f) const {
+  auto g = [&](const torch::Tensor& t) { return t.defined() ? f(t) : t; };
   KeyedJaggedTensor out = *this;
-  out.values_ = values_.to(device, non_blocking);
-  out.lengths_ = lengths_.to(device, non_blocking);
-  out.offsets_ = offsets_.to(device, non_blocking);
-  if (weights_) out.weights_ = weights_->to(device, non_blocking);
-  if (inverse_indices_) out.inverse_indices_->indices = inverse_indices_->indices.to(device, non_blocking);
+  out.values_ = g(values_);
+  out.lengths_ = g(lengths_);
+  out.offsets_ = g(offsets_);
+  if (weights_) out.weights_ = g(*weights_);
+  if (inverse_indices_) out.inverse_indices_->indices = g(inverse_indices_->indices);
   return out;
 }
 

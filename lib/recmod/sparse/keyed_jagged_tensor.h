@@ -4,6 +4,7 @@
 // per feature (TorchRec's VBE), S_k samples for key k.
 #include <torch/types.h>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -114,6 +115,11 @@ class KeyedJaggedTensor {
   KeyedJaggedTensor select(const std::vector<std::string>& keys) const;
 
   KeyedJaggedTensor to(const torch::Device& device, bool non_blocking = false) const;
+  /// The same KJT with `f` applied to each of its defined tensors (values, lengths,
+  /// offsets, weights, inverse indices); the host-side metadata (keys,
+  /// strides, length_per_key, offset_per_key) is kept as it is. `f` must
+  /// keep each tensor's shape and dtype (e.g. a device copy, pinning).
+  KeyedJaggedTensor map_tensors(const std::function<torch::Tensor(const torch::Tensor&)>& f) const;
   torch::Device device() const { return values_.device(); }
 
   /// Build from parts known to be consistent; no checks, no host sync

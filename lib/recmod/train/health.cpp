@@ -27,18 +27,19 @@ std::string describe_non_finite(const torch::Tensor& grad) {
                  values.dim() == 0 ? std::string() : str_cat(" at index ", c10::IntArrayRef(index)), ")");
 }
 
-}  // namespace
-
-void check_loss_finite(const torch::Tensor& loss, int64_t step) {
-  const torch::Tensor l = loss.detach();
-  if (torch::isfinite(l).all().item<bool>()) return;
+[[noreturn]] void throw_loss_not_finite(const torch::Tensor& l, int64_t step) {
   const std::string what = l.numel() == 1 ? kind_of(l.flatten()[0].item<double>()) : "not finite";
   throw TrainingHealthError(str_cat("step ", step, ": loss is ", what));
 }
 
-void check_gradients_finite(const std::vector<std::pair<std::string, torch::Tensor>>& parameters, int64_t step) {
+// The loss (when defined) and then every gradient: one flag each, read in
+// one device synchronisation; throws for the first that is not finite.
+void check_finite(const torch::Tensor& loss, const std::vector<std::pair<std::string, torch::Tensor>>& parameters,
+                  int64_t step) {
   std::vector<torch::Tensor> finite;
   std::vector<size_t> which;
+  if (loss.defined()) finite.push_back(torch::isfinite(loss.detach()).all());
+  const size_t first_grad = finite.size();
   bool one_device = true;
   for (size_t i = 0; i < parameters.size(); ++i) {
     const torch::Tensor& grad = parameters[i].second.grad();
@@ -55,12 +56,30 @@ void check_gradients_finite(const std::vector<std::pair<std::string, torch::Tens
     for (auto& f : finite) f = f.cpu();
   const torch::Tensor flags = torch::stack(finite).cpu();  // one device synchronisation
   const auto* ok = flags.data_ptr<bool>();
+  if (first_grad == 1 && !ok[0]) throw_loss_not_finite(loss.detach(), step);
   for (size_t j = 0; j < which.size(); ++j) {
-    if (ok[j]) continue;
+    if (ok[first_grad + j]) continue;
     const auto& [name, param] = parameters[which[j]];
     throw TrainingHealthError(
         str_cat("step ", step, ": gradient of '", name, "' has ", describe_non_finite(param.grad().detach())));
   }
+}
+
+}  // namespace
+
+void check_loss_finite(const torch::Tensor& loss, int64_t step) {
+  const torch::Tensor l = loss.detach();
+  if (torch::isfinite(l).all().item<bool>()) return;
+  throw_loss_not_finite(l, step);
+}
+
+void check_gradients_finite(const std::vector<std::pair<std::string, torch::Tensor>>& parameters, int64_t step) {
+  check_finite(torch::Tensor(), parameters, step);
+}
+
+void check_step_finite(const torch::Tensor& loss, const std::vector<std::pair<std::string, torch::Tensor>>& parameters,
+                       int64_t step) {
+  check_finite(loss, parameters, step);
 }
 
 }  // namespace recmod::train

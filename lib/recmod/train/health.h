@@ -29,4 +29,12 @@ void check_loss_finite(const torch::Tensor& loss, int64_t step);
 /// gradient are skipped. One device synchronisation when all is well.
 void check_gradients_finite(const std::vector<std::pair<std::string, torch::Tensor>>& parameters, int64_t step);
 
+/// Both checks with one device read (the loss's flag is read with the
+/// gradients' flags): check_loss_finite's error when the loss is not finite,
+/// else check_gradients_finite's. For a step whose backward updates nothing
+/// (no fused embedding collection), so that checking the loss after backward
+/// still stops before any update; saves a synchronisation per step on a GPU.
+void check_step_finite(const torch::Tensor& loss, const std::vector<std::pair<std::string, torch::Tensor>>& parameters,
+                       int64_t step);
+
 }  // namespace recmod::train

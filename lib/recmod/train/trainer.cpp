@@ -11,6 +11,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/data/batcher.h"
+#include "recmod/data/device_prefetcher.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/metrics/binary_metrics.h"
 #include "recmod/train/checkpoint.h"
@@ -53,6 +54,29 @@ class SigintGuard {
   void (*previous_term_)(int);
 };
 
+// A sum of per-step scalar losses. A CPU loss is read at once (reading it
+// costs nothing); a device loss is added on the device and read only by
+// value(), when a line is printed or logged: reading it waits for the step's
+// kernels (a host synchronisation), which would stop the host from queueing
+// the next step while the GPU still runs this one. Summed in double, in step
+// order, as the host would.
+class LossSum {
+ public:
+  void add(const torch::Tensor& loss) {
+    const torch::Tensor l = loss.detach().reshape({});
+    if (l.is_cpu()) {
+      host_ += l.item<double>();
+    } else {
+      device_ = device_.defined() ? device_ + l.to(torch::kDouble) : l.to(torch::kDouble);
+    }
+  }
+  double value() const { return host_ + (device_.defined() ? device_.item<double>() : 0.0); }
+
+ private:
+  double host_ = 0;
+  torch::Tensor device_;
+};
+
 std::string format_duration(double seconds) {
   auto s = static_cast<int64_t>(seconds);
   std::ostringstream os;
@@ -70,9 +94,10 @@ class Progress {
   /// One step done. `window` (the logging window's loss and metrics, as
   /// metrics.jsonl gets them) is given at the end of each window; the bar
   /// shows the running mean of the window's losses in between.
-  void step(int64_t step, int64_t epoch, double loss, int64_t examples, const nlohmann::json* window = nullptr) {
+  void step(int64_t step, int64_t epoch, const torch::Tensor& loss, int64_t examples,
+            const nlohmann::json* window = nullptr) {
     examples_ += examples;
-    loss_sum_ += loss;
+    loss_sum_.add(loss);
     ++window_;
     const bool window_end = window != nullptr || step % interval_ == 0;
     if (!log_ || (!bar_ && !window_end)) return;
@@ -81,7 +106,7 @@ class Progress {
     std::ostringstream line;
     line << "step " << step;
     if (total_) line << "/" << *total_;
-    const double mean_loss = window && window->contains("loss") ? (*window)["loss"].get<double>() : loss_sum_ / window_;
+    const double mean_loss = window && window->contains("loss") ? (*window)["loss"].get<double>() : loss_sum_.value() / window_;
     line << "  epoch " << epoch << "  loss " << std::fixed << std::setprecision(4) << mean_loss;
     if (window)  // auc and ne; with tasks each task's auc and ne (or mse)
       for (const auto& item : window->items()) {
@@ -101,7 +126,7 @@ class Progress {
       *log_ << line.str() << "\n" << std::flush;
     }
     if (!window_end) return;
-    loss_sum_ = 0;
+    loss_sum_ = LossSum();
     window_ = 0;
   }
   void begin(int64_t step) { first_step_ = step + 1; }
@@ -126,7 +151,7 @@ class Progress {
   Clock::time_point start_;
   int64_t first_step_ = 1;
   int64_t examples_ = 0;
-  double loss_sum_ = 0;
+  LossSum loss_sum_;
   int64_t window_ = 0;
 };
 
@@ -197,10 +222,14 @@ Predictions predict(config::ModelGraph& model, data::BatchSource& source, const 
     if (batch.weights.defined()) weights.push_back(batch.weights.to(torch::kCPU));
   };
   if (!distributed) {
-    while (auto batch = source.next()) {
-      keep_labels(*batch);
-      logits.push_back(infer(model, batch->to(device)).to(torch::kCPU));
+    // Batches copied one ahead (on a GPU); the logits stay on the device
+    // until the end, so no batch waits for the previous one's.
+    data::DevicePrefetcher batches(source, device);
+    while (auto batch = batches.next()) {
+      keep_labels(batch->host);
+      logits.push_back(infer(model, batch->device));
     }
+    if (!logits.empty()) logits = {torch::cat(logits).to(torch::kCPU)};
   }
   if (distributed) {
     // Sharded: autograd off, but not InferenceMode (the tensors that go
@@ -344,17 +373,17 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   // its steps' losses; with `metrics`, its predictions (made before each
   // step's update, as the loss) give the window's auc, ne, ...
   struct Window {
-    double loss_sum = 0;
+    LossSum loss_sum;
     int64_t steps = 0;
     std::vector<torch::Tensor> logits, labels, weights;
   } window;
   const bool window_metrics = metrics && cfg.log_interval > 0;
   auto close_window = [&] {
     nlohmann::json line{{"step", pos.step}, {"epoch", pos.epoch}, {"split", "train"},
-                        {"loss", window.loss_sum / static_cast<double>(std::max<int64_t>(window.steps, 1))},
+                        {"loss", window.loss_sum.value() / static_cast<double>(std::max<int64_t>(window.steps, 1))},
                         {"steps", window.steps}};
     if (window_metrics) {
-      torch::Tensor logits = window.logits.empty() ? torch::zeros({0}) : torch::cat(window.logits);
+      torch::Tensor logits = window.logits.empty() ? torch::zeros({0}) : torch::cat(window.logits).to(torch::kCPU);
       torch::Tensor labels = window.labels.empty() ? torch::zeros({0, 1}) : torch::cat(window.labels);
       torch::Tensor weights = window.weights.empty() ? torch::Tensor() : torch::cat(window.weights);
       if (distributed) {  // every rank's rows, as predict() gathers them
@@ -388,6 +417,10 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
 
   SigintGuard sigint;
   TrainResult result;
+  torch::Tensor last_loss;  // the last step's (on the device)
+  auto read_last_loss = [&] {
+    if (last_loss.defined()) result.last_loss = last_loss.item<double>();
+  };
   auto finished = [&] {
     return pos.stopped_early || (total_steps ? pos.step >= *total_steps : pos.epoch >= cfg.epochs);
   };
@@ -402,6 +435,13 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
     if (own_rows && !own_rows->rank_mode()) own_rows = nullptr;
     for (int64_t i = 0; i < pos.batch_in_epoch; ++i)  // resume: skip what the run already consumed
       if (!source->next()) break;
+    // On a GPU the next batch is copied while this step runs; each rank
+    // keeps its rows of a global batch before the copy.
+    data::DevicePrefetcher batches(*source, options_.device,
+                                   distributed && !own_rows ? data::DevicePrefetcher::Prepare([&](const data::Batch& g) {
+                                     return rank_slice(g, comm->rank(), comm->world_size());
+                                   })
+                                                            : data::DevicePrefetcher::Prepare());
     int64_t batches_this_pass = 0;
     while (!finished()) {
       if (stop_requested()) {
@@ -410,19 +450,30 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
                                  "; continue with --resume"));
         result.steps = pos.step;
         result.interrupted = true;
+        read_last_loss();
         return result;
       }
-      auto batch = source->next();
+      auto batch = batches.next();
       if (!batch) break;
       ++batches_this_pass;
       const std::vector<int64_t> rank_sizes =
-          own_rows ? own_rows->rank_sizes() : rank_batch_sizes(batch->size(), comm->world_size());
+          own_rows ? batch->rank_sizes : rank_batch_sizes(batch->source_size, comm->world_size());
       const int64_t global_size = std::accumulate(rank_sizes.begin(), rank_sizes.end(), int64_t{0});
-      auto b = (distributed && !own_rows ? rank_slice(*batch, comm->rank(), comm->world_size()) : *batch)
-                   .to(options_.device);
+      const data::Batch& b = batch->device;
       StepHooks checks;
-      checks.before_backward = [&](const torch::Tensor& loss) { check_loss_finite(loss, pos.step + 1); };
-      checks.after_backward = [&] { check_gradients_finite(all_parameters, pos.step + 1); };
+      // A non-finite loss or gradient stops the run before the update it
+      // would make. Fused collections update their tables inside backward,
+      // so the loss is read before it; otherwise the loss's flag is read
+      // with the gradients' after backward, one synchronisation for both.
+      torch::Tensor step_loss;
+      checks.before_backward = [&](const torch::Tensor& loss) {
+        if (training.fused().empty()) step_loss = loss;
+        else check_loss_finite(loss, pos.step + 1);
+      };
+      checks.after_backward = [&] {
+        if (step_loss.defined()) check_step_finite(step_loss, all_parameters, pos.step + 1);
+        else check_gradients_finite(all_parameters, pos.step + 1);
+      };
       checks.global_batch_size = global_size;
       checks.stop_requested = g_stop_requested;
       checks.stop_agreed = &stop_agreed;
@@ -430,9 +481,12 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       if (distributed) comm->expect_batch_sizes(rank_sizes);
       if (window_metrics)
         checks.after_forward = [&](const torch::Tensor& logits) {
-          window.logits.push_back(logits.to(torch::kCPU, torch::kFloat));
-          window.labels.push_back(b.labels.to(torch::kCPU, torch::kFloat));
-          if (b.weights.defined()) window.weights.push_back(b.weights.to(torch::kCPU, torch::kFloat));
+          // The logits stay on their device until the window closes (a copy
+          // there: the step may reuse its output buffer); labels and
+          // weights are the host batch's.
+          window.logits.push_back(logits.to(torch::kFloat, false, /*copy=*/!logits.is_cpu()));
+          window.labels.push_back(batch->host.labels.to(torch::kFloat));
+          if (batch->host.weights.defined()) window.weights.push_back(batch->host.weights.to(torch::kFloat));
         };
       training.schedule_lr(pos.step);  // from the step count alone: a resumed run gets the same rates
       const torch::Tensor loss = train_step(model_, training, b, checks);
@@ -441,12 +495,12 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       if (distributed) comm->expect_batch_sizes({});
       ++pos.step;
       ++pos.batch_in_epoch;
-      result.last_loss = loss.item<double>();
-      window.loss_sum += result.last_loss;
+      last_loss = loss;  // read at the end of the run: a read here would wait for the step
+      window.loss_sum.add(loss);
       ++window.steps;
       nlohmann::json line;
       if (cfg.log_interval > 0 && pos.step % cfg.log_interval == 0) line = close_window();
-      progress.step(pos.step, pos.epoch, result.last_loss, global_size, line.is_null() ? nullptr : &line);
+      progress.step(pos.step, pos.epoch, loss, global_size, line.is_null() ? nullptr : &line);
       if (!line.is_null()) append_metrics(line);
       if (can_eval && cfg.eval_interval > 0 && pos.step % cfg.eval_interval == 0) {
         result.last_eval = evaluate(model_, eval_data, metrics, options_.device, pos.step, *comm);
@@ -474,6 +528,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   result.stopped_early = pos.stopped_early;
   result.best_step = pos.best_step;
   result.best_value = pos.best_value;
+  read_last_loss();
   progress.message(str_cat("done: ", pos.step, " steps, last loss ", result.last_loss, "; checkpoint in ", run_.path()));
   result.steps_this_run = pos.step - first_step;
   result.traffic = comm->traffic();
