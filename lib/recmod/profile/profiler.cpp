@@ -1,7 +1,6 @@
 #include "recmod/profile/profiler.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <c10/core/impl/VirtualGuardImpl.h>
 #include <sys/resource.h>
 #include <torch/torch.h>
 
@@ -50,11 +49,11 @@ void sync(const torch::Device& device) {
   if (device.is_cuda()) torch::zeros({1}, torch::TensorOptions().device(device)).sum().item<float>();
 }
 
-// Waits for the device's current stream without launching work on it (the
-// CUDA activity steps count every kernel).
-void sync_stream(const torch::Device& device) {
-  if (device.is_cpu()) return;
-  c10::impl::VirtualGuardImpl(device.type()).getStream(device).synchronize();
+// Waits for all of a CUDA device's streams (side streams too: CUDA graphs,
+// input copies) without launching work on them (the CUDA activity steps
+// count every kernel).
+void sync_device(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
 
 /// The CUDA activity of up to kGpuActivitySteps more steps: each takes a
@@ -62,13 +61,13 @@ void sync_stream(const torch::Device& device) {
 /// is done.
 GpuActivity gpu_activity_steps(int64_t steps, const NextBatch& next_batch, const torch::Device& device,
                                const std::function<void(const data::Batch&, int64_t)>& run) {
-  sync_stream(device);
+  sync_device(device);
   return measure_gpu_activity(std::min(steps, kGpuActivitySteps), [&]() -> std::optional<double> {
     auto batch = next_batch();
     if (!batch) return std::nullopt;
     const auto start = Clock::now();
     run(batch->to(device), batch->size());
-    sync_stream(device);
+    sync_device(device);
     return ms_between(start, Clock::now());
   });
 }
