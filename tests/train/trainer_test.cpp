@@ -226,6 +226,33 @@ config::TrainingSpec training_with(const std::string& dense, const std::string& 
   return config::parse_model_config(config::ConfigNode::load_string(text, "t.yaml")).training;
 }
 
+// A NaN loss at step 4 stops the run before that step changes the model, on
+// both embedding paths: fused (its tables update inside backward, so the loss
+// is checked before it) and row-sparse (the loss's flag is read with the
+// gradients' after backward, before any optimizer step). The model then
+// equals a 3-step run's, and the message is the loss's.
+TEST(TrainerTest, NonFiniteLossStopsBeforeItsUpdateOnBothEmbeddingPaths) {
+  for (bool fused : {true, false}) {
+    SCOPED_TRACE(fused ? "fused" : "row-sparse");
+    const config::TrainingSpec training =
+        training_with("{type: adam, lr: 0.05}", "{type: rowwise_adagrad, lr: 0.1}", fused);
+    auto stopped = make_model();
+    try {
+      Trainer(stopped, training, RunDir(run_dir(std::string("nan_stop_") + (fused ? "f" : "s")), false), {})
+          .fit(source(3), {}, {});
+      FAIL() << "expected TrainingHealthError";
+    } catch (const TrainingHealthError& e) {
+      EXPECT_STREQ(e.what(), "step 4: loss is nan");
+    }
+    auto three = make_model();
+    TrainerOptions options;
+    options.steps = 3;
+    Trainer(three, training, RunDir(run_dir(std::string("nan_three_") + (fused ? "f" : "s")), false), options)
+        .fit(source(), {}, {});
+    expect_same_state(state_dict(*three), state_dict(*stopped));
+  }
+}
+
 std::string exact(double v) {
   std::ostringstream os;
   os << std::setprecision(17) << v;
