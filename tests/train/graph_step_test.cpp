@@ -11,6 +11,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
+#include "recmod/profile/profiler.h"
 #include "recmod/train/train_step.h"
 #include "recmod/train/training_setup.h"
 
@@ -18,6 +19,7 @@ namespace recmod::train {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string dlrm_yaml(const std::string& training_lines = "") {
   return R"(features: {dense: 4, sparse: [a, b]}
@@ -164,6 +166,20 @@ TEST(GraphPlan, AutoOnTheCpuTrainsEagerly) {
   EXPECT_EQ(s.graph_step(), nullptr);
   EXPECT_THAT(s.cuda_graphs_status(), HasSubstr("eager: the device is the CPU"));
   EXPECT_EQ(s.take_cuda_graphs_notes(), "");
+}
+
+// recmod profile's report says what training.cuda_graphs did, on its second
+// line (a report cut short still shows it) and in the JSON; nothing on the CPU.
+TEST(GraphStepConfig, ProfileReportsTheOutcome) {
+  profile::ProfileReport r;
+  r.batch_size = 8;
+  EXPECT_THAT(r.to_table(), Not(HasSubstr("cuda graphs")));
+  EXPECT_FALSE(r.to_json().contains("cuda_graphs"));
+  r.cuda_graphs = "captured (dense part: 4 of 5 nodes; sparse part eager; 9 replays, 4 uncaptured steps)";
+  const std::string table = r.to_table();
+  const auto second_line = table.substr(table.find('\n') + 1);
+  EXPECT_EQ(second_line.rfind("cuda graphs: captured (dense part: 4 of 5 nodes;", 0), 0u) << table;
+  EXPECT_EQ(r.to_json()["cuda_graphs"], r.cuda_graphs);
 }
 
 // The split step (sparse part eager, dense part through static buffers and

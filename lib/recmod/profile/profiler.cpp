@@ -369,6 +369,7 @@ nlohmann::json ProfileReport::to_json() const {
                         {"nodes", nodes_json}, {"memory", memory_json}, {"total_parameter_bytes", params},
                         {"total_optimizer_bytes", opt}, {"peak_rss_bytes", peak_rss_bytes}};
   if (gpu) out["cuda"] = gpu->to_json();
+  if (!cuda_graphs.empty()) out["cuda_graphs"] = cuda_graphs;
   return out;
 }
 
@@ -377,7 +378,10 @@ std::string ProfileReport::to_table() const {
   os << std::fixed << std::setprecision(3);
   os << (inference ? "inference (forward only, no grad), " : "") << "batch " << batch_size << ", " << steps
      << " timed steps: " << step_ms << " ms/step, " << std::setprecision(0)
-     << examples_per_s << " examples/s\n\n" << std::setprecision(3);
+     << examples_per_s << " examples/s\n";
+  // First, so a report cut short still says whether the step was a graph.
+  if (!cuda_graphs.empty()) os << "cuda graphs: " << cuda_graphs << "\n";
+  os << "\n" << std::setprecision(3);
   os << std::left << std::setw(24) << "node" << std::setw(28) << "type" << std::right << std::setw(12) << "forward ms"
      << std::setw(13) << "backward ms" << "\n";
   for (const auto& n : nodes)
@@ -395,7 +399,6 @@ std::string ProfileReport::to_table() const {
   os << std::left << std::setw(52) << "total" << std::right << std::setw(14) << human_bytes(params) << std::setw(14)
      << human_bytes(opt) << "\n";
   os << "peak RSS " << human_bytes(peak_rss_bytes) << "\n";
-  if (!cuda_graphs.empty()) os << "cuda graphs: " << cuda_graphs << "\n";
   if (gpu) os << gpu->to_line();
   return os.str();
 }
