@@ -11,6 +11,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/common/huge_pages.h"
 #include "recmod/modules/fused_embedding_bag.h"
+#include "recmod/modules/fused_embedding_collection.h"
 
 namespace recmod {
 
@@ -254,40 +255,28 @@ void EmbeddingBagCollectionImpl::to(torch::Device device, bool non_blocking) {
   if (fused_) fused_->to(device);
 }
 
-void EmbeddingBagCollectionImpl::enable_fused_optimizer(const optim::OptimizerOptions& options,
-                                                        std::vector<optim::ShardOffsets> offsets) {
-  std::vector<torch::Tensor> weights;
-  std::vector<bool> stochastic_rounding;
-  for (size_t t = 0; t < tables_.size(); ++t) {
-    weights.push_back(tables_[t]->weight);
-    stochastic_rounding.push_back(options_.tables()[t].stochastic_rounding);
-  }
-  fused_ = std::make_shared<FusedEmbeddingOptimizer>(weights, options, stochastic_rounding, std::move(offsets));
-}
+namespace {
 
-void EmbeddingBagCollectionImpl::disable_fused_optimizer() { fused_.reset(); }
-
-void EmbeddingBagCollectionImpl::set_fused_lr(double lr) {
-  TORCH_CHECK(fused_ != nullptr, "EmbeddingBagCollection: set_fused_lr needs the fused optimizer (enable_fused_optimizer)");
-  fused_->set_lr(lr);
-}
-
-StateDict EmbeddingBagCollectionImpl::fused_optimizer_state_dict() const {
+/// A fused optimizer's state under "<dict><table>.weight.<state name>"
+/// (float32, tensors shared), and the stochastic rounding's [seed, step].
+template <typename Config>
+StateDict fused_state_of(const FusedEmbeddingOptimizer* fused, const std::vector<Config>& tables,
+                         const std::string& dict) {
   StateDict out;
-  if (!fused_) return out;
-  const std::string suffix = ".weight." + fused_->state_name();
-  for (size_t t = 0; t < tables_.size(); ++t)
-    if (fused_->states()[t].defined())
-      out.emplace_back("embedding_bags." + options_.tables()[t].name + suffix, fused_->states()[t]);
+  if (fused == nullptr) return out;
+  const std::string suffix = ".weight." + fused->state_name();
+  for (size_t t = 0; t < tables.size(); ++t)
+    if (fused->states()[t].defined()) out.emplace_back(dict + tables[t].name + suffix, fused->states()[t]);
   // recmod's own: the stochastic rounding's int64 [seed, step], when a table rounds so.
-  if (fused_->rounding_state().defined()) out.emplace_back("stochastic_rounding", fused_->rounding_state().tensor());
+  if (fused->rounding_state().defined()) out.emplace_back("stochastic_rounding", fused->rounding_state().tensor());
   return out;
 }
 
-void EmbeddingBagCollectionImpl::load_fused_optimizer_state_dict(const StateDict& state, const std::string& origin) {
-  const StateDict expected = fused_optimizer_state_dict();
-  if (!fused_ && !state.empty())
-    throw CheckpointError(str_cat(origin, ": EmbeddingBagCollection has no fused optimizer but the state has key '",
+/// Strict load into `expected` (fused_state_of's tensors): every key with its shape, no other.
+void load_fused_state(const StateDict& expected, bool has_fused, const StateDict& state, const std::string& origin,
+                      const char* module) {
+  if (!has_fused && !state.empty())
+    throw CheckpointError(str_cat(origin, ": ", module, " has no fused optimizer but the state has key '",
                                   state.front().first, "'"));
   for (const auto& [key, value] : state)
     if (find_tensor(expected, key) == nullptr) {
@@ -307,6 +296,34 @@ void EmbeddingBagCollectionImpl::load_fused_optimizer_state_dict(const StateDict
     torch::Tensor t = target;
     t.copy_(*find_tensor(state, key));
   }
+}
+
+}  // namespace
+
+void EmbeddingBagCollectionImpl::enable_fused_optimizer(const optim::OptimizerOptions& options,
+                                                        std::vector<optim::ShardOffsets> offsets) {
+  std::vector<torch::Tensor> weights;
+  std::vector<bool> stochastic_rounding;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    weights.push_back(tables_[t]->weight);
+    stochastic_rounding.push_back(options_.tables()[t].stochastic_rounding);
+  }
+  fused_ = std::make_shared<FusedEmbeddingOptimizer>(weights, options, stochastic_rounding, std::move(offsets));
+}
+
+void EmbeddingBagCollectionImpl::disable_fused_optimizer() { fused_.reset(); }
+
+void EmbeddingBagCollectionImpl::set_fused_lr(double lr) {
+  TORCH_CHECK(fused_ != nullptr, "EmbeddingBagCollection: set_fused_lr needs the fused optimizer (enable_fused_optimizer)");
+  fused_->set_lr(lr);
+}
+
+StateDict EmbeddingBagCollectionImpl::fused_optimizer_state_dict() const {
+  return fused_state_of(fused_.get(), options_.tables(), "embedding_bags.");
+}
+
+void EmbeddingBagCollectionImpl::load_fused_optimizer_state_dict(const StateDict& state, const std::string& origin) {
+  load_fused_state(fused_optimizer_state_dict(), fused_ != nullptr, state, origin, "EmbeddingBagCollection");
 }
 
 KeyedTensor EmbeddingBagCollectionImpl::forward_fused(const KeyedJaggedTensor& features) {
@@ -515,9 +532,80 @@ const torch::Tensor& EmbeddingCollectionImpl::table_weight(const std::string& ta
 void EmbeddingCollectionImpl::to(torch::Device device, bool non_blocking) {
   torch::nn::Module::to(device, non_blocking);
   options_.device(device);
+  if (fused_) fused_->to(device);
+}
+
+void EmbeddingCollectionImpl::enable_fused_optimizer(const optim::OptimizerOptions& options) {
+  std::vector<torch::Tensor> weights;
+  std::vector<bool> stochastic_rounding;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    weights.push_back(tables_[t]->weight);
+    stochastic_rounding.push_back(options_.tables()[t].stochastic_rounding);
+  }
+  fused_ = std::make_shared<FusedEmbeddingOptimizer>(weights, options, stochastic_rounding);
+}
+
+void EmbeddingCollectionImpl::disable_fused_optimizer() { fused_.reset(); }
+
+void EmbeddingCollectionImpl::set_fused_lr(double lr) {
+  TORCH_CHECK(fused_ != nullptr, "EmbeddingCollection: set_fused_lr needs the fused optimizer (enable_fused_optimizer)");
+  fused_->set_lr(lr);
+}
+
+StateDict EmbeddingCollectionImpl::fused_optimizer_state_dict() const {
+  return fused_state_of(fused_.get(), options_.tables(), "embeddings.");
+}
+
+void EmbeddingCollectionImpl::load_fused_optimizer_state_dict(const StateDict& state, const std::string& origin) {
+  load_fused_state(fused_optimizer_state_dict(), fused_ != nullptr, state, origin, "EmbeddingCollection");
+}
+
+SequenceLookupPlan EmbeddingCollectionImpl::sequence_plan(const KeyedJaggedTensor& features) const {
+  const auto index = features.index_per_key();
+  SequenceLookupPlan plan;
+  plan.dim = embedding_dim_;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const auto& config = options_.tables()[t];
+    plan.tables.push_back(tables_[t]->weight);
+    for (int64_t k : key_positions(features, index, config.feature_names, config.name, "EmbeddingCollection"))
+      plan.slots.push_back({static_cast<int64_t>(t), k, 0});
+  }
+  return plan;
+}
+
+JaggedTensorDict EmbeddingCollectionImpl::forward_fused(const KeyedJaggedTensor& features,
+                                                        const SequenceLookupPlan& plan) {
+  SequenceLookupInput input;
+  input.ids = features.values();
+  input.offset_per_key = features.offset_per_key();
+  const std::vector<int64_t> rows = sequence_output_rows(plan, input);
+  const torch::Tensor values = fused_ && torch::autograd::GradMode::is_enabled()
+                                   ? fused_embedding_sequence(plan, input, fused_)
+                                   : fused_sequence_forward(plan, input);
+  JaggedTensorDict out;
+  size_t s = 0;
+  for (size_t t = 0; t < tables_.size(); ++t)
+    for (size_t j = 0; j < embedding_names_by_table_[t].size(); ++j, ++s) {
+      const int64_t k = plan.slots[s].key;
+      torch::Tensor lengths = features.lengths_of_key(k);
+      std::optional<torch::Tensor> ids;
+      if (options_.need_indices())
+        ids = features.values().slice(0, input.offset_per_key[k], input.offset_per_key[k + 1]);
+      out.emplace_back(embedding_names_by_table_[t][j],
+                       JaggedTensor::unchecked(values.slice(0, rows[s], rows[s + 1]), lengths,
+                                               offsets_from_lengths(lengths), ids));
+    }
+  return out;
 }
 
 JaggedTensorDict EmbeddingCollectionImpl::forward(const KeyedJaggedTensor& features) {
+  // The fused path (enable_fused_optimizer), and without autograd the CUDA
+  // kernel's one-launch lookup whenever it applies.
+  if (fused_ || (!torch::autograd::GradMode::is_enabled() && features.device().is_cuda())) {
+    const SequenceLookupPlan plan = sequence_plan(features);
+    if (fused_ || sequence_kernel_applies(plan, {features.values(), features.offset_per_key()}))
+      return forward_fused(features, plan);
+  }
   const auto index = features.index_per_key();
   const auto& lpk = features.length_per_key();
   JaggedTensorDict out;

@@ -24,6 +24,7 @@
 namespace recmod {
 
 class FusedEmbeddingOptimizer;
+struct SequenceLookupPlan;
 
 /// TorchRec's get_embedding_names_by_table: per table, the output name of
 /// each of its features: the feature name, or "feature@table" when several
@@ -258,12 +259,35 @@ class EmbeddingCollectionImpl : public EmbeddingCollectionInterface {
   void to(torch::Device device, bool non_blocking = false) override;
   using torch::nn::Module::to;
 
+  /// Opt-in fused training path (see fused_embedding_collection.h): forward
+  /// gathers every table's rows in one lookup (one kernel launch on CUDA),
+  /// and backward applies `options`' update (sgd | adagrad |
+  /// rowwise_adagrad, optim::apply_row_update's rule, as the row-sparse
+  /// optimizer does) to the touched rows directly, so the tables never get
+  /// a .grad and must not be given to another optimizer. Devices without the
+  /// kernels run the same semantics with tensor ops. Re-enabling resets the
+  /// optimizer state. Throws InputError for invalid options.
+  void enable_fused_optimizer(const optim::OptimizerOptions& options);
+  void disable_fused_optimizer();
+  bool fused_optimizer_enabled() const { return fused_ != nullptr; }
+  void set_fused_lr(double lr);
+  /// The fused optimizer's state under "embeddings.<table>.weight.sum" or
+  /// ".momentum1" (the row-sparse optimizer's names after "embedding.<module
+  /// path>."), tensors shared; empty for sgd or when the fused path is off.
+  StateDict fused_optimizer_state_dict() const;
+  /// Strict counterpart; CheckpointError naming `origin`.
+  void load_fused_optimizer_state_dict(const StateDict& state, const std::string& origin);
+
  private:
+  SequenceLookupPlan sequence_plan(const KeyedJaggedTensor& features) const;
+  JaggedTensorDict forward_fused(const KeyedJaggedTensor& features, const SequenceLookupPlan& plan);
+
   EmbeddingCollectionOptions options_;
   torch::nn::ModuleDict embeddings_{nullptr};
   std::vector<EmbeddingTable> tables_;
   std::vector<std::vector<std::string>> embedding_names_by_table_;
   int64_t embedding_dim_ = -1;
+  std::shared_ptr<FusedEmbeddingOptimizer> fused_;
 };
 
 /// The module holder, plus a constructor that takes a braced list of tables.

@@ -7,6 +7,8 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/cuda/cuda_graph.h"
+#include "recmod/cuda/tbe.h"
+#include "recmod/cuda/cuda_graph.h"
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
 #include "recmod/dist/sharded_embedding_bag.h"
 #include "recmod/dist/table_state.h"  // holds_rows
@@ -78,12 +80,52 @@ FusedCollections enable_fused_collections(config::ModelGraph& model, const confi
   return out;
 }
 
+/// Whether an EmbeddingCollection's training takes the CUDA kernels: the
+/// same conditions as sequence_kernel_applies, checked on the module's
+/// tables (rows no wider than the kernels take, float32 / float16 /
+/// bfloat16 storage), none rounding stochastically (the kernels round to
+/// nearest) and a row update the kernels have.
+bool sequence_kernels_train(const EmbeddingCollectionImpl& ec, const config::TrainingSpec& cfg,
+                            const torch::Device& device) {
+  if (ec.embedding_configs().empty() || ec.embedding_dim() <= 0) return false;
+  bool vec4 = ec.embedding_dim() % 4 == 0;
+  const std::string& type = cfg.embedding_optimizer.type();
+  if (type != "sgd" && type != "adagrad" && type != "rowwise_adagrad") return false;
+  for (const auto& c : ec.embedding_configs()) {
+    if (c.stochastic_rounding) return false;
+    const torch::Tensor& w = ec.table_weight(c.name);
+    if (!w.defined() || w.device() != device || !w.is_contiguous()) return false;
+    const auto st = w.scalar_type();
+    if (st != torch::kFloat && st != torch::kHalf && st != torch::kBFloat16) return false;
+    vec4 = vec4 && reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 == 0;
+  }
+  return ec.embedding_dim() <= cuda::tbe_max_dim(vec4);
+}
+
+FusedSequenceCollections enable_fused_sequence_collections(config::ModelGraph& model, const config::TrainingSpec& cfg,
+                                                           const torch::Device& device, bool distributed) {
+  FusedSequenceCollections out;
+  // Only the CUDA kernels: on the CPU the EmbeddingCollection keeps autograd
+  // and the row-sparse optimizer (what its fused path's tensor ops would do).
+  if (!cfg.fused_embeddings || distributed || !device.is_cuda() || !cuda::tbe_available()) return out;
+  for (const auto& item : model->named_modules(/*name_prefix=*/"", /*include_self=*/false))
+    if (auto ec = std::dynamic_pointer_cast<EmbeddingCollectionImpl>(item.value())) {
+      if (std::dynamic_pointer_cast<dist::ShardedEmbeddingCollectionImpl>(ec)) continue;
+      if (!sequence_kernels_train(*ec, cfg, device)) continue;
+      ec->enable_fused_optimizer(cfg.embedding_optimizer);
+      out.emplace_back(item.key(), ec);
+    }
+  return out;
+}
+
 /// The model's embedding parameters minus the fused tables.
-std::vector<std::pair<std::string, torch::Tensor>> unfused_embedding_parameters(config::ModelGraph& model,
-                                                                                const FusedCollections& fused) {
+std::vector<std::pair<std::string, torch::Tensor>> unfused_embedding_parameters(
+    config::ModelGraph& model, const FusedCollections& fused, const FusedSequenceCollections& fused_sequences) {
   std::set<const void*> fused_tensors;
   for (const auto& [_, ebc] : fused)
     for (const auto& p : ebc->parameters()) fused_tensors.insert(p.unsafeGetTensorImpl());
+  for (const auto& [_, ec] : fused_sequences)
+    for (const auto& p : ec->parameters()) fused_tensors.insert(p.unsafeGetTensorImpl());
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (auto& [name, p] : model->embedding_parameters())
     if (!fused_tensors.count(p.unsafeGetTensorImpl())) out.emplace_back(name, p);
@@ -149,10 +191,11 @@ TrainingSetup::TrainingSetup(config::ModelGraph& model, const config::TrainingSp
                              const torch::Device& device, std::shared_ptr<dist::Communicator> comm,
                              const std::map<const void*, optim::ShardOffsets>& offsets)
     : fused_(enable_fused_collections(model, training, device, comm->world_size() > 1, offsets)),
-      optimizer_(model->dense_parameters(), training.dense_optimizer, unfused_embedding_parameters(model, fused_),
-                 training.embedding_optimizer,
-                 stochastic_rounding_of(model, unfused_embedding_parameters(model, fused_)),
-                 offsets_of(offsets, unfused_embedding_parameters(model, fused_))),
+      fused_sequences_(enable_fused_sequence_collections(model, training, device, comm->world_size() > 1)),
+      optimizer_(model->dense_parameters(), training.dense_optimizer,
+                 unfused_embedding_parameters(model, fused_, fused_sequences_), training.embedding_optimizer,
+                 stochastic_rounding_of(model, unfused_embedding_parameters(model, fused_, fused_sequences_)),
+                 offsets_of(offsets, unfused_embedding_parameters(model, fused_, fused_sequences_))),
       dense_options_(training.dense_optimizer),
       embedding_options_(training.embedding_optimizer),
       dense_lr_(training.dense_optimizer.lr()),
@@ -208,6 +251,7 @@ void TrainingSetup::schedule_lr(int64_t step) {
   embedding_lr_ = optim::scheduled_lr(embedding_options_, step);
   optimizer_.set_lr(dense_lr_, embedding_lr_);
   for (auto& [_, ebc] : fused_) ebc->set_fused_lr(embedding_lr_);
+  for (auto& [_, ec] : fused_sequences_) ec->set_fused_lr(embedding_lr_);
 }
 
 std::vector<double> TrainingSetup::all_reduce_gradients(const std::vector<double>& extras) {
@@ -240,12 +284,15 @@ StateDict TrainingSetup::state_dict() const {
   for (const auto& [path, ebc] : fused_)
     for (const auto& [key, value] : ebc->fused_optimizer_state_dict())
       out.emplace_back(key == kRoundingKey ? fused_rounding_key(path) : fused_state_prefix(path) + key, value);
+  // (no table of a fused EmbeddingCollection rounds stochastically: no rounding key)
+  for (const auto& [path, ec] : fused_sequences_)
+    for (const auto& [key, value] : ec->fused_optimizer_state_dict()) out.emplace_back(fused_state_prefix(path) + key, value);
   return out;
 }
 
 void TrainingSetup::load_state_dict(const StateDict& state, const std::string& origin) {
   StateDict optimizer_state;
-  std::vector<StateDict> fused_state(fused_.size());
+  std::vector<StateDict> fused_state(fused_.size()), sequence_state(fused_sequences_.size());
   for (const auto& [name, value] : state) {
     bool taken = false;
     for (size_t i = 0; i < fused_.size() && !taken; ++i) {
@@ -260,10 +307,19 @@ void TrainingSetup::load_state_dict(const StateDict& state, const std::string& o
         taken = true;
       }
     }
+    for (size_t i = 0; i < fused_sequences_.size() && !taken; ++i) {
+      const std::string prefix = fused_state_prefix(fused_sequences_[i].first);
+      if (name.rfind(prefix, 0) == 0) {
+        sequence_state[i].emplace_back(name.substr(prefix.size()), value);
+        taken = true;
+      }
+    }
     if (!taken) optimizer_state.emplace_back(name, value);
   }
   optimizer_.load_state_dict(optimizer_state, origin);
   for (size_t i = 0; i < fused_.size(); ++i) fused_[i].second->load_fused_optimizer_state_dict(fused_state[i], origin);
+  for (size_t i = 0; i < fused_sequences_.size(); ++i)
+    fused_sequences_[i].second->load_fused_optimizer_state_dict(sequence_state[i], origin);
 }
 
 }  // namespace recmod::train

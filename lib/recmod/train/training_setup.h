@@ -20,6 +20,7 @@
 
 namespace recmod {
 class EmbeddingBagCollectionImpl;
+class EmbeddingCollectionImpl;
 }
 
 namespace recmod::train {
@@ -28,6 +29,8 @@ class GraphStep;
 
 /// EmbeddingBagCollections on the fused path, by module path.
 using FusedCollections = std::vector<std::pair<std::string, std::shared_ptr<EmbeddingBagCollectionImpl>>>;
+/// EmbeddingCollections on the fused path (CUDA kernels only), by module path.
+using FusedSequenceCollections = std::vector<std::pair<std::string, std::shared_ptr<EmbeddingCollectionImpl>>>;
 
 class TrainingSetup {
  public:
@@ -84,6 +87,11 @@ class TrainingSetup {
   void use_uncaptured_split_step(const config::ModelGraph& model);
 
   const FusedCollections& fused() const { return fused_; }
+  /// The EmbeddingCollections on the fused path: on a CUDA device with
+  /// recmod's kernels, single process, unsharded, every table float32 /
+  /// float16 / bfloat16 rounded to nearest and at most cuda::tbe_max_dim
+  /// wide (elsewhere autograd + the row-sparse optimizer, as on the CPU).
+  const FusedSequenceCollections& fused_sequences() const { return fused_sequences_; }
   /// The config's tasks (empty: one BCE task), for loss_of.
   const std::vector<config::TaskSpec>& tasks() const { return tasks_; }
 
@@ -102,6 +110,7 @@ class TrainingSetup {
                 std::shared_ptr<dist::Communicator> comm, const std::map<const void*, optim::ShardOffsets>& offsets);
 
   FusedCollections fused_;
+  FusedSequenceCollections fused_sequences_;
   optim::ModelOptimizer optimizer_;
   optim::OptimizerOptions dense_options_, embedding_options_;  // as configured (base lr, schedule)
   double dense_lr_ = 0, embedding_lr_ = 0;
