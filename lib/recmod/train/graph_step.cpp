@@ -40,6 +40,22 @@ std::string shape_str(const torch::Tensor& t) {
   return s + ") " + std::string(c10::toString(t.scalar_type()));
 }
 
+/// "" when the first replay's loss and gradients are the uncaptured step's
+/// (float tolerance), else what differs. Reads them on the host, once.
+std::string replay_difference_impl(const torch::Tensor& ref_loss, const torch::Tensor& loss,
+                                   const std::vector<torch::Tensor>& ref, const std::vector<torch::Tensor>& got) {
+  auto close = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return a.defined() == b.defined() &&
+           (!a.defined() || (a.sizes() == b.sizes() && torch::allclose(a.to(torch::kDouble), b.to(torch::kDouble), 1e-3, 1e-5)));
+  };
+  if (!close(ref_loss, loss))
+    return str_cat("the first replay's loss ", loss.item<double>(), " is not the uncaptured step's ", ref_loss.item<double>());
+  if (ref.size() != got.size()) return "the first replay gave another number of gradients";
+  for (size_t k = 0; k < ref.size(); ++k)
+    if (!close(ref[k], got[k])) return str_cat("the first replay's gradient ", k, " differs from the uncaptured step's");
+  return "";
+}
+
 }  // namespace
 
 GraphPlan plan_graph_split(const ModelGraphImpl& model) {
@@ -133,7 +149,7 @@ GraphStep::GraphStep(const config::ModelGraph& model, GraphPlan plan, Mode mode,
 
 GraphStep::~GraphStep() = default;
 
-bool GraphStep::captured() const { return graph_ && graph_->captured(); }
+bool GraphStep::captured() const { return graph_ && graph_->captured() && failure_.empty(); }
 
 void GraphStep::note(const std::string& message) {
   if (noted_.insert(message).second) notes_.push_back(message);
@@ -154,6 +170,13 @@ std::string GraphStep::status() const {
   if (captured())
     return str_cat("captured (", part, "; ", replays_, " replays, ", uncaptured_, " uncaptured steps)");
   return str_cat("warming up (", warmed_, " of ", warmup_steps_, " steps before the capture)");
+}
+
+std::string GraphStep::replay_difference(const DenseOut& reference, const DenseOut& replayed) {
+  std::vector<torch::Tensor> ref = reference.param_grads, got = replayed.param_grads;
+  ref.insert(ref.end(), reference.leaf_grads.begin(), reference.leaf_grads.end());
+  got.insert(got.end(), replayed.leaf_grads.begin(), replayed.leaf_grads.end());
+  return replay_difference_impl(reference.loss, replayed.loss, ref, got);
 }
 
 GraphStep::DenseOut GraphStep::run_dense(const DenseIn& in, const TrainingSetup& training) const {
@@ -257,24 +280,31 @@ torch::Tensor GraphStep::step(TrainingSetup& training, const data::Batch& batch,
       ++warmed_;
       ++uncaptured_;
     } else if (!graph_->captured()) {
+      // The step uncaptured first: the first replay must give its numbers,
+      // or the run goes on uncaptured (a wrong graph never trains).
+      DenseOut reference;
+      graph_->run_on_side_stream([&] { reference = run_dense(static_in_, training); });
       try {
         graph_->capture([&] { captured_out_ = run_dense(static_in_, training); });
+        graph_->replay();
+        failure_ = replay_difference(reference, captured_out_);
       } catch (const std::exception& e) {
         failure_ = e.what();
         const auto eol = failure_.find('\n');  // libtorch's messages carry a backtrace
         if (eol != std::string::npos) failure_.resize(eol);
-        captured_out_ = DenseOut();
       }
       if (failure_.empty()) {
         note(str_cat("cuda graphs: captured the dense part of the step (", plan_.captured.size(), " of ",
                      model.nodes().size(), " nodes); the sparse part runs eagerly"));
+        out = captured_out_;
+        ++replays_;
       } else {
         note("cuda graphs: eager: the capture failed: " + failure_);
-        out = run_dense(static_in_, training);
+        captured_out_ = DenseOut();
+        out = reference;
         ++uncaptured_;
       }
-    }
-    if (graph_ && graph_->captured()) {
+    } else {
       graph_->replay();
       out = captured_out_;
       ++replays_;

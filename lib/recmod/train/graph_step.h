@@ -14,7 +14,8 @@
 // schedules keep working: the optimizer step is not captured).
 //
 // Same math as train_step_eager, in the same order up to floating-point
-// summation. What runs uncaptured (the "split step" without a graph): the
+// summation. At the capture the step is also run uncaptured, and the first
+// replay must give its loss and gradients, or the run goes on uncaptured. What runs uncaptured (the "split step" without a graph): the
 // warm-up steps, a batch whose shapes differ from the captured ones (the
 // short last batch), and every step after a failed capture. A model or run
 // the split cannot take (GraphPlan::reason, graph_step_refusal) trains
@@ -97,6 +98,7 @@ class GraphStep {
     std::vector<torch::Tensor> param_grads, leaf_grads;
   };
   DenseOut run_dense(const DenseIn& in, const TrainingSetup& training) const;
+  static std::string replay_difference(const DenseOut& reference, const DenseOut& replayed);
   void note(const std::string& message);
 
   config::ModelGraph model_;
