@@ -462,12 +462,12 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       const data::Batch& b = batch->device;
       StepHooks checks;
       // A non-finite loss or gradient stops the run before the update it
-      // would make. Fused collections update their tables inside backward,
-      // so the loss is read before it; otherwise the loss's flag is read
-      // with the gradients' after backward, one synchronisation for both.
+      // would make. Fused collections (EBC or EC) update their tables inside
+      // backward, so the loss is read before it; otherwise the loss's flag
+      // is read with the gradients' after backward, one synchronisation for both.
       torch::Tensor step_loss;
       checks.before_backward = [&](const torch::Tensor& loss) {
-        if (training.fused().empty()) step_loss = loss;
+        if (training.fused().empty() && training.fused_sequences().empty()) step_loss = loss;
         else check_loss_finite(loss, pos.step + 1);
       };
       checks.after_backward = [&] {
