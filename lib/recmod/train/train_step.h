@@ -25,7 +25,9 @@ torch::Tensor loss_of(const torch::Tensor& logits, const data::Batch& batch,
 /// Optional hooks into a step, in the order they run.
 struct StepHooks {
   config::NodeObserver* observer = nullptr;                     // sees each node's forward
-  std::function<void(const torch::Tensor& logits)> after_forward;  // the batch's logits (B) or (B, T), e.g. train metrics
+  /// The batch's logits (B) or (B, T), e.g. train metrics. With a captured
+  /// step (training.cuda_graphs) a buffer the next step overwrites: copy to keep.
+  std::function<void(const torch::Tensor& logits)> after_forward;
   std::function<void(const torch::Tensor& loss)> before_backward;  // e.g. a finiteness check
   std::function<void()> after_backward;                          // before the optimizer step
   /// Distributed runs: the rows of the global batch this step is a part of
