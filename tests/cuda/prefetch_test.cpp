@@ -32,10 +32,10 @@ data::Batch make_batch(int64_t i, int64_t b, int64_t ids = 3) {
   torch::manual_seed(1234 + i);
   torch::Tensor lengths = torch::randint(0, 2 * ids, {2 * b}, torch::kInt);
   const int64_t n = lengths.sum().item<int64_t>();
-  return data::Batch{torch::randn({b, 3}),
-                     KeyedJaggedTensor::from_lengths({"a", "b"}, torch::randint(0, 10, {n}, torch::kLong), lengths,
-                                                     torch::rand({n})),
-                     (torch::rand({b, 1}) > 0.5).to(torch::kFloat), torch::rand({b}) + 0.5};
+  return data::Batch{
+      torch::randn({b, 3}),
+      KeyedJaggedTensor::from_lengths({"a", "b"}, torch::randint(0, 10, {n}, torch::kLong), lengths, torch::rand({n})),
+      (torch::rand({b, 1}) > 0.5).to(torch::kFloat), torch::rand({b}) + 0.5};
 }
 
 class ListSource : public data::BatchSource {
@@ -118,10 +118,11 @@ TEST(CudaPrefetch, TheConsumersStreamWaitsForEachCopy) {
   }
   ASSERT_EQ(sums.size(), batches.size());
   for (size_t i = 0; i < sums.size(); ++i) {
-    const torch::Tensor expected = torch::stack({batches[i].sparse.values().to(torch::kDouble).sum(),
-                                                 batches[i].sparse.weights().to(torch::kDouble).sum(),
-                                                 batches[i].dense.to(torch::kDouble).sum()});
-    EXPECT_TRUE(torch::allclose(sums[i].cpu(), expected, 1e-9, 1e-6)) << i << ": " << sums[i].cpu() << " vs " << expected;
+    const torch::Tensor expected =
+        torch::stack({batches[i].sparse.values().to(torch::kDouble).sum(),
+                      batches[i].sparse.weights().to(torch::kDouble).sum(), batches[i].dense.to(torch::kDouble).sum()});
+    EXPECT_TRUE(torch::allclose(sums[i].cpu(), expected, 1e-9, 1e-6))
+        << i << ": " << sums[i].cpu() << " vs " << expected;
   }
   EXPECT_EQ(sink.item<double>(), 0.0);
 }
@@ -196,9 +197,8 @@ void expect_trainer_matches_direct_copies(const torch::Device& device) {
     test::remove_tree(dir.string());
     train::TrainerOptions options;
     options.device = device;
-    const train::TrainResult result =
-        train::Trainer(through, cfg.training, train::RunDir(dir.string(), false), options)
-            .fit([&](int64_t) { return std::make_unique<ListSource>(batches); }, {}, {});
+    const train::TrainResult result = train::Trainer(through, cfg.training, train::RunDir(dir.string(), false), options)
+                                          .fit([&](int64_t) { return std::make_unique<ListSource>(batches); }, {}, {});
     EXPECT_EQ(result.steps, 6);
     EXPECT_EQ(setup.fused().empty(), !fused);
     EXPECT_NEAR(result.last_loss, loss.item<double>(), 1e-5);
@@ -218,7 +218,9 @@ TEST(CudaPrefetch, TrainingThroughThePrefetcherMatchesDirectCopies) {
 
 // The same on the CPU (the pass-through; here the test itself is checked
 // where there is no GPU).
-TEST(PrefetchTraining, TrainerMatchesDirectBatchesOnTheCpu) { expect_trainer_matches_direct_copies(torch::kCPU); }
+TEST(PrefetchTraining, TrainerMatchesDirectBatchesOnTheCpu) {
+  expect_trainer_matches_direct_copies(torch::kCPU);
+}
 
 }  // namespace
 }  // namespace recmod

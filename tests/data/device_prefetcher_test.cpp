@@ -16,10 +16,10 @@ Batch make_batch(int64_t i) {
   const int64_t b = i + 2;
   torch::Tensor lengths = torch::arange(b, torch::kInt).remainder(3);
   const int64_t n = lengths.sum().item<int64_t>();
-  return Batch{torch::full({b, 2}, static_cast<float>(i)),
-               KeyedJaggedTensor::from_lengths({"a"}, torch::arange(n, torch::kLong) + 100 * i, lengths,
-                                               torch::rand({n})),
-               torch::full({b, 1}, static_cast<float>(i % 2)), torch::rand({b})};
+  return Batch{
+      torch::full({b, 2}, static_cast<float>(i)),
+      KeyedJaggedTensor::from_lengths({"a"}, torch::arange(n, torch::kLong) + 100 * i, lengths, torch::rand({n})),
+      torch::full({b, 1}, static_cast<float>(i % 2)), torch::rand({b})};
 }
 
 // `count` batches; throws InputError instead of batch `throw_at`; counts the calls.
@@ -110,9 +110,9 @@ TEST(DevicePrefetcher, PrepareRunsOnEachBatchAndSourceSizeIsTheSourcesRows) {
 // included) and keeps the KJT's host-side metadata; tensors() lists them.
 TEST(DevicePrefetcher, BatchMapTensorsCoversEveryTensorAndKeepsTheMetadata) {
   Batch b = make_batch(3);
-  b.sparse = KeyedJaggedTensor::from_lengths_variable_stride(
-                 {"a", "b"}, torch::arange(6, torch::kLong), torch::tensor({1, 2, 0, 3}, torch::kInt), torch::rand({6}),
-                 {{1, 1}, {2}})
+  b.sparse = KeyedJaggedTensor::from_lengths_variable_stride({"a", "b"}, torch::arange(6, torch::kLong),
+                                                             torch::tensor({1, 2, 0, 3}, torch::kInt), torch::rand({6}),
+                                                             {{1, 1}, {2}})
                  .with_inverse_indices({{"a", "b"}, torch::tensor({{0, 1}, {1, 0}}, torch::kLong)});
   EXPECT_EQ(b.tensors().size(), 8u);  // dense, labels, values, lengths, offsets, weights, id weights, inverse indices
   int64_t calls = 0;

@@ -58,8 +58,8 @@ class DevicePrefetcher {
   bool asynchronous() const { return async_ != nullptr; }
 
  private:
-  struct Async;  // the side stream, its event and the batch in flight
-  void issue();  // takes the next host batch and starts its copy
+  struct Async;                       // the side stream, its event and the batch in flight
+  void issue();                       // takes the next host batch and starts its copy
   std::optional<DeviceBatch> take();  // the source's next batch, prepared; nullopt at its end
 
   BatchSource& source_;
@@ -67,7 +67,7 @@ class DevicePrefetcher {
   Prepare prepare_;
   std::unique_ptr<Async> async_;
   bool started_ = false;
-  bool exhausted_ = false;     // the source ended (or threw)
+  bool exhausted_ = false;    // the source ended (or threw)
   std::exception_ptr error_;  // what the source threw, for the call after the last good batch
 };
 

@@ -106,7 +106,8 @@ class Progress {
     std::ostringstream line;
     line << "step " << step;
     if (total_) line << "/" << *total_;
-    const double mean_loss = window && window->contains("loss") ? (*window)["loss"].get<double>() : loss_sum_.value() / window_;
+    const double mean_loss =
+        window && window->contains("loss") ? (*window)["loss"].get<double>() : loss_sum_.value() / window_;
     line << "  epoch " << epoch << "  loss " << std::fixed << std::setprecision(4) << mean_loss;
     if (window)  // auc and ne; with tasks each task's auc and ne (or mse)
       for (const auto& item : window->items()) {
@@ -437,11 +438,10 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       if (!source->next()) break;
     // On a GPU the next batch is copied while this step runs; each rank
     // keeps its rows of a global batch before the copy.
-    data::DevicePrefetcher batches(*source, options_.device,
-                                   distributed && !own_rows ? data::DevicePrefetcher::Prepare([&](const data::Batch& g) {
-                                     return rank_slice(g, comm->rank(), comm->world_size());
-                                   })
-                                                            : data::DevicePrefetcher::Prepare());
+    data::DevicePrefetcher::Prepare keep_rank_rows;
+    if (distributed && !own_rows)
+      keep_rank_rows = [&](const data::Batch& g) { return rank_slice(g, comm->rank(), comm->world_size()); };
+    data::DevicePrefetcher batches(*source, options_.device, keep_rank_rows);
     int64_t batches_this_pass = 0;
     while (!finished()) {
       if (stop_requested()) {
