@@ -59,8 +59,8 @@ data::Batch batch_of(int64_t n, bool weights = false) {
   return b;
 }
 
-TEST(GraphStepConfig, TakesOffOrAutoAndDefaultsToOff) {
-  EXPECT_EQ(parse(dlrm_yaml()).training.cuda_graphs, "off");
+TEST(GraphStepConfig, TakesOffOrAutoAndDefaultsToAuto) {
+  EXPECT_EQ(parse(dlrm_yaml()).training.cuda_graphs, "auto");
   EXPECT_EQ(parse(dlrm_yaml("  cuda_graphs: auto\n")).training.cuda_graphs, "auto");
   EXPECT_EQ(parse(dlrm_yaml("  cuda_graphs: off\n")).training.cuda_graphs, "off");
   try {

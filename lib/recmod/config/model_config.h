@@ -87,7 +87,7 @@ struct TrainingSpec {
   // off | auto: on a CUDA device, `auto` captures the dense part of each
   // training step as one CUDA graph where the model and batch allow it
   // (train/graph_step.h), eager otherwise; ignored on the CPU.
-  std::string cuda_graphs = "off";
+  std::string cuda_graphs = "auto";
   std::optional<EarlyStoppingSpec> early_stopping;
   // An eval metric: the run keeps best/model.pt, the model at the best
   // evaluation by it. "" = none; defaults to early_stopping's metric.

@@ -16,6 +16,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
 #include "recmod/train/distributed.h"
+#include "recmod/train/graph_step.h"
 #include "recmod/train/train_step.h"
 #include "recmod/train/training_setup.h"
 
@@ -240,10 +241,18 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
   ProfileReport report;
   StepRecorder recorder(model, Clock::now());
 
-  for (int64_t step = 0; step < warmup + steps; ++step) {
+  // training.cuda_graphs captures after a few eager steps, and the capture
+  // step itself is slow: the timed steps start once it is done (at most
+  // kGraphWarmupSteps more untimed steps than --warmup).
+  constexpr int64_t kGraphWarmupSteps = 8;
+  int64_t untimed = warmup;
+  for (int64_t step = 0; step < untimed + steps; ++step) {
     auto batch = next_batch();
     if (!batch) throw InputError(str_cat("profile: the data ran out after ", step, " batches; use fewer --steps"));
-    const bool timed = step >= warmup;
+    if (step == untimed && training.graph_step() && training.graph_step()->warming_up() &&
+        untimed < warmup + kGraphWarmupSteps)
+      ++untimed;
+    const bool timed = step >= untimed;
     const bool own_rows = distributed && rank_sizes;
     int64_t global_size = batch->size();
     if (own_rows) {  // this rank's rows only; the sharded modules are told every rank's count

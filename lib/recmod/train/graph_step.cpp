@@ -151,6 +151,8 @@ GraphStep::~GraphStep() = default;
 
 bool GraphStep::captured() const { return graph_ && graph_->captured() && failure_.empty(); }
 
+bool GraphStep::warming_up() const { return mode_ == Mode::capture && failure_.empty() && !captured(); }
+
 void GraphStep::note(const std::string& message) {
   if (noted_.insert(message).second) notes_.push_back(message);
 }

@@ -86,6 +86,8 @@ class GraphStep {
   int64_t replays() const { return replays_; }
   int64_t uncaptured_steps() const { return uncaptured_; }
   bool captured() const;
+  /// Still running the eager steps before the capture (neither captured nor failed).
+  bool warming_up() const;
   const GraphPlan& plan() const { return plan_; }
 
  private:
