@@ -5,6 +5,7 @@
 // columns lane*VEC + j*G*VEC, and with VEC = 4 moves 16 bytes of a float32
 // row (8 of a half / bfloat16 row) per load and 16 bytes of output per store.
 #include "recmod/cuda/tbe_sequence.h"
+#include "recmod/cuda/tbe_kernel_common.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -13,81 +14,10 @@
 #include <stdexcept>
 #include <string>
 
-#ifdef RECMOD_TBE_TORCH_STREAM
-#include <c10/cuda/CUDAStream.h>
-#endif
-
 namespace recmod::cuda {
 namespace {
 
 constexpr int kBlock = 256;
-
-cudaStream_t stream_of(const TbeLaunch& l) {
-  if (l.stream != nullptr) return static_cast<cudaStream_t>(l.stream);
-#ifdef RECMOD_TBE_TORCH_STREAM
-  return c10::cuda::getCurrentCUDAStream().stream();
-#else
-  return nullptr;
-#endif
-}
-
-/// VEC-wide load of columns [idx, idx + VEC) of a row, as float32.
-template <int VEC>
-__device__ __forceinline__ void gather(const void* w, TbeDtype dt, int64_t idx, float* v) {
-  if (dt == TbeDtype::f32) {
-    const float* p = static_cast<const float*>(w) + idx;
-    if constexpr (VEC == 4) {
-      const float4 x = __ldg(reinterpret_cast<const float4*>(p));
-      v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
-    } else {
-      v[0] = __ldg(p);
-    }
-  } else if (dt == TbeDtype::f16) {
-    const __half* p = static_cast<const __half*>(w) + idx;
-    if constexpr (VEC == 4) {
-      const uint2 raw = __ldg(reinterpret_cast<const uint2*>(p));
-      const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
-      const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
-      v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
-    } else {
-      v[0] = __half2float(p[0]);
-    }
-  } else {
-    const __nv_bfloat16* p = static_cast<const __nv_bfloat16*>(w) + idx;
-    if constexpr (VEC == 4) {
-      const uint2 raw = __ldg(reinterpret_cast<const uint2*>(p));
-      const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
-      const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
-      v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
-    } else {
-      v[0] = __bfloat162float(p[0]);
-    }
-  }
-}
-
-/// The slot of contribution c: the last slot whose contrib_offset <= c
-/// (an empty slot shares its successor's offset and is passed over).
-__device__ __forceinline__ int slot_of(const TbeLaunch& l, int64_t c) {
-  int lo = 0, hi = l.n_slots;  // first slot with contrib_offset > c
-  while (lo < hi) {
-    const int mid = (lo + hi) / 2;
-    if (l.slots[mid].contrib_offset <= c)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo - 1;
-}
-
-/// The first out-of-range id wins the slot (tbe.cu's encoding).
-__device__ void report_bad_id(const TbeLaunch& l, int64_t p, int64_t id, const TbeSlot& slot) {
-  auto* first = reinterpret_cast<unsigned long long*>(l.error);
-  const auto clear = static_cast<unsigned long long>(-1LL);
-  if (atomicCAS(first, clear, static_cast<unsigned long long>(p)) == clear) {
-    l.error[1] = id;
-    l.error[2] = (static_cast<int64_t>(slot.table) << 32) | static_cast<int64_t>(slot.key);
-  }
-}
 
 template <typename index_t, int VEC>
 __global__ void sequence_forward_kernel(const TbeLaunch l, int64_t contributions, float* __restrict__ out, int group) {
@@ -106,7 +36,7 @@ __global__ void sequence_forward_kernel(const TbeLaunch l, int64_t contributions
   for (int col = lane * VEC; col < t.dim; col += group * VEC) {
     float v[VEC];
     if (ok) {
-      gather<VEC>(t.weights, t.dtype, id * t.dim + col, v);
+      load_row<VEC>(t.weights, t.dtype, id * t.dim + col, v);
     } else {
       for (int k = 0; k < VEC; ++k) v[k] = 0.f;
     }
