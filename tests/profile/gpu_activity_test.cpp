@@ -149,5 +149,32 @@ TEST(GpuActivityProfile, CpuProfileReportsNoCudaFigures) {
   EXPECT_FALSE(report.to_json().contains("cuda"));
 }
 
+// Which kernels make up a step's count (the "cuda kernels/step:" line).
+TEST(GpuActivityKernels, ShortNamesDropTheReturnTypeAndParameters) {
+  EXPECT_EQ(short_kernel_name("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>, "
+                              "std::array<char*, 1ul> >(int, at::native::FillFunctor<float>, std::array<char*, 1ul>)"),
+            "at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>, std::array<char*, 1ul> >");
+  EXPECT_EQ(short_kernel_name("ampere_sgemm_128x64_nn"), "ampere_sgemm_128x64_nn");
+  const std::string long_name = "k<" + std::string(200, 'a') + ">(int)";
+  EXPECT_EQ(short_kernel_name(long_name), long_name.substr(0, 120) + "...");
+}
+
+TEST(GpuActivityKernels, MostRunKernelsCountPerStepMostFirst) {
+  const std::vector<std::string> names{"void b(int)", "void a(int)", "void b(float)", "void c()", "void b(int)",
+                                       "void a(int)"};
+  const auto top = most_run_kernels(names, 2, 2);
+  ASSERT_EQ(top.size(), 2u);
+  EXPECT_EQ(top[0].name, "b");
+  EXPECT_DOUBLE_EQ(top[0].per_step, 1.5);
+  EXPECT_EQ(top[1].name, "a");
+  EXPECT_DOUBLE_EQ(top[1].per_step, 1.0);
+  EXPECT_TRUE(most_run_kernels(names, 0, 2).empty());
+
+  GpuActivity a = summarise_gpu_activity({{GpuEventKind::Kernel, 0, 1000000}}, 1, 2.0);
+  a.top_kernels = top;
+  EXPECT_THAT(a.to_line(), HasSubstr("\ncuda kernels/step: 1.5 b; 1.0 a\n"));
+  EXPECT_EQ(a.to_json()["top_kernels"][0]["name"], "b");
+}
+
 }  // namespace
 }  // namespace recmod::profile

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <iomanip>
+#include <map>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -67,6 +68,36 @@ int64_t union_length_ns(std::vector<Interval> intervals) {
     total += end - start;
   }
   return total;
+}
+
+std::string short_kernel_name(const std::string& name) {
+  std::string out = name.rfind("void ", 0) == 0 ? name.substr(5) : name;
+  // The parameter list: the first '(' outside template arguments.
+  int depth = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i] == '<') ++depth;
+    else if (out[i] == '>') --depth;
+    else if (out[i] == '(' && depth <= 0) {
+      out.resize(i);
+      break;
+    }
+  }
+  constexpr size_t kMost = 120;
+  if (out.size() > kMost) out = out.substr(0, kMost) + "...";
+  return out;
+}
+
+std::vector<KernelCount> most_run_kernels(const std::vector<std::string>& names, int64_t steps, size_t most) {
+  if (steps <= 0) return {};
+  std::map<std::string, int64_t> counts;
+  for (const auto& name : names) ++counts[short_kernel_name(name)];
+  std::vector<std::pair<std::string, int64_t>> sorted(counts.begin(), counts.end());
+  std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  if (sorted.size() > most) sorted.resize(most);
+  std::vector<KernelCount> out;
+  for (const auto& [name, count] : sorted)
+    out.push_back({name, static_cast<double>(count) / static_cast<double>(steps)});
+  return out;
 }
 
 GpuActivity summarise_gpu_activity(const std::vector<GpuEvent>& events, int64_t steps, double wall_ms) {
@@ -139,6 +170,7 @@ GpuActivity measure_gpu_activity(int64_t steps, const TimedStep& step) {
   if (ran == 0) return unavailable("no batch was left for the measured steps (use fewer --steps)");
   if (!result) return unavailable("the profiler returned no result", ran);
   std::vector<GpuEvent> events;
+  std::vector<std::string> kernel_names;
   for (const auto& event : result->events()) {
     const uint8_t type = event.activityType();
     GpuEventKind kind;
@@ -148,9 +180,20 @@ GpuActivity measure_gpu_activity(int64_t steps, const TimedStep& step) {
     else continue;  // CPU ops, CUDA runtime calls, annotations, ...
     const Interval span = span_of(event);
     events.push_back({kind, span.start_ns, span.end_ns});
+    if (kind == GpuEventKind::Kernel) kernel_names.emplace_back(event.name());  // emplace: any string-like return type
   }
-  return summarise_gpu_activity(events, ran, wall_ms);
+  GpuActivity activity = summarise_gpu_activity(events, ran, wall_ms);
+  if (activity.available) activity.top_kernels = most_run_kernels(kernel_names, ran, 8);
+  return activity;
 }
+
+namespace {
+nlohmann::json top_kernels_json(const std::vector<KernelCount>& kernels) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& k : kernels) out.push_back({{"name", k.name}, {"per_step", k.per_step}});
+  return out;
+}
+}  // namespace
 
 nlohmann::json GpuActivity::to_json() const {
   if (!available) return {{"available", false}, {"reason", unavailable_reason}};
@@ -164,7 +207,8 @@ nlohmann::json GpuActivity::to_json() const {
           {"busy_ms_per_step", busy_ms_per_step},
           {"memcpy_ms_per_step", memcpy_ms_per_step},
           {"idle_ms_per_step", idle_ms_per_step},
-          {"idle_percent", idle_percent}};
+          {"idle_percent", idle_percent},
+          {"top_kernels", top_kernels_json(top_kernels)}};
 }
 
 std::string GpuActivity::to_line() const {
@@ -179,6 +223,12 @@ std::string GpuActivity::to_line() const {
      << " ms/step; " << std::setprecision(1) << memcpys_per_step << " memcpy (" << std::setprecision(3)
      << memcpy_ms_per_step << " ms) and " << std::setprecision(1) << memsets_per_step << " memset/step; over "
      << steps << " extra steps after the timed ones (batch copy included, no per-node timing, profiler on)\n";
+  if (!top_kernels.empty()) {
+    os << "cuda kernels/step:";
+    for (size_t i = 0; i < top_kernels.size(); ++i)
+      os << (i ? ";" : "") << " " << std::setprecision(1) << top_kernels[i].per_step << " " << top_kernels[i].name;
+    os << "\n";
+  }
   return os.str();
 }
 

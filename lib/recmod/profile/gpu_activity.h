@@ -32,6 +32,20 @@ struct Interval {
 /// counted once), in ns.
 int64_t union_length_ns(std::vector<Interval> intervals);
 
+/// A kernel (name shortened by short_kernel_name) and how often it ran a step.
+struct KernelCount {
+  std::string name;
+  double per_step = 0;
+};
+
+/// A CUDA kernel's name without "void ", its parameter list, and beyond 120
+/// characters (template arguments of the elementwise kernels run long).
+std::string short_kernel_name(const std::string& name);
+
+/// The `most` kernels that ran most often in `steps` steps (names as
+/// recorded, one per kernel run), by count, ties by name.
+std::vector<KernelCount> most_run_kernels(const std::vector<std::string>& names, int64_t steps, size_t most);
+
 /// Per-step averages over the measured steps.
 struct GpuActivity {
   bool available = false;
@@ -45,9 +59,11 @@ struct GpuActivity {
   double memcpy_ms_per_step = 0;  // some copy running (union), not counted as busy
   double idle_ms_per_step = 0;    // wall - busy, >= 0
   double idle_percent = 0;        // idle / wall * 100, in [0, 100]
+  std::vector<KernelCount> top_kernels;  // where the kernel count comes from (most run first)
 
   nlohmann::json to_json() const;
-  /// One line, "cuda: ..." (the figures, or why there are none).
+  /// One line, "cuda: ..." (the figures, or why there are none), then
+  /// "cuda kernels/step: ..." when top_kernels is known.
   std::string to_line() const;
 };
 
