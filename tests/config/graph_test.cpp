@@ -48,6 +48,27 @@ TEST(FeatureHashingTest, ModIsNonNegativeAndOnlyHashesNamedKeys) {
   EXPECT_EQ(out.keys(), kjt.keys());
 }
 
+// Keys hashed alike are hashed as one slice (issue 19: one set of tensor
+// operations per run of keys); the result is each key hashed by its own spec.
+TEST(FeatureHashingTest, RunsOfKeysGiveEachKeysOwnHash) {
+  const std::vector<std::string> keys = {"a", "b", "c", "d", "e", "f"};
+  auto kjt = KeyedJaggedTensor::from_lengths(keys, torch::tensor({-3, 14, 25, 7, 99, 123456, -1, 8, 31}, torch::kLong),
+                                             torch::tensor({2, 1, 2, 1, 0, 3}, torch::kInt));
+  const std::vector<SparseFeatureSpec> specs = {{"a", "murmur", 50}, {"b", "murmur", 50}, {"c", "mod", 10},
+                                                {"d", "murmur", 50}, {"e", "murmur", 50}, {"f", "murmur", 7}};
+  auto out = hash_features(kjt, specs);
+  const auto& opk = kjt.offset_per_key();
+  for (size_t k = 0; k < keys.size(); ++k) {
+    const auto raw = kjt.values().slice(0, opk[k], opk[k + 1]);
+    EXPECT_TRUE(torch::equal(out.values().slice(0, opk[k], opk[k + 1]), hash_ids(raw, specs[k].hash, specs[k].range)))
+        << keys[k];
+  }
+  // A key without a spec passes through between hashed ones.
+  auto partial = hash_features(kjt, {{"a", "mod", 10}, {"c", "mod", 10}});
+  EXPECT_TRUE(torch::equal(partial.values(), torch::tensor({7, 4, 25, 7, 9, 123456, -1, 8, 31}, torch::kLong)))
+      << partial.values();
+}
+
 const char* kConcatModel = R"(
 features:
   dense: {count: 2}
@@ -169,6 +190,38 @@ output: over_arch
   EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2}));
   logits.sum().backward();
   EXPECT_TRUE(graph->embedding_parameters()[0].second.grad().defined());
+}
+
+// The ids a table looks up are checked all at once (issue 19); a key no
+// table of the node looks up may hold any id; the error names the first
+// table's feature that is out of range, and the id.
+TEST(ModelGraphTest, IdsOutsideATableNameTheFeatureWhateverTheOtherKeysHold) {
+  ModelGraph graph(parse(R"(
+features: {dense: 2, sparse: [a, b, c]}
+nodes:
+  emb:
+    type: EmbeddingBagCollection
+    input: features.sparse
+    tables:
+      - {name: t_a, num_embeddings: 10, embedding_dim: 2, feature_names: [a]}
+      - {name: t_c, num_embeddings: 5, embedding_dim: 2, feature_names: [c]}
+  x: {type: Concat, inputs: [features.dense, emb]}
+  logit: {type: Linear, input: x, out_features: 1}
+output: logit
+)"));
+  auto batch_with = [](std::vector<int64_t> ids) {
+    // Two rows; lengths per key: a [1, 1], b [2, 0], c [1, 1].
+    auto kjt = KeyedJaggedTensor::from_lengths({"a", "b", "c"}, torch::tensor(ids, torch::kLong),
+                                               torch::tensor({1, 1, 2, 0, 1, 1}, torch::kInt));
+    return data::Batch{torch::zeros({2, 2}), kjt, torch::zeros({2, 1})};
+  };
+  EXPECT_NO_THROW(graph->forward(batch_with({9, 0, -7, 1000, 4, 0})));  // b: no table of emb looks it up
+  auto error_of = [&](std::vector<int64_t> ids) {
+    return test::error_of<InputError>([&] { graph->forward(batch_with(std::move(ids))); });
+  };
+  EXPECT_THAT(error_of({9, 0, -7, 1000, 5, 0}), HasSubstr("nodes.emb: feature 'c' has id 5, outside table 't_c'"));
+  EXPECT_THAT(error_of({9, -1, 3, 3, 4, 0}), HasSubstr("nodes.emb: feature 'a' has id -1, outside table 't_a'"));
+  EXPECT_THAT(error_of({10, 0, 3, 3, 4, 9}), HasSubstr("nodes.emb: feature 'a' has id 10, outside table 't_a'"));
 }
 
 TEST(ModelGraphTest, MlpRejectsBadLayerSize) {

@@ -63,6 +63,26 @@ TEST(Health, StepCheckReportsTheLossFirstThenTheGradients) {
   EXPECT_NO_THROW(check_step_finite(torch::tensor(0.5f), params, 8));
 }
 
+// The flags come from each tensor's 2-norm (one operation over all of
+// them): a huge but finite gradient, whose norm overflows to inf, and an
+// empty one pass; an inf among huge values is still named.
+TEST(Health, HugeFiniteAndEmptyGradientsPass) {
+  torch::Tensor huge = torch::zeros({4}, torch::requires_grad()), empty = torch::zeros({0}, torch::requires_grad()),
+                half = torch::zeros({2}, torch::dtype(torch::kDouble).requires_grad(true));
+  huge.mutable_grad() = torch::full({4}, 1e30f);
+  empty.mutable_grad() = torch::zeros({0});
+  half.mutable_grad() = torch::tensor({1e300, -1e300}, torch::kDouble);
+  const std::vector<std::pair<std::string, torch::Tensor>> params{{"huge", huge}, {"empty", empty}, {"half", half}};
+  EXPECT_NO_THROW(check_step_finite(torch::tensor(3e38f), params, 1));
+  huge.mutable_grad() = torch::tensor({1e30f, -kInf, 1e30f, 0.0f});
+  EXPECT_EQ(health_error([&] { check_step_finite(torch::tensor(0.5f), params, 2); }),
+            "step 2: gradient of 'huge' has 1 non-finite value (first -inf at index [1])");
+  huge.mutable_grad() = torch::ones({4});
+  half.mutable_grad() = torch::tensor({1e300, std::numeric_limits<double>::quiet_NaN()}, torch::kDouble);
+  EXPECT_EQ(health_error([&] { check_gradients_finite(params, 3); }),
+            "step 3: gradient of 'half' has 1 non-finite value (first nan at index [1])");
+}
+
 TEST(Health, SparseGradientReportsTheTableRow) {
   torch::Tensor table = torch::zeros({100, 4}, torch::requires_grad());
   table.mutable_grad() = torch::sparse_coo_tensor(torch::tensor({{42, 7, 42}}, torch::kLong),

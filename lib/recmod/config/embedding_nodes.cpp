@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <limits>
 #include <set>
 
 #include "recmod/common/errors.h"
@@ -77,14 +78,40 @@ template <typename Config>
 void check_ids_in_range(const std::string& node, const std::vector<Config>& tables, const KeyedJaggedTensor& kjt) {
   const auto& keys = kjt.keys();
   const auto& opk = kjt.offset_per_key();
+  // First all ids at once, each against its key's bounds: [0, the smallest
+  // table's num_embeddings) for a key a table looks up, any value for
+  // another (a few tensor operations and one read, whatever the number of
+  // keys); only a batch that fails is looked at key by key, for the message.
+  const auto n_keys = static_cast<int64_t>(keys.size());
+  std::vector<int64_t> bounds_and_lengths(3 * keys.size());  // (lower, upper) per key, then lengths
+  bool checked = false;
+  for (size_t k = 0; k < keys.size(); ++k) {
+    int64_t upper = std::numeric_limits<int64_t>::max();
+    for (const auto& t : tables)
+      if (std::find(t.feature_names.begin(), t.feature_names.end(), keys[k]) != t.feature_names.end())
+        upper = std::min(upper, t.num_embeddings);
+    const bool looked_up = upper != std::numeric_limits<int64_t>::max();
+    checked = checked || (looked_up && opk[k + 1] > opk[k]);
+    bounds_and_lengths[2 * k] = looked_up ? 0 : std::numeric_limits<int64_t>::min();
+    bounds_and_lengths[2 * k + 1] = upper;
+    bounds_and_lengths[2 * keys.size() + k] = opk[k + 1] - opk[k];
+  }
+  if (!checked) return;
+  const torch::Tensor ids = kjt.values().slice(0, 0, opk.back());
+  const torch::Tensor per_key =
+      torch::from_blob(bounds_and_lengths.data(), {3 * n_keys}, torch::kLong).to(ids.device());
+  const torch::Tensor bounds = torch::repeat_interleave(per_key.slice(0, 0, 2 * n_keys).view({n_keys, 2}),
+                                                        per_key.slice(0, 2 * n_keys), 0, opk.back());
+  // An id equal to int64's max of a key no table looks up also fails here; the loop below lets it pass.
+  if (!torch::logical_or(ids.lt(bounds.select(1, 0)), ids.ge(bounds.select(1, 1))).any().item<bool>()) return;
   for (const auto& t : tables)
     for (const auto& f : t.feature_names) {
       const auto it = std::find(keys.begin(), keys.end(), f);
       if (it == keys.end()) continue;  // the module names the missing feature
       const auto k = static_cast<size_t>(it - keys.begin());
       if (opk[k + 1] == opk[k]) continue;
-      const auto ids = kjt.values().slice(0, opk[k], opk[k + 1]);
-      const auto [lo, hi] = torch::aminmax(ids);
+      const auto key_ids = kjt.values().slice(0, opk[k], opk[k + 1]);
+      const auto [lo, hi] = torch::aminmax(key_ids);
       const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
       if (min >= 0 && max < t.num_embeddings) continue;
       const int64_t bad = min < 0 ? min : max;

@@ -33,15 +33,34 @@ KeyedJaggedTensor hash_features(const KeyedJaggedTensor& kjt, const std::vector<
   bool any = false;
   for (const auto& s : specs) any = any || s.hash != "none";
   if (!any || kjt.keys().empty()) return kjt;
+  // Each key's hashes (every spec of its name, in order). Elementwise, so
+  // consecutive keys hashed alike are hashed as one slice: one set of
+  // tensor operations (kernel launches) per run of keys, not per key.
+  const size_t n_keys = kjt.keys().size();
+  std::vector<std::vector<const SparseFeatureSpec*>> of_key(n_keys);
+  for (size_t k = 0; k < n_keys; ++k)
+    for (const auto& s : specs)
+      if (s.name == kjt.keys()[k] && s.hash != "none") of_key[k].push_back(&s);
+  auto same = [](const std::vector<const SparseFeatureSpec*>& a, const std::vector<const SparseFeatureSpec*>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (a[i]->hash != b[i]->hash || a[i]->range != b[i]->range) return false;
+    return true;
+  };
   std::vector<torch::Tensor> parts;
   const auto& offsets = kjt.offset_per_key();
-  for (size_t k = 0; k < kjt.keys().size(); ++k) {
-    auto part = kjt.values().slice(0, offsets[k], offsets[k + 1]);
-    for (const auto& s : specs)
-      if (s.name == kjt.keys()[k]) part = hash_ids(part, s.hash, s.range);
+  for (size_t k = 0; k < n_keys;) {
+    size_t end = k + 1;
+    while (end < n_keys && same(of_key[end], of_key[k])) ++end;
+    const bool whole = k == 0 && end == n_keys;
+    auto part = whole ? kjt.values() : kjt.values().slice(0, offsets[k], offsets[end]);
+    for (const auto* s : of_key[k]) part = hash_ids(part, s->hash, s->range);
     parts.push_back(part);
+    k = end;
   }
-  return KeyedJaggedTensor::unchecked(kjt.keys(), torch::cat(parts), kjt.lengths(), kjt.weights_or_none(), kjt.stride());
+  torch::Tensor values = parts.size() == 1 ? parts[0] : torch::cat(parts);
+  return KeyedJaggedTensor::unchecked(kjt.keys(), std::move(values), kjt.lengths(), kjt.weights_or_none(),
+                                      kjt.stride());
 }
 
 }  // namespace recmod::config

@@ -76,6 +76,14 @@ __attribute__((target("avx2"))) void update_avx2(float* p, const float* g, float
   update_scalar<kind>(p, g, s1, s2, c, i, end);
 }
 
+/// Counts a step in the state's "step" (a CPU int64 scalar) and returns
+/// the new count: on the host, with no tensor operation (two per
+/// parameter and step otherwise: add_ and item).
+int64_t count_step(torch::Tensor& step) {
+  TORCH_INTERNAL_ASSERT(step.is_cpu() && step.scalar_type() == torch::kLong && step.numel() == 1);
+  return ++*step.data_ptr<int64_t>();
+}
+
 bool cpu_has_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2");
   return yes;
@@ -152,12 +160,11 @@ void DenseOptimizer::update(torch::Tensor& p, const torch::Tensor& grad, State& 
     c.neg_lr = static_cast<float>(-o.lr());
     return update_fused<0>(pp, gp, nullptr, nullptr, c, n);
   }
-  s.step.add_(1);
+  const auto t = static_cast<double>(count_step(s.step));
   if (kind == 1) {
     c.neg_lr = static_cast<float>(-o.lr());
     return update_fused<1>(pp, gp, s.sum.data_ptr<float>(), nullptr, c, n);
   }
-  const auto t = static_cast<double>(s.step.item<int64_t>());
   const double bias_correction1 = 1 - std::pow(o.beta1(), t);
   const double bias_correction2 = 1 - std::pow(o.beta2(), t);
   c.neg_lr = static_cast<float>(-o.lr() / bias_correction1);
@@ -176,8 +183,7 @@ void DenseOptimizer::update_with_tensor_ops(torch::Tensor& p, const torch::Tenso
     p.add_(grad, -o.lr());
     return;
   }
-  s.step.add_(1);
-  const auto t = static_cast<double>(s.step.item<int64_t>());
+  const auto t = static_cast<double>(count_step(s.step));
   if (o.type() == "adagrad") {
     s.sum.addcmul_(grad, grad, 1.0);
     const torch::Tensor denom = s.sum.sqrt().add_(o.eps());

@@ -34,12 +34,16 @@ std::string describe_non_finite(const torch::Tensor& grad) {
 
 // The loss (when defined) and then every gradient: one flag each, read in
 // one device synchronisation; throws for the first that is not finite.
+// The flags come from one operation over all the tensors (issue 19: a
+// kernel launch or two, not two per gradient): a tensor's 2-norm is nan or
+// inf when one of its values is (a sum propagates both); a huge finite
+// gradient can make it inf too, so a tensor flagged is checked again, exactly.
 void check_finite(const torch::Tensor& loss, const std::vector<std::pair<std::string, torch::Tensor>>& parameters,
                   int64_t step) {
-  std::vector<torch::Tensor> finite;
+  std::vector<torch::Tensor> checked;
   std::vector<size_t> which;
-  if (loss.defined()) finite.push_back(torch::isfinite(loss.detach()).all());
-  const size_t first_grad = finite.size();
+  if (loss.defined()) checked.push_back(loss.detach());
+  const size_t first_grad = checked.size();
   bool one_device = true;
   for (size_t i = 0; i < parameters.size(); ++i) {
     const torch::Tensor& grad = parameters[i].second.grad();
@@ -47,15 +51,19 @@ void check_finite(const torch::Tensor& loss, const std::vector<std::pair<std::st
     // Uncoalesced values hold the same entries (a duplicate sum overflowing is not caught; it is rare and the
     // loss check catches its effect one step later).
     const torch::Tensor values = grad.is_sparse() ? grad._values() : grad;
-    finite.push_back(torch::isfinite(values.detach()).all());
-    one_device = one_device && finite.back().device() == finite.front().device();
+    checked.push_back(values.requires_grad() ? values.detach() : values);
+    one_device = one_device && checked.back().device() == checked.front().device();
     which.push_back(i);
   }
-  if (finite.empty()) return;
-  if (!one_device)
-    for (auto& f : finite) f = f.cpu();
-  const torch::Tensor flags = torch::stack(finite).cpu();  // one device synchronisation
-  const auto* ok = flags.data_ptr<bool>();
+  if (checked.empty()) return;
+  std::vector<bool> ok(checked.size());
+  if (one_device) {
+    const torch::Tensor flags = torch::isfinite(torch::stack(at::_foreach_norm(checked, 2))).cpu();  // one sync
+    const auto* screened = flags.data_ptr<bool>();
+    for (size_t j = 0; j < checked.size(); ++j) ok[j] = screened[j] || torch::isfinite(checked[j]).all().item<bool>();
+  } else {
+    for (size_t j = 0; j < checked.size(); ++j) ok[j] = torch::isfinite(checked[j]).all().item<bool>();
+  }
   if (first_grad == 1 && !ok[0]) throw_loss_not_finite(loss.detach(), step);
   for (size_t j = 0; j < which.size(); ++j) {
     if (ok[first_grad + j]) continue;
