@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "support/op_counter.h"
+
 namespace recmod::optim {
 namespace {
 
@@ -80,6 +82,64 @@ TEST(DenseOptimizerFused, SameBytesAtOneAndTwoThreads) {
       EXPECT_TRUE(torch::equal(one.state[i].second, two.state[i].second)) << type << " " << one.state[i].first;
   }
   at::set_num_threads(threads);
+}
+
+// The per-op path takes all its parameters at once as _foreach_ ops (issue
+// 19: one multi-tensor kernel per operation on a GPU); on the CPU they are
+// the same bytes as each parameter updated alone, and after a step that
+// leaves one parameter without a gradient (its step count falls behind:
+// updated one by one again) too.
+TEST(DenseOptimizerForeach, SameBytesAsOneParameterAtATime) {
+  for (const std::string type : {"sgd", "adagrad", "adam"})
+    for (double wd : {0.0, 0.01}) {
+      torch::manual_seed(5);
+      std::vector<torch::Tensor> start{torch::randn({7, 3}), torch::randn({4}), torch::randn({3, 5}).t()};
+      std::vector<std::vector<torch::Tensor>> grads;
+      for (int s = 0; s < 6; ++s) {
+        grads.emplace_back();
+        for (const auto& p : start) grads.back().push_back(torch::randn(p.sizes()));
+      }
+      auto train = [&](std::vector<size_t> together) {
+        std::vector<torch::Tensor> params;
+        std::vector<std::pair<std::string, torch::Tensor>> named;
+        for (size_t i : together) {
+          params.push_back(start[i].clone().set_requires_grad(true));
+          named.emplace_back("p" + std::to_string(i), params.back());
+        }
+        DenseOptimizer opt(named, options_of(type, wd));
+        opt.use_tensor_ops(true);
+        for (int s = 0; s < 6; ++s) {
+          for (size_t j = 0; j < together.size(); ++j)
+            params[j].mutable_grad() = s == 3 && together[j] == 1 ? torch::Tensor() : grads[s][together[j]];
+          opt.step();
+        }
+        return std::make_pair(params, opt.state_dict());
+      };
+      const auto [all, all_state] = train({0, 1, 2});
+      size_t k = 0;
+      for (size_t i = 0; i < start.size(); ++i) {
+        const auto [alone, alone_state] = train({i});
+        EXPECT_TRUE(torch::equal(all[i], alone[0])) << type << " wd " << wd << " p" << i;
+        EXPECT_FALSE(torch::equal(all[i], start[i])) << type << " p" << i;
+        for (const auto& [key, tensor] : alone_state) {
+          ASSERT_LT(k, all_state.size());
+          EXPECT_EQ(all_state[k].first, key);
+          EXPECT_TRUE(torch::equal(all_state[k++].second, tensor)) << type << " wd " << wd << " " << key;
+        }
+      }
+      EXPECT_EQ(k, all_state.size());
+    }
+  // One operation for all three parameters, not one each.
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (int i = 0; i < 3; ++i) named.emplace_back("p" + std::to_string(i), torch::randn({4, 3}).set_requires_grad(true));
+  DenseOptimizer opt(named, options_of("adam", 0.0));
+  opt.use_tensor_ops(true);
+  for (auto& [_, p] : named) p.mutable_grad() = torch::randn({4, 3});
+  testing::OpCounter ops;
+  ops.region("step");
+  opt.step();
+  EXPECT_EQ(ops.of_op("aten::_foreach_addcdiv_"), 1) << ops.report();
+  EXPECT_EQ(ops.of_op("aten::addcdiv_"), 0) << ops.report();
 }
 
 }  // namespace

@@ -51,6 +51,14 @@ class OpCounter {
     auto it = by_region_.find(name);
     return it == by_region_.end() ? 0 : it->second;
   }
+  /// How many times `op` (e.g. "aten::add_") was counted, in all regions.
+  int64_t of_op(const std::string& op) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    int64_t n = 0;
+    for (const auto& [key, c] : by_op_)
+      if (key.second == op) n += c;
+    return n;
+  }
   void clear() {
     std::lock_guard<std::mutex> lock(mutex_);
     by_region_.clear();

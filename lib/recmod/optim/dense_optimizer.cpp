@@ -135,21 +135,83 @@ DenseOptimizer::DenseOptimizer(std::vector<std::pair<std::string, torch::Tensor>
 
 void DenseOptimizer::step() {
   torch::NoGradGuard no_grad;
+  std::vector<size_t> per_op;  // the parameters the fused loop does not take
   for (size_t i = 0; i < params_.size(); ++i) {
     torch::Tensor& p = params_[i].second;
     if (!p.grad().defined()) continue;
     const torch::Tensor grad = p.grad().is_sparse() ? p.grad().to_dense() : p.grad();
+    if (tensor_ops_ || !fused(p, grad, states_[i])) {
+      per_op.push_back(i);
+      continue;
+    }
     update(p, grad, states_[i]);
   }
+  if (per_op.size() > 1 && same_step(per_op)) return update_with_foreach_ops(per_op);
+  for (size_t i : per_op) {
+    torch::Tensor& p = params_[i].second;
+    update_with_tensor_ops(p, p.grad().is_sparse() ? p.grad().to_dense() : p.grad(), states_[i]);
+  }
+}
+
+bool DenseOptimizer::fused(const torch::Tensor& p, const torch::Tensor& grad, const State& s) const {
+  const std::string& type = options_.type();
+  return type == "sgd"       ? fusable(p, grad, {})
+         : type == "adagrad" ? fusable(p, grad, {s.sum})
+                             : fusable(p, grad, {s.exp_avg, s.exp_avg_sq});
+}
+
+bool DenseOptimizer::same_step(const std::vector<size_t>& which) const {
+  if (options_.type() == "sgd") return true;
+  auto step_of = [&](size_t i) { return *states_[i].step.data_ptr<int64_t>(); };  // CPU int64 scalars
+  for (size_t i : which)
+    if (step_of(i) != step_of(which[0])) return false;
+  return true;
+}
+
+// update_with_tensor_ops over all of `which` at once: the same operations
+// in the same order, as torch's _foreach_ ops (issue 19: on a GPU each is
+// one multi-tensor kernel launch, not one per parameter; on the CPU they
+// run the per-tensor kernels, so the values are the same bytes). Their
+// steps are equal (same_step).
+void DenseOptimizer::update_with_foreach_ops(const std::vector<size_t>& which) {
+  const OptimizerOptions& o = options_;
+  std::vector<torch::Tensor> params, grads;
+  for (size_t i : which) {
+    const torch::Tensor& p = params_[i].second;
+    params.push_back(p);
+    grads.push_back(p.grad().is_sparse() ? p.grad().to_dense() : p.grad());
+  }
+  if (o.weight_decay() != 0) grads = at::_foreach_add(grads, params, at::Scalar(o.weight_decay()));
+  if (o.type() == "sgd") return at::_foreach_add_(params, grads, at::Scalar(-o.lr()));
+  double t = 0;
+  for (size_t i : which) t = static_cast<double>(count_step(states_[i].step));
+  std::vector<torch::Tensor> first, second;
+  for (size_t i : which) {
+    first.push_back(o.type() == "adagrad" ? states_[i].sum : states_[i].exp_avg);
+    if (o.type() == "adam") second.push_back(states_[i].exp_avg_sq);
+  }
+  if (o.type() == "adagrad") {
+    at::_foreach_addcmul_(first, grads, grads, at::Scalar(1.0));
+    std::vector<torch::Tensor> denom = at::_foreach_sqrt(first);
+    at::_foreach_add_(denom, at::Scalar(o.eps()));
+    return at::_foreach_addcdiv_(params, grads, denom, at::Scalar(-o.lr()));
+  }
+  // adam
+  const double bias_correction1 = 1 - std::pow(o.beta1(), t);
+  const double bias_correction2 = 1 - std::pow(o.beta2(), t);
+  at::_foreach_mul_(first, at::Scalar(o.beta1()));
+  at::_foreach_add_(first, grads, at::Scalar(1 - o.beta1()));
+  at::_foreach_mul_(second, at::Scalar(o.beta2()));
+  at::_foreach_addcmul_(second, grads, grads, at::Scalar(1 - o.beta2()));
+  std::vector<torch::Tensor> denom = at::_foreach_sqrt(second);
+  at::_foreach_div_(denom, at::Scalar(std::sqrt(bias_correction2)));
+  at::_foreach_add_(denom, at::Scalar(o.eps()));
+  at::_foreach_addcdiv_(params, first, denom, at::Scalar(-o.lr() / bias_correction1));
 }
 
 void DenseOptimizer::update(torch::Tensor& p, const torch::Tensor& grad, State& s) const {
   const OptimizerOptions& o = options_;
   const int kind = o.type() == "sgd" ? 0 : o.type() == "adagrad" ? 1 : 2;
-  const bool fused = !tensor_ops_ && (kind == 0   ? fusable(p, grad, {})
-                                      : kind == 1 ? fusable(p, grad, {s.sum})
-                                                  : fusable(p, grad, {s.exp_avg, s.exp_avg_sq}));
-  if (!fused) return update_with_tensor_ops(p, grad, s);
   Coefficients c{};
   c.wd = static_cast<float>(o.weight_decay());
   c.eps = static_cast<float>(o.eps());

@@ -23,7 +23,9 @@ namespace recmod::optim {
 /// element read and written once, AVX2 where the CPU has it, the same values
 /// at any thread count); they agree with the per-op path within float
 /// rounding (torch's kernels may use an FMA where the loop does not; tested
-/// to 1e-6 relative). Anything else takes the per-op path.
+/// to 1e-6 relative). Anything else takes the per-op path: all such
+/// parameters at once, as torch's _foreach_ ops (one multi-tensor kernel
+/// per operation on a GPU), when their step counts agree.
 class DenseOptimizer {
  public:
   DenseOptimizer(std::vector<std::pair<std::string, torch::Tensor>> params, OptimizerOptions options);
@@ -42,8 +44,11 @@ class DenseOptimizer {
     torch::Tensor step;  // int64 CPU scalar: updates applied so far
     torch::Tensor sum, exp_avg, exp_avg_sq;
   };
-  void update(torch::Tensor& param, const torch::Tensor& grad, State& state) const;
+  bool fused(const torch::Tensor& param, const torch::Tensor& grad, const State& state) const;
+  bool same_step(const std::vector<size_t>& which) const;
+  void update(torch::Tensor& param, const torch::Tensor& grad, State& state) const;  // the fused loop
   void update_with_tensor_ops(torch::Tensor& param, const torch::Tensor& grad, State& state) const;
+  void update_with_foreach_ops(const std::vector<size_t>& which);
 
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   OptimizerOptions options_;
