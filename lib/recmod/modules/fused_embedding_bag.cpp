@@ -12,12 +12,11 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <type_traits>
 
 #include "recmod/common/errors.h"
 #include "recmod/cuda/tbe.h"
+#include "recmod/modules/cuda_lookup_errors.h"
 
 namespace recmod {
 
@@ -505,40 +504,12 @@ bool cuda_kernel_applies(const FusedLookupPlan& plan, const FusedLookupInput& in
          input.offset_per_key.size() < (size_t{1} << 30);
 }
 
-/// Where the kernels of one device report an out-of-range id: 3 int64s on
-/// the device, copied after each lookup into pinned host memory that the
-/// next lookup reads. The GPU does not stop at a bad id (checking at once
-/// would stall it every step): the id contributes nothing, and the error is
-/// raised by the next lookup on that device, or by check_fused_lookup_errors.
-struct CudaErrorSlot {
-  torch::Tensor device, host;
-};
-
-CudaErrorSlot& cuda_error_slot(const torch::Device& device) {
-  static std::mutex mutex;
-  // Never destroyed: at exit libtorch's CUDA state may be gone before a
-  // static's destructor frees pinned memory (PyTorch 2.11 then aborts with
-  // "Unrecognized stream" in ~TensorImpl, seen on the GPU machine).
-  static auto& slots = *new std::map<int, CudaErrorSlot>();
-  std::lock_guard<std::mutex> lock(mutex);
-  CudaErrorSlot& slot = slots[device.has_index() ? device.index() : 0];
-  if (!slot.device.defined()) {
-    slot.device = torch::full({3}, -1, torch::TensorOptions().dtype(torch::kLong).device(device));
-    slot.host = torch::full({3}, -1, torch::TensorOptions().dtype(torch::kLong).pinned_memory(true));
-  }
-  return slot;
-}
-
-void throw_reported_bad_id(CudaErrorSlot& slot) {
-  const volatile int64_t* h = slot.host.data_ptr<int64_t>();
-  if (h[0] < 0) return;
-  const int64_t position = h[0], id = h[1], table = h[2] >> 32, key = h[2] & 0xffffffff;
-  slot.device.fill_(-1);
-  slot.host.fill_(-1);
-  throw_input_error("fused embedding lookup: id ", id, " (input key ", key, ", position ", position,
-                    ") is out of range for table ", table,
-                    " (reported by the CUDA lookup of an earlier batch; on the GPU a bad id contributes nothing "
-                    "and is reported afterwards)");
+/// Where the pooled kernels of one device report an out-of-range id. The
+/// GPU does not stop at a bad id: the id contributes nothing, and the error
+/// is raised by the next lookup on that device, or by check_fused_lookup_errors.
+CudaLookupErrors& cuda_errors() {
+  static auto& errors = *new CudaLookupErrors("fused embedding lookup", "a bad id contributes nothing");
+  return errors;
 }
 
 /// The kernels' view of a lookup; the tensors keep what it points to alive
@@ -621,8 +592,8 @@ CudaLookup make_cuda_lookup(const FusedLookupPlan& plan, const FusedLookupInput&
 }
 
 torch::Tensor forward_cuda(const FusedLookupPlan& plan, const FusedLookupInput& input) {
-  CudaErrorSlot& errors = cuda_error_slot(input.ids.device());
-  throw_reported_bad_id(errors);
+  CudaErrorSlot& errors = cuda_errors().slot(input.ids.device());
+  cuda_errors().throw_reported_bad_id(errors);
   const CudaLookup c = make_cuda_lookup(plan, input, nullptr, errors);
   int64_t covered = 0;
   for (const auto& s : plan.slots) covered += plan.tables[s.table].size(1);
@@ -650,7 +621,7 @@ cuda::TbeRule tbe_rule_of(RowUpdate rule) {
 /// order), then one kernel sums each row's gradient and applies the rule.
 void backward_cuda(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& grad_out,
                    FusedEmbeddingOptimizer& optimizer, torch::Tensor& weights_grad) {
-  CudaErrorSlot& errors = cuda_error_slot(input.ids.device());
+  CudaErrorSlot& errors = cuda_errors().slot(input.ids.device());
   const CudaLookup c = make_cuda_lookup(plan, input, &optimizer, errors);
   if (c.contributions == 0) return;
   torch::Tensor keys = torch::empty({c.contributions}, input.ids.options().dtype(torch::kLong));
@@ -751,11 +722,7 @@ bool fused_lookup_has_kernel(const torch::Device& device) {
   return device.is_cpu() || (device.is_cuda() && cuda::tbe_available());
 }
 
-void check_fused_lookup_errors(const torch::Device& device) {
-  if (!device.is_cuda() || !cuda::tbe_available()) return;
-  torch::cuda::synchronize(device.index());
-  throw_reported_bad_id(cuda_error_slot(device));
-}
+void check_fused_lookup_errors(const torch::Device& device) { cuda_errors().check(device); }
 
 torch::Tensor fused_pooled_forward(const FusedLookupPlan& plan, const FusedLookupInput& input, bool generic) {
   check_input(plan, input);

@@ -5,13 +5,12 @@
 #include <torch/torch.h>
 
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <type_traits>
 
 #include "recmod/common/errors.h"
 #include "recmod/cuda/tbe.h"
 #include "recmod/cuda/tbe_sequence.h"
+#include "recmod/modules/cuda_lookup_errors.h"
 #include "recmod/optim/sparse_optimizer.h"
 
 namespace recmod {
@@ -85,37 +84,12 @@ void backward_generic(const SequenceLookupPlan& plan, const SequenceLookupInput&
 // ---------------------------------------------------------------------------
 // CUDA
 
-/// Where the sequence kernels of one device report an out-of-range id (3
-/// int64s: position, id, table << 32 | key; -1 when clear), copied after
-/// each lookup into pinned memory that the next lookup reads: the GPU does
-/// not stop at a bad id, it is raised one lookup later (as the EBC's).
-struct ErrorSlot {
-  torch::Tensor device, host;
-};
-
-ErrorSlot& error_slot(const torch::Device& device) {
-  static std::mutex mutex;
-  // Never destroyed: libtorch's CUDA state may be gone at exit.
-  static auto& slots = *new std::map<int, ErrorSlot>();
-  std::lock_guard<std::mutex> lock(mutex);
-  ErrorSlot& slot = slots[device.has_index() ? device.index() : 0];
-  if (!slot.device.defined()) {
-    slot.device = torch::full({3}, -1, torch::TensorOptions().dtype(torch::kLong).device(device));
-    slot.host = torch::full({3}, -1, torch::TensorOptions().dtype(torch::kLong).pinned_memory(true));
-  }
-  return slot;
-}
-
-void throw_reported_bad_id(ErrorSlot& slot) {
-  const volatile int64_t* h = slot.host.data_ptr<int64_t>();
-  if (h[0] < 0) return;
-  const int64_t position = h[0], id = h[1], table = h[2] >> 32, key = h[2] & 0xffffffff;
-  slot.device.fill_(-1);
-  slot.host.fill_(-1);
-  throw_input_error("sequence embedding lookup: id ", id, " (input key ", key, ", position ", position,
-                    ") is out of range for table ", table,
-                    " (reported by the CUDA lookup of an earlier batch; on the GPU a bad id gives a zero row "
-                    "and is reported afterwards)");
+/// Where the sequence kernels of one device report an out-of-range id: the
+/// GPU does not stop at a bad id (it gives a zero row), it is raised one
+/// lookup later (as the EBC's, in slots of its own).
+CudaLookupErrors& cuda_errors() {
+  static auto& errors = *new CudaLookupErrors("sequence embedding lookup", "a bad id gives a zero row");
+  return errors;
 }
 
 cuda::TbeDtype dtype_of(const torch::Tensor& w) {
@@ -139,7 +113,7 @@ struct CudaLookup {
 /// ids and keys, for the kernel and its error report.
 CudaLookup make_cuda_lookup(const SequenceLookupPlan& plan, const SequenceLookupInput& input,
                             const std::vector<int64_t>& rows, FusedEmbeddingOptimizer* optimizer, bool backward,
-                            ErrorSlot& errors) {
+                            CudaErrorSlot& errors) {
   static_assert(std::is_trivially_copyable<cuda::TbeTable>::value && std::is_trivially_copyable<cuda::TbeSlot>::value,
                 "the kernels' metadata is copied as bytes");
   CudaLookup c;
@@ -211,8 +185,8 @@ CudaLookup make_cuda_lookup(const SequenceLookupPlan& plan, const SequenceLookup
 
 torch::Tensor forward_cuda(const SequenceLookupPlan& plan, const SequenceLookupInput& input,
                            const std::vector<int64_t>& rows) {
-  ErrorSlot& errors = error_slot(input.ids.device());
-  throw_reported_bad_id(errors);
+  CudaErrorSlot& errors = cuda_errors().slot(input.ids.device());
+  cuda_errors().throw_reported_bad_id(errors);
   torch::Tensor out = torch::empty({rows.back(), plan.dim}, input.ids.options().dtype(torch::kFloat));
   if (rows.back() == 0) return out;
   const CudaLookup c = make_cuda_lookup(plan, input, rows, nullptr, /*backward=*/false, errors);
@@ -240,7 +214,7 @@ void backward_cuda(const SequenceLookupPlan& plan, const SequenceLookupInput& in
                    const std::vector<int64_t>& rows, FusedEmbeddingOptimizer& optimizer) {
   const int64_t n = rows.back();
   if (n == 0) return;
-  ErrorSlot& errors = error_slot(input.ids.device());
+  CudaErrorSlot& errors = cuda_errors().slot(input.ids.device());
   const CudaLookup c = make_cuda_lookup(plan, input, rows, &optimizer, /*backward=*/true, errors);
   torch::Tensor keys = torch::empty({n}, input.ids.options().dtype(torch::kLong));
   cuda::tbe_backward_keys(c.launch, n, keys.data_ptr<int64_t>());
@@ -307,11 +281,7 @@ bool sequence_kernel_applies(const SequenceLookupPlan& plan, const SequenceLooku
          input.offset_per_key.size() < (size_t{1} << 30);
 }
 
-void check_fused_sequence_errors(const torch::Device& device) {
-  if (!device.is_cuda() || !cuda::tbe_available()) return;
-  torch::cuda::synchronize(device.index());
-  throw_reported_bad_id(error_slot(device));
-}
+void check_fused_sequence_errors(const torch::Device& device) { cuda_errors().check(device); }
 
 torch::Tensor fused_sequence_forward(const SequenceLookupPlan& plan, const SequenceLookupInput& input) {
   check_input(plan, input);
