@@ -9,8 +9,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <future>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,21 +47,19 @@ std::shared_ptr<MCHManagedCollisionModuleImpl> mch(int64_t rows) {
       MCHManagedCollisionModuleOptions(rows, std::make_shared<LFU_EvictionPolicy>(), 1).input_hash_size(kInput));
 }
 
-TEST(ShardedManagedCollisionEmbeddingCollection, RoutesEachIdToItsBlockOwnerAndReturnsItsSlotsRow) {
+/// An MC-EC over t_m (C1, C2) and t_n (C3), 16 rows each, seeded so two
+/// calls build the same module.
+ManagedCollisionEmbeddingCollection mc_ec(bool need_indices, bool return_remapped) {
   torch::manual_seed(4);
-  // t_m (C1, C2) row_wise: rows [0, 8) own ids [0, 6), rows [8, 16) ids [6, 12);
-  // t_n (C3) table_wise on rank 1.
   EmbeddingCollection ec({EmbeddingConfig(kRows, kDim, "t_m", {"C1", "C2"}), EmbeddingConfig(kRows, kDim, "t_n", {"C3"})},
-                         /*need_indices=*/false);
+                         need_indices);
   ManagedCollisionModules modules{{"t_m", mch(kRows)}, {"t_n", mch(kRows)}};
-  ManagedCollisionEmbeddingCollection full(ec, ManagedCollisionCollection(modules, managed_table_configs(ec->embedding_configs())),
-                                           /*return_remapped_features=*/false, /*reset_evicted_rows=*/true);
-  ShardingPlan plan;
-  plan.world_size = kWorld;
-  plan.tables = {TablePlan{"mc", "t_m", ShardingType::row_wise, row_wise_shards(kRows, kDim, kWorld)},
-                 TablePlan{"mc", "t_n", ShardingType::table_wise, {Shard{1, 0, kRows, 0, kDim}}}};
+  return ManagedCollisionEmbeddingCollection(ec, ManagedCollisionCollection(modules, managed_table_configs(ec->embedding_configs())),
+                                             return_remapped, /*reset_evicted_rows=*/true);
+}
 
-  // Sequences of 0-2 ids in [0, 12) (empty ones included).
+/// Sequences of 0-2 ids in [0, 12) per key (empty ones included).
+std::vector<std::vector<std::vector<int64_t>>> sequences() {
   std::vector<std::vector<std::vector<int64_t>>> bags(kKeys.size());
   for (size_t k = 0; k < kKeys.size(); ++k)
     for (int64_t i = 0; i < kWorld * kBatch; ++i) {
@@ -67,6 +67,61 @@ TEST(ShardedManagedCollisionEmbeddingCollection, RoutesEachIdToItsBlockOwnerAndR
       for (int64_t j = 0; j < (i + static_cast<int64_t>(k)) % 3; ++j) bag.push_back((i * 5 + j * 7 + static_cast<int64_t>(k)) % kInput);
       bags[k].push_back(bag);
     }
+  return bags;
+}
+
+/// `kjt` with a key "X" of no table appended (ids 100, 101, ... outside
+/// every input space): what the MC collection passes through.
+KeyedJaggedTensor with_other_key(const KeyedJaggedTensor& kjt) {
+  JtDict dict = kjt.to_dict();
+  std::vector<int64_t> lengths(static_cast<size_t>(kjt.stride()), 1);
+  lengths[0] = 0;
+  const auto n = static_cast<int64_t>(kjt.stride()) - 1;
+  dict.emplace_back("X", JaggedTensor::from_lengths(torch::arange(100, 100 + n, torch::kLong),
+                                                    torch::tensor(lengths, torch::kLong)));
+  return KeyedJaggedTensor::from_jt_dict(dict);
+}
+
+// The need_indices ids and the returned remapped KJT of the sharded MC-EC:
+// what the unsharded module's EmbeddingCollection looks up, the global slot
+// of each id (its holder's row plus the shard's row offset).
+void expect_remapped(const JaggedTensorDict& got, const std::optional<KeyedJaggedTensor>& remapped,
+                     const KeyedJaggedTensor& input, const std::map<std::string, std::vector<int64_t>>& slots,
+                     int64_t rank) {
+  ASSERT_TRUE(remapped.has_value());
+  EXPECT_EQ(remapped->keys(), input.keys());
+  EXPECT_TRUE(torch::equal(remapped->lengths(), input.lengths()));
+  EXPECT_EQ(remapped->values().scalar_type(), input.values().scalar_type());
+  for (const auto& entry : slots) {
+    const std::string& feature = entry.first;
+    const torch::Tensor w = torch::tensor(entry.second, torch::kLong);
+    const auto out = std::find_if(got.begin(), got.end(), [&](const auto& kv) { return kv.first == feature; });
+    ASSERT_NE(out, got.end()) << feature;
+    ASSERT_TRUE(out->second.has_weights()) << feature;
+    EXPECT_TRUE(torch::equal(out->second.weights(), w)) << "rank " << rank << " " << feature << ": "
+                                                        << out->second.weights() << " vs " << w;
+    const JtDict dict = remapped->to_dict();
+    const auto in = std::find_if(dict.begin(), dict.end(), [&](const auto& kv) { return kv.first == feature; });
+    EXPECT_TRUE(torch::equal(in->second.values(), w)) << "rank " << rank << " " << feature;
+  }
+  // the key of no table passes through
+  EXPECT_TRUE(torch::equal(remapped->to_dict().back().second.values(), input.to_dict().back().second.values()));
+}
+
+// With `indices`, the EC has need_indices and the MC-EC
+// return_remapped_features: the same rows, and the global slots as the
+// output's ids and in the remapped KJT.
+void check_against_rebuilt_modules(bool indices) {
+  // t_m (C1, C2) row_wise: rows [0, 8) own ids [0, 6), rows [8, 16) ids [6, 12);
+  // t_n (C3) table_wise on rank 1.
+  ManagedCollisionEmbeddingCollection full = mc_ec(indices, indices);
+  const EmbeddingCollection ec = full->embedding_collection();
+  ShardingPlan plan;
+  plan.world_size = kWorld;
+  plan.tables = {TablePlan{"mc", "t_m", ShardingType::row_wise, row_wise_shards(kRows, kDim, kWorld)},
+                 TablePlan{"mc", "t_n", ShardingType::table_wise, {Shard{1, 0, kRows, 0, kDim}}}};
+
+  const auto bags = sequences();
 
   // Expected: per table and shard, a module rebuilt for the shard's rows
   // remaps the global batch's ids of its block (rank by rank, the table's
@@ -74,6 +129,7 @@ TEST(ShardedManagedCollisionEmbeddingCollection, RoutesEachIdToItsBlockOwnerAndR
   struct Table { std::string name; std::vector<size_t> keys; std::vector<std::pair<int64_t, int64_t>> shards; };
   const std::vector<Table> tables = {{"t_m", {0, 1}, {{0, 8}, {8, 16}}}, {"t_n", {2}, {{0, 16}}}};
   std::map<std::pair<size_t, int64_t>, std::vector<torch::Tensor>> expected;  // (key, rank) -> rows per id
+  std::map<std::pair<size_t, int64_t>, std::vector<int64_t>> expected_slots;  // (key, rank) -> global slot per id
   for (size_t t = 0; t < tables.size(); ++t) {
     const auto& table = tables[t];
     const int64_t block = (kInput + static_cast<int64_t>(table.shards.size()) - 1) / static_cast<int64_t>(table.shards.size());
@@ -115,6 +171,7 @@ TEST(ShardedManagedCollisionEmbeddingCollection, RoutesEachIdToItsBlockOwnerAndR
     }
     const torch::Tensor weight = ec->table_weight(table.name).detach().clone();
     for (const auto& [where, slots] : global_slot) {
+      expected_slots[where] = slots;
       auto& rows = expected[where];
       for (int64_t s : slots) {
         ASSERT_GE(s, 0) << table.name;
@@ -137,7 +194,15 @@ TEST(ShardedManagedCollisionEmbeddingCollection, RoutesEachIdToItsBlockOwnerAndR
     auto comm = connect(env, options);
     ShardedManagedCollisionEmbeddingCollectionImpl sharded(*full, "mc", plan, comm);
     sharded.train();
-    const JaggedTensorDict got = sharded.forward_sharded(rows_of(bags, rank * kBatch, kBatch));
+    const KeyedJaggedTensor input = indices ? with_other_key(rows_of(bags, rank * kBatch, kBatch))
+                                            : rows_of(bags, rank * kBatch, kBatch);
+    const auto [got, remapped] = sharded.forward(input);
+    EXPECT_EQ(remapped.has_value(), indices);
+    if (indices)
+      expect_remapped(got, remapped, input,
+                      {{"C1", expected_slots.at({0, rank})}, {"C2", expected_slots.at({1, rank})},
+                       {"C3", expected_slots.at({2, rank})}},
+                      rank);
     // outputs: C1@t_m, C2@t_m, C3@t_n in the unsharded order
     ASSERT_EQ(got.size(), 3u);
     const std::vector<std::pair<std::string, size_t>> names = {{"C1", 0}, {"C2", 1}, {"C3", 2}};
@@ -171,6 +236,76 @@ TEST(ShardedManagedCollisionEmbeddingCollection, RoutesEachIdToItsBlockOwnerAndR
       EXPECT_EQ(slots[i].item<int64_t>() / 8, ids[i].item<int64_t>() / 6) << "id " << ids[i].item<int64_t>();
     }
     EXPECT_GT(placed, 6);  // both shards placed ids
+  };
+  auto other = std::async(std::launch::async, run_rank, 1);
+  run_rank(0);
+  other.get();
+}
+
+TEST(ShardedManagedCollisionEmbeddingCollection, RoutesEachIdToItsBlockOwnerAndReturnsItsSlotsRow) {
+  check_against_rebuilt_modules(/*indices=*/false);
+}
+
+TEST(ShardedManagedCollisionEmbeddingCollection, NeedIndicesAndRemappedFeaturesAreTheGlobalSlots) {
+  check_against_rebuilt_modules(/*indices=*/true);
+}
+
+// Tables table_wise (t_m on rank 0, t_n on rank 1): each holder's module is
+// the unsharded one, so every rank's output (rows, need_indices ids) and
+// remapped KJT are the unsharded module's forward on the global batch, cut
+// to the rank's samples.
+TEST(ShardedManagedCollisionEmbeddingCollection, TableWiseIndicesAndRemappedFeaturesEqualTheUnshardedModule) {
+  ManagedCollisionEmbeddingCollection full = mc_ec(true, true);
+  ManagedCollisionEmbeddingCollection reference = mc_ec(true, true);  // the same values
+  ShardingPlan plan;
+  plan.world_size = kWorld;
+  plan.tables = {TablePlan{"mc", "t_m", ShardingType::table_wise, {Shard{0, 0, kRows, 0, kDim}}},
+                 TablePlan{"mc", "t_n", ShardingType::table_wise, {Shard{1, 0, kRows, 0, kDim}}}};
+  const auto bags = sequences();
+  reference->train();
+  const KeyedJaggedTensor global = rows_of(bags, 0, kWorld * kBatch);
+  const auto reference_out = reference->forward(global);
+  const JaggedTensorDict& want = reference_out.first;
+  const std::optional<KeyedJaggedTensor>& want_remapped = reference_out.second;
+  ASSERT_TRUE(want_remapped.has_value());
+  // rank r's samples [r * B, (r + 1) * B) of a global JaggedTensor's values
+  auto samples = [](const torch::Tensor& values, const torch::Tensor& lengths, int64_t rank) {
+    const int64_t first = lengths.slice(0, 0, rank * kBatch).sum().item<int64_t>();
+    const int64_t n = lengths.slice(0, rank * kBatch, (rank + 1) * kBatch).sum().item<int64_t>();
+    return values.narrow(0, first, n);
+  };
+
+  const int port = free_local_port();
+  auto run_rank = [&](int64_t rank) {
+    LaunchEnv env;
+    env.rank = rank;
+    env.world_size = kWorld;
+    env.local_rank = rank;
+    env.local_world_size = kWorld;
+    env.master_port = port;
+    env.source = "torchrun";
+    CommunicatorOptions options;
+    options.timeout = std::chrono::seconds(30);
+    auto comm = connect(env, options);
+    ShardedManagedCollisionEmbeddingCollectionImpl sharded(*full, "mc", plan, comm);
+    sharded.train();
+    const KeyedJaggedTensor input = rows_of(bags, rank * kBatch, kBatch);
+    const auto [got, remapped] = sharded.forward(input);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t o = 0; o < got.size(); ++o) {
+      const JaggedTensor& w = want[o].second;
+      EXPECT_EQ(got[o].first, want[o].first);
+      EXPECT_TRUE(torch::equal(got[o].second.values(), samples(w.values(), w.lengths(), rank))) << got[o].first;
+      EXPECT_TRUE(torch::equal(got[o].second.weights(), samples(w.weights(), w.lengths(), rank))) << got[o].first;
+    }
+    ASSERT_TRUE(remapped.has_value());
+    EXPECT_EQ(remapped->keys(), want_remapped->keys());
+    const JtDict mine = remapped->to_dict(), all = want_remapped->to_dict();
+    for (size_t k = 0; k < all.size(); ++k) {
+      EXPECT_TRUE(torch::equal(mine[k].second.lengths(), all[k].second.lengths().slice(0, rank * kBatch, (rank + 1) * kBatch)));
+      EXPECT_TRUE(torch::equal(mine[k].second.values(), samples(all[k].second.values(), all[k].second.lengths(), rank)))
+          << "rank " << rank << " " << all[k].first;
+    }
   };
   auto other = std::async(std::launch::async, run_rank, 1);
   run_rank(0);

@@ -165,9 +165,6 @@ ShardedEmbeddingCollectionImpl::ShardedEmbeddingCollectionImpl(const EmbeddingCo
 void ShardedEmbeddingCollectionImpl::manage_table(int64_t table, const ManagedRouting& routing) {
   TORCH_CHECK(table >= 0 && table < static_cast<int64_t>(full_tables_.size()), "manage_table: no table ", table);
   const auto t = static_cast<size_t>(table);
-  if (need_indices())
-    throw UsageError(str_cat("nodes.", module_, ": managed-collision table '", full_tables_[t].name,
-                             "' with need_indices is not sharded (the ids would be the remapped slots)"));
   if (table_plans_[t].type != ShardingType::row_wise && table_plans_[t].type != ShardingType::table_wise)
     throw UsageError(str_cat("managed-collision table '", full_tables_[t].name, "' is planned ",
                              name_of(table_plans_[t].type), "; managed-collision tables shard row_wise or table_wise only"));
@@ -224,7 +221,8 @@ torch::Tensor ShardedEmbeddingCollectionImpl::exchange(const torch::Tensor& rows
   return comm_->all_to_all(rows.contiguous(), send_rows, recv_rows);
 }
 
-JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJaggedTensor& features) {
+JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJaggedTensor& features,
+                                                                 std::vector<torch::Tensor>* looked_up) {
   check_ids(features);  // here, not on the holder: a bad id must fail on the rank that read it
   if (is_training() && !histories_sized_) {
     histories_sized_ = true;
@@ -321,6 +319,14 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
   const auto& my_cols = slot_cols_[static_cast<size_t>(rank_)];
   std::vector<std::vector<torch::Tensor>> part(world);  // [r]: rows for rank r, per slot
   std::vector<int64_t> elems_to(world, 0), elems_from(world, 0);
+  // The ids a managed table looked up are its holders' remapped slots: with
+  // need_indices or `looked_up`, each holder returns them (made global) to
+  // the ranks that sent the raw ids, in the order of the rows.
+  bool any_managed = false;
+  for (const auto& m : managed_) any_managed = any_managed || m.has_value();
+  const bool return_slots = any_managed && (need_indices() || looked_up != nullptr);
+  std::vector<std::vector<torch::Tensor>> slot_part(world);  // [r]: global slots for rank r, per managed slot
+  std::vector<int64_t> slots_to(world, 0), slots_from(world, 0);
   for (int64_t s = 0; s < n_slots; ++s) {
     const auto& config = full_tables_[static_cast<size_t>(my_slots[static_cast<size_t>(s)])];
     std::vector<torch::Tensor> pieces;
@@ -337,6 +343,22 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
       // The holder remaps its block's ids (every rank's, in rank order) to its rows.
       const JtDict input{{config.feature_names[0], JaggedTensor::from_lengths(ids, torch::tensor({ids.size(0)}))}};
       ids = m->local->remap(m->local->profile(input))[0].second.values();
+      if (return_slots) {
+        // My shard of the table: its n-th row block of mine, n = earlier slots of the table.
+        const auto t = static_cast<int64_t>(my_slots[static_cast<size_t>(s)]);
+        const auto nth = static_cast<int64_t>(std::count(my_slots.begin(), my_slots.begin() + s, t));
+        int64_t row_offset = -1, seen = 0;
+        for (const auto& shard : held_[static_cast<size_t>(t)])
+          if (shard.rank == rank_ && seen++ == nth) row_offset = shard.row_offset;
+        TORCH_CHECK(row_offset >= 0, "sharded EC: no shard of ", config.name, " on rank ", rank_);
+        const torch::Tensor global = ids.to(torch::kLong) + row_offset;
+        int64_t at = 0;
+        for (size_t r = 0; r < world; ++r) {
+          slot_part[r].push_back(global.narrow(0, at, sizes[r]));
+          slots_to[r] += sizes[r];
+          at += sizes[r];
+        }
+      }
     }
     const torch::Tensor rows = torch::embedding(local_weight(config.name), ids,
                                                 /*padding_idx=*/-1, /*scale_grad_by_freq=*/false, sparse())
@@ -360,10 +382,37 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
   const torch::Tensor got = RowExchange::apply(owned, anchor_, this, elems_to, elems_from);
   const auto got_start = starts_of(elems_from);
   std::vector<int64_t> cursor(got_start.begin(), got_start.end() - 1);
+  // And the managed tables' slots, in the same order (no gradient).
+  torch::Tensor got_slots;
+  std::vector<int64_t> slot_cursor;
+  if (return_slots) {
+    for (size_t t = 0; t < full_tables_.size(); ++t)
+      if (managed_[t])
+        for (size_t j = 0; j < held_[t].size(); ++j) slots_from[static_cast<size_t>(held_[t][j].rank)] += tables[t].counts[j];
+    std::vector<torch::Tensor> owned_slots;
+    for (size_t r = 0; r < world; ++r)
+      for (auto& p : slot_part[r]) owned_slots.push_back(p);
+    got_slots = comm_->all_to_all(cat_or_empty(owned_slots, no_ids), slots_to, slots_from);
+    const auto slot_start = starts_of(slots_from);
+    slot_cursor.assign(slot_start.begin(), slot_start.end() - 1);
+  }
+  if (looked_up != nullptr) looked_up->assign(full_tables_.size(), torch::Tensor());
   JaggedTensorDict out;
   for (size_t t = 0; t < full_tables_.size(); ++t) {
     const TableIds& in = tables[t];
     const auto& shards = held_[t];
+    // The ids this table looked up in its unsharded rows (int64, features in order).
+    torch::Tensor looked = in.ids;
+    if (managed_[t] && return_slots) {
+      std::vector<torch::Tensor> pieces;
+      for (size_t j = 0; j < shards.size(); ++j) {
+        auto& c = slot_cursor[static_cast<size_t>(shards[j].rank)];
+        pieces.push_back(got_slots.narrow(0, c, in.counts[j]));
+        c += in.counts[j];
+      }
+      looked = pieces.size() == 1 ? pieces[0] : torch::cat(pieces).index_select(0, in.inverse);
+    }
+    if (looked_up != nullptr) (*looked_up)[t] = looked;
     torch::Tensor rows;
     if (shards.empty()) {
       rows = torch::embedding(local_weight(full_tables_[t].name), in.ids, /*padding_idx=*/-1,
@@ -389,7 +438,9 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
       const int64_t n = opk[static_cast<size_t>(k) + 1] - opk[static_cast<size_t>(k)];
       torch::Tensor lengths = features.lengths().slice(0, k * b, (k + 1) * b);
       std::optional<torch::Tensor> ids;
-      if (need_indices()) ids = features.values().slice(0, opk[static_cast<size_t>(k)], opk[static_cast<size_t>(k) + 1]);
+      if (need_indices())
+        ids = managed_[t] ? looked.narrow(0, start, n).to(features.values().scalar_type())
+                          : features.values().slice(0, opk[static_cast<size_t>(k)], opk[static_cast<size_t>(k) + 1]);
       out.emplace_back(full_names_[t][j], JaggedTensor::unchecked(rows.narrow(0, start, n), lengths,
                                                                   offsets_from_lengths(lengths), ids));
       start += n;

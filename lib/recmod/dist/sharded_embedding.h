@@ -59,8 +59,15 @@ class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
 
   /// The unsharded collection's forward on this rank's local batch: the
   /// same keys in the same order, values (n_f, D), the input's lengths, and
-  /// the ids as weights with need_indices. Collective.
-  JaggedTensorDict forward_sharded(const KeyedJaggedTensor& local_features);
+  /// with need_indices the ids looked up as weights (the input's dtype): a
+  /// managed table's are the global slots its holders remapped the ids to,
+  /// what the unsharded EmbeddingCollection sees after its
+  /// ManagedCollisionCollection. With `looked_up`, also per full table the
+  /// ids looked up (int64; managed: the global slots; its features' ids in
+  /// order). Returning slots costs one more all-to-all of int64 (only with
+  /// need_indices or `looked_up`, and a managed table). Collective.
+  JaggedTensorDict forward_sharded(const KeyedJaggedTensor& local_features,
+                                   std::vector<torch::Tensor>* looked_up = nullptr);
 
   const std::vector<EmbeddingConfig>& full_configs() const { return full_tables_; }
   /// Routes the ids of table `table` (index in the unsharded collection;
@@ -69,8 +76,8 @@ class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
   /// ids go to the shard whose input block holds them, the holder remaps
   /// them to its rows (the global batch's, in rank order) before the lookup;
   /// the first training step sizes the holders' histories (one all-reduce).
-  /// UsageError with need_indices (the output's ids would be the holders'
-  /// remapped slots).
+  /// With need_indices the output's ids are the holders' remapped slots,
+  /// global (the row offset of the holder's shard added).
   void manage_table(int64_t table, const ManagedRouting& routing);
   /// The weights of the sharded (not data_parallel) local tables: the
   /// parameters whose gradients must not be summed over the ranks.

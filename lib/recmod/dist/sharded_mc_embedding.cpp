@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "recmod/common/errors.h"
 
 namespace recmod::dist {
@@ -29,10 +31,9 @@ ShardedManagedCollisionEmbeddingCollectionImpl::ShardedManagedCollisionEmbedding
     : comm_(std::move(comm)),
       shards_(*full.managed_collision_collection(), table_names(full), module, plan, comm_->world_size(),
               comm_->rank()),
-      reset_evicted_rows_(full.reset_evicted_rows()) {
+      reset_evicted_rows_(full.reset_evicted_rows()),
+      return_remapped_features_(full.return_remapped_features()) {
   const EmbeddingCollection full_ec = concrete(full);
-  if (full.return_remapped_features())
-    throw UsageError(str_cat("node '", module, "': return_remapped_features is not sharded"));
   ec_ = std::make_shared<ShardedEmbeddingCollectionImpl>(*full_ec, module, plan, comm_);
   for (size_t t = 0; t < shards_.routing().size(); ++t) ec_->manage_table(static_cast<int64_t>(t), *shards_.routing()[t]);
   mcc_ = shards_.collection();
@@ -46,6 +47,33 @@ JaggedTensorDict ShardedManagedCollisionEmbeddingCollectionImpl::forward_sharded
   shards_.evict(reset_evicted_rows_, ec_->full_configs(),
                 [this](const std::string& table) -> const torch::Tensor& { return ec_->table_weight(table); });
   return out;
+}
+
+std::pair<JaggedTensorDict, std::optional<KeyedJaggedTensor>> ShardedManagedCollisionEmbeddingCollectionImpl::forward(
+    const KeyedJaggedTensor& features) {
+  if (!return_remapped_features_) return {forward_sharded(features), std::nullopt};
+  std::vector<torch::Tensor> slots;  // per table: its features' global slots, in order
+  JaggedTensorDict out = ec_->forward_sharded(features, &slots);
+  shards_.evict(reset_evicted_rows_, ec_->full_configs(),
+                [this](const std::string& table) -> const torch::Tensor& { return ec_->table_weight(table); });
+  // As ManagedCollisionCollection::forward: the input's features, each of a
+  // table with its remapped ids in the input's dtype.
+  std::vector<std::pair<std::string, JaggedTensor>> dict = features.to_dict();
+  if (dict.empty()) return {std::move(out), features};
+  const auto& configs = ec_->full_configs();
+  for (size_t t = 0; t < configs.size(); ++t) {
+    int64_t start = 0;
+    for (const auto& f : configs[t].feature_names) {
+      const auto it = std::find_if(dict.begin(), dict.end(), [&](const auto& kv) { return kv.first == f; });
+      TORCH_CHECK(it != dict.end(), "sharded MC-EC: feature ", f, " missing after the lookup");
+      const JaggedTensor& jt = it->second;
+      const int64_t n = jt.values().size(0);
+      it->second = JaggedTensor::unchecked(slots[t].narrow(0, start, n).to(jt.values().scalar_type()), jt.lengths(),
+                                           jt.offsets(), jt.weights_or_none());
+      start += n;
+    }
+  }
+  return {std::move(out), KeyedJaggedTensor::from_jt_dict(dict)};
 }
 
 StateDict ShardedManagedCollisionEmbeddingCollectionImpl::gather(const StateDict& local,

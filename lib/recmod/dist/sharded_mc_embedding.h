@@ -17,7 +17,9 @@
 #include <torch/types.h>
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "recmod/common/state_dict.h"
@@ -34,14 +36,24 @@ class ShardedManagedCollisionEmbeddingCollectionImpl : public torch::nn::Module 
  public:
   /// This rank's shards of `full`'s tables and its managed-collision modules
   /// for them, placed by `plan` (module name `module`). UsageError as the
-  /// sharded MC-EBC's, and for need_indices.
+  /// sharded MC-EBC's. The embedding collection's need_indices and this
+  /// module's return_remapped_features are kept.
   ShardedManagedCollisionEmbeddingCollectionImpl(ManagedCollisionEmbeddingCollectionImpl& full,
                                                  const std::string& module, const ShardingPlan& plan,
                                                  std::shared_ptr<Communicator> comm);
 
   /// The unsharded module's output on this rank's batch; evicted rows reset
-  /// afterwards. Collective.
+  /// afterwards. With need_indices each JaggedTensor's weights are the ids
+  /// the collection looked up: the global slots (the unsharded table's rows)
+  /// the ids were remapped to on their holders. Collective.
   JaggedTensorDict forward_sharded(const KeyedJaggedTensor& features);
+  /// The unsharded forward(kjt): forward_sharded's output and, with
+  /// return_remapped_features, the remapped KJT (this rank's batch, the
+  /// input's keys, lengths, weights and dtype, each managed feature's ids
+  /// replaced by its global slots; features of no table unchanged). The
+  /// remapped KJT costs one more all-to-all of int64. Collective.
+  std::pair<JaggedTensorDict, std::optional<KeyedJaggedTensor>> forward(const KeyedJaggedTensor& features);
+  bool return_remapped_features() const { return return_remapped_features_; }
 
   ShardedEmbeddingCollectionImpl& embedding_collection() { return *ec_; }
   ManagedCollisionCollection& managed_collision_collection() { return mcc_; }
@@ -59,6 +71,7 @@ class ShardedManagedCollisionEmbeddingCollectionImpl : public torch::nn::Module 
   std::shared_ptr<ShardedEmbeddingCollectionImpl> ec_;
   ManagedCollisionCollection mcc_{nullptr};
   bool reset_evicted_rows_ = true;
+  bool return_remapped_features_ = false;
 };
 TORCH_MODULE(ShardedManagedCollisionEmbeddingCollection);
 
