@@ -16,6 +16,7 @@
 #include "recmod/dist/local_launcher.h"
 #include "recmod/dist/planner.h"
 #include "recmod/dist/sharded_embedding.h"
+#include "support/local_ranks.h"
 
 namespace recmod::dist {
 namespace {
@@ -78,16 +79,7 @@ TEST(ShardedEmbeddingCollection, EveryShardingTypeGivesTheUnshardedOutputsAndGra
 
   const int port = free_local_port();
   auto run_rank = [&](int64_t rank) {
-    LaunchEnv env;
-    env.rank = rank;
-    env.world_size = kWorld;
-    env.local_rank = rank;
-    env.local_world_size = kWorld;
-    env.master_port = port;
-    env.source = "torchrun";
-    CommunicatorOptions options;
-    options.timeout = std::chrono::seconds(30);
-    auto comm = connect(env, options);
+    auto comm = test::connect_local_rank(rank, kWorld, port);
     ShardedEmbeddingCollectionImpl sharded(*full, "seq", plan, comm);
     // the sample offsets of this rank's rows within each key of the whole batch
     const JaggedTensorDict got = sharded.forward_sharded(rows_of(bags, rank * kBatch, kBatch));

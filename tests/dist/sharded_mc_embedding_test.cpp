@@ -23,6 +23,7 @@
 #include "recmod/dist/planner.h"
 #include "recmod/dist/sharded_mc_embedding.h"
 #include "recmod/mc/eviction_policies.h"
+#include "support/local_ranks.h"
 
 namespace recmod::dist {
 namespace {
@@ -182,16 +183,7 @@ void check_against_rebuilt_modules(bool indices) {
 
   const int port = free_local_port();
   auto run_rank = [&](int64_t rank) {
-    LaunchEnv env;
-    env.rank = rank;
-    env.world_size = kWorld;
-    env.local_rank = rank;
-    env.local_world_size = kWorld;
-    env.master_port = port;
-    env.source = "torchrun";
-    CommunicatorOptions options;
-    options.timeout = std::chrono::seconds(30);
-    auto comm = connect(env, options);
+    auto comm = test::connect_local_rank(rank, kWorld, port);
     ShardedManagedCollisionEmbeddingCollectionImpl sharded(*full, "mc", plan, comm);
     sharded.train();
     const KeyedJaggedTensor input = indices ? with_other_key(rows_of(bags, rank * kBatch, kBatch))
@@ -277,16 +269,7 @@ TEST(ShardedManagedCollisionEmbeddingCollection, TableWiseIndicesAndRemappedFeat
 
   const int port = free_local_port();
   auto run_rank = [&](int64_t rank) {
-    LaunchEnv env;
-    env.rank = rank;
-    env.world_size = kWorld;
-    env.local_rank = rank;
-    env.local_world_size = kWorld;
-    env.master_port = port;
-    env.source = "torchrun";
-    CommunicatorOptions options;
-    options.timeout = std::chrono::seconds(30);
-    auto comm = connect(env, options);
+    auto comm = test::connect_local_rank(rank, kWorld, port);
     ShardedManagedCollisionEmbeddingCollectionImpl sharded(*full, "mc", plan, comm);
     sharded.train();
     const KeyedJaggedTensor input = rows_of(bags, rank * kBatch, kBatch);
