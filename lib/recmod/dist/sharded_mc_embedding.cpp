@@ -44,9 +44,13 @@ ShardedManagedCollisionEmbeddingCollectionImpl::ShardedManagedCollisionEmbedding
 
 JaggedTensorDict ShardedManagedCollisionEmbeddingCollectionImpl::forward_sharded(const KeyedJaggedTensor& features) {
   JaggedTensorDict out = ec_->forward_sharded(features);
+  evict_after_lookup();
+  return out;
+}
+
+void ShardedManagedCollisionEmbeddingCollectionImpl::evict_after_lookup() {
   shards_.evict(reset_evicted_rows_, ec_->full_configs(),
                 [this](const std::string& table) -> const torch::Tensor& { return ec_->table_weight(table); });
-  return out;
 }
 
 std::pair<JaggedTensorDict, std::optional<KeyedJaggedTensor>> ShardedManagedCollisionEmbeddingCollectionImpl::forward(
@@ -54,8 +58,7 @@ std::pair<JaggedTensorDict, std::optional<KeyedJaggedTensor>> ShardedManagedColl
   if (!return_remapped_features_) return {forward_sharded(features), std::nullopt};
   std::vector<torch::Tensor> slots;  // per table: its features' global slots, in order
   JaggedTensorDict out = ec_->forward_sharded(features, &slots);
-  shards_.evict(reset_evicted_rows_, ec_->full_configs(),
-                [this](const std::string& table) -> const torch::Tensor& { return ec_->table_weight(table); });
+  evict_after_lookup();
   // As ManagedCollisionCollection::forward: the input's features, each of a
   // table with its remapped ids in the input's dtype.
   std::vector<std::pair<std::string, JaggedTensor>> dict = features.to_dict();

@@ -66,6 +66,10 @@ class ShardedManagedCollisionEmbeddingCollectionImpl : public torch::nn::Module 
   StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin) const;
 
  private:
+  /// Each shard's eviction step after a lookup (evicted rows re-drawn when
+  /// reset_evicted_rows), as the unsharded module runs it after its forward.
+  void evict_after_lookup();
+
   std::shared_ptr<Communicator> comm_;
   ManagedCollisionShards shards_;  // before the EC: refuses what is not sharded
   std::shared_ptr<ShardedEmbeddingCollectionImpl> ec_;
