@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "recmod/data/bad_record_budget.h"
 #include "recmod/data/batcher.h"
 #include "recmod/data/binary_format.h"
 #include "recmod/data/criteo_tsv.h"
@@ -210,6 +211,81 @@ void BM_RankPass(benchmark::State& state) {
 }
 BENCHMARK_TEMPLATE(BM_RankPass, true)->Args({1, 0})->Args({2, 0})->Args({2, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_RankPass, false)->Args({1, 0})->Args({2, 0})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+/// --bad-records skip: the same text with a bad record (an I1 that is not a
+/// number) after every 100th line, 1 % of the records.
+const std::string& criteo_text_with_bad() {
+  static const std::string text = [] {
+    const std::string& good = criteo_text();
+    std::string all;
+    int64_t line = 0;
+    for (size_t at = 0; at < good.size();) {
+      const size_t next = good.find('\n', at) + 1;
+      all.append(good, at, next - at);
+      at = next;
+      if (++line % 100 == 0) all += "1\tnot" + std::string(38, '\t') + "\n";
+    }
+    return all;
+  }();
+  return text;
+}
+
+/// One rank's shuffled pass with --bad-records skip (buffer 16384, global
+/// batch 2048). range(0) = 1: the whole file through a skipping reader and
+/// its budget, what every rank of a 2-rank run did before (and what one
+/// process does); 2: rank 0 of 2 (the records counted by a pass over the
+/// lines, rank 0's half of them parsed to find its bad records, the other
+/// half's taken as found by rank 1 at the same time (outside the timing),
+/// then its rows of each batch parsed). range(1) = 1: count and bad records
+/// known, as in every later epoch or evaluation of the same file
+/// (bad_records_cached). Counter "parsed": records parsed per pass (the
+/// check's and the batches').
+void BM_RankPassSkip(benchmark::State& state) {
+  const int64_t world = state.range(0);
+  const bool known = state.range(1) == 1;
+  auto open = [] { return std::make_unique<CriteoTsvReader>("bench.tsv", criteo_text_with_bad(), BadRecordPolicy::kSkip); };
+  const int64_t records = count_records(*open());
+  const auto [other_first, other_count] = rank_rows(records, 1, 2);
+  const BadRecords other = find_bad_records(*open(), other_first, other_count);
+  std::shared_ptr<const BadRecords> remembered;
+  if (world > 1 && known) {
+    const auto [first, count] = rank_rows(records, 0, 2);
+    remembered = std::make_shared<const BadRecords>(merge_bad_records({find_bad_records(*open(), first, count), other}));
+  }
+  int64_t parsed = 0, rows = 0;
+  for (auto _ : state) {
+    BatcherOptions options;
+    options.batch_size = 2048;
+    options.shuffle_buffer = 16384;
+    options.seed = 1;
+    std::unique_ptr<ExampleReader> reader = open();
+    const ExampleReader* parsing = reader.get();
+    if (world > 1) {
+      options.world_size = world;
+      options.max_bad_fraction = 0.05;
+      options.bad_records = remembered;
+      if (!known) {
+        const int64_t n = count_records(*open());
+        const auto [first, count] = rank_rows(n, 0, 2);
+        auto checking = open();
+        const BadRecords mine = find_bad_records(*checking, first, count);
+        parsed += checking->report().rows_read + checking->report().rows_skipped;
+        options.bad_records = std::make_shared<const BadRecords>(merge_bad_records({mine, other}));
+      }
+    } else {
+      reader = std::make_unique<BadRecordBudget>(std::move(reader), 0.05);
+    }
+    Batcher batcher(std::move(reader), options);
+    while (auto batch = batcher.next()) {
+      rows += batch->size();
+      benchmark::DoNotOptimize(batch->labels.data_ptr());
+    }
+    parsed += parsing->report().rows_read + parsing->report().rows_skipped;
+  }
+  state.counters["parsed"] = static_cast<double>(parsed) / static_cast<double>(state.iterations());
+  state.counters["rows/s"] = benchmark::Counter(static_cast<double>(rows), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_RankPassSkip)->Args({1, 0})->Args({2, 0})->Args({2, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 /// The ceiling: copying the mapped file's bytes in chunks of the same size.
 void BM_MemcpyMappedFile(benchmark::State& state) {

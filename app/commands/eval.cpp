@@ -141,9 +141,10 @@ int run_eval(const EvalArgs& given) {
   read.skip_bad_records = args.bad_records == "skip";
   read.max_bad_fraction = args.max_bad_fraction;
   // Each rank parses only its rows of each global batch (the Batcher's rank
-  // mode; with --bad-records skip every rank reads the whole file).
+  // mode; with --bad-records skip after the ranks shared the bad records).
   read.rank = joined.comm->rank();
   read.world_size = world;
+  read.comm = joined.comm;
   const auto start = std::chrono::steady_clock::now();
   auto source = train::open_batches(opened, data, read);
   const auto& tasks = opened.config.training.tasks;

@@ -97,8 +97,9 @@ int run_train(const TrainArgs& args) {
   read.seed = t.seed;
   read.skip_bad_records = args.bad_records == "skip";
   read.max_bad_fraction = args.max_bad_fraction;
-  read.rank = joined.comm->rank();  // each rank reads only its rows (not with --bad-records skip)
+  read.rank = joined.comm->rank();  // each rank reads only its rows
   read.world_size = world;
+  read.comm = joined.comm;  // --bad-records skip: the ranks share the bad records each found
   train::DataFactory train_data = [=](int64_t epoch) { return train::open_batches(opened, data, read, epoch); };
   train::DataFactory eval_factory;
   if (!eval_data.empty()) {
@@ -109,6 +110,7 @@ int run_train(const TrainArgs& args) {
     in_order.max_bad_fraction = read.max_bad_fraction;
     in_order.rank = read.rank;  // each rank parses only its rows; predict() gathers the predictions
     in_order.world_size = world;
+    in_order.comm = joined.comm;
     eval_factory = [=](int64_t) { return train::open_batches(opened, eval_data, in_order); };
   }
   // Data that does not fit the model, or evaluation data with no records,

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 
 #include "cli/distributed_support.h"
 #include "cli/run_recmod.h"
@@ -165,6 +166,42 @@ TEST(DistributedCli, RanksReadingOnlyTheirRowsOfJsonLinesMatchOneProcess) {
   r = run_recmod("train " + many + " --data " + d.train + " --out " + d.dir + "/many_rmb --nproc 2 --dist-timeout 60");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   expect_same_tensors(d.dir + "/many_rmb/model.pt", d.dir + "/many/model.pt", 1e-5);
+}
+
+// --bad-records skip: the ranks find the bad records of their parts of the
+// file, share them, and each parses only its rows of the batches one
+// skipping process makes (shuffled): the same model and the same report of
+// skipped records as one process.
+TEST(DistributedCli, RanksSkippingBadRecordsMatchOneProcess) {
+  const Data d = make_data("dist_skip", 301);
+  data::BinaryReader reader(d.train);
+  data::ExampleColumns rows(reader.schema());
+  while (auto block = reader.read(1000)) rows.append(*block);
+  const std::string clean = d.dir + "/clean.jsonl";
+  data::write_jsonl(clean, rows);
+  std::ifstream in(clean);
+  std::string text, line;
+  for (int n = 0; std::getline(in, line); ++n) {
+    text += line + "\n";
+    if (n % 40 == 7) text += "{\"label\": \n";  // 8 bad records
+  }
+  const auto train = write_file(d.dir + "/train.jsonl", text);
+  auto yaml = [](int64_t batch) {
+    std::string y = mixed_model_yaml(batch, "{type: sgd, lr: 0.2}", kAllTypes);
+    y.replace(y.find("  epochs: 2\n"), 12, "  epochs: 2\n  shuffle: true\n");
+    return y;
+  };
+  const auto one = write_file(d.dir + "/one.yaml", yaml(16));
+  const auto many = write_file(d.dir + "/many.yaml", yaml(8));
+  const std::string skip = " --bad-records skip --max-bad-fraction 0.05";
+  auto r1 = run_recmod("train " + one + " --data " + train + " --out " + d.dir + "/one --threads 1" + skip);
+  ASSERT_EQ(r1.exit_code, 0) << r1.output;
+  auto r2 = run_recmod("train " + many + " --data " + train + " --out " + d.dir + "/many --nproc 2 --dist-timeout 60" + skip);
+  ASSERT_EQ(r2.exit_code, 0) << r2.output;
+  expect_same_tensors(d.dir + "/one/model.pt", d.dir + "/many/model.pt", 1e-5);
+  const std::string report = "epoch 1: 301 rows read, 8 bad records skipped (first: " + train + ":9: ";
+  EXPECT_THAT(r1.output, HasSubstr(report));
+  EXPECT_THAT(r2.output, HasSubstr(report));
 }
 
 // recmod eval --nproc N: each rank parses only its rows of each global batch

@@ -17,6 +17,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/config/model_config.h"
+#include "recmod/data/bad_record_budget.h"
 #include "recmod/data/batcher.h"
 #include "recmod/data/binary_format.h"
 #include "recmod/data/criteo_npy.h"
@@ -30,6 +31,7 @@ namespace recmod::data {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using test::error_of;
 
 constexpr int64_t kRows = 103;
@@ -324,6 +326,257 @@ TEST(RankBatcher, ATextFileIsCountedOnceUntilItChanges) {
   EXPECT_EQ(rows_of_pass(0), (kRows + 20 + 1) / 2);
   EXPECT_EQ(record_count_scans(), before + 2);
   std::remove(path.c_str());
+}
+
+// --bad-records skip: the ranks find the bad records first (each parses a
+// contiguous part, the parts are merged), then each parses only its rows of
+// the batches one skipping process makes.
+
+/// `text` with a bad record after every 7th line (from line 3 on, after the
+/// CSV header), at record boundaries only (a quoted cell's next line is
+/// not), and the first record bad too where `first_bad` says so.
+std::string with_bad_records(const std::string& text, const std::string& bad, bool first_bad, int64_t every = 7) {
+  std::string out;
+  int64_t line = 0;
+  size_t at = 0;
+  if (first_bad) out += bad + "\n";
+  while (at < text.size()) {
+    const size_t end = text.find('\n', at);
+    const size_t next = end == std::string::npos ? text.size() : end + 1;
+    out += text.substr(at, next - at);
+    ++line;
+    at = next;
+    const bool record_boundary = text.compare(at, 4, "next") != 0;
+    if (line >= 3 && line % every == 0 && record_boundary && at < text.size()) out += bad + "\n";
+  }
+  return out;
+}
+
+/// Text formats with bad records (skipping readers), and how many bad ones.
+struct BadFormat {
+  std::string name;
+  std::function<std::unique_ptr<ExampleReader>()> open;
+};
+
+std::vector<BadFormat> bad_formats(int64_t every = 7) {
+  const ExampleColumns rows = sample(kRows);
+  auto tsv = std::make_shared<std::string>(
+      with_bad_records(criteo_text(kRows), "1\tnot" + std::string(38, '\t'), true, every));
+  auto csv = std::make_shared<std::string>(with_bad_records(csv_text(kRows), "1,2", false, every));
+  const std::string jsonl_path = temp_path("bad.jsonl");
+  write_jsonl(jsonl_path, rows);
+  auto jsonl = std::make_shared<std::string>(with_bad_records(file_text(jsonl_path), "{\"label\": ", true, every));
+  const DataSchema schema = rows.schema();
+  const auto skip = BadRecordPolicy::kSkip;
+  return {
+      {"criteo_tsv", [tsv, skip] { return std::make_unique<CriteoTsvReader>("d.tsv", *tsv, skip); }},
+      {"jsonl", [jsonl, schema, skip] { return std::make_unique<JsonlReader>("d.jsonl", *jsonl, schema, skip); }},
+      {"delimited", [csv, skip] { return std::make_unique<DelimitedReader>("d.csv", *csv, csv_columns(), skip); }},
+  };
+}
+
+/// What the ranks of a run find: each its contiguous part, merged. Checks
+/// that a rank parses its part only (and at most the next good record).
+std::shared_ptr<const BadRecords> bad_records_of_ranks(const BadFormat& format, int64_t world, const std::string& where) {
+  auto counter = format.open();
+  const int64_t records = count_records(*counter);
+  std::vector<BadRecords> parts;
+  for (int64_t rank = 0; rank < world; ++rank) {
+    const auto [first, count] = rank_rows(records, rank, world);
+    auto reader = format.open();
+    parts.push_back(find_bad_records(*reader, first, count));
+    const ReadReport parsed = reader->report();
+    EXPECT_GE(parsed.rows_read + parsed.rows_skipped, count) << where << " rank " << rank;
+    EXPECT_LE(parsed.rows_read + parsed.rows_skipped, count + 1) << where << " rank " << rank << ": parses its part only";
+  }
+  return std::make_shared<const BadRecords>(merge_bad_records(parts));
+}
+
+TEST(RankBatcherSkip, RanksFindingTheirPartsFindEveryBadRecordWithOneProcesssMessages) {
+  for (const auto& format : bad_formats()) {
+    auto whole = format.open();
+    const int64_t records = count_records(*whole);
+    auto one = format.open();
+    const BadRecords all = find_bad_records(*one, 0, records);
+    auto reading = format.open();  // one skipping process's count
+    while (reading->read(1000)) {
+    }
+    ASSERT_EQ(static_cast<int64_t>(all.records.size()), reading->report().rows_skipped) << format.name;
+    EXPECT_EQ(all.first_errors, reading->report().first_errors) << format.name;
+    ASSERT_GT(all.records.size(), ReadReport::kMaxErrors) << format.name;
+    for (int64_t world : {2, 3}) {
+      const auto merged = bad_records_of_ranks(format, world, format.name);
+      EXPECT_EQ(merged->num_records, records) << format.name;
+      EXPECT_EQ(merged->records, all.records) << format.name << ", " << world << " ranks";
+      EXPECT_EQ(merged->first_errors, all.first_errors) << format.name << ", " << world << " ranks";
+      // What a rank remembers of the whole gives the whole back.
+      std::vector<BadRecords> again;
+      for (int64_t rank = 0; rank < world; ++rank) {
+        const auto [first, count] = rank_rows(records, rank, world);
+        again.push_back(bad_records_within(all, first, count));
+      }
+      const BadRecords remerged = merge_bad_records(again);
+      EXPECT_EQ(remerged.records, all.records) << format.name;
+      EXPECT_EQ(remerged.first_errors, all.first_errors) << format.name;
+    }
+  }
+}
+
+TEST(RankBatcherSkip, EveryRanksRowsMakeTheBatchesOfOneSkippingProcess) {
+  const std::vector<Pass> passes = {
+      {10, 0, 8192, false},  // in order
+      {10, 0, 8192, true},
+      {7, 16, 5, false},  // shuffled over many fills
+      {7, 16, 5, true},
+      {2, 30, 7, false},  // global batches smaller than 3 ranks
+  };
+  for (const auto& format : bad_formats()) {
+    for (const Pass& pass : passes) {
+      BatcherOptions options;
+      options.batch_size = pass.batch_size;
+      options.shuffle_buffer = pass.shuffle_buffer;
+      options.read_rows = pass.read_rows;
+      options.drop_last = pass.drop_last;
+      options.seed = 5;
+      Batcher one(std::make_unique<BadRecordBudget>(format.open(), 1.0), options);
+      const auto global = batches_of(one);
+      const ReadReport one_report = one.report();
+      ASSERT_GT(one_report.rows_skipped, 0) << format.name;
+      for (int64_t world : {2, 3}) {
+        const std::string where = format.name + " batch " + std::to_string(pass.batch_size) + " shuffle " +
+                                  std::to_string(pass.shuffle_buffer) + (pass.drop_last ? " drop_last" : "") + ", " +
+                                  std::to_string(world) + " ranks";
+        const auto bad = bad_records_of_ranks(format, world, where);
+        for (int64_t rank = 0; rank < world; ++rank) {
+          BatcherOptions mine = options;
+          mine.rank = rank;
+          mine.world_size = world;
+          mine.bad_records = bad;
+          auto reader = format.open();
+          const ExampleReader* parsing = reader.get();
+          Batcher batcher(std::move(reader), mine);
+          const auto parts = batches_of(batcher);
+          ASSERT_EQ(parts.size(), global.size()) << where;
+          int64_t own = 0;
+          for (size_t k = 0; k < global.size(); ++k) {
+            const auto [first, count] = rank_rows(global[k].num_rows(), rank, world);
+            expect_same_rows(parts[k], global[k].slice(first, first + count), where + " batch " + std::to_string(k));
+            own += count;
+          }
+          EXPECT_EQ(parsing->report().rows_read, own) << where << ": a rank parses its rows only";
+          // The report is one skipping process's.
+          const ReadReport report = batcher.report();
+          EXPECT_EQ(report.rows_read, one_report.rows_read) << where;
+          EXPECT_EQ(report.rows_skipped, one_report.rows_skipped) << where;
+          EXPECT_EQ(report.first_errors, one_report.first_errors) << where;
+        }
+      }
+    }
+  }
+}
+
+TEST(RankBatcherSkip, TheBudgetFailsAfterTheBatchesOneProcessHandsOut) {
+  for (const Pass& pass : std::vector<Pass>{{4, 0, 8192, false}, {5, 12, 6, false}}) {
+    const auto format = bad_formats(/*every=*/2)[0];  // Criteo TSV, a third of its records bad
+    BatcherOptions options;
+    options.batch_size = pass.batch_size;
+    options.shuffle_buffer = pass.shuffle_buffer;
+    options.read_rows = pass.read_rows;
+    options.seed = 3;
+    Batcher one(std::make_unique<BadRecordBudget>(format.open(), 0.2, /*min_records=*/40), options);
+    std::vector<ExampleColumns> global;
+    const std::string message = error_of<InputError>([&] {
+      while (auto batch = one.next()) global.push_back(ExampleColumns::from_batch(*batch, one.schema()));
+    });
+    ASSERT_THAT(message, HasSubstr("exceed --max-bad-fraction 0.2"));
+    ASSERT_FALSE(global.empty());
+    for (int64_t world : {2, 3}) {
+      const auto bad = bad_records_of_ranks(format, world, "budget");
+      for (int64_t rank = 0; rank < world; ++rank) {
+        BatcherOptions mine = options;
+        mine.rank = rank;
+        mine.world_size = world;
+        mine.bad_records = bad;
+        mine.max_bad_fraction = 0.2;
+        mine.min_bad_check = 40;
+        Batcher batcher(format.open(), mine);
+        size_t handed = 0;
+        const std::string theirs = error_of<InputError>([&] {
+          while (auto batch = batcher.next()) {
+            ASSERT_LT(handed, global.size());
+            const auto [first, count] = rank_rows(global[handed].num_rows(), rank, world);
+            expect_same_rows(ExampleColumns::from_batch(*batch, batcher.schema()), global[handed].slice(first, first + count),
+                             "budget batch " + std::to_string(handed));
+            ++handed;
+          }
+        });
+        EXPECT_EQ(handed, global.size()) << world << " ranks, rank " << rank;
+        EXPECT_EQ(theirs, message) << world << " ranks, rank " << rank;
+      }
+    }
+  }
+}
+
+// The bad records of a file are found once per file and process (by path,
+// size and mtime), as its record count is; a rewritten file is checked again.
+TEST(RankBatcherSkip, AFilesBadRecordsAreFoundOnceUntilItChanges) {
+  const std::string path = temp_path("skipped.jsonl");
+  write_jsonl(path, sample(kRows));
+  std::string text = with_bad_records(file_text(path), "{\"label\": ", true);
+  {
+    std::ofstream(path, std::ios::binary) << text;
+  }
+  ReadOptions options;
+  options.format = "jsonl";
+  options.batch_size = 10;
+  options.shuffle = true;
+  options.bad_records = BadRecordPolicy::kSkip;
+  options.max_bad_fraction = 1.0;  // a bad record in every 8: beyond the default budget
+  options.world_size = 2;
+  options.rank = 1;
+  int64_t shared = 0;
+  // The other rank's part, as it would send it (the exchange is the communicator's in a run).
+  options.share_bad_records = [&](const BadRecords& mine) {
+    ++shared;
+    auto reader = open_reader(path, DataFormat::kJsonl, sample(1).schema(), BadRecordPolicy::kSkip);
+    const int64_t records = count_records(*open_reader(path, DataFormat::kJsonl, sample(1).schema()));
+    const auto [first, count] = rank_rows(records, 0, 2);
+    return std::vector<BadRecords>{find_bad_records(*reader, first, count), mine};
+  };
+  auto rows_of_pass = [&](int64_t epoch) {
+    auto source = open_batches(path, options, sample(1).schema(), epoch);
+    int64_t rows = 0;
+    while (auto batch = source->next()) rows += batch->size();
+    return rows;
+  };
+  const int64_t before = bad_record_scans();
+  EXPECT_EQ(rows_of_pass(0), kRows / 2);  // rank 1 of 2: half of the good rows
+  EXPECT_EQ(bad_record_scans(), before + 1);  // its part only
+  EXPECT_EQ(rows_of_pass(1), kRows / 2);
+  EXPECT_EQ(bad_record_scans(), before + 1);  // remembered
+  EXPECT_EQ(shared, 2);                       // ... and still shared: every rank takes part every time
+  write_jsonl(path, sample(kRows + 20));      // rewritten: no bad records now
+  EXPECT_EQ(rows_of_pass(0), (kRows + 20) / 2);  // rank 1: 5 of each 10, 1 of the last 3
+  EXPECT_EQ(bad_record_scans(), before + 2);
+  std::remove(path.c_str());
+}
+
+TEST(RankBatcherSkip, AMisshapenRecordAfterPassedOnesGetsNoNotCriteoHint) {
+  // The file's first record misshapen: most likely not Criteo TSV at all.
+  CriteoTsvReader first("d.tsv", "a,b,c\n" + criteo_text(10), BadRecordPolicy::kSkip);
+  first.read(2);
+  // A misshapen record that is the first one read after skip() passed over
+  // good ones (a rank's part starts there): a bad record, not a wrong format.
+  std::string text = criteo_text(10);
+  text.insert(text.find('\n') + 1, "a,b,c\n");  // record 1
+  CriteoTsvReader passed("d.tsv", text, BadRecordPolicy::kSkip);
+  EXPECT_EQ(passed.skip(1), 1);
+  passed.read(2);
+  ASSERT_EQ(first.report().first_errors.size(), 1u);
+  ASSERT_EQ(passed.report().first_errors.size(), 1u);
+  EXPECT_THAT(first.report().first_errors[0], HasSubstr(kReadAsCriteoHint));
+  EXPECT_THAT(passed.report().first_errors[0], HasSubstr("d.tsv:2: "));
+  EXPECT_THAT(passed.report().first_errors[0], Not(HasSubstr(kReadAsCriteoHint)));
 }
 
 }  // namespace

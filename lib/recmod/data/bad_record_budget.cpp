@@ -11,16 +11,20 @@ BadRecordBudget::BadRecordBudget(std::unique_ptr<ExampleReader> reader, double m
     throw UsageError(str_cat("--max-bad-fraction must be in [0, 1], got ", max_fraction));
 }
 
-void BadRecordBudget::check(bool at_end) const {
-  const ReadReport r = reader_->report();
+std::string bad_record_budget_error(const ReadReport& r, double max_fraction, int64_t min_records, bool at_end) {
   const int64_t seen = r.rows_read + r.rows_skipped;
-  if (r.rows_skipped == 0 || (!at_end && seen < min_records_)) return;
+  if (r.rows_skipped == 0 || (!at_end && seen < min_records)) return {};
   const double fraction = static_cast<double>(r.rows_skipped) / static_cast<double>(seen);
-  if (fraction <= max_fraction_) return;
+  if (fraction <= max_fraction) return {};
   std::string first;
   for (const auto& e : r.first_errors) first += "\n  " + e;
-  throw InputError(str_cat(r.rows_skipped, " bad records of ", seen, " read (", 100.0 * fraction,
-                           "%) exceed --max-bad-fraction ", max_fraction_, "; the first:", first));
+  return str_cat(r.rows_skipped, " bad records of ", seen, " read (", 100.0 * fraction, "%) exceed --max-bad-fraction ",
+                 max_fraction, "; the first:", first);
+}
+
+void BadRecordBudget::check(bool at_end) const {
+  std::string error = bad_record_budget_error(reader_->report(), max_fraction_, min_records_, at_end);
+  if (!error.empty()) throw InputError(std::move(error));
 }
 
 std::optional<ExampleColumns> BadRecordBudget::read(int64_t max_rows) {

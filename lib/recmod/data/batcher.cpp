@@ -8,6 +8,7 @@
 #include <random>
 
 #include "recmod/common/errors.h"
+#include "recmod/data/bad_record_budget.h"
 
 namespace recmod::data {
 
@@ -25,29 +26,45 @@ std::vector<int64_t> permutation(int64_t n, std::mt19937_64& rng) {
 /// run_shuffled's pool with record numbers in place of rows. A reader that
 /// fails on bad records returns exactly the records asked for until the data
 /// ends, so the pool sizes, hence the permutations, are those of the rows.
+/// A skipping reader returns the good records asked for: with
+/// options.bad_records the plan numbers the good records (0..good - 1), as
+/// that reader's rows, and maps them to record numbers; each read that reader
+/// would make is checked against the budget as BadRecordBudget checks it.
 class BatchPlan {
  public:
   BatchPlan(int64_t num_records, const BatcherOptions& options)
       : total_(num_records), options_(options), rng_(options.seed),
-        fill_(std::max(options.shuffle_buffer, options.batch_size)) {}
+        fill_(std::max(options.shuffle_buffer, options.batch_size)), bad_(options.bad_records.get()) {
+    if (!bad_) return;
+    total_ = bad_->num_records - static_cast<int64_t>(bad_->records.size());
+    good_before_.reserve(bad_->records.size());
+    for (size_t i = 0; i < bad_->records.size(); ++i) good_before_.push_back(bad_->records[i] - static_cast<int64_t>(i));
+  }
 
   /// Appends the next fill's batches (in order: the next batch); false once
-  /// the pass is over.
+  /// the pass is over, or when the budget failed (error()).
   bool plan_more(std::deque<std::vector<int64_t>>& out) {
     if (done_) return false;
     const int64_t batch_size = options_.batch_size;
+    const size_t first_new = out.size();
     if (options_.shuffle_buffer <= 1) {
       const int64_t n = std::min(batch_size, total_ - next_);
+      if (!read_checked(batch_size, std::max<int64_t>(n, 0))) return false;
       done_ = n <= 0 || (n < batch_size && options_.drop_last);
-      if (done_) return false;
+      if (done_) {
+        next_ += std::max<int64_t>(n, 0);  // a dropped last batch was still read (good_read counts it)
+        return false;
+      }
       out.emplace_back(static_cast<size_t>(n));
       std::iota(out.back().begin(), out.back().end(), next_);
       next_ += n;
+      to_records(out, first_new);
       return true;
     }
     bool end_of_data = false;
     while (!end_of_data && static_cast<int64_t>(pool_.size()) < fill_) {
       const int64_t got = std::min(options_.read_rows, total_ - next_);
+      if (!read_checked(options_.read_rows, got)) return false;
       if (got == 0) end_of_data = true;
       for (int64_t i = 0; i < got; ++i) pool_.push_back(next_ + i);
       next_ += got;
@@ -63,24 +80,66 @@ class BatchPlan {
       if (size > start && !options_.drop_last) out.emplace_back(permuted.begin() + start, permuted.end());
       pool_.clear();
       done_ = true;
+      to_records(out, first_new);
       return true;
     }
     pool_.assign(permuted.begin() + start, permuted.end());  // the rest waits for the next fill
+    to_records(out, first_new);
     return true;
   }
 
   /// The lowest record in no planned batch yet (the record count when none).
   int64_t lowest_unplanned() const {
-    return pool_.empty() ? next_ : std::min(next_, *std::min_element(pool_.begin(), pool_.end()));
+    return record_of(pool_.empty() ? next_ : std::min(next_, *std::min_element(pool_.begin(), pool_.end())));
   }
 
+  /// With bad_records: the budget's message once a read failed it, and the
+  /// good and bad records the skipping reader has read so far.
+  const std::string& error() const { return error_; }
+  int64_t good_read() const { return next_; }
+  int64_t bad_read() const { return bad_read_; }
+
  private:
-  int64_t total_;
+  /// The record number of good record `g` (g itself without bad records).
+  int64_t record_of(int64_t g) const {
+    if (!bad_) return g;
+    return g + static_cast<int64_t>(std::upper_bound(good_before_.begin(), good_before_.end(), g) - good_before_.begin());
+  }
+
+  void to_records(std::deque<std::vector<int64_t>>& out, size_t first_new) const {
+    if (!bad_) return;
+    for (size_t b = first_new; b < out.size(); ++b)
+      for (auto& g : out[b]) g = record_of(g);
+  }
+
+  /// A read of `asked` good records that returned `got` (next_ not yet
+  /// advanced): the records it passed (up to its last row, or the rest of the
+  /// data when it came short) and BadRecordBudget's check after it.
+  bool read_checked(int64_t asked, int64_t got) {
+    if (!bad_) return true;
+    const int64_t read_to = got < asked ? bad_->num_records : record_of(next_ + got - 1) + 1;
+    ReadReport seen;
+    seen.rows_read = next_ + got;
+    seen.rows_skipped = bad_read_ = read_to - seen.rows_read;
+    const auto messages = std::min<size_t>(static_cast<size_t>(bad_read_), bad_->first_errors.size());
+    seen.first_errors.assign(bad_->first_errors.begin(), bad_->first_errors.begin() + static_cast<std::ptrdiff_t>(messages));
+    error_ = bad_record_budget_error(seen, options_.max_bad_fraction, options_.min_bad_check, got == 0);
+    if (error_.empty()) return true;
+    done_ = true;
+    pool_.clear();
+    return false;
+  }
+
+  int64_t total_;  // records (with bad_records: good records)
   BatcherOptions options_;
   std::mt19937_64 rng_;
   int64_t fill_;
+  const BadRecords* bad_;
+  std::vector<int64_t> good_before_;  // per bad record: the good records before it (ascending)
   std::vector<int64_t> pool_;  // shuffled: records read into the pool, not yet cut into a batch
   int64_t next_ = 0;           // the first record not yet in the pool
+  int64_t bad_read_ = 0;
+  std::string error_;
   bool done_ = false;
 };
 }  // namespace
@@ -95,6 +154,58 @@ int64_t count_records(ExampleReader& reader) {
   int64_t total = 0;
   for (int64_t got; (got = reader.skip(int64_t{1} << 20)) > 0;) total += got;
   return total;
+}
+
+BadRecords find_bad_records(ExampleReader& reader, int64_t first, int64_t count) {
+  BadRecords out;
+  out.num_records = count;
+  if (reader.skip(first) != first)
+    throw_input_error("the data ended before record ", first, " (did the file change since it was counted?)");
+  // One row at a time: each read passes the bad records before the next good
+  // one, so the skipped count tells where they were. Reading on past the end
+  // for a good row may parse records of the next part; those are not ours.
+  ExampleColumns scratch(reader.schema());
+  const int64_t end = first + count;
+  for (int64_t record = first; record < end;) {
+    const int64_t skipped = reader.records_skipped();
+    const int64_t got = reader.read_into(1, scratch);
+    const int64_t bad = reader.records_skipped() - skipped;
+    for (int64_t i = 0; i < bad && record + i < end; ++i) out.records.push_back(record + i);
+    record += bad + got;
+    if (got == 0) {
+      if (record < end)
+        throw_input_error("the data ended at record ", record, " of the ", end,
+                          " counted before (did the file change since it was counted?)");
+      break;
+    }
+    if (scratch.num_rows() >= 4096) scratch.truncate(0);
+  }
+  out.first_errors = reader.report().first_errors;
+  if (out.first_errors.size() > out.records.size()) out.first_errors.resize(out.records.size());
+  return out;
+}
+
+BadRecords merge_bad_records(const std::vector<BadRecords>& parts) {
+  BadRecords all;
+  for (const auto& part : parts) {
+    all.num_records += part.num_records;
+    all.records.insert(all.records.end(), part.records.begin(), part.records.end());
+    for (const auto& message : part.first_errors)
+      if (all.first_errors.size() < ReadReport::kMaxErrors) all.first_errors.push_back(message);
+  }
+  return all;
+}
+
+BadRecords bad_records_within(const BadRecords& all, int64_t first, int64_t count) {
+  BadRecords part;
+  part.num_records = count;
+  const auto lo = std::lower_bound(all.records.begin(), all.records.end(), first);
+  const auto hi = std::lower_bound(lo, all.records.end(), first + count);
+  part.records.assign(lo, hi);
+  for (auto i = static_cast<size_t>(lo - all.records.begin());
+       i < static_cast<size_t>(hi - all.records.begin()) && i < all.first_errors.size(); ++i)
+    part.first_errors.push_back(all.first_errors[i]);
+  return part;
 }
 
 namespace {
@@ -136,6 +247,14 @@ Batcher::Batcher(std::unique_ptr<ExampleReader> reader, BatcherOptions options)
   if (options_.read_rows <= 0) throw_input_error("Batcher: read_rows must be > 0, got ", options_.read_rows);
   if (options_.world_size < 1 || options_.rank < 0 || options_.rank >= options_.world_size)
     throw_input_error("Batcher: expected 0 <= rank < world_size, got rank ", options_.rank, " of ", options_.world_size);
+  if (options_.bad_records) {
+    TORCH_CHECK(options_.world_size > 1, "Batcher: bad_records is for rank mode");
+    const auto& bad = options_.bad_records->records;
+    TORCH_CHECK(std::is_sorted(bad.begin(), bad.end()) &&
+                    (bad.empty() || (bad.front() >= 0 && bad.back() < options_.bad_records->num_records)),
+                "Batcher: bad_records must be ascending record numbers below its count");
+    options_.num_records = options_.bad_records->num_records;
+  }
   if (options_.world_size > 1 && options_.num_records < 0) {
     const auto n = reader_->num_records();
     TORCH_CHECK(n, "Batcher: rank mode needs the record count of a reader that cannot tell it (count_records)");
@@ -187,6 +306,13 @@ void Batcher::run() {
     done_ = true;
     report_ = reader_->report();
     report_.rows_passed = passed_;
+    if (options_.bad_records) {  // what one skipping process's reader reports
+      report_.rows_read = plan_good_;
+      report_.rows_skipped = plan_bad_;
+      const auto& messages = options_.bad_records->first_errors;
+      report_.first_errors.assign(messages.begin(),
+                                  messages.begin() + std::min<std::ptrdiff_t>(static_cast<std::ptrdiff_t>(messages.size()), plan_bad_));
+    }
   }
   not_empty_.notify_all();
 }
@@ -252,7 +378,7 @@ void Batcher::run_rank() {
   struct Part {
     std::vector<int64_t> records;  // this rank's, in batch order
     int64_t global_size = 0;
-    int64_t batch_first = 0;  // in order: the batch's first record
+    int64_t batch_end = 0;  // in order: the record after the batch's last
   };
   std::deque<Part> parts;  // planned, not yet handed out
   // This rank's records in `parts` not yet read, ascending from wanted[next_wanted].
@@ -269,13 +395,15 @@ void Batcher::run_rank() {
       const auto size = static_cast<int64_t>(batch.size());
       const auto [first, count] = rank_rows(size, rank, world);
       Part part{std::vector<int64_t>(batch.begin() + first, batch.begin() + first + count), size,
-                batch.empty() ? 0 : batch.front()};
+                batch.empty() ? 0 : batch.back() + 1};
       if (!in_order) wanted.insert(wanted.end(), part.records.begin(), part.records.end());
       parts.push_back(std::move(part));
     }
     std::sort(wanted.begin() + static_cast<std::ptrdiff_t>(old_size), wanted.end());
     std::inplace_merge(wanted.begin(), wanted.begin() + static_cast<std::ptrdiff_t>(old_size), wanted.end());
     planned.clear();
+    plan_good_ = plan.good_read();
+    plan_bad_ = plan.bad_read();
     return more;
   };
   // Rows read and not yet handed out, in record order.
@@ -285,21 +413,29 @@ void Batcher::run_rank() {
   int64_t done_count = 0;
   int64_t cursor = 0;  // the reader's next record
   while (!stopping()) {
-    if (parts.empty() && !plan_more()) return;
+    if (parts.empty() && !plan_more()) {
+      // Every batch before the read that failed the budget is handed out.
+      if (!plan.error().empty()) throw InputError(plan.error());
+      return;
+    }
     if (parts.empty()) continue;
     const Part part = std::move(parts.front());
     parts.pop_front();
     if (in_order) {
-      // One contiguous run of a contiguous batch: straight from the reader
-      // (.rmb builds the tensors itself).
-      const auto [first, count] = rank_rows(part.global_size, rank, world);
-      pass(part.batch_first + first - cursor, cursor);
-      std::optional<Batch> batch = count > 0 ? reader_->read_batch(count) : ExampleColumns(schema_).to_batch();
-      if (!batch || batch->size() != count)
-        throw_input_error("the data ended before record ", part.batch_first + first + count, " of the ",
-                          options_.num_records, " counted when the pass began (did the file change?)");
-      cursor += count;
-      pass(part.batch_first + part.global_size - cursor, cursor);  // the other ranks' rest of the batch
+      // One contiguous run of a contiguous batch (of good records: a
+      // skipping reader passes the bad ones between them): straight from the
+      // reader (.rmb builds the tensors itself).
+      const auto count = static_cast<int64_t>(part.records.size());
+      std::optional<Batch> batch = ExampleColumns(schema_).to_batch();
+      if (count > 0) {
+        pass(part.records.front() - cursor, cursor);
+        batch = reader_->read_batch(count);
+        if (!batch || batch->size() != count)
+          throw_input_error("the data ended before record ", part.records.back() + 1, " of the ",
+                            options_.num_records, " counted when the pass began (did the file change?)");
+        cursor = part.records.back() + 1;
+      }
+      pass(part.batch_end - cursor, cursor);  // the other ranks' rest of the batch
       if (!push(std::move(*batch), part.global_size)) return;
       continue;
     }

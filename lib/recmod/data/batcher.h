@@ -17,6 +17,30 @@
 
 namespace recmod::data {
 
+/// The bad records of data read with BadRecordPolicy::kSkip, found before a
+/// pass: what a rank of a distributed run with --bad-records skip needs to
+/// plan the pass one skipping process makes. Each rank checks a contiguous
+/// part of the records (find_bad_records), the parts are exchanged and
+/// merged (merge_bad_records), so every rank knows every bad record.
+struct BadRecords {
+  int64_t num_records = 0;       // records covered, good and bad (the whole data once merged)
+  std::vector<int64_t> records;  // the bad ones' record numbers (0-based, blank lines not counted), ascending
+  /// The messages of the first bad records (at most ReadReport::kMaxErrors,
+  /// in file order): the skip report's and the budget error's.
+  std::vector<std::string> first_errors;
+};
+
+/// Parses records [first, first + count) of `reader` (one that skips bad
+/// records, at the start of its data; the records before `first` are passed
+/// over unparsed) and returns the bad ones among them.
+BadRecords find_bad_records(ExampleReader& reader, int64_t first, int64_t count);
+/// Contiguous parts in record order (rank order) -> the whole data's.
+BadRecords merge_bad_records(const std::vector<BadRecords>& parts);
+/// The part of `all` in records [first, first + count): its bad records and
+/// those of the whole data's first messages that are theirs (enough for
+/// merge_bad_records to give back `all`'s).
+BadRecords bad_records_within(const BadRecords& all, int64_t first, int64_t count);
+
 struct BatcherOptions {
   int64_t batch_size = 512;
   /// Rows shuffled together (a buffer is filled, permuted and cut into
@@ -30,13 +54,22 @@ struct BatcherOptions {
   /// global batch, and next() returns this rank's rows (rank_rows' split) of
   /// each global batch that one Batcher with these options would make, the
   /// shuffle included. Only those rows are parsed: the others are passed over
-  /// with ExampleReader::skip. Needs a reader that fails on a bad record
-  /// (with skipping, which rows fill a batch depends on every rank's rows).
+  /// with ExampleReader::skip. A reader that fails on a bad record, or one
+  /// that skips them together with `bad_records` (with skipping, which rows
+  /// fill a batch depends on which rows are bad).
   int64_t rank = 0;
   int64_t world_size = 1;
   /// Records in the data (rank mode plans the pass from it); -1: the
-  /// reader's num_records().
+  /// reader's num_records(), or bad_records' count.
   int64_t num_records = -1;
+  /// Rank mode over a reader that skips bad records: all the data's bad
+  /// records. The plan is then that of one Batcher over a skipping reader
+  /// wrapped in a BadRecordBudget: batches of good records only, the budget
+  /// checked where that reader would check it (its error thrown where that
+  /// Batcher would throw it), and report() gives that reader's counts.
+  std::shared_ptr<const BadRecords> bad_records;
+  double max_bad_fraction = 1.0;  // with bad_records: BadRecordBudget's max_fraction
+  int64_t min_bad_check = 1000;   // ... and its min_records
 };
 
 /// The rows of a global batch of `total` rows that `rank` takes: an even
@@ -75,7 +108,9 @@ class Batcher : public BatchSource {
   /// Stops the background thread and waits for it; next() then returns nullopt.
   void stop();
   /// The reader's counts (rows read, bad records skipped); final once next()
-  /// has returned nullopt.
+  /// has returned nullopt. With bad_records (rank mode): the counts and
+  /// messages one skipping process's reader reports (rows read is then every
+  /// rank's rows, not this rank's), rows_passed this rank's.
   ReadReport report() const;
   /// Rank mode (options.world_size > 1): every rank's row count of the
   /// global batch next() returned last (rank_rows' split; they sum to its
@@ -103,6 +138,7 @@ class Batcher : public BatchSource {
   std::deque<int64_t> queue_global_;  // rank mode: each queued batch's global size
   int64_t last_global_ = 0;           // rank mode: that of the batch next() returned last
   int64_t passed_ = 0;                // rank mode: records passed over unparsed
+  int64_t plan_good_ = 0, plan_bad_ = 0;  // with bad_records: records one skipping reader has read (producer thread)
   bool done_ = false;      // producer finished (end of data or error)
   bool stopping_ = false;  // consumer asked to stop
   std::exception_ptr error_;

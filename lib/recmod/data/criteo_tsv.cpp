@@ -114,8 +114,8 @@ int64_t CriteoTsvReader::read_into(int64_t max_rows, ExampleColumns& out) {
     if (error.empty()) continue;
     out.truncate(rows_before);
     std::string message = str_cat(lines_.name(), ":", lines_.line_number(), ": ", error);
-    // The first record is not Criteo-shaped: most likely the file is not Criteo TSV.
-    if (misshapen && rows_before == start && report_.rows_read == 0 && report_.rows_skipped == 0)
+    // The file's first record is not Criteo-shaped: most likely the file is not Criteo TSV.
+    if (misshapen && rows_before == start && report_.rows_read == 0 && report_.rows_skipped == 0 && !passed_)
       message += kReadAsCriteoHint;
     if (policy_ == BadRecordPolicy::kFail) throw InputError(message);
     report_.skip(std::move(message));
@@ -131,6 +131,7 @@ int64_t CriteoTsvReader::skip(int64_t n) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (!line.empty()) ++passed;  // blank lines are not records (as in read)
   }
+  passed_ = passed_ || passed > 0;
   return passed;
 }
 

@@ -49,12 +49,14 @@ class CriteoTsvReader : public ExampleReader {
   /// Finds the next `n` non-blank lines' ends; no field is looked at.
   int64_t skip(int64_t n) override;
   ReadReport report() const override { return report_; }
+  int64_t records_skipped() const override { return report_.rows_skipped; }
 
  private:
   TextLines lines_;
   BadRecordPolicy policy_;
   DataSchema schema_;
   ReadReport report_;
+  bool passed_ = false;  // skip() passed over records: the first one read is not the file's first
 };
 
 }  // namespace recmod::data

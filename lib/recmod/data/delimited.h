@@ -143,6 +143,7 @@ class DelimitedReader : public ExampleReader {
   /// line breaks, but no cell is parsed.
   int64_t skip(int64_t n) override;
   ReadReport report() const override { return report_; }
+  int64_t records_skipped() const override { return report_.rows_skipped; }
 
   struct SideTable;
 

@@ -53,6 +53,9 @@ class ExampleReader {
   /// read (.rmb, .npy); nullopt for text (count_records passes over it).
   virtual std::optional<int64_t> num_records() const { return std::nullopt; }
   virtual ReadReport report() const = 0;
+  /// report().rows_skipped without copying the report (find_bad_records asks
+  /// after every record).
+  virtual int64_t records_skipped() const { return report().rows_skipped; }
 };
 
 }  // namespace recmod::data

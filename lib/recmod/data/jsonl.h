@@ -64,6 +64,7 @@ class JsonlReader : public ExampleReader {
   /// Finds the next `n` non-blank lines' ends; no JSON is parsed.
   int64_t skip(int64_t n) override;
   ReadReport report() const override { return report_; }
+  int64_t records_skipped() const override { return report_.rows_skipped; }
 
  private:
   TextLines lines_;

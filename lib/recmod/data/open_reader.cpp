@@ -1,8 +1,11 @@
 #include "recmod/data/open_reader.h"
 
-#include <algorithm>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "recmod/common/errors.h"
 #include "recmod/data/bad_record_budget.h"
@@ -129,6 +132,82 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, BatcherOption
   return std::make_unique<Batcher>(open_reader(path, format, schema, policy, std::move(columns), jsonl), options);
 }
 
+namespace {
+std::mutex g_bad_mutex;
+std::map<std::string, std::shared_ptr<const BadRecords>> g_bad;  // key: path, how, size, mtime
+int64_t g_bad_scans = 0;
+
+/// How a JSON lines or delimited file is checked, for bad_records_cached's
+/// key: the schema and the options that make a record bad (vocabularies and
+/// column specs by identity: another object is another key).
+std::string checking_of(const DataSchema& schema, const ReadOptions& options) {
+  std::string out = str_cat(" schema ", schema.num_dense, " ", join_names(schema.sparse_features), " ",
+                            schema.num_labels, " ", schema.weighted, " columns ",
+                            reinterpret_cast<uintptr_t>(options.columns.get()));
+  const JsonlOptions& j = options.jsonl;
+  out += str_cat(" jsonl ", j.strict, j.binary_labels, " ", j.hash_seed);
+  for (const bool b : j.binary_per_label) out += b ? "1" : "0";
+  out += ";";
+  for (const bool b : j.weighted) out += b ? "1" : "0";
+  for (const auto r : j.string_id_range) out += str_cat(",", r);
+  out += ";";
+  for (const auto& v : j.vocab) out += str_cat(",", reinterpret_cast<uintptr_t>(v.get()));
+  for (const auto b : j.oov_buckets) out += str_cat(",", b);
+  out += ";";
+  for (const auto l : j.id_limit) out += str_cat(",", l);
+  return out;
+}
+}  // namespace
+
+std::shared_ptr<const BadRecords> bad_records_cached(
+    const std::string& path, const std::string& how, int64_t num_records, int64_t rank, int64_t world_size,
+    const std::function<std::unique_ptr<ExampleReader>()>& open,
+    const std::function<std::vector<BadRecords>(const BadRecords&)>& share) {
+  std::string key;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0)
+    key = path + "\n" + how + "\n" + std::to_string(static_cast<int64_t>(st.st_size)) + "\n" +
+          std::to_string(static_cast<int64_t>(st.st_mtim.tv_sec)) + "." +
+          std::to_string(static_cast<int64_t>(st.st_mtim.tv_nsec));
+  std::shared_ptr<const BadRecords> known;
+  if (!key.empty()) {
+    std::lock_guard<std::mutex> lock(g_bad_mutex);
+    if (auto it = g_bad.find(key); it != g_bad.end() && it->second->num_records == num_records) known = it->second;
+  }
+  auto part_of = [&](int64_t r) {
+    const auto [first, count] = rank_rows(num_records, r, world_size);
+    if (known) return bad_records_within(*known, first, count);
+    {
+      std::lock_guard<std::mutex> lock(g_bad_mutex);
+      ++g_bad_scans;
+    }
+    return find_bad_records(*open(), first, count);
+  };
+  std::vector<BadRecords> parts;
+  if (share) {
+    parts = share(part_of(rank));
+  } else {
+    for (int64_t r = 0; r < world_size; ++r) parts.push_back(part_of(r));
+  }
+  TORCH_CHECK(static_cast<int64_t>(parts.size()) == world_size, "share_bad_records: expected ", world_size,
+              " parts, got ", parts.size());
+  for (int64_t r = 0; r < world_size; ++r)
+    if (parts[static_cast<size_t>(r)].num_records != rank_rows(num_records, r, world_size).second)
+      throw_input_error(path, ": rank ", r, " counted another number of records than this rank's ", num_records,
+                        " (do the ranks read the same file?)");
+  auto all = std::make_shared<const BadRecords>(merge_bad_records(parts));
+  if (!key.empty()) {
+    std::lock_guard<std::mutex> lock(g_bad_mutex);
+    g_bad[key] = all;
+  }
+  return all;
+}
+
+int64_t bad_record_scans() {
+  std::lock_guard<std::mutex> lock(g_bad_mutex);
+  return g_bad_scans;
+}
+
 std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOptions& options,
                                           const DataSchema& model_schema, int64_t epoch) {
   DataFormat format = parse_data_format(options.format.empty() ? "auto" : options.format);
@@ -147,7 +226,7 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOpt
   batcher.seed = options.seed;
   batcher.seed += static_cast<uint64_t>(epoch);
   auto reader = open_reader(path, format, given, options.bad_records, options.columns, options.jsonl);
-  if (options.world_size > 1 && options.bad_records == BadRecordPolicy::kFail) {
+  if (options.world_size > 1) {
     batcher.rank = options.rank;
     batcher.world_size = options.world_size;
     auto known = reader->num_records();
@@ -157,11 +236,21 @@ std::unique_ptr<BatchSource> open_batches(const std::string& path, const ReadOpt
     if (options.columns)
       how += str_cat(" delimiter ", static_cast<int>(options.columns->delimiter), " quote ",
                      static_cast<int>(options.columns->quote), " header ", options.columns->header);
-    batcher.num_records = known ? *known : count_records_cached(path, how, [&] {
-      return open_reader(path, format, given, options.bad_records, options.columns, options.jsonl);
-    });
+    auto reopen = [&] { return open_reader(path, format, given, options.bad_records, options.columns, options.jsonl); };
+    batcher.num_records = known ? *known : count_records_cached(path, how, reopen);
+    // Skipping applies to the text formats (.rmb and .npy fail on a bad
+    // record whatever the policy): every rank learns every bad record.
+    const bool text = format == DataFormat::kCriteoTsv || format == DataFormat::kJsonl || format == DataFormat::kDelimited;
+    if (options.bad_records == BadRecordPolicy::kSkip && text) {
+      if (!(options.max_bad_fraction >= 0.0 && options.max_bad_fraction <= 1.0))  // as BadRecordBudget
+        throw UsageError(str_cat("--max-bad-fraction must be in [0, 1], got ", options.max_bad_fraction));
+      batcher.bad_records = bad_records_cached(path, how + checking_of(model_schema, options), batcher.num_records,
+                                               options.rank, options.world_size, reopen, options.share_bad_records);
+      batcher.max_bad_fraction = options.max_bad_fraction;
+    }
   }
-  if (options.bad_records == BadRecordPolicy::kSkip)
+  // A rank with every bad record known checks the budget in its plan.
+  if (options.bad_records == BadRecordPolicy::kSkip && !batcher.bad_records)
     reader = std::make_unique<BadRecordBudget>(std::move(reader), options.max_bad_fraction);
   return std::make_unique<Batcher>(std::move(reader), batcher);
 }

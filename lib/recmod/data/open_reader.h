@@ -1,9 +1,11 @@
 #pragma once
 // Opening a data file by format: the one place that maps a format name (or a
 // file's first bytes) to a reader.
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "recmod/data/batcher.h"
 #include "recmod/data/delimited.h"
@@ -57,14 +59,34 @@ struct ReadOptions {
   bool shuffle = false;      // rows mixed in a buffer of max(16384, batch_size) rows
   uint64_t seed = 0;         // the shuffle's seed; epoch e shuffles with seed + e
   /// A rank of a data-parallel run (world_size > 1; batch_size is then the
-  /// global batch): with bad_records kFail the Batcher reads only this rank's
-  /// rows of each global batch (BatcherOptions::rank), a text file being
-  /// counted first by a pass over its lines; with kSkip every rank reads the
-  /// whole file (which rows fill a batch depends on which are bad) and the
-  /// caller takes its slice.
+  /// global batch): the Batcher reads only this rank's rows of each global
+  /// batch (BatcherOptions::rank), a text file being counted first by a pass
+  /// over its lines. With kSkip on text, which rows fill a batch depends on
+  /// which are bad, so the bad records are found first: this rank parses its
+  /// contiguous 1/world_size of the records (find_bad_records),
+  /// share_bad_records gives every rank's findings, and the Batcher plans
+  /// with all of them (BatcherOptions::bad_records). Both the count and the
+  /// bad records are kept per file and process (bad_records_cached).
   int64_t rank = 0;
   int64_t world_size = 1;
+  /// Collective (every rank calls it with its part, in the same order of
+  /// files): every rank's part, in rank order (train::share_bad_records:
+  /// the run's communicator). Unset: this rank checks every part itself.
+  std::function<std::vector<BadRecords>(const BadRecords& mine)> share_bad_records;
 };
+
+/// The bad records of the text file at `path` (`num_records` records) for a
+/// rank of a distributed run: its part of them is found by parsing its
+/// contiguous share of the records (`open` opens a skipping reader), or taken
+/// from what this process found for the unchanged file before (by path,
+/// `how` it is read, size and mtime); `share` (see ReadOptions) gives the
+/// whole. Every rank calls `share`, found or remembered.
+std::shared_ptr<const BadRecords> bad_records_cached(
+    const std::string& path, const std::string& how, int64_t num_records, int64_t rank, int64_t world_size,
+    const std::function<std::unique_ptr<ExampleReader>()>& open,
+    const std::function<std::vector<BadRecords>(const BadRecords&)>& share);
+/// How many parts bad_records_cached parsed (rather than remembered).
+int64_t bad_record_scans();
 
 /// The batches of `path` for a model whose features are `model_schema`: the
 /// one way train, eval, profile and evict open data. JSON lines are read with

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <cstring>
 #include <mutex>
 #include <set>
 
@@ -285,6 +286,61 @@ ShardedCollections sharded_collections(const config::ModelGraph& model) {
     if (auto s = std::dynamic_pointer_cast<dist::ShardedEmbeddingBagCollectionImpl>(model->node_module(i)))
       out.emplace_back(model->nodes()[i].name, s);
   return out;
+}
+
+namespace {
+/// BadRecords as int64 words: num_records, the bad count and records, the
+/// message count, then each message's length and bytes (8 a word).
+std::vector<int64_t> encode(const data::BadRecords& bad) {
+  std::vector<int64_t> out{bad.num_records, static_cast<int64_t>(bad.records.size())};
+  out.insert(out.end(), bad.records.begin(), bad.records.end());
+  out.push_back(static_cast<int64_t>(bad.first_errors.size()));
+  for (const auto& message : bad.first_errors) {
+    out.push_back(static_cast<int64_t>(message.size()));
+    const size_t at = out.size();
+    out.resize(at + (message.size() + 7) / 8, 0);
+    std::memcpy(out.data() + at, message.data(), message.size());
+  }
+  return out;
+}
+
+data::BadRecords decode(const int64_t* words, int64_t size) {
+  int64_t at = 0;
+  auto next = [&] {
+    TORCH_CHECK(at < size, "share_bad_records: a rank's part ended early");
+    return words[at++];
+  };
+  data::BadRecords bad;
+  bad.num_records = next();
+  const int64_t n = next();
+  TORCH_CHECK(n >= 0 && at + n <= size, "share_bad_records: a rank's part is malformed");
+  bad.records.assign(words + at, words + at + n);
+  at += n;
+  for (int64_t m = next(); m > 0; --m) {
+    const int64_t length = next();
+    const int64_t span = (length + 7) / 8;
+    TORCH_CHECK(length >= 0 && at + span <= size, "share_bad_records: a rank's part is malformed");
+    bad.first_errors.emplace_back(reinterpret_cast<const char*>(words + at), static_cast<size_t>(length));
+    at += span;
+  }
+  return bad;
+}
+}  // namespace
+
+std::vector<data::BadRecords> share_bad_records(dist::Communicator& comm, const data::BadRecords& mine) {
+  if (comm.world_size() == 1) return {mine};
+  const std::vector<int64_t> words = encode(mine);
+  const std::vector<int64_t> sizes = comm.all_gather(static_cast<int64_t>(words.size()));
+  std::vector<data::BadRecords> parts;
+  for (int64_t r = 0; r < comm.world_size(); ++r) {
+    torch::Tensor part = r == comm.rank()
+                             ? torch::tensor(words, torch::kLong)
+                             : torch::empty({sizes[static_cast<size_t>(r)]}, torch::kLong);
+    comm.broadcast(part, r);
+    part = part.to(torch::kCPU).contiguous();
+    parts.push_back(decode(part.data_ptr<int64_t>(), part.numel()));
+  }
+  return parts;
 }
 
 std::vector<int64_t> rank_batch_sizes(int64_t total, int64_t world_size) {

@@ -13,6 +13,7 @@
 #include "recmod/common/state_dict.h"
 #include "recmod/config/graph.h"
 #include "recmod/data/batch.h"
+#include "recmod/data/batcher.h"
 #include "recmod/dist/communicator.h"
 #include "recmod/dist/sharded_embedding_bag.h"
 #include "recmod/dist/sharding_plan.h"
@@ -55,9 +56,15 @@ ShardedCollections sharded_collections(const config::ModelGraph& model);
 /// The rows of a global batch that `rank` takes: an even split in rank order
 /// (data::rank_rows: rank r gets B / W rows, plus one when r < B % W), so the
 /// ranks together see exactly the batch one process would. For a source that
-/// reads the whole file (--bad-records skip); a Batcher in rank mode reads
-/// only its rank's rows of the same split.
+/// hands every rank the whole global batch (not a data::Batcher in rank
+/// mode, which reads only its rank's rows of the same split).
 data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_size);
+/// Collective: every rank's bad records of a data file (its part of
+/// data::bad_records_cached's check), in rank order, over the run's
+/// communicator (an all_gather of the sizes, then one broadcast per rank).
+/// What data::ReadOptions::share_bad_records calls in a run with
+/// --bad-records skip.
+std::vector<data::BadRecords> share_bad_records(dist::Communicator& comm, const data::BadRecords& mine);
 /// The rows each rank takes of a global batch of `total` rows (rank_slice's split).
 std::vector<int64_t> rank_batch_sizes(int64_t total, int64_t world_size);
 

@@ -10,6 +10,7 @@
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/checkpoint_keys.h"
+#include "recmod/train/distributed.h"
 #include "recmod/train/quantized_model.h"
 #include "recmod/train/trainer.h"
 
@@ -147,6 +148,8 @@ std::unique_ptr<data::BatchSource> open_batches(const OpenedModel& opened, const
   read.max_bad_fraction = options.max_bad_fraction;
   read.rank = options.rank;
   read.world_size = options.world_size;
+  if (options.comm && options.world_size > 1)
+    read.share_bad_records = [comm = options.comm](const data::BadRecords& mine) { return share_bad_records(*comm, mine); };
   const auto& tasks = opened.config.training.tasks;
   auto jsonl = jsonl_reading(opened.config, opened.model->schema());
   read.jsonl = std::move(jsonl.options);

@@ -12,6 +12,10 @@
 #include "recmod/data/batch.h"
 #include "recmod/data/jsonl.h"
 
+namespace recmod::dist {
+class Communicator;
+}  // namespace recmod::dist
+
 namespace recmod::train {
 
 /// A model as a command holds it: the whole config (its training and data
@@ -86,6 +90,10 @@ struct DataOptions {
   /// source reads only this rank's rows (data::ReadOptions::rank).
   int64_t rank = 0;
   int64_t world_size = 1;
+  /// The run's communicator (world_size > 1): with skip_bad_records the
+  /// ranks exchange the bad records each found in its share of the file
+  /// (share_bad_records), so opening the data is then collective.
+  std::shared_ptr<dist::Communicator> comm;
 };
 
 /// The batches of `path` for `opened`; the file's features are checked
