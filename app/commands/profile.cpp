@@ -98,12 +98,14 @@ int run_profile(const ProfileArgs& args) {
   profile::RankSizes rank_sizes;
   const profile::NextBatch next = batches_for(args, opened, batch_size, joined.comm->rank(), world, &rank_sizes);
   const torch::Device device = parse_device(args.device);
+  dist::ShardingPlan plan;
   if (world > 1) {
     if (!device.is_cpu()) throw UsageError("distributed profiling runs on the CPU in this version; use --device cpu");
-    train::shard_model(model, train::plan_model(model, opened.config, world, memory_per_rank(joined)), joined.comm);
+    plan = train::plan_model(model, opened.config, world, memory_per_rank(joined));
+    train::shard_model(model, plan, joined.comm);
   }
   auto report = profile::profile_model(model, opened.config.training, next, args.steps, args.warmup, device,
-                                       joined.lead() ? args.trace : "", joined.comm, rank_sizes);
+                                       joined.lead() ? args.trace : "", joined.comm, rank_sizes, plan);
   if (!joined.lead()) return 0;
   if (world > 1)
     std::cout << "rank 0 of " << world << " ranks; batch " << batch_size << " in all (" << batch_size / world

@@ -228,7 +228,7 @@ class StepRecorder {
 ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpec& training_spec,
                             const NextBatch& next_batch, int64_t steps, int64_t warmup, const torch::Device& device,
                             const std::string& trace_path, std::shared_ptr<dist::Communicator> comm,
-                            const RankSizes& rank_sizes) {
+                            const RankSizes& rank_sizes, const dist::ShardingPlan& plan) {
   if (!comm) comm = dist::single_process();
   const bool distributed = comm->world_size() > 1;
   TORCH_CHECK(steps > 0, "profile: steps must be > 0, got ", steps);
@@ -236,7 +236,7 @@ ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpe
   model->train();
   // Trains as `recmod train` does (the same TrainingSetup and train_step), so
   // the step time here is the one training sees.
-  train::TrainingSetup training(model, training_spec, device, comm);
+  train::TrainingSetup training(model, training_spec, device, comm, plan);
   const auto& order = model->order();
   ProfileReport report;
   StepRecorder recorder(model, Clock::now());

@@ -11,6 +11,7 @@
 
 #include "recmod/config/graph.h"
 #include "recmod/dist/communicator.h"
+#include "recmod/dist/sharding_plan.h"
 #include "recmod/data/batch.h"
 #include "recmod/profile/gpu_activity.h"
 
@@ -82,11 +83,13 @@ using RankSizes = std::function<std::vector<int64_t>()>;
 /// and `next_batch` yield global batches: each rank steps on its rows, and
 /// the report is this rank's (examples/s counts the global batch). With
 /// `rank_sizes`, `next_batch` yields this rank's rows only (it parsed only
-/// those) and rank_sizes() says every rank's share.
+/// those) and rank_sizes() says every rank's share. `plan`: the one
+/// shard_model applied, so that stochastic rounding draws by global row and
+/// column as in `recmod train` (train::TrainingSetup).
 ProfileReport profile_model(config::ModelGraph& model, const config::TrainingSpec& training,
                             const NextBatch& next_batch, int64_t steps, int64_t warmup, const torch::Device& device,
                             const std::string& trace_path, std::shared_ptr<dist::Communicator> comm = nullptr,
-                            const RankSizes& rank_sizes = {});
+                            const RankSizes& rank_sizes = {}, const dist::ShardingPlan& plan = {});
 
 /// Runs `warmup` untimed then `steps` timed forward passes in eval mode
 /// without grad (what `recmod eval` does per batch): per-node forward times,
