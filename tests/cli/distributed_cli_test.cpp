@@ -64,6 +64,14 @@ using Data = GeneratedData;
 
 Data make_data(const std::string& name, int rows = 300) { return generate_data(name, rows, 4); }
 
+/// Every row of a .rmb file (to write it again in a text format).
+data::ExampleColumns rows_of(const std::string& rmb) {
+  data::BinaryReader reader(rmb);
+  data::ExampleColumns rows(reader.schema());
+  while (auto block = reader.read(1000)) rows.append(*block);
+  return rows;
+}
+
 
 // One process with the global batch vs `ranks` ranks with batch / ranks each.
 // `rows` sets how the last, short batch splits over the ranks.
@@ -150,9 +158,7 @@ TEST(DistributedCli, WeightedFeaturesMatchOneProcess) {
 // ranks against one process, the shuffle over the whole file.
 TEST(DistributedCli, RanksReadingOnlyTheirRowsOfJsonLinesMatchOneProcess) {
   const Data d = make_data("dist_jsonl", 301);
-  data::BinaryReader reader(d.train);
-  data::ExampleColumns rows(reader.schema());
-  while (auto block = reader.read(1000)) rows.append(*block);
+  const data::ExampleColumns rows = rows_of(d.train);
   const std::string train = d.dir + "/train.jsonl";
   data::write_jsonl(train, rows);
   const auto one = write_file(d.dir + "/one.yaml", mixed_model_yaml(16, "{type: sgd, lr: 0.2}", kAllTypes));
@@ -174,9 +180,7 @@ TEST(DistributedCli, RanksReadingOnlyTheirRowsOfJsonLinesMatchOneProcess) {
 // skipped records as one process.
 TEST(DistributedCli, RanksSkippingBadRecordsMatchOneProcess) {
   const Data d = make_data("dist_skip", 301);
-  data::BinaryReader reader(d.train);
-  data::ExampleColumns rows(reader.schema());
-  while (auto block = reader.read(1000)) rows.append(*block);
+  const data::ExampleColumns rows = rows_of(d.train);
   const std::string clean = d.dir + "/clean.jsonl";
   data::write_jsonl(clean, rows);
   std::ifstream in(clean);
@@ -210,9 +214,7 @@ TEST(DistributedCli, RanksSkippingBadRecordsMatchOneProcess) {
 // process's, over every row (201 rows: short last batches split unevenly).
 TEST(DistributedCli, EvalOfRanksReadingOnlyTheirRowsMatchesOneProcess) {
   const Data d = make_data("dist_eval_rows", 201);
-  data::BinaryReader reader(d.train);
-  data::ExampleColumns rows(reader.schema());
-  while (auto block = reader.read(1000)) rows.append(*block);
+  const data::ExampleColumns rows = rows_of(d.train);
   const std::string jsonl = d.dir + "/eval.jsonl";
   data::write_jsonl(jsonl, rows);
   const auto cfg = write_file(d.dir + "/m.yaml", mixed_model_yaml(8, "{type: sgd, lr: 0.2}", kAllTypes));

@@ -193,6 +193,16 @@ TEST(ReaderSkip, ABadRecordAfterPassedLinesKeepsItsLineNumber) {
 struct Pass {
   int64_t batch_size, shuffle_buffer, read_rows;
   bool drop_last;
+
+  BatcherOptions options(uint64_t seed) const {
+    BatcherOptions out;
+    out.batch_size = batch_size;
+    out.shuffle_buffer = shuffle_buffer;
+    out.read_rows = read_rows;
+    out.drop_last = drop_last;
+    out.seed = seed;
+    return out;
+  }
 };
 
 /// Every batch of one pass as rows.
@@ -216,12 +226,7 @@ TEST(RankBatcher, EveryRanksRowsMakeTheGlobalBatchesOfOneProcess) {
   };
   for (const auto& format : formats()) {
     for (const Pass& pass : passes) {
-      BatcherOptions options;
-      options.batch_size = pass.batch_size;
-      options.shuffle_buffer = pass.shuffle_buffer;
-      options.read_rows = pass.read_rows;
-      options.drop_last = pass.drop_last;
-      options.seed = 11;
+      const BatcherOptions options = pass.options(/*seed=*/11);
       Batcher one(format.open(), options);
       const auto global = batches_of(one);
       for (int64_t world : {2, 3}) {
@@ -432,12 +437,7 @@ TEST(RankBatcherSkip, EveryRanksRowsMakeTheBatchesOfOneSkippingProcess) {
   };
   for (const auto& format : bad_formats()) {
     for (const Pass& pass : passes) {
-      BatcherOptions options;
-      options.batch_size = pass.batch_size;
-      options.shuffle_buffer = pass.shuffle_buffer;
-      options.read_rows = pass.read_rows;
-      options.drop_last = pass.drop_last;
-      options.seed = 5;
+      const BatcherOptions options = pass.options(/*seed=*/5);
       Batcher one(std::make_unique<BadRecordBudget>(format.open(), 1.0), options);
       const auto global = batches_of(one);
       const ReadReport one_report = one.report();
@@ -478,11 +478,7 @@ TEST(RankBatcherSkip, EveryRanksRowsMakeTheBatchesOfOneSkippingProcess) {
 TEST(RankBatcherSkip, TheBudgetFailsAfterTheBatchesOneProcessHandsOut) {
   for (const Pass& pass : std::vector<Pass>{{4, 0, 8192, false}, {5, 12, 6, false}}) {
     const auto format = bad_formats(/*every=*/2)[0];  // Criteo TSV, a third of its records bad
-    BatcherOptions options;
-    options.batch_size = pass.batch_size;
-    options.shuffle_buffer = pass.shuffle_buffer;
-    options.read_rows = pass.read_rows;
-    options.seed = 3;
+    const BatcherOptions options = pass.options(/*seed=*/3);
     Batcher one(std::make_unique<BadRecordBudget>(format.open(), 0.2, /*min_records=*/40), options);
     std::vector<ExampleColumns> global;
     const std::string message = error_of<InputError>([&] {
