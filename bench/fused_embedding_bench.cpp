@@ -10,12 +10,18 @@
 //   BM_EbcForward      EmbeddingBagCollection forward, fused kernel (no grad)
 //   BM_EbcForwardDefault  EmbeddingBagCollection forward, default path (no grad)
 //   BM_FusedTrain      fused EBC forward + backward + row-wise Adagrad update
+//   BM_TrainCeiling    BM_GatherCeiling's forward, then the plainest row-wise
+//                      Adagrad update of each distinct row (ids grouped
+//                      outside the timing): the memory-bound floor of a
+//                      fused training step
 //   BM_TorchSparseAdagrad  embedding_bag(sparse=true) + backward + torch::optim::Adagrad
 //   BM_ModelOptimizerRowwise  default EBC (sparse grads) + ModelOptimizer row-wise Adagrad
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
@@ -162,6 +168,113 @@ void BM_GatherCeiling(benchmark::State& state, Dist dist) {
   finish(state);
 }
 
+/// A batch's ids grouped by row, as the fused backward groups them: the
+/// distinct rows (ascending) and, per row, the bags it is in.
+struct Grouped {
+  std::vector<int64_t> rows;
+  std::vector<int64_t> starts;  // rows.size() + 1 offsets into bags
+  std::vector<int64_t> bags;
+};
+
+Grouped group(const Batch& b) {
+  const int64_t n = b.ids.numel();
+  const int64_t* ids = b.ids.data_ptr<int64_t>();
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return ids[x] < ids[y]; });
+  Grouped g;
+  for (const int64_t p : order) {
+    if (g.rows.empty() || g.rows.back() != ids[p]) {
+      g.rows.push_back(ids[p]);
+      g.starts.push_back(static_cast<int64_t>(g.bags.size()));
+    }
+    g.bags.push_back(p / kBagSize);
+  }
+  g.starts.push_back(static_cast<int64_t>(g.bags.size()));
+  return g;
+}
+
+const std::vector<Grouped>& grouped(Dist dist) {
+  static const std::vector<Grouped> out[2] = {[] {
+                                                std::vector<Grouped> v;
+                                                for (const auto& b : batches(kUniform)) v.push_back(group(b));
+                                                return v;
+                                              }(),
+                                              [] {
+                                                std::vector<Grouped> v;
+                                                for (const auto& b : batches(kZipf)) v.push_back(group(b));
+                                                return v;
+                                              }()};
+  return out[dist];
+}
+
+/// Row-wise Adagrad on distinct rows [begin, end) of `g`, the gradient of
+/// bag b being grad[b]: each row's gradient summed in 8 AVX2 registers,
+/// state[r] += mean(g^2), row -= lr g / (sqrt(state[r]) + eps); the row and
+/// its state prefetched (for writing) 8 rows ahead. What any fused update
+/// must do at least: read and write each touched row and its state once.
+__attribute__((target("avx2,fma"))) void update_rows(float* table, float* state, const float* grad, const Grouped& g,
+                                                     int64_t begin, int64_t end) {
+  constexpr int64_t kAhead = 8;
+  constexpr float kLr = 0.01f, kEps = 1e-8f;
+  for (int64_t u = begin; u < end; ++u) {
+    if (u + kAhead < end) {
+      const int64_t ahead = g.rows[static_cast<size_t>(u + kAhead)];
+      const char* row = reinterpret_cast<const char*>(table + ahead * kDim);
+      for (int64_t line = 0; line < kDim * 4; line += 64) __builtin_prefetch(row + line, 1, 3);
+      __builtin_prefetch(state + ahead, 1, 3);
+    }
+    Vec8 acc[kDim / 8];
+    for (auto& a : acc) a = Vec8{};
+    for (int64_t k = g.starts[static_cast<size_t>(u)]; k < g.starts[static_cast<size_t>(u + 1)]; ++k) {
+      const float* gr = grad + g.bags[static_cast<size_t>(k)] * kDim;
+      for (int64_t j = 0; j < kDim / 8; ++j) {
+        Vec8 x;
+        std::memcpy(&x, gr + 8 * j, sizeof(x));
+        acc[j] += x;
+      }
+    }
+    Vec8 sq{};
+    for (const auto& a : acc) sq += a * a;
+    float sum = 0;
+    for (int lane = 0; lane < 8; ++lane) sum += sq[lane];
+    const int64_t r = g.rows[static_cast<size_t>(u)];
+    state[r] += sum / kDim;
+    const float scale = kLr / (std::sqrt(state[r]) + kEps);
+    float* row = table + r * kDim;
+    for (int64_t j = 0; j < kDim / 8; ++j) {
+      Vec8 x;
+      std::memcpy(&x, row + 8 * j, sizeof(x));
+      x -= scale * acc[j];
+      std::memcpy(row + 8 * j, &x, sizeof(x));
+    }
+  }
+}
+
+void BM_TrainCeiling(benchmark::State& state, Dist dist) {
+  setup(state);
+  grouped(dist);
+  torch::Tensor w = ebc()->table_weight("t");
+  float* table = w.data_ptr<float>();
+  static torch::Tensor row_state = torch::zeros({rows()});  // the row-wise Adagrad state, as a separate array
+  float* st = row_state.data_ptr<float>();
+  const float* grad = target().data_ptr<float>();  // d sum(out * target) / d out
+  torch::Tensor out = torch::empty({kBatch, kDim});
+  float* o = out.data_ptr<float>();
+  int64_t step = 0;
+  for (auto _ : state) {
+    const int64_t k = step++ % kBatches;
+    const int64_t* ids = batches(dist)[static_cast<size_t>(k)].ids.data_ptr<int64_t>();
+    at::parallel_for(0, kBatch, 32, [&](int64_t begin, int64_t end) { gather_sum(table, ids, o, begin, end); });
+    const Grouped& g = grouped(dist)[static_cast<size_t>(k)];
+    at::parallel_for(0, static_cast<int64_t>(g.rows.size()), 64,
+                     [&](int64_t begin, int64_t end) { update_rows(table, st, grad, g, begin, end); });
+    benchmark::DoNotOptimize(o);
+    benchmark::ClobberMemory();
+  }
+  finish(state);
+}
+
 void BM_EmbeddingBag(benchmark::State& state, Dist dist) {
   setup(state);
   torch::NoGradGuard no_grad;
@@ -247,6 +360,7 @@ RECMOD_BENCH(BM_EmbeddingBag);
 RECMOD_BENCH(BM_EbcForward);
 RECMOD_BENCH(BM_EbcForwardDefault);
 RECMOD_BENCH(BM_FusedTrain);
+RECMOD_BENCH(BM_TrainCeiling);
 RECMOD_BENCH(BM_TorchSparseAdagrad);
 RECMOD_BENCH(BM_ModelOptimizerRowwise);
 
