@@ -23,6 +23,7 @@
 #include "recmod/train/distributed.h"
 #include "recmod/train/open_model.h"
 #include "recmod/train/report.h"
+#include "recmod/train/sharded_warm_start.h"
 #include "recmod/train/trainer.h"
 
 namespace recmod::app {
@@ -63,10 +64,9 @@ int run_train(const TrainArgs& args) {
   const Joined joined = join_run(args.dist, args.threads, args.config, args.device);
   const int64_t world = joined.comm->world_size();
   // A rank of a distributed run builds its tables deferred and draws only its
-  // shards; a warm start (--init-from) builds the full model on every rank,
-  // loads the checkpoint's selected keys into it as one process does, and
-  // the trainer's shard_model then copies each rank's rows/columns of it.
-  const bool deferred = world > 1 && args.init_from.empty();
+  // shards; a warm start (--init-from) then copies each rank's rows/columns
+  // straight out of the mapped checkpoint (warm_start_sharded).
+  const bool deferred = world > 1;
   // A resumed run reads its vocabularies from its own copies (the ids its
   // tables were trained with), not the files the config names now.
   config::LoadOptions load;
@@ -82,14 +82,17 @@ int run_train(const TrainArgs& args) {
                              " needs evaluation data: pass --eval-data FILE (or set data.eval in the config)"));
   const torch::Device device = joined.device;  // a rank's own GPU under --nproc with --device cuda
   if (device.is_cpu()) train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
+  dist::ShardingPlan plan;
+  if (world > 1) plan = train::plan_model(opened.model, opened.config, world, memory_per_rank(joined));
   if (!args.init_from.empty()) {
-    const StateDict checkpoint = io::map_tensors(args.init_from);  // mapped: the ranks of a host share its pages
-    const auto report = train::warm_start(opened.model, checkpoint, args.init_only, args.init_from);
+    // mapped: the ranks of a host share its pages, and a rank keeps none resident that it does not copy
+    const StateDict checkpoint = io::map_tensors(args.init_from, /*release_verified=*/world > 1);
+    const auto report =
+        world > 1 ? train::warm_start_sharded(opened.model, plan, joined.comm, checkpoint, args.init_only, args.init_from)
+                  : train::warm_start(opened.model, checkpoint, args.init_only, args.init_from);
     io::check_mapped_unchanged(checkpoint);
     if (joined.lead()) std::cerr << report.describe(args.init_from);
   }
-  dist::ShardingPlan plan;
-  if (world > 1) plan = train::plan_model(opened.model, opened.config, world, memory_per_rank(joined));
   train::DataOptions read;
   read.batch_size = world * t.batch_size;  // global batches; each rank takes its rows
   read.format = args.format;

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "recmod/common/errors.h"
+#include "recmod/dist/shard_block.h"
 
 namespace recmod::dist {
 
@@ -115,8 +116,7 @@ ShardedEmbeddingCollectionImpl::ShardedEmbeddingCollectionImpl(const EmbeddingCo
       const auto& p = *std::find_if(table_plans_.begin(), table_plans_.end(), [&](const TablePlan& tp) { return tp.table == t.name; });
       const Shard& s = *shard_of(p, rank_);
       // table_block: copied, or drawn when the full table was never allocated
-      const_cast<torch::Tensor&>(table_weight(t.name))
-          .copy_(full.table_block(t.name, s.row_offset, s.rows, s.col_offset, s.cols));
+      take_block(table_weight(t.name), full.table_block(t.name, s.row_offset, s.rows, s.col_offset, s.cols));
     }
     // Column blocks narrower than the table: tables of their own, under the
     // same "embeddings.<table>.weight" keys (shape (N, cols)).
@@ -132,7 +132,7 @@ ShardedEmbeddingCollectionImpl::ShardedEmbeddingCollectionImpl(const EmbeddingCo
       c.init_fn = [](torch::Tensor&) {};  // allocates a deferred table; the values are copied below
       EmbeddingTable table(s->rows, s->cols, weight_storage_dtype(config.data_type), full.device());
       table->init(c);
-      table->weight.copy_(full.table_block(config.name, s->row_offset, s->rows, s->col_offset, s->cols));
+      take_block(table->weight, full.table_block(config.name, s->row_offset, s->rows, s->col_offset, s->cols));
       dict->update({{config.name, table.ptr()}});
       narrow_.emplace_back(config.name, table);
     }

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "recmod/common/errors.h"
+#include "recmod/dist/shard_block.h"
 
 namespace recmod::dist {
 
@@ -108,8 +109,7 @@ ShardedEmbeddingBagCollectionImpl::ShardedEmbeddingBagCollectionImpl(const Embed
       const auto& p = *std::find_if(table_plans_.begin(), table_plans_.end(), [&](const TablePlan& tp) { return tp.table == t.name; });
       const auto& s = *std::find_if(p.shards.begin(), p.shards.end(), [&](const Shard& x) { return x.rank == rank_ && holds(x); });
       // table_block: copied, or drawn when the full table was never allocated
-      const_cast<torch::Tensor&>(table_weight(t.name))
-          .copy_(full.table_block(t.name, s.row_offset, s.rows, s.col_offset, s.cols));
+      take_block(table_weight(t.name), full.table_block(t.name, s.row_offset, s.rows, s.col_offset, s.cols));
     }
   }
   // Every rank's slots, in the order of that rank's local output columns.

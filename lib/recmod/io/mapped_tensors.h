@@ -17,8 +17,12 @@ namespace recmod::io {
 /// (the file never changes). A file cut short under the mapping reads as
 /// zeros and is reported (check_mapped_unchanged), not a SIGBUS. Records
 /// that are not 64-byte aligned (not torch.save's layout) are read onto the
-/// heap as load_tensors does.
-StateDict map_tensors(const std::string& path);
+/// heap as load_tensors does. With `release_verified`, each record's pages
+/// are given back as its CRC-32 pass goes (ZipArchive::map_record): the
+/// verification then leaves no page of the file resident in this process,
+/// for a caller that reads only parts of the tensors (a rank's shards) and
+/// releases what it reads (release_mapped_bytes).
+StateDict map_tensors(const std::string& path, bool release_verified = false);
 
 /// Whether `tensor`'s storage is the pages of a mapped checkpoint.
 bool is_mapped(const torch::Tensor& tensor);
@@ -34,5 +38,8 @@ void check_mapped_unchanged(const StateDict& tensors);
 /// the file, when read). Only for tensors not written since map_tensors: a
 /// write lives in the page it copied, which this drops.
 void release_mapped_pages(const StateDict& tensors);
+/// The same for the whole pages of bytes [first, end) of a mapped tensor's
+/// data (offsets from tensor.data_ptr()); nothing for a tensor on the heap.
+void release_mapped_bytes(const torch::Tensor& tensor, int64_t first, int64_t end);
 
 }  // namespace recmod::io

@@ -48,7 +48,7 @@ const MappedCheckpoint* mapping_of(const c10::Storage& storage) {
   return static_cast<std::shared_ptr<MappedCheckpoint>*>(data.get_context())->get();
 }
 
-StateDict read_tensors(const std::string& path, bool mapped) {
+StateDict read_tensors(const std::string& path, bool mapped, bool release_verified = false) {
   // The zip container, checked against the file before anything is
   // allocated; the format version is checked first.
   const ZipArchive archive(path);
@@ -69,7 +69,7 @@ StateDict read_tensors(const std::string& path, bool mapped) {
           if (!record)
             throw CheckpointError(str_cat(path, ": data.pkl names storage '", key, "', but the archive has no ", name));
           if (mapped) {
-            if (const char* bytes = archive.map_record(name, *record)) {
+            if (const char* bytes = archive.map_record(name, *record, release_verified)) {
               at::DataPtr data(const_cast<char*>(bytes), new std::shared_ptr<MappedCheckpoint>(archive.mapping()),
                                &release_mapping_reference, c10::Device(c10::kCPU));
               return c10::Storage(c10::Storage::use_byte_size_t(), record->size, std::move(data), nullptr, false);
@@ -149,7 +149,9 @@ void save_tensors(const std::string& path, const StateDict& tensors) {
 
 StateDict load_tensors(const std::string& path) { return read_tensors(path, /*mapped=*/false); }
 
-StateDict map_tensors(const std::string& path) { return read_tensors(path, /*mapped=*/true); }
+StateDict map_tensors(const std::string& path, bool release_verified) {
+  return read_tensors(path, /*mapped=*/true, release_verified);
+}
 
 bool is_mapped(const torch::Tensor& tensor) {
   return tensor.defined() && tensor.has_storage() && mapping_of(tensor.storage()) != nullptr;
@@ -171,6 +173,19 @@ void release_mapped_pages(const StateDict& tensors) {
     const uintptr_t first = (begin + page - 1) & ~(page - 1), last = (begin + tensor.storage().nbytes()) & ~(page - 1);
     if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
   }
+}
+
+void release_mapped_bytes(const torch::Tensor& tensor, int64_t first, int64_t end) {
+  if (!is_mapped(tensor) || end <= first) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  // Whole pages inside both the range and the storage: a page shared with a
+  // neighbour record stays.
+  const auto storage = reinterpret_cast<uintptr_t>(tensor.storage().data());
+  const auto data = reinterpret_cast<uintptr_t>(tensor.data_ptr());
+  const uintptr_t lo = std::max(data + static_cast<uintptr_t>(first), storage);
+  const uintptr_t hi = std::min(data + static_cast<uintptr_t>(end), storage + tensor.storage().nbytes());
+  const uintptr_t from = (lo + page - 1) & ~(page - 1), to = hi & ~(page - 1);
+  if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
 }
 
 }  // namespace recmod::io

@@ -305,15 +305,21 @@ std::shared_ptr<MappedCheckpoint> ZipArchive::mapping() const {
   return mapping_;
 }
 
-const char* ZipArchive::map_record(const std::string& name, const Record& record) const {
+const char* ZipArchive::map_record(const std::string& name, const Record& record, bool release) const {
   if (record.size == 0 || record.offset % 64 != 0) return nullptr;
   const std::shared_ptr<MappedCheckpoint> mapped = mapping();
   const char* bytes = mapped->data() + record.offset;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  uintptr_t released = (reinterpret_cast<uintptr_t>(bytes) + page - 1) & ~(page - 1);  // whole pages of the record only
   uint32_t crc = 0;
   for (uint64_t done = 0; done < record.size;) {
     const size_t piece = static_cast<size_t>(std::min<uint64_t>(kReadPiece, record.size - done));
     crc = crc32(crc, bytes + done, piece);
     done += piece;
+    if (const uintptr_t end = reinterpret_cast<uintptr_t>(bytes + done) & ~(page - 1); release && end > released) {
+      ::madvise(reinterpret_cast<void*>(released), end - released, MADV_DONTNEED);  // nothing wrote them: clean pages
+      released = end;
+    }
   }
   const std::string what = str_cat("record '", name, "'");
   if (mapped->cut()) {

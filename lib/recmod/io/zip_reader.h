@@ -87,8 +87,11 @@ class ZipArchive {
   /// the process's own memory). CheckpointError when the CRC does not match
   /// or the file was cut short while being read. nullptr for a record that
   /// cannot be used in place (empty, or not 64-byte aligned as torch.save
-  /// aligns records): the caller reads it instead.
-  const char* map_record(const std::string& name, const Record& record) const;
+  /// aligns records): the caller reads it instead. With `release`, the
+  /// whole pages of each verified piece are given back at once
+  /// (MADV_DONTNEED), so verifying costs no resident memory however large
+  /// the record (they are mapped again, from the file, when read).
+  const char* map_record(const std::string& name, const Record& record, bool release = false) const;
   /// The file's mapping, made on first use.
   std::shared_ptr<MappedCheckpoint> mapping() const;
   /// A small record (at most 64 MiB) as bytes.

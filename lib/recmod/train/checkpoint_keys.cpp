@@ -163,9 +163,9 @@ std::string WarmStartReport::describe(const std::string& origin) const {
   return out;
 }
 
-WarmStartReport warm_start(config::ModelGraph& model, const StateDict& checkpoint, const std::vector<std::string>& only,
-                           const std::string& origin) {
-  const StateDict target = state_dict(*model);
+WarmStartReport match_warm_start(const StateDict& target, const StateDict& checkpoint,
+                                 const std::vector<std::string>& only, const std::string& origin,
+                                 std::vector<std::string>& loaded) {
   std::vector<std::string> node_names;  // in the model's key order
   for (const auto& [k, _] : target)
     if (std::find(node_names.begin(), node_names.end(), first_component(k)) == node_names.end())
@@ -180,7 +180,7 @@ WarmStartReport warm_start(config::ModelGraph& model, const StateDict& checkpoin
   if (has_quantized_tables(checkpoint)) throw CheckpointError(str_cat(origin, ": ", kQuantizedCause));
   WarmStartReport report;
   std::set<std::string> used;
-  std::vector<std::pair<torch::Tensor, const torch::Tensor*>> copies;
+  loaded.clear();
   for (const auto& name : node_names) {
     WarmStartNode node;
     node.node = name;
@@ -199,7 +199,7 @@ WarmStartReport warm_start(config::ModelGraph& model, const StateDict& checkpoin
       if (src->scalar_type() != dst.scalar_type())
         throw CheckpointError(str_cat(origin, ": key '", k, "' has dtype ", src->scalar_type(), ", the model expects ",
                                       dst.scalar_type()));
-      copies.emplace_back(dst, src);
+      loaded.push_back(k);
       used.insert(k);
       ++node.loaded;
     }
@@ -207,15 +207,26 @@ WarmStartReport warm_start(config::ModelGraph& model, const StateDict& checkpoin
   }
   for (const auto& [k, _] : checkpoint)
     if (!used.count(k)) report.unused.push_back(k);
-  if (copies.empty()) {
+  if (loaded.empty()) {
     std::vector<std::string> keys;
     for (const auto& [k, _] : target)
       if (selected(first_component(k))) keys.push_back(k);
     check_checkpoint_keys(checkpoint, keys, origin);  // names the likely cause when the keys are foreign
     throw CheckpointError(str_cat(origin, ": none of its ", checkpoint.size(), " keys is a key of the selected nodes"));
   }
+  return report;
+}
+
+WarmStartReport warm_start(config::ModelGraph& model, const StateDict& checkpoint, const std::vector<std::string>& only,
+                           const std::string& origin) {
+  const StateDict target = state_dict(*model);
+  std::vector<std::string> loaded;
+  WarmStartReport report = match_warm_start(target, checkpoint, only, origin, loaded);
   torch::NoGradGuard no_grad;
-  for (auto& [dst, src] : copies) dst.copy_(*src);
+  for (const auto& k : loaded) {
+    torch::Tensor dst = *find_tensor(target, k);
+    dst.copy_(*find_tensor(checkpoint, k));
+  }
   return report;
 }
 

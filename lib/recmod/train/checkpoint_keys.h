@@ -82,5 +82,12 @@ struct WarmStartReport {
 /// nothing would be loaded (with check_checkpoint_keys' diagnosis).
 WarmStartReport warm_start(config::ModelGraph& model, const StateDict& checkpoint, const std::vector<std::string>& only,
                            const std::string& origin);
+/// warm_start's checks and report, without the copies: for the model's
+/// state `target` (meta tensors of deferred tables are checked by their
+/// shape and dtype), `loaded` gets the keys warm_start would copy, in the
+/// model's order (train::warm_start_sharded copies them shard by shard).
+WarmStartReport match_warm_start(const StateDict& target, const StateDict& checkpoint,
+                                 const std::vector<std::string>& only, const std::string& origin,
+                                 std::vector<std::string>& loaded);
 
 }  // namespace recmod::train
