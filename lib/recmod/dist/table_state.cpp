@@ -91,7 +91,7 @@ StateDict slice_table_state(int64_t rank, const std::string& prefix, const std::
                                         torch::IntArrayRef(shape)));
         torch::Tensor piece = value->narrow(0, s.row_offset, s.rows);
         if (!kind.per_row) piece = piece.narrow(1, s.col_offset, s.cols);
-        out.emplace_back(key, piece.contiguous());
+        out.emplace_back(key, piece);  // a view: the caller copies (in chunks, from a mapped file)
       }
     }
   return out;

@@ -49,9 +49,10 @@ StateDict gather_table_state(Communicator& comm, const std::string& prefix,
                              const std::vector<ShardedTableState>& tables, const StateDict& local,
                              const std::vector<TableTensorKind>& kinds);
 
-/// `rank`'s pieces of full tensors (keys as gather_table_state's); tables
-/// the rank holds no shard of are skipped; a missing key or a wrong shape is
-/// a CheckpointError naming `origin`.
+/// `rank`'s pieces of full tensors (keys as gather_table_state's), as views
+/// of them (a column_wise piece is strided); tables the rank holds no shard
+/// of are skipped; a missing key or a wrong shape is a CheckpointError
+/// naming `origin`.
 StateDict slice_table_state(int64_t rank, const std::string& prefix, const std::vector<ShardedTableState>& tables,
                             const StateDict& full, const std::vector<TableTensorKind>& kinds,
                             const std::string& origin);

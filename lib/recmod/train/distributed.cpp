@@ -14,11 +14,13 @@
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
 #include "recmod/dist/sharded_mc_embedding.h"
 #include "recmod/dist/sharded_mc_embedding_bag.h"
+#include "recmod/io/mapped_tensors.h"
 #include "recmod/mc/mc_collection.h"
 #include "recmod/mc/mc_embedding_modules.h"
 #include "recmod/mc/mc_modules.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/optim/row_update.h"
+#include "recmod/train/sharded_warm_start.h"
 
 namespace recmod::train {
 
@@ -259,6 +261,25 @@ void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
   materialize_deferred_tables(*model);
 }
 
+namespace {
+/// The tables of `pieces` (2-D views of a mapped checkpoint, as slice gives
+/// them) copied into `module`'s tensors of the same key, shape and dtype in
+/// chunks whose pages of the file are given back as they are copied, so a
+/// rank never holds a table's pages whole (copy_in_chunks); each such piece
+/// then is the module's own tensor, which load_state_dict checks and does
+/// not copy again. Anything else is left to load_state_dict.
+void copy_mapped_tables(torch::nn::Module& module, StateDict& pieces) {
+  const StateDict local = state_dict(module);
+  for (auto& [key, piece] : pieces) {
+    if (piece.dim() != 2 || !io::is_mapped(piece)) continue;
+    const torch::Tensor* dst = find_tensor(local, key);
+    if (dst == nullptr || dst->sizes() != piece.sizes() || dst->scalar_type() != piece.scalar_type()) continue;
+    copy_in_chunks(*dst, piece, 0, 0);
+    piece = *dst;
+  }
+}
+}  // namespace
+
 void load_full_state(config::ModelGraph& model, const StateDict& full, const std::string& origin) {
   const auto sharded = all_sharded(model);
   std::set<std::string> used;
@@ -271,7 +292,10 @@ void load_full_state(config::ModelGraph& model, const StateDict& full, const std
         used.insert(key);
       }
     auto it = std::find_if(sharded.begin(), sharded.end(), [&](const auto& s) { return s.first == child.key(); });
-    if (it != sharded.end()) mine = it->second->slice(mine, {dist::TableTensorKind{"", false, true}}, origin);
+    if (it != sharded.end()) {
+      mine = it->second->slice(mine, {dist::TableTensorKind{"", false, true}}, origin);  // views of `full`
+      copy_mapped_tables(*child.value(), mine);
+    }
     recmod::load_state_dict(*child.value(), mine, origin + " (" + child.key() + ")");
   }
   for (const auto& [key, value] : full)
@@ -413,7 +437,7 @@ StateDict local_optimizer_state(const config::ModelGraph& model, const StateDict
     StateDict mine;
     for (const auto& [key, value] : full)
       if (key.rfind(prefix, 0) == 0) mine.emplace_back(key.substr(prefix.size()), value);
-    for (auto& [key, value] : module->slice(mine, kinds, origin)) out.emplace_back(prefix + key, value);
+    for (auto& [key, value] : module->slice(mine, kinds, origin)) out.emplace_back(prefix + key, value.contiguous());
   }
   return out;
 }

@@ -72,7 +72,9 @@ void copy_in_chunks(torch::Tensor dst, const torch::Tensor& src, int64_t row_off
                     int64_t chunk_bytes) {
   torch::NoGradGuard no_grad;
   const bool block = dst.dim() == 2 && src.dim() == 2 && (dst.sizes() != src.sizes() || row_offset || col_offset);
-  if (src.dim() == 0 || src.numel() == 0 || !src.is_contiguous()) {  // not worth chunking, or not laid out in rows
+  // Chunks of whole rows: a contiguous tensor, or a 2-D view of one whose rows are contiguous (a column block).
+  const bool in_rows = src.is_contiguous() || (src.dim() == 2 && src.stride(1) == 1);
+  if (src.dim() == 0 || src.numel() == 0 || !in_rows) {  // not worth chunking, or not laid out in rows
     dst.copy_(block ? src.narrow(0, row_offset, dst.size(0)).narrow(1, col_offset, dst.size(1)) : src);
     return;
   }
