@@ -252,6 +252,64 @@ TEST(FusedEmbeddingBag, DeterministicAcrossThreadCounts) {
   EXPECT_TRUE(torch::equal(results[0], results[2]));
 }
 
+TEST(FusedEmbeddingBag, ManySmallTablesSharedOutWholeMatchOneThread) {
+  // 12 tables of 128 bags each (~190 lookups, ~25 KB of rows each): every
+  // table is too small to split its rows, all of them together (~260 KB) are
+  // enough for 2-3 tasks, so with 2 or 3 threads the tables are shared out
+  // whole; the result must be the one thread's, bit for bit (the tensor-op
+  // path within tolerance).
+  const int threads = at::get_num_threads();
+  const int64_t num_tables = 12, b = 128;
+  torch::manual_seed(21);
+  FusedLookupPlan base;
+  int64_t column = 0;
+  for (int64_t t = 0; t < num_tables; ++t) {
+    const int64_t dim = t % 3 == 0 ? 8 : 16;
+    base.tables.push_back(torch::randn({50 + 37 * t, dim}) * 0.1);
+    base.pooling.push_back(t % 2 == 0 ? PoolingType::SUM : PoolingType::MEAN);
+    base.slots.push_back({t, num_tables - 1 - t, column});  // key order differs from table order
+    column += dim;
+  }
+  base.output_dim = column;
+  const torch::Tensor lengths = torch::randint(0, 4, {num_tables * b}, torch::kLong);
+  const torch::Tensor offsets = torch::cat({torch::zeros({1}, torch::kLong), lengths.cumsum(0)});
+  std::vector<int64_t> offset_per_key;
+  for (int64_t k = 0; k <= num_tables; ++k) offset_per_key.push_back(offsets[k * b].item<int64_t>());
+  const FusedLookupInput input{torch::randint(0, 50, {offset_per_key.back()}, torch::kLong), offsets, torch::Tensor(),
+                               b, offset_per_key};
+  const torch::Tensor grad = torch::randn({b, column});
+  for (const std::string type : {"sgd", "adagrad", "rowwise_adagrad"}) {
+    SCOPED_TRACE(type);
+    std::vector<torch::Tensor> results;
+    for (int n : {1, 2, 3}) {
+      at::set_num_threads(n);
+      FusedLookupPlan plan = base;
+      for (auto& w : plan.tables) w = w.clone();
+      FusedEmbeddingOptimizer opt(plan.tables, opts(type, 0.1));
+      fused_backward_update(plan, input, grad, opt, false);
+      std::vector<torch::Tensor> parts;
+      for (size_t t = 0; t < plan.tables.size(); ++t) {
+        parts.push_back(plan.tables[t].flatten());
+        if (opt.states()[t].defined()) parts.push_back(opt.states()[t].flatten());
+      }
+      results.push_back(torch::cat(parts));
+      if (n == 2) {
+        FusedLookupPlan generic = base;
+        for (auto& w : generic.tables) w = w.clone();
+        FusedEmbeddingOptimizer opt_generic(generic.tables, opts(type, 0.1));
+        fused_backward_update(generic, input, grad, opt_generic, false, /*generic=*/true);
+        for (size_t t = 0; t < plan.tables.size(); ++t) {
+          EXPECT_FALSE(torch::equal(plan.tables[t], base.tables[t])) << "table " << t << " not updated";
+          EXPECT_TRUE(torch::allclose(plan.tables[t], generic.tables[t], 1e-5, 1e-6)) << "table " << t;
+        }
+      }
+    }
+    at::set_num_threads(threads);
+    EXPECT_TRUE(torch::equal(results[0], results[1]));
+    EXPECT_TRUE(torch::equal(results[0], results[2]));
+  }
+}
+
 TEST(FusedEmbeddingBag, StateDictRoundTripResumesExactly) {
   auto [a, b] = twins(false);
   const auto o = opts("adagrad", 0.1);

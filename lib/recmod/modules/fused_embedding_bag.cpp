@@ -31,6 +31,17 @@ constexpr int64_t kPrefetchDistance = 8;
 /// The same for the rows the backward reads and writes.
 constexpr int64_t kUpdatePrefetchDistance = 6;
 
+/// Bytes of scattered rows a parallel task must at least touch before a
+/// second thread pays: about 30 us at the ~65 ns per backward lookup (its
+/// 16-float gradient row, a 64-byte table row and the row-wise Adagrad
+/// state, ~132 bytes) measured at batch 2048 on 1 thread, against the tens
+/// of microseconds it takes to wake a sleeping OpenMP worker (futex, with
+/// OMP_WAIT_POLICY=PASSIVE). Smaller regions run on the calling thread. One
+/// table's update at batch 128 (128 rows, ~17 KB) is far below it: split by
+/// rows, each of DLRM's 26 tables woke the worker for a few microseconds of
+/// work, and 2 threads were 1.4x slower than 1 (see backward_cpu).
+constexpr int64_t kMinTaskBytes = int64_t{64} << 10;
+
 inline void prefetch_lines(const void* p, int64_t bytes, bool for_write) {
   const char* c = static_cast<const char*>(p);
   for (int64_t o = 0; o < bytes; o += 64) {
@@ -251,8 +262,16 @@ void forward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, con
   const int64_t out_stride = plan.output_dim;
   std::atomic<bool> ok{true};
   // Items are (slot, bag) pairs, slot-major, so that a chunk walks the ids
-  // of a key in order and can prefetch across bags.
-  const int64_t grain = 32;
+  // of a key in order and can prefetch across bags. A task gets at least
+  // kMinTaskBytes of table rows read and output rows written.
+  int64_t bytes = 0;
+  for (const auto& s : plan.slots) {
+    const torch::Tensor& w = plan.tables[s.table];
+    bytes += (input.offset_per_key[s.key + 1] - input.offset_per_key[s.key]) * w.size(1) *
+                 static_cast<int64_t>(w.element_size()) +
+             batch * w.size(1) * 4;
+  }
+  const int64_t grain = std::max<int64_t>(1, kMinTaskBytes * num_slots * batch / std::max<int64_t>(bytes, 1));
   at::parallel_for(0, num_slots * batch, grain, [&](int64_t begin, int64_t end) {
     int64_t i = begin;
     while (i < end) {
@@ -343,108 +362,204 @@ int bits_for(int64_t rows) {
   return bits;
 }
 
+/// What the backward of every table shares.
+struct BackwardContext {
+  const FusedLookupPlan& plan;
+  const FusedLookupInput& input;
+  const int64_t* offs;
+  const float* psw;
+  const float* go;
+  int64_t go_stride;
+  float* wgrad;
+  FusedEmbeddingOptimizer& optimizer;
+  RowUpdate rule;
+  RowUpdateScalars<float> scalars;
+};
+
+/// One table's entries, sort buffers and touched-row segments; one per
+/// thread, reused across tables.
+struct BackwardScratch {
+  std::vector<uint64_t> keys, tmp;
+  std::vector<int64_t> out_off, segments, position;
+  std::vector<float> scale;
+};
+
+/// Lookups of table t in this batch.
+int64_t table_lookups(const FusedLookupPlan& plan, const FusedLookupInput& input, size_t t) {
+  int64_t n = 0;
+  for (const auto& s : plan.slots)
+    if (s.table == static_cast<int64_t>(t)) n += input.offset_per_key[s.key + 1] - input.offset_per_key[s.key];
+  return n;
+}
+
+/// Bytes the backward of a table with n lookups touches: per lookup its
+/// gradient row, and (at most one per lookup) a table row and its state.
+int64_t table_update_bytes(const FusedLookupPlan& plan, const FusedEmbeddingOptimizer& optimizer, size_t t, int64_t n) {
+  const torch::Tensor& table = plan.tables[t];
+  const int64_t dim = table.size(1);
+  return n * (dim * 4 + dim * static_cast<int64_t>(table.element_size()) +
+              optim::state_per_row(optimizer.rule(), dim) * 4);
+}
+
+/// Table t's backward and update (n > 0 lookups): each touched row's
+/// gradient summed from its entries in input order, then the optimizer's row
+/// update. The row updates split over threads in tasks of at least
+/// kMinTaskBytes (serial inside a parallel region). Returns false, updating
+/// nothing, when an id is out of range.
+template <typename index_t>
+bool backward_table(const BackwardContext& c, size_t t, int64_t n, BackwardScratch& sc) {
+  const FusedLookupPlan& plan = c.plan;
+  const torch::Tensor& table = plan.tables[t];
+  const int64_t rows = table.size(0), dim = table.size(1);
+  const bool mean = plan.pooling[t] == PoolingType::MEAN;
+  const int64_t batch = c.input.batch_size;
+  const index_t* ids = c.input.ids.data_ptr<index_t>();
+  TORCH_CHECK(rows <= (int64_t{1} << 32) && n < (int64_t{1} << 32), "fused embedding backward: table ", t, " has ",
+              rows, " rows and ", n, " lookups; the CPU kernel handles at most 2^32 of each");
+  // Entries in input order (slot, then bag, then position): what each id
+  // contributes, and where its gradient row is.
+  auto& keys = sc.keys;
+  auto& out_off = sc.out_off;
+  auto& scale = sc.scale;
+  auto& position = sc.position;
+  keys.resize(n);
+  out_off.resize(n);
+  scale.resize(n);
+  position.resize(c.wgrad != nullptr ? n : 0);
+  int64_t e = 0;
+  bool ok = true;
+  for (const auto& s : plan.slots) {
+    if (s.table != static_cast<int64_t>(t)) continue;
+    const int64_t* o = c.offs + s.key * batch;
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t len = o[b + 1] - o[b];
+      // torch's embedding_bag backward scales a MEAN bag's gradient by (float)(1.0 / len).
+      const float bag_scale = mean ? static_cast<float>(1.0 / static_cast<double>(len)) : 1.0f;
+      for (int64_t p = o[b]; p < o[b + 1]; ++p, ++e) {
+        const int64_t id = ids[p];
+        ok = ok && id >= 0 && id < rows;
+        keys[e] = (static_cast<uint64_t>(id) << 32) | static_cast<uint64_t>(e);
+        out_off[e] = b * c.go_stride + s.column;
+        scale[e] = c.psw != nullptr ? c.psw[p] : bag_scale;
+        if (c.wgrad != nullptr) position[e] = p;
+      }
+    }
+  }
+  if (!ok) return false;
+
+  const int64_t entry_bytes = table_update_bytes(plan, c.optimizer, t, 1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(torch::kHalf, torch::kBFloat16, table.scalar_type(), "fused_backward_update", [&] {
+    scalar_t* w_all = table.data_ptr<scalar_t>();
+    const float* go = c.go;
+    // Per-sample weight gradients read the weights before the update.
+    if (c.wgrad != nullptr) {
+      float* wgrad = c.wgrad;
+      // A task reads a table row and a gradient row per entry.
+      at::parallel_for(0, n, std::max<int64_t>(1, kMinTaskBytes / entry_bytes), [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const scalar_t* r = w_all + static_cast<int64_t>(keys[i] >> 32) * dim;
+          const float* g = go + out_off[i];
+          float dot = 0;
+          for (int64_t j = 0; j < dim; ++j) dot += static_cast<float>(r[j]) * g[j];
+          wgrad[position[i]] += dot;  // a key looked up in several tables gets each one's part
+        }
+      });
+    }
+    radix_sort_rows(keys, sc.tmp, bits_for(rows));
+    auto& segments = sc.segments;
+    segments.clear();
+    for (int64_t i = 0; i < n; ++i)
+      if (i == 0 || (keys[i] >> 32) != (keys[i - 1] >> 32)) segments.push_back(i);
+    segments.push_back(n);
+    const auto num_rows = static_cast<int64_t>(segments.size()) - 1;
+    float* state = c.optimizer.states()[t].defined() ? c.optimizer.states()[t].data_ptr<float>() : nullptr;
+    const int64_t state_stride = optim::state_per_row(c.rule, dim);
+    const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(scalar_t));
+    // A touched row costs at least one entry's bytes.
+    const int64_t grain = std::max<int64_t>(1, kMinTaskBytes / entry_bytes);
+    // Each touched row is summed and updated by exactly one thread, its
+    // entries in input order: deterministic, whatever the thread count.
+    at::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
+      std::vector<float> g(dim);
+      optim::RowRounding rounding = c.optimizer.rounding(t);
+      for (int64_t r = begin; r < end; ++r) {
+        if (r + kUpdatePrefetchDistance < end) {
+          const int64_t ahead = static_cast<int64_t>(keys[segments[r + kUpdatePrefetchDistance]] >> 32);
+          prefetch_lines(w_all + ahead * dim, row_bytes, true);
+          if (state != nullptr) prefetch_lines(state + ahead * state_stride, state_stride * 4, true);
+        }
+        const auto row = static_cast<int64_t>(keys[segments[r]] >> 32);
+        std::fill(g.begin(), g.end(), 0.0f);
+        for (int64_t i = segments[r]; i < segments[r + 1]; ++i) {
+          const auto entry = static_cast<int64_t>(keys[i] & 0xffffffffu);
+          const float a = scale[entry];
+          const float* __restrict__ x = go + out_off[entry];
+          for (int64_t j = 0; j < dim; ++j) g[j] += a * x[j];
+        }
+        rounding.row = static_cast<uint64_t>(row);
+        optim::apply_row_update<scalar_t, float>(c.rule, c.scalars, g.data(), w_all + row * dim,
+                                                 state != nullptr ? state + row * state_stride : nullptr, dim,
+                                                 rounding);
+      }
+    });
+  });
+  return true;
+}
+
+/// The tables are independent (each row of each table is updated by one
+/// thread, its entries in input order), so the update is the same whatever
+/// runs where. A table too small to split its rows over threads (the
+/// common case at small batches: 128 lookups of 26 tables) would run on one
+/// thread while the others wait; such tables are instead shared out whole,
+/// one at a time from a queue, which also parallelizes their entry lists and
+/// sorts. A table larger than 1 / (2 x threads) of all the work splits its
+/// rows instead, so that whole tables never leave a thread idle for long.
+/// Per-sample weight gradients add each table's part to shared positions in
+/// table order, so with them the tables run one after the other.
 template <typename index_t>
 void backward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& offsets,
                   const torch::Tensor& grad_out, FusedEmbeddingOptimizer& optimizer, torch::Tensor& weights_grad) {
-  const RowUpdate rule = optimizer.rule();
-  const RowUpdateScalars<float> scalars(optimizer.options());
-  const int64_t batch = input.batch_size;
-  const index_t* ids = input.ids.data_ptr<index_t>();
-  const int64_t* offs = offsets.data_ptr<int64_t>();
-  const float* psw = input.per_sample_weights.defined() ? input.per_sample_weights.data_ptr<float>() : nullptr;
-  const float* go = grad_out.data_ptr<float>();
-  float* wgrad = weights_grad.defined() ? weights_grad.data_ptr<float>() : nullptr;
-  const int64_t go_stride = grad_out.size(1);
-
-  std::vector<uint64_t> keys, tmp;
-  std::vector<int64_t> out_off, segments;
-  std::vector<float> scale;
-  for (size_t t = 0; t < plan.tables.size(); ++t) {
-    const torch::Tensor& table = plan.tables[t];
-    const int64_t rows = table.size(0), dim = table.size(1);
-    const bool mean = plan.pooling[t] == PoolingType::MEAN;
-    int64_t n = 0;
-    for (const auto& s : plan.slots)
-      if (s.table == static_cast<int64_t>(t)) n += input.offset_per_key[s.key + 1] - input.offset_per_key[s.key];
-    if (n == 0) continue;
-    TORCH_CHECK(rows <= (int64_t{1} << 32) && n < (int64_t{1} << 32), "fused embedding backward: table ", t,
-                " has ", rows, " rows and ", n, " lookups; the CPU kernel handles at most 2^32 of each");
-    // Entries in input order (slot, then bag, then position): what each id
-    // contributes, and where its gradient row is.
-    keys.resize(n);
-    out_off.resize(n);
-    scale.resize(n);
-    std::vector<int64_t> position(wgrad != nullptr ? n : 0);
-    int64_t e = 0;
-    bool ok = true;
-    for (const auto& s : plan.slots) {
-      if (s.table != static_cast<int64_t>(t)) continue;
-      const int64_t* o = offs + s.key * batch;
-      for (int64_t b = 0; b < batch; ++b) {
-        const int64_t len = o[b + 1] - o[b];
-        // torch's embedding_bag backward scales a MEAN bag's gradient by (float)(1.0 / len).
-        const float bag_scale = mean ? static_cast<float>(1.0 / static_cast<double>(len)) : 1.0f;
-        for (int64_t p = o[b]; p < o[b + 1]; ++p, ++e) {
-          const int64_t id = ids[p];
-          ok = ok && id >= 0 && id < rows;
-          keys[e] = (static_cast<uint64_t>(id) << 32) | static_cast<uint64_t>(e);
-          out_off[e] = b * go_stride + s.column;
-          scale[e] = psw != nullptr ? psw[p] : bag_scale;
-          if (wgrad != nullptr) position[e] = p;
-        }
-      }
-    }
-    if (!ok) throw_bad_id<index_t>(plan, input);
-
-    AT_DISPATCH_FLOATING_TYPES_AND2(torch::kHalf, torch::kBFloat16, table.scalar_type(), "fused_backward_update", [&] {
-      scalar_t* w_all = table.data_ptr<scalar_t>();
-      // Per-sample weight gradients read the weights before the update.
-      if (wgrad != nullptr) {
-        at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
-          for (int64_t i = begin; i < end; ++i) {
-            const scalar_t* r = w_all + static_cast<int64_t>(keys[i] >> 32) * dim;
-            const float* g = go + out_off[i];
-            float dot = 0;
-            for (int64_t j = 0; j < dim; ++j) dot += static_cast<float>(r[j]) * g[j];
-            wgrad[position[i]] += dot;  // a key looked up in several tables gets each one's part
-          }
-        });
-      }
-      radix_sort_rows(keys, tmp, bits_for(rows));
-      segments.clear();
-      for (int64_t i = 0; i < n; ++i)
-        if (i == 0 || (keys[i] >> 32) != (keys[i - 1] >> 32)) segments.push_back(i);
-      segments.push_back(n);
-      const auto num_rows = static_cast<int64_t>(segments.size()) - 1;
-      float* state = optimizer.states()[t].defined() ? optimizer.states()[t].data_ptr<float>() : nullptr;
-      const int64_t state_stride = optim::state_per_row(rule, dim);
-      const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(scalar_t));
-      // Each touched row is summed and updated by exactly one thread, its
-      // entries in input order: deterministic, whatever the thread count.
-      at::parallel_for(0, num_rows, 16, [&](int64_t begin, int64_t end) {
-        std::vector<float> g(dim);
-        optim::RowRounding rounding = optimizer.rounding(t);
-        for (int64_t r = begin; r < end; ++r) {
-          if (r + kUpdatePrefetchDistance < end) {
-            const int64_t ahead = static_cast<int64_t>(keys[segments[r + kUpdatePrefetchDistance]] >> 32);
-            prefetch_lines(w_all + ahead * dim, row_bytes, true);
-            if (state != nullptr) prefetch_lines(state + ahead * state_stride, state_stride * 4, true);
-          }
-          const auto row = static_cast<int64_t>(keys[segments[r]] >> 32);
-          std::fill(g.begin(), g.end(), 0.0f);
-          for (int64_t i = segments[r]; i < segments[r + 1]; ++i) {
-            const auto entry = static_cast<int64_t>(keys[i] & 0xffffffffu);
-            const float a = scale[entry];
-            const float* __restrict__ x = go + out_off[entry];
-            for (int64_t j = 0; j < dim; ++j) g[j] += a * x[j];
-          }
-          rounding.row = static_cast<uint64_t>(row);
-          optim::apply_row_update<scalar_t, float>(rule, scalars, g.data(), w_all + row * dim,
-                                 state != nullptr ? state + row * state_stride : nullptr, dim, rounding);
-        }
-      });
-    });
+  const BackwardContext c{plan,
+                          input,
+                          offsets.data_ptr<int64_t>(),
+                          input.per_sample_weights.defined() ? input.per_sample_weights.data_ptr<float>() : nullptr,
+                          grad_out.data_ptr<float>(),
+                          grad_out.size(1),
+                          weights_grad.defined() ? weights_grad.data_ptr<float>() : nullptr,
+                          optimizer,
+                          optimizer.rule(),
+                          RowUpdateScalars<float>(optimizer.options())};
+  const size_t num_tables = plan.tables.size();
+  std::vector<int64_t> lookups(num_tables), bytes(num_tables);
+  int64_t total_bytes = 0;
+  for (size_t t = 0; t < num_tables; ++t) {
+    lookups[t] = table_lookups(plan, input, t);
+    bytes[t] = table_update_bytes(plan, optimizer, t, lookups[t]);
+    total_bytes += bytes[t];
   }
+  const int64_t threads = at::get_num_threads();
+  std::vector<size_t> whole;  // tables shared out whole
+  BackwardScratch scratch;
+  for (size_t t = 0; t < num_tables; ++t) {
+    if (lookups[t] == 0) continue;
+    if (c.wgrad == nullptr && threads > 1 && bytes[t] * 2 * threads <= total_bytes) {
+      whole.push_back(t);
+      continue;
+    }
+    if (!backward_table<index_t>(c, t, lookups[t], scratch)) throw_bad_id<index_t>(plan, input);
+  }
+  if (whole.empty()) return;
+  int64_t whole_bytes = 0;
+  for (size_t t : whole) whole_bytes += bytes[t];
+  const int64_t tasks = std::min<int64_t>(threads, std::max<int64_t>(1, whole_bytes / kMinTaskBytes));
+  std::atomic<size_t> next{0};
+  std::atomic<bool> ok{true};
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    BackwardScratch local;
+    for (size_t k = next++; k < whole.size(); k = next++)
+      if (!backward_table<index_t>(c, whole[k], lookups[whole[k]], local)) ok = false;
+  });
+  if (!ok) throw_bad_id<index_t>(plan, input);
 }
 
 /// The same update with tensor ops on any device: touched rows (unique ids),

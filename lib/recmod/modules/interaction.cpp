@@ -21,11 +21,21 @@ struct Rows {
   const float* row(int64_t b, int64_t i) const { return i == 0 ? dense + b * d : sparse + (b * f + i - 1) * d; }
 };
 
-constexpr int64_t kGrain = 32;  // examples per task
 constexpr int64_t kLanes = 8;       // floats in one AVX2 register
 constexpr int64_t kBlock = 4 * kLanes;  // the n dimension is padded to this: 4 independent sums in flight
 
 int64_t padded(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
+
+/// Examples per parallel task: at least 2 Mi multiply-adds of the gram
+/// (n x padded n x d per example; 151 examples of DLRM's 27 x 16), some
+/// 150 us of forward on one core. Smaller tasks did not pay on a 2-vCPU VM:
+/// at batch 128 (64 examples, ~85 us of forward + backward per thread) two
+/// threads were no faster than one (dlrm_bench BM_DotInteraction 0.17-0.19
+/// vs 0.167 ms), at 2048 they are 1.65x.
+int64_t grain(int64_t n, int64_t d) {
+  constexpr int64_t kMinTaskFmas = int64_t{1} << 21;
+  return std::max<int64_t>(1, kMinTaskFmas / std::max<int64_t>(n * padded(n) * d, 1));
+}
 
 /// kLanes floats in one register (GCC vector extension: AVX2 in the avx2
 /// build of the kernels, two SSE registers in the baseline one). Unaligned
@@ -210,7 +220,7 @@ class DotInteractionFunction : public torch::autograd::Function<DotInteractionFu
     const Rows rows{x0.data_ptr<float>(), xs.data_ptr<float>(), num_sparse, d};
     float* o = out.data_ptr<float>();
     const bool avx2 = has_avx2_fma();
-    at::parallel_for(0, b, kGrain, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, b, grain(n, d), [&](int64_t begin, int64_t end) {
       (avx2 ? forward_avx2 : forward_default)(rows, o, n, pairs, begin, end);
     });
     return out;
@@ -240,7 +250,7 @@ class DotInteractionFunction : public torch::autograd::Function<DotInteractionFu
     float* gd = g_dense.data_ptr<float>();
     float* gs = g_sparse.data_ptr<float>();
     const bool avx2 = has_avx2_fma();
-    at::parallel_for(0, b, kGrain, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, b, grain(n, d), [&](int64_t begin, int64_t end) {
       (avx2 ? backward_avx2 : backward_default)(rows, gp, gd, gs, n, pairs, begin, end);
     });
     return {g_dense, g_sparse, torch::Tensor()};
