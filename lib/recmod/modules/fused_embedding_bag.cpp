@@ -250,6 +250,26 @@ bool has_avx2() {
   return yes;
 }
 
+// AVX-512: half the instructions per row, which is what bounds a lookup
+// whose rows are cached (Zipf's hot rows: 1.4x the AVX2 kernel there, as
+// fast as libtorch's embedding_bag; BENCHMARKS.md). The same additions in
+// the same order, so identical results. Only for unweighted bags: with
+// per-sample weights AVX-512F's FMA would contract w * x + acc and round
+// differently from the AVX2 path.
+using Vec16 = float __attribute__((vector_size(64)));
+
+template <typename index_t>
+__attribute__((target("avx512f"))) void pool_bags_f32_avx512(const float* table, int64_t dim, bool mean,
+                                                            const index_t* ids, const int64_t* offs, float* out,
+                                                            int64_t out_stride, int64_t b0, int64_t b1) {
+  pool_bags_f32_impl<Vec16, index_t>(table, dim, mean, ids, offs, nullptr, out, out_stride, b0, b1);
+}
+
+bool has_avx512f() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+
 template <typename index_t>
 void forward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& offsets,
                  torch::Tensor& out) {
@@ -288,6 +308,9 @@ void forward_cpu(const FusedLookupPlan& plan, const FusedLookupInput& input, con
         for (int64_t p = key_offs[b0]; p < key_offs[b1]; ++p) in_range = in_range && ids[p] >= 0 && ids[p] < w.size(0);
         if (!in_range) {
           ok = false;
+        } else if (psw == nullptr && w.size(1) % 16 == 0 && has_avx512f()) {
+          pool_bags_f32_avx512<index_t>(table, w.size(1), mean, ids, key_offs, out_data + slot.column, out_stride, b0,
+                                        b1);
         } else if (has_avx2()) {
           pool_bags_f32_avx2<index_t>(table, w.size(1), mean, ids, key_offs, psw, out_data + slot.column, out_stride,
                                       b0, b1);
@@ -360,80 +383,6 @@ int bits_for(int64_t rows) {
   int bits = 1;
   while (bits < 63 && (int64_t{1} << bits) < rows) ++bits;
   return bits;
-}
-
-/// A touched row's gradient over columns [col, col + NV x lanes): the sum,
-/// over its entries keys[begin, end) in input order, of the entry's scale
-/// times its bag's output-gradient row, kept in vector registers as in
-/// pool_block_f32 (a loop that loads and stores g per entry runs at about
-/// half the rate on rows with many entries, Zipf's hot rows). The same
-/// multiply and add per element in the same order as a plain loop (no FMA
-/// contraction: the avx2 target has no FMA), so identical results.
-template <typename V, int NV>
-__attribute__((always_inline)) inline void sum_entries_block(const uint64_t* keys, int64_t begin, int64_t end,
-                                                             const float* scale, const int64_t* out_off,
-                                                             const float* go, int64_t col, float* g) {
-  constexpr int64_t kLanes = sizeof(V) / sizeof(float);
-  V acc[NV];
-  for (int k = 0; k < NV; ++k) acc[k] = V{};
-  for (int64_t i = begin; i < end; ++i) {
-    const auto entry = static_cast<int64_t>(keys[i] & 0xffffffffu);
-    const float a = scale[entry];
-    const float* x = go + out_off[entry] + col;
-    for (int k = 0; k < NV; ++k) {
-      V v;
-      std::memcpy(&v, x + k * kLanes, sizeof(V));
-      acc[k] += a * v;
-    }
-  }
-  for (int k = 0; k < NV; ++k) std::memcpy(g + col + k * kLanes, &acc[k], sizeof(V));
-}
-
-template <typename V>
-__attribute__((always_inline)) inline void sum_entries_impl(const uint64_t* keys, int64_t begin, int64_t end,
-                                                            const float* scale, const int64_t* out_off,
-                                                            const float* go, int64_t dim, float* g) {
-  constexpr int64_t kLanes = sizeof(V) / sizeof(float);
-  int64_t col = 0;
-  for (; col + kBlockVectors * kLanes <= dim; col += kBlockVectors * kLanes)
-    sum_entries_block<V, kBlockVectors>(keys, begin, end, scale, out_off, go, col, g);
-  switch ((dim - col) / kLanes) {
-#define RECMOD_SUM_CASE(n)                                                     \
-  case n:                                                                      \
-    sum_entries_block<V, n>(keys, begin, end, scale, out_off, go, col, g);     \
-    break;
-    RECMOD_SUM_CASE(1)
-    RECMOD_SUM_CASE(2)
-    RECMOD_SUM_CASE(3)
-    RECMOD_SUM_CASE(4)
-    RECMOD_SUM_CASE(5)
-    RECMOD_SUM_CASE(6)
-    RECMOD_SUM_CASE(7)
-#undef RECMOD_SUM_CASE
-    default:
-      break;
-  }
-  col += (dim - col) / kLanes * kLanes;
-  if (col < dim) {  // the last dim % kLanes columns
-    std::fill(g + col, g + dim, 0.0f);
-    for (int64_t i = begin; i < end; ++i) {
-      const auto entry = static_cast<int64_t>(keys[i] & 0xffffffffu);
-      const float a = scale[entry];
-      const float* x = go + out_off[entry];
-      for (int64_t j = col; j < dim; ++j) g[j] += a * x[j];
-    }
-  }
-}
-
-__attribute__((target("avx2"))) void sum_entries_avx2(const uint64_t* keys, int64_t begin, int64_t end,
-                                                      const float* scale, const int64_t* out_off, const float* go,
-                                                      int64_t dim, float* g) {
-  sum_entries_impl<Vec8>(keys, begin, end, scale, out_off, go, dim, g);
-}
-
-void sum_entries_sse(const uint64_t* keys, int64_t begin, int64_t end, const float* scale, const int64_t* out_off,
-                     const float* go, int64_t dim, float* g) {
-  sum_entries_impl<Vec4>(keys, begin, end, scale, out_off, go, dim, g);
 }
 
 /// What the backward of every table shares.
@@ -553,7 +502,6 @@ bool backward_table(const BackwardContext& c, size_t t, int64_t n, BackwardScrat
     const int64_t grain = std::max<int64_t>(1, kMinTaskBytes / entry_bytes);
     // Each touched row is summed and updated by exactly one thread, its
     // entries in input order: deterministic, whatever the thread count.
-    const bool avx2 = has_avx2();
     at::parallel_for(0, num_rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<float> g(dim);
       optim::RowRounding rounding = c.optimizer.rounding(t);
@@ -564,8 +512,13 @@ bool backward_table(const BackwardContext& c, size_t t, int64_t n, BackwardScrat
           if (state != nullptr) prefetch_lines(state + ahead * state_stride, state_stride * 4, true);
         }
         const auto row = static_cast<int64_t>(keys[segments[r]] >> 32);
-        (avx2 ? sum_entries_avx2 : sum_entries_sse)(keys.data(), segments[r], segments[r + 1], scale.data(),
-                                                    out_off.data(), go, dim, g.data());
+        std::fill(g.begin(), g.end(), 0.0f);
+        for (int64_t i = segments[r]; i < segments[r + 1]; ++i) {
+          const auto entry = static_cast<int64_t>(keys[i] & 0xffffffffu);
+          const float a = scale[entry];
+          const float* __restrict__ x = go + out_off[entry];
+          for (int64_t j = 0; j < dim; ++j) g[j] += a * x[j];
+        }
         rounding.row = static_cast<uint64_t>(row);
         optim::apply_row_update<scalar_t, float>(c.rule, c.scalars, g.data(), w_all + row * dim,
                                                  state != nullptr ? state + row * state_stride : nullptr, dim,
