@@ -559,7 +559,8 @@ TEST(RankBatcherSkip, AFilesBadRecordsAreFoundOnceUntilItChanges) {
 
 TEST(RankBatcherSkip, AMisshapenRecordAfterPassedOnesGetsNoNotCriteoHint) {
   // The file's first record misshapen: most likely not Criteo TSV at all.
-  CriteoTsvReader first("d.tsv", "a,b,c\n" + criteo_text(10), BadRecordPolicy::kSkip);
+  const std::string misshapen_first = "a,b,c\n" + criteo_text(10);  // the reader views the text: keep it alive
+  CriteoTsvReader first("d.tsv", misshapen_first, BadRecordPolicy::kSkip);
   first.read(2);
   // A misshapen record that is the first one read after skip() passed over
   // good ones (a rank's part starts there): a bad record, not a wrong format.
