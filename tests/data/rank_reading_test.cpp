@@ -300,6 +300,15 @@ TEST(RankBatcher, AFileShorterThanCountedIsAnError) {
   EXPECT_THAT(error_of<InputError>([&] { batches_of(batcher); }), HasSubstr("counted when the pass began"));
 }
 
+/// The rows one pass (epoch `epoch`) of the JSON lines file at `path` gives
+/// this rank (`options.rank`).
+int64_t rows_of_jsonl_pass(const std::string& path, const ReadOptions& options, int64_t epoch) {
+  auto source = open_batches(path, options, sample(1).schema(), epoch);
+  int64_t rows = 0;
+  while (auto batch = source->next()) rows += batch->size();
+  return rows;
+}
+
 // A text file's records are counted (one pass over its line ends) once per
 // file: later epochs of the unchanged file reuse the count; a file rewritten
 // (another size or mtime) is counted again, and its new rows are read.
@@ -312,12 +321,7 @@ TEST(RankBatcher, ATextFileIsCountedOnceUntilItChanges) {
   options.shuffle = true;
   options.world_size = 2;
   options.rank = 1;
-  auto rows_of_pass = [&](int64_t epoch) {
-    auto source = open_batches(path, options, sample(1).schema(), epoch);
-    int64_t rows = 0;
-    while (auto batch = source->next()) rows += batch->size();
-    return rows;
-  };
+  auto rows_of_pass = [&](int64_t epoch) { return rows_of_jsonl_pass(path, options, epoch); };
   const int64_t before = record_count_scans();
   EXPECT_EQ(rows_of_pass(0), kRows / 2);  // rank 1 of 2: 5 rows of each batch of 10, 1 of the last 3
   EXPECT_EQ(record_count_scans(), before + 1);
@@ -539,12 +543,7 @@ TEST(RankBatcherSkip, AFilesBadRecordsAreFoundOnceUntilItChanges) {
     const auto [first, count] = rank_rows(records, 0, 2);
     return std::vector<BadRecords>{find_bad_records(*reader, first, count), mine};
   };
-  auto rows_of_pass = [&](int64_t epoch) {
-    auto source = open_batches(path, options, sample(1).schema(), epoch);
-    int64_t rows = 0;
-    while (auto batch = source->next()) rows += batch->size();
-    return rows;
-  };
+  auto rows_of_pass = [&](int64_t epoch) { return rows_of_jsonl_pass(path, options, epoch); };
   const int64_t before = bad_record_scans();
   EXPECT_EQ(rows_of_pass(0), kRows / 2);  // rank 1 of 2: half of the good rows
   EXPECT_EQ(bad_record_scans(), before + 1);  // its part only
