@@ -13,7 +13,6 @@
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
 #include "recmod/data/batcher.h"
-#include "recmod/io/mapped_tensors.h"
 #include "recmod/metrics/binary_metrics.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/distributed.h"
@@ -132,12 +131,7 @@ int run_eval(const EvalArgs& given) {
   // each global batch; every rank ends with all predictions, rank 0 prints.
   if (world > 1) {
     train::shard_model(opened.model, train::plan_model(opened.model, opened.config, world, memory_per_rank(joined)), joined.comm);
-    // Mapped, not read onto the heap: a rank's copies touch only the pages
-    // of its shards (column_wise: every row's), and the ranks of a host
-    // share them.
-    const StateDict full = io::map_tensors(args.checkpoint, /*release_verified=*/true);
-    train::load_full_state(opened.model, full, args.checkpoint);
-    io::check_mapped_unchanged(full);
+    train::load_full_checkpoint(opened.model, args.checkpoint);
   }
   opened.model->to(device);
   train::DataOptions read;

@@ -304,6 +304,12 @@ void load_full_state(config::ModelGraph& model, const StateDict& full, const std
                                     key.substr(0, key.find('.')), "')"));
 }
 
+void load_full_checkpoint(config::ModelGraph& model, const std::string& path) {
+  const StateDict full = io::map_tensors(path, /*release_verified=*/true);
+  load_full_state(model, full, path);
+  io::check_mapped_unchanged(full);
+}
+
 ShardedCollections sharded_collections(const config::ModelGraph& model) {
   ShardedCollections out;
   for (size_t i = 0; i < model->nodes().size(); ++i)

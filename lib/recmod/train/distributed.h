@@ -48,6 +48,12 @@ void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
 /// model: each sharded collection takes its shards' slices, every other
 /// node its tensors (strict per node); a key of no node is a CheckpointError.
 void load_full_state(config::ModelGraph& model, const StateDict& full, const std::string& origin);
+/// load_full_state from the checkpoint file at `path`, memory-mapped rather
+/// than read onto the heap: each rank copies its shards out of the file's
+/// pages in chunks and gives them back as it goes (the ranks of a host
+/// share the page cache), then checks the file did not change under it.
+/// What --resume at another world size and eval --nproc load.
+void load_full_checkpoint(config::ModelGraph& model, const std::string& path);
 
 using ShardedCollections = std::vector<std::pair<std::string, std::shared_ptr<dist::ShardedEmbeddingBagCollectionImpl>>>;
 /// The sharded collections of a model, by node name.

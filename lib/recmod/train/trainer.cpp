@@ -12,8 +12,6 @@
 #include "recmod/common/errors.h"
 #include "recmod/data/batcher.h"
 #include "recmod/data/device_prefetcher.h"
-#include "recmod/io/mapped_tensors.h"
-#include "recmod/io/tensor_file.h"
 #include "recmod/metrics/binary_metrics.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/distributed.h"
@@ -291,17 +289,11 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   TrainerState resumed;
   if (distributed && options_.resume) {
     // Every rank reads the full checkpoint and keeps its shards: any world
-    // size (and any plan) resumes any other. model.pt is mapped, not read
-    // onto the heap: a rank's copies touch only the pages of its shards
-    // (column_wise: every row's), given back once loaded.
+    // size (and any plan) resumes any other.
     if (lead) read_trainer_state(run_);  // completes an interrupted checkpoint
     comm->barrier();
     resumed = read_trainer_state(run_);
-    {
-      const StateDict full = io::map_tensors(run_.model_path(), /*release_verified=*/true);
-      load_full_state(model_, full, run_.model_path());
-      io::check_mapped_unchanged(full);
-    }
+    load_full_checkpoint(model_, run_.model_path());
   }
   TrainingSetup training(model_, cfg, options_.device, comm, options_.plan);
   if (options_.resume && distributed) {
