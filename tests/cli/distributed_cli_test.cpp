@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 
 #include "cli/distributed_support.h"
@@ -236,6 +237,9 @@ TEST(DistributedCli, EvalOfRanksReadingOnlyTheirRowsMatchesOneProcess) {
     }
 }
 
+// Adagrad's table-sized state, every sharding type: each rank takes its
+// rows or columns of it out of the mapped trainer_state.pt; the resumed run
+// ends with one process's model and optimizer state.
 TEST(DistributedCli, ResumesAtAnotherWorldSize) {
   const Data d = make_data("dist_resume");
   const std::string opt = "{type: adagrad, lr: 0.2}";
@@ -246,10 +250,30 @@ TEST(DistributedCli, ResumesAtAnotherWorldSize) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/run --nproc 2 --steps 7");
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::filesystem::copy(d.dir + "/run", d.dir + "/bad", std::filesystem::copy_options::recursive);
   r = run_recmod("train " + three + " --data " + d.train + " --out " + d.dir + "/run --nproc 3 --resume");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("resuming"));
   expect_same_tensors(d.dir + "/one/model.pt", d.dir + "/run/model.pt", 1e-5);
+  expect_same_tensors(d.dir + "/one/trainer_state.pt", d.dir + "/run/trainer_state.pt", 1e-5, "optimizer.");
+  // A trainer state that lacks a table's optimizer state, or names another
+  // model.pt, is refused as before, by the ranks that read it.
+  const std::string bad_state = d.dir + "/bad/trainer_state.pt";
+  const StateDict saved = io::load_tensors(bad_state);
+  StateDict lacking;
+  for (const auto& [key, value] : saved)
+    if (key != "optimizer.embedding.sparse_arch.embedding_bags.t_b.weight.sum") lacking.emplace_back(key, value);
+  ASSERT_EQ(lacking.size() + 1, saved.size());
+  io::save_tensors(bad_state, lacking);
+  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/bad --nproc 2 --resume --dist-timeout 30");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr(bad_state + ": missing key 'embedding_bags.t_b.weight.sum'"));
+  io::save_tensors(bad_state, saved);
+  std::filesystem::copy_file(d.dir + "/one/model.pt", d.dir + "/bad/model.pt",
+                             std::filesystem::copy_options::overwrite_existing);
+  r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/bad --nproc 2 --resume --dist-timeout 30");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("model.pt is not the model " + bad_state));
   // and a one-process eval of the distributed checkpoint equals a 2-rank eval
   auto e1 = run_recmod("eval " + one + " --checkpoint " + d.dir + "/run/model.pt --data " + d.eval + " --json");
   auto e2 = run_recmod("eval " + two + " --checkpoint " + d.dir + "/run/model.pt --data " + d.eval + " --json --nproc 2");

@@ -1,18 +1,26 @@
 // train --nproc N --init-from: each rank copies only its shards out of the
 // mapped checkpoint (train::warm_start_sharded) and the run is still the
 // one-process warm start with the global batch; the report and the errors
-// are one process's. And the chunked copy itself, on a mapped tensor.
+// are one process's. And the chunked copy itself, on a mapped tensor, and
+// a resuming rank's optimizer state taken out of a mapped trainer_state.pt.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <future>
 #include <string>
 
 #include "cli/distributed_support.h"
 #include "cli/run_recmod.h"
+#include "recmod/config/model_config.h"
+#include "recmod/dist/local_launcher.h"
+#include "recmod/dist/table_state.h"
 #include "recmod/io/mapped_tensors.h"
 #include "recmod/io/tensor_file.h"
+#include "recmod/train/distributed.h"
 #include "recmod/train/sharded_warm_start.h"
+#include "recmod/train/training_setup.h"
+#include "support/local_ranks.h"
 
 namespace recmod::testing {
 namespace {
@@ -167,6 +175,80 @@ TEST(ShardedWarmStart, CopyInChunksCopiesTheBlockOfAMappedTensor) {
   EXPECT_TRUE(whole.equal(torch::arange(5000, torch::kFloat)));
   EXPECT_TRUE(w.equal(full));  // released pages come back from the file
   io::check_mapped_unchanged(mapped);
+}
+
+// A distributed resume's optimizer state (a table-sized one: adagrad): each
+// rank's part of the mapped trainer_state.pt is views of the file's tensors
+// (its rows of the row_wise table, its columns of the column_wise one, the
+// table_wise table on its owner only), no copy; loading it puts exactly
+// those values in the rank's own optimizer state. Two ranks as threads.
+TEST(ShardedResume, ARankTakesItsOptimizerStateAsViewsOfTheMappedFile) {
+  const std::string dir = fresh_dir("sharded_resume_optimizer_state");
+  std::string yaml = model_yaml(8);
+  const std::string sgd = "embedding_optimizer: {type: sgd, lr: 0.2}";
+  yaml.replace(yaml.find(sgd), sgd.size(), "embedding_optimizer: {type: adagrad, lr: 0.2}");
+  const config::ModelConfig cfg = config::parse_model_config(config::ConfigNode::load_string(yaml, "m.yaml"));
+  // The full state as one process keeps it, every float value distinct.
+  StateDict full_state;
+  {
+    config::ModelGraph one(cfg);
+    const train::TrainingSetup training(one, cfg.training, torch::kCPU);
+    double at = 0;
+    for (const auto& [key, value] : training.state_dict()) {
+      torch::Tensor t = value.detach().clone();
+      if (t.is_floating_point()) {
+        t.copy_(torch::arange(at, at + static_cast<double>(t.numel())).reshape(t.sizes()));
+        at += static_cast<double>(t.numel());
+      }
+      full_state.emplace_back(key, t);
+    }
+  }
+  const std::string path = dir + "/trainer_state.pt";
+  io::save_tensors(path, full_state);
+  const std::string sum = "embedding.sparse_arch.embedding_bags.";
+  const int port = dist::free_local_port();
+  auto run_rank = [&](int64_t rank) {
+    auto comm = test::connect_local_rank(rank, 2, port);
+    config::ModelGraph model(cfg);
+    const dist::ShardingPlan plan = train::plan_model(model, cfg, 2);
+    train::shard_model(model, plan, comm);
+    train::TrainingSetup training(model, cfg.training, torch::kCPU, comm, plan);
+    const StateDict full = io::map_tensors(path, /*release_verified=*/true);
+    const StateDict mine = train::local_optimizer_state(model, full, cfg.training, path);
+    int64_t sliced = 0;
+    for (const std::string table : {"t_r", "t_c", "t_t"}) {
+      const std::string key = sum + table + ".weight.sum";
+      const dist::Shard* shard = nullptr;
+      for (const auto& s : plan.find("sparse_arch", table)->shards)
+        if (s.rank == rank && dist::holds_rows(s)) shard = &s;
+      if (shard == nullptr) {
+        EXPECT_EQ(find_tensor(mine, key), nullptr) << "rank " << rank << " " << key;
+        continue;
+      }
+      const torch::Tensor& piece = tensor_of(mine, key);
+      const torch::Tensor want =
+          tensor_of(full_state, key).narrow(0, shard->row_offset, shard->rows).narrow(1, shard->col_offset, shard->cols);
+      EXPECT_TRUE(io::is_mapped(piece)) << "rank " << rank << " " << key << ": a copy, not the file's pages";
+      EXPECT_TRUE(piece.is_alias_of(tensor_of(full, key))) << "rank " << rank << " " << key;
+      EXPECT_TRUE(piece.equal(want)) << "rank " << rank << " " << key;
+      if (table == "t_c") {
+        EXPECT_FALSE(piece.is_contiguous()) << "rank " << rank << ": its columns, in place";
+      }
+      if (table != "t_t") {
+        EXPECT_LT(piece.numel(), tensor_of(full, key).numel()) << "rank " << rank << " " << key;
+      }
+      ++sliced;
+    }
+    EXPECT_EQ(sliced, rank == 0 ? 2 : 3);  // t_t lives on rank 1
+    train::load_local_optimizer_state(training, model, full, cfg.training, path);
+    for (const auto& [key, value] : training.state_dict()) {
+      EXPECT_FALSE(io::is_mapped(value)) << "rank " << rank << " " << key << ": the optimizer's own memory";
+      EXPECT_TRUE(value.equal(tensor_of(mine, key))) << "rank " << rank << " " << key;
+    }
+  };
+  auto other = std::async(std::launch::async, run_rank, 1);
+  run_rank(0);
+  other.get();
 }
 
 }  // namespace

@@ -123,9 +123,10 @@ void save_checkpoint(config::ModelGraph& model, const TrainingSetup& training, c
   write_checkpoint(state_dict(*model), training.state_dict(), pos, run);
 }
 
-TrainerState read_trainer_state(const RunDir& run) {
+namespace {
+/// read_trainer_state's work on the file's tensors, however they were read.
+TrainerState trainer_state_of(const StateDict& state, const RunDir& run) {
   const std::string origin = run.trainer_state_path();
-  StateDict state = load_tensors(origin);
   match_model_to_state(state, run);
   TrainerState out;
   for (const auto& [key, value] : state)
@@ -140,6 +141,18 @@ TrainerState read_trainer_state(const RunDir& run) {
     out.position.stopped_early = read_scalar(state, "trainer.stopped_early", origin) != 0;
   }
   if (const torch::Tensor* rng = find_tensor(state, "trainer.rng")) out.rng = *rng;
+  return out;
+}
+}  // namespace
+
+TrainerState read_trainer_state(const RunDir& run) {
+  return trainer_state_of(load_tensors(run.trainer_state_path()), run);
+}
+
+TrainerState map_trainer_state(const RunDir& run) {
+  TrainerState out = trainer_state_of(io::map_tensors(run.trainer_state_path(), /*release_verified=*/true), run);
+  // A few KB, restored once: on the heap, so that only the optimizer state refers to the file.
+  if (out.rng.defined()) out.rng = out.rng.clone();
   return out;
 }
 

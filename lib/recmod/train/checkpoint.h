@@ -70,6 +70,12 @@ void write_checkpoint(const StateDict& model_state, const StateDict& optimizer_s
 /// Completes an interrupted checkpoint (rolls model.pt.pending forward) and
 /// reads trainer_state.pt; CheckpointError when model.pt does not match it.
 TrainerState read_trainer_state(const RunDir& run);
+/// read_trainer_state (same checks, same errors) with the optimizer state
+/// left in the file's pages (io::map_tensors; the verification gives them
+/// back as it goes): what a rank of a distributed resume reads, to copy its
+/// shards out of it (load_local_optimizer_state) without ever holding the
+/// whole state. The position and the RNG state are the process's own.
+TrainerState map_trainer_state(const RunDir& run);
 /// Sets torch's CPU generator to a saved state.
 void restore_cpu_rng(const torch::Tensor& state);
 

@@ -443,9 +443,38 @@ StateDict local_optimizer_state(const config::ModelGraph& model, const StateDict
     StateDict mine;
     for (const auto& [key, value] : full)
       if (key.rfind(prefix, 0) == 0) mine.emplace_back(key.substr(prefix.size()), value);
-    for (auto& [key, value] : module->slice(mine, kinds, origin)) out.emplace_back(prefix + key, value.contiguous());
+    for (auto& [key, value] : module->slice(mine, kinds, origin)) out.emplace_back(prefix + key, value);
   }
   return out;
+}
+
+namespace {
+/// Whether `pieces` has exactly `target`'s keys, each with its shape and dtype.
+bool same_layout(const StateDict& pieces, const StateDict& target) {
+  if (pieces.size() != target.size()) return false;
+  for (const auto& [key, dst] : target) {
+    const torch::Tensor* piece = find_tensor(pieces, key);
+    if (piece == nullptr || piece->sizes() != dst.sizes() || piece->scalar_type() != dst.scalar_type()) return false;
+  }
+  return true;
+}
+}  // namespace
+
+void load_local_optimizer_state(TrainingSetup& training, const config::ModelGraph& model, const StateDict& full,
+                                const config::TrainingSpec& spec, const std::string& origin) {
+  StateDict pieces = local_optimizer_state(model, full, spec, origin);
+  const StateDict target = training.state_dict();
+  // Only a state that load_state_dict will take whole: anything else is its
+  // error to name, before any tensor is written.
+  if (same_layout(pieces, target))
+    for (auto& [key, piece] : pieces) {
+      if (!io::is_mapped(piece)) continue;
+      const torch::Tensor& dst = *find_tensor(target, key);
+      copy_in_chunks(dst, piece, 0, 0);
+      piece = dst;  // load_state_dict's copy is then onto itself: no second read of the file
+    }
+  training.load_state_dict(pieces, origin);
+  io::check_mapped_unchanged(full);
 }
 
 }  // namespace recmod::train

@@ -81,8 +81,22 @@ StateDict gather_model_state(const config::ModelGraph& model, dist::Communicator
 /// unsharded shapes); empty elsewhere.
 StateDict gather_optimizer_state(const config::ModelGraph& model, const TrainingSetup& training,
                                  const config::TrainingSpec& spec, dist::Communicator& comm);
-/// This rank's part of a full optimizer state (a checkpoint of any world size).
+/// This rank's part of a full optimizer state (a checkpoint of any world
+/// size), without a copy: a sharded table's state is a view of its tensor in
+/// `full` (its rows; a column_wise shard's columns are a strided view), every
+/// other key is `full`'s tensor. A missing key or a wrong shape of a sharded
+/// table's state is a CheckpointError naming `origin`.
 StateDict local_optimizer_state(const config::ModelGraph& model, const StateDict& full,
+                                const config::TrainingSpec& spec, const std::string& origin);
+/// Loads this rank's part of a full optimizer state into `training`
+/// (TrainingSetup::load_state_dict, its checks and errors). When `full` is
+/// mapped (map_trainer_state) and this rank's part has exactly the keys,
+/// shapes and dtypes of the optimizer's state, each mapped piece is first
+/// copied into its tensor in chunks, giving the file's pages back as it
+/// goes (copy_in_chunks): a rank holds its own state and a few MiB of the
+/// file, never a whole table's state. Then checks the file did not change
+/// under it (io::check_mapped_unchanged).
+void load_local_optimizer_state(TrainingSetup& training, const config::ModelGraph& model, const StateDict& full,
                                 const config::TrainingSpec& spec, const std::string& origin);
 
 }  // namespace recmod::train

@@ -288,19 +288,21 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   Position pos;
   TrainerState resumed;
   if (distributed && options_.resume) {
-    // Every rank reads the full checkpoint and keeps its shards: any world
-    // size (and any plan) resumes any other.
-    if (lead) read_trainer_state(run_);  // completes an interrupted checkpoint
+    // Every rank maps the full checkpoint and copies its shards out of it:
+    // any world size (and any plan) resumes any other, and no rank holds a
+    // whole table or its optimizer state. The lead maps it first, which
+    // completes an interrupted checkpoint; the others after it has.
+    if (lead) resumed = map_trainer_state(run_);
     comm->barrier();
-    resumed = read_trainer_state(run_);
+    if (!lead) resumed = map_trainer_state(run_);
     load_full_checkpoint(model_, run_.model_path());
   }
   TrainingSetup training(model_, cfg, options_.device, comm, options_.plan);
   if (options_.resume && distributed) {
-    training.load_state_dict(local_optimizer_state(model_, resumed.optimizer, cfg, run_.trainer_state_path()),
-                             run_.trainer_state_path());
+    load_local_optimizer_state(training, model_, resumed.optimizer, cfg, run_.trainer_state_path());
     if (resumed.rng.defined()) restore_cpu_rng(resumed.rng);
     pos = resumed.position;
+    resumed = TrainerState();  // the mapping is not kept for the run (a checkpoint replaces the file)
   } else if (options_.resume) {
     pos = load_checkpoint(model_, training, run_);
   }
