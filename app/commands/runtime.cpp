@@ -43,10 +43,26 @@ namespace recmod::app {
 // and is skipped for the commands that compute nothing in parallel
 // (is_light_command). If the exec fails (no /proc), recmod runs on with
 // libgomp's defaults. A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT, or the
-// guard, means nothing is done.
+// guard, means no wait policy is added.
+//
+// The same re-exec sets glibc's malloc thresholds (GLIBC_TUNABLES, also read
+// only at start, by ld.so), unless the user set GLIBC_TUNABLES or one of the
+// MALLOC_*_THRESHOLD_ variables. A training step allocates and frees the
+// same activation and gradient buffers (megabytes each at batch 2048) every
+// step. By default glibc serves them with mmap once the dynamic threshold
+// no longer covers them, and gives the heap's free top back to the kernel
+// (trim) past twice that threshold, so the next step faults every page in
+// again; on a VM whose freed pages go back to the host (free page reporting)
+// a fault is expensive: dlrm_bench's Kaggle step at batch 2048, 1 thread,
+// took 133-149 ms against 81.5-102 ms with both thresholds at 256 MiB
+// (BENCHMARKS.md, "Allocation: keeping the step's memory"). 256 MiB bounds
+// what a process keeps beyond its peak; larger one-off blocks (tables, a
+// gathered checkpoint) are still mapped and unmapped on their own.
 namespace {
 
 constexpr char kPassiveWait[] = "OMP_WAIT_POLICY=PASSIVE";
+constexpr char kMallocTunables[] =
+    "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=268435456";
 constexpr char kReexecGuard[] = "RECMOD_REEXECUTED=1";
 
 bool has_variable(char** envp, const char* name_with_equals) {
@@ -67,27 +83,30 @@ bool is_light_command(int argc, char** argv) {
 }
 
 // Runs before libc is initialised: no malloc, no stdio, no exceptions.
-void reexec_with_passive_wait(int argc, char** argv, char** envp) {
+void reexec_with_fast_defaults(int argc, char** argv, char** envp) {
   if (!argv || !argv[0] || !envp) return;
-  if (has_variable(envp, "OMP_WAIT_POLICY=") || has_variable(envp, "GOMP_SPINCOUNT=") ||
-      has_variable(envp, "RECMOD_REEXECUTED=") || is_light_command(argc, argv))
-    return;
+  if (has_variable(envp, "RECMOD_REEXECUTED=") || is_light_command(argc, argv)) return;
+  const bool add_wait = !has_variable(envp, "OMP_WAIT_POLICY=") && !has_variable(envp, "GOMP_SPINCOUNT=");
+  const bool add_malloc = !has_variable(envp, "GLIBC_TUNABLES=") && !has_variable(envp, "MALLOC_MMAP_THRESHOLD_=") &&
+                          !has_variable(envp, "MALLOC_TRIM_THRESHOLD_=");
+  if (!add_wait && !add_malloc) return;
   size_t count = 0;
   while (envp[count]) ++count;
-  const size_t bytes = (count + 3) * sizeof(char*);
+  const size_t bytes = (count + 4) * sizeof(char*);
   void* memory = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) return;
   auto** env = static_cast<char**>(memory);
   std::copy(envp, envp + count, env);
-  env[count] = const_cast<char*>(kPassiveWait);
-  env[count + 1] = const_cast<char*>(kReexecGuard);
-  env[count + 2] = nullptr;
+  if (add_wait) env[count++] = const_cast<char*>(kPassiveWait);
+  if (add_malloc) env[count++] = const_cast<char*>(kMallocTunables);
+  env[count++] = const_cast<char*>(kReexecGuard);
+  env[count] = nullptr;
   ::execve("/proc/self/exe", argv, env);
   ::munmap(memory, bytes);  // the exec failed: go on as this process
 }
 
 __attribute__((section(".preinit_array"), used)) void (*preinit_reexec)(int, char**, char**) =
-    &reexec_with_passive_wait;
+    &reexec_with_fast_defaults;
 
 // --------------------------------------------------------- default threads
 

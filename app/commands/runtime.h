@@ -3,10 +3,13 @@
 //
 // Fast defaults on a shared machine (runtime.cpp has the details): before any
 // library starts, a recmod process that runs a computing command (train, eval,
-// profile, evict, ...) and whose environment sets neither OMP_WAIT_POLICY nor
-// GOMP_SPINCOUNT re-executes itself once, same argv, with
-// OMP_WAIT_POLICY=PASSIVE added, so that libgomp's idle threads sleep instead
-// of spinning on cores other work needs. A user's setting is left alone.
+// profile, evict, ...) re-executes itself once, same argv, adding what its
+// environment does not set: OMP_WAIT_POLICY=PASSIVE (unless OMP_WAIT_POLICY
+// or GOMP_SPINCOUNT is set), so that libgomp's idle threads sleep instead of
+// spinning on cores other work needs, and glibc malloc thresholds
+// (GLIBC_TUNABLES, unless it or MALLOC_*_THRESHOLD_ is set), so that a step's
+// buffers are not given back to the kernel and faulted in again every step.
+// A user's setting is left alone.
 #include <torch/types.h>
 
 #include <string>

@@ -1,6 +1,7 @@
-// Fast defaults: a recmod that computes runs with OMP_WAIT_POLICY=PASSIVE in
-// its environment unless the user chose a wait policy (app/commands/runtime.cpp
-// re-executes the binary once, before libgomp reads the variable). Checked on
+// Fast defaults: a recmod that computes runs with OMP_WAIT_POLICY=PASSIVE and
+// glibc malloc thresholds (GLIBC_TUNABLES) in its environment unless the user
+// chose them (app/commands/runtime.cpp re-executes the binary once, before
+// libgomp and ld.so read the variables). Checked on
 // a live process through /proc/PID/environ and /proc/PID/cmdline: the process
 // is held in main by a FIFO given as its data file, which its open() waits on.
 #include <fcntl.h>
@@ -44,7 +45,7 @@ struct Seen {
 };
 
 /// Starts recmod with `args` and this test's environment minus the OpenMP
-/// wait variables, plus `extra_env`; waits (60 s at most) until it opens the
+/// wait and malloc variables, plus `extra_env`; waits (60 s at most) until it opens the
 /// FIFO `fifo` for reading, i.e. until it runs main() for good; reads its
 /// environment and command line; kills it.
 Seen catch_in_main(const std::vector<std::string>& args, const std::string& fifo,
@@ -53,7 +54,8 @@ Seen catch_in_main(const std::vector<std::string>& args, const std::string& fifo
   for (char** e = environ; *e; ++e) {
     const std::string var = *e;
     if (var.rfind("OMP_WAIT_POLICY=", 0) == 0 || var.rfind("GOMP_SPINCOUNT=", 0) == 0 ||
-        var.rfind("RECMOD_REEXECUTED=", 0) == 0)
+        var.rfind("RECMOD_REEXECUTED=", 0) == 0 || var.rfind("GLIBC_TUNABLES=", 0) == 0 ||
+        var.rfind("MALLOC_", 0) == 0)
       continue;
     env.push_back(var);
   }
@@ -124,12 +126,38 @@ TEST_F(FastDefaults, PassiveWaitPolicyWhenTheUserSetsNone) {
   EXPECT_THAT(seen.environ, Contains(StartsWith("PATH=")));
 }
 
+TEST_F(FastDefaults, MallocThresholdsWhenTheUserSetsNone) {
+  const Seen seen = catch_in_main(args, fifo, {});
+  ASSERT_EQ(seen.failure, "");
+  EXPECT_THAT(seen.environ, Contains(StartsWith("GLIBC_TUNABLES=glibc.malloc.mmap_threshold=")));
+  // ld.so cuts the value at each ':' in place as it parses it, so
+  // /proc/PID/environ shows the second tunable as an entry of its own.
+  EXPECT_THAT(seen.environ, Contains(::testing::HasSubstr("glibc.malloc.trim_threshold=")));
+}
+
 TEST_F(FastDefaults, UsersWaitPolicyIsKept) {
   const Seen seen = catch_in_main(args, fifo, {"OMP_WAIT_POLICY=ACTIVE"});
   ASSERT_EQ(seen.failure, "");
   EXPECT_THAT(seen.environ, Contains("OMP_WAIT_POLICY=ACTIVE"));
   EXPECT_THAT(seen.environ, Not(Contains("OMP_WAIT_POLICY=PASSIVE")));
+  // Re-executed for the malloc thresholds only.
+  EXPECT_THAT(seen.environ, Contains(StartsWith("GLIBC_TUNABLES=glibc.malloc.")));
+  EXPECT_THAT(seen.cmdline, ElementsAreArray(args));
+}
+
+TEST_F(FastDefaults, UsersTunablesAreKept) {
+  const Seen seen = catch_in_main(args, fifo, {"GLIBC_TUNABLES=glibc.malloc.arena_max=2"});
+  ASSERT_EQ(seen.failure, "");
+  EXPECT_THAT(seen.environ, Contains("GLIBC_TUNABLES=glibc.malloc.arena_max=2"));
+  EXPECT_THAT(seen.environ, Not(Contains(StartsWith("GLIBC_TUNABLES=glibc.malloc.mmap_threshold="))));
+  EXPECT_THAT(seen.environ, Contains("OMP_WAIT_POLICY=PASSIVE"));
+}
+
+TEST_F(FastDefaults, NoReexecWhenTheUserSetsBoth) {
+  const Seen seen = catch_in_main(args, fifo, {"OMP_WAIT_POLICY=ACTIVE", "MALLOC_TRIM_THRESHOLD_=1000000"});
+  ASSERT_EQ(seen.failure, "");
   EXPECT_THAT(seen.environ, Not(Contains(StartsWith("RECMOD_REEXECUTED="))));  // not re-executed
+  EXPECT_THAT(seen.environ, Not(Contains(StartsWith("GLIBC_TUNABLES="))));
   EXPECT_THAT(seen.cmdline, ElementsAreArray(args));
 }
 
