@@ -102,7 +102,7 @@ namespace recmod::cuda {
 struct CudaGraph::Impl {};
 
 namespace {
-[[noreturn]] void unavailable() {
+[[noreturn]] void no_cuda_graphs() {
   throw std::runtime_error("this build of recmod has no CUDA graphs (built without CUDA)");
 }
 }  // namespace
@@ -110,9 +110,9 @@ namespace {
 bool cuda_graphs_available() { return false; }
 CudaGraph::CudaGraph() = default;
 CudaGraph::~CudaGraph() = default;
-void CudaGraph::run_on_side_stream(const std::function<void()>&) { unavailable(); }
-void CudaGraph::capture(const std::function<void()>&) { unavailable(); }
-void CudaGraph::replay() { unavailable(); }
+void CudaGraph::run_on_side_stream(const std::function<void()>&) { no_cuda_graphs(); }
+void CudaGraph::capture(const std::function<void()>&) { no_cuda_graphs(); }
+void CudaGraph::replay() { no_cuda_graphs(); }
 
 }  // namespace recmod::cuda
 

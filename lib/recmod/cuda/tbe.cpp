@@ -57,18 +57,18 @@ const char* tbe_forward_variant_name(TbeForward variant) {
 
 namespace recmod::cuda {
 namespace {
-[[noreturn]] void unavailable() {
+[[noreturn]] void no_tbe_kernels() {
   throw UsageError("this build of recmod has no CUDA embedding kernels (built without CUDA)");
 }
 }  // namespace
 
 bool tbe_available() { return false; }
 int tbe_max_dim(bool) { return 0; }
-void tbe_forward(const TbeLaunch&, float*) { unavailable(); }
-void tbe_backward_keys(const TbeLaunch&, int64_t, int64_t*) { unavailable(); }
-void tbe_weights_grad(const TbeLaunch&, int64_t, const float*, float*) { unavailable(); }
+void tbe_forward(const TbeLaunch&, float*) { no_tbe_kernels(); }
+void tbe_backward_keys(const TbeLaunch&, int64_t, int64_t*) { no_tbe_kernels(); }
+void tbe_weights_grad(const TbeLaunch&, int64_t, const float*, float*) { no_tbe_kernels(); }
 void tbe_backward_update(const TbeLaunch&, int64_t, const int64_t*, const int64_t*, const float*, const TbeUpdate&) {
-  unavailable();
+  no_tbe_kernels();
 }
 
 }  // namespace recmod::cuda

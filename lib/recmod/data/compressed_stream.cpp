@@ -14,6 +14,8 @@
 #include <optional>
 #include <vector>
 
+#include "recmod/common/strings.h"
+
 namespace recmod::data {
 
 namespace {
@@ -21,10 +23,6 @@ namespace {
 constexpr unsigned char kGzipMagic[] = {0x1f, 0x8b};
 constexpr unsigned char kZstdMagic[] = {0x28, 0xb5, 0x2f, 0xfd};
 constexpr size_t kInputChunk = size_t{256} << 10;
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 /// A regular file opened for reading, with MappedFile's messages.
 class InputFile {

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "recmod/common/errors.h"
+#include "recmod/common/strings.h"
 
 namespace recmod::data {
 
@@ -21,10 +22,6 @@ const char* const kSuffixes[] = {"_dense.npy", "_sparse.npy", "_labels.npy"};
 bool file_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // The value of 'key' in the header's dict text, up to the next ',' at depth 0.

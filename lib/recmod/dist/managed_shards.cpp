@@ -219,7 +219,6 @@ StateDict ManagedCollisionShards::gather(Communicator& comm, const StateDict& mi
 }
 
 StateDict ManagedCollisionShards::slice(const StateDict& mc, const std::string& origin) const {
-  const std::string kMcc = "_managed_collision_collection.";
   StateDict out;
   auto tensor = [&](const McKey& k) -> const torch::Tensor& {
     const torch::Tensor* v = find_tensor(mc, k.key);

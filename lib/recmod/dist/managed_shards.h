@@ -26,6 +26,10 @@
 
 namespace recmod::dist {
 
+/// The state_dict prefix of a managed collision module's collection, under
+/// which ManagedCollisionShards gathers and slices its buffers.
+inline const std::string kMcc = "_managed_collision_collection.";
+
 /// How the ids of one managed table (row_wise or table_wise) reach its
 /// shards, as TorchRec's sharded ManagedCollisionCollection routes them:
 /// the sender applies the input hash, each id goes to the shard whose block

@@ -19,12 +19,10 @@ std::vector<TablePlan> plans_of(const EmbeddingCollectionImpl& full, const std::
   return plans_of_tables(plan, module, names);
 }
 
-bool holds(const Shard& s) { return holds_rows(s); }
-
 /// `rank`'s shard of table `t` that holds something, or nullptr.
 const Shard* shard_of(const TablePlan& plan, int64_t rank) {
   for (const auto& s : plan.shards)
-    if (s.rank == rank && holds(s)) return &s;
+    if (s.rank == rank && holds_rows(s)) return &s;
   return nullptr;
 }
 
@@ -46,12 +44,6 @@ std::vector<EmbeddingConfig> local_tables(const EmbeddingCollectionImpl& full, c
     c.init_fn = [](torch::Tensor&) {};  // the weights are copied from the full table
     out.push_back(std::move(c));
   }
-  return out;
-}
-
-std::vector<int64_t> starts_of(const std::vector<int64_t>& sizes) {
-  std::vector<int64_t> out(sizes.size() + 1, 0);
-  std::partial_sum(sizes.begin(), sizes.end(), out.begin() + 1);
   return out;
 }
 
@@ -143,7 +135,7 @@ ShardedEmbeddingCollectionImpl::ShardedEmbeddingCollectionImpl(const EmbeddingCo
   for (size_t t = 0; t < full_tables_.size(); ++t) {
     if (table_plans_[t].type == ShardingType::data_parallel) continue;
     for (const auto& s : table_plans_[t].shards)
-      if (holds(s)) held_[t].push_back(s);
+      if (holds_rows(s)) held_[t].push_back(s);
     // row blocks in row order, column blocks in column order
     std::sort(held_[t].begin(), held_[t].end(), [](const Shard& a, const Shard& b) {
       return std::make_pair(a.row_offset, a.col_offset) < std::make_pair(b.row_offset, b.col_offset);

@@ -26,8 +26,6 @@ std::vector<TablePlan> plans_of(const EmbeddingBagCollectionImpl& full, const st
   return plans_of_tables(plan, module, names);
 }
 
-bool holds(const Shard& s) { return holds_rows(s); }
-
 /// The local tables of `rank`: one per table it holds a shard of.
 std::vector<EmbeddingBagConfig> local_tables(const EmbeddingBagCollectionImpl& full, const std::string& module,
                                              const ShardingPlan& plan, int64_t rank) {
@@ -35,7 +33,7 @@ std::vector<EmbeddingBagConfig> local_tables(const EmbeddingBagCollectionImpl& f
   std::vector<EmbeddingBagConfig> out;
   for (size_t t = 0; t < plans.size(); ++t)
     for (const auto& s : plans[t].shards) {
-      if (s.rank != rank || !holds(s)) continue;
+      if (s.rank != rank || !holds_rows(s)) continue;
       EmbeddingBagConfig c = full.embedding_bag_configs()[t];
       c.num_embeddings = s.rows;
       c.embedding_dim = s.cols;
@@ -45,12 +43,6 @@ std::vector<EmbeddingBagConfig> local_tables(const EmbeddingBagCollectionImpl& f
         c.feature_names[f] = slot_key(static_cast<int64_t>(t), static_cast<int64_t>(f));
       out.push_back(std::move(c));
     }
-  return out;
-}
-
-std::vector<int64_t> starts_of(const std::vector<int64_t>& sizes) {
-  std::vector<int64_t> out(sizes.size() + 1, 0);
-  std::partial_sum(sizes.begin(), sizes.end(), out.begin() + 1);
   return out;
 }
 
@@ -107,7 +99,7 @@ ShardedEmbeddingBagCollectionImpl::ShardedEmbeddingBagCollectionImpl(const Embed
     torch::NoGradGuard no_grad;
     for (const auto& t : embedding_bag_configs()) {
       const auto& p = *std::find_if(table_plans_.begin(), table_plans_.end(), [&](const TablePlan& tp) { return tp.table == t.name; });
-      const auto& s = *std::find_if(p.shards.begin(), p.shards.end(), [&](const Shard& x) { return x.rank == rank_ && holds(x); });
+      const auto& s = *std::find_if(p.shards.begin(), p.shards.end(), [&](const Shard& x) { return x.rank == rank_ && holds_rows(x); });
       // table_block: copied, or drawn when the full table was never allocated
       take_block(table_weight(t.name), full.table_block(t.name, s.row_offset, s.rows, s.col_offset, s.cols));
     }
@@ -118,7 +110,7 @@ ShardedEmbeddingBagCollectionImpl::ShardedEmbeddingBagCollectionImpl(const Embed
   for (int64_t o = 0; o < world_; ++o)
     for (size_t t = 0; t < table_plans_.size(); ++t)
       for (const auto& s : table_plans_[t].shards) {
-        if (s.rank != o || !holds(s)) continue;
+        if (s.rank != o || !holds_rows(s)) continue;
         for (size_t f = 0; f < full_tables_[t].feature_names.size(); ++f) {
           SlotPlacement slot{static_cast<int64_t>(t), static_cast<int64_t>(f), table_plans_[t].type, s,
                              local_width_[static_cast<size_t>(o)]};

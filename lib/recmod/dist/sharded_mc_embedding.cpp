@@ -10,7 +10,6 @@ namespace recmod::dist {
 
 namespace {
 
-const std::string kMcc = "_managed_collision_collection.";
 // TorchRec v0.7.0 registers the embedding module under both names.
 const std::string kModule = "_embedding_module.";
 const std::string kCollection = "_embedding_collection.";

@@ -11,7 +11,6 @@ namespace recmod::dist {
 namespace {
 
 const std::string kEbc = "_embedding_bag_collection.";
-const std::string kMcc = "_managed_collision_collection.";
 
 std::vector<std::string> table_names(const EmbeddingBagCollectionImpl& ebc) {
   std::vector<std::string> names;

@@ -5,6 +5,7 @@
 // EmbeddingBagCollection and EmbeddingCollection.
 #include <torch/types.h>
 
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,14 @@ std::vector<TablePlan> plans_of_tables(const ShardingPlan& plan, const std::stri
 
 /// A shard that holds something (row_wise blocks can be empty).
 inline bool holds_rows(const Shard& s) { return s.rows > 0 && s.cols > 0; }
+
+/// Where each of `sizes`' blocks starts when laid end to end, and their total
+/// last: {0, s0, s0+s1, ...}.
+inline std::vector<int64_t> starts_of(const std::vector<int64_t>& sizes) {
+  std::vector<int64_t> out(sizes.size() + 1, 0);
+  std::partial_sum(sizes.begin(), sizes.end(), out.begin() + 1);
+  return out;
+}
 
 /// Collective: on rank 0, the full tensors of every table and kind, under
 /// "<prefix>.<t>.weight<suffix>" (prefix "embedding_bags" or "embeddings"),

@@ -10,7 +10,6 @@ namespace recmod {
 
 namespace {
 
-constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
 const std::string kCounts = "counts";
 const std::string kLastAccessIter = "last_access_iter";
 
@@ -113,7 +112,7 @@ EvictionDecision LFU_EvictionPolicy::update_metadata_and_generate_eviction_score
                                                     sorted_unique_ids_counts.index({mch_matching_elements_mask}));
   const torch::Tensor new_counts = sorted_unique_ids_counts.index({~mch_matching_elements_mask});
   // The last sorted slot is the pinned "unmatched" slot: it always stays.
-  mch_counts[zch_size - 1].fill_(kInt64Max);
+  mch_counts[zch_size - 1].fill_(std::numeric_limits<int64_t>::max());
   EvictionDecision d = select_evictions(zch_size, torch::cat({mch_counts, new_counts}));
   mch_counts.index_put_({d.evicted_indices}, new_counts.index({d.selected_new_indices}));
   return d;
@@ -193,7 +192,7 @@ EvictionDecision DistanceLFU_EvictionPolicy::update_metadata_and_generate_evicti
   const torch::Tensor new_counts = sorted_unique_ids_counts.index({~mch_matching_elements_mask});
   const torch::Tensor new_last = history_last.index({~mch_matching_elements_mask});
 
-  mch_counts[zch_size - 1].fill_(kInt64Max);
+  mch_counts[zch_size - 1].fill_(std::numeric_limits<int64_t>::max());
   mch_last[zch_size - 1].fill_(current_iter);
 
   const torch::Tensor merged_counts = torch::cat({mch_counts, new_counts});

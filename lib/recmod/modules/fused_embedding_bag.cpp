@@ -17,6 +17,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/cuda/tbe.h"
 #include "recmod/modules/cuda_lookup_errors.h"
+#include "recmod/modules/tbe_rule.h"
 
 namespace recmod {
 
@@ -645,24 +646,24 @@ bool cuda_kernel_applies(const FusedLookupPlan& plan, const FusedLookupInput& in
 /// Where the pooled kernels of one device report an out-of-range id. The
 /// GPU does not stop at a bad id: the id contributes nothing, and the error
 /// is raised by the next lookup on that device, or by check_fused_lookup_errors.
-CudaLookupErrors& cuda_errors() {
+CudaLookupErrors& pooled_lookup_errors() {
   static auto& errors = *new CudaLookupErrors("fused embedding lookup", "a bad id contributes nothing");
   return errors;
 }
 
 /// The kernels' view of a lookup; the tensors keep what it points to alive
 /// until the kernels are queued (the caching allocator orders reuse).
-struct CudaLookup {
+struct PooledCudaLookup {
   cuda::TbeLaunch launch;
   torch::Tensor meta, ids, offsets, per_sample_weights;
   int64_t contributions = 0;
 };
 
-CudaLookup make_cuda_lookup(const FusedLookupPlan& plan, const FusedLookupInput& input,
+PooledCudaLookup make_cuda_lookup(const FusedLookupPlan& plan, const FusedLookupInput& input,
                             FusedEmbeddingOptimizer* optimizer, CudaErrorSlot& errors) {
   static_assert(std::is_trivially_copyable<cuda::TbeTable>::value && std::is_trivially_copyable<cuda::TbeSlot>::value,
                 "the kernels' metadata is copied as bytes");
-  CudaLookup c;
+  PooledCudaLookup c;
   std::vector<cuda::TbeTable> tables;
   int64_t row_base = 0, max_dim = 0;
   bool vec4 = true;
@@ -730,9 +731,9 @@ CudaLookup make_cuda_lookup(const FusedLookupPlan& plan, const FusedLookupInput&
 }
 
 torch::Tensor forward_cuda(const FusedLookupPlan& plan, const FusedLookupInput& input) {
-  CudaErrorSlot& errors = cuda_errors().slot(input.ids.device());
-  cuda_errors().throw_reported_bad_id(errors);
-  const CudaLookup c = make_cuda_lookup(plan, input, nullptr, errors);
+  CudaErrorSlot& errors = pooled_lookup_errors().slot(input.ids.device());
+  pooled_lookup_errors().throw_reported_bad_id(errors);
+  const PooledCudaLookup c = make_cuda_lookup(plan, input, nullptr, errors);
   int64_t covered = 0;
   for (const auto& s : plan.slots) covered += plan.tables[s.table].size(1);
   const auto options = input.ids.options().dtype(torch::kFloat);
@@ -743,24 +744,12 @@ torch::Tensor forward_cuda(const FusedLookupPlan& plan, const FusedLookupInput& 
   return out;
 }
 
-cuda::TbeRule tbe_rule_of(RowUpdate rule) {
-  switch (rule) {
-    case RowUpdate::sgd:
-      return cuda::TbeRule::sgd;
-    case RowUpdate::adagrad:
-      return cuda::TbeRule::adagrad;
-    case RowUpdate::rowwise_adagrad:
-      return cuda::TbeRule::rowwise_adagrad;
-  }
-  throw std::logic_error("tbe_rule_of: unknown rule");
-}
-
 /// Sorts the batch's (table, row) keys stably (so equal rows keep input
 /// order), then one kernel sums each row's gradient and applies the rule.
 void backward_cuda(const FusedLookupPlan& plan, const FusedLookupInput& input, const torch::Tensor& grad_out,
                    FusedEmbeddingOptimizer& optimizer, torch::Tensor& weights_grad) {
-  CudaErrorSlot& errors = cuda_errors().slot(input.ids.device());
-  const CudaLookup c = make_cuda_lookup(plan, input, &optimizer, errors);
+  CudaErrorSlot& errors = pooled_lookup_errors().slot(input.ids.device());
+  const PooledCudaLookup c = make_cuda_lookup(plan, input, &optimizer, errors);
   if (c.contributions == 0) return;
   torch::Tensor keys = torch::empty({c.contributions}, input.ids.options().dtype(torch::kLong));
   cuda::tbe_backward_keys(c.launch, c.contributions, keys.data_ptr<int64_t>());
@@ -860,7 +849,7 @@ bool fused_lookup_has_kernel(const torch::Device& device) {
   return device.is_cpu() || (device.is_cuda() && cuda::tbe_available());
 }
 
-void check_fused_lookup_errors(const torch::Device& device) { cuda_errors().check(device); }
+void check_fused_lookup_errors(const torch::Device& device) { pooled_lookup_errors().check(device); }
 
 torch::Tensor fused_pooled_forward(const FusedLookupPlan& plan, const FusedLookupInput& input, bool generic) {
   check_input(plan, input);

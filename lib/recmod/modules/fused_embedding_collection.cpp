@@ -11,6 +11,7 @@
 #include "recmod/cuda/tbe.h"
 #include "recmod/cuda/tbe_sequence.h"
 #include "recmod/modules/cuda_lookup_errors.h"
+#include "recmod/modules/tbe_rule.h"
 #include "recmod/optim/sparse_optimizer.h"
 
 namespace recmod {
@@ -87,7 +88,7 @@ void backward_generic(const SequenceLookupPlan& plan, const SequenceLookupInput&
 /// Where the sequence kernels of one device report an out-of-range id: the
 /// GPU does not stop at a bad id (it gives a zero row), it is raised one
 /// lookup later (as the EBC's, in slots of its own).
-CudaLookupErrors& cuda_errors() {
+CudaLookupErrors& sequence_lookup_errors() {
   static auto& errors = *new CudaLookupErrors("sequence embedding lookup", "a bad id gives a zero row");
   return errors;
 }
@@ -100,7 +101,7 @@ cuda::TbeDtype dtype_of(const torch::Tensor& w) {
 
 /// The kernels' view of a lookup; the tensors keep what it points to alive
 /// until the kernels are queued (the caching allocator orders reuse).
-struct CudaLookup {
+struct SequenceCudaLookup {
   cuda::TbeLaunch launch;
   torch::Tensor meta, ids, offsets;
 };
@@ -111,12 +112,12 @@ struct CudaLookup {
 /// 0..n, batch n), every slot at column 0 of an out_dim = D gradient, so
 /// that contribution c's gradient is row c. Else (the forward): the KJT's
 /// ids and keys, for the kernel and its error report.
-CudaLookup make_cuda_lookup(const SequenceLookupPlan& plan, const SequenceLookupInput& input,
+SequenceCudaLookup make_cuda_lookup(const SequenceLookupPlan& plan, const SequenceLookupInput& input,
                             const std::vector<int64_t>& rows, FusedEmbeddingOptimizer* optimizer, bool backward,
                             CudaErrorSlot& errors) {
   static_assert(std::is_trivially_copyable<cuda::TbeTable>::value && std::is_trivially_copyable<cuda::TbeSlot>::value,
                 "the kernels' metadata is copied as bytes");
-  CudaLookup c;
+  SequenceCudaLookup c;
   const int64_t n = rows.back();
   std::vector<cuda::TbeTable> tables;
   int64_t row_base = 0;
@@ -185,26 +186,14 @@ CudaLookup make_cuda_lookup(const SequenceLookupPlan& plan, const SequenceLookup
 
 torch::Tensor forward_cuda(const SequenceLookupPlan& plan, const SequenceLookupInput& input,
                            const std::vector<int64_t>& rows) {
-  CudaErrorSlot& errors = cuda_errors().slot(input.ids.device());
-  cuda_errors().throw_reported_bad_id(errors);
+  CudaErrorSlot& errors = sequence_lookup_errors().slot(input.ids.device());
+  sequence_lookup_errors().throw_reported_bad_id(errors);
   torch::Tensor out = torch::empty({rows.back(), plan.dim}, input.ids.options().dtype(torch::kFloat));
   if (rows.back() == 0) return out;
-  const CudaLookup c = make_cuda_lookup(plan, input, rows, nullptr, /*backward=*/false, errors);
+  const SequenceCudaLookup c = make_cuda_lookup(plan, input, rows, nullptr, /*backward=*/false, errors);
   cuda::tbe_sequence_forward(c.launch, rows.back(), out.data_ptr<float>());
   errors.host.copy_(errors.device, /*non_blocking=*/true);
   return out;
-}
-
-cuda::TbeRule tbe_rule_of(optim::RowUpdate rule) {
-  switch (rule) {
-    case optim::RowUpdate::sgd:
-      return cuda::TbeRule::sgd;
-    case optim::RowUpdate::adagrad:
-      return cuda::TbeRule::adagrad;
-    case optim::RowUpdate::rowwise_adagrad:
-      return cuda::TbeRule::rowwise_adagrad;
-  }
-  throw std::logic_error("tbe_rule_of: unknown rule");
 }
 
 /// Sorts the (table, row) keys stably (equal rows keep output order), then
@@ -214,8 +203,8 @@ void backward_cuda(const SequenceLookupPlan& plan, const SequenceLookupInput& in
                    const std::vector<int64_t>& rows, FusedEmbeddingOptimizer& optimizer) {
   const int64_t n = rows.back();
   if (n == 0) return;
-  CudaErrorSlot& errors = cuda_errors().slot(input.ids.device());
-  const CudaLookup c = make_cuda_lookup(plan, input, rows, &optimizer, /*backward=*/true, errors);
+  CudaErrorSlot& errors = sequence_lookup_errors().slot(input.ids.device());
+  const SequenceCudaLookup c = make_cuda_lookup(plan, input, rows, &optimizer, /*backward=*/true, errors);
   torch::Tensor keys = torch::empty({n}, input.ids.options().dtype(torch::kLong));
   cuda::tbe_backward_keys(c.launch, n, keys.data_ptr<int64_t>());
   const auto sorted = torch::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
@@ -281,7 +270,7 @@ bool sequence_kernel_applies(const SequenceLookupPlan& plan, const SequenceLooku
          input.offset_per_key.size() < (size_t{1} << 30);
 }
 
-void check_fused_sequence_errors(const torch::Device& device) { cuda_errors().check(device); }
+void check_fused_sequence_errors(const torch::Device& device) { sequence_lookup_errors().check(device); }
 
 torch::Tensor fused_sequence_forward(const SequenceLookupPlan& plan, const SequenceLookupInput& input) {
   check_input(plan, input);

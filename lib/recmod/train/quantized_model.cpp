@@ -5,6 +5,7 @@
 #include <typeinfo>
 
 #include "recmod/common/errors.h"
+#include "recmod/common/strings.h"
 #include "recmod/mc/mc_embedding_modules.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/modules/fp_embedding_modules.h"
@@ -94,10 +95,6 @@ void swap_in(config::ModelGraph& model, size_t i, std::shared_ptr<quant::Embeddi
 }
 
 int64_t nbytes(const torch::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 using QuantizeTableFn = std::function<const quant::QuantizedTable&(size_t)>;
 
