@@ -4,7 +4,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace compare_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -37,5 +37,5 @@ TEST(CompareCliTest, DifferentCountsAndBadNumbers) {
   EXPECT_THAT(r.output, HasSubstr("c.txt:2: expected a number, found 'abc'"));
 }
 
-}  // namespace
+}  // namespace compare_cli_test
 }  // namespace recmod::testing

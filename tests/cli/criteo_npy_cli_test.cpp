@@ -6,7 +6,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace criteo_npy_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -37,5 +37,5 @@ TEST(CriteoNpyCliTest, ConvertToNpyThenTrainAndEvaluateOnThePrefix) {
   EXPECT_THAT(refused.output, HasSubstr("TorchRec's Criteo .npy holds exactly one per feature"));
 }
 
-}  // namespace
+}  // namespace criteo_npy_cli_test
 }  // namespace recmod::testing

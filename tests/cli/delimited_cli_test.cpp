@@ -14,7 +14,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace delimited_cli_test {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -210,5 +210,5 @@ TEST(DelimitedCliTest, CsvWithoutColumnsSaysHowToDescribeIt) {
   EXPECT_THAT(r.output, HasSubstr("delimited text such as CSV whose columns the config describes in data.columns"));
 }
 
-}  // namespace
+}  // namespace delimited_cli_test
 }  // namespace recmod::testing

@@ -11,7 +11,7 @@
 #include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
-namespace {
+namespace distributed_ec_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -240,5 +240,5 @@ TEST(DistributedEcCli, ColumnWiseResumesAtAnotherWorldSize) {
   EXPECT_NEAR(m1["log_loss"].get<double>(), m3["log_loss"].get<double>(), 1e-6);
 }
 
-}  // namespace
+}  // namespace distributed_ec_cli_test
 }  // namespace recmod::testing

@@ -12,7 +12,7 @@
 #include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
-namespace {
+namespace distributed_mc_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -120,5 +120,5 @@ TEST(DistributedMcCli, ColumnWiseManagedTableIsRefusedNamingIt) {
   EXPECT_FALSE(std::filesystem::exists(d.dir + "/r/model.pt"));
 }
 
-}  // namespace
+}  // namespace distributed_mc_cli_test
 }  // namespace recmod::testing

@@ -13,7 +13,7 @@
 #include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
-namespace {
+namespace distributed_mc_ec_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -90,5 +90,5 @@ TEST(DistributedMcEcCli, EvictionRunsPerShardAndResumesExactly) {
   });
 }
 
-}  // namespace
+}  // namespace distributed_mc_ec_cli_test
 }  // namespace recmod::testing

@@ -15,7 +15,7 @@
 #include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
-namespace {
+namespace distributed_rounding_cli_test {
 
 std::string rounding_model_yaml(int64_t batch_size, bool stochastic) {
   const std::string t = std::string(", data_type: bf16") + (stochastic ? ", stochastic_rounding: true" : "") + "}";
@@ -135,5 +135,5 @@ TEST(DistributedRoundingCli, StochasticRoundingOfShardedBf16TablesMatchesOneProc
   EXPECT_GT(differing_table_elements(d.dir + "/one/model.pt", d.dir + "/nearest/model.pt"), 20 * differing + 100);
 }
 
-}  // namespace
+}  // namespace distributed_rounding_cli_test
 }  // namespace recmod::testing

@@ -9,7 +9,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace eval_options_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -53,5 +53,5 @@ TEST(EvalOptionsCliTest, BadRecordsSkipAndEvalFormat) {
   EXPECT_EQ(strict.exit_code, 1) << strict.output;
 }
 
-}  // namespace
+}  // namespace eval_options_cli_test
 }  // namespace recmod::testing

@@ -23,7 +23,7 @@
 extern char** environ;
 
 namespace recmod::testing {
-namespace {
+namespace fast_defaults_cli_test {
 
 using ::testing::Contains;
 using ::testing::ElementsAreArray;
@@ -181,5 +181,5 @@ TEST(FastDefaultsCli, ACommandStillRunsAfterTheReexec) {
   EXPECT_THAT(r.output, ::testing::HasSubstr("missing.rmb: cannot open"));
 }
 
-}  // namespace
+}  // namespace fast_defaults_cli_test
 }  // namespace recmod::testing

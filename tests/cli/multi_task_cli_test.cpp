@@ -13,7 +13,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace multi_task_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -102,5 +102,5 @@ TEST(MultiTaskCliTest, JsonLinesSampleWeightsWeighTheMetricsLikeRepeatedRows) {
                                     "(sample weights: set data.sample_weights: true)"));
 }
 
-}  // namespace
+}  // namespace multi_task_cli_test
 }  // namespace recmod::testing

@@ -11,7 +11,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace plan_cli_test {
 
 using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
@@ -182,5 +182,5 @@ TEST(PlanCliTest, BadFlagsAreUsageErrors) {
   EXPECT_EQ(r.exit_code, 2);
 }
 
-}  // namespace
+}  // namespace plan_cli_test
 }  // namespace recmod::testing

@@ -8,7 +8,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace profile_evict_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -94,5 +94,5 @@ TEST(ProfileCliTest, NeedsDataOrSynthetic) {
   EXPECT_THAT(r.output, HasSubstr("recmod: give exactly one of --data FILE and --synthetic"));
 }
 
-}  // namespace
+}  // namespace profile_evict_cli_test
 }  // namespace recmod::testing

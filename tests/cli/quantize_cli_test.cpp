@@ -10,7 +10,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace quantize_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -173,5 +173,5 @@ TEST(QuantizeCliTest, TheQuantizedCheckpointLoadsInPythonTorch) {
   EXPECT_THAT(r.output, HasSubstr("torch.uint8 (2000, 8) torch.float32 (2000, 1)"));
 }
 
-}  // namespace
+}  // namespace quantize_cli_test
 }  // namespace recmod::testing

@@ -13,7 +13,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace quantize_fp_mc_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -139,5 +139,5 @@ TEST(QuantizeFpMcCliTest, FeatureProcessedAndManagedCollisionTablesQuantizeAndEv
   EXPECT_THAT(r.output, HasSubstr("is already quantized"));
 }
 
-}  // namespace
+}  // namespace quantize_fp_mc_cli_test
 }  // namespace recmod::testing

@@ -14,7 +14,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace report_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -213,5 +213,5 @@ TEST(ReportCli, BadRunDirectoriesAreNamed) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
-}  // namespace
+}  // namespace report_cli_test
 }  // namespace recmod::testing

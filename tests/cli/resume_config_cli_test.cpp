@@ -10,7 +10,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace resume_config_cli_test {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -73,5 +73,5 @@ TEST(ResumeConfigCli, ChangedModelIsRefusedMoreEpochsAreKeptAsAVersion) {
   EXPECT_FALSE(std::filesystem::exists(run + "/config.2.yaml"));
 }
 
-}  // namespace
+}  // namespace resume_config_cli_test
 }  // namespace recmod::testing

@@ -23,7 +23,7 @@
 #include "support/local_ranks.h"
 
 namespace recmod::testing {
-namespace {
+namespace sharded_warm_start_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -251,5 +251,5 @@ TEST(ShardedResume, ARankTakesItsOptimizerStateAsViewsOfTheMappedFile) {
   other.get();
 }
 
-}  // namespace
+}  // namespace sharded_warm_start_cli_test
 }  // namespace recmod::testing

@@ -13,7 +13,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace shipped_configs_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -57,5 +57,5 @@ TEST(ShippedConfigsTest, EveryConfigValidatesAndTrainsAFewSteps) {
   }
 }
 
-}  // namespace
+}  // namespace shipped_configs_cli_test
 }  // namespace recmod::testing

@@ -9,7 +9,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace train_cli_test {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -204,5 +204,5 @@ TEST(TrainCliTest, SetOverridesConfigKeysAndTheRunKeepsTheEffectiveConfig) {
   EXPECT_THAT(bad.output, HasSubstr("recmod: --set training.epochs=two: training.epochs: expected an integer, found 'two'"));
 }
 
-}  // namespace
+}  // namespace train_cli_test
 }  // namespace recmod::testing

@@ -13,7 +13,7 @@
 #include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
-namespace {
+namespace train_practice_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -259,5 +259,5 @@ TEST(TrainPracticeCli, InitFromWarmStartsSelectedNodes) {
   EXPECT_THAT(both.output, HasSubstr("drop one"));
 }
 
-}  // namespace
+}  // namespace train_practice_cli_test
 }  // namespace recmod::testing

@@ -9,7 +9,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace validate_cli_test {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -135,5 +135,5 @@ TEST(ValidateCliTest, DescribePrintsATypeAndListTypesNeedsNoConfig) {
   EXPECT_THAT(list.output, HasSubstr("SwishLayerNorm"));
 }
 
-}  // namespace
+}  // namespace validate_cli_test
 }  // namespace recmod::testing

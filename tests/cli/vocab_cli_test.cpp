@@ -12,7 +12,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod::testing {
-namespace {
+namespace vocab_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -204,5 +204,5 @@ TEST(VocabCliTest, JsonLinesVocabularyTrainsAndTheRunKeepsIt) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
-}  // namespace
+}  // namespace vocab_cli_test
 }  // namespace recmod::testing

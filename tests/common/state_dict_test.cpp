@@ -11,7 +11,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod {
-namespace {
+namespace state_dict_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -128,5 +128,5 @@ TEST(StateDict, StrictLoadErrorsNameKeyAndOrigin) {
               HasSubstr("key '_inner.counts' has dtype Float, the model expects Long"));
 }
 
-}  // namespace
+}  // namespace state_dict_test
 }  // namespace recmod

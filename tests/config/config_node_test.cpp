@@ -8,7 +8,7 @@
 #include "recmod/config/model_config.h"
 
 namespace recmod::config {
-namespace {
+namespace config_node_test {
 
 using ::testing::HasSubstr;
 
@@ -166,5 +166,5 @@ TEST(ModelConfigTest, NamesMustBeIdentifiers) {
   EXPECT_THAT(error_of([&] { build(config("s", std::string(65, 'x'), "C1")); }), HasSubstr("it is 65 bytes long (at most 64)"));
 }
 
-}  // namespace
+}  // namespace config_node_test
 }  // namespace recmod::config

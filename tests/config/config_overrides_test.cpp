@@ -12,7 +12,7 @@
 #include "recmod/config/model_config.h"
 
 namespace recmod::config {
-namespace {
+namespace config_overrides_test {
 
 using ::testing::HasSubstr;
 
@@ -81,5 +81,5 @@ TEST(ConfigOverridesTest, LoadKeepsTheEffectiveDocument) {
   EXPECT_TRUE(load_model_config(path).effective_yaml.empty());
 }
 
-}  // namespace
+}  // namespace config_overrides_test
 }  // namespace recmod::config

@@ -10,7 +10,7 @@
 #include "recmod/config/config_node.h"
 
 namespace recmod::config {
-namespace {
+namespace config_text_test {
 
 using ::testing::HasSubstr;
 
@@ -75,5 +75,5 @@ TEST(ConfigText, DeepNestingSaysHowDeep) {
   EXPECT_NO_THROW(ConfigNode::load_string("a: " + std::string(99, '[') + std::string(99, ']') + "\n", "m.yaml"));
 }
 
-}  // namespace
+}  // namespace config_text_test
 }  // namespace recmod::config

@@ -11,7 +11,7 @@
 #include "support/test_util.h"
 
 namespace recmod::config {
-namespace {
+namespace custom_embedding_node_test {
 
 using ::testing::HasSubstr;
 
@@ -155,5 +155,5 @@ TEST(CustomEmbeddingNode, BuiltInNodesShapeIsTheInterfacesPromise) {
   EXPECT_EQ(embedding_output_shape(*ec).dims, (std::vector<int64_t>{3, 3, 3}));
 }
 
-}  // namespace
+}  // namespace custom_embedding_node_test
 }  // namespace recmod::config

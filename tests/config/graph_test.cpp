@@ -12,7 +12,7 @@
 #include "support/test_util.h"
 
 namespace recmod::config {
-namespace {
+namespace graph_test {
 
 using ::testing::HasSubstr;
 
@@ -230,5 +230,5 @@ TEST(ModelGraphTest, MlpRejectsBadLayerSize) {
               HasSubstr("g.yaml:3:58: nodes.m.layer_sizes[1]: must be > 0, got 0"));
 }
 
-}  // namespace
+}  // namespace graph_test
 }  // namespace recmod::config

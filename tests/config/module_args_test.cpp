@@ -14,7 +14,7 @@
 #include "support/test_util.h"
 
 namespace recmod {
-namespace {
+namespace module_args_test {
 
 using config::ConfigNode;
 using config::YamlArgs;
@@ -132,5 +132,5 @@ TEST(ModuleArgs, MchNumbersReadAlikeAndTheTableSizeIsChecked) {
             "MCH: argument 'mch_size': needs mch_hash_func (the residual rows' hash)");
 }
 
-}  // namespace
+}  // namespace module_args_test
 }  // namespace recmod

@@ -16,7 +16,7 @@
 #include "recmod/modules/fp_embedding_modules.h"
 
 namespace recmod::config {
-namespace {
+namespace node_types_test {
 
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
@@ -184,5 +184,5 @@ TEST(NodeTypesTest, FeatureProcessedEbcRefusesUnknownFeatureAndTooLongBags) {
   EXPECT_THROW(graph->forward(two_examples(1)), InputError);
 }
 
-}  // namespace
+}  // namespace node_types_test
 }  // namespace recmod::config

@@ -8,7 +8,7 @@
 #include "support/test_util.h"
 
 namespace recmod::config {
-namespace {
+namespace sharding_config_test {
 
 using recmod::test::error_of;
 using ::testing::ElementsAre;
@@ -130,5 +130,5 @@ TEST(ShardingConfigTest, UnknownTopLevelKeysStillListSharding) {
   EXPECT_THAT(err, HasSubstr("sharding"));
 }
 
-}  // namespace
+}  // namespace sharding_config_test
 }  // namespace recmod::config

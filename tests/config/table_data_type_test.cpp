@@ -13,7 +13,7 @@
 #include "support/test_util.h"
 
 namespace recmod::config {
-namespace {
+namespace table_data_type_test {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -146,5 +146,5 @@ TEST(TableDataType, StochasticRoundingReachesTheFusedUpdateAndOnlyForFp16Bf16) {
   EXPECT_THAT(build_error(model("bf16, stochastic_rounding: 3", "fp32")), HasSubstr("stochastic_rounding"));
 }
 
-}  // namespace
+}  // namespace table_data_type_test
 }  // namespace recmod::config

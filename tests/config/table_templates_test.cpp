@@ -10,7 +10,7 @@
 #include "recmod/config/graph.h"
 
 namespace recmod::config {
-namespace {
+namespace table_templates_test {
 
 using ::testing::HasSubstr;
 
@@ -78,5 +78,5 @@ TEST(TableTemplatesTest, MistakesAreErrorsAtTheTemplate) {
               HasSubstr("t.yaml:11:57: nodes.emb.tables[1].num_embeddings: must be > 0, got 0"));
 }
 
-}  // namespace
+}  // namespace table_templates_test
 }  // namespace recmod::config

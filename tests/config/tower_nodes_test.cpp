@@ -13,7 +13,7 @@
 #include "support/test_util.h"
 
 namespace recmod::config {
-namespace {
+namespace tower_nodes_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -186,5 +186,5 @@ TEST(TowerNodes, NestedNodeErrorsPointAtTheNestedMap) {
   EXPECT_THAT(build_error(bad), HasSubstr("expected an `interaction:` node map"));
 }
 
-}  // namespace
+}  // namespace tower_nodes_test
 }  // namespace recmod::config

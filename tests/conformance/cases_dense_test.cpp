@@ -7,7 +7,7 @@
 #include "recmod/conformance/registry.h"
 
 namespace recmod::conformance {
-namespace {
+namespace cases_dense_test {
 
 using ::testing::HasSubstr;
 using ::testing::IsSupersetOf;
@@ -59,5 +59,5 @@ TEST(CasesDenseTest, RejectsUnknownArgsAndMethods) {
   EXPECT_THAT(error_of([&] { net->call("evict", {}); }), HasSubstr("VectorCrossNet: unsupported method 'evict'"));
 }
 
-}  // namespace
+}  // namespace cases_dense_test
 }  // namespace recmod::conformance

@@ -7,7 +7,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod::conformance {
-namespace {
+namespace embedding_args_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -58,5 +58,5 @@ TEST(EmbeddingArgs, BuildsModulesAndReportsBadFields) {
               HasSubstr("table 't' has pooling MEAN, but an EmbeddingCollection needs NONE"));
 }
 
-}  // namespace
+}  // namespace embedding_args_test
 }  // namespace recmod::conformance

@@ -13,7 +13,7 @@
 #include "support/test_util.h"
 
 namespace recmod::conformance {
-namespace {
+namespace runner_test {
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
@@ -73,5 +73,5 @@ TEST(Registry, SupportedListMatchesRegistry) {
   EXPECT_FALSE(is_supported("NoSuchModule"));
 }
 
-}  // namespace
+}  // namespace runner_test
 }  // namespace recmod::conformance

@@ -9,7 +9,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod::conformance {
-namespace {
+namespace value_test {
 
 using ::testing::HasSubstr;
 
@@ -115,5 +115,5 @@ TEST(GoldenLoss, SumsEveryFloatTensor) {
   EXPECT_FALSE(sum_of_float_outputs(Value::of(torch::tensor({1}, torch::kLong))).defined());
 }
 
-}  // namespace
+}  // namespace value_test
 }  // namespace recmod::conformance

@@ -20,7 +20,7 @@
 #include "support/embedding_batches.h"
 
 namespace recmod {
-namespace {
+namespace cuda_test {
 
 using ::testing::HasSubstr;
 
@@ -280,5 +280,5 @@ TEST(Cuda, TrainOnCudaMatchesCpuAndItsCheckpointEvaluatesOnCpu) {
   EXPECT_THAT(profile.output, HasSubstr("sparse_arch"));
 }
 
-}  // namespace
+}  // namespace cuda_test
 }  // namespace recmod

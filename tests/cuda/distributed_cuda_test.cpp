@@ -16,7 +16,7 @@
 #include "recmod/dist/communicator.h"
 
 namespace recmod::testing {
-namespace {
+namespace distributed_cuda_test {
 
 using ::testing::HasSubstr;
 
@@ -149,5 +149,5 @@ TEST(CudaDistributed, NcclWithMoreRanksThanGpusIsRefused) {
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("[rank")));
 }
 
-}  // namespace
+}  // namespace distributed_cuda_test
 }  // namespace recmod::testing

@@ -14,7 +14,7 @@
 #include "recmod/train/training_setup.h"
 
 namespace recmod::train {
-namespace {
+namespace cuda_graph_step_test {
 
 using ::testing::HasSubstr;
 
@@ -124,5 +124,5 @@ TEST(CudaGraphStep, ReturnedLossesOutliveTheNextReplay) {
   for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(losses[i].item<double>(), values[i]) << i;
 }
 
-}  // namespace
+}  // namespace cuda_graph_step_test
 }  // namespace recmod::train

@@ -17,7 +17,7 @@
 #include "support/test_util.h"
 
 namespace recmod {
-namespace {
+namespace prefetch_test {
 
 using ::testing::HasSubstr;
 
@@ -222,5 +222,5 @@ TEST(PrefetchTraining, TrainerMatchesDirectBatchesOnTheCpu) {
   expect_trainer_matches_direct_copies(torch::kCPU);
 }
 
-}  // namespace
+}  // namespace prefetch_test
 }  // namespace recmod

@@ -15,7 +15,7 @@
 #include "cli/run_recmod.h"
 
 namespace recmod {
-namespace {
+namespace profile_cuda_test {
 
 #define REQUIRE_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
@@ -68,5 +68,5 @@ TEST(CudaProfile, InferenceProfileReportsKernelLaunchesAndIdlePerStep) {
   expect_kernel_launches_and_idle("--inference --batch-size 512 --steps 2 --warmup 1", dir, 2);
 }
 
-}  // namespace
+}  // namespace profile_cuda_test
 }  // namespace recmod

@@ -25,7 +25,7 @@
 #include "support/embedding_batches.h"
 
 namespace recmod {
-namespace {
+namespace tbe_sequence_test {
 
 using ::testing::HasSubstr;
 
@@ -275,5 +275,5 @@ training:
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
 }
 
-}  // namespace
+}  // namespace tbe_sequence_test
 }  // namespace recmod

@@ -17,7 +17,7 @@
 #include "support/test_util.h"
 
 namespace recmod {
-namespace {
+namespace tbe_test {
 
 using ::testing::HasSubstr;
 
@@ -318,5 +318,5 @@ TEST(CudaTbe, TheCpuBuildSaysTheKernelsAreAbsent) {
               HasSubstr("no CUDA embedding kernels"));
 }
 
-}  // namespace
+}  // namespace tbe_test
 }  // namespace recmod

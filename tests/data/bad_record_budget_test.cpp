@@ -10,7 +10,7 @@
 #include "recmod/data/jsonl.h"
 
 namespace recmod::data {
-namespace {
+namespace bad_record_budget_test {
 
 using ::testing::HasSubstr;
 
@@ -60,5 +60,5 @@ TEST(BadRecordBudget, BeyondItTheReadFailsWithCountAndFirstMessages) {
   EXPECT_THROW(read_all(small), InputError);
 }
 
-}  // namespace
+}  // namespace bad_record_budget_test
 }  // namespace recmod::data

@@ -13,7 +13,7 @@
 #include "recmod/data/open_reader.h"
 
 namespace recmod::data {
-namespace {
+namespace batcher_test {
 
 using ::testing::HasSubstr;
 
@@ -221,5 +221,5 @@ TEST(Batcher, OpenBatchesReshufflesPerEpochOverTheRealSample) {
   EXPECT_EQ(a, b);  // the same examples, in another order
 }
 
-}  // namespace
+}  // namespace batcher_test
 }  // namespace recmod::data

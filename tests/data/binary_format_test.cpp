@@ -15,7 +15,7 @@
 #include "recmod/data/open_reader.h"
 
 namespace recmod::data {
-namespace {
+namespace binary_format_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -331,5 +331,5 @@ TEST(BinaryFormat, WriterRejectsOtherSchema) {
   }
 }
 
-}  // namespace
+}  // namespace binary_format_test
 }  // namespace recmod::data

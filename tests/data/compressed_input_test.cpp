@@ -19,7 +19,7 @@
 #include "recmod/data/open_reader.h"
 
 namespace recmod::data {
-namespace {
+namespace compressed_input_test {
 
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
@@ -332,5 +332,5 @@ TEST(CompressedInputCli, TrainAcceptsATsvGz) {
   EXPECT_TRUE(model == read_bytes(dir + "/plain/model.pt"));
 }
 
-}  // namespace
+}  // namespace compressed_input_test
 }  // namespace recmod::data

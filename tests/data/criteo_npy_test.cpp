@@ -17,7 +17,7 @@
 #include "support/test_util.h"
 
 namespace recmod::data {
-namespace {
+namespace criteo_npy_test {
 
 using ::testing::HasSubstr;
 using test::error_of;
@@ -169,5 +169,5 @@ TEST(CriteoNpy, WriterRefusesWhatTheFormatCannotHold) {
               HasSubstr("row 2 (0-based) has 2 ids of feature 'C2'; TorchRec's Criteo .npy holds exactly one per feature"));
 }
 
-}  // namespace
+}  // namespace criteo_npy_test
 }  // namespace recmod::data

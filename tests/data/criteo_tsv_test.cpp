@@ -11,7 +11,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod::data {
-namespace {
+namespace criteo_tsv_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -188,5 +188,5 @@ TEST(CriteoTsv, MissingFileMessage) {
   }
 }
 
-}  // namespace
+}  // namespace criteo_tsv_test
 }  // namespace recmod::data

@@ -20,7 +20,7 @@
 #include "support/test_util.h"
 
 namespace recmod::data {
-namespace {
+namespace delimited_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -498,5 +498,5 @@ TEST(DelimitedRealData, AmazonElectronicsDinHistories) {
   EXPECT_EQ(longest, 152);
 }
 
-}  // namespace
+}  // namespace delimited_test
 }  // namespace recmod::data

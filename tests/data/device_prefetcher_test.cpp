@@ -7,7 +7,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod::data {
-namespace {
+namespace device_prefetcher_test {
 
 using ::testing::HasSubstr;
 
@@ -134,5 +134,5 @@ TEST(DevicePrefetcher, BatchMapTensorsCoversEveryTensorAndKeepsTheMetadata) {
   EXPECT_EQ(unweighted.tensors().size(), 6u);
 }
 
-}  // namespace
+}  // namespace device_prefetcher_test
 }  // namespace recmod::data

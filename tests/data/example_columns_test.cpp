@@ -7,7 +7,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod::data {
-namespace {
+namespace example_columns_test {
 
 using ::testing::ElementsAre;
 
@@ -87,5 +87,5 @@ TEST(ExampleColumns, AppendRejectsOtherSchema) {
   EXPECT_THROW(c.append(ExampleColumns(DataSchema{1, {"x"}, 1, false})), InputError);
 }
 
-}  // namespace
+}  // namespace example_columns_test
 }  // namespace recmod::data

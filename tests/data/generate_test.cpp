@@ -13,7 +13,7 @@
 #include "recmod/metrics/auc.h"
 
 namespace recmod::data {
-namespace {
+namespace generate_test {
 
 GenerateOptions options(uint64_t seed = 7, int64_t rows = 20000) {
   GenerateOptions o;
@@ -157,5 +157,5 @@ TEST(Generate, RejectsBadOptions) {
   }
 }
 
-}  // namespace
+}  // namespace generate_test
 }  // namespace recmod::data

@@ -11,7 +11,7 @@
 #include "recmod/data/jsonl.h"
 
 namespace recmod::data {
-namespace {
+namespace jsonl_options_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -122,5 +122,5 @@ training: {batch_size: 4, steps: 3}
   EXPECT_THAT(r.output, HasSubstr("far.jsonl:17: expected ids of \"site\" in [0, 20)"));
 }
 
-}  // namespace
+}  // namespace jsonl_options_test
 }  // namespace recmod::data

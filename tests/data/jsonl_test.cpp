@@ -8,7 +8,7 @@
 #include "recmod/data/open_reader.h"
 
 namespace recmod::data {
-namespace {
+namespace jsonl_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -144,5 +144,5 @@ TEST(Jsonl, DuplicateKeyIsABadRecord) {
   EXPECT_TRUE(reader.read(16).has_value());
 }
 
-}  // namespace
+}  // namespace jsonl_test
 }  // namespace recmod::data

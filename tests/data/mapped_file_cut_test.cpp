@@ -17,7 +17,7 @@
 #include "recmod/data/text_lines.h"
 
 namespace recmod::data {
-namespace {
+namespace mapped_file_cut_test {
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
@@ -94,5 +94,5 @@ TEST(MappedFileCut, BinaryReaderReportsTheFile) {
   fs::remove(path);
 }
 
-}  // namespace
+}  // namespace mapped_file_cut_test
 }  // namespace recmod::data

@@ -28,7 +28,7 @@
 #include "support/test_util.h"
 
 namespace recmod::data {
-namespace {
+namespace rank_reading_test {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -575,5 +575,5 @@ TEST(RankBatcherSkip, AMisshapenRecordAfterPassedOnesGetsNoNotCriteoHint) {
   EXPECT_THAT(passed.report().first_errors[0], Not(HasSubstr(kReadAsCriteoHint)));
 }
 
-}  // namespace
+}  // namespace rank_reading_test
 }  // namespace recmod::data

@@ -22,7 +22,7 @@
 #include "recmod/data/delimited.h"
 
 namespace recmod::data {
-namespace {
+namespace vocab_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -375,5 +375,5 @@ TEST(Vocab, JsonLinesFeaturesMapThroughTheirVocabulary) {
   std::filesystem::remove_all(run);
 }
 
-}  // namespace
+}  // namespace vocab_test
 }  // namespace recmod::data

@@ -14,7 +14,7 @@
 #include "recmod/dist/communicator.h"
 
 namespace recmod::dist {
-namespace {
+namespace backend_choice_test {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -139,5 +139,5 @@ TEST(BackendChoice, GroupOfOneRunsTheBackendsCollectives) {
   EXPECT_EQ(single_process()->traffic().collectives, 0);
 }
 
-}  // namespace
+}  // namespace backend_choice_test
 }  // namespace recmod::dist

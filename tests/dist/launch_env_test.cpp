@@ -10,7 +10,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod::dist {
-namespace {
+namespace launch_env_test {
 
 using ::testing::HasSubstr;
 using Vars = std::map<std::string, std::string>;
@@ -339,5 +339,5 @@ TEST(LaunchEnv, OpenMpiErrorsNameTheVariable) {
               HasSubstr("OMPI_COMM_WORLD_LOCAL_RANK is 'x'"));
 }
 
-}  // namespace
+}  // namespace launch_env_test
 }  // namespace recmod::dist

@@ -28,7 +28,7 @@
 #include "support/test_util.h"
 
 namespace recmod::dist {
-namespace {
+namespace local_launcher_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -374,5 +374,5 @@ TEST(LocalLauncher, CurrentExecutableIsThisBinary) {
   EXPECT_TRUE(fs::equivalent(current_executable(), "/proc/self/exe"));
 }
 
-}  // namespace
+}  // namespace local_launcher_test
 }  // namespace recmod::dist

@@ -11,7 +11,7 @@
 #include "support/test_util.h"
 
 namespace recmod::dist {
-namespace {
+namespace planner_test {
 
 using recmod::test::error_of;
 using ::testing::ElementsAre;
@@ -458,5 +458,5 @@ TEST(PlannerTest, RankListsAndByteSizes) {
   EXPECT_FALSE(parse_byte_size(""));
 }
 
-}  // namespace
+}  // namespace planner_test
 }  // namespace recmod::dist

@@ -19,7 +19,7 @@
 #include "support/local_ranks.h"
 
 namespace recmod::dist {
-namespace {
+namespace sharded_embedding_test {
 
 const std::vector<std::string> kKeys = {"C1", "C2", "C3"};
 constexpr int64_t kWorld = 2, kBatch = 6, kRows = 10, kDim = 5;
@@ -125,5 +125,5 @@ TEST(ShardedEmbeddingCollection, EveryShardingTypeGivesTheUnshardedOutputsAndGra
   other.get();
 }
 
-}  // namespace
+}  // namespace sharded_embedding_test
 }  // namespace recmod::dist

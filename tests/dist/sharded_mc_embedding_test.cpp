@@ -26,7 +26,7 @@
 #include "support/local_ranks.h"
 
 namespace recmod::dist {
-namespace {
+namespace sharded_mc_embedding_test {
 
 const std::vector<std::string> kKeys = {"C1", "C2", "C3"};
 constexpr int64_t kWorld = 2, kBatch = 5, kRows = 16, kDim = 3, kInput = 12;
@@ -295,5 +295,5 @@ TEST(ShardedManagedCollisionEmbeddingCollection, TableWiseIndicesAndRemappedFeat
   other.get();
 }
 
-}  // namespace
+}  // namespace sharded_mc_embedding_test
 }  // namespace recmod::dist

@@ -18,7 +18,7 @@
 #include "support/test_util.h"
 
 namespace recmod::io {
-namespace {
+namespace tensor_file_test {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -621,5 +621,5 @@ TEST_F(Checkpoint, ReadsStateDictsFromThisMachinesPythonTorch) {
   check_dtypes(load_tensors(path("state_dict_dtypes.pt")));
 }
 
-}  // namespace
+}  // namespace tensor_file_test
 }  // namespace recmod::io

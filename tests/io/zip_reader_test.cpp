@@ -26,7 +26,7 @@
 #include "support/test_util.h"
 
 namespace recmod::io {
-namespace {
+namespace zip_reader_test {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -357,5 +357,5 @@ TEST(MapTensors, FileCutOrRewrittenWhileInUseIsReportedAfterwards) {
   std::remove(path.c_str());
 }
 
-}  // namespace
+}  // namespace zip_reader_test
 }  // namespace recmod::io

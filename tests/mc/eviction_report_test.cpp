@@ -7,7 +7,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod {
-namespace {
+namespace eviction_report_test {
 
 using ::testing::HasSubstr;
 
@@ -75,5 +75,5 @@ TEST(EvictionTracker, AModelWithoutManagedCollisionsIsAnError) {
   }
 }
 
-}  // namespace
+}  // namespace eviction_report_test
 }  // namespace recmod

@@ -8,7 +8,7 @@
 #include "recmod/common/state_dict.h"
 
 namespace recmod {
-namespace {
+namespace mc_collection_test {
 
 using ::testing::HasSubstr;
 
@@ -138,5 +138,5 @@ TEST(EvictionPolicies, AdditionalIdsCountAsSeenNow) {
   }
 }
 
-}  // namespace
+}  // namespace mc_collection_test
 }  // namespace recmod

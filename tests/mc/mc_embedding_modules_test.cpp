@@ -10,7 +10,7 @@
 #include "support/test_util.h"
 
 namespace recmod {
-namespace {
+namespace mc_embedding_modules_test {
 
 using ::testing::HasSubstr;
 
@@ -234,5 +234,5 @@ TEST(ManagedCollisionEmbeddingCollection, TakesAnyEmbeddingCollectionInterface) 
   EXPECT_THROW(m->set_reset_evicted_rows(true), InputError);
 }
 
-}  // namespace
+}  // namespace mc_embedding_modules_test
 }  // namespace recmod

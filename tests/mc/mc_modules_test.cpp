@@ -11,7 +11,7 @@
 #include "support/test_util.h"
 
 namespace recmod {
-namespace {
+namespace mc_modules_test {
 
 using ::testing::HasSubstr;
 
@@ -320,5 +320,5 @@ TEST(HashFuncs, UnknownNameListsTheValidOnes) {
   }
 }
 
-}  // namespace
+}  // namespace mc_modules_test
 }  // namespace recmod

@@ -7,7 +7,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod {
-namespace {
+namespace threshold_filters_test {
 
 using ::testing::HasSubstr;
 
@@ -62,5 +62,5 @@ TEST(ThresholdFilterByName, SelectsAndPassesTheMultiplier) {
   }
 }
 
-}  // namespace
+}  // namespace threshold_filters_test
 }  // namespace recmod

@@ -13,7 +13,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod::metrics {
-namespace {
+namespace auc_test {
 
 TEST(Auc, PerfectAndInvertedRankings) {
   EXPECT_DOUBLE_EQ(auc({0.1f, 0.2f, 0.8f, 0.9f}, {0, 0, 1, 1}), 1.0);
@@ -74,5 +74,5 @@ TEST(Auc, NonFinitePredictionsAreAnInputErrorNotAHang) {
   EXPECT_DOUBLE_EQ(auc({0.5f, 0.5f, 0.5f, 0.5f}, {0, 1, 0, 1}), 0.5);
 }
 
-}  // namespace
+}  // namespace auc_test
 }  // namespace recmod::metrics

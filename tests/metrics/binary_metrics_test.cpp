@@ -11,7 +11,7 @@
 #include "recmod/metrics/auc.h"
 
 namespace recmod::metrics {
-namespace {
+namespace binary_metrics_test {
 
 TEST(BinaryMetrics, HandComputedValues) {
   // p = [0.9, 0.2, 0.6, 0.3], y = [1, 0, 0, 1].
@@ -129,5 +129,5 @@ TEST(RegressionMetrics, WeightedMeanSquaredError) {
   EXPECT_DOUBLE_EQ(regression_metrics(torch::tensor({2.0f, 1.0f}), torch::tensor({1.0f, 3.0f}))["mse"].get<double>(), 2.5);
 }
 
-}  // namespace
+}  // namespace binary_metrics_test
 }  // namespace recmod::metrics

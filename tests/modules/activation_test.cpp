@@ -12,7 +12,7 @@
 #include "recmod/common/state_dict.h"
 
 namespace recmod {
-namespace {
+namespace activation_test {
 
 std::vector<std::string> keys(const torch::nn::Module& m) { return test::state_dict_keys(m); }
 
@@ -84,5 +84,5 @@ TEST(ActivationTest, SwishLayerNormFactoryMakesAFreshModulePerLayer) {
   EXPECT_THROW(mlp_activation("gelu"), InputError);
 }
 
-}  // namespace
+}  // namespace activation_test
 }  // namespace recmod

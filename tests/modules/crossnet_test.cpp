@@ -11,7 +11,7 @@
 #include "recmod/common/state_dict.h"
 
 namespace recmod {
-namespace {
+namespace crossnet_test {
 
 std::vector<std::string> keys(const torch::nn::Module& m) { return test::state_dict_keys(m); }
 using test::max_gradient_error;
@@ -228,5 +228,5 @@ TEST(CrossNetFamilyTest, GradientsMatchFiniteDifferences) {
   }
 }
 
-}  // namespace
+}  // namespace crossnet_test
 }  // namespace recmod

@@ -10,7 +10,7 @@
 #include "recmod/modules/mlp.h"
 
 namespace recmod {
-namespace {
+namespace deepfm_test {
 
 std::vector<std::string> keys(const torch::nn::Module& m) { return test::state_dict_keys(m); }
 template <typename F>
@@ -68,5 +68,5 @@ TEST(DeepFMTest, RejectsEmptyListAndMixedBatchSizes) {
               HasSubstr("FactorizationMachine: expected embeddings[0] of shape (3, N, D), got [3]"));
 }
 
-}  // namespace
+}  // namespace deepfm_test
 }  // namespace recmod

@@ -7,7 +7,7 @@
 #include "recmod/modules/embedding_modules.h"
 
 namespace recmod {
-namespace {
+namespace deferred_tables_test {
 
 std::vector<EmbeddingBagConfig> tables() {
   EmbeddingBagConfig a(1000, 24, "a", {"f1"});
@@ -53,5 +53,5 @@ TEST(DeferredTables, ACustomInitIsAllocatedAtOnce) {
   EXPECT_TRUE(ebc->table_weight("b").is_meta());
 }
 
-}  // namespace
+}  // namespace deferred_tables_test
 }  // namespace recmod

@@ -11,7 +11,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod {
-namespace {
+namespace embedding_configs_test {
 
 template <typename F>
 std::string error_of(F&& f) { return test::error_of<InputError>(f); }
@@ -74,5 +74,5 @@ TEST(EmbeddingConfigs, Validation) {
   EXPECT_THAT(error_of([] { EmbeddingConfig(3, 2, "a.b").validate("EC"); }), HasSubstr("must not contain '.'"));
 }
 
-}  // namespace
+}  // namespace embedding_configs_test
 }  // namespace recmod

@@ -14,7 +14,7 @@
 #include "support/test_util.h"
 
 namespace recmod {
-namespace {
+namespace embedding_interfaces_test {
 
 using ::testing::ElementsAre;
 
@@ -175,5 +175,5 @@ TEST(EmbeddingInterfaces, CustomModulesPlugIntoEmbeddingTower) {
   EXPECT_THAT(test::state_dict_keys(*sequence_tower), ElementsAre("embedding.ec.embeddings.s.weight"));
 }
 
-}  // namespace
+}  // namespace embedding_interfaces_test
 }  // namespace recmod

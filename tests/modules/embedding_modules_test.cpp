@@ -10,7 +10,7 @@
 #include "recmod/common/state_dict.h"
 
 namespace recmod {
-namespace {
+namespace embedding_modules_test {
 
 template <typename F>
 std::string error_of(F&& f) { return test::error_of<InputError>(f); }
@@ -231,5 +231,5 @@ TEST(EmbeddingCollection, Fp16StorageAndSparseGradients) {
   EXPECT_TRUE(torch::allclose(grads[0][2], torch::tensor({2.0f, 2.0f})));
 }
 
-}  // namespace
+}  // namespace embedding_modules_test
 }  // namespace recmod

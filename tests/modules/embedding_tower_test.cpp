@@ -10,7 +10,7 @@
 #include "recmod/common/state_dict.h"
 
 namespace recmod {
-namespace {
+namespace embedding_tower_test {
 
 template <typename F>
 std::string error_of(F&& f) { return test::error_of<InputError>(f); }
@@ -84,5 +84,5 @@ TEST(EmbeddingTowerCollection, RoutesWeightedFeaturesAndConcatenates) {
               HasSubstr("tower 1 takes weighted_features but none were given"));
 }
 
-}  // namespace
+}  // namespace embedding_tower_test
 }  // namespace recmod

@@ -11,7 +11,7 @@
 #include "recmod/modules/fp_embedding_modules.h"
 
 namespace recmod {
-namespace {
+namespace feature_processor_test {
 
 template <typename F>
 std::string error_of(F&& f) { return test::error_of<InputError>(f); }
@@ -158,5 +158,5 @@ TEST(FeatureProcessedEmbeddingBagCollection, CollectionFormKeys) {
   EXPECT_TRUE(fp->named_parameters()["_feature_processors.position_weights.f"].grad().defined());
 }
 
-}  // namespace
+}  // namespace feature_processor_test
 }  // namespace recmod

@@ -17,7 +17,7 @@
 #include "support/embedding_batches.h"
 
 namespace recmod {
-namespace {
+namespace fused_embedding_bag_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -391,11 +391,11 @@ TEST(FusedEmbeddingBag, InvalidOptimizerIsAnInputError) {
   EXPECT_FALSE(ebc->fused_optimizer_enabled());
 }
 
-}  // namespace
+}  // namespace fused_embedding_bag_test
 }  // namespace recmod
 
 namespace recmod {
-namespace {
+namespace fused_embedding_bag_test {
 
 /// The VmFlags line of the mapping in /proc/self/smaps that holds `address`
 /// ("" when not found).
@@ -449,13 +449,13 @@ TEST(FusedEmbeddingBag, TablesAndOptimizerStateAreAdvisedHugePages) {
   EXPECT_EQ(small->weight.numel(), 32);
 }
 
-}  // namespace
+}  // namespace fused_embedding_bag_test
 }  // namespace recmod
 
 // Stochastic rounding of fp16 / bf16 tables (issue 16): the fused update's
 // write-back through apply_row_update (CPU kernel) and the tensor-op path.
 namespace recmod {
-namespace {
+namespace fused_embedding_bag_test {
 
 /// A (4, 64) table of ones in `dtype`, each row looked up once per step with
 /// gradient 1: `steps` SGD steps of `lr` each, every element should end at
@@ -651,5 +651,5 @@ TEST(FusedEmbeddingBag, StochasticRoundingOfAShardMatchesTheWholeTableBitwise) {
   }
 }
 
-}  // namespace
+}  // namespace fused_embedding_bag_test
 }  // namespace recmod

@@ -15,7 +15,7 @@
 #include "support/embedding_batches.h"
 
 namespace recmod {
-namespace {
+namespace fused_embedding_collection_test {
 
 TEST(FusedEmbeddingCollection, OutputRowsFollowTheSlotsInKjtOrderPerKey) {
   SequenceLookupPlan plan;
@@ -128,5 +128,5 @@ TEST(FusedEmbeddingCollection, OptimizerStateLoadsStrictly) {
   EXPECT_THROW(ec->load_fused_optimizer_state_dict(copy, "ckpt"), CheckpointError);
 }
 
-}  // namespace
+}  // namespace fused_embedding_collection_test
 }  // namespace recmod

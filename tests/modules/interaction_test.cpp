@@ -4,7 +4,7 @@
 #include <torch/torch.h>
 
 namespace recmod {
-namespace {
+namespace interaction_test {
 
 /// The direct CPU kernel against bmm + triu gather: outputs and both input
 /// gradients, for DLRM's shape and for odd ones (1 sparse feature, D = 3,
@@ -83,5 +83,5 @@ TEST(DotInteraction, OtherDtypesTakeTheReferencePath) {
   EXPECT_EQ(dot_interaction(dense, sparse, 2).scalar_type(), torch::kDouble);
 }
 
-}  // namespace
+}  // namespace interaction_test
 }  // namespace recmod

@@ -13,7 +13,7 @@
 #include "recmod/modules/mlp.h"
 
 namespace recmod {
-namespace {
+namespace lazy_test {
 
 std::vector<std::string> keys(const torch::nn::Module& m) { return test::state_dict_keys(m); }
 template <typename F>
@@ -182,5 +182,5 @@ TEST(LazyTest, ModulesRunForwardAndBackwardOnTheInputDevice) {
   }
 }
 
-}  // namespace
+}  // namespace lazy_test
 }  // namespace recmod

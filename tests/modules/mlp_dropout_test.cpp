@@ -11,7 +11,7 @@
 #include "support/test_util.h"
 
 namespace recmod {
-namespace {
+namespace mlp_dropout_test {
 
 using ::testing::HasSubstr;
 
@@ -106,5 +106,5 @@ TEST(MLPDropoutTest, ConfigNodeTakesDropout) {
   }
 }
 
-}  // namespace
+}  // namespace mlp_dropout_test
 }  // namespace recmod

@@ -11,7 +11,7 @@
 #include "recmod/common/state_dict.h"
 
 namespace recmod {
-namespace {
+namespace mlp_test {
 
 std::vector<std::string> keys(const torch::nn::Module& m) { return test::state_dict_keys(m); }
 using test::max_gradient_error;
@@ -129,7 +129,7 @@ TEST(MLPTest, GradientsMatchFiniteDifferences) {
   EXPECT_LT(max_gradient_error([&] { return mlp->forward(xin); }, xin), 1e-6);
 }
 
-}  // namespace
+}  // namespace mlp_test
 }  // namespace recmod
 
 // training.dense_precision: bf16 (issue 17). While autograd records, each
@@ -137,7 +137,7 @@ TEST(MLPTest, GradientsMatchFiniteDifferences) {
 // and the weights' gradients are fp32 and within bf16's rounding of the
 // fp32 ones; without autograd the layers compute in fp32 as before.
 namespace recmod {
-namespace {
+namespace mlp_test {
 
 TEST(MLPTest, Bf16ComputeKeepsFp32WeightsAndGradientsNearFp32) {
   torch::manual_seed(3);
@@ -188,5 +188,5 @@ TEST(PerceptronTest, Bf16ComputeWithAModuleActivation) {
   EXPECT_EQ(p->linear()->weight.grad().scalar_type(), torch::kFloat);
 }
 
-}  // namespace
+}  // namespace mlp_test
 }  // namespace recmod

@@ -10,7 +10,7 @@
 #include "support/test_util.h"
 
 namespace recmod {
-namespace {
+namespace module_lists_test {
 
 using ::testing::HasSubstr;
 
@@ -85,5 +85,5 @@ TEST(ModuleLists, OutputDimensionChecksReturnWhetherTheyHold) {
   EXPECT_FALSE(check_module_output_dimension(list, 6, 3));
 }
 
-}  // namespace
+}  // namespace module_lists_test
 }  // namespace recmod

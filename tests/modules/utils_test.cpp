@@ -8,7 +8,7 @@
 #include "support/test_util.h"
 
 namespace recmod {
-namespace {
+namespace utils_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -81,5 +81,5 @@ TEST(ModuleUtils, OutputDimensions) {
   }
 }
 
-}  // namespace
+}  // namespace utils_test
 }  // namespace recmod

@@ -7,7 +7,7 @@
 #include "support/op_counter.h"
 
 namespace recmod::optim {
-namespace {
+namespace dense_optimizer_test {
 
 OptimizerOptions options_of(const std::string& type, double weight_decay) {
   OptimizerOptions o(type, 0.03);
@@ -142,5 +142,5 @@ TEST(DenseOptimizerForeach, SameBytesAsOneParameterAtATime) {
   EXPECT_EQ(ops.of_op("aten::addcdiv_"), 0) << ops.report();
 }
 
-}  // namespace
+}  // namespace dense_optimizer_test
 }  // namespace recmod::optim

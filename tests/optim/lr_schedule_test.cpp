@@ -9,7 +9,7 @@
 #include "recmod/optim/optimizer_options.h"
 
 namespace recmod::optim {
-namespace {
+namespace lr_schedule_test {
 
 using ::testing::HasSubstr;
 
@@ -112,5 +112,5 @@ TEST(LrScheduleTest, ConfigErrorsCarryTheKeyAndPosition) {
             "<no ConfigError>");
 }
 
-}  // namespace
+}  // namespace lr_schedule_test
 }  // namespace recmod::optim

@@ -7,7 +7,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod::optim {
-namespace {
+namespace model_optimizer_test {
 
 using ::testing::HasSubstr;
 using Named = std::vector<std::pair<std::string, torch::Tensor>>;
@@ -198,5 +198,5 @@ TEST(ModelOptimizer, RejectsUnknownTypesAndBadValues) {
   EXPECT_THAT(error_of<InputError>([&] { validate(bad, OptimizerRole::dense); }), HasSubstr("dense optimizer: lr must be >= 0, got nan"));
 }
 
-}  // namespace
+}  // namespace model_optimizer_test
 }  // namespace recmod::optim

@@ -7,7 +7,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod::optim {
-namespace {
+namespace row_update_test {
 
 // The scalar rule (CPU kernels) and the tensor-op form (other devices) are
 // one rule: the same rows come out, for every algorithm and a float table.
@@ -67,5 +67,5 @@ TEST(OptimizerOptions, FindProblemNamesTheField) {
   EXPECT_EQ(p->field, "lr");
 }
 
-}  // namespace
+}  // namespace row_update_test
 }  // namespace recmod::optim

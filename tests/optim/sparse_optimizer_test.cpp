@@ -8,7 +8,7 @@
 #include <cmath>
 
 namespace recmod::optim {
-namespace {
+namespace sparse_optimizer_test {
 
 OptimizerOptions options_of(const std::string& type, double weight_decay = 0.0) {
   OptimizerOptions o;
@@ -186,5 +186,5 @@ TEST(SparseOptimizer, RejectsRowsOutsideTheTable) {
   }
 }
 
-}  // namespace
+}  // namespace sparse_optimizer_test
 }  // namespace recmod::optim

@@ -7,7 +7,7 @@
 #include <vector>
 
 namespace recmod::optim {
-namespace {
+namespace stochastic_rounding_test {
 
 /// The fraction of n draws (rows 0..n-1 of seed 7) that round x up.
 template <typename weight_t>
@@ -114,5 +114,5 @@ TEST(StochasticRounding, ARowStoresWithEachGlobalColumnsBits) {
   }
 }
 
-}  // namespace
+}  // namespace stochastic_rounding_test
 }  // namespace recmod::optim

@@ -14,7 +14,7 @@
 #include "recmod/profile/profiler.h"
 
 namespace recmod::profile {
-namespace {
+namespace gpu_activity_test {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -176,5 +176,5 @@ TEST(GpuActivityKernels, MostRunKernelsCountPerStepMostFirst) {
   EXPECT_EQ(a.to_json()["top_kernels"][0]["name"], "b");
 }
 
-}  // namespace
+}  // namespace gpu_activity_test
 }  // namespace recmod::profile

@@ -13,7 +13,7 @@
 #include "support/test_util.h"
 
 namespace recmod::quant {
-namespace {
+namespace quant_embedding_modules_test {
 
 namespace fs = std::filesystem;
 using FloatEBC = recmod::EmbeddingBagCollection;
@@ -325,5 +325,5 @@ TEST(QuantEmbeddingBagCollection, SavedStateDictReadsInPythonTorchAndPoolsLikeIt
   test::remove_tree(dir.string());
 }
 
-}  // namespace
+}  // namespace quant_embedding_modules_test
 }  // namespace recmod::quant

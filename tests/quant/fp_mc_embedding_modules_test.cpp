@@ -17,7 +17,7 @@
 #include "recmod/train/quantized_model.h"
 
 namespace recmod::quant {
-namespace {
+namespace fp_mc_embedding_modules_test {
 
 using ::testing::HasSubstr;
 
@@ -192,5 +192,5 @@ TEST(QuantFpMcCollections, ACheckpointThatDoesNotFitNamesTheTableAndNode) {
   }
 }
 
-}  // namespace
+}  // namespace fp_mc_embedding_modules_test
 }  // namespace recmod::quant

@@ -17,7 +17,7 @@
 #include "support/test_util.h"
 
 namespace recmod::quant {
-namespace {
+namespace rowwise_quantization_test {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -273,5 +273,5 @@ TEST(QuantConfigTest, DataTypesOfTablesAndSparseTypes) {
               HasSubstr("valid: int8, int4, int2, fp16, fp32"));
 }
 
-}  // namespace
+}  // namespace rowwise_quantization_test
 }  // namespace recmod::quant

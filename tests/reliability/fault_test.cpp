@@ -24,7 +24,7 @@
 #include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
-namespace {
+namespace fault_test {
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
@@ -278,5 +278,5 @@ TEST(DataFileCut, TruncatedWhileTrainingIsAnErrorNotSigbus) {
       << log;
 }
 
-}  // namespace
+}  // namespace fault_test
 }  // namespace recmod::testing

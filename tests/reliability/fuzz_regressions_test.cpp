@@ -19,7 +19,7 @@
 #include "support/test_util.h"
 
 namespace recmod {
-namespace {
+namespace fuzz_regressions_test {
 
 using ::testing::HasSubstr;
 using test::error_of;
@@ -99,5 +99,5 @@ TEST(FuzzRegressionTest, BinaryRowsWithoutColumnsAreRefused) {
                         "sparse features)"));
 }
 
-}  // namespace
+}  // namespace fuzz_regressions_test
 }  // namespace recmod

@@ -24,7 +24,7 @@
 #include "recmod/train/trainer.h"
 
 namespace recmod::testing {
-namespace {
+namespace reliability_test {
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
@@ -325,5 +325,5 @@ TEST(ReliabilityTest, NonFinitePredictionsNameTheRows) {
   }
 }
 
-}  // namespace
+}  // namespace reliability_test
 }  // namespace recmod::testing

@@ -9,7 +9,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod {
-namespace {
+namespace jagged_tensor_test {
 
 template <typename F>
 std::string error_of(F&& f) { return test::error_of<InputError>(f); }
@@ -121,5 +121,5 @@ TEST(JaggedTensor, ToDeviceKeepsEverything) {
   EXPECT_EQ(moved.device(), torch::Device(torch::kCPU));
 }
 
-}  // namespace
+}  // namespace jagged_tensor_test
 }  // namespace recmod

@@ -9,7 +9,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod {
-namespace {
+namespace keyed_jagged_tensor_test {
 
 template <typename F>
 std::string error_of(F&& f) { return test::error_of<InputError>(f); }
@@ -159,5 +159,5 @@ TEST(KeyedJaggedTensor, SelectByKeys) {
   EXPECT_THAT(s.length_per_key(), ElementsAre(5));
 }
 
-}  // namespace
+}  // namespace keyed_jagged_tensor_test
 }  // namespace recmod

@@ -9,7 +9,7 @@
 #include "recmod/common/errors.h"
 
 namespace recmod {
-namespace {
+namespace keyed_tensor_test {
 
 template <typename F>
 std::string error_of(F&& f) { return test::error_of<InputError>(f); }
@@ -62,5 +62,5 @@ TEST(KeyedTensor, GradientsFlowThroughBlocks) {
   EXPECT_TRUE(torch::equal(values.grad(), torch::tensor({{0.0, 0.0, 2.0, 2.0, 2.0}, {0.0, 0.0, 2.0, 2.0, 2.0}})));
 }
 
-}  // namespace
+}  // namespace keyed_tensor_test
 }  // namespace recmod

@@ -13,7 +13,7 @@
 #include "recmod/sparse/keyed_jagged_tensor.h"
 
 namespace recmod {
-namespace {
+namespace variable_batch_test {
 
 using ::testing::HasSubstr;
 
@@ -122,5 +122,5 @@ TEST(VariableBatchEcTest, EachFeatureKeepsItsOwnSamples) {
   EXPECT_TRUE(torch::equal(out[1].second.values(), ec->table_weight("t").index_select(0, torch::tensor({1, 2, 0}))));
 }
 
-}  // namespace
+}  // namespace variable_batch_test
 }  // namespace recmod

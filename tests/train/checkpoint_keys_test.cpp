@@ -12,7 +12,7 @@
 #include "recmod/train/trainer.h"
 
 namespace recmod::train {
-namespace {
+namespace checkpoint_keys_test {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -159,5 +159,5 @@ TEST(CheckpointKeysTest, WarmStartLoadsTheSelectedNodesAndReports) {
               HasSubstr("TorchRec DLRM state_dict"));
 }
 
-}  // namespace
+}  // namespace checkpoint_keys_test
 }  // namespace recmod::train

@@ -10,7 +10,7 @@
 #include "support/test_util.h"
 
 namespace recmod::train {
-namespace {
+namespace config_history_test {
 
 using ::testing::HasSubstr;
 
@@ -127,5 +127,5 @@ TEST(ConfigHistory, ANewRunDropsVersionsLeftInItsDirectory) {
   EXPECT_EQ(config_versions(f.run).size(), 1u);
 }
 
-}  // namespace
+}  // namespace config_history_test
 }  // namespace recmod::train

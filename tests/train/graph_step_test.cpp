@@ -16,7 +16,7 @@
 #include "recmod/train/training_setup.h"
 
 namespace recmod::train {
-namespace {
+namespace graph_step_test {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -220,5 +220,5 @@ TEST(GraphStepSplit, TrainsAsTheEagerStepOverSteps) {
         << oa[i].first;
 }
 
-}  // namespace
+}  // namespace graph_step_test
 }  // namespace recmod::train

@@ -7,7 +7,7 @@
 #include <limits>
 
 namespace recmod::train {
-namespace {
+namespace health_test {
 
 using ::testing::HasSubstr;
 constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
@@ -95,5 +95,5 @@ TEST(Health, SparseGradientReportsTheTableRow) {
                         "index [42, 2])"));
 }
 
-}  // namespace
+}  // namespace health_test
 }  // namespace recmod::train

@@ -11,7 +11,7 @@
 #include "recmod/train/training_setup.h"
 
 namespace recmod::train {
-namespace {
+namespace infer_test {
 
 const char* kDlrm = R"(
 features: {dense: 3, sparse: [a, b, c]}
@@ -89,5 +89,5 @@ TEST(Infer, EvaluatingBetweenStepsLeavesTrainingUnchanged) {
   }
 }
 
-}  // namespace
+}  // namespace infer_test
 }  // namespace recmod::train

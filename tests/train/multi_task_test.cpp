@@ -19,7 +19,7 @@
 #include "support/test_util.h"
 
 namespace recmod::train {
-namespace {
+namespace multi_task_test {
 
 using ::testing::HasSubstr;
 using test::error_of;
@@ -203,5 +203,5 @@ TEST(MultiTaskData, JsonLinesWeightAndLabelsCheckedPerTaskLoss) {
               HasSubstr("weight.jsonl:1: expected \"weight\" to be a finite number >= 0"));
 }
 
-}  // namespace
+}  // namespace multi_task_test
 }  // namespace recmod::train

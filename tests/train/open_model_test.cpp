@@ -20,7 +20,7 @@
 #include "support/test_util.h"
 
 namespace recmod::train {
-namespace {
+namespace open_model_test {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -168,5 +168,5 @@ TEST(OpenModel, CheckpointCutWhileInUseIsAnErrorNotASigbus) {
               StartsWith(saved.checkpoint + ": the checkpoint was cut short while in use (" ));
 }
 
-}  // namespace
+}  // namespace open_model_test
 }  // namespace recmod::train

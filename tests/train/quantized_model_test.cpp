@@ -12,7 +12,7 @@
 #include "support/test_util.h"
 
 namespace recmod::train {
-namespace {
+namespace quantized_model_test {
 
 using ::testing::HasSubstr;
 
@@ -194,5 +194,5 @@ TEST(QuantizedModel, ConfigDataTypesQuantizeTheirCollectionsCloseToTheFloatModel
   EXPECT_EQ(qc.data_type_of("p1"), DataType::FP16);
 }
 
-}  // namespace
+}  // namespace quantized_model_test
 }  // namespace recmod::train

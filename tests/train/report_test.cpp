@@ -9,7 +9,7 @@
 #include "recmod/train/report.h"
 
 namespace recmod::train {
-namespace {
+namespace report_test {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -58,5 +58,5 @@ TEST(Report, NamesAreEscapedAndNonFiniteValuesLeftOut) {
 
 TEST(Report, NoRunsIsAUsageError) { EXPECT_THROW(report_html({}), UsageError); }
 
-}  // namespace
+}  // namespace report_test
 }  // namespace recmod::train

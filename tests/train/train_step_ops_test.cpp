@@ -20,7 +20,7 @@
 #include "support/op_counter.h"
 
 namespace recmod::train {
-namespace {
+namespace train_step_ops_test {
 
 struct DemoStep {
   OpenedModel opened = open_model(std::string(RECMOD_SOURCE_DIR) + "/configs/demo.yaml");
@@ -93,5 +93,5 @@ TEST(TrainStepOps, DemoStepIssuesAtMostN) {
   EXPECT_EQ(again.total(), counter.total()) << again.report();
 }
 
-}  // namespace
+}  // namespace train_step_ops_test
 }  // namespace recmod::train

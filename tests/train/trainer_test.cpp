@@ -19,7 +19,7 @@
 #include "support/test_util.h"
 
 namespace recmod::train {
-namespace {
+namespace trainer_test {
 
 using ::testing::HasSubstr;
 using io::load_tensors;
@@ -508,5 +508,5 @@ TEST(RunDirTest, RefusesToOverwriteOrToResumeNothing) {
   }
 }
 
-}  // namespace
+}  // namespace trainer_test
 }  // namespace recmod::train

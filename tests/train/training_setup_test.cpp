@@ -10,7 +10,7 @@
 #include "recmod/train/train_step.h"
 
 namespace recmod::train {
-namespace {
+namespace training_setup_test {
 
 using ::testing::HasSubstr;
 
@@ -140,5 +140,5 @@ TEST(TrainingSetupTest, DensePrecisionIsCheckedAtItsKey) {
   }
 }
 
-}  // namespace
+}  // namespace training_setup_test
 }  // namespace recmod::train
