@@ -20,7 +20,7 @@
 #include "recmod/io/tensor_file.h"
 
 namespace recmod::testing {
-namespace {
+namespace distributed_cli_test {
 
 using ::testing::HasSubstr;
 
@@ -395,8 +395,13 @@ TEST(DistributedCli, SigintStopsEveryRankWithOneCheckpoint) {
   const auto cfg = write_file(d.dir + "/s.yaml", mixed_model_yaml(4, "{type: adagrad, lr: 0.1}", kAllTypes));
   const std::string run = d.dir + "/r";
   const std::string train = std::string(RECMOD_BIN) + " train " + cfg + " --data " + d.train + " --out " + run;
-  // the supervisor gets SIGINT (as from Ctrl-C) after the ranks have trained a while
-  const auto r = run_shell(train + " --nproc 2 --steps 100000000 & pid=$!; sleep 5; kill -INT $pid; wait $pid; echo code=$?");
+  // the supervisor gets SIGINT (as from Ctrl-C) once the ranks train (rank
+  // 0's metrics file has its first line; a fixed 5 s sleep came before rank 1
+  // had reached training on a slow sanitizer CI run, and a rank still starting
+  // up dies of the forwarded SIGINT)
+  const std::string metrics = run + "/metrics.jsonl";
+  const auto r = run_shell(train + " --nproc 2 --steps 100000000 & pid=$!; for i in $(seq 900); do [ -s " + metrics +
+                           " ] && break; sleep 0.1; done; kill -INT $pid; wait $pid; echo code=$?");
   EXPECT_THAT(r.output, HasSubstr("code=130")) << r.output;
   EXPECT_THAT(r.output, HasSubstr("[rank 0] interrupted: checkpoint at step"));
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("exited with code")));  // a requested stop, not a failure
@@ -472,5 +477,5 @@ TEST(DistributedCli, AStepCostsFiveCollectives) {
   EXPECT_EQ(fifteen - five, 10 * 5);
 }
 
-}  // namespace
+}  // namespace distributed_cli_test
 }  // namespace recmod::testing
