@@ -23,7 +23,7 @@ namespace {
 using nlohmann::json;
 
 /// How a JSON value appears in a message: its text, cut at 60 characters.
-std::string shown(const json& v) {
+std::string shown_json(const json& v) {
   std::string s = v.dump();
   return s.size() > 60 ? s.substr(0, 60) + "..." : s;
 }
@@ -40,11 +40,11 @@ template <typename... Args>
 
 void read_numbers(const json& v, int64_t count, const char* key, std::vector<float>& out) {
   if (!v.is_array() || static_cast<int64_t>(v.size()) != count)
-    bad("expected \"", key, "\" to be a list of ", count, " numbers, found ", shown(v));
+    bad("expected \"", key, "\" to be a list of ", count, " numbers, found ", shown_json(v));
   for (const auto& x : v) {
-    if (!x.is_number()) bad("expected \"", key, "\" to hold numbers, found ", shown(x));
+    if (!x.is_number()) bad("expected \"", key, "\" to hold numbers, found ", shown_json(x));
     const float value = x.get<float>();
-    if (!std::isfinite(value)) bad("expected \"", key, "\" to hold finite float32 numbers, found ", shown(x));
+    if (!std::isfinite(value)) bad("expected \"", key, "\" to hold finite float32 numbers, found ", shown_json(x));
     out.push_back(value);
   }
 }
@@ -53,10 +53,10 @@ void read_labels(const json& v, int64_t num_labels, const JsonlOptions& options,
   const size_t first = out.size();
   if (v.is_number() && num_labels == 1) {
     const float value = v.get<float>();
-    if (!std::isfinite(value)) bad("expected \"label\" to be a finite float32 number, found ", shown(v));
+    if (!std::isfinite(value)) bad("expected \"label\" to be a finite float32 number, found ", shown_json(v));
     out.push_back(value);
   } else {
-    if (!v.is_array()) bad("expected \"label\" to be a number or a list of ", num_labels, " numbers, found ", shown(v));
+    if (!v.is_array()) bad("expected \"label\" to be a number or a list of ", num_labels, " numbers, found ", shown_json(v));
     read_numbers(v, num_labels, "label", out);
   }
   for (size_t i = first; i < out.size(); ++i) {
@@ -64,7 +64,7 @@ void read_labels(const json& v, int64_t num_labels, const JsonlOptions& options,
     const bool binary = k < options.binary_per_label.size() ? options.binary_per_label[k] : options.binary_labels;
     if (binary && out[i] != 0.0f && out[i] != 1.0f)
       bad("expected \"label\"", num_labels > 1 ? str_cat("[", k, "]") : std::string(),
-          " 0 or 1 (the loss is binary cross-entropy), found ", shown(v));
+          " 0 or 1 (the loss is binary cross-entropy), found ", shown_json(v));
   }
 }
 
@@ -80,7 +80,7 @@ struct IdRules {
 void read_ids(const json& v, const std::string& feature, const IdRules& rules, std::vector<int64_t>& out) {
   const uint64_t string_range = rules.string_range, seed = rules.seed;
   const int64_t limit = rules.limit;
-  if (!v.is_array()) bad("expected the ids of \"", feature, "\" to be a list of integers, found ", shown(v));
+  if (!v.is_array()) bad("expected the ids of \"", feature, "\" to be a list of integers, found ", shown_json(v));
   if (rules.vocab) {
     for (const auto& x : v) {
       if (x.is_string()) {
@@ -90,7 +90,7 @@ void read_ids(const json& v, const std::string& feature, const IdRules& rules, s
             x.is_number_unsigned() ? std::to_string(x.get<uint64_t>()) : std::to_string(x.get<int64_t>());
         out.push_back(rules.vocab->id(text, rules.oov_buckets, seed));
       } else {
-        bad("expected string or integer ids for \"", feature, "\" (it has a vocabulary), found ", shown(x));
+        bad("expected string or integer ids for \"", feature, "\" (it has a vocabulary), found ", shown_json(x));
       }
     }
     return;
@@ -98,14 +98,14 @@ void read_ids(const json& v, const std::string& feature, const IdRules& rules, s
   for (const auto& x : v) {
     if (x.is_string()) {
       if (string_range == 0)
-        bad("expected integer ids for \"", feature, "\", found the string ", shown(x),
+        bad("expected integer ids for \"", feature, "\", found the string ", shown_json(x),
             " (string ids need a range to be hashed into: the feature's range or its table)");
       out.push_back(hash_string_id(x.get_ref<const std::string&>(), seed, string_range));
       continue;
     }
     if (x.is_number_unsigned() && x.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-      bad("expected ids of \"", feature, "\" to fit in int64, found ", shown(x));
-    if (!x.is_number_integer()) bad("expected integer ids for \"", feature, "\", found ", shown(x));
+      bad("expected ids of \"", feature, "\" to fit in int64, found ", shown_json(x));
+    if (!x.is_number_integer()) bad("expected integer ids for \"", feature, "\", found ", shown_json(x));
     const int64_t id = x.get<int64_t>();
     if (limit > 0 && (id < 0 || id >= limit))
       bad("expected ids of \"", feature, "\" in [0, ", limit, ") (its table has ", limit,
@@ -122,22 +122,22 @@ void read_bag(const json& v, const std::string& feature, bool weighted, bool may
     for (const auto& [key, _] : v.items())
       if (key != "ids" && key != "weights")
         bad("expected keys \"ids\" and \"weights\" in \"", feature, "\", found \"", key, "\"");
-    if (!v.contains("ids")) bad("expected \"ids\" in \"", feature, "\", found ", shown(v));
+    if (!v.contains("ids")) bad("expected \"ids\" in \"", feature, "\", found ", shown_json(v));
     read_ids(v["ids"], feature, rules, col.ids);
     if (v.contains("weights")) {
-      if (!weighted) bad("expected no weights for \"", feature, "\" (the schema is unweighted), found ", shown(v));
+      if (!weighted) bad("expected no weights for \"", feature, "\" (the schema is unweighted), found ", shown_json(v));
       if (!may_weigh)
         bad("expected no weights for \"", feature, "\" (declare it weighted in the config: features.sparse: ",
-            "{name: ", feature, ", weighted: true}), found ", shown(v));
+            "{name: ", feature, ", weighted: true}), found ", shown_json(v));
       const auto& w = v["weights"];
       const auto count = static_cast<int64_t>(col.ids.size() - first);
       if (!w.is_array() || static_cast<int64_t>(w.size()) != count)
         bad("expected \"weights\" of \"", feature, "\" to be a list of ", count, " numbers (one per id), found ",
-            shown(w));
+            shown_json(w));
       for (const auto& x : w) {
-        if (!x.is_number()) bad("expected numeric weights for \"", feature, "\", found ", shown(x));
+        if (!x.is_number()) bad("expected numeric weights for \"", feature, "\", found ", shown_json(x));
         const float value = x.get<float>();
-        if (!std::isfinite(value)) bad("expected finite float32 weights for \"", feature, "\", found ", shown(x));
+        if (!std::isfinite(value)) bad("expected finite float32 weights for \"", feature, "\", found ", shown_json(x));
         col.weights.push_back(value);
       }
     } else if (weighted) {
@@ -193,7 +193,7 @@ void parse_record(std::string_view line, const DataSchema& schema, const JsonlOp
     const auto at = what.find("number overflow");
     bad("expected finite numbers, found one out of range (", at == std::string::npos ? what : what.substr(at), ")");
   }
-  if (!j.is_object()) bad("expected a JSON object, found ", shown(j));
+  if (!j.is_object()) bad("expected a JSON object, found ", shown_json(j));
   for (const auto& [key, _] : j.items())
     if (key != "label" && key != "dense" && key != "sparse" && !(key == "weight" && schema.sample_weights))
       bad("expected keys \"label\", \"dense\", \"sparse\"", schema.sample_weights ? ", \"weight\"" : "",
@@ -206,7 +206,7 @@ void parse_record(std::string_view line, const DataSchema& schema, const JsonlOp
     if (j.contains("weight")) {
       const json& v = j["weight"];
       if (!v.is_number() || !std::isfinite(v.get<float>()) || v.get<float>() < 0)
-        bad("expected \"weight\" to be a finite number >= 0 (the sample weight), found ", shown(v));
+        bad("expected \"weight\" to be a finite number >= 0 (the sample weight), found ", shown_json(v));
       w = v.get<float>();
     }
     out.sample_weights.push_back(w);
@@ -219,7 +219,7 @@ void parse_record(std::string_view line, const DataSchema& schema, const JsonlOp
 
   const json empty = json::object();
   const json& sparse = j.contains("sparse") ? j["sparse"] : empty;
-  if (!sparse.is_object()) bad("expected \"sparse\" to be an object of features, found ", shown(sparse));
+  if (!sparse.is_object()) bad("expected \"sparse\" to be an object of features, found ", shown_json(sparse));
   if (options.strict)
     for (const auto& [key, _] : sparse.items())
       if (std::find(schema.sparse_features.begin(), schema.sparse_features.end(), key) == schema.sparse_features.end())

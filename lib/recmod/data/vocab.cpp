@@ -16,7 +16,7 @@ namespace recmod::data {
 namespace {
 
 // "'text'" for messages, cut at 40 characters.
-std::string shown(std::string_view text) {
+std::string shown_text(std::string_view text) {
   if (text.size() > 40) return "'" + std::string(text.substr(0, 40)) + "...'";
   return "'" + std::string(text) + "'";
 }
@@ -225,7 +225,7 @@ Vocabulary build_jsonl(TextLines& lines, const std::vector<std::string>& feature
           ++counts[k][x.is_number_unsigned() ? std::to_string(x.get<uint64_t>()) : std::to_string(x.get<int64_t>())];
         } else {
           throw_input_error(where, ": expected string or integer ids for \"", features[k], "\", found ",
-                            shown(x.dump()));
+                            shown_text(x.dump()));
         }
         ++totals[k];
       }
@@ -288,11 +288,11 @@ void save_vocabulary(const Vocabulary& vocab, const std::string& path) {
   std::string text = "recmod-vocab 1\n";
   for (const auto& c : vocab.columns) {
     if (c.column.find_first_of("\t\r\n") != std::string::npos)
-      throw_input_error(path, ": cannot save column name ", shown(c.column), ": it holds a tab or a line break");
+      throw_input_error(path, ": cannot save column name ", shown_text(c.column), ": it holds a tab or a line break");
     text += str_cat("column\t", c.column, "\t", c.ids.size(), "\n");
     for (size_t i = 0; i < c.ids.size(); ++i) {
       if (c.ids[i].find_first_of("\r\n") != std::string::npos)
-        throw_input_error(path, ": cannot save id ", shown(c.ids[i]), " of column '", c.column,
+        throw_input_error(path, ": cannot save id ", shown_text(c.ids[i]), " of column '", c.column,
                           "': it holds a line break");
       text += str_cat(i < c.counts.size() ? c.counts[i] : 0, "\t", c.ids[i], "\n");
     }
@@ -328,7 +328,7 @@ Vocabulary parse_vocabulary(const std::string& name, std::string_view text) {
   std::string_view line;
   if (!next(line) || line != "recmod-vocab 1")
     throw_input_error(name, ":1: expected 'recmod-vocab 1' (a vocabulary written by recmod vocab), found ",
-                      line_number ? shown(line) : "an empty file");
+                      line_number ? shown_text(line) : "an empty file");
   int64_t left = 0;                      // ids still expected for the current column
   std::unordered_set<std::string> seen;  // the current column's ids
   while (next(line)) {
@@ -337,11 +337,11 @@ Vocabulary parse_vocabulary(const std::string& name, std::string_view text) {
       int64_t count = 0;
       if (tab == std::string_view::npos || !parse_count(line.substr(0, tab), count))
         throw_input_error(name, ":", line_number, ": expected '<count><TAB><id>' (", left, " more id(s) of column '",
-                          out.columns.back().column, "'), found ", shown(line));
+                          out.columns.back().column, "'), found ", shown_text(line));
       auto& c = out.columns.back();
       std::string id(line.substr(tab + 1));
       if (!seen.insert(id).second)
-        throw_input_error(name, ":", line_number, ": id ", shown(id), " of column '", c.column, "' appears twice");
+        throw_input_error(name, ":", line_number, ": id ", shown_text(id), " of column '", c.column, "' appears twice");
       c.ids.push_back(std::move(id));
       c.counts.push_back(count);
       --left;
@@ -353,7 +353,7 @@ Vocabulary parse_vocabulary(const std::string& name, std::string_view text) {
     if (line.substr(0, t1) != "column" || t2 == std::string_view::npos || t2 == t1 + 1 ||
         !parse_count(line.substr(t2 + 1), n))
       throw_input_error(name, ":", line_number, ": expected 'column<TAB><name><TAB><number of ids>', found ",
-                        shown(line));
+                        shown_text(line));
     const std::string column(line.substr(t1 + 1, t2 - t1 - 1));
     if (out.find(column)) throw_input_error(name, ":", line_number, ": column '", column, "' appears twice");
     if (!out.columns.empty()) out.columns.back().index();
