@@ -287,6 +287,39 @@ TEST(LocalLauncher, SigintToTheSupervisorIsForwardedAndHandlerRestored) {
   expect_no_children();
 }
 
+TEST(LocalLauncher, RanksThatStopOrDieOfAForwardedSigintAreNotAFailure) {
+  // Ctrl-C while ranks start up: rank 0 stops as recmod train does (exit
+  // 130); rank 1 has no handler yet and dies of the forwarded SIGINT itself.
+  // Neither is a failure to report: exit 130, nothing on stderr.
+  TempDir dir;
+  std::thread stopper([&] {
+    if (dir.wait_for({"ready.0", "ready.1"})) request_local_ranks_stop(SIGINT);
+  });
+  Outcome run = run_sh(2,
+                       "if [ \"$RANK\" = 0 ]; then trap 'kill $! 2>/dev/null; exit 130' INT; sleep 30 & "
+                       "touch \"$1/ready.$RANK\"; wait; else touch \"$1/ready.$RANK\"; exec sleep 30; fi",
+                       {}, dir.path());
+  stopper.join();
+  EXPECT_EQ(run.code, 130);
+  EXPECT_LT(run.seconds, 25.0);
+  EXPECT_EQ(run.err, "");
+  expect_no_children();
+  // a rank killed by another signal than the forwarded one still is
+  TempDir dir2;
+  std::thread stopper2([&] {
+    if (dir2.wait_for({"ready.0", "ready.1"})) request_local_ranks_stop(SIGINT);
+  });
+  run = run_sh(2,
+               "if [ \"$RANK\" = 0 ]; then trap 'kill $! 2>/dev/null; exit 130' INT; sleep 30 & "
+               "touch \"$1/ready.$RANK\"; wait; else trap 'kill $! 2>/dev/null; kill -KILL $$' INT; touch \"$1/ready.$RANK\"; "
+               "sleep 30 & wait; fi",
+               {}, dir2.path());
+  stopper2.join();
+  EXPECT_EQ(run.code, 128 + SIGKILL);
+  EXPECT_THAT(run.err, HasSubstr("rank 1 exited with code 137 (killed by signal 9"));
+  expect_no_children();
+}
+
 TEST(LocalLauncher, StopRequestWithoutARunDoesNothing) {
   request_local_ranks_stop(SIGTERM);  // no run: must not affect the next one
   Outcome run = run_sh(2, "sleep 0.2; echo ok");

@@ -232,14 +232,22 @@ class Supervisor {
     err_.flush();
 
     if (!failing_) return 0;
-    const Rank& rank = ranks_[static_cast<size_t>(*failing_)];
+    // A forwarded Ctrl-C that every rank answered by stopping is not a
+    // failure to report: exit 130, as `recmod train` does after its
+    // checkpoint, or death by the forwarded signal itself, as a rank still
+    // starting up (before its handler is installed) dies, like one recmod
+    // process would (a rank that had just finished, exit 0, is fine too).
+    // Otherwise the rank to name is the first that did neither.
+    const auto ended_well = [this](const Rank& r) {
+      if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0) return true;
+      return stop_forwarded_ && ((WIFEXITED(r.status) && WEXITSTATUS(r.status) == 130) ||
+                                 (WIFSIGNALED(r.status) && forwarded_signals_.count(WTERMSIG(r.status)) > 0));
+    };
+    if (std::all_of(ranks_.begin(), ranks_.end(), ended_well)) return 130;
+    const Rank* named = &ranks_[static_cast<size_t>(*failing_)];
+    if (ended_well(*named)) named = &*std::find_if_not(ranks_.begin(), ranks_.end(), ended_well);
+    const Rank& rank = *named;
     const int code = exit_code(rank.status);
-    // A forwarded Ctrl-C that every rank answered by stopping (exit 130, as
-    // `recmod train` does after its checkpoint) is not a failure to report.
-    if (stop_forwarded_ && std::all_of(ranks_.begin(), ranks_.end(), [](const Rank& r) {
-          return WIFEXITED(r.status) && WEXITSTATUS(r.status) == 130;
-        }))
-      return 130;
     std::string how = WIFSIGNALED(rank.status) ? str_cat("killed by signal ", WTERMSIG(rank.status), "; ") : "";
     std::string message =
         rank.last_error_line.empty() ? "it wrote nothing to stderr" : "its last message: " + rank.last_error_line;
@@ -383,6 +391,7 @@ class Supervisor {
       if (requests != forwarded_) {
         forwarded_ = requests;
         stop_forwarded_ = true;
+        forwarded_signals_.insert(g_stop_signal.load());
         signal_all(g_stop_signal.load());
       }
 
@@ -492,6 +501,7 @@ class Supervisor {
   std::vector<Rank> ranks_;
   unsigned forwarded_ = 0;
   bool stop_forwarded_ = false;  // a SIGINT/SIGTERM was passed on to the ranks
+  std::set<int> forwarded_signals_;  // which
   int dev_null_ = -1;
   std::optional<int> failing_;
 };
