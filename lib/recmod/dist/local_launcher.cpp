@@ -240,8 +240,9 @@ class Supervisor {
     // Otherwise the rank to name is the first that did neither.
     const auto ended_well = [this](const Rank& r) {
       if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0) return true;
-      return stop_forwarded_ && ((WIFEXITED(r.status) && WEXITSTATUS(r.status) == 130) ||
-                                 (WIFSIGNALED(r.status) && forwarded_signals_.count(WTERMSIG(r.status)) > 0));
+      return !forwarded_signals_.empty() &&
+             ((WIFEXITED(r.status) && WEXITSTATUS(r.status) == 130) ||
+              (WIFSIGNALED(r.status) && forwarded_signals_.count(WTERMSIG(r.status)) > 0));
     };
     if (std::all_of(ranks_.begin(), ranks_.end(), ended_well)) return 130;
     const Rank* named = &ranks_[static_cast<size_t>(*failing_)];
@@ -390,7 +391,6 @@ class Supervisor {
       const unsigned requests = g_stop_requests.load();
       if (requests != forwarded_) {
         forwarded_ = requests;
-        stop_forwarded_ = true;
         forwarded_signals_.insert(g_stop_signal.load());
         signal_all(g_stop_signal.load());
       }
@@ -500,8 +500,7 @@ class Supervisor {
   std::ostream& err_;
   std::vector<Rank> ranks_;
   unsigned forwarded_ = 0;
-  bool stop_forwarded_ = false;  // a SIGINT/SIGTERM was passed on to the ranks
-  std::set<int> forwarded_signals_;  // which
+  std::set<int> forwarded_signals_;  // the SIGINT/SIGTERM passed on to the ranks
   int dev_null_ = -1;
   std::optional<int> failing_;
 };
