@@ -31,8 +31,16 @@ function(recmod_discover_tests target)
       "-DGROUPED_DIRS=${_arg_GROUPED_DIRS}"
       -P ${PROJECT_SOURCE_DIR}/cmake/RecmodDiscoverTests.cmake
     VERBATIM)
-  # Until the first build, ctest finds no file and says so.
-  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${_ctest_file}")
+  # Until the binary is built there is no list: ctest then shows one test,
+  # <target>_NOT_BUILT, that fails.
+  set(_include_file "${CMAKE_CURRENT_BINARY_DIR}/${target}_include.cmake")
+  file(WRITE "${_include_file}"
+    "if(EXISTS \"${_ctest_file}\")\n"
+    "  include(\"${_ctest_file}\")\n"
+    "else()\n"
+    "  add_test(${target}_NOT_BUILT ${target}_NOT_BUILT)\n"
+    "endif()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${_include_file}")
 endfunction()
 
 if(NOT CMAKE_SCRIPT_MODE_FILE)
