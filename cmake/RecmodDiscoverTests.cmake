@@ -50,7 +50,7 @@ endif()
 cmake_minimum_required(VERSION 3.19)  # string(JSON), IN_LIST
 
 # A source file whose tests each get a process of their own.
-set(_launch_pattern "RECMOD_BIN|RECMOD_CONFORMANCE_BIN|run_recmod|run_shell|fork\\(|popen\\(|std::system\\(")
+set(_launch_pattern "RECMOD_BIN[^A-Z_]|RECMOD_CONFORMANCE_BIN|run_recmod|run_shell|fork\\(|popen\\(|std::system\\(")
 
 set(_json "${CTEST_FILE}.list.json")
 execute_process(
