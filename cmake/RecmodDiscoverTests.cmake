@@ -15,8 +15,7 @@
 # Run at build time (POST_BUILD) with -P:
 #   -DTEST_EXECUTABLE=<binary> -DTEST_WORKING_DIR=<dir> -DCTEST_FILE=<out>
 #   -DGROUPED_DIRS=<dir;...>
-# (Includes the binary's CROSSCOMPILING_EMULATOR-free path only; the project
-# does not cross-compile.)
+# (No CROSSCOMPILING_EMULATOR: the project does not cross-compile.)
 #
 # From a CMakeLists.txt: recmod_discover_tests(<target> [GROUPED_DIRS <dir>...]).
 
@@ -67,7 +66,7 @@ endif()
 file(READ "${_json}" _list)
 file(REMOVE "${_json}")
 
-# ctest's own quoting: bracket arguments cannot hold "]=]".
+# ctest's own quoting: a bracket argument (no test or path name holds "]==]").
 function(_quote out value)
   set(${out} "[==[${value}]==]" PARENT_SCOPE)
 endfunction()
