@@ -34,6 +34,16 @@ const torch::Tensor* find_tensor(const StateDict& dict, const std::string& key) 
   return nullptr;
 }
 
+DeferredStateDict deferred(const StateDict& tensors) {
+  DeferredStateDict out;
+  out.reserve(tensors.size());
+  for (const auto& [key, tensor] : tensors) {
+    TORCH_CHECK(tensor.defined(), "deferred: tensor '", key, "' is undefined");
+    out.push_back(DeferredTensor{key, tensor.sizes().vec(), tensor.scalar_type(), [tensor] { return tensor; }});
+  }
+  return out;
+}
+
 namespace {
 /// Whether every float of p[0, n) is finite (its exponent bits not all
 /// ones): one pass at memory speed, no temporaries (the loop vectorizes).

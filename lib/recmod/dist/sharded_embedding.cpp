@@ -441,6 +441,11 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
   return out;
 }
 
+DeferredStateDict ShardedEmbeddingCollectionImpl::deferred_gather(const StateDict& local,
+                                                   const std::vector<TableTensorKind>& kinds) {
+  return deferred_table_state(*comm_, "embeddings", table_states_, local, kinds);
+}
+
 StateDict ShardedEmbeddingCollectionImpl::gather(const StateDict& local, const std::vector<TableTensorKind>& kinds) {
   return gather_table_state(*comm_, "embeddings", table_states_, local, kinds);
 }

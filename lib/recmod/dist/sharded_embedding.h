@@ -87,6 +87,9 @@ class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
   /// table and kind, under "embeddings.<t>.weight<suffix>", assembled from
   /// `local` (this rank's tensors under the same keys); empty elsewhere.
   StateDict gather(const StateDict& local, const std::vector<TableTensorKind>& kinds);
+  /// gather one tensor at a time (dist::deferred_table_state): what a
+  /// checkpoint writes, so rank 0 holds one gathered table at most.
+  DeferredStateDict deferred_gather(const StateDict& local, const std::vector<TableTensorKind>& kinds);
   /// This rank's pieces of full tensors (keys as gather's), for loading a
   /// checkpoint written at any world size. Keys of tables this rank does
   /// not hold are skipped; a missing key throws CheckpointError.

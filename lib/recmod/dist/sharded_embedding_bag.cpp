@@ -441,6 +441,11 @@ void ShardedEmbeddingBagCollectionImpl::size_managed_histories(const KeyedJagged
   recmod::dist::size_managed_histories(*comm_, managed_, counts);
 }
 
+DeferredStateDict ShardedEmbeddingBagCollectionImpl::deferred_gather(const StateDict& local,
+                                                   const std::vector<TableTensorKind>& kinds) {
+  return deferred_table_state(*comm_, "embedding_bags", table_states_, local, kinds);
+}
+
 StateDict ShardedEmbeddingBagCollectionImpl::gather(const StateDict& local, const std::vector<TableTensorKind>& kinds) {
   return gather_table_state(*comm_, "embedding_bags", table_states_, local, kinds);
 }

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "recmod/common/errors.h"
 
 namespace recmod::dist {
@@ -29,47 +31,98 @@ std::vector<TablePlan> plans_of_tables(const ShardingPlan& plan, const std::stri
   return out;
 }
 
+namespace {
+
+/// Collective: the full tensor of one table's state on rank 0 (undefined on
+/// the other ranks), assembled from `local`, this rank's shards.
+torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& table, const TableTensorKind& kind,
+                                  const std::string& key, const StateDict& local) {
+  const int64_t rank = comm.rank();
+  const auto dtype = kind.weight ? table.weight_dtype : torch::kFloat;
+  const bool column_wise = table.plan.type == ShardingType::column_wise;
+  // The shards cover the table, so only summed per-row states need zeros.
+  const bool summed = kind.per_row && column_wise;
+  auto used = [&](const Shard& s) {
+    return holds_rows(s) && !(table.plan.type == ShardingType::data_parallel && s.rank != 0);  // replicas agree
+  };
+  // A table rank 0 holds whole (table_wise there, data_parallel) is its own
+  // tensor: nothing to receive, nothing to copy.
+  const auto n_used = std::count_if(table.plan.shards.begin(), table.plan.shards.end(), used);
+  const auto first = std::find_if(table.plan.shards.begin(), table.plan.shards.end(), used);
+  if (n_used == 1 && first->rank == 0 && first->rows == table.num_embeddings && first->cols == table.embedding_dim) {
+    if (rank != 0) return {};
+    const torch::Tensor* mine = find_tensor(local, key);
+    TORCH_CHECK(mine != nullptr, "gather_table_state: rank 0 lacks ", key);
+    return mine->detach();
+  }
+  torch::Tensor full;
+  if (rank == 0) {
+    const auto shape = shape_of(kind, table.num_embeddings, table.embedding_dim);
+    full = summed ? torch::zeros(shape, dtype) : torch::empty(shape, dtype);
+  }
+  int64_t column_shards = 0;
+  for (const auto& s : table.plan.shards) {
+    if (!used(s)) continue;
+    if (rank != 0) {
+      if (s.rank != rank) continue;
+      const torch::Tensor* mine = find_tensor(local, key);
+      TORCH_CHECK(mine != nullptr, "gather_table_state: rank ", rank, " lacks ", key);
+      comm.send(mine->detach(), 0);
+      continue;
+    }
+    torch::NoGradGuard no_grad;
+    torch::Tensor rows = full.narrow(0, s.row_offset, s.rows);
+    if (!kind.per_row) rows = rows.narrow(1, s.col_offset, s.cols);
+    // Whole rows are a contiguous block of `full`: received in place, with
+    // no buffer of the shard's size beside the table.
+    const bool in_place = !summed && rows.is_contiguous();
+    torch::Tensor piece;
+    if (s.rank == 0) {
+      const torch::Tensor* mine = find_tensor(local, key);
+      TORCH_CHECK(mine != nullptr, "gather_table_state: rank 0 lacks ", key);
+      piece = mine->detach();
+    } else if (in_place) {
+      comm.recv(rows, s.rank);
+      continue;
+    } else {
+      piece = torch::empty(shape_of(kind, s.rows, s.cols), dtype);
+      comm.recv(piece, s.rank);
+    }
+    if (summed) {
+      rows.add_(piece.to(torch::kCPU, dtype));
+      ++column_shards;
+    } else {
+      rows.copy_(piece);
+    }
+  }
+  if (rank == 0 && column_shards > 1) full.div_(static_cast<double>(column_shards));
+  return full;
+}
+
+}  // namespace
+
+DeferredStateDict deferred_table_state(Communicator& comm, const std::string& prefix,
+                                       const std::vector<ShardedTableState>& tables, const StateDict& local,
+                                       const std::vector<TableTensorKind>& kinds) {
+  auto shards = std::make_shared<const StateDict>(local);  // views of the rank's tables: cheap to keep
+  DeferredStateDict out;
+  for (const auto& table : tables)
+    for (const auto& kind : kinds) {
+      std::string key = table_key(prefix, table.name, kind.suffix);
+      auto make = [&comm, table, kind, key, shards] { return gather_table_tensor(comm, table, kind, key, *shards); };
+      out.push_back(DeferredTensor{std::move(key), shape_of(kind, table.num_embeddings, table.embedding_dim),
+                                   kind.weight ? table.weight_dtype : torch::kFloat, std::move(make)});
+    }
+  return out;
+}
+
 StateDict gather_table_state(Communicator& comm, const std::string& prefix,
                              const std::vector<ShardedTableState>& tables, const StateDict& local,
                              const std::vector<TableTensorKind>& kinds) {
-  const int64_t rank = comm.rank();
   StateDict out;
-  for (const auto& table : tables) {
-    for (const auto& kind : kinds) {
-      const std::string key = table_key(prefix, table.name, kind.suffix);
-      const auto dtype = kind.weight ? table.weight_dtype : torch::kFloat;
-      torch::Tensor full;
-      if (rank == 0) full = torch::zeros(shape_of(kind, table.num_embeddings, table.embedding_dim), dtype);
-      int64_t column_shards = 0;
-      for (const auto& s : table.plan.shards) {
-        if (!holds_rows(s)) continue;
-        if (table.plan.type == ShardingType::data_parallel && s.rank != 0) continue;  // replicas agree
-        torch::Tensor piece;
-        if (s.rank == rank) {
-          const torch::Tensor* mine = find_tensor(local, key);
-          TORCH_CHECK(mine != nullptr, "gather_table_state: rank ", rank, " lacks ", key);
-          piece = mine->detach().to(torch::kCPU).contiguous();
-          if (rank != 0) comm.send(piece, 0);
-        } else if (rank == 0) {
-          piece = torch::empty(shape_of(kind, s.rows, s.cols), dtype);
-          comm.recv(piece, s.rank);
-        }
-        if (rank != 0) continue;
-        torch::NoGradGuard no_grad;
-        torch::Tensor rows = full.narrow(0, s.row_offset, s.rows);
-        if (!kind.per_row) {
-          rows.narrow(1, s.col_offset, s.cols).copy_(piece);
-        } else if (table.plan.type == ShardingType::column_wise) {
-          rows.add_(piece.to(dtype));
-          ++column_shards;
-        } else {
-          rows.copy_(piece);
-        }
-      }
-      if (rank != 0) continue;
-      if (column_shards > 1) full.div_(static_cast<double>(column_shards));
-      out.emplace_back(key, full);
-    }
+  for (const auto& entry : deferred_table_state(comm, prefix, tables, local, kinds)) {
+    torch::Tensor full = entry.make();
+    if (comm.rank() == 0) out.emplace_back(entry.key, std::move(full));
   }
   return out;
 }

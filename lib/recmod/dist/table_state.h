@@ -53,10 +53,20 @@ inline std::vector<int64_t> starts_of(const std::vector<int64_t>& sizes) {
 /// assembled from `local` (this rank's shards under the same keys); empty on
 /// the other ranks. data_parallel tables come from rank 0's replica;
 /// column_wise shards of a per-row state (one per block, as in TorchRec) are
-/// averaged.
+/// averaged. A table rank 0 holds whole (data_parallel, table_wise there)
+/// is rank 0's own tensor, detached, not a copy: read it, do not modify it.
 StateDict gather_table_state(Communicator& comm, const std::string& prefix,
                              const std::vector<ShardedTableState>& tables, const StateDict& local,
                              const std::vector<TableTensorKind>& kinds);
+
+/// gather_table_state one tensor at a time: the same keys, shapes and order,
+/// each entry's make a collective that returns the full tensor on rank 0
+/// (undefined on the other ranks). Every rank calls the makes in order.
+/// `local` is kept (its tensors are the rank's own shards, not copies);
+/// `comm` must outlive the entries.
+DeferredStateDict deferred_table_state(Communicator& comm, const std::string& prefix,
+                                       const std::vector<ShardedTableState>& tables, const StateDict& local,
+                                       const std::vector<TableTensorKind>& kinds);
 
 /// `rank`'s pieces of full tensors (keys as gather_table_state's), as views
 /// of them (a column_wise piece is strided); tables the rank holds no shard

@@ -94,16 +94,22 @@ StateDict read_tensors(const std::string& path, bool mapped, bool release_verifi
 
 }  // namespace
 
-void write_tensors(const StateDict& tensors, const ByteSink& sink) {
+void write_tensors(const StateDict& tensors, const ByteSink& sink) { write_tensors(deferred(tensors), sink); }
+
+void write_tensors(const DeferredStateDict& tensors, const ByteSink& sink) {
   // Written like Python's torch.save, not with torch::pickle_save: that one
   // tags the dict with torch.jit._pickle.restore_type_tag, a global that
   // torch.load(weights_only=True) refuses (its default since PyTorch 2.6).
+  // The pickle needs only each tensor's shape and dtype: tensors on the meta
+  // device stand in for the ones not made yet.
   std::set<std::string> keys;
-  for (const auto& [key, tensor] : tensors) {
-    TORCH_CHECK(tensor.defined(), "save_tensors: tensor '", key, "' is undefined");
-    TORCH_CHECK(keys.insert(key).second, "save_tensors: key '", key, "' appears twice");
+  StateDict announced;
+  for (const auto& entry : tensors) {
+    TORCH_CHECK(keys.insert(entry.key).second, "save_tensors: key '", entry.key, "' appears twice");
+    announced.emplace_back(entry.key, torch::empty(entry.sizes, torch::TensorOptions(entry.dtype).device(torch::kMeta)));
   }
-  const std::string pickle = pickle_tensor_dict(tensors);
+  const std::string pickle = pickle_tensor_dict(announced);
+  announced.clear();
   // The sink may throw (a full disk: FileWriteError). The exception must not
   // pass through the zip writer: its C code would be unwound, and its
   // destructor finishes the archive by writing again; a throw there is
@@ -111,6 +117,7 @@ void write_tensors(const StateDict& tensors, const ByteSink& sink) {
   // failure is kept, later bytes are dropped, and it is rethrown once the
   // writer is gone.
   std::exception_ptr failure;
+  size_t made = 0;
   {
     caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
       if (failure) return n;
@@ -124,15 +131,29 @@ void write_tensors(const StateDict& tensors, const ByteSink& sink) {
     writer.writeRecord("data.pkl", pickle.data(), pickle.size());
     const std::string order = "little";
     writer.writeRecord("byteorder", order.data(), order.size());
-    // One tensor at a time: a copy (device tensors, views) lives only while
-    // its record is written, so saving needs no second copy of the model.
-    for (size_t i = 0; i < tensors.size() && !failure; ++i) {
-      const torch::Tensor t = compact_cpu_copy(tensors[i].second);
-      writer.writeRecord("data/" + std::to_string(i), t.data_ptr(), t.nbytes());
+    // One tensor at a time: a copy (device tensors, views) or a gathered
+    // tensor lives only while its record is written, so saving needs no
+    // second copy of the model.
+    for (; made < tensors.size(); ++made) {
+      const DeferredTensor& entry = tensors[made];
+      const torch::Tensor made_tensor = entry.make();
+      if (!made_tensor.defined() || made_tensor.sizes() != c10::IntArrayRef(entry.sizes) ||
+          made_tensor.scalar_type() != entry.dtype)
+        throw std::logic_error(str_cat("save_tensors: tensor '", entry.key, "' was announced as ", entry.dtype,
+                                       c10::IntArrayRef(entry.sizes), " but made as ",
+                                       made_tensor.defined() ? str_cat(made_tensor.scalar_type(), made_tensor.sizes())
+                                                             : std::string("undefined")));
+      if (failure) continue;  // the makes go on: other ranks may be waiting in them
+      const torch::Tensor t = compact_cpu_copy(made_tensor);
+      writer.writeRecord("data/" + std::to_string(made), t.data_ptr(), t.nbytes());
     }
     if (!failure) writer.writeEndOfFile();
   }
   if (failure) std::rethrow_exception(failure);
+}
+
+void make_and_drop(const DeferredStateDict& tensors) {
+  for (const auto& entry : tensors) entry.make();
 }
 
 std::vector<char> tensors_to_bytes(const StateDict& tensors) {
@@ -143,7 +164,9 @@ std::vector<char> tensors_to_bytes(const StateDict& tensors) {
   return bytes;
 }
 
-void save_tensors(const std::string& path, const StateDict& tensors) {
+void save_tensors(const std::string& path, const StateDict& tensors) { save_tensors(path, deferred(tensors)); }
+
+void save_tensors(const std::string& path, const DeferredStateDict& tensors) {
   write_file_atomically(path, [&](const ByteSink& sink) { write_tensors(tensors, sink); });
 }
 

@@ -16,11 +16,24 @@ namespace recmod::io {
 /// Tensors are written as CPU tensors holding only their own elements (a view
 /// does not drag its whole storage along). Throws FileWriteError.
 void save_tensors(const std::string& path, const StateDict& tensors);
+/// save_tensors of deferred tensors (write_tensors' rules for the makes).
+void save_tensors(const std::string& path, const DeferredStateDict& tensors);
 
 /// The bytes save_tensors writes, streamed through `sink` in order (for
 /// callers that place or hash them themselves); memory beyond the tensors is
 /// one tensor's CPU copy at most.
 void write_tensors(const StateDict& tensors, const ByteSink& sink);
+
+/// write_tensors of deferred tensors. Every `make` is called exactly once,
+/// in order, even after the sink has failed (the makes may be collectives
+/// other ranks take part in); what a make returns must have the announced
+/// shape and dtype (std::logic_error otherwise). The failure is rethrown
+/// after the last make.
+void write_tensors(const DeferredStateDict& tensors, const ByteSink& sink);
+/// Calls every make in order and drops the results: what a rank that does
+/// not write does while rank 0 writes the same entries.
+void make_and_drop(const DeferredStateDict& tensors);
+
 /// The same bytes in memory (small dicts; tests).
 std::vector<char> tensors_to_bytes(const StateDict& tensors);
 

@@ -86,8 +86,8 @@ void match_model_to_state(const StateDict& state, const RunDir& run) {
 
 }  // namespace
 
-void write_checkpoint(const StateDict& model_state, const StateDict& optimizer_state, const Position& pos,
-                      const RunDir& run) {
+void write_checkpoint(const DeferredStateDict& model_state, const DeferredStateDict& optimizer_state,
+                      const Position& pos, const RunDir& run) {
   Digest model_digest;
   write_file_atomically(pending_model_path(run), [&](const ByteSink& sink) {
     write_tensors(model_state, [&](const void* data, size_t size) {
@@ -95,17 +95,19 @@ void write_checkpoint(const StateDict& model_state, const StateDict& optimizer_s
       sink(data, size);
     });
   });
-  StateDict trainer_state;
-  for (const auto& [key, value] : optimizer_state) trainer_state.emplace_back(kOptimizerPrefix + key, value);
-  trainer_state.emplace_back("trainer.step", scalar(pos.step));
-  trainer_state.emplace_back("trainer.epoch", scalar(pos.epoch));
-  trainer_state.emplace_back("trainer.batch_in_epoch", scalar(pos.batch_in_epoch));
-  trainer_state.emplace_back("trainer.best_step", scalar(pos.best_step));
-  trainer_state.emplace_back("trainer.best_value", scalar_double(pos.best_value));
-  trainer_state.emplace_back("trainer.evals_since_best", scalar(pos.evals_since_best));
-  trainer_state.emplace_back("trainer.stopped_early", scalar(pos.stopped_early ? 1 : 0));
-  trainer_state.emplace_back("trainer.rng", at::detail::getDefaultCPUGenerator().get_state());
-  trainer_state.emplace_back("trainer.model_digest", scalar(model_digest.value()));
+  DeferredStateDict trainer_state = optimizer_state;
+  for (auto& entry : trainer_state) entry.key = kOptimizerPrefix + entry.key;
+  StateDict scalars;
+  scalars.emplace_back("trainer.step", scalar(pos.step));
+  scalars.emplace_back("trainer.epoch", scalar(pos.epoch));
+  scalars.emplace_back("trainer.batch_in_epoch", scalar(pos.batch_in_epoch));
+  scalars.emplace_back("trainer.best_step", scalar(pos.best_step));
+  scalars.emplace_back("trainer.best_value", scalar_double(pos.best_value));
+  scalars.emplace_back("trainer.evals_since_best", scalar(pos.evals_since_best));
+  scalars.emplace_back("trainer.stopped_early", scalar(pos.stopped_early ? 1 : 0));
+  scalars.emplace_back("trainer.rng", at::detail::getDefaultCPUGenerator().get_state());
+  scalars.emplace_back("trainer.model_digest", scalar(model_digest.value()));
+  for (auto& entry : deferred(scalars)) trainer_state.push_back(std::move(entry));
   try {
     save_tensors(run.trainer_state_path(), trainer_state);
   } catch (const FileWriteError&) {
@@ -120,7 +122,7 @@ void write_checkpoint(const StateDict& model_state, const StateDict& optimizer_s
 
 void save_checkpoint(config::ModelGraph& model, const TrainingSetup& training, const Position& pos,
                      const RunDir& run) {
-  write_checkpoint(state_dict(*model), training.state_dict(), pos, run);
+  write_checkpoint(deferred(state_dict(*model)), deferred(training.state_dict()), pos, run);
 }
 
 namespace {
@@ -162,7 +164,7 @@ namespace {
 std::string best_record_path(const RunDir& run) { return run.path() + "/best/best.json"; }
 }  // namespace
 
-void write_best_model(const StateDict& model_state, const BestRecord& record, const RunDir& run) {
+void write_best_model(const DeferredStateDict& model_state, const BestRecord& record, const RunDir& run) {
   const std::string model = best_model_path(run);
   const std::string pending = model + ".pending";
   std::error_code ec;

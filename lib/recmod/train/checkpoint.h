@@ -38,7 +38,7 @@ struct BestRecord {
   int64_t step = 0;
 };
 std::string best_model_path(const RunDir& run);
-void write_best_model(const StateDict& model_state, const BestRecord& record, const RunDir& run);
+void write_best_model(const DeferredStateDict& model_state, const BestRecord& record, const RunDir& run);
 /// best/best.json, after completing an interrupted write; nullopt when the
 /// run has no best model. CheckpointError when best/model.pt is not the model best.json names.
 std::optional<BestRecord> read_best_record(const RunDir& run);
@@ -64,9 +64,12 @@ struct TrainerState {
 };
 
 /// save_checkpoint from state dicts: what it does with the model's and the
-/// optimizers' own; a distributed run passes the full ones gathered on rank 0.
-void write_checkpoint(const StateDict& model_state, const StateDict& optimizer_state, const Position& position,
-                      const RunDir& run);
+/// optimizers' own; a distributed run passes the full ones, gathered one
+/// tensor at a time while rank 0 writes (the other ranks make_and_drop the
+/// same entries: model first, then optimizer). The makes of the optimizer
+/// state are not reached when model.pt cannot be written.
+void write_checkpoint(const DeferredStateDict& model_state, const DeferredStateDict& optimizer_state,
+                      const Position& position, const RunDir& run);
 /// Completes an interrupted checkpoint (rolls model.pt.pending forward) and
 /// reads trainer_state.pt; CheckpointError when model.pt does not match it.
 TrainerState read_trainer_state(const RunDir& run);

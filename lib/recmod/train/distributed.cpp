@@ -69,6 +69,14 @@ struct AnySharded {
            : mc_ec ? mc_ec->gather(local, kinds)
                    : ec->gather(local, kinds);
   }
+  /// gather one tensor at a time where the module can (EBC, EC); a
+  /// managed-collision module gathers its state whole here, then hands it
+  /// out (its remapping is gathered and sorted as a whole), on rank 0 only.
+  DeferredStateDict deferred_gather(const StateDict& local, const std::vector<dist::TableTensorKind>& kinds) const {
+    if (ebc) return ebc->deferred_gather(local, kinds);
+    if (ec) return ec->deferred_gather(local, kinds);
+    return deferred(gather(local, kinds));
+  }
   StateDict slice(const StateDict& full, const std::vector<dist::TableTensorKind>& kinds, const std::string& origin) const {
     return ebc  ? ebc->slice(full, kinds, origin)
            : mc ? mc->slice(full, kinds, origin)
@@ -131,7 +139,8 @@ void shard_embedding_collections(config::ModelGraph& model, const dist::Sharding
 /// Rank 0's gathered optimizer state in one process's key order:
 /// ModelOptimizer's (dense, then the unfused tables in node order), then the
 /// fused collections' (TrainingSetup::state_dict); only the order changes.
-void order_like_one_process(StateDict& state, const config::ModelGraph& model, const TrainingSetup& training) {
+void order_like_one_process(DeferredStateDict& state, const config::ModelGraph& model,
+                            const TrainingSetup& training) {
   auto position = [&](const std::string& key) -> std::pair<int, size_t> {
     const std::string prefix = "embedding.";
     if (key.rfind(prefix, 0) != 0) return {0, 0};
@@ -142,7 +151,7 @@ void order_like_one_process(StateDict& state, const config::ModelGraph& model, c
     return {1, model->nodes().size()};
   };
   std::stable_sort(state.begin(), state.end(),
-                   [&](const auto& a, const auto& b) { return position(a.first) < position(b.first); });
+                   [&](const auto& a, const auto& b) { return position(a.key) < position(b.key); });
 }
 // ---- end sharded EmbeddingCollection
 
@@ -386,44 +395,57 @@ data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_si
                      global.weights.defined() ? global.weights.narrow(0, start, n) : torch::Tensor()};
 }
 
-StateDict gather_model_state(const config::ModelGraph& model, dist::Communicator& comm) {
+namespace {
+/// `entries` under `prefix`, appended to `out`.
+void append_prefixed(DeferredStateDict& out, DeferredStateDict entries, const std::string& prefix) {
+  for (auto& entry : entries) {
+    entry.key = prefix + entry.key;
+    out.push_back(std::move(entry));
+  }
+}
+}  // namespace
+
+DeferredStateDict deferred_model_state(const config::ModelGraph& model, dist::Communicator& comm) {
   const auto sharded = all_sharded(model);  // both sharded kinds
-  StateDict out;
+  DeferredStateDict out;
   for (const auto& child : model->named_children()) {
     const std::string prefix = child.key() + ".";
     auto it = std::find_if(sharded.begin(), sharded.end(), [&](const auto& s) { return s.first == child.key(); });
     if (it == sharded.end()) {
-      if (comm.rank() == 0)
-        for (auto& [key, value] : state_dict(*child.value())) out.emplace_back(prefix + key, value);
+      if (comm.rank() == 0) append_prefixed(out, deferred(state_dict(*child.value())), prefix);
       continue;
     }
-    for (auto& [key, value] : it->second->gather(it->second->local_state(), {dist::TableTensorKind{"", false, true}}))
-      out.emplace_back(prefix + key, value);
+    append_prefixed(out, it->second->deferred_gather(it->second->local_state(), {dist::TableTensorKind{"", false, true}}),
+                    prefix);
   }
   return out;
 }
 
-StateDict gather_optimizer_state(const config::ModelGraph& model, const TrainingSetup& training,
-                                 const config::TrainingSpec& spec, dist::Communicator& comm) {
+DeferredStateDict deferred_optimizer_state(const config::ModelGraph& model, const TrainingSetup& training,
+                                           const config::TrainingSpec& spec, dist::Communicator& comm) {
   const auto sharded = all_sharded(model);  // both sharded kinds
   const auto kinds = optimizer_kinds(spec);
   const StateDict local = training.state_dict();
-  StateDict out;
+  DeferredStateDict out;
   auto owner_of = [&](const std::string& key) -> const AnySharded* {
     for (const auto& [node, module] : sharded)
       if (key.rfind(optimizer_prefix(node), 0) == 0) return module.get();
     return nullptr;
   };
-  if (comm.rank() == 0)
+  if (comm.rank() == 0) {
+    StateDict replicated;  // identical on every rank
     for (const auto& [key, value] : local)
-      if (!owner_of(key)) out.emplace_back(key, value);  // replicated: identical on every rank
+      if (!owner_of(key)) replicated.emplace_back(key, value);
+    append_prefixed(out, deferred(replicated), "");
+  }
   for (const auto& [node, module] : sharded) {
     const std::string prefix = optimizer_prefix(node);
     StateDict mine;
     for (const auto& [key, value] : local)
       if (key.rfind(prefix, 0) == 0) mine.emplace_back(key.substr(prefix.size()), value);
-    for (auto& [key, value] : module->gather(mine, kinds)) out.emplace_back(prefix + key, value);
+    append_prefixed(out, module->deferred_gather(mine, kinds), prefix);
   }
+  // A stable sort by key: the collective entries keep one order on every rank.
   order_like_one_process(out, model, training);  // sharded EmbeddingCollection
   return out;
 }

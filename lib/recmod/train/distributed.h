@@ -74,13 +74,16 @@ std::vector<data::BadRecords> share_bad_records(dist::Communicator& comm, const 
 /// The rows each rank takes of a global batch of `total` rows (rank_slice's split).
 std::vector<int64_t> rank_batch_sizes(int64_t total, int64_t world_size);
 
-/// Collective: the full model state on rank 0 (PyTorch's key order, the
-/// unsharded shapes); empty on the other ranks.
-StateDict gather_model_state(const config::ModelGraph& model, dist::Communicator& comm);
-/// Collective: the full optimizer state on rank 0 (TrainingSetup's keys,
-/// unsharded shapes); empty elsewhere.
-StateDict gather_optimizer_state(const config::ModelGraph& model, const TrainingSetup& training,
-                                 const config::TrainingSpec& spec, dist::Communicator& comm);
+/// The full model state (PyTorch's key order, the unsharded shapes) as
+/// rank 0 writes it, one tensor at a time: a sharded table's entry gathers
+/// it from the ranks when made (a collective); the other entries (dense
+/// layers, managed-collision modules, gathered whole when this is called)
+/// exist on rank 0 only. Every rank makes its entries in order
+/// (io::write_tensors on rank 0, io::make_and_drop elsewhere).
+DeferredStateDict deferred_model_state(const config::ModelGraph& model, dist::Communicator& comm);
+/// The same for the full optimizer state (TrainingSetup's keys, unsharded shapes).
+DeferredStateDict deferred_optimizer_state(const config::ModelGraph& model, const TrainingSetup& training,
+                                           const config::TrainingSpec& spec, dist::Communicator& comm);
 /// This rank's part of a full optimizer state (a checkpoint of any world
 /// size), without a copy: a sharded table's state is a view of its tensor in
 /// `full` (its rows; a column_wise shard's columns are a strided view), every

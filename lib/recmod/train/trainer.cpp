@@ -12,6 +12,7 @@
 #include "recmod/common/errors.h"
 #include "recmod/data/batcher.h"
 #include "recmod/data/device_prefetcher.h"
+#include "recmod/io/tensor_file.h"
 #include "recmod/metrics/binary_metrics.h"
 #include "recmod/train/checkpoint.h"
 #include "recmod/train/distributed.h"
@@ -308,9 +309,16 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   }
   auto checkpoint = [&] {
     if (!distributed) return save_checkpoint(model_, training, pos, run_);
-    const StateDict model_state = gather_model_state(model_, *comm);
-    const StateDict optimizer_state = gather_optimizer_state(model_, training, cfg, *comm);
-    if (lead) write_checkpoint(model_state, optimizer_state, pos, run_);
+    // Rank 0 writes while the ranks gather each table in turn (the others
+    // make and drop the same entries, in the same order).
+    const DeferredStateDict model_state = deferred_model_state(model_, *comm);
+    const DeferredStateDict optimizer_state = deferred_optimizer_state(model_, training, cfg, *comm);
+    if (lead) {
+      write_checkpoint(model_state, optimizer_state, pos, run_);
+    } else {
+      io::make_and_drop(model_state);
+      io::make_and_drop(optimizer_state);
+    }
     comm->barrier();  // complete only when written; no rank runs ahead of it
   };
   // Every rank stops at the same step boundary, whichever got the signal:
@@ -346,8 +354,12 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       pos.best_step = pos.step;
       pos.best_value = value;
       pos.evals_since_best = 0;
-      const StateDict model_state = distributed ? gather_model_state(model_, *comm) : state_dict(*model_);
-      if (lead) write_best_model(model_state, BestRecord{metric, value, pos.step}, run_);
+      const DeferredStateDict model_state =
+          distributed ? deferred_model_state(model_, *comm) : deferred(state_dict(*model_));
+      if (lead)
+        write_best_model(model_state, BestRecord{metric, value, pos.step}, run_);
+      else
+        io::make_and_drop(model_state);
       if (distributed) comm->barrier();
       progress.message(str_cat("best ", metric, " so far (", value, " at step ", pos.step, "): ", best_model_path(run_)));
     } else {
