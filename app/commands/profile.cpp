@@ -98,6 +98,9 @@ int run_profile(const ProfileArgs& args) {
   profile::RankSizes rank_sizes;
   const profile::NextBatch next = batches_for(args, opened, batch_size, joined.comm->rank(), world, &rank_sizes);
   const torch::Device device = parse_device(args.device);
+  if (device.is_cpu())
+    if (const std::string spin = tune_blas_spin(batch_size / world); !spin.empty() && joined.lead())
+      std::cerr << spin << "\n";
   dist::ShardingPlan plan;
   if (world > 1) {
     if (!device.is_cpu()) throw UsageError("distributed profiling runs on the CPU in this version; use --device cpu");

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -186,6 +187,49 @@ void set_threads(int threads) {
   // at run time so that a non-OpenBLAS BLAS still works.
   using SetThreads = void (*)(int);
   if (auto* set_blas = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set_blas(threads);
+}
+
+// OpenBLAS (0.3.21, Debian bookworm) reads OPENBLAS_THREAD_TIMEOUT in
+// openblas_read_env() and applies it in blas_thread_init() when it starts its
+// workers (2^value cycles, clamped to 2^4..2^30; default 2^28). Its workers
+// spin that long after each GEMM. In a training step at batch 2048 on 2
+// cores they spin through the sparse and elementwise work that torch's
+// OpenMP threads run between the GEMMs, on the same cores: with a 2^20 spin
+// the Kaggle DLRM step (recmod profile, 2 threads) took 52.8-59.5 ms against
+// 61.1-64.0 ms, every interleaved pair faster. At batch 128, where the gaps
+// between GEMMs are short, the workers then sleep and wake more often, and
+// 2^20 was slower in 8 of 9 pairs (6.07-7.63 ms against 5.32-7.33), hence
+// the threshold on the batch.
+namespace {
+/// log2 of the cycles OpenBLAS's workers spin, as blas_thread_init computes it.
+int blas_spin_log2(int (*env_timeout)()) {
+  const int value = env_timeout();  // 0: unset
+  return value > 0 ? std::clamp(value, 4, 30) : 28;
+}
+}  // namespace
+
+std::string tune_blas_spin(int64_t rows_per_step) {
+  using Call = int (*)();
+  using ReadEnv = void (*)();
+  auto* env_timeout = reinterpret_cast<Call>(dlsym(RTLD_DEFAULT, "openblas_thread_timeout"));
+  auto* read_env = reinterpret_cast<ReadEnv>(dlsym(RTLD_DEFAULT, "openblas_read_env"));
+  auto* shutdown = reinterpret_cast<Call>(dlsym(RTLD_DEFAULT, "blas_thread_shutdown_"));
+  auto* init = reinterpret_cast<Call>(dlsym(RTLD_DEFAULT, "blas_thread_init"));
+  if (!env_timeout || !read_env || !shutdown || !init) return "";  // not OpenBLAS, or not its pthreads build
+  const std::string spin = "OpenBLAS's workers spin 2^";
+  const std::string after = " cycles after a GEMM";
+  if (const char* user = std::getenv("OPENBLAS_THREAD_TIMEOUT"))
+    return str_cat(spin, blas_spin_log2(env_timeout), after, " (OPENBLAS_THREAD_TIMEOUT=", user, ")");
+  const int threads = at::get_num_threads();
+  if (rows_per_step < kShortBlasSpinRows || threads < 2)
+    return str_cat(spin, blas_spin_log2(env_timeout), after, " (OpenBLAS's default; ", rows_per_step,
+                   " rows per rank on ", threads, threads == 1 ? " thread)" : " threads)");
+  ::setenv("OPENBLAS_THREAD_TIMEOUT", "20", /*overwrite=*/1);
+  read_env();
+  shutdown();
+  init();
+  return str_cat(spin, blas_spin_log2(env_timeout), after, " (short: ", rows_per_step, " rows per rank on ", threads,
+                 " threads)");
 }
 
 torch::Device parse_device(const std::string& name) {

@@ -20,6 +20,19 @@ namespace recmod::app {
 /// 0 means default_threads().
 void set_threads(int threads);
 
+/// OpenBLAS's idle workers spin for 2^28 cycles (~0.1 s) after each GEMM
+/// before they sleep. With at least 2 threads and a step of at least
+/// kShortBlasSpinRows rows per rank, and no OPENBLAS_THREAD_TIMEOUT of the
+/// user's, this restarts them with a 2^20-cycle spin (~0.3 ms), so that
+/// torch's OpenMP threads get the cores between the GEMMs (BENCHMARKS.md,
+/// "OpenBLAS's spin by batch size"). Nothing with another BLAS (looked up at
+/// run time). Call before the first step, with no BLAS call in flight.
+/// Returns what the workers now do, e.g. "OpenBLAS's workers spin 2^20
+/// cycles after a GEMM (short: 2048 rows per rank on 2 threads)"; empty
+/// without OpenBLAS.
+std::string tune_blas_spin(int64_t rows_per_step);
+constexpr int64_t kShortBlasSpinRows = 1024;
+
 /// The CPUs this process may use: those in its affinity mask
 /// (sched_getaffinity: taskset, cpusets, container limits), fewer when a
 /// cgroup CPU quota on its cgroup or any parent allows less (cgroup v2

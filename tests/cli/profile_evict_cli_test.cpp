@@ -94,5 +94,22 @@ TEST(ProfileCliTest, NeedsDataOrSynthetic) {
   EXPECT_THAT(r.output, HasSubstr("recmod: give exactly one of --data FILE and --synthetic"));
 }
 
+TEST(ProfileCliTest, ShortensOpenBlasSpinForLargeBatchesOnTwoThreads) {
+  auto dir = fresh_dir("profile_blas_spin");
+  auto config = write_file(dir + "/mc.yaml", kMcModel);
+  const std::string profile = " profile " + config + " --synthetic --steps 1 --warmup 1 --threads 2 --batch-size ";
+  auto large = run_command(std::string(RECMOD_BIN) + profile + "1024 2>&1");
+  ASSERT_EQ(large.exit_code, 0) << large.output;
+  if (large.output.find("OpenBLAS's workers") == std::string::npos) GTEST_SKIP() << "libtorch's BLAS is not OpenBLAS";
+  EXPECT_THAT(large.output,
+              HasSubstr("OpenBLAS's workers spin 2^20 cycles after a GEMM (short: 1024 rows per rank on 2 threads)"));
+  auto small = run_command(std::string(RECMOD_BIN) + profile + "128 2>&1");
+  ASSERT_EQ(small.exit_code, 0) << small.output;
+  EXPECT_THAT(small.output, HasSubstr("spin 2^28 cycles after a GEMM (OpenBLAS's default; 128 rows per rank on 2 threads)"));
+  auto users = run_command("OPENBLAS_THREAD_TIMEOUT=24 " + std::string(RECMOD_BIN) + profile + "1024 2>&1");
+  ASSERT_EQ(users.exit_code, 0) << users.output;
+  EXPECT_THAT(users.output, HasSubstr("spin 2^24 cycles after a GEMM (OPENBLAS_THREAD_TIMEOUT=24)"));
+}
+
 }  // namespace profile_evict_cli_test
 }  // namespace recmod::testing
