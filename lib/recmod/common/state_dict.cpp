@@ -39,7 +39,7 @@ DeferredStateDict deferred(const StateDict& tensors) {
   out.reserve(tensors.size());
   for (const auto& [key, tensor] : tensors) {
     TORCH_CHECK(tensor.defined(), "deferred: tensor '", key, "' is undefined");
-    out.push_back(DeferredTensor{key, tensor.sizes().vec(), tensor.scalar_type(), [tensor] { return tensor; }});
+    out.push_back(DeferredTensor{key, tensor.sizes().vec(), tensor.scalar_type(), [made = tensor] { return made; }});
   }
   return out;
 }
