@@ -42,6 +42,11 @@ torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& t
   const bool column_wise = table.plan.type == ShardingType::column_wise;
   // The shards cover the table, so only summed per-row states need zeros.
   const bool summed = kind.per_row && column_wise;
+  auto own_piece = [&] {  // this rank's shard of the tensor
+    const torch::Tensor* mine = find_tensor(local, key);
+    TORCH_CHECK(mine != nullptr, "gather_table_state: rank ", rank, " lacks ", key);
+    return mine->detach();
+  };
   auto used = [&](const Shard& s) {
     return holds_rows(s) && !(table.plan.type == ShardingType::data_parallel && s.rank != 0);  // replicas agree
   };
@@ -50,10 +55,7 @@ torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& t
   const auto n_used = std::count_if(table.plan.shards.begin(), table.plan.shards.end(), used);
   const auto first = std::find_if(table.plan.shards.begin(), table.plan.shards.end(), used);
   if (n_used == 1 && first->rank == 0 && first->rows == table.num_embeddings && first->cols == table.embedding_dim) {
-    if (rank != 0) return {};
-    const torch::Tensor* mine = find_tensor(local, key);
-    TORCH_CHECK(mine != nullptr, "gather_table_state: rank 0 lacks ", key);
-    return mine->detach();
+    return rank == 0 ? own_piece() : torch::Tensor();
   }
   torch::Tensor full;
   if (rank == 0) {
@@ -64,10 +66,7 @@ torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& t
   for (const auto& s : table.plan.shards) {
     if (!used(s)) continue;
     if (rank != 0) {
-      if (s.rank != rank) continue;
-      const torch::Tensor* mine = find_tensor(local, key);
-      TORCH_CHECK(mine != nullptr, "gather_table_state: rank ", rank, " lacks ", key);
-      comm.send(mine->detach(), 0);
+      if (s.rank == rank) comm.send(own_piece(), 0);
       continue;
     }
     torch::NoGradGuard no_grad;
@@ -78,9 +77,7 @@ torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& t
     const bool in_place = !summed && rows.is_contiguous();
     torch::Tensor piece;
     if (s.rank == 0) {
-      const torch::Tensor* mine = find_tensor(local, key);
-      TORCH_CHECK(mine != nullptr, "gather_table_state: rank 0 lacks ", key);
-      piece = mine->detach();
+      piece = own_piece();
     } else if (in_place) {
       comm.recv(rows, s.rank);
       continue;

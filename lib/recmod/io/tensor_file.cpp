@@ -117,7 +117,6 @@ void write_tensors(const DeferredStateDict& tensors, const ByteSink& sink) {
   // failure is kept, later bytes are dropped, and it is rethrown once the
   // writer is gone.
   std::exception_ptr failure;
-  size_t made = 0;
   {
     caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
       if (failure) return n;
@@ -134,7 +133,7 @@ void write_tensors(const DeferredStateDict& tensors, const ByteSink& sink) {
     // One tensor at a time: a copy (device tensors, views) or a gathered
     // tensor lives only while its record is written, so saving needs no
     // second copy of the model.
-    for (; made < tensors.size(); ++made) {
+    for (size_t made = 0; made < tensors.size(); ++made) {
       const DeferredTensor& entry = tensors[made];
       const torch::Tensor made_tensor = entry.make();
       if (!made_tensor.defined() || made_tensor.sizes() != c10::IntArrayRef(entry.sizes) ||
