@@ -216,20 +216,19 @@ std::string tune_blas_spin(int64_t rows_per_step) {
   auto* shutdown = reinterpret_cast<Call>(dlsym(RTLD_DEFAULT, "blas_thread_shutdown_"));
   auto* init = reinterpret_cast<Call>(dlsym(RTLD_DEFAULT, "blas_thread_init"));
   if (!env_timeout || !read_env || !shutdown || !init) return "";  // not OpenBLAS, or not its pthreads build
-  const std::string spin = "OpenBLAS's workers spin 2^";
-  const std::string after = " cycles after a GEMM";
+  auto described = [&](const std::string& why) {
+    return str_cat("OpenBLAS's workers spin 2^", blas_spin_log2(env_timeout), " cycles after a GEMM (", why, ")");
+  };
   if (const char* user = std::getenv("OPENBLAS_THREAD_TIMEOUT"))
-    return str_cat(spin, blas_spin_log2(env_timeout), after, " (OPENBLAS_THREAD_TIMEOUT=", user, ")");
+    return described(str_cat("OPENBLAS_THREAD_TIMEOUT=", user));
   const int threads = at::get_num_threads();
-  if (rows_per_step < kShortBlasSpinRows || threads < 2)
-    return str_cat(spin, blas_spin_log2(env_timeout), after, " (OpenBLAS's default; ", rows_per_step,
-                   " rows per rank on ", threads, threads == 1 ? " thread)" : " threads)");
+  const std::string batch = str_cat(rows_per_step, " rows per rank on ", threads, threads == 1 ? " thread" : " threads");
+  if (rows_per_step < kShortBlasSpinRows || threads < 2) return described("OpenBLAS's default; " + batch);
   ::setenv("OPENBLAS_THREAD_TIMEOUT", "20", /*overwrite=*/1);
   read_env();
   shutdown();
   init();
-  return str_cat(spin, blas_spin_log2(env_timeout), after, " (short: ", rows_per_step, " rows per rank on ", threads,
-                 " threads)");
+  return described("short: " + batch);
 }
 
 torch::Device parse_device(const std::string& name) {

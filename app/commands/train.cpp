@@ -81,8 +81,10 @@ int run_train(const TrainArgs& args) {
     throw UsageError(str_cat("training.", t.early_stopping ? "early_stopping" : "keep_best",
                              " needs evaluation data: pass --eval-data FILE (or set data.eval in the config)"));
   const torch::Device device = joined.device;  // a rank's own GPU under --nproc with --device cuda
-  if (device.is_cpu()) train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
-  if (device.is_cpu()) tune_blas_spin(t.batch_size);  // what it chose: `recmod profile` prints it
+  if (device.is_cpu()) {
+    train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
+    tune_blas_spin(t.batch_size);                          // what it chose: `recmod profile` prints it
+  }
   dist::ShardingPlan plan;
   if (world > 1) plan = train::plan_model(opened.model, opened.config, world, memory_per_rank(joined));
   if (!args.init_from.empty()) {

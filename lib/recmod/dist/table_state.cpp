@@ -18,6 +18,11 @@ std::vector<int64_t> shape_of(const TableTensorKind& kind, int64_t rows, int64_t
   return kind.per_row ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, cols};
 }
 
+/// The dtype of a table's state tensor: the table's storage for the weight, float32 for optimizer state.
+torch::Dtype dtype_of(const ShardedTableState& table, const TableTensorKind& kind) {
+  return kind.weight ? table.weight_dtype : torch::kFloat;
+}
+
 }  // namespace
 
 std::vector<TablePlan> plans_of_tables(const ShardingPlan& plan, const std::string& module,
@@ -38,7 +43,7 @@ namespace {
 torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& table, const TableTensorKind& kind,
                                   const std::string& key, const StateDict& local) {
   const int64_t rank = comm.rank();
-  const auto dtype = kind.weight ? table.weight_dtype : torch::kFloat;
+  const auto dtype = dtype_of(table, kind);
   const bool column_wise = table.plan.type == ShardingType::column_wise;
   // The shards cover the table, so only summed per-row states need zeros.
   const bool summed = kind.per_row && column_wise;
@@ -108,7 +113,7 @@ DeferredStateDict deferred_table_state(Communicator& comm, const std::string& pr
       std::string key = table_key(prefix, table.name, kind.suffix);
       auto make = [&comm, table, kind, key, shards] { return gather_table_tensor(comm, table, kind, key, *shards); };
       out.push_back(DeferredTensor{std::move(key), shape_of(kind, table.num_embeddings, table.embedding_dim),
-                                   kind.weight ? table.weight_dtype : torch::kFloat, std::move(make)});
+                                   dtype_of(table, kind), std::move(make)});
     }
   return out;
 }
