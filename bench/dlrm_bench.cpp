@@ -28,8 +28,10 @@
 //                   1 thread: the per-step cost it adds at any batch size.
 //   BM_SgemmRoof    the model's matrix products alone (each Linear's forward
 //                   X W^T and its two backward products, at the same batch and
-//                   thread count), reported as the examples/s a model made of
-//                   nothing but those products would reach: the compute roof.
+//                   thread count, with the GEMM recmod's layers use: oneDNN's
+//                   where the build has it, else libtorch's), reported as the
+//                   examples/s a model made of nothing but those products
+//                   would reach: the compute roof.
 //
 // Ids are uniform over each table (the worst case for caches). The figure of
 // merit is examples/s; scripts/bench turns the three into ratios.
@@ -43,6 +45,7 @@
 #include "recmod/config/graph.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/modules/interaction.h"
+#include "recmod/modules/onednn_linear.h"
 #include "recmod/optim/dense_optimizer.h"
 #include "recmod/train/train_step.h"
 #include "recmod/train/trainer.h"
@@ -248,6 +251,16 @@ const std::vector<std::pair<int64_t, int64_t>>& layer_shapes() {
   return shapes;
 }
 
+/// op(a) op(b) with the GEMM recmod's MLP layers use (modules/onednn_linear.h).
+torch::Tensor product(const torch::Tensor& a, bool transpose_a, const torch::Tensor& b, bool transpose_b) {
+  if (!recmod::onednn_sgemm_enabled()) return torch::mm(transpose_a ? a.t() : a, transpose_b ? b.t() : b);
+  const int64_t m = a.size(transpose_a ? 1 : 0), k = a.size(transpose_a ? 0 : 1), n = b.size(transpose_b ? 0 : 1);
+  torch::Tensor c = torch::empty({m, n});
+  recmod::onednn_sgemm(transpose_a, transpose_b, m, n, k, 1.f, a.data_ptr<float>(), a.size(1), b.data_ptr<float>(),
+                       b.size(1), 0.f, c.data_ptr<float>(), n);
+  return c;
+}
+
 void BM_SgemmRoof(benchmark::State& state) {
   const int64_t b = state.range(0);
   set_threads(static_cast<int>(state.range(1)));
@@ -262,9 +275,9 @@ void BM_SgemmRoof(benchmark::State& state) {
   }
   for (auto _ : state) {
     for (const Layer& l : layers) {
-      benchmark::DoNotOptimize(torch::mm(l.x, l.w.t()).data_ptr());  // forward
-      benchmark::DoNotOptimize(torch::mm(l.dy, l.w).data_ptr());      // grad input
-      benchmark::DoNotOptimize(torch::mm(l.dy.t(), l.x).data_ptr());  // grad weight
+      benchmark::DoNotOptimize(product(l.x, false, l.w, true).data_ptr());   // forward
+      benchmark::DoNotOptimize(product(l.dy, false, l.w, false).data_ptr());  // grad input
+      benchmark::DoNotOptimize(product(l.dy, true, l.x, false).data_ptr());   // grad weight
     }
   }
   finish(state, b);
@@ -283,7 +296,7 @@ void BM_SgemmRoofForward(benchmark::State& state) {
     flops_per_example += 2.0 * static_cast<double>(in * out);
   }
   for (auto _ : state)
-    for (const auto& [x, w] : layers) benchmark::DoNotOptimize(torch::mm(x, w.t()).data_ptr());
+    for (const auto& [x, w] : layers) benchmark::DoNotOptimize(product(x, false, w, true).data_ptr());
   finish(state, b);
   state.counters["flops_per_example"] = flops_per_example;
   state.counters["gflops"] = benchmark::Counter(static_cast<double>(state.iterations() * b) * flops_per_example / 1e9,

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "recmod/common/check.h"
+#include "recmod/modules/onednn_linear.h"
 
 namespace recmod {
 
@@ -33,7 +34,7 @@ void bias_activation_rows(float* y, const float* b, int64_t rows, int64_t cols, 
 /// x W^T + b, then the activation, on a fresh output; nothing for autograd.
 torch::Tensor linear_activation_forward(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                                         bool relu) {
-  torch::Tensor y = torch::mm(x, w.t());
+  torch::Tensor y = onednn_sgemm_enabled() ? onednn_matmul_wt(x, w) : torch::mm(x, w.t());
   bias_activation_rows(y.data_ptr<float>(), b.data_ptr<float>(), y.size(0), y.size(1), relu);
   return y;
 }
@@ -102,12 +103,18 @@ torch::Tensor PerceptronImpl::forward_in_compute_dtype(const torch::Tensor& inpu
     const bool fused = relu && x.dim() == 2 && bias.defined() && x.device().is_cpu() &&
                        x.scalar_type() == torch::kFloat;
     // Without autograd (eval, predictions): one GEMM and one bias + ReLU pass.
-    // Training keeps linear + relu under autograd: a fused backward (mask and
-    // bias gradient in one pass, then the two GEMMs) measured 4-5 ms slower
-    // per MLP at batch 2048 than autograd's addmm + threshold backward
+    // Training keeps the activation a node of its own: a fused backward (mask
+    // and bias gradient in one pass, then the two GEMMs) measured 4-5 ms
+    // slower per MLP at batch 2048 than autograd's addmm + threshold backward
     // (BENCHMARKS.md, issue 17).
-    out = fused && !recording ? linear_activation_forward(x.contiguous(), weight, bias, relu)
-                              : act(linear_->forward(x));
+    // Training in fp32 on the CPU: the product and both backward products
+    // through oneDNN's GEMM where this build has it (onednn_linear.h).
+    if (fused && !recording)
+      out = linear_activation_forward(x.contiguous(), weight, bias, relu);
+    else if (recording && onednn_linear_applies(x, weight, bias))
+      out = act(onednn_linear(x, weight, bias));
+    else
+      out = act(linear_->forward(x));
   }
   finish_forward(*this);
   return out;
