@@ -108,6 +108,27 @@ TEST(OneDnnLinear, AppliesOnlyToTwoDimensionalFloatCpuInputWithBias) {
   EXPECT_FALSE(onednn_linear_applies(torch::randn({3, 5}), w, b));
 }
 
+TEST(OneDnnLinear, LinearAnyRecordsOnlyWhileAutogradDoesAndFallsBackElsewhere) {
+  // linear_any serves config Linear nodes: a graph while training, none under
+  // no_grad, and torch::linear for what oneDNN does not take.
+  const torch::Tensor x = torch::randn({6, 5}), b0 = torch::randn({3});
+  auto w = torch::randn({3, 5}).requires_grad_();
+  const torch::Tensor want = torch::linear(x, w.detach(), b0);
+  const torch::Tensor trained = linear_any(x, w, b0);
+  EXPECT_TRUE(close(trained, want));
+  EXPECT_EQ(trained.requires_grad(), true);
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor evaluated = linear_any(x, w, b0);
+    EXPECT_FALSE(evaluated.requires_grad());
+    EXPECT_TRUE(close(evaluated, want));
+  }
+  // No bias, double: torch::linear's own result.
+  EXPECT_TRUE(torch::equal(linear_any(x, w.detach(), torch::Tensor()), torch::linear(x, w.detach())));
+  const torch::Tensor xd = x.to(torch::kDouble), wd = w.detach().to(torch::kDouble), bd = b0.to(torch::kDouble);
+  EXPECT_TRUE(torch::equal(linear_any(xd, wd, bd), torch::linear(xd, wd, bd)));
+}
+
 TEST(OneDnnLinear, AnMlpTrainsToTheSameWeightsAsWithLibtorchsProducts) {
   SKIP_WITHOUT_ONEDNN();
   // The Perceptron takes onednn_linear while training: five SGD steps of a

@@ -4,6 +4,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/modules/interaction.h"
+#include "recmod/modules/onednn_linear.h"
 
 namespace recmod::config {
 
@@ -87,7 +88,7 @@ BuiltNode build_linear(const NodeSpec& spec, const std::vector<Port>& inputs) {
   node.module = linear.ptr();
   node.shape = ValueShape::dense(out);
   node.forward = [linear](const std::vector<Value>& values) mutable {
-    return Value::of_dense(linear->forward(values[0].as_dense()));
+    return Value::of_dense(linear_any(values[0].as_dense(), linear->weight, linear->bias));
   };
   node.summary = str_cat(in, " -> ", out);
   return node;

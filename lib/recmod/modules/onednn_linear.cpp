@@ -102,6 +102,13 @@ torch::Tensor onednn_linear(const torch::Tensor& input, const torch::Tensor& wei
   return OneDnnLinearFunction::apply(input, weight, bias);
 }
 
+torch::Tensor linear_any(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!onednn_linear_applies(input, weight, bias)) return torch::linear(input, weight, bias);
+  const bool recording = torch::autograd::GradMode::is_enabled() &&
+                         (input.requires_grad() || weight.requires_grad() || bias.requires_grad());
+  return recording ? onednn_linear(input, weight, bias) : matmul_wt(input, weight).add_(bias);
+}
+
 torch::Tensor onednn_matmul_wt(const torch::Tensor& input, const torch::Tensor& weight) {
   TORCH_CHECK(onednn_sgemm_enabled() && input.dim() == 2 && weight.dim() == 2 && input.size(1) == weight.size(1) &&
                   input.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat,
