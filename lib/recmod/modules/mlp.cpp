@@ -103,18 +103,14 @@ torch::Tensor PerceptronImpl::forward_in_compute_dtype(const torch::Tensor& inpu
     const bool fused = relu && x.dim() == 2 && bias.defined() && x.device().is_cpu() &&
                        x.scalar_type() == torch::kFloat;
     // Without autograd (eval, predictions): one GEMM and one bias + ReLU pass.
-    // Training keeps the activation a node of its own: a fused backward (mask
-    // and bias gradient in one pass, then the two GEMMs) measured 4-5 ms
-    // slower per MLP at batch 2048 than autograd's addmm + threshold backward
+    // Otherwise linear_any: in fp32 on the CPU the product (and, training,
+    // both backward products) through oneDNN's GEMM where this build has it.
+    // The activation stays a node of its own: a fused backward (mask and bias
+    // gradient in one pass, then the two GEMMs) measured 4-5 ms slower per
+    // MLP at batch 2048 than autograd's addmm + threshold backward
     // (BENCHMARKS.md, issue 17).
-    // Training in fp32 on the CPU: the product and both backward products
-    // through oneDNN's GEMM where this build has it (onednn_linear.h).
-    if (fused && !recording)
-      out = linear_activation_forward(x.contiguous(), weight, bias, relu);
-    else if (recording && onednn_linear_applies(x, weight, bias))
-      out = act(onednn_linear(x, weight, bias));
-    else
-      out = act(linear_->forward(x));
+    out = fused && !recording ? linear_activation_forward(x.contiguous(), weight, bias, relu)
+                              : act(linear_any(x, weight, bias));
   }
   finish_forward(*this);
   return out;
