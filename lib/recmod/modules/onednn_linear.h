@@ -46,11 +46,10 @@ torch::Tensor onednn_linear(const torch::Tensor& input, const torch::Tensor& wei
 
 /// x W^T + b by onednn_linear where it applies (with a graph only while
 /// autograd records; without, one product and a bias pass), else
-/// torch::linear. For layers outside the MLPs (config `Linear` nodes): when
-/// an MLP's products leave OpenBLAS, a product left there wakes OpenBLAS's
-/// own worker threads, which then spin (~0.1 s, OpenBLAS's default) on the
-/// cores oneDNN's OpenMP threads need (BENCHMARKS.md, "oneDNN's sgemm for
-/// the dense layers").
+/// torch::linear. Also for layers outside the MLPs (config `Linear` nodes),
+/// so that a model's products leave OpenBLAS entirely: a product there wakes
+/// OpenBLAS's own worker threads, which then spin (~0.1 s, OpenBLAS's
+/// default) on the cores oneDNN's OpenMP threads need.
 torch::Tensor linear_any(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias);
 
 /// x W^T written into a fresh (B, O) tensor, nothing for autograd (the
