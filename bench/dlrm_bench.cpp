@@ -251,16 +251,6 @@ const std::vector<std::pair<int64_t, int64_t>>& layer_shapes() {
   return shapes;
 }
 
-/// op(a) op(b) with the GEMM recmod's MLP layers use (modules/onednn_linear.h).
-torch::Tensor product(const torch::Tensor& a, bool transpose_a, const torch::Tensor& b, bool transpose_b) {
-  if (!recmod::onednn_sgemm_enabled()) return torch::mm(transpose_a ? a.t() : a, transpose_b ? b.t() : b);
-  const int64_t m = a.size(transpose_a ? 1 : 0), k = a.size(transpose_a ? 0 : 1), n = b.size(transpose_b ? 0 : 1);
-  torch::Tensor c = torch::empty({m, n});
-  recmod::onednn_sgemm(transpose_a, transpose_b, m, n, k, 1.f, a.data_ptr<float>(), a.size(1), b.data_ptr<float>(),
-                       b.size(1), 0.f, c.data_ptr<float>(), n);
-  return c;
-}
-
 void BM_SgemmRoof(benchmark::State& state) {
   const int64_t b = state.range(0);
   set_threads(static_cast<int>(state.range(1)));
@@ -275,9 +265,9 @@ void BM_SgemmRoof(benchmark::State& state) {
   }
   for (auto _ : state) {
     for (const Layer& l : layers) {
-      benchmark::DoNotOptimize(product(l.x, false, l.w, true).data_ptr());   // forward
-      benchmark::DoNotOptimize(product(l.dy, false, l.w, false).data_ptr());  // grad input
-      benchmark::DoNotOptimize(product(l.dy, true, l.x, false).data_ptr());   // grad weight
+      benchmark::DoNotOptimize(recmod::mm_any(l.x, false, l.w, true).data_ptr());   // forward
+      benchmark::DoNotOptimize(recmod::mm_any(l.dy, false, l.w, false).data_ptr());  // grad input
+      benchmark::DoNotOptimize(recmod::mm_any(l.dy, true, l.x, false).data_ptr());   // grad weight
     }
   }
   finish(state, b);
@@ -296,7 +286,7 @@ void BM_SgemmRoofForward(benchmark::State& state) {
     flops_per_example += 2.0 * static_cast<double>(in * out);
   }
   for (auto _ : state)
-    for (const auto& [x, w] : layers) benchmark::DoNotOptimize(product(x, false, w, true).data_ptr());
+    for (const auto& [x, w] : layers) benchmark::DoNotOptimize(recmod::mm_any(x, false, w, true).data_ptr());
   finish(state, b);
   state.counters["flops_per_example"] = flops_per_example;
   state.counters["gflops"] = benchmark::Counter(static_cast<double>(state.iterations() * b) * flops_per_example / 1e9,

@@ -34,7 +34,7 @@ void bias_activation_rows(float* y, const float* b, int64_t rows, int64_t cols, 
 /// x W^T + b, then the activation, on a fresh output; nothing for autograd.
 torch::Tensor linear_activation_forward(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                                         bool relu) {
-  torch::Tensor y = onednn_sgemm_enabled() ? onednn_matmul_wt(x, w) : torch::mm(x, w.t());
+  torch::Tensor y = mm_any(x, false, w, true);
   bias_activation_rows(y.data_ptr<float>(), b.data_ptr<float>(), y.size(0), y.size(1), relu);
   return y;
 }

@@ -22,13 +22,19 @@ bool turned_off_by_environment() {
 }
 #endif
 
-torch::Tensor matmul_wt(const torch::Tensor& x, const torch::Tensor& w) {
-  const torch::Tensor xc = x.contiguous(), wc = w.contiguous();
-  const int64_t rows = xc.size(0), in = xc.size(1), out = wc.size(0);
-  torch::Tensor y = torch::empty({rows, out}, xc.options());
-  onednn_sgemm(false, true, rows, out, in, 1.f, xc.data_ptr<float>(), in, wc.data_ptr<float>(), in, 0.f,
-               y.data_ptr<float>(), out);
-  return y;
+/// op(a) op(b) into a fresh tensor through onednn_sgemm; fp32 2-D inputs.
+torch::Tensor onednn_mm(const torch::Tensor& a, bool transpose_a, const torch::Tensor& b, bool transpose_b) {
+  const torch::Tensor ac = a.contiguous(), bc = b.contiguous();
+  const int64_t m = ac.size(transpose_a ? 1 : 0), k = ac.size(transpose_a ? 0 : 1), n = bc.size(transpose_b ? 0 : 1);
+  torch::Tensor c = torch::empty({m, n}, ac.options());
+  onednn_sgemm(transpose_a, transpose_b, m, n, k, 1.f, ac.data_ptr<float>(), ac.size(1), bc.data_ptr<float>(),
+               bc.size(1), 0.f, c.data_ptr<float>(), n);
+  return c;
+}
+
+/// x W^T + b with nothing for autograd: one product and one bias pass.
+torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  return onednn_mm(x, false, w, true).add_(b);  // (B, O) + (O) broadcast
 }
 
 /// y = x W^T + b under autograd; the backward's two products through oneDNN.
@@ -36,28 +42,18 @@ struct OneDnnLinearFunction : torch::autograd::Function<OneDnnLinearFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
                                const torch::Tensor& b) {
     ctx->save_for_backward({x, w});
-    torch::Tensor y = matmul_wt(x, w);
-    y.add_(b);  // one pass; a (B, O) + (O) broadcast
-    return y;
+    return linear_forward(x, w, b);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const torch::Tensor x = saved[0].contiguous(), w = saved[1].contiguous();
+    const torch::Tensor& x = saved[0];
+    const torch::Tensor& w = saved[1];
     const torch::Tensor dy = grads[0].contiguous();
-    const int64_t rows = x.size(0), in = x.size(1), out = w.size(0);
     torch::Tensor dx, dw, db;
-    if (ctx->needs_input_grad(0)) {
-      dx = torch::empty({rows, in}, x.options());
-      onednn_sgemm(false, false, rows, in, out, 1.f, dy.data_ptr<float>(), out, w.data_ptr<float>(), in, 0.f,
-                   dx.data_ptr<float>(), in);
-    }
-    if (ctx->needs_input_grad(1)) {
-      dw = torch::empty({out, in}, w.options());
-      onednn_sgemm(true, false, out, in, rows, 1.f, dy.data_ptr<float>(), out, x.data_ptr<float>(), in, 0.f,
-                   dw.data_ptr<float>(), in);
-    }
+    if (ctx->needs_input_grad(0)) dx = onednn_mm(dy, false, w, false);  // (B, O) (O, I)
+    if (ctx->needs_input_grad(1)) dw = onednn_mm(dy, true, x, false);   // (O, B) (B, I)
     if (ctx->needs_input_grad(2)) db = dy.sum(0);
     return {dx, dw, db};
   }
@@ -106,14 +102,16 @@ torch::Tensor linear_any(const torch::Tensor& input, const torch::Tensor& weight
   if (!onednn_linear_applies(input, weight, bias)) return torch::linear(input, weight, bias);
   const bool recording = torch::autograd::GradMode::is_enabled() &&
                          (input.requires_grad() || weight.requires_grad() || bias.requires_grad());
-  return recording ? onednn_linear(input, weight, bias) : matmul_wt(input, weight).add_(bias);
+  return recording ? OneDnnLinearFunction::apply(input, weight, bias) : linear_forward(input, weight, bias);
 }
 
-torch::Tensor onednn_matmul_wt(const torch::Tensor& input, const torch::Tensor& weight) {
-  TORCH_CHECK(onednn_sgemm_enabled() && input.dim() == 2 && weight.dim() == 2 && input.size(1) == weight.size(1) &&
-                  input.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat,
-              "onednn_matmul_wt: unsupported input ", input.sizes(), ", weight ", weight.sizes());
-  return matmul_wt(input, weight);
+torch::Tensor mm_any(const torch::Tensor& a, bool transpose_a, const torch::Tensor& b, bool transpose_b) {
+  const bool onednn = onednn_sgemm_enabled() && a.dim() == 2 && b.dim() == 2 && a.numel() > 0 && b.numel() > 0 &&
+                      a.device().is_cpu() && b.device().is_cpu() && a.scalar_type() == torch::kFloat &&
+                      b.scalar_type() == torch::kFloat &&
+                      a.size(transpose_a ? 0 : 1) == b.size(transpose_b ? 1 : 0);
+  if (!onednn) return torch::mm(transpose_a ? a.t() : a, transpose_b ? b.t() : b);
+  return onednn_mm(a, transpose_a, b, transpose_b);
 }
 
 }  // namespace recmod

@@ -52,8 +52,9 @@ torch::Tensor onednn_linear(const torch::Tensor& input, const torch::Tensor& wei
 /// default) on the cores oneDNN's OpenMP threads need.
 torch::Tensor linear_any(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias);
 
-/// x W^T written into a fresh (B, O) tensor, nothing for autograd (the
-/// no-grad path adds the bias and activation in its own pass).
-torch::Tensor onednn_matmul_wt(const torch::Tensor& input, const torch::Tensor& weight);
+/// op(a) op(b) (op = transpose when asked) into a fresh tensor, nothing for
+/// autograd: through onednn_sgemm for fp32 CPU matrices where enabled, else
+/// torch::mm. E.g. mm_any(x, false, w, true) = x W^T.
+torch::Tensor mm_any(const torch::Tensor& a, bool transpose_a, const torch::Tensor& b, bool transpose_b);
 
 }  // namespace recmod
