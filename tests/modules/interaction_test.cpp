@@ -8,30 +8,39 @@ namespace interaction_test {
 
 /// The direct CPU kernel against bmm + triu gather: outputs and both input
 /// gradients, for DLRM's shape and for odd ones (1 sparse feature, D = 3,
-/// a batch smaller than a parallel grain, a non-contiguous sparse input).
+/// a batch smaller than a parallel grain, a non-contiguous sparse input,
+/// n past one row group and one column block), in each build of the
+/// kernels this CPU runs (AVX-512, AVX2, baseline).
 TEST(DotInteraction, DirectKernelMatchesTheBatchedProduct) {
   struct Shape {
     int64_t b, f, d;
   };
-  for (const Shape s : {Shape{256, 26, 16}, Shape{5, 1, 3}, Shape{70, 4, 7}, Shape{40, 8, 64}, Shape{9, 15, 65}}) {
-    torch::manual_seed(s.b + s.f);
-    const torch::Tensor dense = torch::randn({s.b, s.d});
-    const torch::Tensor sparse_wide = torch::randn({s.b, 2 * s.f * s.d});
-    const torch::Tensor sparse = sparse_wide.slice(1, 0, 2 * s.f * s.d, 2);  // every other column: not contiguous
-    ASSERT_FALSE(sparse.is_contiguous());
-    const torch::Tensor target = torch::randn({s.b, s.d + (s.f + 1) * s.f / 2});
+  for (const InteractionIsa isa : {InteractionIsa::kAvx512, InteractionIsa::kAvx2, InteractionIsa::kBaseline}) {
+    if (!cpu_runs_interaction_isa(isa)) continue;
+    const InteractionIsa before = use_interaction_isa(isa);
+    SCOPED_TRACE("kernel build " + std::to_string(static_cast<int>(isa)));
+    for (const Shape s : {Shape{256, 26, 16}, Shape{5, 1, 3}, Shape{70, 4, 7}, Shape{40, 8, 64}, Shape{9, 15, 65},
+                          Shape{3, 40, 16}, Shape{4, 2, 33}}) {
+      torch::manual_seed(s.b + s.f);
+      const torch::Tensor dense = torch::randn({s.b, s.d});
+      const torch::Tensor sparse_wide = torch::randn({s.b, 2 * s.f * s.d});
+      const torch::Tensor sparse = sparse_wide.slice(1, 0, 2 * s.f * s.d, 2);  // every other column: not contiguous
+      EXPECT_FALSE(sparse.is_contiguous());
+      const torch::Tensor target = torch::randn({s.b, s.d + (s.f + 1) * s.f / 2});
 
-    auto run = [&](bool direct) {
-      torch::Tensor d = dense.clone().requires_grad_(true), x = sparse.clone().requires_grad_(true);
-      torch::Tensor out = direct ? dot_interaction(d, x, s.f) : dot_interaction_reference(d, x, s.f);
-      (out * target).sum().backward();
-      return std::vector<torch::Tensor>{out.detach(), d.grad(), x.grad()};
-    };
-    const auto got = run(true), want = run(false);
-    for (size_t i = 0; i < got.size(); ++i)
-      EXPECT_TRUE(torch::allclose(got[i], want[i], 1e-5, 1e-5))
-          << "b " << s.b << " f " << s.f << " d " << s.d << " item " << i << " max diff "
-          << (got[i] - want[i]).abs().max().item<double>();
+      auto run = [&](bool direct) {
+        torch::Tensor d = dense.clone().requires_grad_(true), x = sparse.clone().requires_grad_(true);
+        torch::Tensor out = direct ? dot_interaction(d, x, s.f) : dot_interaction_reference(d, x, s.f);
+        (out * target).sum().backward();
+        return std::vector<torch::Tensor>{out.detach(), d.grad(), x.grad()};
+      };
+      const auto got = run(true), want = run(false);
+      for (size_t i = 0; i < got.size(); ++i)
+        EXPECT_TRUE(torch::allclose(got[i], want[i], 1e-5, 1e-5))
+            << "b " << s.b << " f " << s.f << " d " << s.d << " item " << i << " max diff "
+            << (got[i] - want[i]).abs().max().item<double>();
+    }
+    use_interaction_isa(before);
   }
 }
 

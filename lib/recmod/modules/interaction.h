@@ -18,4 +18,14 @@ torch::Tensor dot_interaction(const torch::Tensor& dense, const torch::Tensor& s
 /// The bmm + triu gather formulation on any device (the reference).
 torch::Tensor dot_interaction_reference(const torch::Tensor& dense, const torch::Tensor& sparse, int64_t num_sparse);
 
+/// The builds of the direct CPU kernels; CPUID picks the best the CPU has.
+enum class InteractionIsa { kAvx512, kAvx2, kBaseline };
+
+/// Whether this CPU can run `isa`'s build.
+bool cpu_runs_interaction_isa(InteractionIsa isa);
+
+/// For tests: run `isa`'s build (one the CPU runs) from now on, in every
+/// thread; returns the build it replaces.
+InteractionIsa use_interaction_isa(InteractionIsa isa);
+
 }  // namespace recmod
