@@ -43,8 +43,7 @@ struct ProfileArgs {
 profile::NextBatch batches_for(const ProfileArgs& args, train::OpenedModel& opened, int64_t batch_size,
                                int64_t rank = 0, int64_t world = 1, profile::RankSizes* rank_sizes = nullptr) {
   if (args.synthetic) {
-    auto synthetic =
-        std::make_shared<profile::SyntheticBatches>(opened.model, batch_size, opened.config.training.seed);
+    auto synthetic = std::make_shared<profile::SyntheticBatches>(opened.model, batch_size, opened.config.training.seed);
     return [synthetic] { return std::optional<data::Batch>(synthetic->next()); };
   }
   train::DataOptions read;
@@ -79,7 +78,8 @@ int run_inference_profile(const ProfileArgs& args) {
   if (!quantized.empty()) std::cerr << "quantized as configured: " << quantized.size() << " table(s)\n";
   const int64_t batch_size = args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size;
   const profile::NextBatch next = batches_for(args, opened, batch_size);
-  auto report = profile::profile_inference(opened.model, next, args.steps, args.warmup, parse_device(args.device), args.trace);
+  auto report =
+      profile::profile_inference(opened.model, next, args.steps, args.warmup, parse_device(args.device), args.trace);
   print_report(args, report);
   return 0;
 }
@@ -99,8 +99,8 @@ int run_profile(const ProfileArgs& args) {
   const profile::NextBatch next = batches_for(args, opened, batch_size, joined.comm->rank(), world, &rank_sizes);
   const torch::Device device = parse_device(args.device);
   if (device.is_cpu())
-    if (const std::string spin = tune_blas_spin(batch_size / world); !spin.empty() && joined.lead())
-      std::cerr << spin << "\n";
+    for (const std::string& said : {fit_threads_to_step(batch_size / world), tune_blas_spin(batch_size / world)})
+      if (!said.empty() && joined.lead()) std::cerr << said << "\n";
   dist::ShardingPlan plan;
   if (world > 1) {
     if (!device.is_cpu()) throw UsageError("distributed profiling runs on the CPU in this version; use --device cpu");
@@ -120,7 +120,8 @@ int run_profile(const ProfileArgs& args) {
 }  // namespace
 
 void add_profile(CLI::App& app, Actions& actions) {
-  auto* cmd = app.add_subcommand("profile", "Per-node forward/backward time, throughput, parameter and optimizer memory, peak RSS");
+  auto* cmd = app.add_subcommand(
+      "profile", "Per-node forward/backward time, throughput, parameter and optimizer memory, peak RSS");
   auto args = std::make_shared<ProfileArgs>();
   cmd->add_option("config", args->config, "Model config (YAML)")->required();
   add_config_overrides(cmd, args->overrides);

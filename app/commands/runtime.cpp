@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <sched.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -106,8 +107,8 @@ void reexec_with_fast_defaults(int argc, char** argv, char** envp) {
   ::munmap(memory, bytes);  // the exec failed: go on as this process
 }
 
-__attribute__((section(".preinit_array"), used)) void (*preinit_reexec)(int, char**, char**) =
-    &reexec_with_fast_defaults;
+__attribute__((section(".preinit_array"), used)) void (*preinit_reexec)(int, char**,
+                                                                        char**) = &reexec_with_fast_defaults;
 
 // --------------------------------------------------------- default threads
 
@@ -222,7 +223,8 @@ std::string tune_blas_spin(int64_t rows_per_step) {
   if (const char* user = std::getenv("OPENBLAS_THREAD_TIMEOUT"))
     return described(str_cat("OPENBLAS_THREAD_TIMEOUT=", user));
   const int threads = at::get_num_threads();
-  const std::string batch = str_cat(rows_per_step, " rows per rank on ", threads, threads == 1 ? " thread" : " threads");
+  const std::string batch =
+      str_cat(rows_per_step, " rows per rank on ", threads, threads == 1 ? " thread" : " threads");
   if (rows_per_step < kShortBlasSpinRows || threads < 2) return described("OpenBLAS's default; " + batch);
   ::setenv("OPENBLAS_THREAD_TIMEOUT", "20", /*overwrite=*/1);
   read_env();
@@ -231,11 +233,25 @@ std::string tune_blas_spin(int64_t rows_per_step) {
   return described("short: " + batch);
 }
 
+std::string fit_threads_to_step(int64_t rows_per_step) {
+  const int threads = at::get_num_threads();
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  const bool passive =
+      policy != nullptr && strcasecmp(policy, "passive") == 0 && std::getenv("GOMP_SPINCOUNT") == nullptr;
+  const int64_t fitting = std::clamp<int64_t>(rows_per_step / kMinRowsPerThread, 1, threads);
+  if (!passive || fitting >= threads) return "";
+  set_threads(static_cast<int>(fitting));
+  return str_cat("steps of ", rows_per_step, " rows run on ", fitting, fitting == 1 ? " thread" : " threads", " of ",
+                 threads, " (fewer than ", kMinRowsPerThread,
+                 " rows a thread: waking sleeping threads under OMP_WAIT_POLICY=PASSIVE costs more than they save)");
+}
+
 torch::Device parse_device(const std::string& name) {
   if (name == "cpu") return torch::kCPU;
   if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
     if (!torch::cuda::is_available())
-      throw UsageError(str_cat("--device ", name, ": CUDA is not available in this build or on this machine; use --device cpu"));
+      throw UsageError(
+          str_cat("--device ", name, ": CUDA is not available in this build or on this machine; use --device cpu"));
     int index = 0;
     if (name.size() > 5) {
       try {
@@ -245,7 +261,8 @@ torch::Device parse_device(const std::string& name) {
       }
     }
     if (index < 0 || index >= static_cast<int>(torch::cuda::device_count()))
-      throw UsageError(str_cat("--device ", name, ": this machine has ", torch::cuda::device_count(), " CUDA device(s)"));
+      throw UsageError(
+          str_cat("--device ", name, ": this machine has ", torch::cuda::device_count(), " CUDA device(s)"));
     return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
   throw UsageError(str_cat("--device must be cpu, cuda or cuda:N, got '", name, "'"));

@@ -14,9 +14,9 @@
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
 #include "recmod/common/memory.h"
-#include "recmod/metrics/binary_metrics.h"
 #include "recmod/io/mapped_tensors.h"
 #include "recmod/io/tensor_file.h"
+#include "recmod/metrics/binary_metrics.h"
 #include "recmod/train/batch_memory.h"
 #include "recmod/train/checkpoint_keys.h"
 #include "recmod/train/config_history.h"
@@ -57,8 +57,9 @@ std::string read_text_file(const std::string& path) {
 
 int run_train(const TrainArgs& args) {
   if (!args.init_from.empty() && args.resume)
-    throw UsageError("--init-from starts a new run from another checkpoint's values, --resume continues this run from "
-                     "its own checkpoint: drop one");
+    throw UsageError(
+        "--init-from starts a new run from another checkpoint's values, --resume continues this run from "
+        "its own checkpoint: drop one");
   if (!args.init_only.empty() && args.init_from.empty()) throw UsageError("--init-only needs --init-from CHECKPOINT");
   if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides, args.device)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config, args.device);
@@ -83,16 +84,18 @@ int run_train(const TrainArgs& args) {
   const torch::Device device = joined.device;  // a rank's own GPU under --nproc with --device cuda
   if (device.is_cpu()) {
     train::check_batch_fits(*opened.model, t.batch_size);  // before the run directory exists
-    tune_blas_spin(t.batch_size);                          // what it chose: `recmod profile` prints it
+    if (const std::string fitted = fit_threads_to_step(t.batch_size); !fitted.empty() && joined.lead())
+      std::cerr << fitted << "\n";
+    tune_blas_spin(t.batch_size);  // what it chose: `recmod profile` prints it
   }
   dist::ShardingPlan plan;
   if (world > 1) plan = train::plan_model(opened.model, opened.config, world, memory_per_rank(joined));
   if (!args.init_from.empty()) {
     // mapped: the ranks of a host share its pages, and a rank keeps none resident that it does not copy
     const StateDict checkpoint = io::map_tensors(args.init_from, /*release_verified=*/world > 1);
-    const auto report =
-        world > 1 ? train::warm_start_sharded(opened.model, plan, joined.comm, checkpoint, args.init_only, args.init_from)
-                  : train::warm_start(opened.model, checkpoint, args.init_only, args.init_from);
+    const auto report = world > 1 ? train::warm_start_sharded(opened.model, plan, joined.comm, checkpoint,
+                                                              args.init_only, args.init_from)
+                                  : train::warm_start(opened.model, checkpoint, args.init_only, args.init_from);
     io::check_mapped_unchanged(checkpoint);
     if (joined.lead()) std::cerr << report.describe(args.init_from);
   }
@@ -122,8 +125,7 @@ int run_train(const TrainArgs& args) {
   // Data that does not fit the model, or evaluation data with no records,
   // fails here: before the run directory exists, so a failed start leaves
   // nothing behind.
-  if (!train_data(0)->next())
-    throw InputError(str_cat(data, ": no training examples (the file has no records)"));
+  if (!train_data(0)->next()) throw InputError(str_cat(data, ": no training examples (the file has no records)"));
   if (eval_factory && !eval_factory(0)->next())
     throw InputError(str_cat(eval_data, ": no examples to evaluate (the file has no records)"));
 
@@ -140,8 +142,7 @@ int run_train(const TrainArgs& args) {
     created->save_vocabularies(opened.config.data.vocab_files);  // RUN/vocab/: eval and predict read these
     if (!args.resume) {
       train::start_config_history(*created, config_text, global_batch);
-    } else if (const auto changes = train::check_resume_config(*created, config_text, global_batch);
-               !changes.empty()) {
+    } else if (const auto changes = train::check_resume_config(*created, config_text, global_batch); !changes.empty()) {
       std::cerr << "resuming with a changed config: " << train::describe_changes(changes) << "; kept as "
                 << train::config_versions(*created).back() << "\n";
     }
@@ -149,10 +150,10 @@ int run_train(const TrainArgs& args) {
   joined.comm->barrier();
   const train::RunDir run = created ? *created : train::RunDir::attach(args.out);
   if (joined.lead() && world > 1) {
-    std::cerr << "distributed: " << world << " ranks (" << joined.env.source << "), global batch " << world * t.batch_size
-              << " (" << t.batch_size << " per rank); sharding: " << train::describe_plan(plan) << "\n";
+    std::cerr << "distributed: " << world << " ranks (" << joined.env.source << "), global batch "
+              << world * t.batch_size << " (" << t.batch_size << " per rank); sharding: " << train::describe_plan(plan)
+              << "\n";
   }
-
 
   train::TrainerOptions options;
   options.device = device;
@@ -167,12 +168,16 @@ int run_train(const TrainArgs& args) {
   if (!joined.lead()) return result.interrupted ? 130 : 0;
   std::cout << "steps " << result.steps << ", last loss " << result.last_loss << "\n";
   if (world > 1 && result.steps_this_run > 0) {
-    const auto per_step = [&](int64_t bytes) { return format_bytes(static_cast<double>(bytes) / static_cast<double>(result.steps_this_run)); };
-    std::cout << "rank 0 communication per step (sent + received): all-to-all " << per_step(result.traffic.all_to_all_bytes)
-              << ", all-reduce " << per_step(result.traffic.all_reduce_bytes) << ", other "
-              << per_step(result.traffic.other_bytes) << "; collectives " << result.traffic.collectives << " ("
+    const auto per_step = [&](int64_t bytes) {
+      return format_bytes(static_cast<double>(bytes) / static_cast<double>(result.steps_this_run));
+    };
+    std::cout << "rank 0 communication per step (sent + received): all-to-all "
+              << per_step(result.traffic.all_to_all_bytes) << ", all-reduce "
+              << per_step(result.traffic.all_reduce_bytes) << ", other " << per_step(result.traffic.other_bytes)
+              << "; collectives " << result.traffic.collectives << " ("
               << str_cat(std::lround(10.0 * static_cast<double>(result.traffic.collectives) /
-                                     static_cast<double>(result.steps_this_run)) / 10.0)
+                                     static_cast<double>(result.steps_this_run)) /
+                         10.0)
               << " a step, start-up and checkpoints included)\n";
   }
   if (!result.last_eval.is_null()) std::cout << "eval " << result.last_eval.dump() << "\n";
@@ -207,13 +212,18 @@ void add_train(CLI::App& app, Actions& actions) {
   cmd->add_option("config", args->config, "Model config (YAML)")->required();
   add_config_overrides(cmd, args->overrides);
   cmd->add_option("--data", args->data, "Training data (criteo_tsv, jsonl or binary)");
-  cmd->add_option("--eval-data", args->eval_data, "Validation data, evaluated every eval_interval steps and at the end");
-  cmd->add_option("--format", args->format, "Data format: criteo_tsv | jsonl | binary | delimited (default: the config's data.format, else detected "
-                  "from the file's content, not its name: the .rmb magic, a first '{' for JSON lines, else Criteo TSV; "
-                  ".gz and .zst files by their decompressed text)");
-  cmd->add_option("--eval-format", args->eval_format,
-                  "Format of --eval-data when it differs from --format (e.g. .rmb training data, JSON lines evaluation data)");
-  cmd->add_option("--out", args->out, "Run directory (model.pt, trainer_state.pt, metrics.jsonl)")->capture_default_str();
+  cmd->add_option("--eval-data", args->eval_data,
+                  "Validation data, evaluated every eval_interval steps and at the end");
+  cmd->add_option(
+      "--format", args->format,
+      "Data format: criteo_tsv | jsonl | binary | delimited (default: the config's data.format, else detected "
+      "from the file's content, not its name: the .rmb magic, a first '{' for JSON lines, else Criteo TSV; "
+      ".gz and .zst files by their decompressed text)");
+  cmd->add_option(
+      "--eval-format", args->eval_format,
+      "Format of --eval-data when it differs from --format (e.g. .rmb training data, JSON lines evaluation data)");
+  cmd->add_option("--out", args->out, "Run directory (model.pt, trainer_state.pt, metrics.jsonl)")
+      ->capture_default_str();
   cmd->add_flag("--resume", args->resume, "Continue the run in --out from its last checkpoint");
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (default: one per core)");

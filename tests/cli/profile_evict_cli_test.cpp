@@ -11,6 +11,7 @@ namespace recmod::testing {
 namespace profile_evict_cli_test {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const char* kMcModel = R"(features:
   dense: {count: 13}
@@ -36,7 +37,9 @@ const std::string kCriteo = RECMOD_SOURCE_DIR "/../shared/data/criteo_kaggle_hea
 TEST(EvictCliTest, FillsTablesEvictsAndWritesTheCheckpoint) {
   auto dir = fresh_dir("evict");
   auto config = write_file(dir + "/mc.yaml", kMcModel);
-  ASSERT_EQ(run_recmod("train " + config + " --data " + kCriteo + " --out " + dir + "/run --steps 2 --threads 1").exit_code, 0);
+  ASSERT_EQ(
+      run_recmod("train " + config + " --data " + kCriteo + " --out " + dir + "/run --steps 2 --threads 1").exit_code,
+      0);
   auto r = run_recmod("evict " + config + " --checkpoint " + dir + "/run/model.pt --data " + kCriteo + " --out " + dir +
                       "/evicted.pt --json --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -58,8 +61,13 @@ TEST(EvictCliTest, FillsTablesEvictsAndWritesTheCheckpoint) {
 
 TEST(EvictCliTest, ConfigWithoutManagedTablesIsAUsageError) {
   auto dir = fresh_dir("evict_none");
-  auto config = write_file(dir + "/m.yaml", "features: {dense: 13}\nnodes:\n  a: {type: Linear, input: features.dense, out_features: 1}\noutput: a\n");
-  ASSERT_EQ(run_recmod("train " + config + " --data " + kCriteo + " --format criteo_tsv --out " + dir + "/run --steps 1").exit_code, 0);
+  auto config = write_file(
+      dir + "/m.yaml",
+      "features: {dense: 13}\nnodes:\n  a: {type: Linear, input: features.dense, out_features: 1}\noutput: a\n");
+  ASSERT_EQ(
+      run_recmod("train " + config + " --data " + kCriteo + " --format criteo_tsv --out " + dir + "/run --steps 1")
+          .exit_code,
+      0);
   auto r = run_recmod("evict " + config + " --checkpoint " + dir + "/run/model.pt --data " + kCriteo);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("has no ManagedCollisionEmbeddingBagCollection node"));
@@ -68,8 +76,8 @@ TEST(EvictCliTest, ConfigWithoutManagedTablesIsAUsageError) {
 TEST(ProfileCliTest, ReportsEveryNodeMemoryAndATrace) {
   auto dir = fresh_dir("profile");
   auto config = write_file(dir + "/mc.yaml", kMcModel);
-  auto r = run_recmod("profile " + config + " --synthetic --steps 2 --warmup 1 --trace " + dir + "/trace.json --json " + dir +
-                      "/report.json --threads 1");
+  auto r = run_recmod("profile " + config + " --synthetic --steps 2 --warmup 1 --trace " + dir + "/trace.json --json " +
+                      dir + "/report.json --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("examples/s"));
   EXPECT_THAT(r.output, HasSubstr("peak RSS"));
@@ -103,12 +111,34 @@ TEST(ProfileCliTest, ShortensOpenBlasSpinForLargeBatchesOnTwoThreads) {
   if (large.output.find("OpenBLAS's workers") == std::string::npos) GTEST_SKIP() << "libtorch's BLAS is not OpenBLAS";
   EXPECT_THAT(large.output,
               HasSubstr("OpenBLAS's workers spin 2^20 cycles after a GEMM (short: 1024 rows per rank on 2 threads)"));
-  auto small = run_command(std::string(RECMOD_BIN) + profile + "128 2>&1");
+  auto small = run_command("GOMP_SPINCOUNT=20000 " + std::string(RECMOD_BIN) + profile + "128 2>&1");
   ASSERT_EQ(small.exit_code, 0) << small.output;
-  EXPECT_THAT(small.output, HasSubstr("spin 2^28 cycles after a GEMM (OpenBLAS's default; 128 rows per rank on 2 threads)"));
+  EXPECT_THAT(small.output,
+              HasSubstr("spin 2^28 cycles after a GEMM (OpenBLAS's default; 128 rows per rank on 2 threads)"));
   auto users = run_command("OPENBLAS_THREAD_TIMEOUT=24 " + std::string(RECMOD_BIN) + profile + "1024 2>&1");
   ASSERT_EQ(users.exit_code, 0) << users.output;
   EXPECT_THAT(users.output, HasSubstr("spin 2^24 cycles after a GEMM (OPENBLAS_THREAD_TIMEOUT=24)"));
+}
+
+/// Under passive waiting (recmod's default) a step of fewer than 128 rows a
+/// thread runs on fewer threads, and says so; 256 rows keep both; threads
+/// that spin (GOMP_SPINCOUNT, an active policy) are left alone.
+TEST(ProfileCliTest, SmallStepsRunOnFewerThreadsUnderPassiveWaiting) {
+  auto dir = fresh_dir("profile_small_steps");
+  auto config = write_file(dir + "/mc.yaml", kMcModel);
+  auto profile = [&](const std::string& env, int batch) {
+    auto r =
+        run_command(env + " " + RECMOD_BIN + " profile " + config +
+                    " --synthetic --steps 1 --warmup 1 --threads 2 --batch-size " + std::to_string(batch) + " 2>&1");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return r.output;
+  };
+  const std::string lowered = "steps of 128 rows run on 1 thread of 2 (fewer than 128 rows a thread";
+  EXPECT_THAT(profile("OMP_WAIT_POLICY=PASSIVE", 128), HasSubstr(lowered));
+  EXPECT_THAT(profile("env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT", 128), HasSubstr(lowered));  // the default
+  EXPECT_THAT(profile("OMP_WAIT_POLICY=PASSIVE", 256), Not(HasSubstr("rows run on")));
+  EXPECT_THAT(profile("OMP_WAIT_POLICY=ACTIVE", 128), Not(HasSubstr("rows run on")));
+  EXPECT_THAT(profile("OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=20000", 128), Not(HasSubstr("rows run on")));
 }
 
 }  // namespace profile_evict_cli_test
