@@ -20,6 +20,8 @@
 //   BM_DotInteraction the model's DotInteraction alone (27 vectors of 16),
 //                   forward + backward, at the same batch: its share of the
 //                   training step is this time over BM_RecmodDlrm's.
+//   BM_TopMlp       the top MLP alone (367 -> 512 -> 256, ReLU), forward +
+//                   backward (input and parameter gradients) at the same batch.
 //   BM_SgemmRoofForward the forward products alone (X W^T per Linear): the
 //                   roof of a forward pass, 0.949 MFLOP per example.
 //   BM_DenseOptimizerStep the dense optimizer's step alone over the 7 Linear
@@ -45,6 +47,7 @@
 #include "recmod/config/graph.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/modules/interaction.h"
+#include "recmod/modules/mlp.h"
 #include "recmod/modules/onednn_linear.h"
 #include "recmod/optim/dense_optimizer.h"
 #include "recmod/train/train_step.h"
@@ -293,6 +296,23 @@ void BM_SgemmRoofForward(benchmark::State& state) {
                                                 benchmark::Counter::kIsRate);
 }
 
+void BM_TopMlp(benchmark::State& state) {
+  const int64_t b = state.range(0);
+  set_threads(static_cast<int>(state.range(1)));
+  torch::manual_seed(0);
+  recmod::MLP mlp(recmod::MLPOptions(367, {512, 256}));
+  const torch::Tensor x = torch::randn({b, 367}).requires_grad_(true);
+  const torch::Tensor grad = torch::randn({b, 256});
+  std::vector<torch::Tensor> inputs{x};
+  for (const auto& p : mlp->parameters()) inputs.push_back(p);
+  for (auto _ : state) {
+    const torch::Tensor out = mlp->forward(x);
+    const auto grads = torch::autograd::grad({out}, inputs, {grad});
+    benchmark::DoNotOptimize(grads[0].data_ptr());
+  }
+  finish(state, b);
+}
+
 void BM_DotInteraction(benchmark::State& state) {
   const int64_t b = state.range(0);
   set_threads(static_cast<int>(state.range(1)));
@@ -335,6 +355,7 @@ BENCHMARK(BM_SgemmRoof)->Apply(shapes);
 BENCHMARK(BM_RecmodDlrm)->Apply(shapes);
 BENCHMARK(BM_LibtorchDlrm)->Apply(shapes);
 BENCHMARK(BM_DotInteraction)->Apply(shapes);
+BENCHMARK(BM_TopMlp)->Apply(shapes);
 BENCHMARK(BM_SgemmRoofForward)->Apply(shapes);
 BENCHMARK(BM_RecmodDlrmInference)->Apply(shapes);
 BENCHMARK(BM_LibtorchDlrmInference)->Apply(shapes);
