@@ -35,12 +35,13 @@ constexpr int64_t kShortBlasSpinRows = 1024;
 
 /// Under OMP_WAIT_POLICY=PASSIVE (recmod's default, see above) every
 /// parallel region wakes the sleeping OpenMP threads: 18-23 us a region on a
-/// 2-vCPU VM, 90 us after a 0.5 ms pause (BENCHMARKS.md, "Small batches on
-/// 2 threads"). A step of few rows is made of regions shorter than that, so
-/// with fewer than kMinRowsPerThread rows per thread this lowers torch's
-/// intra-op threads to rows_per_step / kMinRowsPerThread (at least 1). Not
-/// when the user set GOMP_SPINCOUNT or another wait policy (the threads then
-/// spin, and wake in ~3 us). Call after set_threads, before the first step.
+/// 2-vCPU VM, 90 us after a 0.5 ms pause (BENCHMARKS.md, "DotInteraction in
+/// AVX-512, and small steps on one thread"). A step of few rows is made of
+/// regions shorter than that, so with fewer than kMinRowsPerThread rows per
+/// thread this lowers torch's intra-op threads to rows_per_step /
+/// kMinRowsPerThread (at least 1). Not when the user set GOMP_SPINCOUNT or
+/// another wait policy (the threads then spin, and wake in ~3 us). Call
+/// after set_threads, before the first step.
 /// Returns what it did, e.g. "steps of 128 rows run on 1 thread of 2 ...";
 /// empty when it left the threads alone.
 std::string fit_threads_to_step(int64_t rows_per_step);
