@@ -113,8 +113,10 @@ __attribute__((always_inline)) inline void copy_run(float* __restrict out, const
 
 // GCC 12 warns inside the AVX-512 intrinsics used here (their "undefined"
 // pass-through operands), at the header's lines.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 /// out[k * stride + r] = x[r][k0 + k] for r, k < 16: a 16 x 16 transpose in
 /// registers (four rounds of 16 shuffles: 32-bit, 64-bit and two 128-bit
 /// interleaves).
@@ -146,7 +148,9 @@ __attribute__((target("avx512f"))) void transpose_16x16(const float* const* x, i
     _mm512_storeu_ps(out + (12 + m) * stride, _mm512_shuffle_f32x4(t[4 + m], t[12 + m], 0xdd));
   }
 }
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 /// Forward of examples [begin, end): out[e] = [x0, <x_i, x_j> for i < j].
 /// kRows gram rows at a time, two vectors of columns at a time: 2 kRows
@@ -317,24 +321,20 @@ InteractionIsa& chosen_isa() {
   }();
   return isa;
 }
-ForwardKernel forward_kernel() {
+
+/// The chosen build's forward and backward.
+struct Kernels {
+  ForwardKernel forward;
+  BackwardKernel backward;
+};
+Kernels kernels() {
   switch (chosen_isa()) {
     case InteractionIsa::kAvx512:
-      return forward_avx512;
+      return {forward_avx512, backward_avx512};
     case InteractionIsa::kAvx2:
-      return forward_avx2;
+      return {forward_avx2, backward_avx2};
     default:
-      return forward_default;
-  }
-}
-BackwardKernel backward_kernel() {
-  switch (chosen_isa()) {
-    case InteractionIsa::kAvx512:
-      return backward_avx512;
-    case InteractionIsa::kAvx2:
-      return backward_avx2;
-    default:
-      return backward_default;
+      return {forward_default, backward_default};
   }
 }
 
@@ -345,7 +345,7 @@ class DotInteractionFunction : public torch::autograd::Function<DotInteractionFu
     torch::Tensor out = torch::empty({b, d + pairs}, x0.options());
     const Rows rows{x0.data_ptr<float>(), xs.data_ptr<float>(), num_sparse, d};
     float* o = out.data_ptr<float>();
-    const ForwardKernel kernel = forward_kernel();
+    const ForwardKernel kernel = kernels().forward;
     at::parallel_for(0, b, grain(n, d), [&](int64_t begin, int64_t end) { kernel(rows, o, n, pairs, begin, end); });
     return out;
   }
@@ -373,7 +373,7 @@ class DotInteractionFunction : public torch::autograd::Function<DotInteractionFu
     const float* gp = g.data_ptr<float>();
     float* gd = g_dense.data_ptr<float>();
     float* gs = g_sparse.data_ptr<float>();
-    const BackwardKernel kernel = backward_kernel();
+    const BackwardKernel kernel = kernels().backward;
     at::parallel_for(0, b, grain(n, d),
                      [&](int64_t begin, int64_t end) { kernel(rows, gp, gd, gs, n, pairs, begin, end); });
     return {g_dense, g_sparse, torch::Tensor()};
