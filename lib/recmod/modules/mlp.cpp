@@ -105,10 +105,9 @@ torch::Tensor PerceptronImpl::forward_in_compute_dtype(const torch::Tensor& inpu
     // Without autograd (eval, predictions): one GEMM and one bias + ReLU pass.
     // Otherwise linear_any: in fp32 on the CPU the product (and, training,
     // both backward products) through oneDNN's GEMM where this build has it.
-    // The activation stays a node of its own: a fused backward (mask and bias
-    // gradient in one pass, then the two GEMMs) measured 4-5 ms slower per
-    // MLP at batch 2048 than autograd's addmm + threshold backward
-    // (BENCHMARKS.md, issue 17).
+    // The activation stays a node of its own: a fused Linear + ReLU with the
+    // mask and bias gradient in one pass was no faster (the layers run at
+    // their GEMM roof; dlrm_bench BM_TopMlp, BENCHMARKS.md issue 17).
     out = fused && !recording ? linear_activation_forward(x.contiguous(), weight, bias, relu)
                               : act(linear_any(x, weight, bias));
   }
