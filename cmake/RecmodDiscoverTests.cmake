@@ -1,16 +1,24 @@
 # Registers a gtest binary's tests with ctest, as gtest_discover_tests does,
 # but not one process per test everywhere: a test binary that links libtorch
-# takes about 2 s to start and exit under AddressSanitizer (libtorch's static
-# initialisers, then the leak check), far longer than most unit tests run.
-#   - A test whose source file starts processes (it runs recmod, a shell, or
-#     forks) is one ctest test, "Suite.Test": these are the slow ones, and
-#     ctest -j runs them side by side.
-#   - Every other suite is one ctest test, "Suite.*", run as one process;
-#     so is every suite of a file under GROUPED_DIRS (tests/cuda in a build
-#     without the CUDA kernels, where they skip at once).
+# takes about 2.7 s to start and exit under AddressSanitizer (libtorch's
+# static initialisers, then the leak check), far longer than most unit
+# tests run (the 145 suites that were one ctest test each ran about 100 s
+# of tests in about 490 s).
+#   - A test whose source file starts recmod (RECMOD_BIN, run_recmod(,
+#     RECMOD_CONFORMANCE_BIN, the helpers of cli/distributed_support.h) is
+#     one ctest test, "Suite.Test": these are the slow ones, and ctest -j
+#     runs them side by side. (A file that only starts python for an
+#     interop check is not one of them: the check takes a few seconds, less
+#     than the processes its quiet tests would need.)
+#   - The other suites of a test directory are packed into ctest tests of a
+#     few suites each, named by their gtest filter ("SuiteA.*:SuiteB.*"),
+#     each run as one process.
+#   - Every suite of a file under GROUPED_DIRS is one ctest test, "Suite.*"
+#     (tests/cuda in a build without the CUDA kernels, where they skip at
+#     once: ctest then lists each suite as skipped).
 # ctest -R patterns on suite or test names keep working (a suite's name is in
-# its entry's name; a single test of a grouped suite is run with
-# recmod_tests --gtest_filter=Suite.Test).
+# its entry's name); a single test of a packed suite is run with
+# recmod_tests --gtest_filter=Suite.Test.
 #
 # Run at build time (POST_BUILD) with -P:
 #   -DTEST_EXECUTABLE=<binary> -DTEST_WORKING_DIR=<dir> -DCTEST_FILE=<out>
@@ -48,8 +56,12 @@ endif()
 
 cmake_minimum_required(VERSION 3.19)  # string(JSON), IN_LIST
 
-# A source file whose tests each get a process of their own.
-set(_launch_pattern "RECMOD_BIN[^A-Z_]|RECMOD_CONFORMANCE_BIN|run_recmod|run_shell|fork\\(|popen\\(|std::system\\(")
+# A source file whose tests each get a process of their own: it starts
+# recmod itself, or through the helpers of tests/cli/distributed_support.h.
+set(_launch_pattern "RECMOD_BIN[^A-Z_]|RECMOD_CONFORMANCE_BIN|run_recmod\\(|cli/distributed_support\\.h")
+# Packed entries stop growing at this many characters of filter (a longer
+# name is hard to read in ctest's output).
+set(_pack_chars 150)
 
 set(_json "${CTEST_FILE}.list.json")
 execute_process(
@@ -76,6 +88,8 @@ _quote(_exe "${TEST_EXECUTABLE}")
 _quote(_dir "${TEST_WORKING_DIR}")
 set(_launching_files "")
 set(_quiet_files "")
+set(_cuda_files "")
+set(_pack_keys "")
 string(JSON _suites LENGTH "${_list}" testsuites)
 math(EXPR _last_suite "${_suites} - 1")
 foreach(s RANGE ${_last_suite})
@@ -83,21 +97,27 @@ foreach(s RANGE ${_last_suite})
   string(JSON _tests LENGTH "${_list}" testsuites ${s} testsuite)
   math(EXPR _last_test "${_tests} - 1")
   set(_grouped TRUE)
+  set(_always_grouped_suite FALSE)
   set(_names "")
   foreach(t RANGE ${_last_test})
     string(JSON _test GET "${_list}" testsuites ${s} testsuite ${t} name)
     string(JSON _file GET "${_list}" testsuites ${s} testsuite ${t} file)
     list(APPEND _names "${_test}")
-    if(NOT _file IN_LIST _launching_files AND NOT _file IN_LIST _quiet_files)
+    if(t EQUAL 0)
+      get_filename_component(_suite_dir "${_file}" DIRECTORY)
+    endif()
+    if(NOT _file IN_LIST _launching_files AND NOT _file IN_LIST _quiet_files AND NOT _file IN_LIST _cuda_files)
       file(READ "${_file}" _source)
-      set(_always_grouped FALSE)
-      foreach(_dir IN LISTS GROUPED_DIRS)
-        string(FIND "${_file}" "${_dir}/" _at)
+      set(_in_grouped_dir FALSE)
+      foreach(_grouped_dir IN LISTS GROUPED_DIRS)
+        string(FIND "${_file}" "${_grouped_dir}/" _at)
         if(_at EQUAL 0)
-          set(_always_grouped TRUE)
+          set(_in_grouped_dir TRUE)
         endif()
       endforeach()
-      if(_source MATCHES "${_launch_pattern}" AND NOT _always_grouped)
+      if(_in_grouped_dir)
+        list(APPEND _cuda_files "${_file}")
+      elseif(_source MATCHES "${_launch_pattern}")
         list(APPEND _launching_files "${_file}")
       else()
         list(APPEND _quiet_files "${_file}")
@@ -105,14 +125,24 @@ foreach(s RANGE ${_last_suite})
     endif()
     if(_file IN_LIST _launching_files)
       set(_grouped FALSE)
+    elseif(_file IN_LIST _cuda_files)
+      set(_always_grouped_suite TRUE)
     endif()
   endforeach()
-  if(_grouped)
+  if(_grouped AND _always_grouped_suite)
     _quote(_name "${_suite}.*")
     # skipped when none of its tests ran (the CUDA tests on a CPU machine)
     string(APPEND _script "add_test(${_name} ${_exe} [==[--gtest_filter=${_suite}.*]==])\n"
                           "set_tests_properties(${_name} PROPERTIES WORKING_DIRECTORY ${_dir}"
                           " SKIP_REGULAR_EXPRESSION [==[\\[  PASSED  \\] 0 tests\\.]==])\n")
+  elseif(_grouped)
+    # packed with the other quiet suites of its directory, in listing order
+    string(MAKE_C_IDENTIFIER "${_suite_dir}" _key)
+    if(NOT _key IN_LIST _pack_keys)
+      list(APPEND _pack_keys "${_key}")
+      set(_pack_${_key} "")
+    endif()
+    list(APPEND _pack_${_key} "${_suite}.*")
   else()
     foreach(_test IN LISTS _names)
       _quote(_name "${_suite}.${_test}")
@@ -120,6 +150,33 @@ foreach(s RANGE ${_last_suite})
                             "set_tests_properties(${_name} PROPERTIES WORKING_DIRECTORY ${_dir}"
                             " SKIP_REGULAR_EXPRESSION [==[\\[  SKIPPED \\]]==])\n")
     endforeach()
+  endif()
+endforeach()
+
+# One packed entry: fails if any of its tests fails; skipped only when none ran.
+function(_add_packed filter)
+  _quote(_name "${filter}")
+  string(APPEND _script "add_test(${_name} ${_exe} [==[--gtest_filter=${filter}]==])\n"
+                        "set_tests_properties(${_name} PROPERTIES WORKING_DIRECTORY ${_dir}"
+                        " SKIP_REGULAR_EXPRESSION [==[\\[  PASSED  \\] 0 tests\\.]==])\n")
+  set(_script "${_script}" PARENT_SCOPE)
+endfunction()
+foreach(_key IN LISTS _pack_keys)
+  set(_filter "")
+  foreach(_pattern IN LISTS _pack_${_key})
+    string(LENGTH "${_filter}:${_pattern}" _length)
+    if(NOT _filter STREQUAL "" AND _length GREATER _pack_chars)
+      _add_packed("${_filter}")
+      set(_filter "")
+    endif()
+    if(_filter STREQUAL "")
+      set(_filter "${_pattern}")
+    else()
+      string(APPEND _filter ":${_pattern}")
+    endif()
+  endforeach()
+  if(NOT _filter STREQUAL "")
+    _add_packed("${_filter}")
   endif()
 endforeach()
 file(WRITE "${CTEST_FILE}.new" "${_script}")

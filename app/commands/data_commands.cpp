@@ -6,7 +6,6 @@
 #include "commands/commands.h"
 #include "recmod/common/errors.h"
 #include "recmod/config/graph.h"
-#include "recmod/data/binary_format.h"
 #include "recmod/data/convert.h"
 #include "recmod/data/generate.h"
 #include "recmod/data/open_reader.h"
@@ -30,37 +29,17 @@ struct GenerateArgs {
   int64_t skip = 0;
 };
 
-// Rows [skip, skip + rows) of the generator's stream for this seed: the same
-// planted signal as rows [0, skip), so a held-out set for a file of `skip` rows.
-void generate_skipping(data::GenerateOptions options, int64_t skip, const std::string& path) {
-  const int64_t rows = options.num_rows;
-  options.num_rows = skip + rows;
-  data::SyntheticReader reader(options);
-  for (int64_t left = skip; left > 0;) {
-    auto block = reader.read(std::min<int64_t>(left, 65536));
-    if (!block) break;
-    left -= block->num_rows();
-  }
-  data::BinaryWriter writer(path, reader.schema());
-  while (auto block = reader.read(65536)) writer.write(*block);
-  writer.close();
-}
-
 int run_generate(const GenerateArgs& a) {
-  if (a.rows <= 0 || a.dense < 0 || a.sparse < 0 || a.cardinality <= 0 || a.max_ids <= 0)
-    throw UsageError("generate: --rows, --cardinality and --max-ids must be > 0, --dense and --sparse >= 0");
+  if (a.rows <= 0 || a.dense < 0 || a.sparse < 0 || a.cardinality <= 0 || a.max_ids <= 0 || a.skip < 0)
+    throw UsageError("generate: --rows, --cardinality and --max-ids must be > 0, --dense, --sparse and --skip >= 0");
   data::GenerateOptions options;
   options.num_rows = a.rows;
   options.num_dense = a.dense;
-  for (int64_t i = 1; i <= a.sparse; ++i) options.sparse.push_back({str_cat("C", i), a.cardinality, 1, a.max_ids});
+  options.sparse = data::numbered_features(a.sparse, a.cardinality, a.max_ids);
   options.seed = a.seed;
   options.signal_strength = a.signal;
-  if (a.skip > 0) {
-    if (a.format != "binary") throw UsageError("generate: --skip writes the binary format only; drop --format jsonl");
-    generate_skipping(options, a.skip, a.out);
-  } else {
-    data::generate_to_file(options, a.out, a.format == "jsonl" ? data::GenerateFormat::kJsonl : data::GenerateFormat::kBinary);
-  }
+  data::generate_to_file(options, a.out, a.format == "jsonl" ? data::GenerateFormat::kJsonl : data::GenerateFormat::kBinary,
+                         a.skip);
   std::cout << "wrote " << a.rows << " examples (" << a.dense << " dense, " << a.sparse << " sparse features C1..C"
             << a.sparse << ") to " << a.out << "\n";
   return 0;

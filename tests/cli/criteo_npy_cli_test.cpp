@@ -12,9 +12,7 @@ using ::testing::HasSubstr;
 
 TEST(CriteoNpyCliTest, ConvertToNpyThenTrainAndEvaluateOnThePrefix) {
   const auto dir = fresh_dir("criteo_npy");
-  auto g = run_recmod("generate --rows 800 --dense 2 --sparse 3 --cardinality 50 --max-ids 1 --seed 7 --out " + dir +
-                      "/d.rmb");
-  ASSERT_EQ(g.exit_code, 0) << g.output;
+  write_synthetic(dir + "/d.rmb", "--rows 800 --dense 2 --sparse 3 --cardinality 50 --max-ids 1 --seed 7");
   auto c = run_recmod("convert " + dir + "/d.rmb " + dir + "/day_0 --to npy");
   ASSERT_EQ(c.exit_code, 0) << c.output;
   EXPECT_THAT(c.output, HasSubstr("800 rows read"));
@@ -30,8 +28,7 @@ TEST(CriteoNpyCliTest, ConvertToNpyThenTrainAndEvaluateOnThePrefix) {
   ASSERT_EQ(from_rmb.exit_code, 0) << from_rmb.output;
   EXPECT_EQ(from_npy.output.substr(from_npy.output.find('{')), from_rmb.output.substr(from_rmb.output.find('{')));
   // Generated bags of several ids do not fit the format: refused with the row.
-  auto many = run_recmod("generate --rows 50 --dense 2 --sparse 3 --max-ids 4 --seed 7 --out " + dir + "/m.rmb");
-  ASSERT_EQ(many.exit_code, 0) << many.output;
+  write_synthetic(dir + "/m.rmb", "--rows 50 --dense 2 --sparse 3 --max-ids 4 --seed 7");
   auto refused = run_recmod("convert " + dir + "/m.rmb " + dir + "/day_1 --to npy");
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_THAT(refused.output, HasSubstr("TorchRec's Criteo .npy holds exactly one per feature"));

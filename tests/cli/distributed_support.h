@@ -28,12 +28,8 @@ inline GeneratedData generate_data(const std::string& name, int rows, int sparse
   d.dir = fresh_dir(name);
   const std::string shape = " --dense 3 --sparse " + std::to_string(sparse) + " --cardinality 40 --max-ids " +
                             std::to_string(max_ids) + " --seed 2";
-  d.train = d.dir + "/train.rmb";
-  auto r = run_recmod("generate --rows " + std::to_string(rows) + shape + " --out " + d.train);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  d.eval = d.dir + "/eval.rmb";
-  r = run_recmod("generate --rows 200 --skip " + std::to_string(rows) + shape + " --out " + d.eval);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
+  d.train = write_synthetic(d.dir + "/train.rmb", "--rows " + std::to_string(rows) + shape);
+  d.eval = write_synthetic(d.dir + "/eval.rmb", "--rows 200 --skip " + std::to_string(rows) + shape);
   return d;
 }
 

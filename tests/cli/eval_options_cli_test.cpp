@@ -15,11 +15,8 @@ using ::testing::HasSubstr;
 
 TEST(EvalOptionsCliTest, BadRecordsSkipAndEvalFormat) {
   const auto dir = fresh_dir("eval_options");
-  auto g = run_recmod("generate --rows 400 --dense 2 --sparse 3 --cardinality 50 --seed 9 --out " + dir + "/t.rmb");
-  ASSERT_EQ(g.exit_code, 0) << g.output;
-  g = run_recmod("generate --rows 200 --dense 2 --sparse 3 --cardinality 50 --seed 10 --format jsonl --out " +
-                 dir + "/e.jsonl");
-  ASSERT_EQ(g.exit_code, 0) << g.output;
+  write_synthetic(dir + "/t.rmb", "--rows 400 --dense 2 --sparse 3 --cardinality 50 --seed 9");
+  write_synthetic(dir + "/e.jsonl", "--rows 200 --dense 2 --sparse 3 --cardinality 50 --seed 10 --format jsonl");
   const std::string config = write_file(dir + "/m.yaml", tiny_model_yaml());
   // --format binary is for the training data; the JSON lines evaluation set has its own.
   auto t = run_recmod("train " + config + " --data " + dir + "/t.rmb --format binary --eval-data " + dir +

@@ -172,9 +172,8 @@ TEST(FastDefaultsCli, ACommandStillRunsAfterTheReexec) {
   // End to end through the re-exec: exit code and output as usual.
   const std::string dir = fresh_dir("fast_defaults_run");
   const auto config = write_file(dir + "/tiny.yaml", tiny_model_yaml());
-  auto r = run_recmod("generate --rows 300 --dense 2 --sparse 3 --cardinality 50 --out " + dir + "/d.rmb");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_recmod("train " + config + " --data " + dir + "/d.rmb --out " + dir + "/run --steps 2");
+  write_synthetic(dir + "/d.rmb", "--rows 300 --dense 2 --sparse 3 --cardinality 50");
+  auto r = run_recmod("train " + config + " --data " + dir + "/d.rmb --out " + dir + "/run --steps 2");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   r = run_recmod("train " + config + " --data " + dir + "/missing.rmb --out " + dir + "/run2");
   EXPECT_EQ(r.exit_code, 1) << r.output;

@@ -66,9 +66,7 @@ TEST(MultiTaskCliTest, ShippedMovieLensTwoTaskConfigTrainsAndEvaluatesPerTask) {
 // 1 alone; weight 2 gives those of the row written twice.
 TEST(MultiTaskCliTest, JsonLinesSampleWeightsWeighTheMetricsLikeRepeatedRows) {
   const auto dir = fresh_dir("multi_task_weights");
-  auto g = run_recmod("generate --rows 600 --dense 2 --sparse 3 --cardinality 50 --seed 5 --format jsonl --out " + dir +
-                      "/all.jsonl");
-  ASSERT_EQ(g.exit_code, 0) << g.output;
+  write_synthetic(dir + "/all.jsonl", "--rows 600 --dense 2 --sparse 3 --cardinality 50 --seed 5 --format jsonl");
   const std::string config = write_file(dir + "/m.yaml", tiny_model_yaml());
   auto t = run_recmod("train " + config + " --data " + dir + "/all.jsonl --out " + dir + "/run --steps 12 --threads 1");
   ASSERT_EQ(t.exit_code, 0) << t.output;

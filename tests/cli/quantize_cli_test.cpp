@@ -30,12 +30,9 @@ const Trained& trained() {
     t.dir = fresh_dir(std::string("quantize_demo_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     t.train = t.dir + "/train.rmb";
     t.eval = t.dir + "/eval.rmb";
-    auto r = run_recmod("generate --rows 6000 --dense 13 --sparse 26 --cardinality 1000 --seed 1 --out " + t.train);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    r = run_recmod("generate --rows 2000 --skip 6000 --dense 13 --sparse 26 --cardinality 1000 --seed 1 --out " +
-                   t.eval);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    r = run_recmod("train " + kDemo + " --data " + t.train + " --out " + t.dir + "/run --threads 2");
+    write_synthetic(t.train, "--rows 6000 --dense 13 --sparse 26 --cardinality 1000 --seed 1");
+    write_synthetic(t.eval, "--rows 2000 --skip 6000 --dense 13 --sparse 26 --cardinality 1000 --seed 1");
+    auto r = run_recmod("train " + kDemo + " --data " + t.train + " --out " + t.dir + "/run --threads 2");
     EXPECT_EQ(r.exit_code, 0) << r.output;
     t.model = t.dir + "/run/model.pt";
     return t;

@@ -61,11 +61,9 @@ TEST(QuantizeFpMcCliTest, FeatureProcessedAndManagedCollisionTablesQuantizeAndEv
   const std::string dir = fresh_dir("quantize_fp_mc");
   const std::string config = write_file(dir + "/model.yaml", kYaml);
   const std::string train = dir + "/train.rmb", eval = dir + "/eval.rmb";
-  auto r = run_recmod("generate --rows 2000 --dense 3 --sparse 4 --cardinality 60 --seed 2 --out " + train);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_recmod("generate --rows 1000 --skip 2000 --dense 3 --sparse 4 --cardinality 60 --seed 2 --out " + eval);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_recmod("train " + config + " --data " + train + " --out " + dir + "/run --threads 2");
+  write_synthetic(train, "--rows 2000 --dense 3 --sparse 4 --cardinality 60 --seed 2");
+  write_synthetic(eval, "--rows 1000 --skip 2000 --dense 3 --sparse 4 --cardinality 60 --seed 2");
+  auto r = run_recmod("train " + config + " --data " + train + " --out " + dir + "/run --threads 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string model = dir + "/run/model.pt";
 

@@ -101,8 +101,8 @@ const nlohmann::json* chart_of(const nlohmann::json& page, const std::string& id
 TEST(ReportCli, TrainWritesAPageAndReportComparesRunsInABrowser) {
   const auto dir = fresh_dir("report_cli");
   const std::string train = dir + "/train.rmb", eval = dir + "/eval.rmb";
-  ASSERT_EQ(run_recmod("generate --rows 2000 --dense 2 --sparse 3 --cardinality 50 --seed 5 --out " + train).exit_code, 0);
-  ASSERT_EQ(run_recmod("generate --rows 500 --skip 2000 --dense 2 --sparse 3 --cardinality 50 --seed 5 --out " + eval).exit_code, 0);
+  write_synthetic(train, "--rows 2000 --dense 2 --sparse 3 --cardinality 50 --seed 5");
+  write_synthetic(eval, "--rows 500 --skip 2000 --dense 2 --sparse 3 --cardinality 50 --seed 5");
   // Two runs that differ in their dense learning rate (one with a warmup).
   std::string slow_yaml = tiny_model_yaml("{type: adam, lr: 0.002, schedule: {warmup_steps: 30}}") + "  eval_interval: 20\n";
   const auto fast = write_file(dir + "/fast.yaml", tiny_model_yaml() + "  eval_interval: 20\n");

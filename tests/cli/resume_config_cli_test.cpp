@@ -23,7 +23,7 @@ std::string read_text(const std::string& path) {
 TEST(ResumeConfigCli, ChangedModelIsRefusedMoreEpochsAreKeptAsAVersion) {
   const auto dir = fresh_dir("resume_config");
   const std::string data = dir + "/train.rmb";
-  ASSERT_EQ(run_recmod("generate --rows 640 --dense 2 --sparse 3 --cardinality 50 --seed 2 --out " + data).exit_code, 0);
+  write_synthetic(data, "--rows 640 --dense 2 --sparse 3 --cardinality 50 --seed 2");
   const std::string yaml = tiny_model_yaml("{type: adam, lr: 0.01}", 1);
   const auto config = write_file(dir + "/one.yaml", yaml);
   const std::string run = dir + "/run";

@@ -7,6 +7,7 @@
 #include <string>
 #include <sys/wait.h>
 
+#include "support/synthetic_data.h"
 #include "support/test_util.h"
 
 namespace recmod::testing {

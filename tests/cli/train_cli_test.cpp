@@ -26,12 +26,8 @@ Fixture make_fixture(const std::string& name) {
   Fixture f;
   f.dir = fresh_dir(name);
   f.config = write_file(f.dir + "/tiny.yaml", kTinyModel);
-  f.train = f.dir + "/train.rmb";
-  auto r = run_recmod("generate --rows 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11 --out " + f.train);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  f.eval = f.dir + "/eval.rmb";
-  r = run_recmod("generate --rows 1000 --skip 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11 --out " + f.eval);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
+  f.train = write_synthetic(f.dir + "/train.rmb", "--rows 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11");
+  f.eval = write_synthetic(f.dir + "/eval.rmb", "--rows 1000 --skip 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11");
   return f;
 }
 
@@ -40,6 +36,24 @@ nlohmann::json eval_json(const Fixture& f, const std::string& run, const std::st
   EXPECT_EQ(r.exit_code, 0) << r.output;
   auto last_line = r.output.substr(r.output.rfind('{'));
   return nlohmann::json::parse(last_line);
+}
+
+// The tests write their data with write_synthetic, in process: it must write
+// the bytes `recmod generate` writes, held-out continuations and JSON lines too.
+TEST(TrainCliTest, GenerateInProcessWritesWhatTheCommandWrites) {
+  const auto dir = fresh_dir("generate_in_process");
+  for (const std::string args : {"--rows 70 --skip 30 --dense 2 --sparse 3 --cardinality 50 --max-ids 3 --seed 11",
+                                 "--rows 40 --dense 1 --sparse 2 --cardinality 9 --seed 4 --format jsonl"}) {
+    const auto r = run_recmod("generate " + args + " --out " + dir + "/cli");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    write_synthetic(dir + "/in_process", args);
+    const auto bytes = [](const std::string& path) {
+      std::ifstream in(path, std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    EXPECT_GT(bytes(dir + "/cli").size(), 100u) << args;
+    EXPECT_EQ(bytes(dir + "/cli"), bytes(dir + "/in_process")) << args;
+  }
 }
 
 TEST(TrainCliTest, LearnsThePlantedSignal) {

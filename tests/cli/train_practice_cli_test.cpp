@@ -24,12 +24,8 @@ struct Data {
 Data make_data(const std::string& name) {
   Data d;
   d.dir = fresh_dir(name);
-  d.train = d.dir + "/train.rmb";
-  auto r = run_recmod("generate --rows 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11 --out " + d.train);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  d.eval = d.dir + "/eval.rmb";
-  r = run_recmod("generate --rows 1000 --skip 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11 --out " + d.eval);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
+  d.train = write_synthetic(d.dir + "/train.rmb", "--rows 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11");
+  d.eval = write_synthetic(d.dir + "/eval.rmb", "--rows 1000 --skip 3000 --dense 2 --sparse 3 --cardinality 50 --seed 11");
   return d;
 }
 

@@ -1,7 +1,8 @@
 // .gz and .zst input: the text readers read compressed files as their
 // decompressed text (same rows, same bad-record line numbers), a damaged
-// file is an InputError naming the file and the position, and `recmod train`
-// takes a .tsv.gz. The files are written here with zlib and libzstd.
+// file is an InputError naming the file and the position (`recmod train` of
+// a .tsv.gz: tests/cli/input_cli_test.cpp). The files are written here with
+// zlib and libzstd.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -11,12 +12,12 @@
 #include <fstream>
 #include <sstream>
 
-#include "cli/run_recmod.h"
 #include "recmod/common/errors.h"
 #include "recmod/data/compressed_stream.h"
 #include "recmod/data/criteo_tsv.h"
 #include "recmod/data/jsonl.h"
 #include "recmod/data/open_reader.h"
+#include "support/synthetic_data.h"
 
 namespace recmod::data {
 namespace compressed_input_test {
@@ -304,32 +305,9 @@ TEST(CompressedInput, NamedCompressedButNotCompressed) {
 
 TEST(CompressedInput, CompressedBinaryIsRefused) {
   const auto rmb = temp_path("x.rmb");
-  auto r = recmod::testing::run_recmod("generate --rows 10 --dense 2 --sparse 3 --cardinality 50 --out " + rmb);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  recmod::testing::write_synthetic(rmb, "--rows 10 --dense 2 --sparse 3 --cardinality 50");
   const auto gz = write_bytes(rmb + ".gz", gzip(read_bytes(rmb)));
   EXPECT_THAT(error_reading(gz), HasSubstr("x.rmb.gz: a compressed recmod binary (.rmb) file"));
-}
-
-TEST(CompressedInputCli, TrainAcceptsATsvGz) {
-  using recmod::testing::run_recmod;
-  const std::string dir = recmod::testing::fresh_dir("compressed_input");
-  const auto gz = write_bytes(dir + "/train.tsv.gz", gzip(read_bytes(kSample)));
-  const std::string config = RECMOD_SOURCE_DIR "/configs/demo.yaml";
-  const auto plain_run = run_recmod("train " + config + " --data " + kSample + " --out " + dir +
-                                    "/plain --steps 3 --threads 1");
-  ASSERT_EQ(plain_run.exit_code, 0) << plain_run.output;
-  const auto gz_run = run_recmod("train " + config + " --data " + gz + " --out " + dir + "/gz --steps 3 --threads 1");
-  ASSERT_EQ(gz_run.exit_code, 0) << gz_run.output;
-  // Same data, same seed, one thread: the same losses and the same model.
-  const auto last_loss = [](const std::string& output) {
-    const auto at = output.find("last loss ");
-    return at == std::string::npos ? std::string("<none>") : output.substr(at, output.find_first_of(";\n", at) - at);
-  };
-  EXPECT_EQ(last_loss(gz_run.output), last_loss(plain_run.output));
-  EXPECT_NE(last_loss(gz_run.output), "<none>");
-  const std::string model = read_bytes(dir + "/gz/model.pt");
-  EXPECT_FALSE(model.empty());
-  EXPECT_TRUE(model == read_bytes(dir + "/plain/model.pt"));
 }
 
 }  // namespace compressed_input_test

@@ -124,6 +124,38 @@ TEST(Generate, WritesBinaryAndJsonlWithSameContent) {
   std::remove((base + ".jsonl").c_str());
 }
 
+TEST(Generate, SkippedRowsContinueTheStream) {
+  // Rows [120, 300) written alone are the last 180 rows of a 300-row file.
+  auto o = options(2, 300);
+  const std::string base = ::testing::TempDir() + "recmod_gen_skip_" + std::to_string(::getpid());
+  generate_to_file(o, base + "_all.rmb", GenerateFormat::kBinary);
+  o.num_rows = 180;
+  generate_to_file(o, base + "_tail.rmb", GenerateFormat::kBinary, 120);
+  auto all_reader = open_reader(base + "_all.rmb");
+  auto tail_reader = open_reader(base + "_tail.rmb");
+  const auto all = read_all(*all_reader, 64), tail = read_all(*tail_reader, 64);
+  ASSERT_EQ(tail.num_rows(), 180);
+  EXPECT_EQ(tail.labels, std::vector<float>(all.labels.begin() + 120, all.labels.end()));
+  const int64_t dense = o.num_dense;
+  EXPECT_EQ(tail.dense, std::vector<float>(all.dense.begin() + 120 * dense, all.dense.end()));
+  const auto& ids = all.sparse[1].ids;
+  const auto first = ids.begin() + all.sparse[1].offsets[120];
+  EXPECT_EQ(tail.sparse[1].ids, std::vector<int64_t>(first, ids.end()));
+  EXPECT_THROW(generate_to_file(o, base + "_bad.rmb", GenerateFormat::kBinary, -1), UsageError);
+  std::remove((base + "_all.rmb").c_str());
+  std::remove((base + "_tail.rmb").c_str());
+}
+
+TEST(Generate, NumberedFeaturesAreWhatTheCommandNames) {
+  const auto f = numbered_features(3, 40, 2);
+  ASSERT_EQ(f.size(), 3u);
+  EXPECT_EQ(f[0].name, "C1");
+  EXPECT_EQ(f[2].name, "C3");
+  EXPECT_EQ(f[1].cardinality, 40);
+  EXPECT_EQ(f[1].min_ids, 1);
+  EXPECT_EQ(f[1].max_ids, 2);
+}
+
 TEST(Generate, ParsesFeatureSpecs) {
   const auto a = parse_synthetic_feature("user:100000");
   EXPECT_EQ(a.name, "user");

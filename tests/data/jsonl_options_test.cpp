@@ -1,11 +1,11 @@
 // JSON lines as a model reads them (JsonlOptions, filled from the config by
 // train::open_batches): extra features ignored unless strict, weights only
 // for features declared weighted, string ids hashed with XXH3 like delimited
-// text, labels 0/1 for binary cross-entropy; and `recmod train` on such a file.
+// text, labels 0/1 for binary cross-entropy (`recmod train` on such a file:
+// tests/cli/input_cli_test.cpp).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "cli/run_recmod.h"
 #include "recmod/common/errors.h"
 #include "recmod/data/delimited.h"
 #include "recmod/data/jsonl.h"
@@ -83,43 +83,6 @@ TEST(JsonlOptions, IdsOutsideAnUnhashedTableNameTheLine) {
             "found 10; give the feature a hash: mod|murmur with a range, or the table more rows");
   EXPECT_THAT(error_of("{\"label\": 1, \"sparse\": {\"f1\": {\"ids\": [-1]}}}\n", options),
               HasSubstr("d.jsonl:1: expected ids of \"f1\" in [0, 10)"));
-}
-
-TEST(JsonlOptions, TrainReadsWeightedAndStringFeaturesFromTheConfig) {
-  using recmod::testing::fresh_dir;
-  using recmod::testing::run_recmod;
-  using recmod::testing::write_file;
-  const auto dir = fresh_dir("jsonl_options_train");
-  const auto config = write_file(dir + "/m.yaml", R"(features:
-  sparse: [{name: tags, weighted: true}, site]
-nodes:
-  ebc:
-    type: EmbeddingBagCollection
-    input: features.sparse
-    is_weighted: true
-    tables:
-      - {name: t_tags, num_embeddings: 50, embedding_dim: 4, feature_names: [tags]}
-      - {name: t_site, num_embeddings: 20, embedding_dim: 4, feature_names: [site]}
-  logit: {type: Linear, input: ebc, out_features: 1}
-output: logit
-training: {batch_size: 4, steps: 3}
-)");
-  std::string lines;
-  for (int i = 0; i < 16; ++i)
-    lines += R"({"label": )" + std::to_string(i % 2) + R"(, "sparse": {"tags": {"ids": [1, 2], "weights": [0.5, 1.5]}, "site": ["s)" +
-             std::to_string(i % 3) + R"("], "extra": [1]}})" + "\n";
-  const auto data = write_file(dir + "/d.jsonl", lines);
-  auto r = run_recmod("train " + config + " --data " + data + " --out " + dir + "/run --threads 1");
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  const auto bad = write_file(dir + "/bad.jsonl", R"({"label": 2, "sparse": {"site": [1]}})");
-  r = run_recmod("train " + config + " --data " + bad + " --out " + dir + "/run2 --threads 1");
-  EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("bad.jsonl:1: expected \"label\" 0 or 1 (the loss is binary cross-entropy), found 2"));
-  // An integer id beyond the unhashed feature's 20-row table: the line, not a lookup error at some step.
-  const auto far = write_file(dir + "/far.jsonl", lines + R"({"label": 1, "sparse": {"site": [25]}})" + "\n");
-  r = run_recmod("train " + config + " --data " + far + " --out " + dir + "/run3 --threads 1");
-  EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("far.jsonl:17: expected ids of \"site\" in [0, 20)"));
 }
 
 }  // namespace jsonl_options_test

@@ -1,6 +1,6 @@
 // The rules of --dist-backend with --device (dist::choose_backend), the
-// one-rank process group of connect() (group_of_one), and the CLI's message
-// for a backend the run cannot use.
+// one-rank process group of connect() (group_of_one). (The CLI's message for
+// a backend the run cannot use: tests/cli/input_cli_test.cpp.)
 #include "recmod/dist/backend_choice.h"
 
 #include <gmock/gmock.h>
@@ -9,7 +9,6 @@
 
 #include <string>
 
-#include "cli/run_recmod.h"
 #include "recmod/common/errors.h"
 #include "recmod/dist/communicator.h"
 
@@ -96,19 +95,6 @@ TEST(BackendChoice, ImpossibleRequestsAreUsageErrorsSayingWhatToChange) {
   BackendRequest gloo = cuda_ranks(3, 1);
   gloo.requested = "gloo";
   EXPECT_THAT(usage_error_of(gloo), Not(HasSubstr("GPU")));
-}
-
-TEST(BackendChoice, NcclWithoutCudaIsOneUsageLineWithExitCode2) {
-  const std::string dir = testing::fresh_dir("backend_choice_cli");
-  const std::string cfg = testing::write_file(dir + "/m.yaml", testing::tiny_model_yaml());
-  auto r = testing::run_recmod("generate --rows 20 --dense 2 --sparse 3 --cardinality 50 --out " + dir + "/d.rmb");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const std::string nproc : {"", " --nproc 2"}) {
-    r = testing::run_recmod("train " + cfg + " --data " + dir + "/d.rmb --out " + dir + "/run --dist-backend nccl" + nproc);
-    EXPECT_EQ(r.exit_code, 2) << r.output;
-    EXPECT_THAT(r.output, HasSubstr("recmod: --dist-backend nccl needs a CUDA device")) << nproc;
-    EXPECT_THAT(r.output, Not(HasSubstr("[rank"))) << "no rank may start";
-  }
 }
 
 // connect() with group_of_one gives a real Gloo group of one rank (over an

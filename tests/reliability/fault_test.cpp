@@ -46,10 +46,7 @@ training: {batch_size: 8, steps: )", steps, R"(, log_interval: 1000, checkpoint_
 }
 
 std::string generate(const std::string& dir, int rows) {
-  const std::string out = dir + "/train.rmb";
-  auto r = run_recmod(str_cat("generate --rows ", rows, " --dense 2 --sparse 1 --cardinality 50 --seed 3 --out ", out));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  return out;
+  return write_synthetic(dir + "/train.rmb", str_cat("--rows ", rows, " --dense 2 --sparse 1 --cardinality 50 --seed 3"));
 }
 
 std::string read_all(const std::string& path) {

@@ -46,10 +46,7 @@ training: {batch_size: 16, steps: 400, log_interval: 1, checkpoint_interval: )",
 }
 
 std::string generate(const std::string& dir, int rows = 200) {
-  const std::string out = dir + "/train.rmb";
-  auto r = run_recmod(str_cat("generate --rows ", rows, " --dense 2 --sparse 1 --cardinality 50 --seed 3 --out ", out));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  return out;
+  return write_synthetic(dir + "/train.rmb", str_cat("--rows ", rows, " --dense 2 --sparse 1 --cardinality 50 --seed 3"));
 }
 
 TEST(ReliabilityTest, EmptyDataFileIsARuntimeError) {

@@ -1,5 +1,6 @@
 #include "recmod/data/generate.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <string_view>
@@ -67,6 +68,12 @@ void validate(const GenerateOptions& o) {
 }
 
 }  // namespace
+
+std::vector<SyntheticFeature> numbered_features(int64_t count, int64_t cardinality, int64_t max_ids) {
+  std::vector<SyntheticFeature> features;
+  for (int64_t i = 1; i <= count; ++i) features.push_back({"C" + std::to_string(i), cardinality, 1, max_ids});
+  return features;
+}
 
 SyntheticFeature parse_synthetic_feature(const std::string& spec) {
   auto fail = [&](const std::string& why) -> SyntheticFeature {
@@ -165,9 +172,18 @@ std::optional<ExampleColumns> SyntheticReader::read(int64_t max_rows) {
   return out;
 }
 
-void generate_to_file(const GenerateOptions& options, const std::string& path, GenerateFormat format) {
-  SyntheticReader reader(options);
+void generate_to_file(const GenerateOptions& options, const std::string& path, GenerateFormat format,
+                      int64_t skip_rows) {
+  if (skip_rows < 0) throw UsageError("generate: the rows to skip must be >= 0, got " + std::to_string(skip_rows));
+  GenerateOptions stream = options;
+  stream.num_rows = skip_rows + options.num_rows;
+  SyntheticReader reader(stream);
   constexpr int64_t kBlock = 65536;
+  for (int64_t left = skip_rows; left > 0;) {
+    auto block = reader.read(std::min(left, kBlock));
+    if (!block) break;
+    left -= block->num_rows();
+  }
   if (format == GenerateFormat::kBinary) {
     BinaryWriter writer(path, reader.schema());
     while (auto block = reader.read(kBlock)) writer.write(*block);

@@ -21,6 +21,10 @@ struct SyntheticFeature {
 /// expected form.
 SyntheticFeature parse_synthetic_feature(const std::string& spec);
 
+/// `count` features named C1..C<count> (the names `recmod generate --sparse`
+/// gives), each over `cardinality` ids with 1 to max_ids ids per bag.
+std::vector<SyntheticFeature> numbered_features(int64_t count, int64_t cardinality, int64_t max_ids);
+
 struct GenerateOptions {
   int64_t num_rows = 10000;
   int64_t num_dense = 4;
@@ -68,7 +72,11 @@ class SyntheticReader : public ExampleReader {
 
 enum class GenerateFormat { kJsonl, kBinary };
 
-/// Writes options.num_rows generated examples to `path`.
-void generate_to_file(const GenerateOptions& options, const std::string& path, GenerateFormat format);
+/// Writes options.num_rows generated examples to `path`: rows
+/// [skip_rows, skip_rows + num_rows) of the stream for options.seed, so with
+/// skip_rows = the row count of another file, a held-out set with the same
+/// planted signal.
+void generate_to_file(const GenerateOptions& options, const std::string& path, GenerateFormat format,
+                      int64_t skip_rows = 0);
 
 }  // namespace recmod::data
