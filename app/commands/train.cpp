@@ -14,6 +14,7 @@
 #include "commands/runtime.h"
 #include "recmod/common/errors.h"
 #include "recmod/common/memory.h"
+#include "recmod/dist/planner.h"
 #include "recmod/io/mapped_tensors.h"
 #include "recmod/io/tensor_file.h"
 #include "recmod/metrics/binary_metrics.h"
@@ -46,6 +47,7 @@ struct TrainArgs {
   std::string bad_records = "fail";
   double max_bad_fraction = 0.01;
   std::vector<std::string> overrides;  // --set KEY=VALUE
+  std::string checkpoint_memory;       // "" = half the available memory
   DistArgs dist;
 };
 
@@ -61,6 +63,14 @@ int run_train(const TrainArgs& args) {
         "--init-from starts a new run from another checkpoint's values, --resume continues this run from "
         "its own checkpoint: drop one");
   if (!args.init_only.empty() && args.init_from.empty()) throw UsageError("--init-only needs --init-from CHECKPOINT");
+  std::optional<int64_t> checkpoint_memory;
+  if (!args.checkpoint_memory.empty()) {
+    const auto bytes = dist::parse_byte_size(args.checkpoint_memory);
+    if (!bytes || *bytes < 0)
+      throw UsageError("--checkpoint-memory expects a size such as 8G, 512M or 0 (bytes), got '" +
+                       args.checkpoint_memory + "'");
+    checkpoint_memory = static_cast<int64_t>(*bytes);
+  }
   if (auto code = run_as_local_ranks(args.dist, args.config, args.overrides, args.device)) return *code;
   const Joined joined = join_run(args.dist, args.threads, args.config, args.device);
   const int64_t world = joined.comm->world_size();
@@ -163,6 +173,7 @@ int run_train(const TrainArgs& args) {
   options.log = joined.lead() ? &std::cerr : nullptr;
   options.comm = joined.comm;
   options.plan = plan;
+  options.checkpoint_memory = checkpoint_memory;
   train::Trainer trainer(opened.model, t, run, options);
   auto result = trainer.fit(train_data, eval_factory, train::metrics_of_tasks(t.tasks));
   if (!joined.lead()) return result.interrupted ? 130 : 0;
@@ -241,6 +252,10 @@ void add_train(CLI::App& app, Actions& actions) {
                   "Start from this checkpoint's values (warm start; the keys the model shares with it) instead of the "
                   "random initialisation; prints what was loaded and what was not");
   cmd->add_option("--init-only", args->init_only, "With --init-from: only these nodes (repeatable), e.g. sparse_arch");
+  cmd->add_option("--checkpoint-memory", args->checkpoint_memory,
+                  "Distributed runs: the largest table state rank 0 gathers in memory for a checkpoint (e.g. 8G); "
+                  "a larger one is gathered in a file in --out that the kernel pages out. Default: half the memory "
+                  "available at each checkpoint");
   add_dist_options(cmd, args->dist);
   actions["train"] = [args] { return run_train(*args); };
 }

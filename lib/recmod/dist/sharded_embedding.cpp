@@ -442,8 +442,9 @@ JaggedTensorDict ShardedEmbeddingCollectionImpl::forward_sharded(const KeyedJagg
 }
 
 DeferredStateDict ShardedEmbeddingCollectionImpl::deferred_gather(const StateDict& local,
-                                                   const std::vector<TableTensorKind>& kinds) {
-  return deferred_table_state(*comm_, "embeddings", table_states_, local, kinds);
+                                                   const std::vector<TableTensorKind>& kinds,
+                                                   const FullTensorAllocator& allocate) {
+  return deferred_table_state(*comm_, "embeddings", table_states_, local, kinds, allocate);
 }
 
 StateDict ShardedEmbeddingCollectionImpl::gather(const StateDict& local, const std::vector<TableTensorKind>& kinds) {

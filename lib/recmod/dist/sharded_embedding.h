@@ -89,7 +89,8 @@ class ShardedEmbeddingCollectionImpl : public EmbeddingCollectionImpl {
   StateDict gather(const StateDict& local, const std::vector<TableTensorKind>& kinds);
   /// gather one tensor at a time (dist::deferred_table_state): what a
   /// checkpoint writes, so rank 0 holds one gathered table at most.
-  DeferredStateDict deferred_gather(const StateDict& local, const std::vector<TableTensorKind>& kinds);
+  DeferredStateDict deferred_gather(const StateDict& local, const std::vector<TableTensorKind>& kinds,
+                                    const FullTensorAllocator& allocate = {});
   /// This rank's pieces of full tensors (keys as gather's), for loading a
   /// checkpoint written at any world size. Keys of tables this rank does
   /// not hold are skipped; a missing key throws CheckpointError.

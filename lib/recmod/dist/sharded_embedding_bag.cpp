@@ -442,8 +442,9 @@ void ShardedEmbeddingBagCollectionImpl::size_managed_histories(const KeyedJagged
 }
 
 DeferredStateDict ShardedEmbeddingBagCollectionImpl::deferred_gather(const StateDict& local,
-                                                   const std::vector<TableTensorKind>& kinds) {
-  return deferred_table_state(*comm_, "embedding_bags", table_states_, local, kinds);
+                                                   const std::vector<TableTensorKind>& kinds,
+                                                   const FullTensorAllocator& allocate) {
+  return deferred_table_state(*comm_, "embedding_bags", table_states_, local, kinds, allocate);
 }
 
 StateDict ShardedEmbeddingBagCollectionImpl::gather(const StateDict& local, const std::vector<TableTensorKind>& kinds) {

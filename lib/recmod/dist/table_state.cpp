@@ -41,7 +41,7 @@ namespace {
 /// Collective: the full tensor of one table's state on rank 0 (undefined on
 /// the other ranks), assembled from `local`, this rank's shards.
 torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& table, const TableTensorKind& kind,
-                                  const std::string& key, const StateDict& local) {
+                                  const std::string& key, const StateDict& local, const FullTensorAllocator& allocate) {
   const int64_t rank = comm.rank();
   const auto dtype = dtype_of(table, kind);
   const bool column_wise = table.plan.type == ShardingType::column_wise;
@@ -62,11 +62,12 @@ torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& t
   if (n_used == 1 && first->rank == 0 && first->rows == table.num_embeddings && first->cols == table.embedding_dim) {
     return rank == 0 ? own_piece() : torch::Tensor();
   }
+  // What rank 0 assembles in (`allocate`'s tensors are zero-filled).
+  auto buffer = [&](const std::vector<int64_t>& shape) {
+    return allocate ? allocate(shape, dtype) : summed ? torch::zeros(shape, dtype) : torch::empty(shape, dtype);
+  };
   torch::Tensor full;
-  if (rank == 0) {
-    const auto shape = shape_of(kind, table.num_embeddings, table.embedding_dim);
-    full = summed ? torch::zeros(shape, dtype) : torch::empty(shape, dtype);
-  }
+  if (rank == 0) full = buffer(shape_of(kind, table.num_embeddings, table.embedding_dim));
   int64_t column_shards = 0;
   for (const auto& s : table.plan.shards) {
     if (!used(s)) continue;
@@ -87,7 +88,7 @@ torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& t
       comm.recv(rows, s.rank);
       continue;
     } else {
-      piece = torch::empty(shape_of(kind, s.rows, s.cols), dtype);
+      piece = buffer(shape_of(kind, s.rows, s.cols));
       comm.recv(piece, s.rank);
     }
     if (summed) {
@@ -105,13 +106,16 @@ torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& t
 
 DeferredStateDict deferred_table_state(Communicator& comm, const std::string& prefix,
                                        const std::vector<ShardedTableState>& tables, const StateDict& local,
-                                       const std::vector<TableTensorKind>& kinds) {
+                                       const std::vector<TableTensorKind>& kinds,
+                                       const FullTensorAllocator& allocate) {
   auto shards = std::make_shared<const StateDict>(local);  // views of the rank's tables: cheap to keep
   DeferredStateDict out;
   for (const auto& table : tables)
     for (const auto& kind : kinds) {
       std::string key = table_key(prefix, table.name, kind.suffix);
-      auto make = [&comm, table, kind, key, shards] { return gather_table_tensor(comm, table, kind, key, *shards); };
+      auto make = [&comm, table, kind, key, shards, allocate] {
+        return gather_table_tensor(comm, table, kind, key, *shards, allocate);
+      };
       out.push_back(DeferredTensor{std::move(key), shape_of(kind, table.num_embeddings, table.embedding_dim),
                                    dtype_of(table, kind), std::move(make)});
     }

@@ -5,6 +5,7 @@
 // EmbeddingBagCollection and EmbeddingCollection.
 #include <torch/types.h>
 
+#include <functional>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -59,14 +60,21 @@ StateDict gather_table_state(Communicator& comm, const std::string& prefix,
                              const std::vector<ShardedTableState>& tables, const StateDict& local,
                              const std::vector<TableTensorKind>& kinds);
 
+/// A zero-filled CPU tensor for rank 0 to assemble a gathered tensor (or a
+/// strided shard) in. The default is torch::zeros; a checkpoint of tables
+/// larger than the memory passes one that puts the large ones in a file
+/// (train::checkpoint_tensor_allocator).
+using FullTensorAllocator = std::function<torch::Tensor(torch::IntArrayRef sizes, torch::Dtype dtype)>;
+
 /// gather_table_state one tensor at a time: the same keys, shapes and order,
 /// each entry's make a collective that returns the full tensor on rank 0
-/// (undefined on the other ranks). Every rank calls the makes in order.
-/// `local` is kept (its tensors are the rank's own shards, not copies);
-/// `comm` must outlive the entries.
+/// (undefined on the other ranks), assembled in what `allocate` returns.
+/// Every rank calls the makes in order. `local` is kept (its tensors are the
+/// rank's own shards, not copies); `comm` must outlive the entries.
 DeferredStateDict deferred_table_state(Communicator& comm, const std::string& prefix,
                                        const std::vector<ShardedTableState>& tables, const StateDict& local,
-                                       const std::vector<TableTensorKind>& kinds);
+                                       const std::vector<TableTensorKind>& kinds,
+                                       const FullTensorAllocator& allocate = {});
 
 /// `rank`'s pieces of full tensors (keys as gather_table_state's), as views
 /// of them (a column_wise piece is strided); tables the rank holds no shard

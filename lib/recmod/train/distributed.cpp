@@ -4,16 +4,19 @@
 #include <torch/torch.h>
 
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/common/memory.h"
 #include "recmod/config/value.h"
 #include "recmod/data/batcher.h"
 #include "recmod/dist/planner.h"
 #include "recmod/dist/sharded_embedding.h"  // sharded EmbeddingCollection
 #include "recmod/dist/sharded_mc_embedding.h"
 #include "recmod/dist/sharded_mc_embedding_bag.h"
+#include "recmod/io/file_backed_tensor.h"
 #include "recmod/io/mapped_tensors.h"
 #include "recmod/mc/mc_collection.h"
 #include "recmod/mc/mc_embedding_modules.h"
@@ -72,9 +75,10 @@ struct AnySharded {
   /// gather one tensor at a time where the module can (EBC, EC); a
   /// managed-collision module gathers its state whole here, then hands it
   /// out (its remapping is gathered and sorted as a whole), on rank 0 only.
-  DeferredStateDict deferred_gather(const StateDict& local, const std::vector<dist::TableTensorKind>& kinds) const {
-    if (ebc) return ebc->deferred_gather(local, kinds);
-    if (ec) return ec->deferred_gather(local, kinds);
+  DeferredStateDict deferred_gather(const StateDict& local, const std::vector<dist::TableTensorKind>& kinds,
+                                    const dist::FullTensorAllocator& allocate) const {
+    if (ebc) return ebc->deferred_gather(local, kinds, allocate);
+    if (ec) return ec->deferred_gather(local, kinds, allocate);
     return deferred(gather(local, kinds));
   }
   StateDict slice(const StateDict& full, const std::vector<dist::TableTensorKind>& kinds, const std::string& origin) const {
@@ -405,7 +409,20 @@ void append_prefixed(DeferredStateDict& out, DeferredStateDict entries, const st
 }
 }  // namespace
 
-DeferredStateDict deferred_model_state(const config::ModelGraph& model, dist::Communicator& comm) {
+dist::FullTensorAllocator checkpoint_tensor_allocator(const std::string& dir, int64_t in_memory_bytes) {
+  return [dir, in_memory_bytes](torch::IntArrayRef sizes, torch::Dtype dtype) {
+    const int64_t bytes = c10::multiply_integers(sizes) * static_cast<int64_t>(c10::elementSize(dtype));
+    return bytes <= in_memory_bytes ? torch::zeros(sizes, dtype) : io::file_backed_zeros(sizes, dtype, dir);
+  };
+}
+
+int64_t default_checkpoint_memory() {
+  const auto available = available_memory_bytes();
+  return available ? static_cast<int64_t>(*available / 2) : std::numeric_limits<int64_t>::max();
+}
+
+DeferredStateDict deferred_model_state(const config::ModelGraph& model, dist::Communicator& comm,
+                                       const dist::FullTensorAllocator& allocate) {
   const auto sharded = all_sharded(model);  // both sharded kinds
   DeferredStateDict out;
   for (const auto& child : model->named_children()) {
@@ -415,14 +432,16 @@ DeferredStateDict deferred_model_state(const config::ModelGraph& model, dist::Co
       if (comm.rank() == 0) append_prefixed(out, deferred(state_dict(*child.value())), prefix);
       continue;
     }
-    append_prefixed(out, it->second->deferred_gather(it->second->local_state(), {dist::TableTensorKind{"", false, true}}),
-                    prefix);
+    append_prefixed(
+        out, it->second->deferred_gather(it->second->local_state(), {dist::TableTensorKind{"", false, true}}, allocate),
+        prefix);
   }
   return out;
 }
 
 DeferredStateDict deferred_optimizer_state(const config::ModelGraph& model, const TrainingSetup& training,
-                                           const config::TrainingSpec& spec, dist::Communicator& comm) {
+                                           const config::TrainingSpec& spec, dist::Communicator& comm,
+                                           const dist::FullTensorAllocator& allocate) {
   const auto sharded = all_sharded(model);  // both sharded kinds
   const auto kinds = optimizer_kinds(spec);
   const StateDict local = training.state_dict();
@@ -443,7 +462,7 @@ DeferredStateDict deferred_optimizer_state(const config::ModelGraph& model, cons
     StateDict mine;
     for (const auto& [key, value] : local)
       if (key.rfind(prefix, 0) == 0) mine.emplace_back(key.substr(prefix.size()), value);
-    append_prefixed(out, module->deferred_gather(mine, kinds), prefix);
+    append_prefixed(out, module->deferred_gather(mine, kinds, allocate), prefix);
   }
   // A stable sort by key: the collective entries keep one order on every rank.
   order_like_one_process(out, model, training);  // sharded EmbeddingCollection

@@ -17,6 +17,7 @@
 #include "recmod/dist/communicator.h"
 #include "recmod/dist/sharded_embedding_bag.h"
 #include "recmod/dist/sharding_plan.h"
+#include "recmod/dist/table_state.h"
 #include "recmod/train/training_setup.h"
 
 namespace recmod::train {
@@ -79,11 +80,24 @@ std::vector<int64_t> rank_batch_sizes(int64_t total, int64_t world_size);
 /// it from the ranks when made (a collective); the other entries (dense
 /// layers, managed-collision modules, gathered whole when this is called)
 /// exist on rank 0 only. Every rank makes its entries in order
-/// (io::write_tensors on rank 0, io::make_and_drop elsewhere).
-DeferredStateDict deferred_model_state(const config::ModelGraph& model, dist::Communicator& comm);
+/// (io::write_tensors on rank 0, io::make_and_drop elsewhere). Rank 0
+/// assembles the sharded tables of an EmbeddingBagCollection or
+/// EmbeddingCollection in what `allocate` returns (checkpoint_tensor_allocator).
+DeferredStateDict deferred_model_state(const config::ModelGraph& model, dist::Communicator& comm,
+                                       const dist::FullTensorAllocator& allocate = {});
 /// The same for the full optimizer state (TrainingSetup's keys, unsharded shapes).
 DeferredStateDict deferred_optimizer_state(const config::ModelGraph& model, const TrainingSetup& training,
-                                           const config::TrainingSpec& spec, dist::Communicator& comm);
+                                           const config::TrainingSpec& spec, dist::Communicator& comm,
+                                           const dist::FullTensorAllocator& allocate = {});
+
+/// Where rank 0 assembles a gathered table for a checkpoint: in memory when
+/// it has at most `in_memory_bytes`, else in a file-backed tensor
+/// (io::file_backed_zeros) in `dir`, the run directory, so that a table
+/// larger than rank 0's memory can be checkpointed.
+dist::FullTensorAllocator checkpoint_tensor_allocator(const std::string& dir, int64_t in_memory_bytes);
+/// The default of `in_memory_bytes`: half the memory available now
+/// (MemAvailable); no limit where that cannot be read.
+int64_t default_checkpoint_memory();
 /// This rank's part of a full optimizer state (a checkpoint of any world
 /// size), without a copy: a sharded table's state is a view of its tensor in
 /// `full` (its rows; a column_wise shard's columns are a strided view), every

@@ -307,12 +307,18 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
   } else if (options_.resume) {
     pos = load_checkpoint(model_, training, run_);
   }
+  // Where rank 0 assembles each gathered table: a file in the run directory
+  // for one larger than the memory it may use.
+  auto gather_allocator = [&] {
+    return checkpoint_tensor_allocator(run_.path(), options_.checkpoint_memory.value_or(default_checkpoint_memory()));
+  };
   auto checkpoint = [&] {
     if (!distributed) return save_checkpoint(model_, training, pos, run_);
     // Rank 0 writes while the ranks gather each table in turn (the others
     // make and drop the same entries, in the same order).
-    const DeferredStateDict model_state = deferred_model_state(model_, *comm);
-    const DeferredStateDict optimizer_state = deferred_optimizer_state(model_, training, cfg, *comm);
+    const auto allocate = gather_allocator();
+    const DeferredStateDict model_state = deferred_model_state(model_, *comm, allocate);
+    const DeferredStateDict optimizer_state = deferred_optimizer_state(model_, training, cfg, *comm, allocate);
     if (lead) {
       write_checkpoint(model_state, optimizer_state, pos, run_);
     } else {
@@ -355,7 +361,7 @@ TrainResult Trainer::fit(const DataFactory& train_data, const DataFactory& eval_
       pos.best_value = value;
       pos.evals_since_best = 0;
       const DeferredStateDict model_state =
-          distributed ? deferred_model_state(model_, *comm) : deferred(state_dict(*model_));
+          distributed ? deferred_model_state(model_, *comm, gather_allocator()) : deferred(state_dict(*model_));
       if (lead)
         write_best_model(model_state, BestRecord{metric, value, pos.step}, run_);
       else

@@ -55,6 +55,11 @@ struct TrainerOptions {
   /// rank 0 writes into the run directory. Null: one process.
   std::shared_ptr<dist::Communicator> comm;
   dist::ShardingPlan plan;
+  /// Distributed checkpoints: the largest table state rank 0 assembles in
+  /// memory; a larger one goes into a file in the run directory that the
+  /// kernel pages out (checkpoint_tensor_allocator). Unset: half the memory
+  /// available when each checkpoint starts.
+  std::optional<int64_t> checkpoint_memory;
 };
 
 struct TrainResult {
