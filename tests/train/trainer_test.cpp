@@ -14,6 +14,8 @@
 #include "recmod/common/errors.h"
 #include "recmod/common/state_dict.h"
 #include "recmod/io/tensor_file.h"
+#include "recmod/io/file_backed_tensor.h"
+#include "recmod/train/distributed.h"
 #include "recmod/train/health.h"
 #include "recmod/train/train_step.h"
 #include "support/test_util.h"
@@ -506,6 +508,22 @@ TEST(RunDirTest, RefusesToOverwriteOrToResumeNothing) {
   } catch (const UsageError& e) {
     EXPECT_THAT(e.what(), HasSubstr("holds no checkpoint"));
   }
+}
+
+// --checkpoint-memory: a gathered table of at most the limit goes on the heap
+// (undefined: the gather's own choice), a larger one into a file in the run
+// directory.
+TEST(TrainerTest, CheckpointAllocatorPutsTablesOverTheLimitInAFile) {
+  const std::string dir = ::testing::TempDir();
+  const auto allocate = checkpoint_tensor_allocator(dir, 4096);
+  EXPECT_FALSE(allocate({32, 32}, torch::kFloat).defined());  // 4096 bytes
+  const torch::Tensor large = allocate({32, 33}, torch::kFloat);
+  ASSERT_TRUE(large.defined());
+  EXPECT_TRUE(io::is_file_backed(large));
+  EXPECT_EQ(large.sizes(), torch::IntArrayRef({32, 33}));
+  EXPECT_FALSE(allocate({2048}, torch::kHalf).defined());
+  EXPECT_TRUE(io::is_file_backed(checkpoint_tensor_allocator(dir, 0)({1}, torch::kHalf)));
+  EXPECT_GT(default_checkpoint_memory(), 0);
 }
 
 }  // namespace trainer_test

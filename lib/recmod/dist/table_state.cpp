@@ -64,7 +64,9 @@ torch::Tensor gather_table_tensor(Communicator& comm, const ShardedTableState& t
   }
   // What rank 0 assembles in (`allocate`'s tensors are zero-filled).
   auto buffer = [&](const std::vector<int64_t>& shape) {
-    return allocate ? allocate(shape, dtype) : summed ? torch::zeros(shape, dtype) : torch::empty(shape, dtype);
+    if (allocate)
+      if (torch::Tensor given = allocate(shape, dtype); given.defined()) return given;
+    return summed ? torch::zeros(shape, dtype) : torch::empty(shape, dtype);
   };
   torch::Tensor full;
   if (rank == 0) full = buffer(shape_of(kind, table.num_embeddings, table.embedding_dim));

@@ -60,9 +60,10 @@ StateDict gather_table_state(Communicator& comm, const std::string& prefix,
                              const std::vector<ShardedTableState>& tables, const StateDict& local,
                              const std::vector<TableTensorKind>& kinds);
 
-/// A zero-filled CPU tensor for rank 0 to assemble a gathered tensor (or a
-/// strided shard) in. The default is torch::zeros; a checkpoint of tables
-/// larger than the memory passes one that puts the large ones in a file
+/// Where rank 0 assembles a gathered tensor (or receives a strided shard):
+/// a zero-filled CPU tensor of `sizes` and `dtype`, or an undefined tensor
+/// for "on the heap, as without an allocator". A checkpoint of tables larger
+/// than the memory passes one that puts the large ones in a file
 /// (train::checkpoint_tensor_allocator).
 using FullTensorAllocator = std::function<torch::Tensor(torch::IntArrayRef sizes, torch::Dtype dtype)>;
 

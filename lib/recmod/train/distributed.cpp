@@ -412,7 +412,7 @@ void append_prefixed(DeferredStateDict& out, DeferredStateDict entries, const st
 dist::FullTensorAllocator checkpoint_tensor_allocator(const std::string& dir, int64_t in_memory_bytes) {
   return [dir, in_memory_bytes](torch::IntArrayRef sizes, torch::Dtype dtype) {
     const int64_t bytes = c10::multiply_integers(sizes) * static_cast<int64_t>(c10::elementSize(dtype));
-    return bytes <= in_memory_bytes ? torch::zeros(sizes, dtype) : io::file_backed_zeros(sizes, dtype, dir);
+    return bytes <= in_memory_bytes ? torch::Tensor() : io::file_backed_zeros(sizes, dtype, dir);
   };
 }
 

@@ -90,8 +90,8 @@ DeferredStateDict deferred_optimizer_state(const config::ModelGraph& model, cons
                                            const config::TrainingSpec& spec, dist::Communicator& comm,
                                            const dist::FullTensorAllocator& allocate = {});
 
-/// Where rank 0 assembles a gathered table for a checkpoint: in memory when
-/// it has at most `in_memory_bytes`, else in a file-backed tensor
+/// Where rank 0 assembles a gathered table for a checkpoint: on the heap
+/// when it has at most `in_memory_bytes`, else in a file-backed tensor
 /// (io::file_backed_zeros) in `dir`, the run directory, so that a table
 /// larger than rank 0's memory can be checkpointed.
 dist::FullTensorAllocator checkpoint_tensor_allocator(const std::string& dir, int64_t in_memory_bytes);
