@@ -20,10 +20,7 @@ using ::testing::Not;
 
 const std::string kSample = RECMOD_SOURCE_DIR "/../shared/data/criteo_kaggle_head1000/train.txt";
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using test::read_bytes;
 
 /// `path` gzipped by zlib's gzip file API into `gz`.
 void gzip_file(const std::string& path, const std::string& gz) {

@@ -47,12 +47,8 @@ TEST(TrainCliTest, GenerateInProcessWritesWhatTheCommandWrites) {
     const auto r = run_recmod("generate " + args + " --out " + dir + "/cli");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     write_synthetic(dir + "/in_process", args);
-    const auto bytes = [](const std::string& path) {
-      std::ifstream in(path, std::ios::binary);
-      return std::string(std::istreambuf_iterator<char>(in), {});
-    };
-    EXPECT_GT(bytes(dir + "/cli").size(), 100u) << args;
-    EXPECT_EQ(bytes(dir + "/cli"), bytes(dir + "/in_process")) << args;
+    EXPECT_GT(test::read_bytes(dir + "/cli").size(), 100u) << args;
+    EXPECT_EQ(test::read_bytes(dir + "/cli"), test::read_bytes(dir + "/in_process")) << args;
   }
 }
 

@@ -114,11 +114,6 @@ TEST(VocabCliTest, BadVocabularyFileIsAConfigErrorAtTheKey) {
   EXPECT_THAT(r.output, HasSubstr("vocab.txt:4: expected 1 more id(s) of column 'user', found end of file"));
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 // 200 JSON lines: string user ids (u0..u4, and a rare one every 10th row), integer items.
 std::string users_jsonl() {
   std::ostringstream out;
@@ -182,7 +177,7 @@ TEST(VocabCliTest, JsonLinesVocabularyTrainsAndTheRunKeepsIt) {
 
   r = run_recmod("train " + config + " --data " + data + " --out " + dir + "/run --steps 2 --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(read_file(dir + "/run/vocab/users.vocab"), read_file(dir + "/users.vocab"));
+  EXPECT_EQ(test::read_bytes(dir + "/run/vocab/users.vocab"), test::read_bytes(dir + "/users.vocab"));
 
   // The config's file rebuilt with every user (25 ids + 2 buckets > 7 rows):
   // the config no longer validates, but the run evaluates with its copy.

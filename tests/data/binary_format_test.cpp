@@ -13,6 +13,7 @@
 #include "recmod/data/convert.h"
 #include "recmod/data/criteo_tsv.h"
 #include "recmod/data/open_reader.h"
+#include "support/test_util.h"
 
 namespace recmod::data {
 namespace binary_format_test {
@@ -62,10 +63,7 @@ ExampleColumns read_all(ExampleReader& reader, int64_t chunk) {
   return all;
 }
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using test::read_bytes;
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
 }

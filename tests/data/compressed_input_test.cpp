@@ -18,6 +18,7 @@
 #include "recmod/data/jsonl.h"
 #include "recmod/data/open_reader.h"
 #include "support/synthetic_data.h"
+#include "support/test_util.h"
 
 namespace recmod::data {
 namespace compressed_input_test {
@@ -31,12 +32,7 @@ std::string temp_path(const std::string& name) {
   return ::testing::TempDir() + "recmod_compressed_" + std::to_string(::getpid()) + "_" + name;
 }
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using test::read_bytes;
 
 std::string write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;

@@ -49,11 +49,6 @@ std::string generate(const std::string& dir, int rows) {
   return write_synthetic(dir + "/train.rmb", str_cat("--rows ", rows, " --dense 2 --sparse 1 --cardinality 50 --seed 3"));
 }
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 /// Starts `recmod args` (output to `log`), with a file-size limit when
 /// `max_file_bytes` > 0; returns the pid of recmod itself.
 pid_t spawn_recmod(const std::string& args, const std::string& log, rlim_t max_file_bytes = 0) {
@@ -102,7 +97,7 @@ TEST(RunDirLock, SecondRunOnTheSameDirectoryIsRefusedAndAKilledRunLeavesNoStaleL
   const auto deadline = Clock::now() + std::chrono::seconds(120);
   while (!fs::exists(run + "/config.yaml") && Clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ASSERT_TRUE(fs::exists(run + "/config.yaml")) << read_all(dir + "/first.log");
+  ASSERT_TRUE(fs::exists(run + "/config.yaml")) << test::read_bytes(dir + "/first.log");
   for (const char* resume : {"", " --resume"}) {
     auto r = run_recmod("train " + config + " --data " + data + " --steps 2 --out " + run + resume);
     EXPECT_EQ(r.exit_code, 2) << r.output;
@@ -127,7 +122,7 @@ int wait_for_training(const std::string& run, pid_t pid, std::chrono::seconds li
   int status = 0;
   while (Clock::now() < deadline) {
     if (waitpid(pid, &status, WNOHANG) == pid) return status;
-    if (read_all(run + "/.lock") == holder) return -1;
+    if (test::read_bytes(run + "/.lock") == holder) return -1;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ADD_FAILURE() << "pid " << pid << " did not start training within " << limit.count() << " s";
@@ -153,13 +148,15 @@ TEST(RandomKills, ResumedRunsEndByteIdenticalToAnUninterruptedRun) {
 
   // The uninterrupted run; the length of its training phase bounds the kill moments.
   const std::string reference_run = dir + "/reference";
-  const pid_t reference_pid = spawn_recmod("train " + config + " --data " + data + " --out " + reference_run, dir + "/log.txt");
-  ASSERT_EQ(wait_for_training(reference_run, reference_pid, std::chrono::seconds(120)), -1) << read_all(dir + "/log.txt");
+  const pid_t reference_pid =
+      spawn_recmod("train " + config + " --data " + data + " --out " + reference_run, dir + "/log.txt");
+  ASSERT_EQ(wait_for_training(reference_run, reference_pid, std::chrono::seconds(120)), -1)
+      << test::read_bytes(dir + "/log.txt");
   const auto start = Clock::now();
   const int reference_status = wait_bounded(reference_pid, std::chrono::seconds(120));
-  ASSERT_TRUE(WIFEXITED(reference_status) && WEXITSTATUS(reference_status) == 0) << read_all(dir + "/log.txt");
+  ASSERT_TRUE(WIFEXITED(reference_status) && WEXITSTATUS(reference_status) == 0) << test::read_bytes(dir + "/log.txt");
   const auto training_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
-  const std::string reference = read_all(reference_run + "/model.pt");
+  const std::string reference = test::read_bytes(reference_run + "/model.pt");
   ASSERT_FALSE(reference.empty());
 
   int kills = 0, starts = 0, finished_runs = 0;
@@ -206,10 +203,10 @@ TEST(RandomKills, ResumedRunsEndByteIdenticalToAnUninterruptedRun) {
         }
         continue;
       }
-      ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << read_all(dir + "/log.txt");
+      ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << test::read_bytes(dir + "/log.txt");
       finished = true;
       ++finished_runs;
-      EXPECT_TRUE(read_all(run + "/model.pt") == reference)
+      EXPECT_TRUE(test::read_bytes(run + "/model.pt") == reference)
           << "episode " << episode << ": model.pt differs from the uninterrupted run's (seed " << seed << ")";
     }
   }
@@ -228,21 +225,22 @@ TEST(FullDisk, WriteFailureStopsTheRunAndKeepsThePreviousCheckpoint) {
   const std::string run = dir + "/run";
   auto r = run_recmod("train " + config + " --data " + data + " --steps 3 --out " + run);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const std::string model_before = read_all(run + "/model.pt"), state_before = read_all(run + "/trainer_state.pt");
+  const std::string model_before = test::read_bytes(run + "/model.pt"),
+                    state_before = test::read_bytes(run + "/trainer_state.pt");
   ASSERT_GT(model_before.size(), 300000u);
   const std::set<std::string> files_before = files_in(run);
 
   const pid_t pid = spawn_recmod("train " + config + " --data " + data + " --out " + run + " --resume", dir + "/log.txt",
                                  /*max_file_bytes=*/100000);
   const int status = wait_bounded(pid, std::chrono::seconds(120));
-  const std::string log = read_all(dir + "/log.txt");
+  const std::string log = test::read_bytes(dir + "/log.txt");
   ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << ": " << log;
   EXPECT_EQ(WEXITSTATUS(status), 1) << log;
   EXPECT_THAT(log, HasSubstr("recmod: " + run + "/model.pt.pending: cannot write it: File too large (the disk is full, "
                              "or a quota or file-size limit was reached); the previous file, if any, is unchanged"));
   // The previous checkpoint stands, byte for byte; nothing half-written is left.
-  EXPECT_TRUE(read_all(run + "/model.pt") == model_before);
-  EXPECT_TRUE(read_all(run + "/trainer_state.pt") == state_before);
+  EXPECT_TRUE(test::read_bytes(run + "/model.pt") == model_before);
+  EXPECT_TRUE(test::read_bytes(run + "/trainer_state.pt") == state_before);
   EXPECT_EQ(files_in(run), files_before);
   EXPECT_NO_THROW(io::load_tensors(run + "/model.pt"));
   // With room again, the run resumes from it and finishes.
@@ -260,11 +258,11 @@ TEST(DataFileCut, TruncatedWhileTrainingIsAnErrorNotSigbus) {
   const std::string run = dir + "/run";
   const pid_t pid = spawn_recmod("train " + config + " --data " + data + " --out " + run, dir + "/log.txt");
   ASSERT_GT(pid, 0);
-  ASSERT_EQ(wait_for_training(run, pid, std::chrono::seconds(120)), -1) << read_all(dir + "/log.txt");
+  ASSERT_EQ(wait_for_training(run, pid, std::chrono::seconds(120)), -1) << test::read_bytes(dir + "/log.txt");
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   fs::resize_file(data, 4096);
   const int status = wait_bounded(pid, std::chrono::seconds(120));
-  const std::string log = read_all(dir + "/log.txt");
+  const std::string log = test::read_bytes(dir + "/log.txt");
   ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << ": " << log;
   EXPECT_EQ(WEXITSTATUS(status), 1) << log;
   // While the block being read is cut: "cut short while being read"; if the
