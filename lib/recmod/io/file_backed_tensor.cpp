@@ -50,9 +50,7 @@ int nameless_file(const std::string& dir, size_t bytes) {
 
 torch::Tensor file_backed_zeros(torch::IntArrayRef sizes, torch::Dtype dtype, const std::string& dir) {
   const auto options = torch::TensorOptions(dtype);
-  int64_t elements = 1;
-  for (const int64_t size : sizes) elements *= size;
-  const size_t bytes = static_cast<size_t>(elements) * c10::elementSize(dtype);
+  const size_t bytes = static_cast<size_t>(c10::multiply_integers(sizes)) * c10::elementSize(dtype);
   if (bytes == 0) return torch::zeros(sizes, options);
   const int fd = nameless_file(dir, bytes);
   if (const int error = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); error != 0) {
