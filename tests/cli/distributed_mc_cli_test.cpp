@@ -62,7 +62,8 @@ const std::string kRowWise = "{t_m1: row_wise, t_m2: row_wise}";
 
 // One process with the global batch vs `ranks` ranks, id by id
 // (expect_mc_ranks_match_one_process).
-void expect_ranks_match_one_process(const std::string& name, int ranks, int64_t per_rank) {
+void expect_ranks_match_one_process(const std::string& name, int ranks, int64_t per_rank,
+                                    const std::string& flags = "") {
   McLayout layout;
   layout.weights = kWeights;
   layout.momentum_key = [](const StateDict&, const std::string& table) {
@@ -70,12 +71,16 @@ void expect_ranks_match_one_process(const std::string& name, int ranks, int64_t 
   };
   expect_mc_ranks_match_one_process(
       name, ranks, per_rank, [](int64_t batch) { return mc_model_yaml(batch, 48, 1, false, "0.05", kRowWise); },
-      layout);
+      layout, flags);
 }
 
 TEST(DistributedMcCli, TwoRanksMatchOneProcessIdById) { expect_ranks_match_one_process("dist_mc_two", 2, 16); }
 
-TEST(DistributedMcCli, ThreeRanksMatchOneProcessIdById) { expect_ranks_match_one_process("dist_mc_three", 3, 11); }
+// With --checkpoint-memory 0, rank 0 assembles every gathered table and its
+// optimizer state in a file (train::checkpoint_tensor_allocator): the same.
+TEST(DistributedMcCli, ThreeRanksMatchOneProcessIdById) {
+  expect_ranks_match_one_process("dist_mc_three", 3, 11, "--checkpoint-memory 0");
+}
 
 TEST(DistributedMcCli, TableWiseManagedTablesMatchOneProcessUnderEviction) {
   // A table_wise managed table is the unsharded module on one rank: even

@@ -70,19 +70,24 @@ std::string momentum_key(const StateDict& state, const std::string& table) {
 // One process with the global batch vs `ranks` ranks, id by id
 // (expect_mc_ranks_match_one_process); TorchRec v0.7.0's second name of the
 // tables holds the same tensors.
-void expect_ranks_match_one_process(const std::string& name, int ranks, int64_t per_rank) {
+void expect_ranks_match_one_process(const std::string& name, int ranks, int64_t per_rank,
+                                    const std::string& flags = "") {
   McLayout layout;
   layout.weights = kWeights;
   layout.second_weights = "mc_arch._embedding_collection.embeddings.";
   layout.momentum_key = momentum_key;
   expect_mc_ranks_match_one_process(
       name, ranks, per_rank, [](int64_t batch) { return mc_ec_model_yaml(batch, 48, 1, false, "0.05", kRowWise); },
-      layout);
+      layout, flags);
 }
 
 TEST(DistributedMcEcCli, TwoRanksMatchOneProcessIdById) { expect_ranks_match_one_process("dist_mc_ec_two", 2, 16); }
 
-TEST(DistributedMcEcCli, ThreeRanksMatchOneProcessIdById) { expect_ranks_match_one_process("dist_mc_ec_three", 3, 11); }
+// With --checkpoint-memory 0, rank 0 assembles every gathered table and its
+// optimizer state in a file (train::checkpoint_tensor_allocator): the same.
+TEST(DistributedMcEcCli, ThreeRanksMatchOneProcessIdById) {
+  expect_ranks_match_one_process("dist_mc_ec_three", 3, 11, "--checkpoint-memory 0");
+}
 
 TEST(DistributedMcEcCli, EvictionRunsPerShardAndResumesExactly) {
   expect_mc_eviction_resumes_exactly("dist_mc_ec_evict", [](int64_t batch) {

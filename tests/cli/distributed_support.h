@@ -91,10 +91,10 @@ inline std::map<int64_t, int64_t> slots_of(const StateDict& model, const std::st
 /// same keys and shapes in the same order, dense and plain-table tensors
 /// within 1e-5, and every raw id's embedding row and optimizer state within
 /// 1e-5, compared id by id (the ids sit in other slots), each id in a slot
-/// of the rank whose input block holds it.
+/// of the rank whose input block holds it. `flags` go to the ranks' run.
 inline void expect_mc_ranks_match_one_process(const std::string& name, int ranks, int64_t per_rank,
                                               const std::function<std::string(int64_t)>& yaml,
-                                              const McLayout& layout) {
+                                              const McLayout& layout, const std::string& flags = "") {
   const GeneratedData d = generate_mc_data(name);
   const auto one = write_file(d.dir + "/one.yaml", yaml(per_rank * ranks));
   const auto many = write_file(d.dir + "/many.yaml", yaml(per_rank));
@@ -102,7 +102,7 @@ inline void expect_mc_ranks_match_one_process(const std::string& name, int ranks
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto single = r.output;
   r = run_recmod("train " + many + " --data " + d.train + " --out " + d.dir + "/many --nproc " +
-                 std::to_string(ranks) + " --dist-timeout 60");
+                 std::to_string(ranks) + " --dist-timeout 60 " + flags);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("t_m1=row_wise@"), std::string::npos) << r.output;
   const auto last = [](const std::string& out) { return out.substr(out.rfind("last loss")); };

@@ -5,7 +5,8 @@
 // a module rebuilt with rebuild_with_output_id_range for the shard's rows,
 // and come back as the unsharded table's row of that global slot; a
 // table_wise one is the unsharded module on its rank. Rank 0's gathered
-// state has the unsharded module's keys and shapes, slots in each id's block.
+// state has the unsharded module's keys and shapes, slots in each id's block;
+// gathered one tensor at a time (a checkpoint's way), the same tensors.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -207,10 +208,26 @@ void check_against_rebuilt_modules(bool indices) {
             << "rank " << rank << " " << got[o].first << " id " << i;
     }
     // the gathered state: the unsharded keys and shapes; each id in a slot of its block's rows
-    const StateDict gathered = sharded.gather(state_dict(sharded), {TableTensorKind{"", false, true}});
+    const std::vector<TableTensorKind> weights = {TableTensorKind{"", false, true}};
+    const StateDict gathered = sharded.gather(state_dict(sharded), weights);
+    // A checkpoint's gather, one tensor at a time: the same tensors, each
+    // table (under both of its names) assembled in what the allocator gives.
+    int allocated = 0;
+    const FullTensorAllocator allocate = [&allocated](torch::IntArrayRef sizes, torch::Dtype dtype) {
+      ++allocated;
+      return torch::zeros(sizes, dtype);
+    };
+    const StateDict made = made_on_rank_zero(*comm, sharded.deferred_gather(state_dict(sharded), weights, allocate));
     if (rank != 0) {
       EXPECT_TRUE(gathered.empty());
+      EXPECT_TRUE(made.empty());
       return;
+    }
+    EXPECT_EQ(allocated, 4);  // t_m (half on rank 1) and t_n (on rank 1), twice
+    ASSERT_EQ(made.size(), gathered.size());
+    for (size_t i = 0; i < made.size(); ++i) {
+      EXPECT_EQ(made[i].first, gathered[i].first);
+      EXPECT_TRUE(torch::equal(made[i].second, gathered[i].second)) << made[i].first;
     }
     const StateDict want = state_dict(*full);
     ASSERT_EQ(gathered.size(), want.size());

@@ -78,18 +78,21 @@ std::pair<JaggedTensorDict, std::optional<KeyedJaggedTensor>> ShardedManagedColl
   return {std::move(out), KeyedJaggedTensor::from_jt_dict(dict)};
 }
 
+DeferredStateDict ShardedManagedCollisionEmbeddingCollectionImpl::deferred_gather(
+    const StateDict& local, const std::vector<TableTensorKind>& kinds, const FullTensorAllocator& allocate) {
+  DeferredStateDict out;
+  const bool weights = has_weight_kind(kinds);
+  if (weights) append_prefixed(out, deferred(shards_.gather(*comm_, keys_under(local, kMcc))), kMcc);
+  // The optimizer keeps its state under the first name only.
+  const StateDict tables = keys_under(local, kModule);
+  append_prefixed(out, ec_->deferred_gather(tables, kinds, allocate), kModule);
+  if (weights) append_prefixed(out, ec_->deferred_gather(tables, kinds, allocate), kCollection);
+  return out;
+}
+
 StateDict ShardedManagedCollisionEmbeddingCollectionImpl::gather(const StateDict& local,
                                                                   const std::vector<TableTensorKind>& kinds) {
-  StateDict out;
-  const bool weights = has_weight_kind(kinds);
-  if (weights)
-    for (auto& [key, value] : shards_.gather(*comm_, keys_under(local, kMcc))) out.emplace_back(kMcc + key, value);
-  // The optimizer keeps its state under the first name only.
-  const StateDict tables = ec_->gather(keys_under(local, kModule), kinds);
-  for (const auto& [key, value] : tables) out.emplace_back(kModule + key, value);
-  if (weights)
-    for (const auto& [key, value] : tables) out.emplace_back(kCollection + key, value);
-  return out;
+  return made_on_rank_zero(*comm_, deferred_gather(local, kinds));
 }
 
 StateDict ShardedManagedCollisionEmbeddingCollectionImpl::slice(const StateDict& full,

@@ -62,6 +62,13 @@ class ShardedManagedCollisionEmbeddingCollectionImpl : public torch::nn::Module 
   /// module's keys: with the weight kind, also the managed-collision state
   /// (global slots, sorted by raw id).
   StateDict gather(const StateDict& local, const std::vector<TableTensorKind>& kinds);
+  /// gather one table tensor at a time (ShardedEmbeddingCollectionImpl::
+  /// deferred_gather), the managed-collision state whole when this is
+  /// called. The tables' second name (TorchRec v0.7.0's
+  /// `_embedding_collection.`) gathers each table again rather than keeping
+  /// the first: rank 0 holds one gathered table at a time.
+  DeferredStateDict deferred_gather(const StateDict& local, const std::vector<TableTensorKind>& kinds,
+                                    const FullTensorAllocator& allocate = {});
   /// This rank's part of full state; CheckpointError naming `origin`.
   StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin) const;
 

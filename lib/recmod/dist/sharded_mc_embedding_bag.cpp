@@ -43,13 +43,17 @@ KeyedTensor ShardedManagedCollisionEmbeddingBagCollectionImpl::forward_sharded(c
   return pooled;
 }
 
+DeferredStateDict ShardedManagedCollisionEmbeddingBagCollectionImpl::deferred_gather(
+    const StateDict& local, const std::vector<TableTensorKind>& kinds, const FullTensorAllocator& allocate) {
+  DeferredStateDict out;
+  append_prefixed(out, ebc_->deferred_gather(keys_under(local, kEbc), kinds, allocate), kEbc);
+  if (has_weight_kind(kinds)) append_prefixed(out, deferred(shards_.gather(*comm_, keys_under(local, kMcc))), kMcc);
+  return out;
+}
+
 StateDict ShardedManagedCollisionEmbeddingBagCollectionImpl::gather(const StateDict& local,
                                                                      const std::vector<TableTensorKind>& kinds) {
-  StateDict out;
-  for (auto& [key, value] : ebc_->gather(keys_under(local, kEbc), kinds)) out.emplace_back(kEbc + key, value);
-  if (!has_weight_kind(kinds)) return out;
-  for (auto& [key, value] : shards_.gather(*comm_, keys_under(local, kMcc))) out.emplace_back(kMcc + key, value);
-  return out;
+  return made_on_rank_zero(*comm_, deferred_gather(local, kinds));
 }
 
 StateDict ShardedManagedCollisionEmbeddingBagCollectionImpl::slice(const StateDict& full,

@@ -79,6 +79,12 @@ class ShardedManagedCollisionEmbeddingBagCollectionImpl : public torch::nn::Modu
   /// module's keys: with the weight kind, also the managed-collision state
   /// (global slots, sorted by raw id).
   StateDict gather(const StateDict& local, const std::vector<TableTensorKind>& kinds);
+  /// gather one table tensor at a time (ShardedEmbeddingBagCollectionImpl::
+  /// deferred_gather); the managed-collision state is gathered whole when
+  /// this is called (its remapping is sorted as a whole; a few integers per
+  /// slot) and handed out on rank 0.
+  DeferredStateDict deferred_gather(const StateDict& local, const std::vector<TableTensorKind>& kinds,
+                                    const FullTensorAllocator& allocate = {});
   /// This rank's part of full state (any world size for the tables; see
   /// above for the managed-collision state). CheckpointError naming `origin`.
   StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin) const;

@@ -127,8 +127,19 @@ DeferredStateDict deferred_table_state(Communicator& comm, const std::string& pr
 StateDict gather_table_state(Communicator& comm, const std::string& prefix,
                              const std::vector<ShardedTableState>& tables, const StateDict& local,
                              const std::vector<TableTensorKind>& kinds) {
+  return made_on_rank_zero(comm, deferred_table_state(comm, prefix, tables, local, kinds));
+}
+
+void append_prefixed(DeferredStateDict& out, DeferredStateDict entries, const std::string& prefix) {
+  for (auto& entry : entries) {
+    entry.key = prefix + entry.key;
+    out.push_back(std::move(entry));
+  }
+}
+
+StateDict made_on_rank_zero(Communicator& comm, const DeferredStateDict& entries) {
   StateDict out;
-  for (const auto& entry : deferred_table_state(comm, prefix, tables, local, kinds)) {
+  for (const auto& entry : entries) {
     torch::Tensor full = entry.make();
     if (comm.rank() == 0) out.emplace_back(entry.key, std::move(full));
   }

@@ -77,6 +77,15 @@ DeferredStateDict deferred_table_state(Communicator& comm, const std::string& pr
                                        const std::vector<TableTensorKind>& kinds,
                                        const FullTensorAllocator& allocate = {});
 
+/// `entries` with `prefix` before each key, appended to `out` (a module's
+/// entries under its name in a parent's dict).
+void append_prefixed(DeferredStateDict& out, DeferredStateDict entries, const std::string& prefix);
+
+/// Makes every entry in order (on every rank: the makes are collectives)
+/// and keeps what rank 0 made: a deferred gather taken whole. Empty on the
+/// other ranks.
+StateDict made_on_rank_zero(Communicator& comm, const DeferredStateDict& entries);
+
 /// `rank`'s pieces of full tensors (keys as gather_table_state's), as views
 /// of them (a column_wise piece is strided); tables the rank holds no shard
 /// of are skipped; a missing key or a wrong shape is a CheckpointError

@@ -66,20 +66,14 @@ struct AnySharded {
   StateDict local_state() const {
     return ebc ? state_dict(*ebc) : mc ? state_dict(*mc) : mc_ec ? state_dict(*mc_ec) : state_dict(*ec);
   }
-  StateDict gather(const StateDict& local, const std::vector<dist::TableTensorKind>& kinds) const {
-    return ebc  ? ebc->gather(local, kinds)
-           : mc ? mc->gather(local, kinds)
-           : mc_ec ? mc_ec->gather(local, kinds)
-                   : ec->gather(local, kinds);
-  }
-  /// gather one tensor at a time where the module can (EBC, EC); a
-  /// managed-collision module gathers its state whole here, then hands it
-  /// out (its remapping is gathered and sorted as a whole), on rank 0 only.
+  /// gathered one tensor at a time (the managed-collision state whole,
+  /// when the call is made: its remapping is sorted as a whole).
   DeferredStateDict deferred_gather(const StateDict& local, const std::vector<dist::TableTensorKind>& kinds,
                                     const dist::FullTensorAllocator& allocate) const {
-    if (ebc) return ebc->deferred_gather(local, kinds, allocate);
-    if (ec) return ec->deferred_gather(local, kinds, allocate);
-    return deferred(gather(local, kinds));
+    return ebc  ? ebc->deferred_gather(local, kinds, allocate)
+           : mc ? mc->deferred_gather(local, kinds, allocate)
+           : mc_ec ? mc_ec->deferred_gather(local, kinds, allocate)
+                   : ec->deferred_gather(local, kinds, allocate);
   }
   StateDict slice(const StateDict& full, const std::vector<dist::TableTensorKind>& kinds, const std::string& origin) const {
     return ebc  ? ebc->slice(full, kinds, origin)
@@ -399,16 +393,6 @@ data::Batch rank_slice(const data::Batch& global, int64_t rank, int64_t world_si
                      global.weights.defined() ? global.weights.narrow(0, start, n) : torch::Tensor()};
 }
 
-namespace {
-/// `entries` under `prefix`, appended to `out`.
-void append_prefixed(DeferredStateDict& out, DeferredStateDict entries, const std::string& prefix) {
-  for (auto& entry : entries) {
-    entry.key = prefix + entry.key;
-    out.push_back(std::move(entry));
-  }
-}
-}  // namespace
-
 dist::FullTensorAllocator checkpoint_tensor_allocator(const std::string& dir, int64_t in_memory_bytes) {
   return [dir, in_memory_bytes](torch::IntArrayRef sizes, torch::Dtype dtype) {
     const int64_t bytes = c10::multiply_integers(sizes) * static_cast<int64_t>(c10::elementSize(dtype));
@@ -429,10 +413,10 @@ DeferredStateDict deferred_model_state(const config::ModelGraph& model, dist::Co
     const std::string prefix = child.key() + ".";
     auto it = std::find_if(sharded.begin(), sharded.end(), [&](const auto& s) { return s.first == child.key(); });
     if (it == sharded.end()) {
-      if (comm.rank() == 0) append_prefixed(out, deferred(state_dict(*child.value())), prefix);
+      if (comm.rank() == 0) dist::append_prefixed(out, deferred(state_dict(*child.value())), prefix);
       continue;
     }
-    append_prefixed(
+    dist::append_prefixed(
         out, it->second->deferred_gather(it->second->local_state(), {dist::TableTensorKind{"", false, true}}, allocate),
         prefix);
   }
@@ -455,14 +439,14 @@ DeferredStateDict deferred_optimizer_state(const config::ModelGraph& model, cons
     StateDict replicated;  // identical on every rank
     for (const auto& [key, value] : local)
       if (!owner_of(key)) replicated.emplace_back(key, value);
-    append_prefixed(out, deferred(replicated), "");
+    dist::append_prefixed(out, deferred(replicated), "");
   }
   for (const auto& [node, module] : sharded) {
     const std::string prefix = optimizer_prefix(node);
     StateDict mine;
     for (const auto& [key, value] : local)
       if (key.rfind(prefix, 0) == 0) mine.emplace_back(key.substr(prefix.size()), value);
-    append_prefixed(out, module->deferred_gather(mine, kinds, allocate), prefix);
+    dist::append_prefixed(out, module->deferred_gather(mine, kinds, allocate), prefix);
   }
   // A stable sort by key: the collective entries keep one order on every rank.
   order_like_one_process(out, model, training);  // sharded EmbeddingCollection
