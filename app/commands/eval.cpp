@@ -124,9 +124,8 @@ int run_eval(const EvalArgs& given) {
   }
   const std::string data = !args.data.empty() ? args.data : opened.config.data.eval;
   if (data.empty()) throw UsageError("no data: pass --data FILE (or set data.eval in the config)");
-  auto device = parse_device(args.device);
-  if (world > 1 && !device.is_cpu())
-    throw UsageError("distributed evaluation runs on the CPU in this version; use --device cpu");
+  // A rank's own GPU under --nproc with --device cuda (as `recmod train`).
+  const torch::Device device = joined.device;
   // Each rank holds its shards of the checkpoint and predicts its rows of
   // each global batch; every rank ends with all predictions, rank 0 prints.
   if (world > 1) {

@@ -97,13 +97,13 @@ int run_profile(const ProfileArgs& args) {
   const int64_t batch_size = world * (args.batch_size > 0 ? args.batch_size : opened.config.training.batch_size);
   profile::RankSizes rank_sizes;
   const profile::NextBatch next = batches_for(args, opened, batch_size, joined.comm->rank(), world, &rank_sizes);
-  const torch::Device device = parse_device(args.device);
+  // A rank's own GPU under --nproc with --device cuda (as `recmod train`).
+  const torch::Device device = joined.device;
   if (device.is_cpu())
     for (const std::string& said : {fit_threads_to_step(batch_size / world), tune_blas_spin(batch_size / world)})
       if (!said.empty() && joined.lead()) std::cerr << said << "\n";
   dist::ShardingPlan plan;
   if (world > 1) {
-    if (!device.is_cpu()) throw UsageError("distributed profiling runs on the CPU in this version; use --device cpu");
     plan = train::plan_model(model, opened.config, world, memory_per_rank(joined));
     train::shard_model(model, plan, joined.comm);
   }

@@ -1,11 +1,13 @@
 // Distributed runs on a CUDA device: the NCCL backend (a one-rank group's
 // collectives on CPU and GPU tensors, `recmod train --dist-backend nccl`
 // against one process) and two Gloo ranks sharing one GPU against one
-// process with the doubled batch. Each test skips without CUDA (Debian's
+// process with the doubled batch, and two Gloo ranks evaluating and
+// profiling on one GPU. Each test skips without CUDA (Debian's
 // libtorch) and the NCCL ones without NCCL in the build; every command is
 // bounded (timeout, --dist-timeout) and runs on 127.0.0.1.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -133,6 +135,33 @@ TEST(CudaDistributed, GlooTwoRanksOnOneGpuMatchOneProcess) {
   // Sums in another order on another device: the CPU tests allow 1e-5 over
   // 2 epochs; 1 epoch here, GPU atomics: 1e-4.
   expect_same_tensors(d.dir + "/one/model.pt", d.dir + "/many/model.pt", 1e-4);
+}
+
+/// `recmod eval` and `recmod profile` with two Gloo ranks on one GPU: the
+/// sharded model evaluates the one-process checkpoint to the one-process
+/// CUDA metrics (every sharding type), and a sharded training step profiles.
+TEST(CudaDistributed, GlooTwoRanksOnOneGpuEvaluateAndProfile) {
+  REQUIRE_CUDA();
+  const GeneratedData d = generate_data("cuda_gloo_eval", 160, 4);
+  const auto one = write_file(d.dir + "/one.yaml", sharded_yaml(16));
+  const auto many = write_file(d.dir + "/many.yaml", sharded_yaml(8));
+  auto r = bounded("train " + one + " --data " + d.train + " --out " + d.dir + "/one --device cuda");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto metrics_of = [&](const std::string& cfg, const std::string& extra) {
+    const auto e = bounded("eval " + cfg + " --checkpoint " + d.dir + "/one/model.pt --data " + d.eval +
+                           " --json --device cuda" + extra);
+    EXPECT_EQ(e.exit_code, 0) << e.output;
+    return nlohmann::json::parse(e.output.substr(e.output.rfind('{')));
+  };
+  const auto single = metrics_of(one, "");
+  const auto ranks = metrics_of(many, " --nproc 2 --dist-backend gloo --dist-timeout 30");
+  EXPECT_EQ(ranks["count"], single["count"]);
+  for (const std::string key : {"auc", "log_loss", "ne"})
+    EXPECT_NEAR(ranks[key].get<double>(), single[key].get<double>(), 1e-5) << key;
+  r = bounded("profile " + many + " --synthetic --steps 3 --warmup 1 --device cuda --nproc 2 --dist-backend gloo "
+              "--dist-timeout 30");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("rank 0 of 2 ranks"));
 }
 
 /// NCCL cannot put two ranks on one GPU: one UsageError, no rank started.
