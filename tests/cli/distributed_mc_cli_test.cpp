@@ -1,7 +1,7 @@
 // Distributed training of managed-collision tables (a
 // ManagedCollisionEmbeddingBagCollection sharded row_wise, beside a plain
 // sharded EBC): N local ranks against one process with the same global
-// batch, eviction per shard, exact resume, and the refusals.
+// batch, eviction per shard, exact resume, a warm start, and the refusals.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -114,6 +114,37 @@ TEST(DistributedMcCli, EvictionRunsPerShardAndResumesExactly) {
     EXPECT_EQ(single[i].first, model[i].first);
     EXPECT_EQ(single[i].second.sizes(), model[i].second.sizes()) << model[i].first;
   }
+}
+
+// A warm start keeps the checkpoint's managed-collision state: 2 ranks
+// warm-started from a 2-rank run (row_wise tables, one step with the
+// tables' learning rate 0 and no eviction due) end with the checkpoint's
+// id -> slot mapping and its rows; 3 ranks from it are refused (the ids
+// sit in slots of another id block), naming the table.
+TEST(DistributedMcCli, WarmStartKeepsTheCheckpointsIdsAndRows) {
+  const GeneratedData d = generate_mc_data("dist_mc_warm");
+  const auto trained = write_file(d.dir + "/a.yaml", mc_model_yaml(16, 48, 1, false, "", kRowWise));
+  auto r = run_recmod("train " + trained + " --data " + d.train + " --out " + d.dir + "/a --nproc 2 --steps 4 "
+                      "--dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto warm = write_file(d.dir + "/b.yaml", mc_model_yaml(16, 48, 100, false, "", kRowWise));
+  r = run_recmod("train " + warm + " --data " + d.train + " --out " + d.dir + "/b --nproc 2 --steps 1 --init-from " +
+                 d.dir + "/a/model.pt --set training.embedding_optimizer.lr=0 --dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const StateDict a = io::load_tensors(d.dir + "/a/model.pt"), b = io::load_tensors(d.dir + "/b/model.pt");
+  McLayout layout;
+  for (const std::string table : {"t_m1", "t_m2"}) {
+    const auto slots_a = slots_of(a, table, layout);
+    EXPECT_GT(slots_a.size(), 10u) << table;  // the checkpoint placed ids
+    EXPECT_EQ(slots_of(b, table, layout), slots_a) << table;
+    EXPECT_TRUE(torch::equal(tensor_of(a, kWeights + table + ".weight"), tensor_of(b, kWeights + table + ".weight")))
+        << table;
+  }
+  r = run_recmod("train " + warm + " --data " + d.train + " --out " + d.dir + "/c --nproc 3 --steps 1 --init-from " +
+                 d.dir + "/a/model.pt --dist-timeout 60");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("managed-collision table 't_m1' has id"));
+  EXPECT_THAT(r.output, HasSubstr("load it with the number of ranks that wrote it"));
 }
 
 TEST(DistributedMcCli, ColumnWiseManagedTableIsRefusedNamingIt) {

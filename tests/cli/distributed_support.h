@@ -176,7 +176,7 @@ inline GeneratedData expect_mc_eviction_resumes_exactly(const std::string& name,
   // 3 ranks would need other rows for the placed ids: refused with the reason
   r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/part3 --nproc 3 --resume --dist-timeout 30");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.output.find("resume it with the number of ranks that wrote it"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("load it with the number of ranks that wrote it"), std::string::npos) << r.output;
   return d;
 }
 

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "recmod/common/errors.h"
+#include "recmod/dist/lost_peer.h"
 #include "support/test_util.h"
 
 namespace recmod::dist {
@@ -205,6 +206,25 @@ TEST(LocalLauncher, FailingRankStopsTheOthersAndGivesItsCode) {
     pid_t grandchild = std::stoi(dir.read(name));
     EXPECT_TRUE(gone_within(grandchild, std::chrono::seconds(10))) << "the grandchild of " << name << " survived";
   }
+}
+
+// A rank fails; another rank's next collective fails with it and that rank
+// may end first. The supervisor names the rank with the cause (it ended on
+// its own, before the stop, with another message), not the one that only
+// says it lost a peer, nor one the supervisor stopped.
+TEST(LocalLauncher, NamesTheFailingRankRatherThanOneThatLostItsPeer) {
+  LocalLaunchOptions options;
+  options.grace = std::chrono::seconds(3);
+  const std::string lost = std::string("recmod: rank 0: barrier with the other ranks failed: closed (") + kLostPeerNote + ")";
+  Outcome run = run_sh(3,
+                       "if [ \"$RANK\" = 0 ]; then echo '" + lost + "' >&2; exit 1; fi; "
+                       "if [ \"$RANK\" = 2 ]; then sleep 0.5; echo 'recmod: model.pt: bad id' >&2; exit 2; fi; "
+                       "echo 'step 1' >&2; sleep 30",
+                       options);
+  EXPECT_EQ(run.code, 2);
+  EXPECT_THAT(run.err, HasSubstr("recmod: rank 2 exited with code 2 (its last message: recmod: model.pt: bad id)"));
+  EXPECT_THAT(run.err, HasSubstr("[rank 0] " + lost));  // still shown as the rank wrote it
+  expect_no_children();
 }
 
 TEST(LocalLauncher, RankKilledBySignalGives128PlusSignal) {

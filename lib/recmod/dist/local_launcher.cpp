@@ -19,6 +19,7 @@
 #include <set>
 
 #include "recmod/common/errors.h"
+#include "recmod/dist/lost_peer.h"
 
 extern char** environ;
 
@@ -111,6 +112,7 @@ struct Rank {
   int index = 0;
   pid_t pid = -1;
   bool reaped = false;
+  bool ended_before_term = false;  // before the supervisor sent SIGTERM to stop the run
   int status = 0;
   Stream streams[2];  // stdout, stderr
   std::string last_error_line;
@@ -237,7 +239,11 @@ class Supervisor {
     // checkpoint, or death by the forwarded signal itself, as a rank still
     // starting up (before its handler is installed) dies, like one recmod
     // process would (a rank that had just finished, exit 0, is fine too).
-    // Otherwise the rank to name is the first that did neither.
+    // Otherwise the rank to name is the first that did neither, unless its
+    // message only says that another rank went away and another rank failed
+    // on its own (before the stop) saying something else: the cause (it
+    // failed, the others' next collective failed with it, and either may
+    // end first).
     const auto ended_well = [this](const Rank& r) {
       if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0) return true;
       return !forwarded_signals_.empty() &&
@@ -247,6 +253,16 @@ class Supervisor {
     if (std::all_of(ranks_.begin(), ranks_.end(), ended_well)) return 130;
     const Rank* named = &ranks_[static_cast<size_t>(*failing_)];
     if (ended_well(*named)) named = &*std::find_if_not(ranks_.begin(), ranks_.end(), ended_well);
+    const auto only_lost_a_peer = [](const Rank& r) {
+      return r.last_error_line.find(kLostPeerNote) != std::string::npos;
+    };
+    if (only_lost_a_peer(*named)) {
+      const auto cause = std::find_if(ranks_.begin(), ranks_.end(),
+                                      [&](const Rank& r) {
+                                        return !ended_well(r) && r.ended_before_term && !only_lost_a_peer(r);
+                                      });
+      if (cause != ranks_.end()) named = &*cause;
+    }
     const Rank& rank = *named;
     const int code = exit_code(rank.status);
     std::string how = WIFSIGNALED(rank.status) ? str_cat("killed by signal ", WTERMSIG(rank.status), "; ") : "";
@@ -403,7 +419,7 @@ class Supervisor {
       if (failing_ && !term_at) term_at = now + options_.grace;
       if (term_at && !term_sent && now >= *term_at) {
         signal_all(SIGTERM);
-        term_sent = true;
+        term_sent = terminating_ = true;
         kill_at = now + options_.kill_after;
       }
       if (kill_at && !kill_sent && now >= *kill_at) {
@@ -420,6 +436,7 @@ class Supervisor {
       pid_t got = waitpid(rank.pid, &status, WNOHANG);
       if (got == 0 || (got < 0 && errno == EINTR)) continue;
       rank.reaped = true;
+      rank.ended_before_term = !terminating_;
       // ECHILD: someone else reaped it (a SIGCHLD handler waiting for any
       // child); count it as a failure with code 1.
       rank.status = got > 0 ? status : (1 << 8);
@@ -503,6 +520,7 @@ class Supervisor {
   std::set<int> forwarded_signals_;  // the SIGINT/SIGTERM passed on to the ranks
   int dev_null_ = -1;
   std::optional<int> failing_;
+  bool terminating_ = false;  // SIGTERM sent to the ranks after a failure
 };
 
 }  // namespace

@@ -254,7 +254,7 @@ StateDict ManagedCollisionShards::slice(const StateDict& mc, const std::string& 
             origin, ": managed-collision table '", table, "' has id ",
             (min < 0 || static_cast<uint64_t>(min) < first) ? min : max, " in slots [", s->row_offset, ", ",
             s->row_offset + s->rows, "), which rank ", rank_, " holds for ids [", first, ", ", last,
-            "); this checkpoint places ids for another world size: resume it with the number of ranks that wrote it"));
+            "); this checkpoint places ids for another world size: load it with the number of ranks that wrote it"));
     }
     for (const auto& k : mc_keys_) {
       if (k.table != t) continue;

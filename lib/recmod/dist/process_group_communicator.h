@@ -19,6 +19,7 @@
 
 #include "recmod/common/errors.h"
 #include "recmod/dist/communicator.h"
+#include "recmod/dist/lost_peer.h"
 
 namespace recmod::dist::detail {
 
@@ -146,7 +147,7 @@ class ProcessGroupCommunicator final : public Communicator {
     } catch (const std::exception& e) {
       throw DistributedError(str_cat("rank ", rank_, ": ", what, " with the other ranks failed: ",
                                      first_line(message_of(e)),
-                                     " (another rank exited or stalled; its own message says why)"));
+                                     " (", kLostPeerNote, ")"));
     }
   }
 

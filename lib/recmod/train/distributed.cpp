@@ -287,28 +287,46 @@ void copy_mapped_tables(torch::nn::Module& module, StateDict& pieces) {
 }
 }  // namespace
 
-void load_full_state(config::ModelGraph& model, const StateDict& full, const std::string& origin) {
-  const auto sharded = all_sharded(model);
-  std::set<std::string> used;
-  for (const auto& child : model->named_children()) {
-    const std::string prefix = child.key() + ".";
-    StateDict mine;
-    for (const auto& [key, value] : full)
-      if (key.rfind(prefix, 0) == 0) {
-        mine.emplace_back(key.substr(prefix.size()), value);
-        used.insert(key);
-      }
-    auto it = std::find_if(sharded.begin(), sharded.end(), [&](const auto& s) { return s.first == child.key(); });
-    if (it != sharded.end()) {
-      mine = it->second->slice(mine, {dist::TableTensorKind{"", false, true}}, origin);  // views of `full`
-      copy_mapped_tables(*child.value(), mine);
+namespace {
+/// `mine` (keys relative to the node) into the node: a sharded collection
+/// takes its shards' slices, every other node its tensors; strict.
+void load_into_node(const config::ModelGraph& model, const std::string& node, torch::nn::Module& module, StateDict mine,
+                    const std::string& origin) {
+  for (const auto& [name, sharded] : all_sharded(model))
+    if (name == node) {
+      mine = sharded->slice(mine, {dist::TableTensorKind{"", false, true}}, origin);  // views of the full tensors
+      copy_mapped_tables(module, mine);
     }
-    recmod::load_state_dict(*child.value(), mine, origin + " (" + child.key() + ")");
-  }
+  recmod::load_state_dict(module, mine, origin + " (" + node + ")");
+}
+
+/// The entries of `full` under "<node>.", the prefix taken off.
+StateDict keys_of_node(const StateDict& full, const std::string& node, std::set<std::string>* used = nullptr) {
+  const std::string prefix = node + ".";
+  StateDict mine;
+  for (const auto& [key, value] : full)
+    if (key.rfind(prefix, 0) == 0) {
+      mine.emplace_back(key.substr(prefix.size()), value);
+      if (used != nullptr) used->insert(key);
+    }
+  return mine;
+}
+}  // namespace
+
+void load_full_state(config::ModelGraph& model, const StateDict& full, const std::string& origin) {
+  std::set<std::string> used;
+  for (const auto& child : model->named_children())
+    load_into_node(model, child.key(), *child.value(), keys_of_node(full, child.key(), &used), origin);
   for (const auto& [key, value] : full)
     if (!used.count(key))
       throw CheckpointError(str_cat(origin, ": unexpected key '", key, "' (the model has no node '",
                                     key.substr(0, key.find('.')), "')"));
+}
+
+void load_node_state(config::ModelGraph& model, const std::string& node, const StateDict& full,
+                     const std::string& origin) {
+  for (const auto& child : model->named_children())
+    if (child.key() == node) load_into_node(model, node, *child.value(), keys_of_node(full, node), origin);
 }
 
 void load_full_checkpoint(config::ModelGraph& model, const std::string& path) {

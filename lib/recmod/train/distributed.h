@@ -49,6 +49,11 @@ void shard_model(config::ModelGraph& model, const dist::ShardingPlan& plan,
 /// model: each sharded collection takes its shards' slices, every other
 /// node its tensors (strict per node); a key of no node is a CheckpointError.
 void load_full_state(config::ModelGraph& model, const StateDict& full, const std::string& origin);
+/// load_full_state for one node: the keys of `full` under "<node>." (all
+/// of the node's, strict), the others ignored. A warm start's way into a
+/// managed-collision node (its id -> slot state sliced for this rank).
+void load_node_state(config::ModelGraph& model, const std::string& node, const StateDict& full,
+                     const std::string& origin);
 /// load_full_state from the checkpoint file at `path`, memory-mapped rather
 /// than read onto the heap: each rank copies its shards out of the file's
 /// pages in chunks and gives them back as it goes (the ranks of a host

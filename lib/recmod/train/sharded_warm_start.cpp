@@ -4,13 +4,13 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 
+#include "recmod/common/errors.h"
 #include "recmod/dist/sharded_embedding.h"
 #include "recmod/dist/sharded_embedding_bag.h"
 #include "recmod/io/mapped_tensors.h"
-#include "recmod/mc/mc_collection.h"
 #include "recmod/mc/mc_embedding_modules.h"
-#include "recmod/mc/mc_modules.h"
 #include "recmod/modules/embedding_modules.h"
 #include "recmod/train/distributed.h"
 
@@ -18,16 +18,41 @@ namespace recmod::train {
 
 namespace {
 
-/// Whether any module of the model remaps ids with state of its own (the
-/// sharded managed-collision modules hold it per shard: not copied here).
-bool has_managed_collision(const config::ModelGraph& model) {
-  for (const auto& m : model->modules())
-    if (std::dynamic_pointer_cast<ManagedCollisionModuleImpl>(m) ||
-        std::dynamic_pointer_cast<ManagedCollisionCollectionImpl>(m) ||
-        std::dynamic_pointer_cast<ManagedCollisionEmbeddingBagCollectionImpl>(m) ||
-        std::dynamic_pointer_cast<ManagedCollisionEmbeddingCollectionImpl>(m))
-      return true;
-  return false;
+/// The nodes that are managed-collision collections (MC-EBC, MC-EC): the
+/// only ones of a distributed model holding managed-collision modules
+/// (shard_model refuses any other).
+std::set<std::string> managed_collision_nodes(const config::ModelGraph& model) {
+  std::set<std::string> out;
+  for (size_t i = 0; i < model->nodes().size(); ++i)
+    if (std::dynamic_pointer_cast<ManagedCollisionEmbeddingBagCollectionImpl>(model->node_module(i)) ||
+        std::dynamic_pointer_cast<ManagedCollisionEmbeddingCollectionImpl>(model->node_module(i)))
+      out.insert(model->nodes()[i].name);
+  return out;
+}
+
+std::string node_of(const std::string& key) { return key.substr(0, key.find('.')); }
+
+/// A managed-collision node is warm-started whole or not at all: its tables
+/// and its id -> slot state belong together (a one-process warm start may
+/// take part of it). CheckpointError naming the node and the first key
+/// missing, on every rank alike, before anything is drawn.
+void check_managed_nodes_whole(const StateDict& model_state, const std::vector<std::string>& loaded,
+                               const std::set<std::string>& managed, const std::string& origin) {
+  const std::set<std::string> taken(loaded.begin(), loaded.end());
+  for (const auto& node : managed) {
+    std::string missing;
+    int64_t keys = 0, have = 0;
+    for (const auto& [key, _] : model_state) {
+      if (node_of(key) != node) continue;
+      ++keys;
+      if (taken.count(key)) ++have;
+      else if (missing.empty()) missing = key;
+    }
+    if (have > 0 && have < keys)
+      throw CheckpointError(str_cat(origin, ": node '", node, "' is a managed-collision collection, which a distributed "
+                                    "warm start loads whole (its tables with their id -> slot state); the checkpoint "
+                                    "gives ", have, " of its ", keys, " keys (no '", missing, "')"));
+  }
 }
 
 /// Where a model key lies once sharded: `sharded` for the weight of a table
@@ -94,17 +119,24 @@ void copy_in_chunks(torch::Tensor dst, const torch::Tensor& src, int64_t row_off
 WarmStartReport warm_start_sharded(config::ModelGraph& model, const dist::ShardingPlan& plan,
                                    const std::shared_ptr<dist::Communicator>& comm, const StateDict& checkpoint,
                                    const std::vector<std::string>& only, const std::string& origin) {
-  if (has_managed_collision(model)) {
-    materialize_deferred_tables(*model);  // the values a full build draws
-    return warm_start(model, checkpoint, only, origin);
-  }
   // Checked and reported on the deferred model (meta tensors of the full
   // shapes), before the shards are drawn.
   std::vector<std::string> loaded;
-  WarmStartReport report = match_warm_start(state_dict(*model), checkpoint, only, origin, loaded);
+  const StateDict full_shapes = state_dict(*model);
+  WarmStartReport report = match_warm_start(full_shapes, checkpoint, only, origin, loaded);
+  const std::set<std::string> managed = managed_collision_nodes(model);
+  check_managed_nodes_whole(full_shapes, loaded, managed, origin);
   shard_model(model, plan, comm);
+  // A managed-collision node is loaded as a resume loads it: its tables'
+  // shards and the id -> slot state of this rank's slots (sliced; refused
+  // when the checkpoint placed ids where this layout cannot keep them).
+  StateDict managed_keys;
+  for (const auto& key : loaded)
+    if (managed.count(node_of(key))) managed_keys.emplace_back(key, *find_tensor(checkpoint, key));
+  for (const auto& node : managed) load_node_state(model, node, managed_keys, origin);
   const StateDict local = state_dict(*model);
   for (const auto& key : loaded) {
+    if (managed.count(node_of(key))) continue;
     const torch::Tensor& src = *find_tensor(checkpoint, key);
     const KeyPlace place = place_of(model, plan, comm->rank(), key);
     if (place.sharded && !place.mine) continue;  // another rank's table

@@ -26,10 +26,12 @@ namespace recmod::train {
 /// each chunk's pages of the file given back as soon as it is copied: a
 /// sharded table's key into this rank's shard (its rows and columns of
 /// it; nothing when the rank holds none), every other key (dense
-/// parameters, data_parallel and unsharded tables) whole. Models with
-/// managed-collision modules keep the one-process way (the tables drawn
-/// whole, warm_start, shard_model later copies the shards). Optimizer state
-/// is never part of a warm start.
+/// parameters, data_parallel and unsharded tables) whole. A
+/// managed-collision collection is loaded as a resume loads it
+/// (load_node_state: its tables' shards and the id -> slot state of this
+/// rank's slots, CheckpointError where the checkpoint placed ids in slots
+/// of another id block) and only whole (all of its keys or none).
+/// Optimizer state is never part of a warm start.
 WarmStartReport warm_start_sharded(config::ModelGraph& model, const dist::ShardingPlan& plan,
                                    const std::shared_ptr<dist::Communicator>& comm, const StateDict& checkpoint,
                                    const std::vector<std::string>& only, const std::string& origin);
