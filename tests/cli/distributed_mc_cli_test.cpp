@@ -1,9 +1,11 @@
 // Distributed training of managed-collision tables (a
 // ManagedCollisionEmbeddingBagCollection sharded row_wise, beside a plain
 // sharded EBC): N local ranks against one process with the same global
-// batch, eviction per shard, exact resume, a warm start, and the refusals.
+// batch, eviction per shard, exact resume, checkpoints loaded at other
+// world sizes, and the refusals.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <map>
 
@@ -116,35 +118,79 @@ TEST(DistributedMcCli, EvictionRunsPerShardAndResumesExactly) {
   }
 }
 
-// A warm start keeps the checkpoint's managed-collision state: 2 ranks
-// warm-started from a 2-rank run (row_wise tables, one step with the
-// tables' learning rate 0 and no eviction due) end with the checkpoint's
-// id -> slot mapping and its rows; 3 ranks from it are refused (the ids
-// sit in slots of another id block), naming the table.
-TEST(DistributedMcCli, WarmStartKeepsTheCheckpointsIdsAndRows) {
-  const GeneratedData d = generate_mc_data("dist_mc_warm");
-  const auto trained = write_file(d.dir + "/a.yaml", mc_model_yaml(16, 48, 1, false, "", kRowWise));
-  auto r = run_recmod("train " + trained + " --data " + d.train + " --out " + d.dir + "/a --nproc 2 --steps 4 "
-                      "--dist-timeout 60");
+// A checkpoint of managed tables loads at any world size: each rank takes
+// the ids of its block with their rows, re-placed in its slots when the
+// checkpoint was written with another layout. Every id placed (48 slots for
+// 40 ids): a one-process checkpoint evaluates alike on 1, 2 and 3 ranks; 3
+// ranks warm-started from it (the tables' lr 0, no eviction due) keep every
+// id's row; a 2-rank checkpoint resumes on 3 ranks with every id's row and
+// optimizer state.
+TEST(DistributedMcCli, CheckpointsMoveBetweenWorldSizesIdById) {
+  const GeneratedData d = generate_mc_data("dist_mc_move");
+  const auto one_cfg = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 48, 1, false, "", kRowWise));
+  auto r = run_recmod("train " + one_cfg + " --data " + d.train + " --out " + d.dir + "/one --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto warm = write_file(d.dir + "/b.yaml", mc_model_yaml(16, 48, 100, false, "", kRowWise));
-  r = run_recmod("train " + warm + " --data " + d.train + " --out " + d.dir + "/b --nproc 2 --steps 1 --init-from " +
-                 d.dir + "/a/model.pt --set training.embedding_optimizer.lr=0 --dist-timeout 60");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const StateDict a = io::load_tensors(d.dir + "/a/model.pt"), b = io::load_tensors(d.dir + "/b/model.pt");
-  McLayout layout;
-  for (const std::string table : {"t_m1", "t_m2"}) {
-    const auto slots_a = slots_of(a, table, layout);
-    EXPECT_GT(slots_a.size(), 10u) << table;  // the checkpoint placed ids
-    EXPECT_EQ(slots_of(b, table, layout), slots_a) << table;
-    EXPECT_TRUE(torch::equal(tensor_of(a, kWeights + table + ".weight"), tensor_of(b, kWeights + table + ".weight")))
-        << table;
+  const StateDict one = io::load_tensors(d.dir + "/one/model.pt");
+  for (const std::string table : {"t_m1", "t_m2"}) ASSERT_EQ(slots_of(one, table).size(), 40u) << table;
+
+  auto metrics_of = [&](const std::string& extra) {
+    const auto e = run_recmod("eval " + one_cfg + " --checkpoint " + d.dir + "/one/model.pt --data " + d.eval +
+                              " --json" + extra);
+    EXPECT_EQ(e.exit_code, 0) << e.output;
+    return nlohmann::json::parse(e.output.substr(e.output.rfind('{')));
+  };
+  const auto single = metrics_of(" --threads 1");
+  for (const std::string ranks : {"2", "3"}) {
+    const auto many = metrics_of(" --nproc " + ranks + " --dist-timeout 60");
+    for (const std::string key : {"auc", "log_loss"})
+      EXPECT_NEAR(many[key].get<double>(), single[key].get<double>(), 1e-6) << key << ", " << ranks << " ranks";
   }
-  r = run_recmod("train " + warm + " --data " + d.train + " --out " + d.dir + "/c --nproc 3 --steps 1 --init-from " +
-                 d.dir + "/a/model.pt --dist-timeout 60");
-  EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("managed-collision table 't_m1' has id"));
-  EXPECT_THAT(r.output, HasSubstr("load it with the number of ranks that wrote it"));
+
+  const auto warm_cfg = write_file(d.dir + "/warm.yaml", mc_model_yaml(16, 48, 100, false, "", kRowWise));
+  r = run_recmod("train " + warm_cfg + " --data " + d.train + " --out " + d.dir + "/warm --nproc 3 --steps 1 " +
+                 "--init-from " + d.dir + "/one/model.pt --set training.embedding_optimizer.lr=0 --dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const StateDict warm = io::load_tensors(d.dir + "/warm/model.pt");
+  for (const std::string table : {"t_m1", "t_m2"}) {
+    const auto before = slots_of(one, table), after = slots_of(warm, table);
+    ASSERT_EQ(after.size(), 40u) << table;
+    const torch::Tensor& w_before = tensor_of(one, kWeights + table + ".weight");
+    const torch::Tensor& w_after = tensor_of(warm, kWeights + table + ".weight");
+    for (const auto& [id, slot] : after) {
+      EXPECT_EQ(slot / 16, id / 14) << table << " id " << id << ": not in a slot of its block's rank";
+      EXPECT_TRUE(torch::equal(w_after[slot], w_before[before.at(id)])) << table << " id " << id;
+    }
+  }
+
+  // Resumed on 3 ranks with no step left, the checkpoint is written again
+  // from the 3 ranks' state: every id's row and its row-wise Adagrad state
+  // as the 2 ranks wrote them, each id in a slot of its 3-rank block.
+  const auto two_cfg = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 48, 1, false, "", kRowWise));
+  r = run_recmod("train " + two_cfg + " --data " + d.train + " --out " + d.dir + "/run --nproc 2 --steps 6 --dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const StateDict two = io::load_tensors(d.dir + "/run/model.pt");
+  const StateDict two_state = io::load_tensors(d.dir + "/run/trainer_state.pt");
+  r = run_recmod("train " + two_cfg + " --data " + d.train + " --out " + d.dir + "/run --nproc 3 --steps 6 --resume "
+                 "--dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const StateDict three = io::load_tensors(d.dir + "/run/model.pt");
+  const StateDict three_state = io::load_tensors(d.dir + "/run/trainer_state.pt");
+  for (const std::string table : {"t_m1", "t_m2"}) {
+    const auto before = slots_of(two, table), after = slots_of(three, table);
+    ASSERT_EQ(after.size(), before.size()) << table;
+    ASSERT_GT(after.size(), 10u) << table;
+    const std::string weight = kWeights + table + ".weight";
+    const std::string momentum = "optimizer.embedding." + weight + ".momentum1";
+    int64_t moved = 0;
+    for (const auto& [id, slot] : after) {
+      EXPECT_EQ(slot / 16, id / 14) << table << " id " << id;
+      moved += slot != before.at(id);
+      EXPECT_TRUE(torch::equal(tensor_of(three, weight)[slot], tensor_of(two, weight)[before.at(id)])) << table << id;
+      EXPECT_TRUE(torch::equal(tensor_of(three_state, momentum)[slot], tensor_of(two_state, momentum)[before.at(id)]))
+          << table << " id " << id;
+    }
+    EXPECT_GT(moved, 0) << table;  // the layouts differ
+  }
 }
 
 TEST(DistributedMcCli, ColumnWiseManagedTableIsRefusedNamingIt) {

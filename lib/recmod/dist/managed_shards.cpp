@@ -218,7 +218,8 @@ StateDict ManagedCollisionShards::gather(Communicator& comm, const StateDict& mi
   return out;
 }
 
-StateDict ManagedCollisionShards::slice(const StateDict& mc, const std::string& origin) const {
+StateDict ManagedCollisionShards::slice(const StateDict& mc, const std::string& origin,
+                                        std::map<std::string, torch::Tensor>* moved_rows) const {
   StateDict out;
   auto tensor = [&](const McKey& k) -> const torch::Tensor& {
     const torch::Tensor* v = find_tensor(mc, k.key);
@@ -237,39 +238,83 @@ StateDict ManagedCollisionShards::slice(const StateDict& mc, const std::string& 
     if (ids.sizes() != slots.sizes() || ids.dim() != 1)
       throw CheckpointError(str_cat(origin, ": managed-collision table '", table, "': _mch_sorted_raw_ids ",
                                     ids.sizes(), " and _mch_remapped_ids_mapping ", slots.sizes(), " do not match"));
-    // The entries whose slots are my rows, in raw-id order (the file's).
-    const torch::Tensor take = torch::nonzero(slots.ge(s->row_offset).logical_and(slots.lt(s->row_offset + s->rows))).view(-1);
-    if (take.numel() != s->rows)
-      throw CheckpointError(str_cat(origin, ": managed-collision table '", table, "' maps ", take.numel(),
-                                    " ids to slots [", s->row_offset, ", ", s->row_offset + s->rows,
-                                    "), expected one per slot (", s->rows, ")"));
-    const torch::Tensor my_ids = ids.index_select(0, take);
-    const torch::Tensor placed = my_ids.masked_select(my_ids.ne(kEmpty));
+    for (const auto& k : mc_keys_)
+      if (k.table == t && per_slot(k) && (tensor(k).dim() != 1 || tensor(k).size(0) != ids.size(0)))
+        throw CheckpointError(str_cat(origin, ": key '", kMcc, k.key, "' has shape ", tensor(k).sizes(), ", expected [",
+                                      ids.size(0), "]"));
+    int64_t table_rows = 0;  // the unsharded module's slots
+    for (const auto& shard : plans_[t].shards)
+      if (holds_rows(shard)) table_rows += shard.rows;
+    if (ids.size(0) != table_rows)
+      throw CheckpointError(str_cat(origin, ": managed-collision table '", table, "' has ", ids.size(0),
+                                    " entries of _mch_sorted_raw_ids, the model's table ", table_rows, " rows"));
+    if (slots.numel() > 0 && (slots.min().item<int64_t>() < 0 || slots.max().item<int64_t>() >= table_rows))
+      throw CheckpointError(str_cat(origin, ": managed-collision table '", table,
+                                    "': _mch_remapped_ids_mapping has a slot outside [0, ", table_rows, ")"));
     const auto [first, last] = routing_[t]->input_block(routing_[t]->block_of_rank[static_cast<size_t>(rank_)]);
-    if (placed.numel() > 0) {
-      const auto [lo, hi] = torch::aminmax(placed);
-      const auto min = lo.item<int64_t>(), max = hi.item<int64_t>();
-      if (min < 0 || static_cast<uint64_t>(min) < first || static_cast<uint64_t>(max) >= last)
-        throw CheckpointError(str_cat(
-            origin, ": managed-collision table '", table, "' has id ",
-            (min < 0 || static_cast<uint64_t>(min) < first) ? min : max, " in slots [", s->row_offset, ", ",
-            s->row_offset + s->rows, "), which rank ", rank_, " holds for ids [", first, ", ", last,
-            "); this checkpoint places ids for another world size: load it with the number of ranks that wrote it"));
+    const torch::Tensor placed = ids.ne(kEmpty);
+    torch::Tensor in_block = placed.logical_and(ids.ge(static_cast<int64_t>(first)));
+    if (last <= static_cast<uint64_t>(kEmpty)) in_block = in_block.logical_and(ids.lt(static_cast<int64_t>(last)));
+    const torch::Tensor in_my_slots = slots.ge(s->row_offset).logical_and(slots.lt(s->row_offset + s->rows));
+    // The entries to keep and their local slots: as they are when the
+    // checkpoint has exactly this block's ids in this rank's slots (written
+    // with this layout), else re-placed (written at another world size or
+    // with another plan).
+    const bool as_written =
+        in_my_slots.sum().item<int64_t>() == s->rows &&
+        in_block.logical_xor(placed.logical_and(in_my_slots)).sum().item<int64_t>() == 0;
+    torch::Tensor take, local_slots;
+    if (as_written) {
+      take = torch::nonzero(in_my_slots).view(-1);  // in raw-id order (the file's)
+      local_slots = slots.index_select(0, take) - s->row_offset;
+    } else {
+      // This block's ids, in raw-id order, in the first slots, each with its
+      // metadata and (moved_rows) its row; the other entries empty, as a new
+      // module's. The last entry is never matched (remap searches all but
+      // it): rows - 1 ids at most keep their rows.
+      take = torch::nonzero(in_block).view(-1);
+      const int64_t k = take.numel();
+      if (k > s->rows - 1)
+        throw CheckpointError(str_cat(origin, ": managed-collision table '", table, "' has ", k,
+                                      " ids placed in the id block [", first, ", ", last, ") of rank ", rank_,
+                                      ", which holds ", s->rows, " slots of the table (", s->rows - 1,
+                                      " ids at most); load it with more ranks or with the number of ranks that wrote it"));
+      local_slots = torch::arange(s->rows, torch::kLong);
+      if (moved_rows != nullptr) {
+        // Local row j takes the checkpoint's row of the j-th id; an empty
+        // slot keeps the row the checkpoint has at its global index.
+        torch::Tensor sources = local_slots + s->row_offset;
+        sources.narrow(0, 0, k).copy_(slots.index_select(0, take));
+        (*moved_rows)[table] = sources;
+      }
     }
     for (const auto& k : mc_keys_) {
       if (k.table != t) continue;
       torch::Tensor v = tensor(k);
-      if (per_slot(k)) {
-        if (v.dim() != 1 || v.size(0) != ids.size(0))
-          throw CheckpointError(str_cat(origin, ": key '", kMcc, k.key, "' has shape ", v.sizes(), ", expected [",
-                                        ids.size(0), "]"));
+      if (k.buffer == "_mch_remapped_ids_mapping") {
+        v = local_slots;
+      } else if (per_slot(k)) {
         v = v.index_select(0, take);
-        if (k.buffer == "_mch_remapped_ids_mapping") v = v - s->row_offset;
+        if (v.size(0) < s->rows)  // re-placed
+          v = torch::cat({v, torch::full({s->rows - v.size(0)}, k.buffer == "_mch_sorted_raw_ids" ? kEmpty : 0,
+                                         v.options())});
       }
       out.emplace_back(k.key, v.to(k.dtype).contiguous());
     }
   }
   return out;
+}
+
+void move_table_rows(StateDict& pieces, const StateDict& full, const std::map<std::string, torch::Tensor>& moved,
+                     const std::string& prefix) {
+  for (auto& [key, piece] : pieces)
+    for (const auto& [table, sources] : moved)
+      if (key.rfind(prefix + table + ".weight", 0) == 0) {
+        const torch::Tensor* whole = find_tensor(full, key);
+        TORCH_CHECK(whole != nullptr && whole->size(0) > sources.max().item<int64_t>(), "move_table_rows: no rows of ",
+                    key);
+        piece = whole->index_select(0, sources);
+      }
 }
 
 StateDict keys_under(const StateDict& state, const std::string& prefix) {

@@ -10,6 +10,7 @@
 #include <torch/types.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,6 +73,13 @@ StateDict keys_under(const StateDict& state, const std::string& prefix);
 /// Whether `kinds` asks for the tables' weights (the MC state goes with them).
 bool has_weight_kind(const std::vector<TableTensorKind>& kinds);
 
+/// `pieces` (a sharded collection's slice: keys "<prefix><table>.weight<suffix>",
+/// this rank's rows of `full`'s tensors under the same keys) with the rows
+/// of each table in `moved` (ManagedCollisionShards::slice's) taken from the
+/// full tensor's rows it names instead.
+void move_table_rows(StateDict& pieces, const StateDict& full, const std::map<std::string, torch::Tensor>& moved,
+                     const std::string& prefix);
+
 /// This rank's managed-collision modules of a sharded MC collection, one
 /// per table it holds rows of, and their state.
 class ManagedCollisionShards {
@@ -112,10 +120,18 @@ class ManagedCollisionShards {
   /// _managed_collision_collection.) from this rank's `local` (same keys):
   /// global slots, sorted by raw id; empty elsewhere.
   StateDict gather(Communicator& comm, const StateDict& local) const;
-  /// This rank's part of the unsharded MC state `full` (keys as gather's);
-  /// CheckpointError naming `origin`, also for ids placed outside this
-  /// rank's input block (a checkpoint of another world size).
-  StateDict slice(const StateDict& full, const std::string& origin) const;
+  /// This rank's part of the unsharded MC state `full` (keys as gather's).
+  /// A checkpoint written with this layout is taken as it is. One written
+  /// at another world size or with another plan is re-placed: the ids of
+  /// this rank's input block, in raw-id order, in its first slots with
+  /// their metadata, the other entries empty as a new module's; then
+  /// `moved_rows` gets, per such table, the full table's row each local row
+  /// comes from (the rows, and their optimizer state, move with their ids:
+  /// move_table_rows). CheckpointError naming `origin` for a malformed
+  /// state, and for a block with more placed ids than its rows less one
+  /// (the last entry is never matched).
+  StateDict slice(const StateDict& full, const std::string& origin,
+                  std::map<std::string, torch::Tensor>* moved_rows = nullptr) const;
 
  private:
   struct McKey {

@@ -97,12 +97,17 @@ StateDict ShardedManagedCollisionEmbeddingCollectionImpl::gather(const StateDict
 
 StateDict ShardedManagedCollisionEmbeddingCollectionImpl::slice(const StateDict& full,
                                                                  const std::vector<TableTensorKind>& kinds,
-                                                                 const std::string& origin) const {
+                                                                 const std::string& origin) {
   StateDict out;
   const bool weights = has_weight_kind(kinds);
-  if (weights)
-    for (auto& [key, value] : shards_.slice(keys_under(full, kMcc), origin)) out.emplace_back(kMcc + key, value);
-  const StateDict tables = ec_->slice(keys_under(full, kModule), kinds, origin);
+  if (weights) {
+    moved_rows_.clear();
+    for (auto& [key, value] : shards_.slice(keys_under(full, kMcc), origin, &moved_rows_))
+      out.emplace_back(kMcc + key, value);
+  }
+  const StateDict tables_full = keys_under(full, kModule);
+  StateDict tables = ec_->slice(tables_full, kinds, origin);
+  move_table_rows(tables, tables_full, moved_rows_, "embeddings.");
   for (const auto& [key, value] : tables) out.emplace_back(kModule + key, value);
   if (weights)
     for (const auto& [key, value] : tables) out.emplace_back(kCollection + key, value);

@@ -16,6 +16,7 @@
 // `_embedding_collection.embeddings.<t>.weight`.
 #include <torch/types.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -69,8 +70,13 @@ class ShardedManagedCollisionEmbeddingCollectionImpl : public torch::nn::Module 
   /// the first: rank 0 holds one gathered table at a time.
   DeferredStateDict deferred_gather(const StateDict& local, const std::vector<TableTensorKind>& kinds,
                                     const FullTensorAllocator& allocate = {});
-  /// This rank's part of full state; CheckpointError naming `origin`.
-  StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin) const;
+  /// This rank's part of full state, at any world size: a managed table's
+  /// ids written with another layout are re-placed
+  /// (ManagedCollisionShards::slice) and its rows move with them. The
+  /// weights' slice (with the MC state) decides the moves; a later slice of
+  /// optimizer state (a resume) moves its rows alike. CheckpointError
+  /// naming `origin`.
+  StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin);
 
  private:
   /// Each shard's eviction step after a lookup (evicted rows re-drawn when
@@ -81,6 +87,7 @@ class ShardedManagedCollisionEmbeddingCollectionImpl : public torch::nn::Module 
   ManagedCollisionShards shards_;  // before the EC: refuses what is not sharded
   std::shared_ptr<ShardedEmbeddingCollectionImpl> ec_;
   ManagedCollisionCollection mcc_{nullptr};
+  std::map<std::string, torch::Tensor> moved_rows_;  // by the last slice of weights: table -> source rows
   bool reset_evicted_rows_ = true;
   bool return_remapped_features_ = false;
 };

@@ -58,11 +58,18 @@ StateDict ShardedManagedCollisionEmbeddingBagCollectionImpl::gather(const StateD
 
 StateDict ShardedManagedCollisionEmbeddingBagCollectionImpl::slice(const StateDict& full,
                                                                     const std::vector<TableTensorKind>& kinds,
-                                                                    const std::string& origin) const {
+                                                                    const std::string& origin) {
+  StateDict mc;
+  if (has_weight_kind(kinds)) {
+    moved_rows_.clear();
+    mc = shards_.slice(keys_under(full, kMcc), origin, &moved_rows_);
+  }
+  const StateDict tables_full = keys_under(full, kEbc);
+  StateDict tables = ebc_->slice(tables_full, kinds, origin);
+  move_table_rows(tables, tables_full, moved_rows_, "embedding_bags.");
   StateDict out;
-  for (auto& [key, value] : ebc_->slice(keys_under(full, kEbc), kinds, origin)) out.emplace_back(kEbc + key, value);
-  if (!has_weight_kind(kinds)) return out;
-  for (auto& [key, value] : shards_.slice(keys_under(full, kMcc), origin)) out.emplace_back(kMcc + key, value);
+  for (auto& [key, value] : tables) out.emplace_back(kEbc + key, value);
+  for (auto& [key, value] : mc) out.emplace_back(kMcc + key, value);
   return out;
 }
 

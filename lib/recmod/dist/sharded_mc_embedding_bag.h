@@ -42,6 +42,7 @@
 // world size that has placed ids: resharding would move rows between ids).
 #include <torch/types.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,15 +86,20 @@ class ShardedManagedCollisionEmbeddingBagCollectionImpl : public torch::nn::Modu
   /// slot) and handed out on rank 0.
   DeferredStateDict deferred_gather(const StateDict& local, const std::vector<TableTensorKind>& kinds,
                                     const FullTensorAllocator& allocate = {});
-  /// This rank's part of full state (any world size for the tables; see
-  /// above for the managed-collision state). CheckpointError naming `origin`.
-  StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin) const;
+  /// This rank's part of full state, at any world size: a managed table's
+  /// ids written with another layout are re-placed
+  /// (ManagedCollisionShards::slice) and its rows move with them. The
+  /// weights' slice (with the MC state) decides the moves; a later slice of
+  /// optimizer state (a resume) moves its rows alike. CheckpointError
+  /// naming `origin`.
+  StateDict slice(const StateDict& full, const std::vector<TableTensorKind>& kinds, const std::string& origin);
 
  private:
   std::shared_ptr<Communicator> comm_;
   ManagedCollisionShards shards_;  // before the EBC: refuses what is not sharded
   std::shared_ptr<ShardedEmbeddingBagCollectionImpl> ebc_;
   ManagedCollisionCollection mcc_{nullptr};
+  std::map<std::string, torch::Tensor> moved_rows_;  // by the last slice of weights: table -> source rows
   bool reset_evicted_rows_ = true;
 };
 TORCH_MODULE(ShardedManagedCollisionEmbeddingBagCollection);
