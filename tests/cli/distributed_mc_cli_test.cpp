@@ -2,7 +2,7 @@
 // ManagedCollisionEmbeddingBagCollection sharded row_wise, beside a plain
 // sharded EBC): N local ranks against one process with the same global
 // batch, eviction per shard, exact resume, checkpoints loaded at other
-// world sizes, and the refusals.
+// world sizes, `recmod evict` on ranks, and the refusals.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -191,6 +191,48 @@ TEST(DistributedMcCli, CheckpointsMoveBetweenWorldSizesIdById) {
     }
     EXPECT_GT(moved, 0) << table;  // the layouts differ
   }
+}
+
+// `recmod evict` on ranks: the tables sharded as in training, each shard
+// evicting its own ids. table_wise tables are the unsharded modules on one
+// rank: 2 ranks with the per-rank batch halved report and write what one
+// process does. row_wise (a 2-rank checkpoint): every id counted once, the
+// ranks' counts summed, the checkpoint still one process's to evaluate.
+TEST(DistributedMcCli, EvictOnRanksMatchesOneProcess) {
+  const GeneratedData d = generate_mc_data("dist_mc_evict_cmd");
+  const std::string table_wise = "{t_m1: table_wise, t_m2: {type: table_wise, ranks: [1]}}";
+  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 12, 2, false, "", table_wise));
+  const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, false, "", table_wise));
+  auto r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/run --threads 1 --steps 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto evict = [&](const std::string& cfg, const std::string& checkpoint, const std::string& out,
+                   const std::string& extra) {
+    const auto e = run_recmod("evict " + cfg + " --checkpoint " + checkpoint + " --data " + d.eval + " --out " + out +
+                              " --json" + extra);
+    EXPECT_EQ(e.exit_code, 0) << e.output;
+    const size_t at = e.output.rfind("{\"checkpoint");
+    if (at == std::string::npos) return nlohmann::json();
+    return nlohmann::json::parse(e.output.substr(at, e.output.find('\n', at) - at))["tables"];
+  };
+  const auto single = evict(one, d.dir + "/run/model.pt", d.dir + "/one.pt", " --threads 1");
+  const auto ranks = evict(two, d.dir + "/run/model.pt", d.dir + "/two.pt", " --nproc 2 --dist-timeout 60");
+  EXPECT_EQ(ranks, single);
+  EXPECT_GT(single[0]["evicted"].get<int64_t>(), 0);  // evictions happened
+  expect_same_tensors(d.dir + "/one.pt", d.dir + "/two.pt", 0.0);
+
+  r = run_recmod("train " + write_file(d.dir + "/rw.yaml", mc_model_yaml(16, 12, 2, false, "", kRowWise)) +
+                 " --data " + d.train + " --out " + d.dir + "/rw --nproc 2 --steps 4 --dist-timeout 60");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto whole = evict(one, d.dir + "/rw/model.pt", d.dir + "/rw_one.pt", " --threads 1");
+  const auto shards = evict(d.dir + "/rw.yaml", d.dir + "/rw/model.pt", d.dir + "/rw_two.pt", " --nproc 2 --dist-timeout 60");
+  ASSERT_EQ(shards.size(), whole.size());
+  for (size_t t = 0; t < shards.size(); ++t) {
+    EXPECT_EQ(shards[t]["ids_seen"], whole[t]["ids_seen"]) << t;
+    EXPECT_EQ(shards[t]["distinct_ids"], whole[t]["distinct_ids"]) << t;  // ids < input_hash_size: no hash collisions
+    EXPECT_LE(shards[t]["slots_used"].get<int64_t>(), 10) << t;  // 5 ids a shard at most
+  }
+  r = run_recmod("eval " + one + " --checkpoint " + d.dir + "/rw_two.pt --data " + d.eval + " --json");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 TEST(DistributedMcCli, ColumnWiseManagedTableIsRefusedNamingIt) {

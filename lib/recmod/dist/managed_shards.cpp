@@ -305,6 +305,13 @@ StateDict ManagedCollisionShards::slice(const StateDict& mc, const std::string& 
   return out;
 }
 
+void ManagedLookupCounts::add(const torch::Tensor& hashed, const torch::Tensor& slots, int64_t overflow) {
+  const torch::Tensor seen = hashed.to(torch::kLong).cpu().contiguous();
+  ids += seen.numel();
+  hits += slots.ne(overflow).sum().item<int64_t>();
+  distinct.insert(seen.data_ptr<int64_t>(), seen.data_ptr<int64_t>() + seen.numel());
+}
+
 void move_table_rows(StateDict& pieces, const StateDict& full, const std::map<std::string, torch::Tensor>& moved,
                      const std::string& prefix) {
   for (auto& [key, piece] : pieces)

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -31,6 +32,18 @@ namespace recmod::dist {
 /// which ManagedCollisionShards gathers and slices its buffers.
 inline const std::string kMcc = "_managed_collision_collection.";
 
+/// What a shard's lookups of a managed table met while counted (`recmod
+/// evict`): the ids it remapped, those that found a slot of their own (not
+/// the overflow slot, its last), and the distinct ids (after the input
+/// hash; the shards' sets are disjoint, so they add up over the ranks).
+struct ManagedLookupCounts {
+  int64_t ids = 0;
+  int64_t hits = 0;
+  std::unordered_set<int64_t> distinct;
+  /// One remap: `ids` (hashed, int64) went to local `slots`; `overflow` is the shard's last slot.
+  void add(const torch::Tensor& ids, const torch::Tensor& slots, int64_t overflow);
+};
+
 /// How the ids of one managed table (row_wise or table_wise) reach its
 /// shards, as TorchRec's sharded ManagedCollisionCollection routes them:
 /// the sender applies the input hash, each id goes to the shard whose block
@@ -44,6 +57,7 @@ struct ManagedRouting {
   uint64_t block = 0;                  // ceil(input_size / shards with rows)
   std::vector<int64_t> block_of_rank;  // per rank: its block (index among the shards with rows), or -1
   std::shared_ptr<MCHManagedCollisionModuleImpl> local;
+  std::shared_ptr<ManagedLookupCounts> counts;  // set while the holder's lookups are counted
 
   /// UsageError for a table planned otherwise than row_wise / table_wise.
   static ManagedRouting make(const TablePlan& plan, const MCHManagedCollisionModuleOptions& options, int64_t world,

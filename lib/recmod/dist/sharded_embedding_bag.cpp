@@ -278,6 +278,9 @@ KeyedJaggedTensor ShardedEmbeddingBagCollectionImpl::distribute_input(const Keye
       table_slots.push_back(s);
     }
     const JtDict remapped = m->local->remap(m->local->profile(input));
+    if (m->counts)
+      for (size_t i = 0; i < input.size(); ++i)
+        m->counts->add(input[i].second.values(), remapped[i].second.values(), m->local->output_size() - 1);
     for (size_t i = 0; i < table_slots.size(); ++i) {
       const int64_t s = table_slots[i];
       int64_t at = 0;
@@ -415,6 +418,14 @@ void ShardedEmbeddingBagCollectionImpl::manage_table(int64_t table, const MCHMan
   TORCH_CHECK(table >= 0 && table < static_cast<int64_t>(full_tables_.size()), "manage_table: no table ", table);
   managed_[static_cast<size_t>(table)] =
       ManagedRouting::make(table_plans_[static_cast<size_t>(table)], options, world_, rank_, std::move(local));
+}
+
+std::shared_ptr<ManagedLookupCounts> ShardedEmbeddingBagCollectionImpl::count_managed_lookups(int64_t table) {
+  TORCH_CHECK(table >= 0 && table < static_cast<int64_t>(full_tables_.size()), "count_managed_lookups: no table ", table);
+  auto& m = managed_[static_cast<size_t>(table)];
+  if (!m || !m->local) return nullptr;
+  if (!m->counts) m->counts = std::make_shared<ManagedLookupCounts>();
+  return m->counts;
 }
 
 std::pair<uint64_t, uint64_t> ShardedEmbeddingBagCollectionImpl::input_block(int64_t table, int64_t shard) const {

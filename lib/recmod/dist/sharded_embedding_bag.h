@@ -77,6 +77,9 @@ class ShardedEmbeddingBagCollectionImpl : public EmbeddingBagCollectionImpl {
   /// the global batch (MCHManagedCollisionModule::size_history).
   void manage_table(int64_t table, const MCHManagedCollisionModuleOptions& options,
                     std::shared_ptr<MCHManagedCollisionModuleImpl> local);
+  /// From now on counts what this rank's shard of managed table `table`
+  /// remaps (ManagedLookupCounts); nullptr when it holds no rows of it.
+  std::shared_ptr<ManagedLookupCounts> count_managed_lookups(int64_t table);
   /// Ids [first, last) of the input space that block `shard` (index among
   /// the table's shards with rows) of managed table `table` owns; last is
   /// 2**63 at most; {0, 0} for shard -1.

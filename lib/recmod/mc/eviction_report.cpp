@@ -8,17 +8,26 @@
 
 namespace recmod {
 
-namespace {
-
-// The table's ids, ascending; int64 max marks an empty slot.
-torch::Tensor table_ids(ManagedCollisionEmbeddingBagCollectionImpl& mc, const std::string& table) {
-  auto module = mc.managed_collision_collection()->module_for(table);
-  for (const auto& b : module->named_buffers())
+torch::Tensor placed_ids(torch::nn::Module& module, const std::string& table) {
+  for (const auto& b : module.named_buffers())
     if (b.key() == "_mch_sorted_raw_ids") {
       auto ids = b.value();
       return ids.masked_select(ids != std::numeric_limits<int64_t>::max());
     }
   throw InputError(str_cat("table '", table, "' has no _mch_sorted_raw_ids buffer"));
+}
+
+nlohmann::json eviction_entry(const TableEvictionStats& st, int64_t distinct_ids) {
+  return {{"node", st.node},           {"table", st.table},         {"ids_seen", st.ids_seen},
+          {"distinct_ids", distinct_ids}, {"slots", st.slots},           {"slots_used", st.slots_used},
+          {"evicted", st.evicted},     {"hit_rate", st.hit_rate()}};
+}
+
+namespace {
+
+// The table's ids, ascending.
+torch::Tensor table_ids(ManagedCollisionEmbeddingBagCollectionImpl& mc, const std::string& table) {
+  return placed_ids(*mc.managed_collision_collection()->module_for(table), table);
 }
 
 }  // namespace
@@ -69,10 +78,7 @@ void EvictionTracker::observe(const KeyedJaggedTensor& sparse) {
 
 nlohmann::json EvictionTracker::to_json() const {
   nlohmann::json report = nlohmann::json::array();
-  for (const auto& st : stats_)
-    report.push_back({{"node", st.node}, {"table", st.table}, {"ids_seen", st.ids_seen},
-                      {"distinct_ids", static_cast<int64_t>(st.distinct.size())}, {"slots", st.slots},
-                      {"slots_used", st.slots_used}, {"evicted", st.evicted}, {"hit_rate", st.hit_rate()}});
+  for (const auto& st : stats_) report.push_back(eviction_entry(st, static_cast<int64_t>(st.distinct.size())));
   return report;
 }
 

@@ -32,6 +32,16 @@ struct TableEvictionStats {
   double hit_rate() const { return ids_seen ? static_cast<double>(hits) / static_cast<double>(ids_seen) : 0.0; }
 };
 
+/// The ids a managed-collision module has placed, ascending (its
+/// _mch_sorted_raw_ids without the empty entries). InputError for a module
+/// without that buffer.
+torch::Tensor placed_ids(torch::nn::Module& module, const std::string& table);
+
+/// One report entry: {node, table, ids_seen, distinct_ids, slots,
+/// slots_used, evicted, hit_rate}, `distinct_ids` given (a distributed run
+/// counts it per shard).
+nlohmann::json eviction_entry(const TableEvictionStats& stats, int64_t distinct_ids);
+
 /// Streams batches through every ManagedCollisionEmbeddingBagCollection
 /// child of a model, counting per table.
 class EvictionTracker {
