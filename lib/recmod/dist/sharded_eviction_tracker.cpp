@@ -16,10 +16,7 @@ ShardedEvictionTracker::ShardedEvictionTracker(torch::nn::Module& model, std::sh
     const auto& configs = mc->embedding_bag_collection().full_configs();
     for (size_t t = 0; t < configs.size(); ++t) {
       Table table;
-      table.stats.node = name;
-      table.stats.table = configs[t].name;
-      table.stats.features = configs[t].feature_names;
-      table.stats.slots = configs[t].num_embeddings;
+      table.stats = stats_before_any_batch(name, configs[t]);
       table.counts = mc->embedding_bag_collection().count_managed_lookups(static_cast<int64_t>(t));
       tables_.push_back(std::move(table));
     }

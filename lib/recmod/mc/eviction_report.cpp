@@ -17,6 +17,15 @@ torch::Tensor placed_ids(torch::nn::Module& module, const std::string& table) {
   throw InputError(str_cat("table '", table, "' has no _mch_sorted_raw_ids buffer"));
 }
 
+TableEvictionStats stats_before_any_batch(const std::string& node, const EmbeddingBagConfig& table) {
+  TableEvictionStats st;
+  st.node = node;
+  st.table = table.name;
+  st.features = table.feature_names;
+  st.slots = table.num_embeddings;
+  return st;
+}
+
 nlohmann::json eviction_entry(const TableEvictionStats& st, int64_t distinct_ids) {
   return {{"node", st.node},           {"table", st.table},         {"ids_seen", st.ids_seen},
           {"distinct_ids", distinct_ids}, {"slots", st.slots},           {"slots_used", st.slots_used},
@@ -38,14 +47,8 @@ EvictionTracker::EvictionTracker(torch::nn::Module& model) {
       nodes_.emplace_back(child.key(), mc);
   if (nodes_.empty()) throw InputError("the model has no ManagedCollisionEmbeddingBagCollection node; nothing to evict");
   for (auto& [name, mc] : nodes_)
-    for (const auto& t : mc->embedding_bag_collection()->embedding_bag_configs()) {
-      TableEvictionStats st;
-      st.node = name;
-      st.table = t.name;
-      st.features = t.feature_names;
-      st.slots = t.num_embeddings;
-      stats_.push_back(std::move(st));
-    }
+    for (const auto& t : mc->embedding_bag_collection()->embedding_bag_configs())
+      stats_.push_back(stats_before_any_batch(name, t));
 }
 
 void EvictionTracker::observe(const KeyedJaggedTensor& sparse) {

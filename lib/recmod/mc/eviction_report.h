@@ -32,6 +32,9 @@ struct TableEvictionStats {
   double hit_rate() const { return ids_seen ? static_cast<double>(hits) / static_cast<double>(ids_seen) : 0.0; }
 };
 
+/// A table's entry before any batch: its node, name, features and slots.
+TableEvictionStats stats_before_any_batch(const std::string& node, const EmbeddingBagConfig& table);
+
 /// The ids a managed-collision module has placed, ascending (its
 /// _mch_sorted_raw_ids without the empty entries). InputError for a module
 /// without that buffer.
