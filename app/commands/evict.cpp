@@ -99,7 +99,8 @@ int run_evict_sharded(const EvictArgs& args, const Joined& joined) {
   const std::string out = args.out.empty() ? args.checkpoint : args.out;
   const std::string dir = std::filesystem::path(out).parent_path().string();
   const DeferredStateDict state = train::deferred_model_state(
-      opened.model, *joined.comm, train::checkpoint_tensor_allocator(dir.empty() ? "." : dir, train::default_checkpoint_memory()));
+      opened.model, *joined.comm,
+      train::checkpoint_tensor_allocator(dir.empty() ? "." : dir, train::default_checkpoint_memory()));
   if (joined.lead())
     io::save_tensors(out, state);
   else

@@ -72,8 +72,8 @@ void expect_ranks_match_one_process(const std::string& name, int ranks, int64_t 
     return "optimizer.embedding.mc_arch._embedding_bag_collection.embedding_bags." + table + ".weight.momentum1";
   };
   expect_mc_ranks_match_one_process(
-      name, ranks, per_rank, [](int64_t batch) { return mc_model_yaml(batch, 48, 1, false, "0.05", kRowWise); },
-      layout, flags);
+      name, ranks, per_rank, [](int64_t batch) { return mc_model_yaml(batch, 48, 1, false, "0.05", kRowWise); }, layout,
+      flags);
 }
 
 TEST(DistributedMcCli, TwoRanksMatchOneProcessIdById) { expect_ranks_match_one_process("dist_mc_two", 2, 16); }
@@ -134,8 +134,8 @@ TEST(DistributedMcCli, CheckpointsMoveBetweenWorldSizesIdById) {
   for (const std::string table : {"t_m1", "t_m2"}) ASSERT_EQ(slots_of(one, table).size(), 40u) << table;
 
   auto metrics_of = [&](const std::string& extra) {
-    const auto e = run_recmod("eval " + one_cfg + " --checkpoint " + d.dir + "/one/model.pt --data " + d.eval +
-                              " --json" + extra);
+    const auto e =
+        run_recmod("eval " + one_cfg + " --checkpoint " + d.dir + "/one/model.pt --data " + d.eval + " --json" + extra);
     EXPECT_EQ(e.exit_code, 0) << e.output;
     return nlohmann::json::parse(e.output.substr(e.output.rfind('{')));
   };
@@ -166,11 +166,13 @@ TEST(DistributedMcCli, CheckpointsMoveBetweenWorldSizesIdById) {
   // from the 3 ranks' state: every id's row and its row-wise Adagrad state
   // as the 2 ranks wrote them, each id in a slot of its 3-rank block.
   const auto two_cfg = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 48, 1, false, "", kRowWise));
-  r = run_recmod("train " + two_cfg + " --data " + d.train + " --out " + d.dir + "/run --nproc 2 --steps 6 --dist-timeout 60");
+  r = run_recmod("train " + two_cfg + " --data " + d.train + " --out " + d.dir +
+                 "/run --nproc 2 --steps 6 --dist-timeout 60");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const StateDict two = io::load_tensors(d.dir + "/run/model.pt");
   const StateDict two_state = io::load_tensors(d.dir + "/run/trainer_state.pt");
-  r = run_recmod("train " + two_cfg + " --data " + d.train + " --out " + d.dir + "/run --nproc 3 --steps 6 --resume "
+  r = run_recmod("train " + two_cfg + " --data " + d.train + " --out " + d.dir +
+                 "/run --nproc 3 --steps 6 --resume "
                  "--dist-timeout 60");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const StateDict three = io::load_tensors(d.dir + "/run/model.pt");
@@ -220,18 +222,45 @@ TEST(DistributedMcCli, EvictOnRanksMatchesOneProcess) {
   EXPECT_GT(single[0]["evicted"].get<int64_t>(), 0);  // evictions happened
   expect_same_tensors(d.dir + "/one.pt", d.dir + "/two.pt", 0.0);
 
-  r = run_recmod("train " + write_file(d.dir + "/rw.yaml", mc_model_yaml(16, 12, 2, false, "", kRowWise)) +
-                 " --data " + d.train + " --out " + d.dir + "/rw --nproc 2 --steps 4 --dist-timeout 60");
+  r = run_recmod("train " + write_file(d.dir + "/rw.yaml", mc_model_yaml(16, 12, 2, false, "", kRowWise)) + " --data " +
+                 d.train + " --out " + d.dir + "/rw --nproc 2 --steps 4 --dist-timeout 60");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto whole = evict(one, d.dir + "/rw/model.pt", d.dir + "/rw_one.pt", " --threads 1");
-  const auto shards = evict(d.dir + "/rw.yaml", d.dir + "/rw/model.pt", d.dir + "/rw_two.pt", " --nproc 2 --dist-timeout 60");
+  const auto shards =
+      evict(d.dir + "/rw.yaml", d.dir + "/rw/model.pt", d.dir + "/rw_two.pt", " --nproc 2 --dist-timeout 60");
   ASSERT_EQ(shards.size(), whole.size());
   for (size_t t = 0; t < shards.size(); ++t) {
     EXPECT_EQ(shards[t]["ids_seen"], whole[t]["ids_seen"]) << t;
     EXPECT_EQ(shards[t]["distinct_ids"], whole[t]["distinct_ids"]) << t;  // ids < input_hash_size: no hash collisions
-    EXPECT_LE(shards[t]["slots_used"].get<int64_t>(), 10) << t;  // 5 ids a shard at most
+    EXPECT_LE(shards[t]["slots_used"].get<int64_t>(), 10) << t;           // 5 ids a shard at most
   }
   r = run_recmod("eval " + one + " --checkpoint " + d.dir + "/rw_two.pt --data " + d.eval + " --json");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+// A managed node is warm-started whole: its tables and id -> slot state
+// go together. A checkpoint that gives part of it (the config gained a
+// managed table) is refused on ranks, naming the node and a missing key;
+// one process takes what matches.
+TEST(DistributedMcCli, WarmStartTakesAManagedNodeWholeOrNotAtAll) {
+  const GeneratedData d = generate_mc_data("dist_mc_warm_part");
+  const auto before = write_file(d.dir + "/a.yaml", mc_model_yaml(16, 12, 2, false, "", kRowWise));
+  auto r = run_recmod("train " + before + " --data " + d.train + " --out " + d.dir + "/a --threads 1 --steps 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string grown = mc_model_yaml(16, 12, 2, false, "", kRowWise);
+  const std::string extra =
+      "      - {name: t_m3, num_embeddings: 12, embedding_dim: 4, feature_names: [C3], "
+      "managed_collision: {zch_size: 12, eviction_interval: 2, input_hash_size: 40, "
+      "eviction: lfu}}\n";
+  grown.insert(grown.find("  bag_arch:"), extra);
+  const auto after = write_file(d.dir + "/b.yaml", grown);
+  const std::string warm = " --data " + d.train + " --steps 1 --init-from " + d.dir + "/a/model.pt --init-only mc_arch";
+  r = run_recmod("train " + after + warm + " --out " + d.dir + "/b --nproc 2 --dist-timeout 60");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("node 'mc_arch' is a managed-collision collection, which a distributed warm start "
+                                  "loads whole"));
+  EXPECT_THAT(r.output, HasSubstr("(no 'mc_arch._embedding_bag_collection.embedding_bags.t_m3.weight')"));
+  r = run_recmod("train " + after + warm + " --out " + d.dir + "/one --threads 1");
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 

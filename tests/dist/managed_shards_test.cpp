@@ -44,8 +44,8 @@ ShardingPlan row_wise_plan(int64_t rows) {
 }
 
 /// The unsharded state of `full` with its slot buffers and LFU counts replaced.
-StateDict state_of(ManagedCollisionCollection& full, const std::vector<int64_t>& ids,
-                   const std::vector<int64_t>& slots, const std::vector<int64_t>& counts) {
+StateDict state_of(ManagedCollisionCollection& full, const std::vector<int64_t>& ids, const std::vector<int64_t>& slots,
+                   const std::vector<int64_t>& counts) {
   StateDict out = state_dict(*full);
   for (auto& [key, value] : out) {
     if (key == kPrefix + "_mch_sorted_raw_ids") value = torch::tensor(ids, torch::kLong);
@@ -68,7 +68,8 @@ TEST(ManagedCollisionShards, AStateWrittenWithThisLayoutIsTakenAsItIs) {
                                    {0, 1, 8, 9, 10, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15},
                                    {10, 20, 30, 40, 50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
   std::map<std::string, torch::Tensor> moved;
-  const StateDict rank1 = ManagedCollisionShards(*full, {"t"}, "mc", row_wise_plan(16), 2, 1).slice(state, "ckpt", &moved);
+  const StateDict rank1 =
+      ManagedCollisionShards(*full, {"t"}, "mc", row_wise_plan(16), 2, 1).slice(state, "ckpt", &moved);
   EXPECT_EQ(values(rank1, "_mch_sorted_raw_ids"), (std::vector<int64_t>{7, 9, 10, kE, kE, kE, kE, kE}));
   EXPECT_EQ(values(rank1, "_mch_remapped_ids_mapping"), (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}));
   EXPECT_EQ(values(rank1, "_mch_counts"), (std::vector<int64_t>{30, 40, 50, 0, 0, 0, 0, 0}));
@@ -115,7 +116,8 @@ TEST(ManagedCollisionShards, ABlockWithMoreIdsThanItsSlotsLessOneIsRefused) {
     ManagedCollisionShards(*full, {"t"}, "mc", row_wise_plan(8), 2, 0).slice(state, "ckpt");
     FAIL() << "expected a CheckpointError";
   } catch (const CheckpointError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("ckpt: managed-collision table 't' has 4 ids placed in the id block [0, 6) of rank 0"));
+    EXPECT_THAT(e.what(),
+                HasSubstr("ckpt: managed-collision table 't' has 4 ids placed in the id block [0, 6) of rank 0"));
     EXPECT_THAT(e.what(), HasSubstr("3 ids at most"));
   }
   // rank 1's block is empty there: it loads

@@ -260,9 +260,8 @@ StateDict ManagedCollisionShards::slice(const StateDict& mc, const std::string& 
     // checkpoint has exactly this block's ids in this rank's slots (written
     // with this layout), else re-placed (written at another world size or
     // with another plan).
-    const bool as_written =
-        in_my_slots.sum().item<int64_t>() == s->rows &&
-        in_block.logical_xor(placed.logical_and(in_my_slots)).sum().item<int64_t>() == 0;
+    const bool as_written = in_my_slots.sum().item<int64_t>() == s->rows &&
+                            in_block.logical_xor(placed.logical_and(in_my_slots)).sum().item<int64_t>() == 0;
     torch::Tensor take, local_slots;
     if (as_written) {
       take = torch::nonzero(in_my_slots).view(-1);  // in raw-id order (the file's)
@@ -275,10 +274,10 @@ StateDict ManagedCollisionShards::slice(const StateDict& mc, const std::string& 
       take = torch::nonzero(in_block).view(-1);
       const int64_t k = take.numel();
       if (k > s->rows - 1)
-        throw CheckpointError(str_cat(origin, ": managed-collision table '", table, "' has ", k,
-                                      " ids placed in the id block [", first, ", ", last, ") of rank ", rank_,
-                                      ", which holds ", s->rows, " slots of the table (", s->rows - 1,
-                                      " ids at most); load it with more ranks or with the number of ranks that wrote it"));
+        throw CheckpointError(
+            str_cat(origin, ": managed-collision table '", table, "' has ", k, " ids placed in the id block [", first,
+                    ", ", last, ") of rank ", rank_, ", which holds ", s->rows, " slots of the table (", s->rows - 1,
+                    " ids at most); load it with more ranks or with the number of ranks that wrote it"));
       local_slots = torch::arange(s->rows, torch::kLong);
       if (moved_rows != nullptr) {
         // Local row j takes the checkpoint's row of the j-th id; an empty
@@ -296,8 +295,8 @@ StateDict ManagedCollisionShards::slice(const StateDict& mc, const std::string& 
       } else if (per_slot(k)) {
         v = v.index_select(0, take);
         if (v.size(0) < s->rows)  // re-placed
-          v = torch::cat({v, torch::full({s->rows - v.size(0)}, k.buffer == "_mch_sorted_raw_ids" ? kEmpty : 0,
-                                         v.options())});
+          v = torch::cat(
+              {v, torch::full({s->rows - v.size(0)}, k.buffer == "_mch_sorted_raw_ids" ? kEmpty : 0, v.options())});
       }
       out.emplace_back(k.key, v.to(k.dtype).contiguous());
     }

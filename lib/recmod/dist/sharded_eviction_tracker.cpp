@@ -11,7 +11,8 @@ ShardedEvictionTracker::ShardedEvictionTracker(torch::nn::Module& model, std::sh
   for (const auto& child : model.named_children())
     if (auto mc = std::dynamic_pointer_cast<ShardedManagedCollisionEmbeddingBagCollectionImpl>(child.value()))
       nodes_.emplace_back(child.key(), mc);
-  if (nodes_.empty()) throw InputError("the model has no ManagedCollisionEmbeddingBagCollection node; nothing to evict");
+  if (nodes_.empty())
+    throw InputError("the model has no ManagedCollisionEmbeddingBagCollection node; nothing to evict");
   for (auto& [name, mc] : nodes_) {
     const auto& configs = mc->embedding_bag_collection().full_configs();
     for (size_t t = 0; t < configs.size(); ++t) {
@@ -31,10 +32,10 @@ void ShardedEvictionTracker::observe(const KeyedJaggedTensor& features) {
     const size_t first = at;
     std::vector<torch::Tensor> before;
     for (; at < tables_.size() && tables_[at].stats.node == name; ++at)
-      before.push_back(tables_[at].counts ? placed_ids(*mc->managed_collision_collection()->module_for(
-                                                           tables_[at].stats.table),
-                                                       tables_[at].stats.table)
-                                          : torch::Tensor());
+      before.push_back(tables_[at].counts
+                           ? placed_ids(*mc->managed_collision_collection()->module_for(tables_[at].stats.table),
+                                        tables_[at].stats.table)
+                           : torch::Tensor());
     mc->forward_sharded(features);  // routes, remaps, evicts (and re-draws) per shard
     for (size_t i = first; i < at; ++i) {
       Table& table = tables_[i];
