@@ -285,14 +285,13 @@ void copy_mapped_tables(torch::nn::Module& module, StateDict& pieces) {
     piece = *dst;
   }
 }
-}  // namespace
 
-namespace {
 /// `mine` (keys relative to the node) into the node: a sharded collection
-/// takes its shards' slices, every other node its tensors; strict.
-void load_into_node(const config::ModelGraph& model, const std::string& node, torch::nn::Module& module, StateDict mine,
-                    const std::string& origin) {
-  for (const auto& [name, sharded] : all_sharded(model))
+/// (one of `sharded`, the model's) takes its shards' slices, every other
+/// node its tensors; strict.
+void load_into_node(const std::vector<std::pair<std::string, std::shared_ptr<AnySharded>>>& sharded_nodes,
+                    const std::string& node, torch::nn::Module& module, StateDict mine, const std::string& origin) {
+  for (const auto& [name, sharded] : sharded_nodes)
     if (name == node) {
       mine = sharded->slice(mine, {dist::TableTensorKind{"", false, true}}, origin);  // views of the full tensors
       copy_mapped_tables(module, mine);
@@ -314,9 +313,10 @@ StateDict keys_of_node(const StateDict& full, const std::string& node, std::set<
 }  // namespace
 
 void load_full_state(config::ModelGraph& model, const StateDict& full, const std::string& origin) {
+  const auto sharded = all_sharded(model);
   std::set<std::string> used;
   for (const auto& child : model->named_children())
-    load_into_node(model, child.key(), *child.value(), keys_of_node(full, child.key(), &used), origin);
+    load_into_node(sharded, child.key(), *child.value(), keys_of_node(full, child.key(), &used), origin);
   for (const auto& [key, value] : full)
     if (!used.count(key))
       throw CheckpointError(str_cat(origin, ": unexpected key '", key, "' (the model has no node '",
@@ -326,7 +326,7 @@ void load_full_state(config::ModelGraph& model, const StateDict& full, const std
 void load_node_state(config::ModelGraph& model, const std::string& node, const StateDict& full,
                      const std::string& origin) {
   for (const auto& child : model->named_children())
-    if (child.key() == node) load_into_node(model, node, *child.value(), keys_of_node(full, node), origin);
+    if (child.key() == node) load_into_node(all_sharded(model), node, *child.value(), keys_of_node(full, node), origin);
 }
 
 void load_full_checkpoint(config::ModelGraph& model, const std::string& path) {
