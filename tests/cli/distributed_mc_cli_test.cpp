@@ -61,6 +61,9 @@ training:
 // TorchRec's layout for managed tables (the planner alone would put these
 // small tables table_wise, which is the unsharded module on one rank).
 const std::string kRowWise = "{t_m1: row_wise, t_m2: row_wise}";
+// Both managed tables whole, on ranks 0 and 1: each the unsharded module on
+// one rank, so 2 ranks do exactly what one process does.
+const std::string kTableWise = "{t_m1: table_wise, t_m2: {type: table_wise, ranks: [1]}}";
 
 // One process with the global batch vs `ranks` ranks, id by id
 // (expect_mc_ranks_match_one_process).
@@ -89,9 +92,8 @@ TEST(DistributedMcCli, TableWiseManagedTablesMatchOneProcessUnderEviction) {
   // with evictions (12 slots for 40 ids) 2 ranks equal one process, every
   // tensor of model.pt (slot buffers included) and the optimizer state.
   const GeneratedData d = generate_mc_data("dist_mc_table_wise");
-  const std::string sharding = "{t_m1: table_wise, t_m2: {type: table_wise, ranks: [1]}}";
-  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 12, 2, false, "", sharding));
-  const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, false, "", sharding));
+  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 12, 2, false, "", kTableWise));
+  const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, false, "", kTableWise));
   auto r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/one --threads 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = run_recmod("train " + two + " --data " + d.train + " --out " + d.dir + "/two --nproc 2 --dist-timeout 60");
@@ -202,9 +204,8 @@ TEST(DistributedMcCli, CheckpointsMoveBetweenWorldSizesIdById) {
 // ranks' counts summed, the checkpoint still one process's to evaluate.
 TEST(DistributedMcCli, EvictOnRanksMatchesOneProcess) {
   const GeneratedData d = generate_mc_data("dist_mc_evict_cmd");
-  const std::string table_wise = "{t_m1: table_wise, t_m2: {type: table_wise, ranks: [1]}}";
-  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 12, 2, false, "", table_wise));
-  const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, false, "", table_wise));
+  const auto one = write_file(d.dir + "/one.yaml", mc_model_yaml(32, 12, 2, false, "", kTableWise));
+  const auto two = write_file(d.dir + "/two.yaml", mc_model_yaml(16, 12, 2, false, "", kTableWise));
   auto r = run_recmod("train " + one + " --data " + d.train + " --out " + d.dir + "/run --threads 1 --steps 4");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto evict = [&](const std::string& cfg, const std::string& checkpoint, const std::string& out,
